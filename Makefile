@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
+# `make setup` is shared, idempotent, and a no-op when nothing changed.
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.tinyasr-setup
+APT_PKGS  := espeak-ng flite sox file g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-all model clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: apt-get install$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check "setuptools>=68" 2>&1 | grep -v "is ignored" || true
+	@$(PY) -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored" || true
+	@$(PY) -c "import tinyasr.model, torch, tvm, xgboost" || { echo "setup: python environment is broken" >&2; exit 1; }
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/tinyasr demo
+
+test: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+model: setup
+	$(VENV)/bin/tinyasr data synth $(HOME)/.cache/tinyasr/corpus
+	$(VENV)/bin/tinyasr train --data $(HOME)/.cache/tinyasr/corpus --config model/configs/shared.json --out $(HOME)/.cache/tinyasr/runs/shared

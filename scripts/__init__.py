@@ -1,0 +1,1 @@
+"""tinyasr.scripts: the `tinyasr` command line."""

@@ -1,0 +1,1 @@
+"""tinyasr.targets: named boards, their LLVM targets, cross compilers and emulators."""

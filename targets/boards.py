@@ -1,0 +1,118 @@
+"""The registry of named boards.
+
+A board is what a user names on the command line (`--target rpi4`): its LLVM target for TVM
+0.27 (a dict; text targets with flags are rejected there), the cross compiler that links its
+shared libraries, and how qemu-user emulates it in tests.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+from tinyasr.model.errors import InputError
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    arch: str                      # ELF machine family: "x86_64", "aarch64" or "riscv64"
+    llvm_target: dict[str, Any]    # TVM 0.27 target dict
+    cross_compiler: str | None     # g++ driver that links for this board; None: the host's
+    cross_package: str | None      # Debian package that provides `cross_compiler`
+    sysroot: str | None            # qemu-user's -L: the target's libc
+    qemu_cpu: list[str] = field(default_factory=list)  # extra qemu-user arguments
+    link_flags: list[str] = field(default_factory=list)
+
+    @property
+    def is_host(self) -> bool:
+        return self.cross_compiler is None
+
+    @property
+    def qemu_binary(self) -> str | None:
+        return None if self.is_host else f"qemu-{self.arch}"
+
+    def require_cross_compiler(self) -> str:
+        """The cross compiler's path, or a one-line error naming the Debian package to install."""
+        compiler = self.cross_compiler or "g++"
+        path = shutil.which(compiler)
+        if path is None:
+            package = self.cross_package or "g++"
+            raise InputError(f"board {self.name!r} needs {compiler}: apt-get install {package}")
+        return path
+
+
+def _aarch64(name: str, description: str, cpu: str, mattr: list[str], qemu_cpu: str) -> Board:
+    return Board(
+        name=name,
+        description=description,
+        arch="aarch64",
+        llvm_target={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": cpu,
+                     "mattr": mattr, "num-cores": 4},
+        cross_compiler="aarch64-linux-gnu-g++",
+        cross_package="g++-aarch64-linux-gnu",
+        sysroot="/usr/aarch64-linux-gnu",
+        qemu_cpu=["-cpu", qemu_cpu],
+    )
+
+
+_RV64GC = ["+64bit", "+m", "+a", "+f", "+d", "+c"]
+
+
+def _riscv64(name: str, description: str, cpu: str, mattr: list[str], qemu_cpu: str) -> Board:
+    return Board(
+        name=name,
+        description=description,
+        arch="riscv64",
+        llvm_target={"kind": "llvm", "mtriple": "riscv64-unknown-linux-gnu", "mcpu": cpu,
+                     "mabi": "lp64d", "mattr": mattr, "num-cores": 4},
+        cross_compiler="riscv64-linux-gnu-g++",
+        cross_package="g++-riscv64-linux-gnu",
+        sysroot="/usr/riscv64-linux-gnu",
+        qemu_cpu=["-cpu", qemu_cpu],
+        link_flags=["-latomic"],
+    )
+
+
+def _host() -> Board:
+    # Resolved lazily through TVM so the host's real cpu (e.g. znver5) is used; see host_target().
+    return Board(
+        name="host",
+        description=f"this machine ({platform.machine()})",
+        arch=platform.machine(),
+        llvm_target={"kind": "llvm"},
+        cross_compiler=None,
+        cross_package=None,
+        sysroot=None,
+    )
+
+
+BOARDS: dict[str, Board] = {board.name: board for board in [
+    _host(),
+    _aarch64("rpi3", "Raspberry Pi 3 (Cortex-A53)", "cortex-a53", ["+neon"], "cortex-a53"),
+    _aarch64("rpi4", "Raspberry Pi 4 (Cortex-A72)", "cortex-a72", ["+neon"], "cortex-a72"),
+    _aarch64("rpi5", "Raspberry Pi 5 (Cortex-A76, dot product)", "cortex-a76",
+             ["+neon", "+dotprod"], "cortex-a76"),
+    _riscv64("visionfive2", "StarFive VisionFive 2 (SiFive U74, rv64gc)", "sifive-u74",
+             _RV64GC, "rv64"),
+    _riscv64("k230", "Canaan K230 (XuanTie C908, rv64gcv, RVV 1.0 VLEN=128)", "generic-rv64",
+             _RV64GC + ["+v"], "rv64,v=true,vlen=128,elen=64,vext_spec=v1.0"),
+]}
+
+
+def get_board(name: str) -> Board:
+    """The board called `name`, or a one-line error listing the known ones."""
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise InputError(f"unknown target {name!r}; known targets: {', '.join(BOARDS)}") from None
+
+
+def host_target() -> dict[str, Any]:
+    """The host's LLVM target dict with its real cpu (TVM ignores mcpu=native)."""
+    import tvm
+
+    return dict(tvm.target.Target.from_device(tvm.cpu()).export())
