@@ -1,0 +1,85 @@
+"""Speech to text with the PyTorch model: the reference every compiled library is checked against."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinyasr.model.model_dir import load_model_dir
+from tinyasr.model.san_m import AsrModel
+from tinyasr.model.search import (Hypothesis, attention_rescoring, ctc_greedy,
+                                  ctc_prefix_beam_search)
+from tinyasr.model.tokenizer import Tokenizer
+
+
+class DecodeMode(str, Enum):
+    CTC_GREEDY = "ctc_greedy"
+    CTC_PREFIX_BEAM = "ctc_prefix_beam"
+    ATTENTION_RESCORING = "attention_rescoring"
+
+
+@dataclass
+class DecodeOptions:
+    mode: DecodeMode = DecodeMode.ATTENTION_RESCORING
+    beam: int = 10
+    rescoring_ctc_weight: float = 0.5
+
+
+def decoder_scores(model: AsrModel, encoded: torch.Tensor,
+                   hypotheses: Sequence[Hypothesis]) -> np.ndarray:
+    """log P(hypothesis + <eos> | audio) under the attention decoder, one per hypothesis.
+
+    encoded: (1, frames, d) encoder output of one utterance; all hypotheses run as one batch.
+    """
+    sos_eos = model.sos_eos
+    count = len(hypotheses)
+    longest = max(len(h) for h in hypotheses) + 1
+    inputs = torch.full((count, longest), sos_eos, dtype=torch.long)
+    targets = torch.full((count, longest), sos_eos, dtype=torch.long)
+    lengths = torch.tensor([len(h) + 1 for h in hypotheses])
+    for row, hypothesis in enumerate(hypotheses):
+        inputs[row, 1:len(hypothesis) + 1] = torch.tensor(hypothesis, dtype=torch.long)
+        targets[row, :len(hypothesis)] = torch.tensor(hypothesis, dtype=torch.long)
+    with torch.no_grad():
+        log_probs = model.decoder(inputs, lengths, encoded.expand(count, -1, -1))
+    picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    valid = torch.arange(longest)[None, :] < lengths[:, None]
+    return (picked * valid).sum(dim=1).numpy()
+
+
+def decode(log_probs: np.ndarray, options: DecodeOptions,
+           score_hypotheses=None) -> Hypothesis:
+    """One utterance's (frames, vocab) CTC log-probs -> token ids, in the chosen mode."""
+    if options.mode == DecodeMode.CTC_GREEDY:
+        return ctc_greedy(log_probs)
+    nbest = ctc_prefix_beam_search(log_probs, options.beam)
+    if options.mode == DecodeMode.CTC_PREFIX_BEAM:
+        return nbest[0][0]
+    if score_hypotheses is None:
+        raise ValueError("attention rescoring needs a decoder")
+    return attention_rescoring(nbest, score_hypotheses, options.rescoring_ctc_weight)
+
+
+class Recognizer:
+    """A model and tokenizer ready to transcribe int16-scale 16 kHz audio."""
+
+    def __init__(self, model: AsrModel, tokenizer: Tokenizer,
+                 options: DecodeOptions | None = None):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.options = options or DecodeOptions()
+
+    @classmethod
+    def load(cls, model_dir: Path, options: DecodeOptions | None = None) -> "Recognizer":
+        return cls(*load_model_dir(model_dir), options)
+
+    def transcribe(self, samples: np.ndarray) -> str:
+        with torch.no_grad():
+            log_probs, encoded = self.model.ctc_log_probs(torch.from_numpy(samples)[None])
+        tokens = decode(log_probs[0].numpy(), self.options,
+                        lambda hypotheses: decoder_scores(self.model, encoded, hypotheses))
+        return self.tokenizer.decode(tokens)

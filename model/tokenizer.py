@@ -1,0 +1,65 @@
+"""Character-level tokenizer built from the training transcripts (WeNet's layout).
+
+Ids: 0 `<blank>` (CTC), 1 `<unk>`, then every character seen in training sorted, and last
+`<sos/eos>`. Any Unicode text works, Chinese characters included. Transcripts are normalized the
+same way for training and scoring: NFKC, lower case, runs of white space folded to one space.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+
+from tinyasr.model.errors import InputError
+
+BLANK = "<blank>"
+UNK = "<unk>"
+SOS_EOS = "<sos/eos>"
+
+
+def normalize_text(text: str) -> str:
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).lower()).strip()
+
+
+class Tokenizer:
+    def __init__(self, tokens: list[str]):
+        if tokens[:2] != [BLANK, UNK] or tokens[-1] != SOS_EOS:
+            raise ValueError("token list must start with <blank>, <unk> and end with <sos/eos>")
+        self.tokens = tokens
+        self.ids = {token: i for i, token in enumerate(tokens)}
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> "Tokenizer":
+        characters = sorted({c for text in texts for c in normalize_text(text)})
+        return cls([BLANK, UNK, *characters, SOS_EOS])
+
+    @classmethod
+    def load(cls, path: Path) -> "Tokenizer":
+        try:
+            return cls(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path}: not a tinyasr token list ({error})") from None
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.tokens, ensure_ascii=False, indent=0), encoding="utf-8")
+
+    @property
+    def blank(self) -> int:
+        return 0
+
+    @property
+    def sos_eos(self) -> int:
+        return len(self.tokens) - 1
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str) -> list[int]:
+        unk = self.ids[UNK]
+        return [self.ids.get(c, unk) for c in normalize_text(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.tokens[i] for i in ids if 0 < i < self.sos_eos)

@@ -1,0 +1,41 @@
+"""`tinyasr transcribe`: speech to text with a model directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tinyasr.model.errors import InputError
+from tinyasr.model.model_dir import DEFAULT_MODEL
+from tinyasr.model.recognizer import DecodeMode, DecodeOptions
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("transcribe", help="print the text of wav files")
+    parser.add_argument("inputs", type=Path, nargs="+", metavar="[MODEL] WAV",
+                        help="a model directory (default: the shipped model), then 16 kHz mono "
+                             "16-bit wav files")
+    parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
+                        default=DecodeMode.ATTENTION_RESCORING.value)
+    parser.add_argument("--beam", type=int, default=10)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinyasr.model.datadir import load_wav
+    from tinyasr.model.recognizer import Recognizer
+
+    model, wavs = split_model_and_wavs(args.inputs)
+    recognizer = Recognizer.load(model, DecodeOptions(DecodeMode(args.mode), args.beam))
+    for wav in wavs:
+        print(f"{wav}\t{recognizer.transcribe(load_wav(wav))}")
+    return 0
+
+
+def split_model_and_wavs(inputs: list[Path]) -> tuple[Path, list[Path]]:
+    """`MODEL WAV...` or just `WAV...`: a leading directory is the model."""
+    if inputs[0].is_dir():
+        if len(inputs) == 1:
+            raise InputError(f"{inputs[0]}: no wav files given after the model directory")
+        return inputs[0], inputs[1:]
+    return DEFAULT_MODEL, inputs
