@@ -30,12 +30,12 @@ import shutil
 import subprocess
 import tempfile
 import wave
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from tinyasr.model.datadir import SAMPLE_RATE
 from tinyasr.model.errors import InputError
@@ -242,12 +242,12 @@ def synthesize_corpus(
     seed: int,
     jobs: int,
     force: bool,
-    progress: Callable[[int], object] | None = None,
+    progress: bool = True,
 ) -> dict[str, float]:
     """Build the corpus at `out` atomically; returns seconds of audio per split.
 
     Refuses an existing `out` unless `force`, in which case it is replaced only once the new
-    corpus is complete. `progress(n)` is called after each finished utterance.
+    corpus is complete. `progress` shows a progress bar on stderr.
     """
     if out.exists() and not force:
         raise InputError(f"{out}: already exists (pass --force to replace it)")
@@ -259,11 +259,11 @@ def synthesize_corpus(
         wav_dir = build / "wavs"
         wav_dir.mkdir()
         seconds = {split: 0.0 for split in SPLITS}
+        work = [(job, wav_dir) for job in planned]
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for job, duration in zip(planned, pool.map(_render_one, [(job, wav_dir) for job in planned], chunksize=8)):
+            durations = pool.map(_render_one, work, chunksize=8)
+            for job, duration in zip(planned, tqdm(durations, total=len(work), desc="synth", unit="utt", disable=not progress)):
                 seconds[job.split] += duration
-                if progress:
-                    progress(1)
         _write_data_dirs(build, planned)
         record = {"seed": seed, "sizes": sizes, "seconds": seconds,
                   "voices": {split: sorted({job.voice.speaker for job in planned if job.split == split}) for split in SPLITS}}

@@ -8,8 +8,6 @@ import wave
 from collections import Counter
 from pathlib import Path
 
-from tqdm import tqdm
-
 from tinyasr.model.datadir import SAMPLE_RATE, read_data_dir
 from tinyasr.model.errors import InputError
 from tinyasr.scripts.synth import SPLITS, synthesize_corpus
@@ -44,8 +42,7 @@ def run_synth(args: argparse.Namespace) -> int:
     for split in SPLITS:
         _require_at_least(split, sizes[split], 0)
     _require_at_least("jobs", args.jobs, 1)
-    with tqdm(total=sum(sizes.values()), desc="synth", unit="utt") as bar:
-        seconds = synthesize_corpus(args.out, sizes, args.seed, args.jobs, args.force, progress=bar.update)
+    seconds = synthesize_corpus(args.out, sizes, args.seed, args.jobs, args.force)
     for split in SPLITS:
         print(f"{split}: {sizes[split]} utterances, {seconds[split] / 3600:.2f} h -> {args.out / split}")
     return 0

@@ -1,0 +1,90 @@
+"""The TTS corpus: a real small synthesis run, voice-disjoint splits, determinism, atomic output."""
+
+from __future__ import annotations
+
+import random
+import wave
+from pathlib import Path
+
+import pytest
+
+from tinyasr.model.datadir import read_data_dir
+from tinyasr.scripts import synth
+from tinyasr.scripts.cli import main
+from tinyasr.scripts.prompts import ALPHABET_PATTERN, clock_words, general_sentences, make_prompt, number_words
+
+SIZES = {"train": 3000, "dev": 300, "test": 300}
+
+
+def speakers_by_split(jobs: list[synth.Job]) -> dict[str, set[str]]:
+    return {split: {job.voice.speaker for job in jobs if job.split == split} for split in synth.SPLITS}
+
+
+def test_plan_holds_out_voices_of_every_engine() -> None:
+    jobs = synth.plan_corpus(SIZES, seed=1)
+    speakers = speakers_by_split(jobs)
+    assert not speakers["train"] & speakers["dev"]
+    assert not speakers["train"] & speakers["test"]
+    assert not speakers["dev"] & speakers["test"]
+    for split in synth.SPLITS:
+        assert {job.voice.engine for job in jobs if job.split == split} == set(synth.ENGINE_SHARE)
+    assert len({job.uid for job in jobs}) == len(jobs)
+
+
+def test_plan_is_deterministic_in_the_seed() -> None:
+    assert synth.plan_corpus(SIZES, seed=3) == synth.plan_corpus(SIZES, seed=3)
+    assert synth.plan_corpus(SIZES, seed=3) != synth.plan_corpus(SIZES, seed=4)
+
+
+def test_prompts_are_lowercase_words() -> None:
+    assert number_words(0) == "zero"
+    assert number_words(72) == "seventy two"
+    assert number_words(312) == "three hundred and twelve"
+    assert number_words(4005) == "four thousand five"
+    assert clock_words(7, 5) == "seven oh five"
+    assert clock_words(6, 30) == "half past six"
+    rng, sentences = random.Random(0), general_sentences()
+    prompts = [make_prompt(rng, sentences) for _ in range(2000)]
+    assert all(ALPHABET_PATTERN.fullmatch(prompt) for prompt in prompts)
+    assert len(set(prompts)) > 500
+
+
+def test_small_real_synthesis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "corpus"
+    assert main(["data", "synth", str(out), "--train", "4", "--dev", "2", "--test", "2", "--seed", "5", "--jobs", "2"]) == 0
+    speakers = {}
+    for split in synth.SPLITS:
+        utterances = read_data_dir(out / split)  # validates 16 kHz mono 16-bit and every table
+        assert len(utterances) == {"train": 4, "dev": 2, "test": 2}[split]
+        speakers[split] = {u.speaker for u in utterances}
+        for utterance in utterances:
+            assert utterance.wav.parent == out / "wavs"
+            assert ALPHABET_PATTERN.fullmatch(utterance.text)
+            with wave.open(str(utterance.wav)) as reader:
+                assert 0.5 < reader.getnframes() / reader.getframerate() < 8
+        assert all(not line.split()[1].startswith("/") for line in (out / split / "wav.scp").read_text().splitlines())
+    assert not speakers["train"] & (speakers["dev"] | speakers["test"])
+    assert not speakers["dev"] & speakers["test"]
+
+    # An existing corpus is refused in one line, and kept.
+    capsys.readouterr()
+    assert main(["data", "synth", str(out), "--train", "1", "--dev", "0", "--test", "0"]) == 2
+    assert capsys.readouterr().err == f"tinyasr: error: {out}: already exists (pass --force to replace it)\n"
+    assert len(read_data_dir(out / "train")) == 4
+
+
+def test_failed_synthesis_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(job: synth.Job, wav_dir: Path) -> float:
+        raise RuntimeError("engine crashed")
+
+    monkeypatch.setattr(synth, "render", fail)  # worker processes are forked, so they see it too
+    with pytest.raises(RuntimeError, match="engine crashed"):
+        synth.synthesize_corpus(tmp_path / "corpus", {"train": 2, "dev": 0, "test": 0}, seed=0, jobs=1, force=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argument", ["--jobs=0", "--train=-1"])
+def test_bad_arguments(tmp_path: Path, argument: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "synth", str(tmp_path / "c"), argument]) == 2
+    assert capsys.readouterr().err.startswith(f"tinyasr: error: {argument.split('=')[0]}: must be at least")
+    assert not (tmp_path / "c").exists()
