@@ -12,6 +12,7 @@ the tokenizer's job. Every problem raises `InputError` naming the file and line 
 
 from __future__ import annotations
 
+import os
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,3 +146,18 @@ def load_wav(path: str | Path) -> np.ndarray:
     if not wav.is_file():
         raise InputError(f"{wav}: wav file not found")
     return np.frombuffer(_read_pcm(wav, None), dtype="<i2").astype(np.float32)
+
+
+def write_data_dir(data_dir: str | Path, utterances: list[Utterance]) -> None:
+    """Write wav.scp (paths relative to `data_dir`), text and, if every utterance has one, utt2spk."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(utterances, key=lambda utterance: utterance.uid)
+    tables = {
+        "wav.scp": [f"{u.uid} {os.path.relpath(u.wav, data_dir)}" for u in ordered],
+        "text": [f"{u.uid} {u.text}" for u in ordered],
+    }
+    if all(u.speaker is not None for u in ordered):
+        tables["utt2spk"] = [f"{u.uid} {u.speaker}" for u in ordered]
+    for name, lines in tables.items():
+        (data_dir / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")

@@ -37,13 +37,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tinyasr.model.datadir import SAMPLE_RATE
+from tinyasr.model.datadir import SAMPLE_RATE, Utterance, write_data_dir
 from tinyasr.model.errors import InputError
 from tinyasr.scripts.prompts import general_sentences, make_prompt
 
 SPLITS = ("train", "dev", "test")
 
-ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+ESPEAK_ACCENTS = (
+    "en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc",
+)
 ESPEAK_VARIANTS = {
     "train": ("m1", "m2", "m4", "m5", "m7", "f1", "f3", "f5", "Alex", "Andy", "Annie", "adam", "anika", "ed",
               "john", "linda", "max", "michel", "paul", "quincy", "rob", "robert", "travis", "victor", "zac", "iven"),
@@ -94,7 +96,9 @@ def split_voices() -> dict[str, dict[str, list[Voice]]]:
     """Voices per split, per engine. Disjoint across splits by construction."""
     return {
         split: {
-            "espeak": [Voice("espeak", f"{accent}+{variant}") for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS[split]],
+            "espeak": [
+                Voice("espeak", f"{accent}+{variant}") for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS[split]
+            ],
             "flite": [Voice("flite", name) for name in FLITE_VOICES[split]],
             "piper": [Voice("piper", name) for name in PIPER_VOICES[split]],
         }
@@ -214,16 +218,10 @@ def _render_one(args: tuple[Job, Path]) -> float:
 
 def _write_data_dirs(root: Path, jobs: list[Job]) -> None:
     for split in SPLITS:
-        split_jobs = sorted((job for job in jobs if job.split == split), key=lambda job: job.uid)
-        data_dir = root / split
-        data_dir.mkdir()
-        tables = {
-            "wav.scp": [f"{job.uid} ../wavs/{job.uid}.wav" for job in split_jobs],
-            "text": [f"{job.uid} {job.text}" for job in split_jobs],
-            "utt2spk": [f"{job.uid} {job.voice.speaker}" for job in split_jobs],
-        }
-        for name, lines in tables.items():
-            (data_dir / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        write_data_dir(root / split, [
+            Utterance(job.uid, root / "wavs" / f"{job.uid}.wav", job.text, job.voice.speaker)
+            for job in jobs if job.split == split
+        ])
 
 
 def check_tools() -> None:
@@ -249,8 +247,7 @@ def synthesize_corpus(
     Refuses an existing `out` unless `force`, in which case it is replaced only once the new
     corpus is complete. `progress` shows a progress bar on stderr.
     """
-    if out.exists() and not force:
-        raise InputError(f"{out}: already exists (pass --force to replace it)")
+    check_destination(out, force)
     check_tools()
     out.parent.mkdir(parents=True, exist_ok=True)
     planned = plan_corpus(sizes, seed)
@@ -262,19 +259,26 @@ def synthesize_corpus(
         work = [(job, wav_dir) for job in planned]
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             durations = pool.map(_render_one, work, chunksize=8)
-            for job, duration in zip(planned, tqdm(durations, total=len(work), desc="synth", unit="utt", disable=not progress)):
+            bar = tqdm(durations, total=len(work), desc="synth", unit="utt", disable=not progress)
+            for job, duration in zip(planned, bar):
                 seconds[job.split] += duration
         _write_data_dirs(build, planned)
-        record = {"seed": seed, "sizes": sizes, "seconds": seconds,
-                  "voices": {split: sorted({job.voice.speaker for job in planned if job.split == split}) for split in SPLITS}}
+        voices = {split: sorted({job.voice.speaker for job in planned if job.split == split}) for split in SPLITS}
+        record = {"seed": seed, "sizes": sizes, "seconds": seconds, "voices": voices}
         (build / "synth.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        _move_into_place(build, out)
+        move_into_place(build, out)
     finally:
         shutil.rmtree(build, ignore_errors=True)
     return seconds
 
 
-def _move_into_place(build: Path, out: Path) -> None:
+def check_destination(out: Path, force: bool) -> None:
+    """Refuse to overwrite an existing output unless `force`."""
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists (pass --force to replace it)")
+
+
+def move_into_place(build: Path, out: Path) -> None:
     """Rename the finished `build` to `out`, replacing an old `out` only after the new one is ready."""
     if out.exists():
         old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))

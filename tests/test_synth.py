@@ -49,28 +49,46 @@ def test_prompts_are_lowercase_words() -> None:
     assert len(set(prompts)) > 500
 
 
-def test_small_real_synthesis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "corpus"
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 8-utterance corpus made through the CLI."""
+    out = tmp_path_factory.mktemp("synth") / "corpus"
     assert main(["data", "synth", str(out), "--train", "4", "--dev", "2", "--test", "2", "--seed", "5", "--jobs", "2"]) == 0
+    return out
+
+
+def test_small_real_synthesis(corpus: Path) -> None:
     speakers = {}
     for split in synth.SPLITS:
-        utterances = read_data_dir(out / split)  # validates 16 kHz mono 16-bit and every table
+        utterances = read_data_dir(corpus / split)  # validates 16 kHz mono 16-bit and every table
         assert len(utterances) == {"train": 4, "dev": 2, "test": 2}[split]
         speakers[split] = {u.speaker for u in utterances}
         for utterance in utterances:
-            assert utterance.wav.parent == out / "wavs"
+            assert utterance.wav.parent == corpus / "wavs"
             assert ALPHABET_PATTERN.fullmatch(utterance.text)
             with wave.open(str(utterance.wav)) as reader:
                 assert 0.5 < reader.getnframes() / reader.getframerate() < 8
-        assert all(not line.split()[1].startswith("/") for line in (out / split / "wav.scp").read_text().splitlines())
+        wav_paths = [line.split()[1] for line in (corpus / split / "wav.scp").read_text().splitlines()]
+        assert all(path.startswith("../wavs/") for path in wav_paths)
     assert not speakers["train"] & (speakers["dev"] | speakers["test"])
     assert not speakers["dev"] & speakers["test"]
 
-    # An existing corpus is refused in one line, and kept.
-    capsys.readouterr()
-    assert main(["data", "synth", str(out), "--train", "1", "--dev", "0", "--test", "0"]) == 2
-    assert capsys.readouterr().err == f"tinyasr: error: {out}: already exists (pass --force to replace it)\n"
-    assert len(read_data_dir(out / "train")) == 4
+
+def test_existing_output_is_refused_and_kept(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "synth", str(corpus), "--train", "1", "--dev", "0", "--test", "0"]) == 2
+    assert capsys.readouterr().err == f"tinyasr: error: {corpus}: already exists (pass --force to replace it)\n"
+    assert len(read_data_dir(corpus / "train")) == 4
+
+
+def test_subset_copies_a_standalone_data_dir(corpus: Path, tmp_path: Path) -> None:
+    sample = tmp_path / "sample"
+    assert main(["data", "subset", str(corpus / "train"), str(sample), "--count", "2", "--max-seconds", "10"]) == 0
+    utterances = read_data_dir(sample)
+    assert len(utterances) == 2 and all(u.wav.parent == sample / "wavs" for u in utterances)
+    originals = {u.uid: u for u in read_data_dir(corpus / "train")}
+    for utterance in utterances:
+        assert utterance.wav.read_bytes() == originals[utterance.uid].wav.read_bytes()
+        assert (utterance.text, utterance.speaker) == (originals[utterance.uid].text, originals[utterance.uid].speaker)
 
 
 def test_failed_synthesis_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

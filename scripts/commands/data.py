@@ -1,16 +1,19 @@
-"""`tinyasr data synth|check`: make a TTS corpus, or validate a Kaldi-style data dir."""
+"""`tinyasr data synth|subset|check`: make a TTS corpus, cut a small sample of a data dir, validate one."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
 import wave
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
-from tinyasr.model.datadir import SAMPLE_RATE, read_data_dir
+from tinyasr.model.datadir import SAMPLE_RATE, Utterance, read_data_dir, write_data_dir
 from tinyasr.model.errors import InputError
-from tinyasr.scripts.synth import SPLITS, synthesize_corpus
+from tinyasr.scripts.synth import SPLITS, check_destination, move_into_place, synthesize_corpus
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
     synth.add_argument("--force", action="store_true", help="replace OUT once the new corpus is complete")
     synth.set_defaults(func=run_synth)
+
+    subset = actions.add_parser("subset", help="copy a few short utterances, spread over the speakers, to a new data dir")
+    subset.add_argument("source", type=Path, help="data dir to pick from")
+    subset.add_argument("out", type=Path, help="new data dir (its wavs go to OUT/wavs)")
+    subset.add_argument("--count", type=int, default=12, help="utterances to copy (default 12)")
+    subset.add_argument("--max-seconds", type=float, default=3.0, help="skip longer utterances (default 3.0)")
+    subset.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    subset.set_defaults(func=run_subset)
 
     check = actions.add_parser("check", help="validate a data dir and print its statistics")
     check.add_argument("dir", type=Path, help="data dir with wav.scp, text and optionally utt2spk")
@@ -48,14 +59,44 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(wav: Path) -> float:
+    with wave.open(str(wav), "rb") as reader:
+        return reader.getnframes() / SAMPLE_RATE
+
+
+def pick_spread(utterances: list[Utterance], count: int, max_seconds: float) -> list[Utterance]:
+    """Up to `count` utterances no longer than `max_seconds`, evenly spaced through the list.
+
+    Ids start with the speaker in Kaldi corpora, so speakers and engines appear in proportion.
+    """
+    short = [utterance for utterance in utterances if _seconds(utterance.wav) <= max_seconds]
+    step = max(len(short) / count, 1.0)
+    return [short[int(index * step)] for index in range(min(count, len(short)))]
+
+
+def run_subset(args: argparse.Namespace) -> int:
+    _require_at_least("count", args.count, 1)
+    check_destination(args.out, args.force)
+    chosen = pick_spread(read_data_dir(args.source), args.count, args.max_seconds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=f".{args.out.name}.tmp-"))
+    try:
+        (build / "wavs").mkdir()
+        copies = [replace(u, wav=build / "wavs" / u.wav.name) for u in chosen]
+        for original, copy in zip(chosen, copies):
+            shutil.copyfile(original.wav, copy.wav)
+        write_data_dir(build, copies)
+        move_into_place(build, args.out)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    print(describe(args.out))
+    return 0
+
+
 def describe(data_dir: Path) -> str:
     """One line of statistics for a valid data dir: utterances, hours, mean length, speakers."""
     utterances = read_data_dir(data_dir)
-    frames = 0
-    for utterance in utterances:
-        with wave.open(str(utterance.wav), "rb") as reader:
-            frames += reader.getnframes()
-    seconds = frames / SAMPLE_RATE
+    seconds = sum(_seconds(utterance.wav) for utterance in utterances)
     speakers = Counter(utterance.speaker for utterance in utterances if utterance.speaker is not None)
     mean = seconds / len(utterances) if utterances else 0.0
     return (f"{data_dir}: {len(utterances)} utterances, {seconds / 3600:.2f} h, "
