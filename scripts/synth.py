@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import wave
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,13 +106,14 @@ def split_voices() -> dict[str, dict[str, list[Voice]]]:
     }
 
 
-def _draw_job(rng: random.Random, uid: str, split: str, voices: dict[str, list[Voice]], sentences: list[str]) -> Job:
+def _draw_job(rng: random.Random, index: int, split: str, voices: dict[str, list[Voice]], sentences: list[str]) -> Job:
+    """Utterance number `index` of the corpus, in `split`; its id starts with the speaker, as Kaldi wants."""
     engine = rng.choices(list(ENGINE_SHARE), weights=list(ENGINE_SHARE.values()))[0]
     voice = rng.choice(voices[engine])
     jitter = rng.randint(-150, 150)  # cents
     voice_shift = PIPER_VOICES[split][voice.name] if engine == "piper" else 0
     return Job(
-        uid=uid,
+        uid=f"{voice.speaker}-{index:06d}",
         split=split,
         voice=voice,
         text=make_prompt(rng, sentences),
@@ -135,8 +136,7 @@ def plan_corpus(sizes: dict[str, int], seed: int) -> list[Job]:
     jobs: list[Job] = []
     for split in SPLITS:
         for _ in range(sizes[split]):
-            job = _draw_job(rng, "", split, voices[split], sentences)
-            jobs.append(replace(job, uid=f"{job.voice.speaker}-{len(jobs):06d}"))
+            jobs.append(_draw_job(rng, len(jobs), split, voices[split], sentences))
     return jobs
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tinyasr.model.datadir import read_data_dir
+from tinyasr.model.model_dir import SAMPLES_DIR
 from tinyasr.scripts import synth
 from tinyasr.scripts.cli import main
 from tinyasr.scripts.prompts import ALPHABET_PATTERN, clock_words, general_sentences, make_prompt, number_words
@@ -106,3 +107,11 @@ def test_bad_arguments(tmp_path: Path, argument: str, capsys: pytest.CaptureFixt
     assert main(["data", "synth", str(tmp_path / "c"), argument]) == 2
     assert capsys.readouterr().err.startswith(f"tinyasr: error: {argument.split('=')[0]}: must be at least")
     assert not (tmp_path / "c").exists()
+
+
+def test_bundled_samples_are_held_out_test_voices() -> None:
+    utterances = read_data_dir(SAMPLES_DIR)
+    test_voices = {voice.speaker for voices in synth.split_voices()["test"].values() for voice in voices}
+    assert len(utterances) >= 10
+    assert {u.speaker for u in utterances} <= test_voices
+    assert sum(u.wav.stat().st_size for u in utterances) < 1_500_000
