@@ -49,7 +49,7 @@ def _read_table(path: Path, what: str) -> dict[str, _Entry]:
     if not path.is_file():
         raise InputError(f"{path}: missing (a data dir needs wav.scp and text)")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: tolerate a BOM
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     entries: dict[str, _Entry] = {}
@@ -123,6 +123,8 @@ def read_data_dir(path: str | Path) -> list[Utterance]:
     if not data_dir.is_dir():
         raise InputError(f"{data_dir}: not a data directory")
     wavs = _read_table(data_dir / "wav.scp", "path")
+    if not wavs:
+        raise InputError(f"{data_dir / 'wav.scp'}: no utterances")
     texts = _read_table(data_dir / "text", "transcript")
     _check_ids(texts, wavs, "text")
     speakers: dict[str, _Entry] = {}

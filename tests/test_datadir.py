@@ -43,7 +43,7 @@ def make_dir(root: Path, wav_scp: str, text: str | None, utt2spk: str | None = N
 
 
 def test_reads_a_good_dir_with_relative_paths_and_unicode(tmp_path: Path, speech: dict[str, Path]) -> None:
-    data = make_dir(tmp_path, "b ../b.wav\na " + str(speech["good"]) + "\n",
+    data = make_dir(tmp_path, "\ufeffb ../b.wav\r\na " + str(speech["good"]) + "\n",
                     "a 打开客厅的灯\nb turn on the lights\n", "a alice\nb bob\n")
     shutil.copy(speech["good"], tmp_path / "b.wav")
     utterances = read_data_dir(data)
@@ -91,6 +91,7 @@ def test_missing_wav_file(tmp_path: Path) -> None:
     ("wav_scp", "text", "message"),
     [
         (None, "a hello\n", r"wav.scp: missing"),
+        ("\n", "", r"wav.scp: no utterances"),
         ("a {good}\n", None, r"/text: missing"),
         ("a {good}\nb\n", "a hello\nb hi\n", r"wav.scp:2: expected 'utt-id path'"),
         ("a {good}\nb {good}\n", "a hello\nb  \n", r"text:2: expected 'utt-id transcript', got 'b' \(empty transcript\?\)"),
