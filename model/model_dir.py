@@ -27,7 +27,9 @@ TOKENS_FILE = "tokens.json"
 WEIGHTS_FILE = "model.pt"
 
 
-def save_model_dir(model: AsrModel, tokenizer: Tokenizer, path: Path) -> None:
+def save_model_dir(model: AsrModel, tokenizer: Tokenizer, path: Path,
+                   extra_files: dict[str, str] | None = None) -> None:
+    """Writes the three files (plus `extra_files`: name -> text, e.g. pruning.json) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -35,6 +37,8 @@ def save_model_dir(model: AsrModel, tokenizer: Tokenizer, path: Path) -> None:
         (staging / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
         tokenizer.save(staging / TOKENS_FILE)
         torch.save(model.state_dict(), staging / WEIGHTS_FILE)
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)

@@ -125,10 +125,35 @@ def compute_fbanks(model: AsrModel, utterances: list[Utterance]) -> list[torch.T
                 for u in tqdm(utterances, desc="features", leave=False)]
 
 
+def load_examples(model: AsrModel, tokenizer: Tokenizer, split_dir: Path,
+                  limit: int | None = None, seed: int = 0
+                  ) -> tuple[list[torch.Tensor], list[list[int]]]:
+    """Raw fbanks and token ids of a data dir's utterances (a seeded sample of `limit` of them)."""
+    utterances = read_data_dir(split_dir)
+    if limit is not None and limit < len(utterances):
+        utterances = random.Random(seed).sample(utterances, limit)
+    return compute_fbanks(model, utterances), [tokenizer.encode(u.text) for u in utterances]
+
+
 def learning_rate(step: int, config: TrainConfig) -> float:
     """Linear warm-up to peak_lr, then inverse square-root decay."""
     step = max(step, 1)
     return config.peak_lr * min(step / config.warmup_steps, math.sqrt(config.warmup_steps / step))
+
+
+def train_step(model: AsrModel, optimizer: torch.optim.Optimizer,
+               batch: tuple[torch.Tensor, ...], lr: float,
+               grad_clip: float) -> tuple[float, dict[str, float]]:
+    """One optimizer step on a collated batch; shared by training and compression fine-tuning."""
+    model.train()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss, parts = model.loss(*batch)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item(), parts
 
 
 def epoch_batches(batches: list[list[int]], seed: int, epoch: int) -> list[list[int]]:
@@ -198,17 +223,12 @@ class Trainer:
                      "torch_rng": torch.get_rng_state()}, self.out_dir / STATE_FILE)
 
     def _train_step(self, batch: list[int]) -> tuple[float, dict[str, float]]:
-        self.model.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step + 1, self.config)
-        loss, parts = self.model.loss(*collate([self.fbanks[i] for i in batch],
-                                               [self.token_ids[i] for i in batch]))
-        self.optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        result = train_step(self.model, self.optimizer,
+                            collate([self.fbanks[i] for i in batch],
+                                    [self.token_ids[i] for i in batch]),
+                            learning_rate(self.step + 1, self.config), self.config.grad_clip)
         self.step += 1
-        return loss.item(), parts
+        return result
 
     def dev_cer(self) -> float:
         recognizer = Recognizer(self.model, self.tokenizer, DecodeOptions(DecodeMode.CTC_GREEDY))

@@ -1,0 +1,224 @@
+"""Magnitude pruning with a gradual cubic schedule, kept through fine-tuning by weight masks.
+
+Every Linear and Conv weight is viewed as a matrix (out, in * kernel) and cut into blocks of
+`rows x cols`; a block's score is its L1 norm and the lowest-scoring blocks are zeroed. Block
+shapes (1x4, 4x1, 4x4) are what the compiler turns into BSR kernels; 1x1 is unstructured. A
+layer whose matrix does not divide into the block is left dense.
+
+The mask is a torch parametrization (`weight = original * mask`): pruned weights get no gradient
+and stay exactly zero while the rest is fine-tuned, and the mask is baked into the weights when
+pruning ends. Sparsity follows Zhu & Gupta's cubic ramp, s(t) = s_final * (1 - (1 - t/T)^3),
+over the first RAMP_FRACTION of the fine-tuning steps (masks recomputed MASK_UPDATES times);
+then the masks stay fixed while fine-tuning goes on.
+
+Shared blocks are one module (the encoder's ModuleList holds each distinct block once), so each
+is pruned once, however many positions run it.
+
+Per-layer targets: `sensitivity_scan` prunes one layer at a time (one shot, no fine-tuning) at a
+few levels and measures dev CER; `layer_targets` gives each layer the largest scanned level
+whose CER increase stays within a tolerance.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from tqdm import tqdm
+
+from tinyasr.model.datadir import Utterance
+from tinyasr.model.errors import InputError
+from tinyasr.model.evaluate import evaluate
+from tinyasr.model.recognizer import DecodeOptions, Recognizer
+from tinyasr.model.san_m import AsrModel
+from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.model.train import (FRAMES_PER_SECOND, collate, epoch_batches, make_batches,
+                                 train_step)
+
+RAMP_FRACTION = 2 / 3
+MASK_UPDATES = 10
+FIRST_CONV = "encoder.subsampling.conv.0"   # 9 weights per filter on the raw features: kept
+PRUNING_FILE = "pruning.json"   # written into a pruned model dir: block shape and sparsities
+SCAN_FRACTIONS = (0.5, 0.75, 1.0)   # sensitivity scan levels, as fractions of the target
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    rows: int
+    cols: int
+
+    @classmethod
+    def parse(cls, text: str) -> "BlockShape":
+        """'4x1' -> BlockShape(4, 1)."""
+        try:
+            rows, cols = (int(n) for n in text.lower().split("x"))
+        except ValueError:
+            raise InputError(f"--block: expected ROWSxCOLS such as 1x4 or 4x4, got {text!r}") from None
+        if rows < 1 or cols < 1:
+            raise InputError(f"--block: sizes must be positive, got {text!r}")
+        return cls(rows, cols)
+
+    def fits(self, weight: torch.Tensor) -> bool:
+        rows, cols = weight_matrix(weight).shape
+        return rows % self.rows == 0 and cols % self.cols == 0
+
+    def __str__(self) -> str:
+        return f"{self.rows}x{self.cols}"
+
+
+def weight_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """A linear or conv weight as (out, in * kernel): the matrix that masks and BSR blocks tile."""
+    return weight.reshape(weight.shape[0], -1)
+
+
+def prunable_layers(model: nn.Module, block: BlockShape) -> dict[str, nn.Module]:
+    """Linear and Conv layers whose weight matrix divides into `block`, by module name."""
+    return {name: module for name, module in model.named_modules()
+            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and block.fits(module.weight)}
+
+
+def magnitude_mask(weight: torch.Tensor, sparsity: float, block: BlockShape) -> torch.Tensor:
+    """0/1 mask of `weight`'s shape zeroing the `sparsity` fraction of blocks of least L1 norm."""
+    matrix = weight_matrix(weight.detach()).abs()
+    rows, cols = matrix.shape
+    scores = matrix.reshape(rows // block.rows, block.rows, cols // block.cols, block.cols)
+    scores = scores.sum(dim=(1, 3))
+    keep = torch.ones(scores.numel())
+    keep[scores.flatten().argsort(stable=True)[:round(sparsity * scores.numel())]] = 0
+    keep = keep.reshape(scores.shape)
+    return (keep.repeat_interleave(block.rows, 0).repeat_interleave(block.cols, 1)
+            .reshape(weight.shape))
+
+
+def sparsity_of(weight: torch.Tensor) -> float:
+    return float((weight == 0).float().mean())
+
+
+class WeightMask(nn.Module):
+    """Parametrization `weight -> weight * mask`; the mask buffer is updated in place."""
+
+    def __init__(self, shape: torch.Size):
+        super().__init__()
+        self.register_buffer("mask", torch.ones(shape))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+class Pruner:
+    """Masks on the layers that have a target, moved towards their targets and then baked in."""
+
+    def __init__(self, model: nn.Module, block: BlockShape, targets: dict[str, float]):
+        layers = prunable_layers(model, block)
+        self.block = block
+        self.targets = {name: sparsity for name, sparsity in targets.items() if sparsity > 0}
+        self.layers = {name: layers[name] for name in self.targets}
+        for module in self.layers.values():
+            parametrize.register_parametrization(module, "weight", WeightMask(module.weight.shape))
+
+    def prune_to(self, fraction: float) -> None:
+        """Every layer to `fraction` of its target; pruned blocks score 0, so masks only grow."""
+        with torch.no_grad():
+            for name, module in self.layers.items():
+                mask = module.parametrizations.weight[0].mask
+                mask.copy_(magnitude_mask(module.weight, fraction * self.targets[name], self.block))
+
+    def finish(self) -> None:
+        """Bakes the masks into the weights and removes the parametrizations."""
+        for module in self.layers.values():
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+
+def ramp_fraction(step: int, ramp_steps: int) -> float:
+    """Fraction of the final sparsity reached at `step`, on the cubic ramp, updated in
+    MASK_UPDATES stages (the last stage begins before the ramp ends, so fine-tuning follows it)."""
+    stage_steps = max(1, ramp_steps // MASK_UPDATES)
+    progress = min(1.0, (step // stage_steps + 1) * stage_steps / max(1, ramp_steps))
+    return 1.0 - (1.0 - progress) ** 3
+
+
+def batch_stream(fbanks: Sequence[torch.Tensor], batch_seconds: float,
+                 seed: int) -> Iterator[list[int]]:
+    """Endless shuffled batches, epoch after epoch, grouped as `tinyasr train` groups them."""
+    batches = make_batches([len(f) for f in fbanks], int(batch_seconds * FRAMES_PER_SECOND))
+    for epoch in itertools.count():
+        yield from epoch_batches(batches, seed, epoch)
+
+
+@dataclass
+class FineTuning:
+    steps: int = 300
+    lr: float = 3e-4
+    batch_seconds: float = 80.0
+    grad_clip: float = 5.0
+    seed: int = 0
+
+
+def prune(model: AsrModel, block: BlockShape, targets: dict[str, float],
+          fbanks: Sequence[torch.Tensor], token_ids: Sequence[list[int]],
+          fine_tuning: FineTuning) -> None:
+    """Prunes `model` in place to the per-layer `targets` along the cubic ramp while
+    fine-tuning on (fbanks, token_ids); steps=0 prunes in one shot without fine-tuning."""
+    pruner = Pruner(model, block, targets)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=fine_tuning.lr, weight_decay=0.0)
+    ramp_steps = round(fine_tuning.steps * RAMP_FRACTION)
+    batches = batch_stream(fbanks, fine_tuning.batch_seconds, fine_tuning.seed)
+    fraction = 0.0
+    bar = tqdm(range(fine_tuning.steps), desc="prune + fine-tune", dynamic_ncols=True)
+    for step in bar:
+        if ramp_fraction(step, ramp_steps) != fraction:
+            fraction = ramp_fraction(step, ramp_steps)
+            pruner.prune_to(fraction)
+        batch = next(batches)
+        loss, _ = train_step(model, optimizer,
+                             collate([fbanks[i] for i in batch], [token_ids[i] for i in batch]),
+                             fine_tuning.lr, fine_tuning.grad_clip)
+        bar.set_postfix(loss=f"{loss:.2f}", of_target=f"{fraction:.2f}", refresh=False)
+    pruner.prune_to(1.0)
+    pruner.finish()
+    model.eval()
+
+
+def dev_cer(model: AsrModel, tokenizer: Tokenizer, dev: Sequence[Utterance],
+            options: DecodeOptions) -> float:
+    return evaluate(Recognizer(model, tokenizer, options), dev).cer.rate
+
+
+def sensitivity_scan(model: AsrModel, tokenizer: Tokenizer, dev: Sequence[Utterance],
+                     block: BlockShape, levels: Sequence[float],
+                     options: DecodeOptions) -> dict:
+    """Dev CER with one layer at a time pruned in one shot to each level (model left as it was):
+    {"baseline": cer, "layers": {name: {"params": n, "cer": {level: cer}}}}."""
+    scan = {"baseline": dev_cer(model, tokenizer, dev, options), "layers": {}}
+    layers = prunable_layers(model, block)
+    for name, module in tqdm(layers.items(), desc="sensitivity scan", dynamic_ncols=True):
+        original = module.weight.detach().clone()
+        cers = {}
+        for level in levels:
+            with torch.no_grad():
+                module.weight.copy_(original * magnitude_mask(original, level, block))
+            cers[f"{level:.3f}"] = dev_cer(model, tokenizer, dev, options)
+        with torch.no_grad():
+            module.weight.copy_(original)
+        scan["layers"][name] = {"params": original.numel(), "cer": cers}
+    return scan
+
+
+def layer_targets(scan: dict, tolerance: float) -> dict[str, float]:
+    """Each scanned layer's largest level whose one-shot dev CER rise is <= tolerance (else 0)."""
+    targets = {}
+    for name, result in scan["layers"].items():
+        allowed = [float(level) for level, cer in result["cer"].items()
+                   if cer - scan["baseline"] <= tolerance]
+        targets[name] = max(allowed, default=0.0)
+    return targets
+
+
+def check_sparsity(value: float, what: str) -> float:
+    if not 0.0 < value < 1.0:
+        raise InputError(f"{what}: sparsity must be in (0, 1), got {value}")
+    return value
