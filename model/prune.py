@@ -22,7 +22,7 @@ whose CER increase stays within a tolerance.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -99,11 +99,11 @@ def sparsity_of(weight: torch.Tensor) -> float:
 
 
 class WeightMask(nn.Module):
-    """Parametrization `weight -> weight * mask`; the mask buffer is updated in place."""
+    """Parametrization `weight -> weight * mask`; the mask buffer may be updated in place."""
 
-    def __init__(self, shape: torch.Size):
+    def __init__(self, mask: torch.Tensor):
         super().__init__()
-        self.register_buffer("mask", torch.ones(shape))
+        self.register_buffer("mask", mask.float())
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask
@@ -117,11 +117,16 @@ class Pruner:
         self.block = block
         self.targets = {name: sparsity for name, sparsity in targets.items() if sparsity > 0}
         self.layers = {name: layers[name] for name in self.targets}
+        self.fraction = 0.0
         for module in self.layers.values():
-            parametrize.register_parametrization(module, "weight", WeightMask(module.weight.shape))
+            parametrize.register_parametrization(module, "weight",
+                                                 WeightMask(torch.ones_like(module.weight)))
 
     def prune_to(self, fraction: float) -> None:
         """Every layer to `fraction` of its target; pruned blocks score 0, so masks only grow."""
+        if fraction == self.fraction:
+            return
+        self.fraction = fraction
         with torch.no_grad():
             for name, module in self.layers.items():
                 mask = module.parametrizations.weight[0].mask
@@ -158,29 +163,36 @@ class FineTuning:
     seed: int = 0
 
 
+def fine_tune(model: AsrModel, fbanks: Sequence[torch.Tensor],
+              token_ids: Sequence[list[int]], fine_tuning: FineTuning,
+              before_step: Callable[[int], None] = lambda step: None,
+              description: str = "fine-tune") -> None:
+    """`fine_tuning.steps` optimizer steps on shuffled batches, `before_step(step)` before each;
+    the optimizer is made here, after any parametrization has been registered."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=fine_tuning.lr, weight_decay=0.0)
+    batches = batch_stream(fbanks, fine_tuning.batch_seconds, fine_tuning.seed)
+    bar = tqdm(range(fine_tuning.steps), desc=description, dynamic_ncols=True)
+    for step in bar:
+        before_step(step)
+        batch = next(batches)
+        loss, _ = train_step(model, optimizer,
+                             collate([fbanks[i] for i in batch], [token_ids[i] for i in batch]),
+                             fine_tuning.lr, fine_tuning.grad_clip)
+        bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
+    model.eval()
+
+
 def prune(model: AsrModel, block: BlockShape, targets: dict[str, float],
           fbanks: Sequence[torch.Tensor], token_ids: Sequence[list[int]],
           fine_tuning: FineTuning) -> None:
     """Prunes `model` in place to the per-layer `targets` along the cubic ramp while
     fine-tuning on (fbanks, token_ids); steps=0 prunes in one shot without fine-tuning."""
     pruner = Pruner(model, block, targets)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=fine_tuning.lr, weight_decay=0.0)
     ramp_steps = round(fine_tuning.steps * RAMP_FRACTION)
-    batches = batch_stream(fbanks, fine_tuning.batch_seconds, fine_tuning.seed)
-    fraction = 0.0
-    bar = tqdm(range(fine_tuning.steps), desc="prune + fine-tune", dynamic_ncols=True)
-    for step in bar:
-        if ramp_fraction(step, ramp_steps) != fraction:
-            fraction = ramp_fraction(step, ramp_steps)
-            pruner.prune_to(fraction)
-        batch = next(batches)
-        loss, _ = train_step(model, optimizer,
-                             collate([fbanks[i] for i in batch], [token_ids[i] for i in batch]),
-                             fine_tuning.lr, fine_tuning.grad_clip)
-        bar.set_postfix(loss=f"{loss:.2f}", of_target=f"{fraction:.2f}", refresh=False)
+    fine_tune(model, fbanks, token_ids, fine_tuning,
+              lambda step: pruner.prune_to(ramp_fraction(step, ramp_steps)), "prune + fine-tune")
     pruner.prune_to(1.0)
     pruner.finish()
-    model.eval()
 
 
 def dev_cer(model: AsrModel, tokenizer: Tokenizer, dev: Sequence[Utterance],

@@ -17,6 +17,9 @@ Stay fp32, and why:
     LayerNorm, biases   tiny vectors (d_model each) that rescale everything downstream
     CMVN                the feature statistics
 The token embedding is int8 per row (per token) but weight-only: it is a lookup, not a matmul.
+
+Post-training quantization comes first; where it costs too much accuracy,
+`quantization_aware_fine_tune` trains through the rounding (straight-through gradients).
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ from enum import Enum
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.utils.hooks import RemovableHandle
 
 from tinyasr.model.errors import InputError
-from tinyasr.model.prune import FIRST_CONV, weight_matrix
+from tinyasr.model.prune import (FIRST_CONV, BlockShape, FineTuning, WeightMask, fine_tune,
+                                 prunable_layers, weight_matrix)
 from tinyasr.model.san_m import AsrModel
 from tinyasr.model.train import collate
 
@@ -101,19 +107,56 @@ class InputQuantizer:
             scale = self.scale
         else:
             peak = x.abs().amax(dim=-1, keepdim=True) if self.per_row else x.abs().amax()
-            scale = peak.clamp(min=1e-12) / INT8_MAX
-        return (fake_quantize(x, scale), *args[1:])
+            scale = peak.detach().clamp(min=1e-12) / INT8_MAX
+        rounded = fake_quantize(x, scale)
+        if torch.is_grad_enabled():                  # training: straight-through gradient
+            rounded = x + (rounded - x).detach()
+        return (rounded, *args[1:])
 
 
-def attach_input_quantizers(model: AsrModel, quantization: Quantization) -> None:
+def attach_input_quantizers(model: AsrModel,
+                            quantization: Quantization) -> list[RemovableHandle]:
     """Makes every int8 layer of `model` see int8-rounded inputs, as the shipped kernels do."""
     modules = dict(model.named_modules())
+    handles = []
     for name in quantization.layers:
         module = modules[name]
         mode = quantization.input_mode(name, module)
         if mode != Activations.NONE:
-            module.register_forward_pre_hook(InputQuantizer(
-                mode, quantization.input_scales.get(name), per_row=isinstance(module, nn.Linear)))
+            handles.append(module.register_forward_pre_hook(InputQuantizer(
+                mode, quantization.input_scales.get(name), per_row=isinstance(module, nn.Linear))))
+    return handles
+
+
+class FakeQuantizedWeight(nn.Module):
+    """Parametrization: the weight as its int8 per-channel rounding, straight-through gradient."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        rounded = dequantize_per_channel(*quantize_per_channel(weight))
+        return weight + (rounded - weight).detach()
+
+
+def quantization_aware_fine_tune(model: AsrModel, quantization: Quantization,
+                                 fbanks: Sequence[torch.Tensor],
+                                 token_ids: Sequence[list[int]],
+                                 fine_tuning: FineTuning) -> None:
+    """Fine-tunes with int8-rounded weights and layer inputs in the forward pass, so the weights
+    adapt to the rounding. Zero weights (pruned) stay zero under masks; static input scales stay
+    as calibrated. The weights left are fp32 whose int8 rounding is what was trained."""
+    layers = prunable_layers(model, BlockShape(1, 1))          # every Linear and Conv
+    modules = dict(model.named_modules())
+    for module in layers.values():
+        parametrize.register_parametrization(module, "weight", WeightMask(module.weight != 0))
+    for name in quantization.layers:
+        parametrize.register_parametrization(modules[name], "weight", FakeQuantizedWeight())
+    handles = attach_input_quantizers(model, quantization)
+    try:
+        fine_tune(model, fbanks, token_ids, fine_tuning, description="quantization-aware fine-tune")
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module in {*layers.values(), *(modules[name] for name in quantization.layers)}:
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 
 
 def calibrate(model: AsrModel, quantization: Quantization, fbanks: Sequence[torch.Tensor],

@@ -74,8 +74,13 @@ class Recognizer:
         self.options = options or DecodeOptions()
 
     @classmethod
-    def load(cls, model_dir: Path, options: DecodeOptions | None = None) -> "Recognizer":
-        return cls(*load_model_dir(model_dir), options)
+    def load(cls, model: Path, options: DecodeOptions | None = None) -> "Recognizer":
+        """From a model directory, or a compressed model file run by its reference runner."""
+        if Path(model).is_file():
+            from tinyasr.model.compressed import load_compressed  # it imports this module
+
+            return cls(*load_compressed(model), options)
+        return cls(*load_model_dir(model), options)
 
     def transcribe(self, samples: np.ndarray) -> str:
         with torch.no_grad():

@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "train",
     "transcribe",
     "demo",
+    "compress",
+    "report",
 ]
 
 

@@ -1,0 +1,211 @@
+"""`tinyasr compress prune|quantize|pack`: sparsify a model dir, or write it as a compressed file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tinyasr.model.errors import InputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("compress", help="prune, quantize or pack a model")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    prune = actions.add_parser(
+        "prune", help="magnitude pruning with a cubic ramp and fine-tuning",
+        description="Prune Linear/Conv weights in blocks to a target sparsity while fine-tuning; "
+                    "writes a model dir with pruning.json (block shape, sparsity per layer).")
+    prune.add_argument("model", type=Path, help="model directory")
+    prune.add_argument("--data", type=Path, required=True, help="corpus with train/ and dev/")
+    prune.add_argument("--sparsity", type=float, required=True, help="target fraction in (0, 1)")
+    prune.add_argument("--block", default="1x1", help="block shape ROWSxCOLS: 1x1 (unstructured), "
+                                                      "1x4, 4x1, 4x4, ... (default 1x1)")
+    prune.add_argument("--out", type=Path, help="output model directory (optional with --scan)")
+    prune.add_argument("--steps", type=int, default=300,
+                       help="fine-tuning steps (0: one-shot pruning; default 300)")
+    prune.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
+    prune.add_argument("--batch-seconds", type=float, default=80.0, help="audio per batch")
+    prune.add_argument("--scan", action="store_true",
+                       help="measure each layer's dev-CER sensitivity and set per-layer targets")
+    prune.add_argument("--tolerance", type=float, default=1.0,
+                       help="with --scan: largest one-shot dev CER rise (absolute %%) a layer may "
+                            "take at its sparsity (default 1.0)")
+    prune.add_argument("--scan-utterances", type=int, default=100,
+                       help="dev utterances the scan decodes (default 100)")
+    prune.add_argument("--layer", action="append", default=[], metavar="NAME=S",
+                       help="per-layer sparsity override (0 keeps the layer dense); repeatable")
+    prune.add_argument("--threads", type=int, default=2)
+    prune.set_defaults(func=run_prune)
+
+    quantize = actions.add_parser(
+        "quantize", help="int8 weights (per output channel) and activations: a compressed file",
+        description="Post-training int8 quantization into one compressed model file (BSR for "
+                    "pruned weights when the model dir has pruning.json).")
+    quantize.add_argument("model", type=Path, help="model directory (pruned or not)")
+    quantize.add_argument("--out", type=Path, required=True, help="compressed file (.tac)")
+    quantize.add_argument("--data", type=Path,
+                          help="corpus whose train/ calibrates static activation scales")
+    quantize.add_argument("--activations", choices=["static", "dynamic", "none"],
+                          default="static", help="int8 activations: per tensor calibrated "
+                          "(static), per row at run time (dynamic), or fp32 (none)")
+    quantize.add_argument("--calibration-utterances", type=int, default=300)
+    quantize.add_argument("--keep-fp32", action="append", default=[], metavar="LAYER",
+                          help="keep this layer's weights fp32 (module name); repeatable")
+    quantize.add_argument("--qat-steps", type=int, default=0,
+                          help="quantization-aware fine-tuning steps after calibration, for "
+                               "when post-training rounding costs too much (default 0)")
+    quantize.add_argument("--lr", type=float, default=1e-4, help="QAT learning rate")
+    quantize.add_argument("--batch-seconds", type=float, default=80.0, help="QAT audio per batch")
+    quantize.add_argument("--threads", type=int, default=2)
+    quantize.set_defaults(func=run_quantize)
+
+    pack = actions.add_parser("pack", help="fp32 compressed file (BSR for pruned weights)")
+    pack.add_argument("model", type=Path, help="model directory (pruned or not)")
+    pack.add_argument("--out", type=Path, required=True, help="compressed file (.tac)")
+    pack.set_defaults(func=run_pack)
+
+
+def parse_layer_overrides(values: list[str], known: set[str]) -> dict[str, float]:
+    overrides = {}
+    for value in values:
+        name, _, sparsity = value.partition("=")
+        if name not in known:
+            raise InputError(f"--layer {value}: no prunable layer {name!r} "
+                             f"(prunable: {', '.join(sorted(known))})")
+        try:
+            overrides[name] = float(sparsity)
+        except ValueError:
+            raise InputError(f"--layer {value}: expected NAME=SPARSITY") from None
+        if not 0.0 <= overrides[name] < 1.0:
+            raise InputError(f"--layer {value}: sparsity must be in [0, 1)")
+    return overrides
+
+
+def print_scan(scan: dict, targets: dict[str, float]) -> None:
+    levels = list(next(iter(scan["layers"].values()))["cer"])
+    print(f"sensitivity: dev CER {scan['baseline']:.2f}% unpruned; CER rise with one layer pruned")
+    print(f"{'layer':48s} {'params':>8s} " + " ".join(f"{'@' + level:>7s}" for level in levels)
+          + "  target")
+    for name, result in scan["layers"].items():
+        rises = " ".join(f"{cer - scan['baseline']:+7.2f}" for cer in result["cer"].values())
+        print(f"{name:48s} {result['params']:8d} {rises}  {targets.get(name, 0.0):.3f}")
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    import random
+
+    import torch
+
+    from tinyasr.model.datadir import read_data_dir
+    from tinyasr.model.model_dir import load_model_dir, save_model_dir
+    from tinyasr.model.prune import (FIRST_CONV, PRUNING_FILE, SCAN_FRACTIONS, BlockShape,
+                                     FineTuning, check_sparsity, layer_targets, prunable_layers,
+                                     prune, sensitivity_scan, sparsity_of)
+    from tinyasr.model.recognizer import DecodeOptions
+    from tinyasr.model.train import load_examples
+
+    sparsity = check_sparsity(args.sparsity, "--sparsity")
+    block = BlockShape.parse(args.block)
+    if args.out is None and not args.scan:
+        raise InputError("--out: required unless --scan only measures sensitivity")
+    if args.steps < 0:
+        raise InputError(f"--steps: must be >= 0, got {args.steps}")
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_model_dir(args.model)
+    layers = prunable_layers(model, block)
+    overrides = parse_layer_overrides(args.layer, set(layers))
+    targets = {name: sparsity for name in layers if name != FIRST_CONV}
+    scan = None
+    if args.scan:
+        dev = read_data_dir(args.data / "dev")
+        dev = random.Random(0).sample(dev, min(args.scan_utterances, len(dev)))
+        scan = sensitivity_scan(model, tokenizer, dev, block,
+                                [fraction * sparsity for fraction in SCAN_FRACTIONS],
+                                DecodeOptions(beam=4))
+        targets = {name: level for name, level in layer_targets(scan, args.tolerance).items()
+                   if name != FIRST_CONV}
+        print_scan(scan, targets)
+    targets.update(overrides)
+    if args.out is None:
+        return 0
+    fbanks, token_ids = load_examples(model, tokenizer, args.data / "train")
+    prune(model, block, targets, fbanks, token_ids,
+          FineTuning(steps=args.steps, lr=args.lr, batch_seconds=args.batch_seconds))
+    achieved = {name: sparsity_of(module.weight) for name, module in layers.items()}
+    pruned = sum(achieved[name] * module.weight.numel() for name, module in layers.items())
+    total = sum(p.numel() for p in model.parameters())
+    record = {"block": str(block), "target": sparsity, "steps": args.steps,
+              "overall_sparsity": pruned / total, "layers": achieved, "scan": scan}
+    save_model_dir(model, tokenizer, args.out,
+                   {PRUNING_FILE: json.dumps(record, indent=2) + "\n"})
+    print(f"{args.out}: {pruned / total:.1%} of all {total} parameters are zero "
+          f"({block} blocks, {args.steps} fine-tuning steps)")
+    return 0
+
+
+def pruned_block(model_dir: Path):
+    """The block shape a model dir was pruned with (pruning.json), or None if it was not."""
+    from tinyasr.model.prune import PRUNING_FILE, BlockShape
+
+    record = model_dir / PRUNING_FILE
+    if not record.is_file():
+        return None
+    try:
+        return BlockShape.parse(json.loads(record.read_text())["block"])
+    except (ValueError, KeyError, InputError) as error:
+        raise InputError(f"{record}: bad pruning record ({error})") from None
+
+
+def check_output_file(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"--out {path}: is a directory; give a file name such as model.tac")
+    if not path.parent.is_dir():
+        raise InputError(f"--out {path}: directory {path.parent} does not exist")
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    import torch
+
+    from tinyasr.model.compressed import write_compressed
+    from tinyasr.model.model_dir import load_model_dir
+    from tinyasr.model.prune import FineTuning
+    from tinyasr.model.quantize import (Activations, Quantization, calibrate,
+                                        quantizable_layers, quantization_aware_fine_tune)
+    from tinyasr.model.train import load_examples
+
+    check_output_file(args.out)
+    activations = Activations(args.activations)
+    if activations == Activations.STATIC and args.data is None:
+        raise InputError("--data: static activation scales need calibration data (a corpus "
+                         "with train/); or use --activations dynamic")
+    if args.qat_steps and args.data is None:
+        raise InputError("--data: quantization-aware fine-tuning needs training data")
+    if args.calibration_utterances < 1 or args.qat_steps < 0:
+        raise InputError("--calibration-utterances must be >= 1 and --qat-steps >= 0")
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_model_dir(args.model)
+    quantization = Quantization(activations, list(quantizable_layers(model, args.keep_fp32)))
+    if activations == Activations.STATIC:
+        calibrate(model, quantization, *load_examples(model, tokenizer, args.data / "train",
+                                                      args.calibration_utterances))
+    if args.qat_steps:
+        quantization_aware_fine_tune(
+            model, quantization, *load_examples(model, tokenizer, args.data / "train"),
+            FineTuning(steps=args.qat_steps, lr=args.lr, batch_seconds=args.batch_seconds))
+    size = write_compressed(args.out, model, tokenizer, pruned_block(args.model), quantization)
+    print(f"{args.out}: {size} bytes ({len(quantization.layers)} int8 layers, "
+          f"{activations.value} activations)")
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from tinyasr.model.compressed import write_compressed
+    from tinyasr.model.model_dir import load_model_dir
+
+    check_output_file(args.out)
+    model, tokenizer = load_model_dir(args.model)
+    size = write_compressed(args.out, model, tokenizer, pruned_block(args.model))
+    print(f"{args.out}: {size} bytes (fp32)")
+    return 0

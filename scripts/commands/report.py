@@ -1,0 +1,41 @@
+"""`tinyasr report`: the compression table (size, ratio, dev/test CER per stage) as Markdown,
+JSON and a PNG plot."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tinyasr.model.recognizer import DecodeMode
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="measure compression stages: bytes, ratio, dev/test CER",
+        description="One row per stage, in the order given; the first is the baseline of the "
+                    "ratio. A stage is NAME=PATH: a compressed .tac file, or a model dir "
+                    "(packed to fp32 first). Writes report.md, report.json, report.png.")
+    parser.add_argument("stages", nargs="+", metavar="NAME=PATH")
+    parser.add_argument("--data", type=Path, required=True, help="corpus with dev/ and test/")
+    parser.add_argument("--out", type=Path, required=True, help="report directory")
+    parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
+                        default=DecodeMode.ATTENTION_RESCORING.value)
+    parser.add_argument("--beam", type=int, default=10)
+    parser.add_argument("--max-utterances", type=int,
+                        help="decode a fixed random subset of dev and of test (default: all)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from tinyasr.model.recognizer import DecodeOptions
+    from tinyasr.scripts.report import make_report, parse_stage
+
+    torch.set_num_threads(args.threads)
+    stages = [parse_stage(stage) for stage in args.stages]
+    make_report(stages, args.data, args.out, DecodeOptions(DecodeMode(args.mode), args.beam),
+                args.max_utterances)
+    print(f"report written to {args.out}/report.md, report.json, report.png")
+    return 0
