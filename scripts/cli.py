@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "train",
     "transcribe",
     "demo",
+    "compile",
     "compress",
     "report",
 ]

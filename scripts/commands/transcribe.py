@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
                         default=DecodeMode.ATTENTION_RESCORING.value)
     parser.add_argument("--beam", type=int, default=10)
+    parser.add_argument("--lib", type=Path, metavar="DIR",
+                        help="run a deployable from `tinyasr compile --target host` instead of "
+                             "PyTorch (then every input is a wav file)")
     parser.set_defaults(func=run)
 
 
@@ -25,8 +28,14 @@ def run(args: argparse.Namespace) -> int:
     from tinyasr.model.datadir import load_wav
     from tinyasr.model.recognizer import Recognizer
 
-    model, wavs = split_model_and_wavs(args.inputs)
-    recognizer = Recognizer.load(model, DecodeOptions(DecodeMode(args.mode), args.beam))
+    options = DecodeOptions(DecodeMode(args.mode), args.beam)
+    if args.lib is not None:
+        from tinyasr.compile.runner import CompiledRecognizer
+
+        recognizer, wavs = CompiledRecognizer.load(args.lib, options), args.inputs
+    else:
+        model, wavs = split_model_and_wavs(args.inputs)
+        recognizer = Recognizer.load(model, options)
     for wav in wavs:
         print(f"{wav}\t{recognizer.transcribe(load_wav(wav))}")
     return 0

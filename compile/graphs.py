@@ -1,0 +1,101 @@
+"""The two graphs a board library runs, as `torch.export` programs.
+
+    encode(waveform (1, 640*F + 720)) -> (ctc log-probs (1, F, vocab), encoder output (1, F, d))
+        the whole front end (fbank + CMVN) included, so the library takes 16 kHz PCM samples;
+    decode(tokens (N, U), token_lengths (N,), memory (1, F, d)) -> log-probs (N, U, vocab)
+        the attention decoder over a batch of N hypotheses of one utterance.
+
+F (encoder frames), N and U are dynamic. The waveform length is exported as 640*F + 720: exactly
+the samples the 4x subsampling reads for F output frames (Kaldi frames drop a partial tail, the
+stride-2 convolutions drop one more), so trimming audio to that length changes no output, and
+every shape in the graph stays an affine function of F (a free sample count gives floor
+divisions that neither torch.export's guard solver nor TVM's reshape analysis can handle).
+
+Buffers (fbank matrices, CMVN statistics) are re-registered as parameters, because the TVM
+importer binds buffers into the code as constants and keeps only parameters as inputs: this way
+every tensor lands in the weights file and the library holds only code.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.export import Dim, ExportedProgram
+
+from tinyasr.model.frontend import FRAME_LENGTH, FRAME_SHIFT, num_frames
+from tinyasr.model.san_m import AsrModel, Conv2dSubsampling4
+
+SUBSAMPLING = 4
+SAMPLES_PER_FRAME = SUBSAMPLING * FRAME_SHIFT   # 640 samples (40 ms) per encoder frame
+MIN_FRAMES = 2                                  # torch.export specializes a length-1 time axis
+
+
+def encoder_frames(num_samples: int) -> int:
+    """Encoder output frames for `num_samples` of audio (0 when too short for one)."""
+    return max(0, int(Conv2dSubsampling4.output_lengths(num_frames(num_samples))))
+
+
+def samples_read(frames: int) -> int:
+    """How many leading samples the encoder reads for `frames` output frames: the two 3x3
+    stride-2 convolutions read SUBSAMPLING * frames + 3 fbank frames."""
+    return FRAME_LENGTH + FRAME_SHIFT * (SUBSAMPLING * frames + 2)
+
+
+def buffers_as_parameters(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose buffers are (frozen) parameters, so export keeps them as inputs."""
+    module = copy.deepcopy(module)
+    for submodule in module.modules():
+        for name, buffer in list(submodule.named_buffers(recurse=False)):
+            delattr(submodule, name)
+            submodule.register_parameter(name, nn.Parameter(buffer, requires_grad=False))
+    return module
+
+
+class EncoderGraph(nn.Module):
+    """Waveform -> (CTC log-probs, encoder output): AsrModel.ctc_log_probs for one utterance."""
+
+    def __init__(self, model: AsrModel):
+        super().__init__()
+        self.fbank = buffers_as_parameters(model.fbank)
+        self.cmvn = buffers_as_parameters(model.cmvn)
+        self.encoder = model.encoder
+        self.ctc = model.ctc
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded = self.encoder(self.cmvn(self.fbank(waveform)))
+        return torch.log_softmax(self.ctc(encoded), dim=-1), encoded
+
+
+class DecoderGraph(nn.Module):
+    """Hypotheses of one utterance -> decoder log-probs; memory is broadcast over them."""
+
+    def __init__(self, model: AsrModel):
+        super().__init__()
+        self.decoder = model.decoder
+
+    def forward(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
+                memory: torch.Tensor) -> torch.Tensor:
+        return self.decoder(tokens, token_lengths, memory.expand(tokens.shape[0], -1, -1))
+
+
+def export_graphs(model: AsrModel) -> dict[str, ExportedProgram]:
+    """{"encode": ..., "decode": ...} exported with dynamic frames, hypotheses and steps."""
+    model = model.eval()
+    frames, hypotheses = Dim("frames", min=MIN_FRAMES), Dim("hypotheses", min=1)
+    example_frames = 8
+    waveform = torch.zeros(1, samples_read(example_frames))
+    with torch.no_grad():
+        encode = torch.export.export(
+            EncoderGraph(model), (waveform,),
+            dynamic_shapes={"waveform": {1: SAMPLES_PER_FRAME * frames + samples_read(0)}})
+        tokens = torch.full((3, 5), model.sos_eos, dtype=torch.long)
+        lengths = torch.tensor([5, 3, 1])
+        memory = torch.zeros(1, example_frames, model.config.d_model)
+        decode = torch.export.export(
+            DecoderGraph(model), (tokens, lengths, memory),
+            dynamic_shapes={"tokens": {0: hypotheses, 1: Dim("steps", min=1)},
+                            "token_lengths": {0: hypotheses},
+                            "memory": {1: frames}})
+    return {"encode": encode, "decode": decode}

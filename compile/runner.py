@@ -1,0 +1,105 @@
+"""Run a deployable on this machine with TVM's Relax VM: the compiled twin of `Recognizer`.
+
+Decoding is shared with the PyTorch reference: `tinyasr.model.recognizer.decode` drives CTC
+prefix beam search and attention rescoring, and the rescoring batch is built by the reference's
+own `decoder_scores`, with the compiled decoder standing in for the PyTorch one.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import tvm
+from tvm import relax
+
+from tinyasr.compile.deployable import (LIBRARY_FILE, TOKENS_FILE, WEIGHTS_FILE,
+                                        read_manifest)
+from tinyasr.compile.graphs import MIN_FRAMES, encoder_frames, samples_read
+from tinyasr.model.errors import InputError
+from tinyasr.model.recognizer import DecodeOptions, decode, decoder_scores
+from tinyasr.model.search import Hypothesis
+from tinyasr.model.tokenizer import Tokenizer
+
+
+class _DecoderStandIn:
+    """What `decoder_scores` needs of an AsrModel (`sos_eos`, `decoder(...)`), compiled."""
+
+    def __init__(self, runner: "CompiledModelRunner"):
+        self.sos_eos = runner.sos_eos
+        self.runner = runner
+
+    def decoder(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
+                memory: torch.Tensor) -> torch.Tensor:
+        # decoder_scores expands the one utterance's memory over the batch; the graph does that.
+        log_probs = self.runner.decoder_log_probs(tokens.numpy(), token_lengths.numpy(),
+                                                  memory[:1].numpy())
+        return torch.from_numpy(log_probs)
+
+
+class CompiledModelRunner:
+    """A deployable's encode/decode functions on the host CPU."""
+
+    def __init__(self, deployable: Path):
+        deployable = Path(deployable)
+        manifest = read_manifest(deployable)
+        if manifest["arch"] != platform.machine():
+            raise InputError(f"{deployable}: built for {manifest['target']} ({manifest['arch']}); "
+                             f"this machine is {platform.machine()}")
+        self.device = tvm.cpu()
+        library = tvm.runtime.load_module(str(deployable / LIBRARY_FILE))
+        self.vm = relax.VirtualMachine(library, self.device)
+        weights = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
+        self.weights = {name: [weights[key] for key in function["weights"]]
+                        for name, function in manifest["functions"].items()}
+        self.sos_eos = manifest["sos_eos"]
+        self.tokenizer = Tokenizer.load(deployable / TOKENS_FILE)
+
+    def ctc_log_probs(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """int16-scale 16 kHz samples -> ((frames, vocab) CTC log-probs, (1, frames, d) encoded).
+
+        Audio shorter than MIN_FRAMES encoder frames (0.125 s) is zero-padded up to it."""
+        samples = np.asarray(samples, dtype=np.float32)
+        frames = max(MIN_FRAMES, encoder_frames(len(samples)))
+        waveform = np.zeros((1, samples_read(frames)), dtype=np.float32)
+        used = min(len(samples), waveform.shape[1])
+        waveform[0, :used] = samples[:used]
+        log_probs, encoded = self.vm["encode"](tvm.runtime.ShapeTuple([frames]),
+                                               tvm.runtime.tensor(waveform, self.device),
+                                               *self.weights["encode"])
+        return log_probs.numpy()[0], encoded.numpy()
+
+    def decoder_log_probs(self, tokens: np.ndarray, token_lengths: np.ndarray,
+                          memory: np.ndarray) -> np.ndarray:
+        """(N, U) tokens, (N,) lengths, (1, frames, d) memory -> (N, U, vocab) log-probs."""
+        result = self.vm["decode"](tvm.runtime.tensor(tokens.astype(np.int64), self.device),
+                                   tvm.runtime.tensor(token_lengths.astype(np.int64), self.device),
+                                   tvm.runtime.tensor(np.ascontiguousarray(memory), self.device),
+                                   *self.weights["decode"])
+        return result[0].numpy()
+
+    def score_hypotheses(self, encoded: np.ndarray,
+                         hypotheses: Sequence[Hypothesis]) -> np.ndarray:
+        """log P(hypothesis + <eos> | audio) per hypothesis, all in one decoder call."""
+        return decoder_scores(_DecoderStandIn(self), torch.from_numpy(encoded), hypotheses)
+
+
+class CompiledRecognizer:
+    """A deployable ready to transcribe, decoding exactly as `Recognizer` does."""
+
+    def __init__(self, runner: CompiledModelRunner, options: DecodeOptions | None = None):
+        self.runner, self.tokenizer = runner, runner.tokenizer
+        self.options = options or DecodeOptions()
+
+    @classmethod
+    def load(cls, deployable: Path, options: DecodeOptions | None = None) -> "CompiledRecognizer":
+        return cls(CompiledModelRunner(deployable), options)
+
+    def transcribe(self, samples: np.ndarray) -> str:
+        log_probs, encoded = self.runner.ctc_log_probs(samples)
+        tokens = decode(log_probs, self.options,
+                        lambda hypotheses: self.runner.score_hypotheses(encoded, hypotheses))
+        return self.tokenizer.decode(tokens)

@@ -1,0 +1,40 @@
+"""`tinyasr compile`: a model directory -> one deployable directory for a board."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tinyasr.model.model_dir import DEFAULT_MODEL
+from tinyasr.targets.boards import BOARDS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compile", help="compile a model for a board (TVM): library + weights + manifest",
+        description="Compile the encoder (with its fbank front end) and the attention decoder "
+                    "into one shared library for the board, linked by its cross compiler, with "
+                    "the weights beside it (each shared weight stored once).")
+    parser.add_argument("model", type=Path, nargs="?", default=DEFAULT_MODEL, metavar="MODEL_DIR",
+                        help="model directory (default: the shipped model)")
+    parser.add_argument("--target", required=True, metavar="NAME",
+                        help=f"board name: {', '.join(BOARDS)}")
+    parser.add_argument("--out", type=Path, required=True, help="deployable directory to create")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    parser.add_argument("--dump-ir", type=Path, metavar="DIR",
+                        help="write the IR after each compiler phase to DIR")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinyasr.compile.deployable import LIBRARY_FILE, WEIGHTS_FILE, build_deployable
+    from tinyasr.targets.boards import get_board
+
+    board = get_board(args.target)
+    manifest = build_deployable(args.model, board, args.out, args.force, args.dump_ir)
+    sizes = manifest["bytes"]
+    print(f"{args.out}: {board.name} ({board.arch})")
+    print(f"  code     {sizes['code']:>10,d} bytes  {args.out / LIBRARY_FILE}")
+    print(f"  weights  {sizes['weights']:>10,d} bytes  {args.out / WEIGHTS_FILE}")
+    print(f"  total    {sizes['code'] + sizes['weights']:>10,d} bytes")
+    return 0

@@ -1,0 +1,258 @@
+"""The TVM compiler on real builds: parity with PyTorch, weights stored once, board libraries.
+
+A tiny random-init weight-shared model keeps the builds short; the host deployable goes through
+the CLI once (with --dump-ir), the board libraries reuse one import of the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+from math import prod
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+from tvm.relax.frontend.torch import from_exported_program
+
+from tinyasr.compile.deployable import (LIBRARY_FILE, MANIFEST_FILE, WEIGHTS_FILE,
+                                        model_hash, write_deployable)
+from tinyasr.compile.graphs import MIN_FRAMES, SAMPLES_PER_FRAME, encoder_frames, samples_read
+from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
+from tinyasr.compile.pipeline import IRDumper, import_model
+from tinyasr.compile.runner import CompiledModelRunner
+from tinyasr.model.datadir import load_wav, read_data_dir
+from tinyasr.model.errors import InputError
+from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir, save_model_dir
+from tinyasr.model.recognizer import decoder_scores
+from tinyasr.model.san_m import AsrModel, ModelConfig
+from tinyasr.model.search import ctc_prefix_beam_search
+from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.scripts.cli import main
+from tinyasr.targets.boards import BOARDS, host_target
+
+BOARD_MACHINES = {"rpi4": "ARM aarch64", "visionfive2": "RISC-V", "k230": "RISC-V"}
+
+
+@pytest.fixture(scope="module")
+def utterances() -> list:
+    return read_data_dir(SAMPLES_DIR)[:3]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, utterances: list) -> Path:
+    """A random-init model: 6 encoder positions over 2 blocks, 2 decoder positions over 1."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.from_texts(u.text for u in utterances)
+    config = ModelConfig(vocab_size=len(tokenizer), d_model=32, attention_heads=2, ffn_dim=64,
+                         subsampling_channels=8, encoder_layers=6, encoder_distinct=2,
+                         decoder_layers=2, decoder_distinct=1, dropout=0.0)
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    save_model_dir(AsrModel(config, tokenizer.sos_eos), tokenizer, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path) -> AsrModel:
+    return load_model_dir(model_dir)[0]
+
+
+@pytest.fixture(scope="module")
+def host_deployable(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("deploy") / "host"
+    dumps = tmp_path_factory.mktemp("ir")
+    assert main(["compile", str(model_dir), "--target", "host", "--out", str(out),
+                 "--dump-ir", str(dumps)]) == 0
+    assert sorted(p.name for p in dumps.iterdir()) == [
+        "01-import.py", "02-weights.py", "03-legalize.py", "04-lower.py"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def runner(host_deployable: Path) -> CompiledModelRunner:
+    return CompiledModelRunner(host_deployable)
+
+
+@pytest.fixture(scope="module")
+def board_deployables(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """rpi4 (aarch64), visionfive2 (rv64gc) and k230 (rv64gcv) from one import of the model."""
+    model, tokenizer = load_model_dir(model_dir)
+    imported = import_model(model, IRDumper(None))
+    root = tmp_path_factory.mktemp("boards")
+    for name in BOARD_MACHINES:
+        write_deployable(imported, BOARDS[name], root / name, model_dir, tokenizer)
+    return {name: root / name for name in BOARD_MACHINES}
+
+
+def test_frame_arithmetic_matches_the_model(model: AsrModel):
+    for samples in [samples_read(MIN_FRAMES), 16000, 16000 * 5 + 123]:
+        frames = encoder_frames(samples)
+        with torch.no_grad():
+            full, _ = model.ctc_log_probs(torch.randn(1, samples))
+            trimmed, _ = model.ctc_log_probs(torch.randn(1, samples_read(frames)))
+        assert full.shape[1] == trimmed.shape[1] == frames
+        assert samples_read(frames) <= samples < samples_read(frames + 1)
+    assert samples_read(1) - samples_read(0) == SAMPLES_PER_FRAME
+
+
+@pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
+def test_compiled_front_end_matches_pytorch_fbank(model: AsrModel, utterances: list):
+    """The fbank + CMVN graph alone, compiled for the host: the features agree to 1e-4."""
+    frames = torch.export.Dim("frames", min=MIN_FRAMES)
+    features = torch.export.export(
+        _Features(model), (torch.zeros(1, samples_read(8)),),
+        dynamic_shapes={"waveform": {1: SAMPLES_PER_FRAME * frames + samples_read(0)}})
+    mod = ExposeShapeVars()(from_exported_program(features, keep_params_as_input=True))
+    target = tvm.target.Target(host_target())
+    vm = relax.VirtualMachine(
+        tvm.compile(mod, target, relax_pipeline=relax.backend.cpu_generic.get_default_pipeline(
+            target)), tvm.cpu())
+    samples = load_wav(utterances[0].wav)
+    waveform = samples[None, :samples_read(encoder_frames(len(samples)))]
+    frames = tvm.runtime.ShapeTuple([encoder_frames(len(samples))])
+    compiled = vm["main"](frames, tvm.runtime.tensor(waveform))[0].numpy()
+    with torch.no_grad():
+        reference = model.features(torch.from_numpy(waveform)).numpy()
+    assert compiled.shape == reference.shape
+    assert np.abs(compiled - reference).max() < 1e-4
+
+
+class _Features(torch.nn.Module):
+    """AsrModel.features as its own graph (its buffers are bound as constants on import)."""
+
+    def __init__(self, model: AsrModel):
+        super().__init__()
+        self.fbank, self.cmvn = model.fbank, model.cmvn
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.cmvn(self.fbank(waveform))
+
+
+def test_encoder_matches_pytorch_on_real_audio(model: AsrModel, runner: CompiledModelRunner,
+                                               utterances: list):
+    for utterance in utterances:
+        samples = load_wav(utterance.wav)
+        log_probs, encoded = runner.ctc_log_probs(samples)
+        with torch.no_grad():
+            reference, reference_encoded = model.ctc_log_probs(torch.from_numpy(samples)[None])
+        assert log_probs.shape == reference[0].shape
+        assert np.abs(log_probs - reference[0].numpy()).max() < 1e-4
+        assert np.abs(encoded - reference_encoded.numpy()).max() < 1e-4
+
+
+def test_decoder_scores_match_pytorch(model: AsrModel, runner: CompiledModelRunner,
+                                      utterances: list):
+    samples = torch.from_numpy(load_wav(utterances[0].wav))[None]
+    with torch.no_grad():
+        log_probs, encoded = model.ctc_log_probs(samples)
+    hypotheses = [h for h, _ in ctc_prefix_beam_search(log_probs[0].numpy(), 10)]
+    vocab = model.config.vocab_size
+    hypotheses.append([1 + i % (vocab - 2) for i in range(40)])  # long: padding in the batch
+    compiled = runner.score_hypotheses(encoded.numpy(), hypotheses)
+    reference = decoder_scores(model, encoded, hypotheses)
+    np.testing.assert_allclose(compiled, reference, rtol=1e-5, atol=1e-4)
+
+
+def test_transcribe_with_the_library_prints_what_pytorch_prints(
+        model_dir: Path, host_deployable: Path, utterances: list, capsys):
+    wavs = [str(u.wav) for u in utterances]
+    assert main(["transcribe", str(model_dir), *wavs]) == 0
+    reference = capsys.readouterr().out
+    assert main(["transcribe", "--lib", str(host_deployable), *wavs]) == 0
+    assert capsys.readouterr().out == reference
+    assert len(reference.splitlines()) == len(wavs)
+
+
+def test_each_shared_weight_is_stored_once(model: AsrModel, host_deployable: Path):
+    """weights.bin holds exactly the model's distinct tensors plus the fbank matrices, and the
+    library no tensor bigger than a small table."""
+    weights = tvm.runtime.load_param_dict_from_file(str(host_deployable / WEIGHTS_FILE))
+    stored = sum(tensor.numpy().nbytes for tensor in weights.values())
+    distinct = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    fbank = sum(b.numel() * b.element_size() for b in model.fbank.buffers())
+    assert stored == distinct + fbank
+    unshared_encoder = (len(model.encoder.layer_map) - len(model.encoder.blocks)) * sum(
+        p.numel() * 4 for p in model.encoder.blocks[0].parameters())
+    assert unshared_encoder > 0  # what duplicating the shared blocks would have added
+    manifest = json.loads((host_deployable / MANIFEST_FILE).read_text())
+    assert manifest["bytes"]["weights"] < stored + 100 * len(weights)  # names + headers only
+    library = relax.VMExecutable(tvm.runtime.load_module(str(host_deployable / LIBRARY_FILE)))
+    pool = library.stats().split("Constant pool")[1].split("Globals")[0]
+    shapes = [[int(d) for d in m.split(",")] for m in re.findall(r"\[(\d+(?:, \d+)*)\]", pool)]
+    assert all(prod(shape) <= 64 for shape in shapes), shapes
+
+
+def test_manifest_describes_the_build(host_deployable: Path, model_dir: Path):
+    manifest = json.loads((host_deployable / MANIFEST_FILE).read_text())
+    assert manifest["target"] == "host" and manifest["tuning_database"] is None
+    assert manifest["versions"]["tvm"] == tvm.__version__
+    assert manifest["bytes"]["code"] == (host_deployable / LIBRARY_FILE).stat().st_size
+    assert manifest["model"]["sha256"] == model_hash(model_dir)
+    assert manifest["functions"]["encode"]["inputs"] == ["sizes", "waveform"]
+    assert manifest["functions"]["decode"]["inputs"] == ["tokens", "token_lengths", "memory"]
+
+
+@pytest.mark.parametrize("board", list(BOARD_MACHINES))
+def test_board_library_is_built_for_its_machine(board: str, board_deployables: dict):
+    library = board_deployables[board] / LIBRARY_FILE
+    description = subprocess.run(["file", "-L", str(library)], capture_output=True, text=True,
+                                 check=True).stdout
+    assert "ELF 64-bit" in description and "shared object" in description
+    assert BOARD_MACHINES[board] in description
+    if BOARDS[board].arch == "riscv64":  # the ISA string: k230 with RVV 1.0, the rv64gc one without
+        attributes = subprocess.run(["riscv64-linux-gnu-readelf", "-A", str(library)],
+                                    capture_output=True, text=True, check=True).stdout
+        assert "_v1p0" in attributes if board == "k230" else "_v1p0" not in attributes
+        assert "rv64i" in attributes and "_d2p2" in attributes
+
+
+def test_host_refuses_a_board_library(board_deployables: dict):
+    with pytest.raises(InputError, match="built for rpi4 \\(aarch64\\)"):
+        CompiledModelRunner(board_deployables["rpi4"])
+
+
+def _cli_error(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("tinyasr: error: ") and len(captured.err.splitlines()) == 1
+    return captured.err
+
+
+def test_unknown_target_lists_the_known_ones(model_dir: Path, tmp_path: Path, capsys):
+    error = _cli_error(["compile", str(model_dir), "--target", "pi9", "--out",
+                        str(tmp_path / "x")], capsys)
+    assert "'pi9'" in error and all(name in error for name in BOARDS)
+
+
+def test_missing_cross_compiler_names_the_debian_package(model_dir: Path, tmp_path: Path,
+                                                         capsys, monkeypatch):
+    missing = dataclasses.replace(BOARDS["rpi4"], cross_compiler="aarch64-nowhere-g++")
+    monkeypatch.setitem(BOARDS, "rpi4", missing)
+    error = _cli_error(["compile", str(model_dir), "--target", "rpi4", "--out",
+                        str(tmp_path / "x")], capsys)
+    assert "aarch64-nowhere-g++" in error and "apt-get install g++-aarch64-linux-gnu" in error
+    assert not (tmp_path / "x").exists()
+
+
+def test_not_a_model_directory(tmp_path: Path, capsys):
+    error = _cli_error(["compile", str(tmp_path), "--target", "host", "--out",
+                        str(tmp_path / "x")], capsys)
+    assert "not a tinyasr model directory" in error
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing half-written
+
+
+def test_existing_output_is_refused(model_dir: Path, tmp_path: Path, capsys):
+    (tmp_path / "x").mkdir()
+    error = _cli_error(["compile", str(model_dir), "--target", "host", "--out",
+                        str(tmp_path / "x")], capsys)
+    assert "already exists" in error and "--force" in error
+
+
+def test_transcribe_lib_needs_a_deployable(tmp_path: Path, utterances: list, capsys):
+    error = _cli_error(["transcribe", "--lib", str(tmp_path), str(utterances[0].wav)], capsys)
+    assert "not a tinyasr deployable" in error
