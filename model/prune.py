@@ -15,8 +15,9 @@ Shared blocks are one module (the encoder's ModuleList holds each distinct block
 is pruned once, however many positions run it.
 
 Per-layer targets: `sensitivity_scan` prunes one layer at a time (one shot, no fine-tuning) at a
-few levels and measures dev CER; `layer_targets` gives each layer the largest scanned level
-whose CER increase stays within a tolerance.
+few levels around the target and measures dev CER; `layer_targets` gives each layer the largest
+scanned level whose CER increase stays within a tolerance, so sensitive layers get less than the
+target and robust ones more.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ RAMP_FRACTION = 2 / 3
 MASK_UPDATES = 10
 FIRST_CONV = "encoder.subsampling.conv.0"   # 9 weights per filter on the raw features: kept
 PRUNING_FILE = "pruning.json"   # written into a pruned model dir: block shape and sparsities
-SCAN_FRACTIONS = (0.5, 0.75, 1.0)   # sensitivity scan levels, as fractions of the target
+SCAN_FRACTIONS = (0.5, 0.75, 1.0, 1.15)   # scan levels as fractions of the target: a layer
+MAX_SPARSITY = 0.95                       # that shrugs off more takes more, up to this
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,10 @@ def sensitivity_scan(model: AsrModel, tokenizer: Tokenizer, dev: Sequence[Uttera
             module.weight.copy_(original)
         scan["layers"][name] = {"params": original.numel(), "cer": cers}
     return scan
+
+
+def scan_levels(target: float) -> list[float]:
+    return sorted({round(min(MAX_SPARSITY, fraction * target), 3) for fraction in SCAN_FRACTIONS})
 
 
 def layer_targets(scan: dict, tolerance: float) -> dict[str, float]:

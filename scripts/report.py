@@ -24,6 +24,7 @@ from tinyasr.model.errors import InputError
 from tinyasr.model.evaluate import evaluate
 from tinyasr.model.metrics import ErrorCounts
 from tinyasr.model.model_dir import load_model_dir
+from tinyasr.model.prune import FIRST_CONV
 from tinyasr.model.recognizer import DecodeOptions, Recognizer
 from tinyasr.scripts.commands.compress import pruned_block
 
@@ -34,6 +35,7 @@ class StageResult:
     file: str
     bytes: int
     breakdown: dict[str, int]
+    fp32_leftovers: dict[str, int]
     params: int
     nonzero_params: int
     ratio: float
@@ -46,6 +48,26 @@ class StageResult:
         for split in ("dev", "test"):
             values[split] = {**values[split], "cer": getattr(self, split).rate}
         return values
+
+
+def fp32_leftovers(header: dict) -> dict[str, int]:
+    """Bytes of the tensors an int8 file keeps in fp32, by what they are."""
+    groups: dict[str, int] = {}
+    for name, entry in header["tensors"].items():
+        if entry["encoding"] != "float32":
+            continue
+        if name.startswith("cmvn."):
+            group = "CMVN"
+        elif name.startswith(FIRST_CONV + "."):
+            group = "first conv"
+        elif ".norm" in name:
+            group = "LayerNorms"
+        elif name.endswith(".bias"):
+            group = "biases"
+        else:
+            group = name
+        groups[group] = groups.get(group, 0) + sum(p["nbytes"] for p in entry["parts"].values())
+    return groups
 
 
 def parse_stage(text: str) -> tuple[str, Path]:
@@ -72,9 +94,10 @@ def measure(name: str, file: Path, dev: Sequence[Utterance], test: Sequence[Utte
     model, tokenizer = load_compressed(file)
     recognizer = Recognizer(model, tokenizer, options)
     parameters = list(model.parameters())
+    compressed = read_compressed(file)
     return StageResult(
         name=name, file=str(file), bytes=file.stat().st_size,
-        breakdown=size_breakdown(read_compressed(file)),
+        breakdown=size_breakdown(compressed), fp32_leftovers=fp32_leftovers(compressed.header),
         params=sum(p.numel() for p in parameters),
         nonzero_params=sum(int((p != 0).sum()) for p in parameters), ratio=1.0,
         dev=evaluate(recognizer, dev).cer, test=evaluate(recognizer, test).cer,
@@ -110,6 +133,11 @@ def markdown(results: Sequence[StageResult], options: DecodeOptions, dev_count: 
               "|---|" + "---:|" * len(base.breakdown)]
     for r in results:
         lines.append(f"| {r.name} | " + " | ".join(f"{v:,}" for v in r.breakdown.values()) + " |")
+    for r in results:
+        if r.breakdown["int8 values"]:
+            kept = ", ".join(f"{group} {size:,}" for group, size in r.fp32_leftovers.items())
+            lines += ["", f"{r.name}: fp32 kept ({sum(r.fp32_leftovers.values()):,} bytes, "
+                          f"{sum(r.fp32_leftovers.values()) / r.bytes:.1%} of the file): {kept}"]
     return "\n".join(lines) + "\n"
 
 

@@ -100,9 +100,9 @@ def run_prune(args: argparse.Namespace) -> int:
 
     from tinyasr.model.datadir import read_data_dir
     from tinyasr.model.model_dir import load_model_dir, save_model_dir
-    from tinyasr.model.prune import (FIRST_CONV, PRUNING_FILE, SCAN_FRACTIONS, BlockShape,
+    from tinyasr.model.prune import (FIRST_CONV, PRUNING_FILE, BlockShape,
                                      FineTuning, check_sparsity, layer_targets, prunable_layers,
-                                     prune, sensitivity_scan, sparsity_of)
+                                     prune, scan_levels, sensitivity_scan, sparsity_of)
     from tinyasr.model.recognizer import DecodeOptions
     from tinyasr.model.train import load_examples
 
@@ -122,7 +122,7 @@ def run_prune(args: argparse.Namespace) -> int:
         dev = read_data_dir(args.data / "dev")
         dev = random.Random(0).sample(dev, min(args.scan_utterances, len(dev)))
         scan = sensitivity_scan(model, tokenizer, dev, block,
-                                [fraction * sparsity for fraction in SCAN_FRACTIONS],
+                                scan_levels(sparsity),
                                 DecodeOptions(beam=4))
         targets = {name: level for name, level in layer_targets(scan, args.tolerance).items()
                    if name != FIRST_CONV}
