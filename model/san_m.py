@@ -40,7 +40,7 @@ class ModelConfig:
     attention_heads: int = 4
     ffn_dim: int = 576
     fsmn_kernel: int = 11
-    subsampling_channels: int = 64
+    subsampling_channels: int = 32
     encoder_layers: int = 6
     encoder_distinct: int = 6
     decoder_layers: int = 2

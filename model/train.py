@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from tinyasr.model.atomic import atomic_file
 from tinyasr.model.datadir import Utterance, load_wav, read_data_dir
 from tinyasr.model.errors import InputError
 from tinyasr.model.evaluate import evaluate
@@ -72,13 +72,9 @@ class Recipe:
 
 
 def atomic_save(obj: object, path: Path) -> None:
-    """torch.save to a temp file beside `path`, fsync, then rename over it."""
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as handle:
+    """torch.save that never leaves `path` half-written."""
+    with atomic_file(path) as handle:
         torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
 
 
 def estimate_cmvn(model: AsrModel, fbanks: list[torch.Tensor]) -> None:
@@ -184,6 +180,7 @@ class Trainer:
         self.batches = make_batches([len(f) for f in self.fbanks],
                                     int(self.config.batch_seconds * FRAMES_PER_SECOND))
         self.epoch, self.next_batch, self.step = 0, 0, 0
+        self.train_seconds = 0.0      # wall time spent in training steps, summed over resumes
         if (self.out_dir / STATE_FILE).exists():
             self._resume()
         else:
@@ -192,9 +189,15 @@ class Trainer:
             estimate_cmvn(self.model, sample)
 
     def _check_same_recipe(self) -> None:
+        """A run dir resumes only the recipe it started with; the epoch count alone may change
+        (the learning-rate schedule does not depend on it), to extend or cut short a run."""
         run_file = self.out_dir / RUN_FILE
         if run_file.exists():
-            if json.loads(run_file.read_text()) != self.recipe.to_dict():
+            started_with = json.loads(run_file.read_text())
+            started_with.get("train", {}).pop("epochs", None)
+            requested = self.recipe.to_dict()
+            requested["train"].pop("epochs")
+            if started_with != requested:
                 raise InputError(f"{self.out_dir}: holds a run with a different config; "
                                  "use another --out")
         else:
@@ -213,6 +216,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.next_batch, self.step = state["epoch"], state["next_batch"], state["step"]
+        self.train_seconds = state["train_seconds"]
         torch.set_rng_state(state["torch_rng"])
         print(f"resuming {self.out_dir} at epoch {self.epoch + 1}, batch {self.next_batch}, "
               f"step {self.step}")
@@ -220,14 +224,17 @@ class Trainer:
     def _save_state(self) -> None:
         atomic_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "epoch": self.epoch, "next_batch": self.next_batch, "step": self.step,
+                     "train_seconds": self.train_seconds,
                      "torch_rng": torch.get_rng_state()}, self.out_dir / STATE_FILE)
 
     def _train_step(self, batch: list[int]) -> tuple[float, dict[str, float]]:
+        started = time.perf_counter()
         result = train_step(self.model, self.optimizer,
                             collate([self.fbanks[i] for i in batch],
                                     [self.token_ids[i] for i in batch]),
                             learning_rate(self.step + 1, self.config), self.config.grad_clip)
         self.step += 1
+        self.train_seconds += time.perf_counter() - started
         return result
 
     def dev_cer(self) -> float:
@@ -237,7 +244,6 @@ class Trainer:
         return result.cer.rate
 
     def run(self) -> Path:
-        started = time.time()
         while self.epoch < self.config.epochs:
             order = epoch_batches(self.batches, self.config.seed, self.epoch)
             bar = tqdm(order[self.next_batch:], desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
@@ -253,7 +259,7 @@ class Trainer:
             atomic_save({"model": self.model.state_dict(), "dev_cer": cer},
                         self.out_dir / f"epoch_{self.epoch + 1}.pt")
             print(f"epoch {self.epoch + 1}: dev CER {cer:.2f}% (greedy CTC), step {self.step}, "
-                  f"{time.time() - started:.0f} s this session")
+                  f"{self.train_seconds / 60:.1f} min of training")
             self.epoch, self.next_batch = self.epoch + 1, 0
             self._save_state()
         return self.finish()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from tinyasr.model.errors import InputError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -17,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="corpus dir with train/ and dev/ Kaldi data dirs")
     parser.add_argument("--config", type=Path, required=True, help="recipe JSON (model/configs/)")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--epochs", type=int,
+                        help="override the recipe's epoch count (e.g. to end a resumed run "
+                             "early, or extend it)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.set_defaults(func=run)
 
@@ -25,6 +30,11 @@ def run(args: argparse.Namespace) -> int:
     from tinyasr.model.train import Recipe, Trainer
 
     torch.set_num_threads(args.threads)
-    final = Trainer(args.data, Recipe.load(args.config), args.out).run()
+    recipe = Recipe.load(args.config)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise InputError(f"--epochs must be at least 1, not {args.epochs}")
+        recipe.train.epochs = args.epochs
+    final = Trainer(args.data, recipe, args.out).run()
     print(f"model written to {final}")
     return 0

@@ -1,0 +1,43 @@
+"""`tinyasr evaluate`: CER and WER (with sub/del/ins) of a model on Kaldi data dirs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tinyasr.model.model_dir import DEFAULT_MODEL
+from tinyasr.model.recognizer import DecodeMode, DecodeOptions
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("evaluate", help="score a model on data dirs")
+    parser.add_argument("data", type=Path, nargs="+", metavar="DATA_DIR")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model directory")
+    parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
+                        default=DecodeMode.ATTENTION_RESCORING.value)
+    parser.add_argument("--json", type=Path, help="also write the scores here")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from tinyasr.model.datadir import read_data_dir
+    from tinyasr.model.evaluate import evaluate
+    from tinyasr.model.recognizer import Recognizer
+    from tinyasr.model.atomic import atomic_write_text
+
+    torch.set_num_threads(1)
+    recognizer = Recognizer.load(args.model, DecodeOptions(DecodeMode(args.mode)))
+    scores = {}
+    for data_dir in args.data:
+        result = evaluate(recognizer, read_data_dir(data_dir))
+        print(f"{data_dir}: CER {result.cer.summary()}  WER {result.wer.summary()}  "
+              f"RTF {result.real_time_factor:.3f}")
+        scores[str(data_dir)] = {"cer": result.cer.rate, "wer": result.wer.rate,
+                                 "cer_counts": vars(result.cer), "wer_counts": vars(result.wer)}
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"model": str(args.model), "mode": args.mode,
+                                                 "scores": scores}, indent=2) + "\n")
+    return 0
