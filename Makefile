@@ -43,4 +43,5 @@ model: setup
 	$(VENV)/bin/tinyasr train --data $(CORPUS) --config model/configs/dense.json --out $(RUNS)/dense
 	rm -rf model/pretrained/shared && cp -r $(RUNS)/shared/final model/pretrained/shared
 	for run in shared dense; do $(VENV)/bin/tinyasr evaluate $(CORPUS)/dev $(CORPUS)/test \
-	  model/pretrained/samples --model $(RUNS)/$$run/final --json $(RUNS)/$$run/scores.json; done
+	  model/pretrained/samples --train-text $(CORPUS)/train --model $(RUNS)/$$run/final \
+	  --json $(RUNS)/$$run/scores.json; done

@@ -16,6 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model directory")
     parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
                         default=DecodeMode.ATTENTION_RESCORING.value)
+    parser.add_argument("--train-text", type=Path, metavar="TRAIN_DIR",
+                        help="also score separately the utterances whose transcript does / does "
+                             "not occur in this training data dir (seen vs unseen text)")
     parser.add_argument("--json", type=Path, help="also write the scores here")
     parser.set_defaults(func=run)
 
@@ -26,17 +29,29 @@ def run(args: argparse.Namespace) -> int:
     from tinyasr.model.datadir import read_data_dir
     from tinyasr.model.evaluate import evaluate
     from tinyasr.model.recognizer import Recognizer
+    from tinyasr.model.tokenizer import normalize_text
     from tinyasr.model.atomic import atomic_write_text
 
     torch.set_num_threads(1)
     recognizer = Recognizer.load(args.model, DecodeOptions(DecodeMode(args.mode)))
+    seen_texts = ({normalize_text(u.text) for u in read_data_dir(args.train_text)}
+                  if args.train_text else None)
     scores = {}
     for data_dir in args.data:
-        result = evaluate(recognizer, read_data_dir(data_dir))
-        print(f"{data_dir}: CER {result.cer.summary()}  WER {result.wer.summary()}  "
-              f"RTF {result.real_time_factor:.3f}")
-        scores[str(data_dir)] = {"cer": result.cer.rate, "wer": result.wer.rate,
-                                 "cer_counts": vars(result.cer), "wer_counts": vars(result.wer)}
+        utterances = read_data_dir(data_dir)
+        groups = {"all": utterances}
+        if seen_texts is not None:
+            groups["seen_text"] = [u for u in utterances if normalize_text(u.text) in seen_texts]
+            groups["unseen_text"] = [u for u in utterances
+                                     if normalize_text(u.text) not in seen_texts]
+        scores[str(data_dir)] = {}
+        for group, members in groups.items():
+            result = evaluate(recognizer, members)
+            print(f"{data_dir} [{group}, {len(members)} utt]: CER {result.cer.summary()}  "
+                  f"WER {result.wer.summary()}  RTF {result.real_time_factor:.3f}")
+            scores[str(data_dir)][group] = {
+                "utterances": len(members), "cer": result.cer.rate, "wer": result.wer.rate,
+                "cer_counts": vars(result.cer), "wer_counts": vars(result.wer)}
     if args.json:
         atomic_write_text(args.json, json.dumps({"model": str(args.model), "mode": args.mode,
                                                  "scores": scores}, indent=2) + "\n")
