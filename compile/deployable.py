@@ -32,7 +32,7 @@ import tvm
 from tvm.support import cc
 
 from tinyasr.compile.graphs import MIN_FRAMES, SAMPLES_PER_FRAME, samples_read
-from tinyasr.compile.pipeline import ImportedModel, IRDumper, build, import_model
+from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, build, import_model
 from tinyasr.model.errors import InputError
 from tinyasr.model.frontend import SAMPLE_RATE
 from tinyasr.model.model_dir import load_model_dir
@@ -44,6 +44,7 @@ WEIGHTS_FILE = "weights.bin"
 TOKENS_FILE = "tokens.json"
 MANIFEST_FILE = "manifest.json"
 FORMAT = "tinyasr-deployable"
+STRIP = ["-s"]   # LLVM's debug info is half the library; the VM needs only dynamic symbols
 
 
 def board_target(board: Board) -> dict[str, Any]:
@@ -91,19 +92,20 @@ def write_deployable(imported: ImportedModel, board: Board, out: Path, model_dir
                      tokenizer: Tokenizer, dump: IRDumper | None = None) -> dict[str, Any]:
     """Builds an imported model for `board` and writes the deployable `out` (replacing it)."""
     target = board_target(board)
-    executable = build(imported, target, dump or IRDumper(None))
+    built = build(imported, target, dump or IRDumper(None))
     with staged_directory(Path(out)) as staging:
-        executable.export_library(
+        built.executable.export_library(
             str(staging / LIBRARY_FILE),
-            fcompile=cc.cross_compiler(board.require_cross_compiler(), options=board.link_flags))
-        tvm.runtime.save_param_dict_to_file(imported.weights, str(staging / WEIGHTS_FILE))
+            fcompile=cc.cross_compiler(board.require_cross_compiler(),
+                                       options=[*board.link_flags, *STRIP]))
+        tvm.runtime.save_param_dict_to_file(built.weights, str(staging / WEIGHTS_FILE))
         tokenizer.save(staging / TOKENS_FILE)
-        manifest = _manifest(imported, board, target, model_dir, staging, tokenizer.sos_eos)
+        manifest = _manifest(built, board, target, model_dir, staging, tokenizer.sos_eos)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
-def _manifest(imported: ImportedModel, board: Board, target: dict[str, Any], model_dir: Path,
+def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir: Path,
               staging: Path, sos_eos: int) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -121,7 +123,7 @@ def _manifest(imported: ImportedModel, board: Board, target: dict[str, Any], mod
                   "samples_for_zero_frames": samples_read(0), "min_frames": MIN_FRAMES},
         "sos_eos": sos_eos,
         "functions": {name: {"inputs": signature.inputs, "weights": signature.weights}
-                      for name, signature in imported.signatures.items()},
+                      for name, signature in built.signatures.items()},
     }
 
 

@@ -4,8 +4,10 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
 
     import     torch.export of the encode and decode graphs (front end included), Relax import
                with every weight kept as a function input (nothing bound into the code)
-    weights    weight-only work (transposes) lifted out and run once, here: the result is the
-               weights file, each distinct (shared) weight stored once
+    quantize   matmuls on int8 weights -> int8 x int8 -> int32 kernels of the board's dot ISA
+               (VNNI, sdot, RVV); a no-op for an fp32 model
+    weights    weight-only work (transposes, int8 packing) lifted out and run once, here: the
+               result is the weights file, each distinct (shared) weight stored once
     legalize   Relax ops -> TIR; elementwise epilogues fused into their producers
     lower      dataflow lowering, static memory planning, VM shape lowering
     build      LLVM code generation for the board's target
@@ -28,6 +30,7 @@ from tvm.target import Target
 
 from tinyasr.compile.graphs import export_graphs
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
+from tinyasr.compile.passes.int8_matmul import Int8Matmul
 from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, LiftWeightTransforms
 from tinyasr.model.san_m import AsrModel
 from tinyasr.targets.boards import host_target
@@ -42,8 +45,14 @@ class Signature:
 
 @dataclass
 class ImportedModel:
-    """The target-independent part: the module after the weights phase, and its weights."""
+    """The target-independent part: the imported module and each function's raw weights."""
     mod: tvm.IRModule
+    raw_weights: dict[str, list[tvm.runtime.Tensor]]
+
+
+@dataclass
+class BuiltModel:
+    executable: relax.VMExecutable
     weights: dict[str, tvm.runtime.Tensor]   # weights-file key -> tensor
     signatures: dict[str, Signature]         # VM function name -> how to call it
 
@@ -120,24 +129,28 @@ LOWER_PASSES = [
 
 
 def import_model(model: AsrModel, dump: IRDumper) -> ImportedModel:
-    """Phases import and weights: the same for every board."""
+    """Phase import: the same for every board."""
     mod, raw_weights = import_graphs(model)
     dump("import", mod)
-
-    mod = LiftWeightTransforms()(mod)
-    dump("weights", mod)
-    return ImportedModel(*run_weight_transforms(mod, raw_weights))
+    return ImportedModel(mod, raw_weights)
 
 
-def build(imported: ImportedModel, target: dict[str, Any],
-          dump: IRDumper) -> relax.VMExecutable:
-    """Phases legalize, lower and build for one LLVM target dict (see tinyasr.targets.boards)."""
+def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper) -> BuiltModel:
+    """Phases quantize to build for one LLVM target dict (see tinyasr.targets.boards)."""
     target = Target(target)
     with target:
-        mod = tvm.transform.Sequential(LEGALIZE_PASSES)(imported.mod)
+        mod = tvm.transform.Sequential([Int8Matmul(target),
+                                        relax.transform.DeadCodeElimination()])(imported.mod)
+        dump("quantize", mod)
+
+        mod = LiftWeightTransforms()(mod)
+        dump("weights", mod)
+        mod, weights, signatures = run_weight_transforms(mod, imported.raw_weights)
+
+        mod = tvm.transform.Sequential(LEGALIZE_PASSES)(mod)
         dump("legalize", mod)
 
         mod = tvm.transform.Sequential(LOWER_PASSES)(mod)
         dump("lower", mod)
 
-    return tvm.compile(mod, target, relax_pipeline=None)
+    return BuiltModel(tvm.compile(mod, target, relax_pipeline=None), weights, signatures)

@@ -69,7 +69,7 @@ def host_deployable(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     assert main(["compile", str(model_dir), "--target", "host", "--out", str(out),
                  "--dump-ir", str(dumps)]) == 0
     assert sorted(p.name for p in dumps.iterdir()) == [
-        "01-import.py", "02-weights.py", "03-legalize.py", "04-lower.py"]
+        "01-import.py", "02-quantize.py", "03-weights.py", "04-legalize.py", "05-lower.py"]
     return out
 
 

@@ -1,0 +1,133 @@
+"""int8 x int8 -> int32 matmul kernels with the per-channel requantize fused, one per dot ISA.
+
+    out[i, n] = float(sum_k xq[i, k] * wq[n, k]) * x_scale[i] * w_scale[n]
+
+xq: activations rounded to int8 per row (dynamic); wq: weights int8 per output channel. The
+weights are packed once, at compile time, as (N/L, K/G, L, G): L output lanes per vector
+instruction, G products summed per lane by it. Each ISA gets the instruction that does exactly
+that sum:
+
+    avx512-vnni   vpdpbusd  L=16 G=4   u8 x s8: activations get their sign bit flipped (+128)
+                                       and 128 * column sums (the same instruction on 0x80
+                                       bytes, once per column block) are subtracted
+    neon-dotprod  sdot      L=4  G=4   (Cortex-A76/A55: rpi5)
+    rvv           vwmacc    L=16 G=1   LLVM widens i8 products into i16/i32 accumulators
+    generic       (scalar)  L=16 G=1   any other CPU: plain int32 loops
+
+Kernels take a symbolic row count (frames), K and N fixed per layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import tirx
+from tvm.script import tirx as T
+from tvm.target import Target, codegen
+
+SIGN_BITS = -0x7F7F7F80   # 0x80808080 as int32: one 0x80 byte per lane of a 4-byte group
+
+
+@dataclass(frozen=True)
+class DotIsa:
+    name: str
+    lanes: int      # L: int32 results per instruction
+    group: int      # G: int8 products summed into each of them
+
+    def packed_shape(self, n: int, k: int) -> tuple[int, int, int, int]:
+        return (n // self.lanes, k // self.group, self.lanes, self.group)
+
+    def supports(self, n: int, k: int) -> bool:
+        return n % self.lanes == 0 and k % self.group == 0
+
+
+VNNI = DotIsa("avx512-vnni", 16, 4)
+SDOT = DotIsa("neon-dotprod", 4, 4)
+RVV = DotIsa("rvv", 16, 1)
+GENERIC = DotIsa("generic", 16, 1)
+
+
+def dot_isa(target: Target) -> DotIsa:
+    """The best int8 dot-product instruction set the target has."""
+    with target:
+        if codegen.target_has_features("avx512vnni"):
+            return VNNI
+        if codegen.target_has_features("dotprod"):
+            return SDOT
+        if "riscv" in str(target.attrs.get("mtriple", "")) and codegen.target_has_features("v"):
+            return RVV
+    return GENERIC
+
+
+def _vnni(acc: tirx.PrimExpr, a_group: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
+    return T.call_llvm_pure_intrin("int32x16", "llvm.x86.avx512.vpdpbusd.512", acc,
+                                   T.reinterpret("int8x64", T.broadcast(a_group, 16)), b)
+
+
+def _sdot(acc: tirx.PrimExpr, a_group: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
+    return T.call_llvm_pure_intrin("int32x4", "llvm.aarch64.neon.sdot.v4i32.v16i8", acc,
+                                   T.reinterpret("int8x16", T.broadcast(a_group, 4)), b)
+
+
+def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
+    """For each block of L output columns (its VNNI offset computed once), for each row: the
+    L int32 sums over k, then the fused requantize. G=4: one dot instruction per 4 k;
+    G=1: a vector multiply-add per k that LLVM widens (vwmacc on RVV)."""
+    lanes, group = isa.lanes, isa.group
+    blocks, groups = n // lanes, k // group
+    dot = _vnni if isa is VNNI else _sdot
+    sign_bits = SIGN_BITS if isa is VNNI else 0   # u8 activations = s8 with the sign bit flipped
+
+    @T.prim_func(private=True)
+    def kernel(xq_handle: T.handle, w_handle: T.handle, x_scale_handle: T.handle,
+               w_scale_handle: T.handle, out_handle: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        rows = T.int64()
+        xq = T.match_buffer(xq_handle, (rows, k), "int8")
+        w = T.match_buffer(w_handle, (blocks, groups, lanes, group), "int8")
+        x_scale = T.match_buffer(x_scale_handle, (rows, 1), "float32")
+        w_scale = T.match_buffer(w_scale_handle, (n,), "float32")
+        out = T.match_buffer(out_handle, (rows, n), "float32")
+        acc = T.alloc_buffer((lanes,), "int32", scope="local")
+        offset = T.alloc_buffer((lanes,), "int32", scope="local")
+        for block in range(blocks):
+            offset[T.ramp(0, 1, lanes)] = T.broadcast(T.int32(0), lanes)
+            if sign_bits != 0:
+                for g in range(groups):
+                    offset[T.ramp(0, 1, lanes)] = dot(
+                        offset[T.ramp(0, 1, lanes)], T.int32(sign_bits),
+                        w.vload([block, g, 0, 0], f"int8x{lanes * 4}"))
+            for row in range(rows):
+                acc[T.ramp(0, 1, lanes)] = T.broadcast(T.int32(0), lanes)
+                if group == 4:
+                    for g in range(groups):
+                        a_group = T.reinterpret("int32", xq.vload([row, g * 4], "int8x4"))
+                        acc[T.ramp(0, 1, lanes)] = dot(
+                            acc[T.ramp(0, 1, lanes)], T.bitwise_xor(a_group, T.int32(sign_bits)),
+                            w.vload([block, g, 0, 0], f"int8x{lanes * 4}"))
+                else:
+                    for j in range(k):
+                        for lane in T.vectorized(lanes):
+                            acc[lane] = acc[lane] + (T.Cast("int32", xq[row, j])
+                                                     * T.Cast("int32", w[block, j, lane, 0]))
+                for lane in T.vectorized(lanes):
+                    out[row, block * lanes + lane] = (
+                        T.Cast("float32", acc[lane] - offset[lane]) * x_scale[row, 0]
+                        * w_scale[block * lanes + lane])
+
+    return kernel
+
+
+def int8_matmul_kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
+    """(xq (rows, k) int8, packed w, x_scale (rows, 1), w_scale (n,)) -> (rows, n) float32."""
+    if not isa.supports(n, k):
+        raise ValueError(f"{isa.name} needs n % {isa.lanes} == 0 and k % {isa.group} == 0")
+    return _kernel(isa, n, k)
+
+
+def pack_weights(isa: DotIsa, wq: np.ndarray) -> np.ndarray:
+    """(n, k) int8 weights -> the kernel's (n/L, k/G, L, G) layout."""
+    n, k = wq.shape
+    packed = wq.reshape(n // isa.lanes, isa.lanes, k // isa.group, isa.group)
+    return np.ascontiguousarray(packed.transpose(0, 2, 1, 3))

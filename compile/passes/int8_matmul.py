@@ -1,0 +1,104 @@
+"""Matmuls on int8 weights become int8 x int8 -> int32 kernels with the requantize fused.
+
+Pattern (a linear layer whose weight is int8 per output channel, as torch exports it):
+
+    matmul(x (rows, K) f32, permute_dims(dequantize(wq (N, K) int8, scale (N,), 0, axis=0)))
+
+Rewrite:
+
+    x_scale = max(|x|, per row) / 127                  activations rounded to int8 per row
+    xq      = int8(clip(round(x / x_scale), -127, 127))
+    packed  = wq in the kernel's (N/L, K/G, L, G) layout    weight-only: lifted, done once
+    out     = call_tir(int8 kernel of the target's dot ISA, xq, packed, x_scale, scale)
+
+Layers whose shape the ISA's vector width does not divide keep the dequantize + fp32 matmul.
+Run DeadCodeElimination after it, so the unused fp32 dequantize disappears before the
+weights phase lifts weight-only work.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.target import Target
+
+from tinyasr.compile.int8_kernels import DotIsa, dot_isa, int8_matmul_kernel
+
+INT8_MAX = 127.0
+TINY = 1e-12   # keeps an all-zero row's scale non-zero
+
+
+def _op(expr: relax.Expr, name: str) -> bool:
+    return isinstance(expr, relax.Call) and expr.op == tvm.ir.Op.get(name)
+
+
+@mutator
+class _Rewriter(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, isa: DotIsa):
+        super().__init__(mod)
+        self.mod, self.isa, self.kernels = mod, isa, {}
+
+    def transform(self) -> tvm.IRModule:
+        for gvar, function in self.mod.functions.items():
+            if isinstance(function, relax.Function):
+                self.builder_.update_func(gvar, self.visit_expr(function))
+        return self.builder_.get()
+
+    def _bound(self, expr: relax.Expr) -> relax.Expr:
+        return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+
+    def _int8_weight(self, call: relax.Call) -> tuple[relax.Expr, relax.Expr] | None:
+        """(wq, scale) when `call` is matmul(x, permute_dims(dequantize(wq, scale, 0, axis=0)))."""
+        if not _op(call, "relax.matmul") or len(call.args[0].ty.shape.values) != 2:
+            return None
+        transposed = self._bound(call.args[1])
+        if not _op(transposed, "relax.permute_dims"):
+            return None
+        dequantized = self._bound(transposed.args[0])
+        if not _op(dequantized, "relax.dequantize") or int(dequantized.attrs.axis) != 0:
+            return None
+        wq, scale, zero_point = dequantized.args
+        zero = isinstance(zero_point, tvm.ir.expr.GenericConst) and not zero_point.value.numpy().any()
+        return (wq, scale) if zero and wq.ty.dtype == "int8" else None
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        weight = self._int8_weight(call)
+        if weight is None:
+            return call
+        wq, scale = weight
+        n, k = (int(d) for d in wq.ty.shape.values)
+        if not self.isa.supports(n, k):
+            return call
+        x = call.args[0]
+        rows = x.ty.shape.values[0]
+        emit = self.builder_.emit
+        abs_max = emit(relax.op.max(relax.op.abs(x), axis=[1], keepdims=True))
+        x_scale = emit(relax.op.divide(relax.op.maximum(abs_max, relax.const(TINY)),
+                                       relax.const(INT8_MAX)))
+        rounded = relax.op.round(relax.op.divide(x, x_scale))
+        xq = emit(relax.op.astype(relax.op.clip(rounded, -INT8_MAX, INT8_MAX), "int8"))
+        blocks, groups, lanes, group = self.isa.packed_shape(n, k)
+        packed = emit(relax.op.permute_dims(
+            relax.op.reshape(wq, [blocks, lanes, groups, group]), [0, 2, 1, 3]))
+        return relax.call_tir(self._kernel(n, k), [xq, packed, x_scale, scale],
+                              relax.TensorType([rows, n], "float32"))
+
+    def _kernel(self, n: int, k: int) -> relax.GlobalVar:
+        key = (n, k)
+        if key not in self.kernels:
+            name = f"int8_matmul_{self.isa.name.replace('-', '_')}_{n}x{k}"
+            self.kernels[key] = self.builder_.add_func(int8_matmul_kernel(self.isa, n, k), name)
+        return self.kernels[key]
+
+
+@tvm.transform.module_pass(opt_level=0, name="Int8Matmul")
+class Int8Matmul:
+    """The rewrite above, with the dot ISA of `target` (see tinyasr.compile.int8_kernels)."""
+
+    def __init__(self, target: Target):
+        self.isa = dot_isa(target)
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        return _Rewriter(mod, self.isa).transform()

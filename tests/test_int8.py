@@ -1,0 +1,103 @@
+"""int8 kernels: the dot instruction of each ISA in the assembly, exact integer sums, and the
+Int8Matmul pass taking a linear layer on synthetic per-channel int8 weights through the pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, tirx
+from tvm.target import Target
+
+from tinyasr.compile.int8_kernels import (GENERIC, RVV, SDOT, VNNI, dot_isa, int8_matmul_kernel,
+                                          pack_weights)
+from tinyasr.compile.pipeline import ImportedModel, IRDumper, build
+from tinyasr.targets.boards import BOARDS, host_target
+
+N, K = 144, 64   # output channels, input features: every ISA's lanes and groups divide them
+X86_VNNI = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"}
+
+
+def _has_vnni(target: dict) -> bool:
+    with Target(target):
+        return tvm.target.codegen.target_has_features("avx512vnni")
+
+
+@pytest.mark.parametrize("target, isa, instruction", [
+    (X86_VNNI, VNNI, "vpdpbusd"),
+    (BOARDS["rpi5"].llvm_target, SDOT, "sdot"),
+    (BOARDS["k230"].llvm_target, RVV, "vwmacc"),
+])
+def test_kernel_uses_the_dot_instruction(target: dict, isa, instruction: str):
+    assert dot_isa(Target(target)) is isa
+    kernel = int8_matmul_kernel(isa, N, K).with_attr("global_symbol", "kernel")
+    assembly = tvm.compile(tvm.IRModule({"kernel": kernel}), Target(target)).mod.inspect_source(
+        "asm")
+    assert instruction in assembly
+
+
+def test_boards_without_a_dot_isa_get_the_generic_kernel():
+    assert dot_isa(Target(BOARDS["rpi4"].llvm_target)) is GENERIC
+    assert dot_isa(Target(BOARDS["visionfive2"].llvm_target)) is GENERIC
+
+
+@pytest.mark.parametrize("isa", [VNNI, GENERIC])
+def test_kernel_sums_exactly_on_the_host(isa):
+    target = host_target()
+    if isa is VNNI and not _has_vnni(target):
+        pytest.skip("this host has no AVX-512 VNNI")
+    rng = np.random.default_rng(0)
+    rows = 37
+    xq = rng.integers(-127, 128, (rows, K), dtype=np.int8)
+    wq = rng.integers(-127, 128, (N, K), dtype=np.int8)
+    x_scale = rng.random((rows, 1), dtype=np.float32)
+    w_scale = rng.random(N, dtype=np.float32)
+    kernel = int8_matmul_kernel(isa, N, K).with_attr("global_symbol", "kernel")
+    library = tvm.compile(tvm.IRModule({"kernel": kernel}), Target(target)).mod
+    out = tvm.runtime.tensor(np.zeros((rows, N), np.float32))
+    library["kernel"](*(tvm.runtime.tensor(a) for a in
+                        [xq, pack_weights(isa, wq), x_scale, w_scale]), out)
+    exact = (xq.astype(np.int64) @ wq.T.astype(np.int64)).astype(np.float32)
+    np.testing.assert_allclose(out.numpy(), exact * x_scale * w_scale, rtol=1e-6)
+
+
+def _linear_on_int8_weights() -> tvm.IRModule:
+    """main(x (rows, K)) = x @ dequantize(wq (N, K), scale (N,), axis 0).T, torch's export shape."""
+    rows = tirx.Var("rows", "int64")
+    x = relax.Var("x", relax.TensorType([rows, K], "float32"))
+    wq = relax.Var("wq", relax.TensorType([N, K], "int8"))
+    scale = relax.Var("scale", relax.TensorType([N], "float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x, wq, scale], attrs={"num_input": 1}):
+        with builder.dataflow():
+            weight = builder.emit(relax.op.dequantize(wq, scale, relax.const(0, "int8"), axis=0))
+            transposed = builder.emit(relax.op.permute_dims(weight, [1, 0]))
+            out = builder.emit_output(relax.op.matmul(x, transposed))
+        builder.emit_func_output(out)
+    return builder.get()
+
+
+def test_pass_turns_an_int8_linear_into_the_kernel(tmp_path):
+    rng = np.random.default_rng(1)
+    wq = rng.integers(-127, 128, (N, K), dtype=np.int8)
+    scale = (rng.random(N, dtype=np.float32) + 0.5) / 127
+    imported = ImportedModel(_linear_on_int8_weights(),
+                             {"main": [tvm.runtime.tensor(wq), tvm.runtime.tensor(scale)]})
+    target = host_target()
+    built = build(imported, target, IRDumper(tmp_path))
+    isa = dot_isa(Target(target))
+    lowered = next(tmp_path.glob("*-lower.py")).read_text()
+    assert f"int8_matmul_{isa.name.replace('-', '_')}_{N}x{K}" in lowered
+    stored = {w.dtype: w.shape for w in built.weights.values()}
+    assert stored == {"int8": tuple(isa.packed_shape(N, K)), "float32": (N,)}  # no fp32 copy
+
+    x = rng.standard_normal((23, K)).astype(np.float32)
+    vm = relax.VirtualMachine(built.executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x), *(built.weights[k] for k in
+                                                built.signatures["main"].weights)).numpy()
+    x_scale = np.abs(x).max(axis=1, keepdims=True) / 127
+    xq = np.clip(np.round(x / x_scale), -127, 127)
+    np.testing.assert_allclose(out, (xq @ wq.T.astype(np.float32)) * x_scale * scale,
+                               rtol=1e-5, atol=1e-5)
+    dense = x @ (wq.astype(np.float32) * scale[:, None]).T
+    assert np.abs(out - dense).max() < 0.02 * np.abs(dense).max()  # int8 rounding of x only
