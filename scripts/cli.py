@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "compile",
     "compress",
     "report",
+    "board",
 ]
 
 

@@ -35,6 +35,14 @@ class Board:
     def qemu_binary(self) -> str | None:
         return None if self.is_host else f"qemu-{self.arch}"
 
+    def library_compiler(self):
+        """`export_library`'s fcompile for this board: None on the host, else its cross g++."""
+        if self.is_host:
+            return None
+        from tvm.support import cc
+
+        return cc.cross_compiler(self.require_cross_compiler(), options=self.link_flags)
+
     def require_cross_compiler(self) -> str:
         """The cross compiler's path, or a one-line error naming the Debian package to install."""
         compiler = self.cross_compiler or "g++"
