@@ -229,6 +229,12 @@ def test_prune_quantize_report_and_the_runner_reproduces_the_reported_cer(
     record = json.loads((pruned / "pruning.json").read_text())
     assert record["block"] == "4x1" and record["layers"]["encoder.blocks.1.ffn.3"] == pytest.approx(0.3, abs=0.01)
     assert "encoder.blocks.0.ffn.0" in capsys.readouterr().out      # the scan's table
+    assert main(["compress", "prune", str(model_dir), "--data", str(tiny_corpus), "--sparsity",
+                 "0.6", "--block", "4x1", "--steps", "0", "--scan-from",
+                 str(pruned / "pruning.json"), "--tolerance", "100",
+                 "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "pruning.json").read_text())
+    assert again["scan"] == record["scan"] and again["scan_from"].endswith("pruning.json")
     assert main(["compress", "quantize", str(pruned), "--data", str(tiny_corpus),
                  "--calibration-utterances", "4", "--qat-steps", "2", "--batch-seconds", "6",
                  "--out", str(packed)]) == 0
@@ -262,6 +268,9 @@ def test_bad_input_is_one_line_and_never_half_written(
     one_line_error(capsys, ["compress", "prune", str(model_dir), "--data", str(tiny_corpus),
                             "--sparsity", "0.5", "--block", "4by4", "--out", str(tmp_path / "o")],
                    "--block")
+    one_line_error(capsys, ["compress", "prune", str(model_dir), "--data", str(tiny_corpus),
+                            "--sparsity", "0.5", "--scan-from", str(foreign / "model.pt"),
+                            "--out", str(tmp_path / "o")], "--scan-from")
     assert not (tmp_path / "o").exists()
 
     out = tmp_path / "model.tac"

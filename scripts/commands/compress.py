@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "take at its sparsity (default 1.0)")
     prune.add_argument("--scan-utterances", type=int, default=100,
                        help="dev utterances the scan decodes (default 100)")
+    prune.add_argument("--scan-from", type=Path, metavar="PRUNING_JSON",
+                       help="reuse the scan recorded in an earlier run's pruning.json "
+                            "(same block shape) instead of measuring again")
     prune.add_argument("--layer", action="append", default=[], metavar="NAME=S",
                        help="per-layer sparsity override (0 keeps the layer dense); repeatable")
     prune.add_argument("--threads", type=int, default=2)
@@ -93,6 +96,18 @@ def print_scan(scan: dict, targets: dict[str, float]) -> None:
         print(f"{name:48s} {result['params']:8d} {rises}  {targets.get(name, 0.0):.3f}")
 
 
+def recorded_scan(path: Path, block, layers: set[str]) -> dict:
+    """The sensitivity scan an earlier `compress prune --scan` stored in its pruning.json."""
+    try:
+        record = json.loads(path.read_text())
+        scan, recorded_block = record["scan"], record["block"]
+        if scan is None or set(scan["layers"]) != layers or recorded_block != str(block):
+            raise ValueError(f"holds no scan of these layers with {block} blocks")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"--scan-from {path}: {error}") from None
+    return scan
+
+
 def run_prune(args: argparse.Namespace) -> int:
     import random
 
@@ -118,12 +133,15 @@ def run_prune(args: argparse.Namespace) -> int:
     overrides = parse_layer_overrides(args.layer, set(layers))
     targets = {name: sparsity for name in layers if name != FIRST_CONV}
     scan = None
-    if args.scan:
+    if args.scan_from:
+        scan = recorded_scan(args.scan_from, block, set(layers))
+    elif args.scan:
         dev = read_data_dir(args.data / "dev")
         dev = random.Random(0).sample(dev, min(args.scan_utterances, len(dev)))
         scan = sensitivity_scan(model, tokenizer, dev, block,
                                 scan_levels(sparsity),
                                 DecodeOptions(beam=4))
+    if scan is not None:
         targets = {name: level for name, level in layer_targets(scan, args.tolerance).items()
                    if name != FIRST_CONV}
         print_scan(scan, targets)
@@ -137,7 +155,8 @@ def run_prune(args: argparse.Namespace) -> int:
     pruned = sum(achieved[name] * module.weight.numel() for name, module in layers.items())
     total = sum(p.numel() for p in model.parameters())
     record = {"block": str(block), "target": sparsity, "steps": args.steps,
-              "overall_sparsity": pruned / total, "layers": achieved, "scan": scan}
+              "overall_sparsity": pruned / total, "layers": achieved, "scan": scan,
+              "scan_from": str(args.scan_from) if args.scan_from else None}
     save_model_dir(model, tokenizer, args.out,
                    {PRUNING_FILE: json.dumps(record, indent=2) + "\n"})
     print(f"{args.out}: {pruned / total:.1%} of all {total} parameters are zero "
