@@ -31,11 +31,11 @@ import torch
 import tvm
 from tvm.support import cc
 
+from tinyasr.compile.compressed_import import load_for_compile
 from tinyasr.compile.graphs import MIN_FRAMES, SAMPLES_PER_FRAME, samples_read
 from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, build, import_model
 from tinyasr.model.errors import InputError
 from tinyasr.model.frontend import SAMPLE_RATE
-from tinyasr.model.model_dir import load_model_dir
 from tinyasr.model.tokenizer import Tokenizer
 from tinyasr.targets.boards import Board, host_target
 
@@ -52,10 +52,14 @@ def board_target(board: Board) -> dict[str, Any]:
     return host_target() if board.is_host else board.llvm_target
 
 
-def model_hash(model_dir: Path) -> str:
-    """sha256 over the model directory's files (names and contents, in name order)."""
+def model_hash(model: Path) -> str:
+    """sha256 of a compressed model file, or over a model directory's files (names and
+    contents, in name order)."""
+    model = Path(model)
+    if model.is_file():
+        return hashlib.sha256(model.read_bytes()).hexdigest()
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(model_dir).iterdir() if p.is_file()):
+    for path in sorted(p for p in model.iterdir() if p.is_file()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
@@ -76,14 +80,15 @@ def staged_directory(out: Path) -> Iterator[Path]:
 
 def build_deployable(model_dir: Path, board: Board, out: Path, force: bool = False,
                      dump_dir: Path | None = None) -> dict[str, Any]:
-    """Compiles the model directory for `board` into the deployable `out`; returns its manifest.
+    """Compiles a model (directory or .tac file) for `board` into the deployable `out`; returns
+    its manifest.
 
     Every check on user input (output path, cross compiler, model) runs before the build."""
     out = Path(out)
     if out.exists() and not force:
         raise InputError(f"{out}: already exists (use --force to replace it)")
     board.require_cross_compiler()
-    model, tokenizer = load_model_dir(model_dir)
+    model, tokenizer = load_for_compile(model_dir)
     dump = IRDumper(dump_dir)
     return write_deployable(import_model(model, dump), board, out, model_dir, tokenizer, dump)
 

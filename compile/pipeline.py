@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import tvm
 from tvm import relax
 from tvm.relax.frontend.torch import from_exported_program
@@ -72,13 +73,23 @@ class IRDumper:
             path.write_text(mod.script(show_meta=False))
 
 
+def _amax(node: torch.fx.Node, importer: Any) -> relax.Var:
+    """torch.amax (the reference's int8 input rounding uses it), which TVM's importer lacks."""
+    x, dims, keepdim = [*importer.retrieve_args(node), [], False][:3]
+    return importer.block_builder.emit(relax.op.max(x, dims or None, keepdims=keepdim))
+
+
+TORCH_OPS = {"amax.default": _amax}
+
+
 def import_graphs(model: AsrModel) -> tuple[tvm.IRModule, dict[str, list[tvm.runtime.Tensor]]]:
     """Relax module with functions "encode" and "decode", and each function's raw weights."""
     functions, weights = {}, {}
     for name, program in export_graphs(model).items():
         with warnings.catch_warnings():  # torch's own decomposition code trips its deprecation
             warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
-            imported = from_exported_program(program, keep_params_as_input=True)
+            imported = from_exported_program(program, keep_params_as_input=True,
+                                             custom_convert_map=TORCH_OPS)
         imported, params = relax.frontend.detach_params(imported)
         functions[name] = imported["main"].with_attr("global_symbol", name)
         weights[name] = params["main"]

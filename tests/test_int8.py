@@ -1,10 +1,14 @@
-"""int8 kernels: the dot instruction of each ISA in the assembly, exact integer sums, and the
-Int8Matmul pass taking a linear layer on synthetic per-channel int8 weights through the pipeline."""
+"""int8 kernels: the dot instruction of each ISA in the assembly, exact integer sums, the
+Int8Matmul pass on synthetic per-channel int8 weights, and a compressed (.tac) model compiled
+to int8 kernels matching its PyTorch reference runner."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 import tvm
 from tvm import relax, tirx
 from tvm.target import Target
@@ -12,6 +16,14 @@ from tvm.target import Target
 from tinyasr.compile.int8_kernels import (GENERIC, RVV, SDOT, VNNI, dot_isa, int8_matmul_kernel,
                                           pack_weights)
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build
+from tinyasr.compile.runner import CompiledModelRunner
+from tinyasr.model.compressed import load_compressed, write_compressed
+from tinyasr.model.datadir import load_wav, read_data_dir
+from tinyasr.model.model_dir import SAMPLES_DIR
+from tinyasr.model.quantize import Activations, Quantization, quantizable_layers
+from tinyasr.model.san_m import AsrModel, ModelConfig
+from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import BOARDS, host_target
 
 N, K = 144, 64   # output channels, input features: every ISA's lanes and groups divide them
@@ -101,3 +113,37 @@ def test_pass_turns_an_int8_linear_into_the_kernel(tmp_path):
                                rtol=1e-5, atol=1e-5)
     dense = x @ (wq.astype(np.float32) * scale[:, None]).T
     assert np.abs(out - dense).max() < 0.02 * np.abs(dense).max()  # int8 rounding of x only
+
+
+@pytest.fixture(scope="module")
+def compressed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random model written as a .tac with int8 weights and dynamic activations."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.from_texts(u.text for u in read_data_dir(SAMPLES_DIR))
+    config = ModelConfig(vocab_size=len(tokenizer), d_model=32, attention_heads=2, ffn_dim=64,
+                         subsampling_channels=8, encoder_layers=4, encoder_distinct=2,
+                         decoder_layers=1, decoder_distinct=1, dropout=0.0)
+    model = AsrModel(config, tokenizer.sos_eos)
+    path = tmp_path_factory.mktemp("tac") / "tiny.tac"
+    write_compressed(path, model, tokenizer, quantization=Quantization(
+        Activations.DYNAMIC, list(quantizable_layers(model))))
+    return path
+
+
+def test_compressed_model_compiles_to_int8_kernels(compressed_model: Path, tmp_path: Path):
+    out, dumps = tmp_path / "deploy", tmp_path / "ir"
+    assert main(["compile", str(compressed_model), "--target", "host", "--out", str(out),
+                 "--dump-ir", str(dumps)]) == 0
+    assert "int8_matmul_" in next(dumps.glob("*-lower.py")).read_text()
+    weights = tvm.runtime.load_param_dict_from_file(str(out / "weights.bin"))
+    assert sum(w.dtype == "int8" for w in weights.values()) >= 8   # the linear layers' values
+
+    reference, _ = load_compressed(compressed_model)
+    runner = CompiledModelRunner(out)
+    for utterance in read_data_dir(SAMPLES_DIR)[:2]:
+        samples = load_wav(utterance.wav)
+        log_probs, _ = runner.ctc_log_probs(samples)
+        with torch.no_grad():
+            expected, _ = reference.ctc_log_probs(torch.from_numpy(samples)[None])
+        # integer sums are exact; an activation exactly between two int8 steps may round apart
+        assert np.abs(log_probs - expected[0].numpy()).max() < 2e-2

@@ -2,7 +2,9 @@
 
 Pattern (a linear layer whose weight is int8 per output channel, as torch exports it):
 
-    matmul(x (rows, K) f32, permute_dims(dequantize(wq (N, K) int8, scale (N,), 0, axis=0)))
+    matmul(x (rows, K) f32, permute_dims(W)),  W = dequantize(wq (N, K) int8, scale (N,), 0, axis=0)
+                                            or W = astype(wq, f32) * expand_dims(scale, 1)
+                                               (tinyasr.compile.compressed_import.Int8Linear)
 
 Rewrite:
 
@@ -49,18 +51,27 @@ class _Rewriter(PyExprMutator):
         return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
 
     def _int8_weight(self, call: relax.Call) -> tuple[relax.Expr, relax.Expr] | None:
-        """(wq, scale) when `call` is matmul(x, permute_dims(dequantize(wq, scale, 0, axis=0)))."""
+        """(wq, scale) when `call` is matmul(x, permute_dims(W)), W an int8 weight dequantized."""
         if not _op(call, "relax.matmul") or len(call.args[0].ty.shape.values) != 2:
             return None
         transposed = self._bound(call.args[1])
         if not _op(transposed, "relax.permute_dims"):
             return None
-        dequantized = self._bound(transposed.args[0])
-        if not _op(dequantized, "relax.dequantize") or int(dequantized.attrs.axis) != 0:
+        weight = self._bound(transposed.args[0])
+        if _op(weight, "relax.dequantize") and int(weight.attrs.axis) == 0:
+            wq, scale, zero_point = weight.args
+            if not (isinstance(zero_point, tvm.ir.expr.GenericConst)
+                    and not zero_point.value.numpy().any()):
+                return None
+        elif _op(weight, "relax.multiply"):
+            values, scale = (self._bound(arg) for arg in weight.args)
+            if not (_op(values, "relax.astype") and _op(scale, "relax.expand_dims")
+                    and [int(a) for a in scale.attrs.axis] == [1]):
+                return None
+            wq, scale = values.args[0], scale.args[0]
+        else:
             return None
-        wq, scale, zero_point = dequantized.args
-        zero = isinstance(zero_point, tvm.ir.expr.GenericConst) and not zero_point.value.numpy().any()
-        return (wq, scale) if zero and wq.ty.dtype == "int8" else None
+        return (wq, scale) if wq.ty.dtype == "int8" else None
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)

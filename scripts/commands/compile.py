@@ -1,4 +1,4 @@
-"""`tinyasr compile`: a model directory -> one deployable directory for a board."""
+"""`tinyasr compile`: a model (directory or .tac) -> one deployable directory for a board."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Compile the encoder (with its fbank front end) and the attention decoder "
                     "into one shared library for the board, linked by its cross compiler, with "
                     "the weights beside it (each shared weight stored once).")
-    parser.add_argument("model", type=Path, nargs="?", default=DEFAULT_MODEL, metavar="MODEL_DIR",
-                        help="model directory (default: the shipped model)")
+    parser.add_argument("model", type=Path, nargs="?", default=DEFAULT_MODEL, metavar="MODEL",
+                        help="model directory or compressed .tac file (default: the shipped "
+                             "model); int8 linear layers of a .tac become int8 kernels")
     parser.add_argument("--target", required=True, metavar="NAME",
                         help=f"board name: {', '.join(BOARDS)}")
     parser.add_argument("--out", type=Path, required=True, help="deployable directory to create")
