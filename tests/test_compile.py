@@ -25,11 +25,11 @@ from tinyasr.compile.deployable import (LIBRARY_FILE, MANIFEST_FILE, WEIGHTS_FIL
 from tinyasr.compile.graphs import MIN_FRAMES, SAMPLES_PER_FRAME, encoder_frames, samples_read
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.pipeline import IRDumper, import_model
-from tinyasr.compile.runner import CompiledModelRunner
+from tinyasr.compile.runner import CompiledModelRunner, CompiledRecognizer
 from tinyasr.model.datadir import load_wav, read_data_dir
 from tinyasr.model.errors import InputError
-from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir, save_model_dir
-from tinyasr.model.recognizer import decoder_scores
+from tinyasr.model.model_dir import DEFAULT_MODEL, SAMPLES_DIR, load_model_dir, save_model_dir
+from tinyasr.model.recognizer import Recognizer, decoder_scores
 from tinyasr.model.san_m import AsrModel, ModelConfig
 from tinyasr.model.search import ctc_prefix_beam_search
 from tinyasr.model.tokenizer import Tokenizer
@@ -256,3 +256,14 @@ def test_existing_output_is_refused(model_dir: Path, tmp_path: Path, capsys):
 def test_transcribe_lib_needs_a_deployable(tmp_path: Path, utterances: list, capsys):
     error = _cli_error(["transcribe", "--lib", str(tmp_path), str(utterances[0].wav)], capsys)
     assert "not a tinyasr deployable" in error
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DEFAULT_MODEL / "model.pt").is_file(), reason="no shipped model yet")
+def test_shipped_model_transcribes_the_bundled_samples_as_pytorch_does(tmp_path: Path):
+    out = tmp_path / "host"
+    assert main(["compile", str(DEFAULT_MODEL), "--target", "host", "--out", str(out)]) == 0
+    reference, compiled = Recognizer.load(DEFAULT_MODEL), CompiledRecognizer.load(out)
+    for utterance in read_data_dir(SAMPLES_DIR):
+        samples = load_wav(utterance.wav)
+        assert compiled.transcribe(samples) == reference.transcribe(samples), utterance.uid
