@@ -53,36 +53,36 @@ class Board:
         return path
 
 
-def _aarch64(name: str, description: str, cpu: str, mattr: list[str], qemu_cpu: str) -> Board:
+def _cross_board(arch: str, triple: str, name: str, description: str, cpu: str,
+                 mattr: list[str], qemu_cpu: str, target_extra: dict[str, Any] | None = None,
+                 link_flags: list[str] | None = None) -> Board:
+    """A Linux board whose code Debian's `<arch>-linux-gnu` cross toolchain links."""
+    gnu = f"{arch}-linux-gnu"
     return Board(
         name=name,
         description=description,
-        arch="aarch64",
-        llvm_target={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": cpu,
+        arch=arch,
+        llvm_target={"kind": "llvm", "mtriple": triple, "mcpu": cpu, **(target_extra or {}),
                      "mattr": mattr, "num-cores": 4},
-        cross_compiler="aarch64-linux-gnu-g++",
-        cross_package="g++-aarch64-linux-gnu",
-        sysroot="/usr/aarch64-linux-gnu",
+        cross_compiler=f"{gnu}-g++",
+        cross_package=f"g++-{gnu}",
+        sysroot=f"/usr/{gnu}",
         qemu_cpu=["-cpu", qemu_cpu],
+        link_flags=link_flags or [],
     )
+
+
+def _aarch64(name: str, description: str, cpu: str, mattr: list[str], qemu_cpu: str) -> Board:
+    return _cross_board("aarch64", "aarch64-linux-gnu", name, description, cpu, mattr, qemu_cpu)
 
 
 _RV64GC = ["+64bit", "+m", "+a", "+f", "+d", "+c"]
 
 
 def _riscv64(name: str, description: str, cpu: str, mattr: list[str], qemu_cpu: str) -> Board:
-    return Board(
-        name=name,
-        description=description,
-        arch="riscv64",
-        llvm_target={"kind": "llvm", "mtriple": "riscv64-unknown-linux-gnu", "mcpu": cpu,
-                     "mabi": "lp64d", "mattr": mattr, "num-cores": 4},
-        cross_compiler="riscv64-linux-gnu-g++",
-        cross_package="g++-riscv64-linux-gnu",
-        sysroot="/usr/riscv64-linux-gnu",
-        qemu_cpu=["-cpu", qemu_cpu],
-        link_flags=["-latomic"],
-    )
+    # riscv64 links need libatomic (facts note); lp64d is the Debian riscv64 ABI.
+    return _cross_board("riscv64", "riscv64-unknown-linux-gnu", name, description, cpu, mattr,
+                        qemu_cpu, target_extra={"mabi": "lp64d"}, link_flags=["-latomic"])
 
 
 def _host() -> Board:
