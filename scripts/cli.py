@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "compress",
     "report",
     "board",
+    "rpc_test",
 ]
 
 

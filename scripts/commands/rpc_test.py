@@ -1,0 +1,40 @@
+"""`tinyasr rpc-test`: a compiled deployable on a board behind a TVM tracker, checked against the host."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tinyasr.model.model_dir import SAMPLES_DIR
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "rpc-test", help="run a deployable on a board through a TVM tracker and check it",
+        description="Request a board from the tracker, upload the deployable, transcribe each "
+                    "utterance on the board and compare log-probs and transcripts with the "
+                    "PyTorch reference on this machine; report CER and on-board latency.")
+    parser.add_argument("deployable", type=Path, metavar="DEPLOYABLE",
+                        help="directory made by `tinyasr compile`")
+    parser.add_argument("--tracker", required=True, metavar="HOST:PORT")
+    parser.add_argument("--key", required=True, help="the board key registered with the tracker")
+    parser.add_argument("--data", type=Path, default=SAMPLES_DIR,
+                        help="Kaldi data dir (default: the bundled samples)")
+    parser.add_argument("--json", type=Path, help="write results here, after every utterance")
+    parser.add_argument("--tolerance", type=float, default=1e-3,
+                        help="max abs difference allowed between board and host log-probs")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinyasr.compile.deployable import read_manifest
+    from tinyasr.targets.boards import BOARDS, get_board
+    from tinyasr.targets.rpc_test import format_table, run_rpc_test
+
+    # The key names the board when it is one of ours: then a library for another
+    # architecture is refused before upload. Otherwise trust the deployable's own target.
+    board = get_board(args.key if args.key in BOARDS else read_manifest(args.deployable)["target"])
+    results = run_rpc_test(args.deployable, board, args.tracker, args.key, args.data, args.json,
+                           args.tolerance)
+    print(format_table(results))
+    return 0 if all(r.ok for r in results) else 1

@@ -1,0 +1,146 @@
+"""Run a compiled deployable on a board behind a TVM tracker and check it against the host.
+
+For every utterance: the board's CTC log-probs against the PyTorch reference model the
+deployable was compiled from (max abs difference within a tolerance), the board's transcript
+against the reference's (identical), and the on-board latency of the encoder (`time_evaluator`,
+median of repeats). Results are written to JSON after every utterance, so a failure keeps them.
+A board that fails mid-utterance is replaced by another board of the key once; then it fails
+naming the utterance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinyasr.model.atomic import atomic_write_text
+from tinyasr.model.errors import InputError
+from tinyasr.targets.boards import Board
+from tinyasr.targets.remote import load_library, request_session
+
+SESSION_TIMEOUT = 600.0   # s a board lets one session run
+REQUEST_WAIT = 120.0      # s to wait for a free board
+
+
+@dataclass
+class UtteranceResult:
+    uid: str
+    reference: str          # the labelled transcript
+    host_text: str          # the PyTorch reference model's transcript
+    board_text: str
+    max_abs_diff: float     # board vs host CTC log-probs
+    latency_ms: float       # on-board encoder, median of repeats
+    ok: bool
+
+
+class _RemoteVM:
+    """The board's VirtualMachine as CompiledModelRunner calls it. Shapes are made on the board
+    (RPC cannot send ffi.Shape objects), and each function's last arguments are kept so the
+    call can be timed on the board."""
+
+    def __init__(self, vm, remote):
+        self.vm, self.last_args = vm, {}
+        self._make_shape = remote.get_function("ffi.Shape")
+        self._array_size = remote.get_function("ffi.ArraySize")
+        self._array_item = remote.get_function("ffi.ArrayGetItem")
+
+    def __getitem__(self, name: str):
+        import tvm_ffi
+
+        def call(*args):
+            args = tuple(self._make_shape(*arg) if isinstance(arg, tvm_ffi.Shape) else arg
+                         for arg in args)
+            self.last_args[name] = args
+            result = self.vm[name](*args)
+            if not isinstance(result, tvm_ffi.Tensor):  # a tuple, left on the board: fetch items
+                return [self._array_item(result, i) for i in range(self._array_size(result))]
+            return result
+        return call
+
+
+def remote_runner(deployable: Path, remote, board: Board):
+    """A CompiledModelRunner whose VM and weights live on the board."""
+    import tvm
+    from tvm import relax
+
+    from tinyasr.compile.deployable import LIBRARY_FILE, TOKENS_FILE, WEIGHTS_FILE, read_manifest
+    from tinyasr.compile.runner import CompiledModelRunner
+    from tinyasr.model.tokenizer import Tokenizer
+
+    manifest = read_manifest(deployable)
+    runner = CompiledModelRunner.__new__(CompiledModelRunner)
+    runner.device = remote.cpu()
+    library = load_library(remote, deployable / LIBRARY_FILE, board)
+    runner.vm = _RemoteVM(relax.VirtualMachine(library, runner.device), remote)
+    on_host = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
+    runner.weights = {name: [on_host[key].copyto(runner.device) for key in function["weights"]]
+                      for name, function in manifest["functions"].items()}
+    runner.sos_eos, runner.tokenizer = manifest["sos_eos"], Tokenizer.load(deployable / TOKENS_FILE)
+    return runner
+
+
+def encoder_latency_ms(runner, repeat: int) -> float:
+    """On-board time of the last `encode` call, median over `repeat` runs."""
+    vm = runner.vm.vm
+    vm.set_input("encode", *runner.vm.last_args["encode"])
+    timing = vm.time_evaluator("invoke_stateful", runner.device, number=1, repeat=repeat)("encode")
+    return float(timing.median * 1000)
+
+
+def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_dir: Path,
+                 json_path: Path | None, tolerance: float = 1e-3,
+                 repeat: int = 3) -> list[UtteranceResult]:
+    """Every utterance of `data_dir` on a board of `key`; results also written to `json_path`."""
+    import torch
+
+    from tinyasr.compile.deployable import read_manifest
+    from tinyasr.compile.runner import CompiledRecognizer
+    from tinyasr.model.datadir import load_wav, read_data_dir
+    from tinyasr.model.recognizer import Recognizer
+
+    host = Recognizer.load(Path(read_manifest(deployable)["model"]["path"]))
+    results: list[UtteranceResult] = []
+    remote = runner = None
+    for utterance in read_data_dir(data_dir):
+        samples = load_wav(utterance.wav)
+        with torch.no_grad():
+            host_log_probs, _ = host.model.ctc_log_probs(torch.from_numpy(samples)[None])
+        host_log_probs = host_log_probs[0].numpy()
+        for attempt in (1, 2):
+            try:
+                if runner is None:
+                    remote = request_session(tracker, key, REQUEST_WAIT, SESSION_TIMEOUT)
+                    runner = remote_runner(deployable, remote, board)
+                board_log_probs, _ = runner.ctc_log_probs(samples)
+                board_text = CompiledRecognizer(runner, host.options).transcribe(samples)
+                latency = encoder_latency_ms(runner, repeat)
+                break
+            except Exception as error:  # an RPC failure: the board died or hung up
+                if isinstance(error, InputError) or attempt == 2:
+                    raise InputError(f"utterance {utterance.uid!r} failed on a {key!r} board: "
+                                     f"{str(error).splitlines()[-1]}") from None
+                remote = runner = None  # frees the session, so its board can serve the retry
+        frames = min(len(board_log_probs), len(host_log_probs))
+        diff = float(np.abs(board_log_probs[:frames] - host_log_probs[:frames]).max())
+        host_text = host.transcribe(samples)
+        results.append(UtteranceResult(utterance.uid, utterance.text, host_text, board_text,
+                                       diff, latency, diff <= tolerance and host_text == board_text))
+        if json_path is not None:
+            atomic_write_text(json_path, json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    return results
+
+
+def format_table(results: list[UtteranceResult]) -> str:
+    """One row per utterance, then the CER of the board's transcripts."""
+    from tinyasr.model.metrics import ErrorCounts, char_errors
+
+    rows = [f"{'utterance':24s} {'ok':3s} {'max|diff|':>10s} {'ms':>9s}  board transcript"]
+    for r in results:
+        rows.append(f"{r.uid:24s} {'yes' if r.ok else 'NO':3s} {r.max_abs_diff:10.2e} "
+                    f"{r.latency_ms:9.2f}  {r.board_text}")
+    total = sum((char_errors(r.reference, r.board_text) for r in results), ErrorCounts())
+    rows.append(f"CER on board: {total.summary()}")
+    return "\n".join(rows)

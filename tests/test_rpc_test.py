@@ -1,0 +1,44 @@
+"""`tinyasr rpc-test`: a compiled deployable on an emulated board matches the PyTorch reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinyasr.compile.deployable import build_deployable
+from tinyasr.model.datadir import read_data_dir, write_data_dir
+from tinyasr.model.model_dir import SAMPLES_DIR, save_model_dir
+from tinyasr.model.san_m import AsrModel, ModelConfig
+from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.targets.boards import get_board
+from tinyasr.targets.rpc_test import format_table, run_rpc_test
+
+
+@pytest.fixture(scope="module")
+def rpi4_deployable(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random-init model compiled for rpi4 (what it says does not matter, only agreement)."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.from_texts(u.text for u in read_data_dir(SAMPLES_DIR))
+    config = ModelConfig(vocab_size=len(tokenizer), d_model=32, attention_heads=2, ffn_dim=64,
+                         subsampling_channels=8, encoder_layers=6, encoder_distinct=2,
+                         decoder_layers=2, decoder_distinct=1, dropout=0.0)
+    root = tmp_path_factory.mktemp("rpc_test")
+    save_model_dir(AsrModel(config, tokenizer.sos_eos), tokenizer, root / "model")
+    build_deployable(root / "model", get_board("rpi4"), root / "rpi4")
+    return root / "rpi4"
+
+
+@pytest.mark.slow  # compiling the model takes minutes; the board tests cover the RPC path
+def test_rpc_test_on_emulated_rpi4_matches_host(board, rpi4_deployable, tmp_path):
+    board.start(get_board("rpi4"))
+    data = tmp_path / "data"
+    write_data_dir(data, read_data_dir(SAMPLES_DIR)[:3])
+    results = run_rpc_test(rpi4_deployable, get_board("rpi4"), board.tracker, "rpi4", data,
+                           tmp_path / "results.json")
+    assert len(results) == 3 and all(r.ok for r in results), format_table(results)
+    assert all(r.latency_ms > 0 for r in results)
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert [r["uid"] for r in written] == [r.uid for r in results]
