@@ -3,15 +3,18 @@
 For every utterance: the board's CTC log-probs against the PyTorch reference model the
 deployable was compiled from (max abs difference within a tolerance), the board's transcript
 against the reference's (identical), and the on-board latency of the encoder (`time_evaluator`,
-median of repeats). Results are written to JSON after every utterance, so a failure keeps them.
-A board that fails mid-utterance is replaced by another board of the key once; then it fails
-naming the utterance.
+median of repeats). With several boards under the key, the utterances are spread across them
+(one session per board). Results are written to JSON after every utterance, so a failure keeps
+them. A board that fails mid-utterance is replaced by another board of the key once; then the
+test fails naming the utterance.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import queue
+import threading
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ import numpy as np
 from tinyasr.model.atomic import atomic_write_text
 from tinyasr.model.errors import InputError
 from tinyasr.targets.boards import Board
+from tinyasr.targets.farm import check_tracker, parse_address
 from tinyasr.targets.remote import load_library, request_session
 
 SESSION_TIMEOUT = 600.0   # s a board lets one session run
@@ -90,47 +94,125 @@ def encoder_latency_ms(runner, repeat: int) -> float:
     return float(timing.median * 1000)
 
 
-def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_dir: Path,
-                 json_path: Path | None, tolerance: float = 1e-3,
-                 repeat: int = 3) -> list[UtteranceResult]:
-    """Every utterance of `data_dir` on a board of `key`; results also written to `json_path`."""
-    import torch
+class _BoardWorker:
+    """One board session working through the shared queue of utterances."""
 
-    from tinyasr.compile.deployable import read_manifest
-    from tinyasr.compile.runner import CompiledRecognizer
-    from tinyasr.model.datadir import load_wav, read_data_dir
-    from tinyasr.model.recognizer import Recognizer
+    def __init__(self, test: "_RpcTest"):
+        self.test, self.remote, self.runner = test, None, None
 
-    host = Recognizer.load(Path(read_manifest(deployable)["model"]["path"]))
-    results: list[UtteranceResult] = []
-    remote = runner = None
-    for utterance in read_data_dir(data_dir):
+    def run(self) -> None:
+        while (item := self.test.next_utterance()) is not None:
+            index, utterance = item
+            try:
+                self.test.record(index, self.check(utterance))
+            except InputError as error:
+                self.test.fail(error)
+                return
+
+    def check(self, utterance) -> UtteranceResult:
+        """The utterance on the board vs the host; one retry on a fresh board after an RPC error."""
+        from tinyasr.compile.runner import CompiledRecognizer
+        from tinyasr.model.datadir import load_wav
+
+        test = self.test
         samples = load_wav(utterance.wav)
-        with torch.no_grad():
-            host_log_probs, _ = host.model.ctc_log_probs(torch.from_numpy(samples)[None])
-        host_log_probs = host_log_probs[0].numpy()
+        host_log_probs, host_text = test.host_reference(samples)
         for attempt in (1, 2):
             try:
-                if runner is None:
-                    remote = request_session(tracker, key, REQUEST_WAIT, SESSION_TIMEOUT)
-                    runner = remote_runner(deployable, remote, board)
-                board_log_probs, _ = runner.ctc_log_probs(samples)
-                board_text = CompiledRecognizer(runner, host.options).transcribe(samples)
-                latency = encoder_latency_ms(runner, repeat)
+                if self.runner is None:
+                    self.remote = request_session(test.tracker, test.key, REQUEST_WAIT,
+                                                  SESSION_TIMEOUT)
+                    self.runner = remote_runner(test.deployable, self.remote, test.board)
+                board_log_probs, _ = self.runner.ctc_log_probs(samples)
+                board_text = CompiledRecognizer(self.runner, test.options).transcribe(samples)
+                latency = encoder_latency_ms(self.runner, test.repeat)
                 break
             except Exception as error:  # an RPC failure: the board died or hung up
                 if isinstance(error, InputError) or attempt == 2:
-                    raise InputError(f"utterance {utterance.uid!r} failed on a {key!r} board: "
-                                     f"{str(error).splitlines()[-1]}") from None
-                remote = runner = None  # frees the session, so its board can serve the retry
+                    raise InputError(f"utterance {utterance.uid!r} failed on a {test.key!r} "
+                                     f"board: {str(error).splitlines()[-1]}") from None
+                self.remote = self.runner = None  # frees the session for the retry
         frames = min(len(board_log_probs), len(host_log_probs))
         diff = float(np.abs(board_log_probs[:frames] - host_log_probs[:frames]).max())
-        host_text = host.transcribe(samples)
-        results.append(UtteranceResult(utterance.uid, utterance.text, host_text, board_text,
-                                       diff, latency, diff <= tolerance and host_text == board_text))
-        if json_path is not None:
-            atomic_write_text(json_path, json.dumps([asdict(r) for r in results], indent=2) + "\n")
-    return results
+        return UtteranceResult(utterance.uid, utterance.text, host_text, board_text, diff,
+                               latency, diff <= test.tolerance and host_text == board_text)
+
+
+@dataclass
+class _RpcTest:
+    """What the workers share: the job, the queue of utterances and the results so far."""
+
+    deployable: Path
+    board: Board
+    tracker: str
+    key: str
+    json_path: Path | None
+    tolerance: float
+    repeat: int
+    host: object           # the PyTorch Recognizer
+    pending: queue.Queue
+    results: dict[int, UtteranceResult] = field(default_factory=dict)
+    errors: list[InputError] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def options(self):
+        return self.host.options
+
+    def next_utterance(self):
+        try:
+            return None if self.errors else self.pending.get_nowait()
+        except queue.Empty:
+            return None
+
+    def host_reference(self, samples: np.ndarray) -> tuple[np.ndarray, str]:
+        import torch
+
+        with torch.no_grad():
+            log_probs, _ = self.host.model.ctc_log_probs(torch.from_numpy(samples)[None])
+        return log_probs[0].numpy(), self.host.transcribe(samples)
+
+    def record(self, index: int, result: UtteranceResult) -> None:
+        """Keep a result and rewrite the JSON, so partial results survive a later failure."""
+        with self.lock:
+            self.results[index] = result
+            if self.json_path is not None:
+                rows = [asdict(self.results[i]) for i in sorted(self.results)]
+                atomic_write_text(self.json_path, json.dumps(rows, indent=2) + "\n")
+
+    def fail(self, error: InputError) -> None:
+        with self.lock:
+            self.errors.append(error)
+
+
+def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_dir: Path,
+                 json_path: Path | None, tolerance: float = 1e-3, repeat: int = 3,
+                 boards: int | None = None) -> list[UtteranceResult]:
+    """Every utterance of `data_dir` on boards of `key`, spread over `boards` sessions at once
+    (default: as many as the tracker lists for the key); results also go to `json_path`."""
+    from tinyasr.compile.deployable import read_manifest
+    from tinyasr.model.datadir import read_data_dir
+    from tinyasr.model.recognizer import Recognizer
+    from tinyasr.targets.farm import registered_ports
+
+    pending: queue.Queue = queue.Queue()
+    for item in enumerate(read_data_dir(data_dir)):
+        pending.put(item)
+    reference = Recognizer.load(Path(read_manifest(deployable)["model"]["path"]))
+    test = _RpcTest(deployable, board, tracker, key, json_path, tolerance, repeat, reference,
+                    pending)
+    if boards is None:
+        address = parse_address(tracker, "--tracker")
+        check_tracker(*address)
+        boards = max(1, len(registered_ports(*address, key)))
+    workers = [threading.Thread(target=_BoardWorker(test).run) for _ in range(boards)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if test.errors:
+        raise test.errors[0]
+    return [test.results[i] for i in sorted(test.results)]
 
 
 def format_table(results: list[UtteranceResult]) -> str:

@@ -15,6 +15,7 @@ from tinyasr.model.san_m import AsrModel, ModelConfig
 from tinyasr.model.tokenizer import Tokenizer
 from tinyasr.targets.boards import get_board
 from tinyasr.targets.rpc_test import format_table, run_rpc_test
+from tinyasr.targets.runtime_build import build_runtime
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +33,16 @@ def rpi4_deployable(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow  # compiling the model takes minutes; the board tests cover the RPC path
-def test_rpc_test_on_emulated_rpi4_matches_host(board, rpi4_deployable, tmp_path):
-    board.start(get_board("rpi4"))
+def test_rpc_test_on_two_emulated_rpi4s_matches_host(board, rpi4_deployable, tmp_path):
+    rpi4 = get_board("rpi4")
+    board.start(rpi4)
+    if board.emulated:  # a second board of the key: the utterances are spread over both
+        board.farm.up(rpi4, build_runtime(rpi4), board.tracker)
     data = tmp_path / "data"
-    write_data_dir(data, read_data_dir(SAMPLES_DIR)[:3])
-    results = run_rpc_test(rpi4_deployable, get_board("rpi4"), board.tracker, "rpi4", data,
+    write_data_dir(data, read_data_dir(SAMPLES_DIR)[:4])
+    results = run_rpc_test(rpi4_deployable, rpi4, board.tracker, "rpi4", data,
                            tmp_path / "results.json")
-    assert len(results) == 3 and all(r.ok for r in results), format_table(results)
+    assert len(results) == 4 and all(r.ok for r in results), format_table(results)
     assert all(r.latency_ms > 0 for r in results)
     written = json.loads((tmp_path / "results.json").read_text())
     assert [r["uid"] for r in written] == [r.uid for r in results]
