@@ -39,12 +39,14 @@ def _build_runtime(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from tinyasr.model.errors import InputError
-    from tinyasr.targets.farm import Farm
+    from tinyasr.targets.farm import Farm, check_tracker, parse_address
     from tinyasr.targets.runtime_build import build_runtime
 
     if args.count < 1:
         raise InputError(f"--count must be at least 1, got {args.count}")
     board = get_board(args.name)
+    if args.tracker:  # before a possibly long runtime build
+        check_tracker(*parse_address(args.tracker, "--tracker"))
     started = Farm().up(board, build_runtime(board), args.tracker, args.count)
     for process in started:
         print(f"{board.name}: pid {process.pid}, port {process.port}, tracker {process.tracker}")
