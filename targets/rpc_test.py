@@ -120,7 +120,7 @@ class _BoardWorker:
         for attempt in (1, 2):
             try:
                 if self.runner is None:
-                    self.remote = request_session(test.tracker, test.key, REQUEST_WAIT,
+                    self.remote = request_session(test.tracker, test.key, test.request_wait,
                                                   SESSION_TIMEOUT)
                     self.runner = remote_runner(test.deployable, self.remote, test.board)
                 board_log_probs, _ = self.runner.ctc_log_probs(samples)
@@ -149,6 +149,7 @@ class _RpcTest:
     json_path: Path | None
     tolerance: float
     repeat: int
+    request_wait: float    # s to wait for a free board
     host: object           # the PyTorch Recognizer
     pending: queue.Queue
     results: dict[int, UtteranceResult] = field(default_factory=dict)
@@ -187,7 +188,8 @@ class _RpcTest:
 
 def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_dir: Path,
                  json_path: Path | None, tolerance: float = 1e-3, repeat: int = 3,
-                 boards: int | None = None) -> list[UtteranceResult]:
+                 boards: int | None = None,
+                 request_wait: float = REQUEST_WAIT) -> list[UtteranceResult]:
     """Every utterance of `data_dir` on boards of `key`, spread over `boards` sessions at once
     (default: as many as the tracker lists for the key); results also go to `json_path`."""
     from tinyasr.compile.deployable import read_manifest
@@ -199,8 +201,8 @@ def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_di
     for item in enumerate(read_data_dir(data_dir)):
         pending.put(item)
     reference = Recognizer.load(Path(read_manifest(deployable)["model"]["path"]))
-    test = _RpcTest(deployable, board, tracker, key, json_path, tolerance, repeat, reference,
-                    pending)
+    test = _RpcTest(deployable, board, tracker, key, json_path, tolerance, repeat, request_wait,
+                    reference, pending)
     if boards is None:
         address = parse_address(tracker, "--tracker")
         check_tracker(*address)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import torch
 
 from tinyasr.compile.deployable import build_deployable
 from tinyasr.model.datadir import read_data_dir, write_data_dir
+from tinyasr.model.errors import InputError
 from tinyasr.model.model_dir import SAMPLES_DIR, save_model_dir
 from tinyasr.model.san_m import AsrModel, ModelConfig
 from tinyasr.model.tokenizer import Tokenizer
@@ -46,3 +49,31 @@ def test_rpc_test_on_two_emulated_rpi4s_matches_host(board, rpi4_deployable, tmp
     assert all(r.latency_ms > 0 for r in results)
     written = json.loads((tmp_path / "results.json").read_text())
     assert [r["uid"] for r in written] == [r.uid for r in results]
+
+
+@pytest.mark.slow
+def test_rpc_test_board_killed_names_the_utterance_and_keeps_results(board, rpi4_deployable,
+                                                                     tmp_path):
+    if not board.emulated:
+        pytest.skip("kills an emulated board")
+    rpi4 = get_board("rpi4")
+    board.farm.down("rpi4")
+    board.start(rpi4)  # exactly one board of the key
+    data, results_json = tmp_path / "data", tmp_path / "results.json"
+    write_data_dir(data, read_data_dir(SAMPLES_DIR)[:4])
+
+    def kill_after_first_result() -> None:
+        deadline = time.monotonic() + 300
+        while not results_json.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        board.farm.down("rpi4")
+
+    killer = threading.Thread(target=kill_after_first_result)
+    killer.start()
+    start = time.monotonic()
+    with pytest.raises(InputError, match="utterance '.+' failed on a 'rpi4' board"):
+        run_rpc_test(rpi4_deployable, rpi4, board.tracker, "rpi4", data, results_json,
+                     request_wait=5)
+    killer.join()
+    assert time.monotonic() - start < 300
+    assert 1 <= len(json.loads(results_json.read_text())) < 4
