@@ -17,12 +17,14 @@ COMMAND_MODULES = [
     "data",
     "train",
     "transcribe",
+    "evaluate",
     "demo",
     "compile",
     "compress",
     "report",
     "board",
     "rpc_test",
+    "tune",
 ]
 
 
