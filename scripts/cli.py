@@ -24,7 +24,6 @@ COMMAND_MODULES = [
     "report",
     "board",
     "rpc_test",
-    "tune",
 ]
 
 
