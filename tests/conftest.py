@@ -1,11 +1,16 @@
-"""Shared fixtures: a small real corpus synthesized once per test session."""
+"""Shared fixtures: a small real corpus and a tiny random model, made once per test session."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
+from tinyasr.model.datadir import read_data_dir
+from tinyasr.model.model_dir import SAMPLES_DIR
+from tinyasr.model.san_m import AsrModel, ModelConfig
+from tinyasr.model.tokenizer import Tokenizer
 from tinyasr.scripts.synth import synthesize_corpus
 
 
@@ -15,3 +20,16 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("corpus") / "tiny"
     synthesize_corpus(out, {"train": 16, "dev": 4, "test": 4}, seed=0, jobs=2, force=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_random_model() -> tuple[AsrModel, Tokenizer]:
+    """A random-init weight-shared model (6 encoder positions over 2 blocks, 2 decoder positions
+    over 1) over the bundled samples' characters: small enough to compile in seconds. What it
+    says does not matter; tests check that every runtime agrees with PyTorch on it."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.from_texts(u.text for u in read_data_dir(SAMPLES_DIR))
+    config = ModelConfig(vocab_size=len(tokenizer), d_model=32, attention_heads=2, ffn_dim=64,
+                         subsampling_channels=8, encoder_layers=6, encoder_distinct=2,
+                         decoder_layers=2, decoder_distinct=1, dropout=0.0)
+    return AsrModel(config, tokenizer.sos_eos).eval(), tokenizer

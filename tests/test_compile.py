@@ -30,9 +30,8 @@ from tinyasr.model.datadir import load_wav, read_data_dir
 from tinyasr.model.errors import InputError
 from tinyasr.model.model_dir import DEFAULT_MODEL, SAMPLES_DIR, load_model_dir, save_model_dir
 from tinyasr.model.recognizer import Recognizer, decoder_scores
-from tinyasr.model.san_m import AsrModel, ModelConfig
+from tinyasr.model.san_m import AsrModel
 from tinyasr.model.search import ctc_prefix_beam_search
-from tinyasr.model.tokenizer import Tokenizer
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import BOARDS, host_target
 
@@ -45,15 +44,9 @@ def utterances() -> list:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, utterances: list) -> Path:
-    """A random-init model: 6 encoder positions over 2 blocks, 2 decoder positions over 1."""
-    torch.manual_seed(0)
-    tokenizer = Tokenizer.from_texts(u.text for u in utterances)
-    config = ModelConfig(vocab_size=len(tokenizer), d_model=32, attention_heads=2, ffn_dim=64,
-                         subsampling_channels=8, encoder_layers=6, encoder_distinct=2,
-                         decoder_layers=2, decoder_distinct=1, dropout=0.0)
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_random_model) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny"
-    save_model_dir(AsrModel(config, tokenizer.sos_eos), tokenizer, path)
+    save_model_dir(*tiny_random_model, path)
     return path
 
 

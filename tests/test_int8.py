@@ -21,8 +21,6 @@ from tinyasr.model.compressed import load_compressed, write_compressed
 from tinyasr.model.datadir import load_wav, read_data_dir
 from tinyasr.model.model_dir import SAMPLES_DIR
 from tinyasr.model.quantize import Activations, Quantization, quantizable_layers
-from tinyasr.model.san_m import AsrModel, ModelConfig
-from tinyasr.model.tokenizer import Tokenizer
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import BOARDS, host_target
 
@@ -116,14 +114,9 @@ def test_pass_turns_an_int8_linear_into_the_kernel(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def compressed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random model written as a .tac with int8 weights and dynamic activations."""
-    torch.manual_seed(0)
-    tokenizer = Tokenizer.from_texts(u.text for u in read_data_dir(SAMPLES_DIR))
-    config = ModelConfig(vocab_size=len(tokenizer), d_model=32, attention_heads=2, ffn_dim=64,
-                         subsampling_channels=8, encoder_layers=4, encoder_distinct=2,
-                         decoder_layers=1, decoder_distinct=1, dropout=0.0)
-    model = AsrModel(config, tokenizer.sos_eos)
+def compressed_model(tmp_path_factory: pytest.TempPathFactory, tiny_random_model) -> Path:
+    """The tiny random model written as a .tac with int8 weights and dynamic activations."""
+    model, tokenizer = tiny_random_model
     path = tmp_path_factory.mktemp("tac") / "tiny.tac"
     write_compressed(path, model, tokenizer, quantization=Quantization(
         Activations.DYNAMIC, list(quantizable_layers(model))))

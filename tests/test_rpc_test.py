@@ -8,29 +8,21 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tinyasr.compile.deployable import build_deployable
 from tinyasr.model.datadir import read_data_dir, write_data_dir
 from tinyasr.model.errors import InputError
 from tinyasr.model.model_dir import SAMPLES_DIR, save_model_dir
-from tinyasr.model.san_m import AsrModel, ModelConfig
-from tinyasr.model.tokenizer import Tokenizer
 from tinyasr.targets.boards import get_board
 from tinyasr.targets.rpc_test import format_table, run_rpc_test
 from tinyasr.targets.runtime_build import build_runtime
 
 
 @pytest.fixture(scope="module")
-def rpi4_deployable(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small random-init model compiled for rpi4 (what it says does not matter, only agreement)."""
-    torch.manual_seed(0)
-    tokenizer = Tokenizer.from_texts(u.text for u in read_data_dir(SAMPLES_DIR))
-    config = ModelConfig(vocab_size=len(tokenizer), d_model=32, attention_heads=2, ffn_dim=64,
-                         subsampling_channels=8, encoder_layers=6, encoder_distinct=2,
-                         decoder_layers=2, decoder_distinct=1, dropout=0.0)
+def rpi4_deployable(tmp_path_factory: pytest.TempPathFactory, tiny_random_model) -> Path:
+    """The tiny random-init model compiled for rpi4."""
     root = tmp_path_factory.mktemp("rpc_test")
-    save_model_dir(AsrModel(config, tokenizer.sos_eos), tokenizer, root / "model")
+    save_model_dir(*tiny_random_model, root / "model")
     build_deployable(root / "model", get_board("rpi4"), root / "rpi4")
     return root / "rpi4"
 
