@@ -224,7 +224,7 @@ def test_prune_quantize_report_and_the_runner_reproduces_the_reported_cer(
     pruned, packed = tmp_path / "pruned", tmp_path / "int8.tac"
     assert main(["compress", "prune", str(model_dir), "--data", str(tiny_corpus), "--sparsity",
                  "0.6", "--block", "4x1", "--steps", "3", "--batch-seconds", "6", "--scan",
-                 "--scan-utterances", "2", "--tolerance", "100", "--layer",
+                 "--scan-utterances", "1", "--tolerance", "100", "--layer",
                  "encoder.blocks.1.ffn.3=0.3", "--out", str(pruned)]) == 0
     record = json.loads((pruned / "pruning.json").read_text())
     assert record["block"] == "4x1" and record["layers"]["encoder.blocks.1.ffn.3"] == pytest.approx(0.3, abs=0.01)
