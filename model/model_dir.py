@@ -68,10 +68,14 @@ def load_model_dir(path: Path) -> tuple[AsrModel, Tokenizer]:
 
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_MODEL = PRETRAINED_DIR / "shared"          # the shipped weight-shared model
+DEFAULT_MODEL = PRETRAINED_DIR / "shared"          # the shipped weight-shared model (fp32)
+COMPRESSED_MODEL = PRETRAINED_DIR / "shared-int8.tac"  # the same, int8: what the demo runs
 SAMPLES_DIR = PRETRAINED_DIR / "samples"           # bundled held-out-voice test utterances
 
 
 def model_bytes(path: Path) -> int:
-    """Bytes on disk of a model directory's files."""
-    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+    """Bytes on disk of a model: a compressed file, or the files of a model directory."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())

@@ -5,20 +5,21 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tinyasr.model.datadir import load_wav, read_data_dir
 from tinyasr.model.evaluate import evaluate
-from tinyasr.model.model_dir import DEFAULT_MODEL, PRETRAINED_DIR, SAMPLES_DIR
+from tinyasr.model.model_dir import COMPRESSED_MODEL, DEFAULT_MODEL, PRETRAINED_DIR, SAMPLES_DIR
 from tinyasr.model.recognizer import DecodeMode, DecodeOptions, Recognizer
 
 
-def recorded_samples_cer() -> float:
-    """The bundled-samples CER that RESULTS.md states for the shipped model."""
+def recorded_samples_cer(model: Path) -> float:
+    """The bundled-samples CER that RESULTS.md states for a shipped model."""
     text = (PRETRAINED_DIR / "RESULTS.md").read_text()
-    match = re.search(r"bundled samples CER: ([0-9.]+)%", text)
-    assert match, "RESULTS.md must state `bundled samples CER: X%`"
+    match = re.search(rf"`{re.escape(model.name)}/?` bundled samples CER: ([0-9.]+)%", text)
+    assert match, f"RESULTS.md must state `{model.name}` bundled samples CER: X%"
     return float(match.group(1))
 
 
@@ -27,9 +28,10 @@ def recognizer() -> Recognizer:
     return Recognizer.load(DEFAULT_MODEL)
 
 
-def test_shipped_model_reproduces_its_recorded_cer(recognizer: Recognizer):
-    result = evaluate(recognizer, read_data_dir(SAMPLES_DIR))
-    assert result.cer.rate == pytest.approx(recorded_samples_cer(), abs=0.5)
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, COMPRESSED_MODEL], ids=lambda m: m.name)
+def test_shipped_models_reproduce_their_recorded_cer(model: Path):
+    result = evaluate(Recognizer.load(model), read_data_dir(SAMPLES_DIR))
+    assert result.cer.rate == pytest.approx(recorded_samples_cer(model), abs=0.5)
 
 
 def test_decoding_modes_agree_on_an_easy_utterance(recognizer: Recognizer):
@@ -64,8 +66,16 @@ def test_transcribe_names_a_bad_file(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_demo_prints_text_cer_and_timing():
+def test_demo_runs_the_int8_model_and_prints_text_cer_and_timing():
     result = run_cli("demo")
     assert result.returncode == 0, result.stderr
-    assert "CER " in result.stdout and "real-time factor" in result.stdout
-    assert "MB on disk" in result.stdout
+    assert f"CER {recorded_samples_cer(COMPRESSED_MODEL):.2f}%" in result.stdout
+    assert "real-time factor" in result.stdout
+    assert "1.01 MB on disk" in result.stdout
+
+
+def test_transcribe_takes_a_compressed_model_first():
+    wav = read_data_dir(SAMPLES_DIR)[0].wav
+    result = run_cli("transcribe", str(COMPRESSED_MODEL), str(wav))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{wav}\t")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.model.model_dir import DEFAULT_MODEL, SAMPLES_DIR
+from tinyasr.model.model_dir import COMPRESSED_MODEL, SAMPLES_DIR
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="transcribe the bundled utterances; print CER "
                                                 "and timing")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model directory")
+    parser.add_argument("--model", type=Path, default=COMPRESSED_MODEL,
+                        help="model directory or compressed .tac file (default: the shipped "
+                             "int8 model)")
     parser.add_argument("--data", type=Path, default=SAMPLES_DIR, help="Kaldi data dir")
     parser.set_defaults(func=run)
 

@@ -13,8 +13,8 @@ from tinyasr.model.recognizer import DecodeMode, DecodeOptions
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("transcribe", help="print the text of wav files")
     parser.add_argument("inputs", type=Path, nargs="+", metavar="[MODEL] WAV",
-                        help="a model directory (default: the shipped model), then 16 kHz mono "
-                             "16-bit wav files")
+                        help="a model directory or .tac file (default: the shipped fp32 model), "
+                             "then 16 kHz mono 16-bit wav files")
     parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
                         default=DecodeMode.ATTENTION_RESCORING.value)
     parser.add_argument("--beam", type=int, default=10)
@@ -42,9 +42,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def split_model_and_wavs(inputs: list[Path]) -> tuple[Path, list[Path]]:
-    """`MODEL WAV...` or just `WAV...`: a leading directory is the model."""
-    if inputs[0].is_dir():
+    """`MODEL WAV...` or just `WAV...`: a leading directory or .tac file is the model."""
+    from tinyasr.model.compressed import SUFFIX as COMPRESSED_SUFFIX
+
+    if inputs[0].is_dir() or inputs[0].suffix == COMPRESSED_SUFFIX:
         if len(inputs) == 1:
-            raise InputError(f"{inputs[0]}: no wav files given after the model directory")
+            raise InputError(f"{inputs[0]}: no wav files given after the model")
         return inputs[0], inputs[1:]
     return DEFAULT_MODEL, inputs
