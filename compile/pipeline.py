@@ -146,9 +146,10 @@ def import_model(model: AsrModel, dump: IRDumper) -> ImportedModel:
     return ImportedModel(mod, raw_weights)
 
 
-def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper) -> BuiltModel:
-    """Phases quantize to build for one LLVM target dict (see tinyasr.targets.boards)."""
-    target = Target(target)
+def legalize(imported: ImportedModel, target: Target, dump: IRDumper
+             ) -> tuple[tvm.IRModule, dict[str, tvm.runtime.Tensor], dict[str, Signature]]:
+    """Phases quantize to legalize: the TIR-level module (what MetaSchedule tunes), the
+    weights and the signatures."""
     with target:
         mod = tvm.transform.Sequential([Int8Matmul(target),
                                         relax.transform.DeadCodeElimination()])(imported.mod)
@@ -160,7 +161,14 @@ def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper) -> Bu
 
         mod = tvm.transform.Sequential(LEGALIZE_PASSES)(mod)
         dump("legalize", mod)
+    return mod, weights, signatures
 
+
+def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper) -> BuiltModel:
+    """Phases quantize to build for one LLVM target dict (see tinyasr.targets.boards)."""
+    target = Target(target)
+    mod, weights, signatures = legalize(imported, target, dump)
+    with target:
         mod = tvm.transform.Sequential(LOWER_PASSES)(mod)
         dump("lower", mod)
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "report",
     "board",
     "rpc_test",
+    "tune",
 ]
 
 

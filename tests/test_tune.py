@@ -1,0 +1,132 @@
+"""`tinyasr tune`: real MetaSchedule tuning (XGBoost cost model) of one small task of a tiny
+model on the host, resuming, and the database's bad cases."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinyasr.compile.pipeline import IRDumper, import_model
+from tinyasr.model.errors import InputError
+from tinyasr.model.model_dir import load_model_dir, save_model_dir
+from tinyasr.model.san_m import AsrModel, ModelConfig
+from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.schedules.tune import (RECORD_FILE, WORKLOAD_FILE, extract_tasks, open_database,
+                                    repair_database, tuning_target)
+from tinyasr.scripts.cli import main
+from tinyasr.targets.boards import host_target
+
+TRIALS = 2
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init model: 2 encoder positions over 1 block, 1 decoder layer."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.from_texts(["turn on the lights", "set a timer"])
+    config = ModelConfig(vocab_size=len(tokenizer), d_model=32, attention_heads=2, ffn_dim=64,
+                         subsampling_channels=8, encoder_layers=2, encoder_distinct=1,
+                         decoder_layers=1, decoder_distinct=1, dropout=0.0)
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    save_model_dir(AsrModel(config, tokenizer.sos_eos), tokenizer, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def task_name(model_dir: Path) -> str:
+    """A small matmul task, named so that no other task's name contains it."""
+    imported = import_model(load_model_dir(model_dir)[0], IRDumper(None))
+    names = [t.task_name for t in extract_tasks(imported, tuning_target(host_target()),
+                                                ["matmul"])]
+    return next(n for n in names if sum(n in other for other in names) == 1)
+
+
+def _tune(model_dir: Path, work_dir: Path, task_name: str, trials: int) -> int:
+    return main(["tune", str(model_dir), "--target", "host", "--trials", str(trials),
+                 "--work-dir", str(work_dir), "--ops", task_name])
+
+
+@pytest.fixture(scope="module")
+def tuned(model_dir: Path, task_name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work_dir = tmp_path_factory.mktemp("tune") / "db"
+    assert _tune(model_dir, work_dir, task_name, TRIALS) == 0
+    return work_dir
+
+
+def _records(work_dir: Path) -> list[str]:
+    return (work_dir / RECORD_FILE).read_text().splitlines()
+
+
+def test_tuning_records_every_trial_with_a_measured_latency(tuned: Path, task_name: str):
+    assert len((tuned / WORKLOAD_FILE).read_text().splitlines()) == 1
+    records = _records(tuned)
+    assert len(records) == TRIALS
+    assert all(task_name not in r for r in records)   # records point at the workload by index
+    database = open_database(tuned)
+    seconds = [float(s) for r in database.get_all_tuning_records() for s in r.run_secs]
+    assert len(seconds) == TRIALS   # each trial has its time (a failed one records 1e10 s)
+
+
+def test_rerun_keeps_the_records_and_tunes_no_more(model_dir: Path, tuned: Path,
+                                                   task_name: str, tmp_path: Path, capsys):
+    work_dir = tmp_path / "db"
+    shutil.copytree(tuned, work_dir)
+    before = _records(work_dir)
+    capsys.readouterr()
+    assert _tune(model_dir, work_dir, task_name, TRIALS) == 0
+    assert _records(work_dir) == before
+    assert f"{task_name}: best" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_resume_adds_trials_after_the_earlier_ones(model_dir: Path, tuned: Path,
+                                                   task_name: str, tmp_path: Path):
+    work_dir = tmp_path / "db"
+    shutil.copytree(tuned, work_dir)
+    before = _records(work_dir)
+    assert _tune(model_dir, work_dir, task_name, TRIALS + 1) == 0
+    after = _records(work_dir)
+    assert len(after) == TRIALS + 1 and after[:TRIALS] == before
+
+
+def test_a_torn_last_record_is_dropped_with_a_warning(tuned: Path, tmp_path: Path, capsys):
+    """What a kill -9 in the middle of a write leaves: half a line at the end."""
+    work_dir = tmp_path / "db"
+    shutil.copytree(tuned, work_dir)
+    records = _records(work_dir)
+    with (work_dir / RECORD_FILE).open("a") as file:
+        file.write(records[-1][: len(records[-1]) // 2])
+    database = open_database(work_dir)
+    assert "dropped a torn last line" in capsys.readouterr().err
+    assert len(database.get_all_tuning_records()) == TRIALS
+    assert _records(work_dir) == records
+
+
+def test_a_corrupt_record_before_the_end_names_file_and_line(tuned: Path, tmp_path: Path):
+    work_dir = tmp_path / "db"
+    shutil.copytree(tuned, work_dir)
+    records = _records(work_dir)
+    (work_dir / RECORD_FILE).write_text("\n".join(["{not json", *records]) + "\n")
+    with pytest.raises(InputError, match=f"{RECORD_FILE}:1: corrupt tuning record"):
+        repair_database(work_dir)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "rpi4", "--trials", "2"], "only host can be tuned"),
+    (["--target", "host", "--trials", "0"], "--trials 0: must be at least 1"),
+    (["--target", "nosuch", "--trials", "2"], "unknown target 'nosuch'"),
+])
+def test_bad_arguments_are_one_line_errors(argv: list[str], message: str, tmp_path: Path,
+                                           capsys):
+    assert main(["tune", "--work-dir", str(tmp_path), *argv]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+
+
+def test_ops_matching_no_task_is_an_error(model_dir: Path, tmp_path: Path, capsys):
+    assert main(["tune", str(model_dir), "--target", "host", "--trials", "1",
+                 "--work-dir", str(tmp_path), "--ops", "no_such_op"]) == 2
+    assert "--ops no_such_op: matches none of the model" in capsys.readouterr().err
