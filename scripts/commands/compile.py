@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.model.model_dir import DEFAULT_MODEL
-from tinyasr.targets.boards import BOARDS
+from tinyasr.scripts.arguments import add_model_argument, add_target_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,11 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Compile the encoder (with its fbank front end) and the attention decoder "
                     "into one shared library for the board, linked by its cross compiler, with "
                     "the weights beside it (each shared weight stored once).")
-    parser.add_argument("model", type=Path, nargs="?", default=DEFAULT_MODEL, metavar="MODEL",
-                        help="model directory or compressed .tac file (default: the shipped "
-                             "model); int8 linear layers of a .tac become int8 kernels")
-    parser.add_argument("--target", required=True, metavar="NAME",
-                        help=f"board name: {', '.join(BOARDS)}")
+    add_model_argument(parser, "; int8 linear layers of a .tac become int8 kernels")
+    add_target_argument(parser)
     parser.add_argument("--out", type=Path, required=True, help="deployable directory to create")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--dump-ir", type=Path, metavar="DIR",

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.model.model_dir import DEFAULT_MODEL
-from tinyasr.targets.boards import BOARDS
+from tinyasr.scripts.arguments import add_model_argument, add_target_argument
 
 SCHEDULES_DIR = Path(__file__).resolve().parents[2] / "schedules"
 
@@ -17,11 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Tune each task of the compiled model with MetaSchedule's XGBoost cost "
                     "model, measuring on this machine. Records are appended to a JSON "
                     "database; re-running continues from the records already there.")
-    parser.add_argument("model", type=Path, nargs="?", default=DEFAULT_MODEL, metavar="MODEL",
-                        help="model directory or compressed .tac file (default: the shipped "
-                             "model)")
-    parser.add_argument("--target", required=True, metavar="NAME",
-                        help=f"device: {', '.join(BOARDS)} (only host can measure so far)")
+    add_model_argument(parser)
+    add_target_argument(parser, " (only host can measure so far)")
     parser.add_argument("--trials", type=int, required=True, metavar="N",
                         help="trials per task, counting those already in the database")
     parser.add_argument("--work-dir", type=Path, metavar="DIR",

@@ -1,0 +1,20 @@
+"""Command-line arguments that several `tinyasr` commands share, declared once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tinyasr.model.model_dir import DEFAULT_MODEL
+from tinyasr.targets.boards import BOARDS
+
+
+def add_model_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
+    parser.add_argument("model", type=Path, nargs="?", default=DEFAULT_MODEL, metavar="MODEL",
+                        help="model directory or compressed .tac file (default: the shipped "
+                             f"model){note}")
+
+
+def add_target_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
+    parser.add_argument("--target", required=True, metavar="NAME",
+                        help=f"board name: {', '.join(BOARDS)}{note}")
