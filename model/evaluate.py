@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tinyasr.model.datadir import Utterance, load_wav
+from tinyasr.model.datadir import SAMPLE_RATE, Utterance, load_wav
 from tinyasr.model.metrics import ErrorCounts, char_errors, word_errors
 from tinyasr.model.tokenizer import normalize_text
 
@@ -40,7 +40,7 @@ def evaluate(transcriber: Transcriber, utterances: Sequence[Utterance]) -> Evalu
         started = time.perf_counter()
         hypothesis = transcriber.transcribe(samples)
         result.decode_seconds += time.perf_counter() - started
-        result.audio_seconds += len(samples) / 16000
+        result.audio_seconds += len(samples) / SAMPLE_RATE
         reference = normalize_text(utterance.text)
         result.cer += char_errors(reference, hypothesis)
         result.wer += word_errors(reference, hypothesis)

@@ -26,12 +26,13 @@ from tinyasr.model.atomic import atomic_file
 from tinyasr.model.datadir import Utterance, load_wav, read_data_dir
 from tinyasr.model.errors import InputError
 from tinyasr.model.evaluate import evaluate
+from tinyasr.model.frontend import FRAME_SHIFT, SAMPLE_RATE
 from tinyasr.model.model_dir import save_model_dir
 from tinyasr.model.recognizer import DecodeMode, DecodeOptions, Recognizer
 from tinyasr.model.san_m import IGNORE_ID, AsrModel, ModelConfig
 from tinyasr.model.tokenizer import Tokenizer
 
-FRAMES_PER_SECOND = 100
+FRAMES_PER_SECOND = SAMPLE_RATE // FRAME_SHIFT
 STATE_FILE = "state.pt"
 RUN_FILE = "run.json"
 

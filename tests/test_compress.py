@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from tinyasr.model.compressed import (ALIGN, load_compressed, read_compressed, size_breakdown,
                                       write_compressed)
