@@ -1,26 +1,56 @@
 """What the compiler imports: a model directory, or a compressed model file (.tac).
 
 A compressed file loads as the reference runner's model (`load_compressed`: dequantized weights,
-int8-rounded layer inputs), with one change: each int8 nn.Linear keeps its int8 values and
-per-channel scales as parameters, computing `linear(x, float(values) * scale[:, None])`. The
-exported graph then shows the pattern the Int8Matmul pass turns into int8 kernels, and the
-weights file holds the int8 values instead of fp32 copies. Int8 convs and the embedding run
-dequantized, as in the reference. BSR weights are imported dense (no sparse kernels yet).
+int8-rounded layer inputs), with one change: each nn.Linear whose stored weight the kernels can
+use as it is keeps it as parameters, so the exported graph shows the pattern a pass turns into
+kernels and the weights file holds what the .tac holds instead of fp32 copies:
+
+    int8 dense   Int8Linear: int8 values + per-channel scales, `linear(x, float(values) * scale)`
+                 (the Int8Matmul pass: int8 kernels)
+    BSR          BsrLinear: the BSR arrays (fp32 or int8 values), densified by the custom op
+                 `tinyasr::bsr_to_dense` (the BsrMatmul pass: BSR kernels, or a dense fallback
+                 whose densified weight is computed once at compile time)
+
+int8 layers are kept int8 only with dynamic activations (what the int8 kernels compute); with
+static input scales they run dequantized, as do int8 convs and the embedding.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tinyasr.model.compressed import CompressedModel, load_compressed, read_compressed
+from tinyasr.model.compressed import CompressedModel, from_bsr, load_compressed, read_compressed
 from tinyasr.model.model_dir import load_model_dir
 from tinyasr.model.quantize import Activations
 from tinyasr.model.san_m import AsrModel
 from tinyasr.model.tokenizer import Tokenizer
+
+
+@torch.library.custom_op("tinyasr::bsr_to_dense", mutates_args=())
+def bsr_to_dense(values: torch.Tensor, col_indices: torch.Tensor, row_pointers: torch.Tensor,
+                 columns: int) -> torch.Tensor:
+    """The dense (rows, columns) matrix of a BSR triple: one graph node the compiler recognises."""
+    rows = (len(row_pointers) - 1) * values.shape[1]
+    return torch.from_numpy(from_bsr(values.numpy(), col_indices.numpy(), row_pointers.numpy(),
+                                     (rows, columns)))
+
+
+@bsr_to_dense.register_fake
+def _(values: torch.Tensor, col_indices: torch.Tensor, row_pointers: torch.Tensor,
+      columns: int) -> torch.Tensor:
+    return values.new_empty(((row_pointers.shape[0] - 1) * values.shape[1], columns))
+
+
+def _linear(x: torch.Tensor, values: torch.Tensor, scale: torch.Tensor | None,
+            bias: torch.Tensor | None) -> torch.Tensor:
+    """linear(x, W): W = values (fp32), or int8 values times their per-channel scales."""
+    weight = values if scale is None else values.float() * scale[:, None]
+    return F.linear(x, weight, bias)
 
 
 class Int8Linear(nn.Module):
@@ -33,13 +63,46 @@ class Int8Linear(nn.Module):
         self.bias = bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.values.float() * self.scale[:, None], self.bias)
+        return _linear(x, self.values, self.scale, self.bias)
+
+
+class BsrLinear(nn.Module):
+    """nn.Linear on a BSR weight: values (nnz, R, C) fp32 or int8 (then with per-channel
+    scales), col_indices (uint8 when they fit, else int32), row_pointers int32."""
+
+    def __init__(self, parts: dict[str, np.ndarray], columns: int, bias: torch.Tensor | None):
+        super().__init__()
+        indices = parts["col_indices"]
+        arrays = {"values": parts["values"], "row_pointers": parts["row_pointers"],
+                  "col_indices": indices if indices.dtype == np.uint8 else indices.astype(np.int32)}
+        for name, array in arrays.items():
+            self.register_parameter(name, nn.Parameter(torch.from_numpy(array.copy()),
+                                                       requires_grad=False))
+        self.scale = (nn.Parameter(torch.from_numpy(parts["scale"].copy()), requires_grad=False)
+                      if "scale" in parts else None)
+        self.columns, self.bias = columns, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = bsr_to_dense(self.values, self.col_indices, self.row_pointers, self.columns)
+        return _linear(x, values, self.scale, self.bias)
 
 
 def _int8_values(compressed: CompressedModel, name: str, scale: torch.Tensor) -> torch.Tensor:
-    """A stored int8 weight, dense (BSR expanded): its dequantized form divided by the scales
-    rounds back to the stored integers exactly."""
+    """A stored int8 weight, dense: its dequantized form divided by the scales rounds back to
+    the stored integers exactly."""
     return torch.round(compressed.dense_tensor(name) / scale[:, None]).to(torch.int8)
+
+
+def _kernel_linear(compressed: CompressedModel, name: str, linear: nn.Linear) -> nn.Module | None:
+    """The module computing `linear` from its stored weight `name` as the kernels take it, or
+    None when that is the plain fp32 nn.Linear."""
+    entry, parts = compressed.header["tensors"][name], compressed.parts[name]
+    if entry["layout"] == "bsr":
+        return BsrLinear(parts, linear.in_features, linear.bias)
+    if entry["encoding"] == "int8":
+        scale = torch.from_numpy(parts["scale"].copy())
+        return Int8Linear(_int8_values(compressed, name, scale), scale, linear.bias)
+    return None
 
 
 def load_for_compile(path: Path) -> tuple[AsrModel, Tokenizer]:
@@ -50,16 +113,16 @@ def load_for_compile(path: Path) -> tuple[AsrModel, Tokenizer]:
     compressed = read_compressed(path)
     model, tokenizer = load_compressed(path)
     quantization = compressed.quantization()
-    if quantization is None or quantization.activations != Activations.DYNAMIC:
-        return model, tokenizer   # static input scales: not what the int8 kernels compute
+    int8_kernels = quantization is not None and quantization.activations == Activations.DYNAMIC
     modules = dict(model.named_modules())
-    for layer in quantization.layers:
-        linear = modules[layer]
-        if not isinstance(linear, nn.Linear):
+    for name, entry in compressed.header["tensors"].items():
+        layer = name.removesuffix(".weight")
+        linear = modules.get(layer)
+        if not isinstance(linear, nn.Linear) or (entry["encoding"] == "int8" and not int8_kernels):
             continue
-        name = f"{layer}.weight"
-        scale = torch.from_numpy(compressed.parts[name]["scale"].copy())
-        replacement = Int8Linear(_int8_values(compressed, name, scale), scale, linear.bias)
+        replacement = _kernel_linear(compressed, name, linear)
+        if replacement is None:
+            continue
         for hook in linear._forward_pre_hooks.values():   # the reference's input rounding
             replacement.register_forward_pre_hook(hook)
         parent, _, attribute = layer.rpartition(".")

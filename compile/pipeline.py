@@ -4,10 +4,13 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
 
     import     torch.export of the encode and decode graphs (front end included), Relax import
                with every weight kept as a function input (nothing bound into the code)
+    sparse     linear layers on BSR weights -> BSR kernels taking the BSR arrays as weights; a
+               layer too dense for sparse to be faster stays dense (bsr_matmul.MAX_DENSITY)
     quantize   matmuls on int8 weights -> int8 x int8 -> int32 kernels of the board's dot ISA
                (VNNI, sdot, RVV); a no-op for an fp32 model
-    weights    weight-only work (transposes, int8 packing) lifted out and run once, here: the
-               result is the weights file, each distinct (shared) weight stored once
+    weights    weight-only work (transposes, int8 packing, densifying the BSR weights of dense
+               fallback layers) lifted out and run once, here: the result is the weights
+               file, each distinct (shared) weight stored once
     legalize   Relax ops -> TIR; elementwise epilogues fused into their producers
     lower      dataflow lowering, static memory planning, VM shape lowering
     build      LLVM code generation for the board's target
@@ -30,6 +33,7 @@ from tvm.relax.frontend.torch import from_exported_program
 from tvm.target import Target
 
 from tinyasr.compile.graphs import export_graphs
+from tinyasr.compile.passes.bsr_matmul import BsrMatmul, import_bsr_to_dense
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.passes.int8_matmul import Int8Matmul
 from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, LiftWeightTransforms
@@ -79,7 +83,7 @@ def _amax(node: torch.fx.Node, importer: Any) -> relax.Var:
     return importer.block_builder.emit(relax.op.max(x, dims or None, keepdims=keepdim))
 
 
-TORCH_OPS = {"amax.default": _amax}
+TORCH_OPS = {"amax.default": _amax, "bsr_to_dense.default": import_bsr_to_dense}
 
 
 def import_graphs(model: AsrModel) -> tuple[tvm.IRModule, dict[str, list[tvm.runtime.Tensor]]]:
@@ -148,11 +152,14 @@ def import_model(model: AsrModel, dump: IRDumper) -> ImportedModel:
 
 def legalize(imported: ImportedModel, target: Target, dump: IRDumper
              ) -> tuple[tvm.IRModule, dict[str, tvm.runtime.Tensor], dict[str, Signature]]:
-    """Phases quantize to legalize: the TIR-level module (what MetaSchedule tunes), the
+    """Phases sparse to legalize: the TIR-level module (what MetaSchedule tunes), the
     weights and the signatures."""
     with target:
+        mod = BsrMatmul()(imported.mod)
+        dump("sparse", mod)
+
         mod = tvm.transform.Sequential([Int8Matmul(target),
-                                        relax.transform.DeadCodeElimination()])(imported.mod)
+                                        relax.transform.DeadCodeElimination()])(mod)
         dump("quantize", mod)
 
         mod = LiftWeightTransforms()(mod)
@@ -165,7 +172,7 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
 
 
 def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper) -> BuiltModel:
-    """Phases quantize to build for one LLVM target dict (see tinyasr.targets.boards)."""
+    """Phases sparse to build for one LLVM target dict (see tinyasr.targets.boards)."""
     target = Target(target)
     mod, weights, signatures = legalize(imported, target, dump)
     with target:

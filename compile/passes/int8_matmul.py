@@ -20,8 +20,10 @@ weights phase lifts weight-only work.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.target import Target
 
@@ -31,15 +33,55 @@ INT8_MAX = 127.0
 TINY = 1e-12   # keeps an all-zero row's scale non-zero
 
 
-def _op(expr: relax.Expr, name: str) -> bool:
+def is_op(expr: relax.Expr, name: str) -> bool:
     return isinstance(expr, relax.Call) and expr.op == tvm.ir.Op.get(name)
 
 
-@mutator
-class _Rewriter(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, isa: DotIsa):
+Bound = Callable[[relax.Expr], relax.Expr]   # a variable -> the expression bound to it
+
+
+def linear_weight(call: relax.Call, bound: Bound) -> relax.Expr | None:
+    """W when `call` is matmul(x (rows, K), permute_dims(W)): a linear layer as torch exports it."""
+    if not is_op(call, "relax.matmul") or len(call.args[0].ty.shape.values) != 2:
+        return None
+    transposed = bound(call.args[1])
+    return bound(transposed.args[0]) if is_op(transposed, "relax.permute_dims") else None
+
+
+def int8_weight(weight: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
+    """(wq, scale) when `weight` is an int8 weight dequantized per output channel."""
+    if is_op(weight, "relax.dequantize") and int(weight.attrs.axis) == 0:
+        wq, scale, zero_point = weight.args
+        if not (isinstance(zero_point, tvm.ir.expr.GenericConst)
+                and not zero_point.value.numpy().any()):
+            return None
+    elif is_op(weight, "relax.multiply"):
+        values, scale = (bound(arg) for arg in weight.args)
+        if not (is_op(values, "relax.astype") and is_op(scale, "relax.expand_dims")
+                and [int(a) for a in scale.attrs.axis] == [1]):
+            return None
+        wq, scale = values.args[0], scale.args[0]
+    else:
+        return None
+    return (wq, scale) if wq.ty.dtype == "int8" else None
+
+
+def quantize_rows(builder: relax.BlockBuilder, x: relax.Expr) -> tuple[relax.Var, relax.Var]:
+    """(xq, x_scale): x (rows, K) rounded to int8 per row at x_scale = max|row| / 127."""
+    abs_max = builder.emit(relax.op.max(relax.op.abs(x), axis=[1], keepdims=True))
+    x_scale = builder.emit(relax.op.divide(relax.op.maximum(abs_max, relax.const(TINY)),
+                                           relax.const(INT8_MAX)))
+    rounded = relax.op.round(relax.op.divide(x, x_scale))
+    xq = builder.emit(relax.op.astype(relax.op.clip(rounded, -INT8_MAX, INT8_MAX), "int8"))
+    return xq, x_scale
+
+
+class FunctionRewriter(PyExprMutator):
+    """Base of the rewrites: visits every Relax function of `mod`; each kernel added once."""
+
+    def __init__(self, mod: tvm.IRModule):
         super().__init__(mod)
-        self.mod, self.isa, self.kernels = mod, isa, {}
+        self.mod, self.kernels = mod, {}
 
     def transform(self) -> tvm.IRModule:
         for gvar, function in self.mod.functions.items():
@@ -50,58 +92,39 @@ class _Rewriter(PyExprMutator):
     def _bound(self, expr: relax.Expr) -> relax.Expr:
         return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
 
-    def _int8_weight(self, call: relax.Call) -> tuple[relax.Expr, relax.Expr] | None:
-        """(wq, scale) when `call` is matmul(x, permute_dims(W)), W an int8 weight dequantized."""
-        if not _op(call, "relax.matmul") or len(call.args[0].ty.shape.values) != 2:
-            return None
-        transposed = self._bound(call.args[1])
-        if not _op(transposed, "relax.permute_dims"):
-            return None
-        weight = self._bound(transposed.args[0])
-        if _op(weight, "relax.dequantize") and int(weight.attrs.axis) == 0:
-            wq, scale, zero_point = weight.args
-            if not (isinstance(zero_point, tvm.ir.expr.GenericConst)
-                    and not zero_point.value.numpy().any()):
-                return None
-        elif _op(weight, "relax.multiply"):
-            values, scale = (self._bound(arg) for arg in weight.args)
-            if not (_op(values, "relax.astype") and _op(scale, "relax.expand_dims")
-                    and [int(a) for a in scale.attrs.axis] == [1]):
-                return None
-            wq, scale = values.args[0], scale.args[0]
-        else:
-            return None
-        return (wq, scale) if wq.ty.dtype == "int8" else None
+    def _kernel(self, name: str, make: Callable[[], tirx.PrimFunc]) -> relax.GlobalVar:
+        """The kernel `name` (its name says its every parameter), made on first use."""
+        if name not in self.kernels:
+            self.kernels[name] = self.builder_.add_func(make(), name)
+        return self.kernels[name]
+
+
+@mutator
+class _Rewriter(FunctionRewriter):
+    def __init__(self, mod: tvm.IRModule, isa: DotIsa):
+        super().__init__(mod)
+        self.isa = isa
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        weight = self._int8_weight(call)
-        if weight is None:
+        weight = linear_weight(call, self._bound)
+        int8 = None if weight is None else int8_weight(weight, self._bound)
+        if int8 is None:
             return call
-        wq, scale = weight
+        wq, scale = int8
         n, k = (int(d) for d in wq.ty.shape.values)
         if not self.isa.supports(n, k):
             return call
         x = call.args[0]
         rows = x.ty.shape.values[0]
-        emit = self.builder_.emit
-        abs_max = emit(relax.op.max(relax.op.abs(x), axis=[1], keepdims=True))
-        x_scale = emit(relax.op.divide(relax.op.maximum(abs_max, relax.const(TINY)),
-                                       relax.const(INT8_MAX)))
-        rounded = relax.op.round(relax.op.divide(x, x_scale))
-        xq = emit(relax.op.astype(relax.op.clip(rounded, -INT8_MAX, INT8_MAX), "int8"))
+        xq, x_scale = quantize_rows(self.builder_, x)
         blocks, groups, lanes, group = self.isa.packed_shape(n, k)
-        packed = emit(relax.op.permute_dims(
+        packed = self.builder_.emit(relax.op.permute_dims(
             relax.op.reshape(wq, [blocks, lanes, groups, group]), [0, 2, 1, 3]))
-        return relax.call_tir(self._kernel(n, k), [xq, packed, x_scale, scale],
+        kernel = self._kernel(f"int8_matmul_{self.isa.name.replace('-', '_')}_{n}x{k}",
+                              lambda: int8_matmul_kernel(self.isa, n, k))
+        return relax.call_tir(kernel, [xq, packed, x_scale, scale],
                               relax.TensorType([rows, n], "float32"))
-
-    def _kernel(self, n: int, k: int) -> relax.GlobalVar:
-        key = (n, k)
-        if key not in self.kernels:
-            name = f"int8_matmul_{self.isa.name.replace('-', '_')}_{n}x{k}"
-            self.kernels[key] = self.builder_.add_func(int8_matmul_kernel(self.isa, n, k), name)
-        return self.kernels[key]
 
 
 @tvm.transform.module_pass(opt_level=0, name="Int8Matmul")

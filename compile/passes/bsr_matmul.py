@@ -1,0 +1,115 @@
+"""Linear layers on block-sparse (BSR) weights become BSR kernels, or stay dense where that is
+faster.
+
+Pattern (tinyasr.compile.compressed_import.BsrLinear, as torch exports it and the importer
+converts its `tinyasr::bsr_to_dense` node):
+
+    matmul(x (rows, K) f32, permute_dims(W)),
+        W = call_dps_packed(BSR_TO_DENSE, (data, indices, indptr))                  fp32
+         or W = astype(that int8, f32) * expand_dims(scale, 1)                      int8
+
+Rewrite, when the layer's density (nonzero blocks / all blocks) is at most MAX_DENSITY for its
+values' dtype:
+
+    fp32:  out = call_tir(bsr_matmul_fp32 kernel, x, data, indices, indptr)
+    int8:  xq, x_scale = x rounded to int8 per row (as for the dense int8 kernels)
+           out = call_tir(bsr_matmul_int8 kernel, xq, data, indices, indptr, x_scale, scale)
+
+The BSR arrays are function inputs that the kernel takes as they are: the weights file holds
+them instead of the dense weight. A denser layer is left alone: its BSR_TO_DENSE is weight-only,
+so the weights phase runs it once at compile time (a Python function registered under that name)
+and the Int8Matmul pass or the fp32 matmul takes the dense weight. A batched matmul (the decoder's
+cross-attention key/value, run over every hypothesis) stays dense too. Run this pass before
+Int8Matmul (which would take an int8 BSR layer's densified weight) and DeadCodeElimination after
+it (the rewritten layers' BSR_TO_DENSE are then unused).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import mutator
+
+from tinyasr.compile.bsr_kernels import bsr_matmul_kernel
+from tinyasr.compile.passes.int8_matmul import (FunctionRewriter, int8_weight, is_op,
+                                                linear_weight, quantize_rows)
+from tinyasr.model.compressed import from_bsr
+
+BSR_TO_DENSE = "tinyasr.bsr_to_dense"
+
+# Sparse kernel when the layer's density is at most this, else dense. Measured on the 2-core EPYC
+# (AVX-512 VNNI), one thread, 125 frames (5 s), best of 15, ms, for FFN shapes 144->576 | 576->144:
+#   density            0.1        0.2        0.3        0.5        0.75       1.0
+#   fp32 BSR 4x1       .052|.055  .068|.077  .087|.096  .129|.139  .183|.191  .234|.243
+#   int8 BSR 4x1       .082|.060  .096|.080  .118|.105  .158|.146  .210|.197  .264|.256
+#   (4x4 blocks: the same within 10%; 1x4: up to 2x slower, one accumulator chain per row)
+#   dense fp32: untuned 13.9|19.2, MetaSchedule-tuned about 0.2 (105 GFLOP/s, facts note);
+#   dense int8 (VNNI kernel) .092|.165.
+# fp32: sparse beats tuned dense code up to about 0.8. int8: the dense VNNI kernel wins above
+# 0.2 on 144->576 and 0.55 on 576->144; 0.3 splits the difference.
+MAX_DENSITY = {"float32": 0.75, "int8": 0.3}
+
+
+@tvm.register_global_func(BSR_TO_DENSE)
+def _bsr_to_dense(data: tvm.runtime.Tensor, indices: tvm.runtime.Tensor,
+                  indptr: tvm.runtime.Tensor, out: tvm.runtime.Tensor) -> None:
+    """Fills `out` with the dense matrix: a dense-fallback layer's weight, at compile time."""
+    out.copyfrom(from_bsr(data.numpy(), indices.numpy(), indptr.numpy(), tuple(out.shape)))
+
+
+def import_bsr_to_dense(node: Any, importer: Any) -> relax.Var:
+    """The importer's converter for torch's `tinyasr::bsr_to_dense` (custom_convert_map)."""
+    data, indices, indptr, columns = importer.retrieve_args(node)
+    _, block_r, _ = (int(d) for d in data.ty.shape.values)
+    rows = (int(indptr.ty.shape.values[0]) - 1) * block_r
+    return importer.block_builder.emit(relax.call_dps_packed(
+        BSR_TO_DENSE, [data, indices, indptr], relax.TensorType([rows, columns], data.ty.dtype)))
+
+
+def _bsr_arrays(weight: relax.Expr) -> list[relax.Expr] | None:
+    """[data, indices, indptr] when `weight` is BSR_TO_DENSE of them."""
+    if not (is_op(weight, "relax.call_dps_packed")
+            and isinstance(weight.args[0], relax.ExternFunc)
+            and weight.args[0].global_symbol == BSR_TO_DENSE):
+        return None
+    return list(weight.args[1].fields)
+
+
+@mutator
+class _Rewriter(FunctionRewriter):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        weight = linear_weight(call, self._bound)
+        if weight is None:
+            return call
+        int8 = int8_weight(weight, self._bound)
+        arrays = _bsr_arrays(self._bound(int8[0]) if int8 else weight)
+        if arrays is None:
+            return call
+        data, indices, indptr = arrays
+        n, k = (int(d) for d in weight.ty.shape.values)
+        nnz, block_r, block_c = (int(d) for d in data.ty.shape.values)
+        if nnz * block_r * block_c / (n * k) > MAX_DENSITY[str(data.ty.dtype)]:
+            return call
+        x = call.args[0]
+        index_dtype = str(indices.ty.dtype)
+        name = (f"bsr_matmul_{'int8' if int8 else 'fp32'}_{n}x{k}_{block_r}x{block_c}"
+                f"_nnz{nnz}_{index_dtype}")
+        kernel = self._kernel(name, lambda: bsr_matmul_kernel(n, k, (block_r, block_c), nnz,
+                                                              index_dtype, int8=bool(int8)))
+        if int8:
+            xq, x_scale = quantize_rows(self.builder_, x)
+            args = [xq, data, indices, indptr, x_scale, int8[1]]
+        else:
+            args = [x, data, indices, indptr]
+        return relax.call_tir(kernel, args, relax.TensorType([x.ty.shape.values[0], n], "float32"))
+
+
+@tvm.transform.module_pass(opt_level=0, name="BsrMatmul")
+class BsrMatmul:
+    """The rewrite above (the kernels are the same for every target)."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        return _Rewriter(mod).transform()
