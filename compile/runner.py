@@ -8,7 +8,7 @@ own `decoder_scores`, with the compiled decoder standing in for the PyTorch one.
 from __future__ import annotations
 
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +25,22 @@ from tinyasr.model.search import Hypothesis
 from tinyasr.model.tokenizer import Tokenizer
 
 
-class _DecoderStandIn:
-    """What `decoder_scores` needs of an AsrModel (`sos_eos`, `decoder(...)`), compiled."""
+DecoderLogProbs = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
-    def __init__(self, runner: "CompiledModelRunner"):
-        self.sos_eos = runner.sos_eos
-        self.runner = runner
+
+class DecoderStandIn:
+    """What `decoder_scores` needs of an AsrModel (`sos_eos`, `decoder(...)`), from a decode
+    graph outside PyTorch: (N, U) tokens, (N,) lengths, (1, frames, d) memory -> log-probs."""
+
+    def __init__(self, sos_eos: int, decoder_log_probs: DecoderLogProbs):
+        self.sos_eos = sos_eos
+        self.decoder_log_probs = decoder_log_probs
 
     def decoder(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
                 memory: torch.Tensor) -> torch.Tensor:
         # decoder_scores expands the one utterance's memory over the batch; the graph does that.
-        log_probs = self.runner.decoder_log_probs(tokens.numpy(), token_lengths.numpy(),
-                                                  memory[:1].numpy())
+        log_probs = self.decoder_log_probs(tokens.numpy(), token_lengths.numpy(),
+                                           memory[:1].numpy())
         return torch.from_numpy(log_probs)
 
 
@@ -84,7 +88,8 @@ class CompiledModelRunner:
     def score_hypotheses(self, encoded: np.ndarray,
                          hypotheses: Sequence[Hypothesis]) -> np.ndarray:
         """log P(hypothesis + <eos> | audio) per hypothesis, all in one decoder call."""
-        return decoder_scores(_DecoderStandIn(self), torch.from_numpy(encoded), hypotheses)
+        return decoder_scores(DecoderStandIn(self.sos_eos, self.decoder_log_probs),
+                              torch.from_numpy(encoded), hypotheses)
 
 
 class CompiledRecognizer:

@@ -141,13 +141,25 @@ def markdown(results: Sequence[StageResult], options: DecodeOptions, dev_count: 
     return "\n".join(lines) + "\n"
 
 
-def write_plot(results: Sequence[StageResult], path: Path) -> None:
+def agg_pyplot():
+    """matplotlib's pyplot on the Agg backend: draws to files, needs no display."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(figsize=(6.5, 4.2))
+    return pyplot
+
+
+def save_png(figure, path: Path) -> None:
+    """Writes a figure as PNG atomically and frees it."""
+    with atomic_file(path) as handle:
+        figure.savefig(handle, format="png", dpi=120)
+    agg_pyplot().close(figure)
+
+
+def write_plot(results: Sequence[StageResult], path: Path) -> None:
+    figure, axes = agg_pyplot().subplots(figsize=(6.5, 4.2))
     for split, marker in (("dev", "s"), ("test", "o")):
         axes.plot([r.bytes / 1e3 for r in results], [getattr(r, split).rate for r in results],
                   marker=marker, linestyle="none", label=f"{split} CER")
@@ -161,9 +173,7 @@ def write_plot(results: Sequence[StageResult], path: Path) -> None:
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    with atomic_file(path) as handle:
-        figure.savefig(handle, format="png", dpi=120)
-    pyplot.close(figure)
+    save_png(figure, path)
 
 
 def make_report(stages: Sequence[tuple[str, Path]], data: Path, out_dir: Path,
