@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "board",
     "rpc_test",
     "tune",
+    "bench",
 ]
 
 

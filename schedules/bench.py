@@ -1,0 +1,602 @@
+"""`tinyasr bench`: the same utterances through every runtime, side by side, on this machine.
+
+Rows: PyTorch eager fp32 and dynamic int8, ONNX Runtime fp32 and int8, and the TVM deployables
+of the fp32, int8 and (when given) sparse+int8 models. Every row runs the same computation:
+16 kHz PCM -> CTC log-probs (the fbank front end included, as in the compiled encode graph),
+then CTC prefix beam search with attention rescoring, the decoder being the row's own.
+
+Each row is measured in its own freshly spawned process, so its peak RSS (VmHWM) is that of
+one interpreter holding one runtime and one model; it includes the Python interpreter and the
+PyTorch library, which every row imports (decoding uses it). Artifacts (ONNX files, deployables)
+are made beforehand in the parent, so no row's memory or time includes an export or a build.
+
+Per length, every row gets the same waveform: the bundled sample utterances concatenated and
+cut to exactly the samples the encoder reads for that many seconds. Latencies are medians over
+`repeats` runs after one warm-up run; the encoder time is the encode call, the pipeline time is
+encode plus decoding, both from the same runs.
+
+FLOPs are counted once per length with torch.utils.flop_counter.FlopCounterMode on the fp32
+PyTorch encode graph (it counts matmuls and convolutions: the multiply-adds, 2 FLOPs each, not
+the elementwise ops), and every row's GFLOP/s is that count over its encoder latency: the same
+work, so int8 rows are compared on the operations they replace, against the fp32 peak.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinyasr.compile.graphs import DecoderGraph, EncoderGraph, encoder_frames, samples_read
+from tinyasr.model.atomic import atomic_write_text
+from tinyasr.model.datadir import load_wav, read_data_dir
+from tinyasr.model.frontend import SAMPLE_RATE
+from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir, model_bytes
+from tinyasr.model.recognizer import DecodeOptions, decode, decoder_scores
+from tinyasr.model.san_m import AsrModel
+from tinyasr.model.search import Hypothesis
+from tinyasr.model.tokenizer import Tokenizer
+
+REFERENCE_SECONDS = 5.0            # the table's fixed utterance length
+FMA_UNITS = 2                      # assumed FMA pipes per core (see `core_peak`)
+ENCODE_ONNX, DECODE_ONNX = "encode.onnx", "decode.onnx"
+ONNX_OPSET = 17
+PEER_RUNTIMES = ("torch", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row to measure: which runtime runs which artifact."""
+
+    name: str
+    runtime: str           # torch | onnxruntime | tvm
+    precision: str         # fp32 | int8 | sparse+int8
+    artifact: Path         # model dir (torch), dir of .onnx files, or deployable dir
+    artifact_bytes: int
+    tuned: bool | None     # TVM rows: whether the deployable was built with a tuning database
+    note: str
+
+
+@dataclass
+class LengthResult:
+    seconds: float         # audio length actually encoded (the samples the encoder reads)
+    flops: int             # encoder FLOPs (FlopCounterMode on the fp32 PyTorch graph)
+    encoder_ms: float
+    pipeline_ms: float
+    gflops: float
+
+
+@dataclass
+class RowResult:
+    name: str
+    runtime: str
+    precision: str
+    tuned: bool | None
+    note: str
+    skipped: str | None = None
+    artifact_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    transcript: str | None = None          # of the reference utterance
+    encoder_ms: float | None = None        # reference utterance, median
+    pipeline_ms: float | None = None
+    rtf: float | None = None               # pipeline time / audio time
+    encoder_speedup_vs_best_peer: float | None = None   # best peer's time / this row's
+    pipeline_speedup_vs_best_peer: float | None = None
+    gflops: float | None = None
+    peak_fraction: float | None = None     # gflops / the core's fp32 peak
+    scaling: list[LengthResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CorePeak:
+    """fp32 peak of one core: lanes x 2 (an FMA is a multiply and an add) x FMA units x GHz."""
+
+    vector_isa: str
+    lanes: int
+    fma_units: int
+    ghz: float | None
+
+    @property
+    def gflops(self) -> float | None:
+        return None if self.ghz is None else self.lanes * 2 * self.fma_units * self.ghz
+
+    def formula(self) -> str:
+        clock = "unknown clock" if self.ghz is None else f"{self.ghz:.2f} GHz"
+        total = "" if self.gflops is None else f" = {self.gflops:.1f} GFLOP/s"
+        return (f"{self.lanes} fp32 lanes ({self.vector_isa}) x 2 FLOPs per FMA x "
+                f"{self.fma_units} FMA units x {clock}{total}")
+
+
+def core_peak(cpuinfo: str | None = None) -> CorePeak:
+    """One core's fp32 peak from /proc/cpuinfo: the widest vector ISA in its flags gives the
+    lanes, the clock is cpufreq's maximum when the kernel exposes it, else the highest
+    "cpu MHz". cpuinfo does not say how many FMA pipes a core has: FMA_UNITS = 2 is what
+    x86 cores since Haswell / Zen 2 and Cortex-A7x cores have."""
+    if cpuinfo is None:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    flags = set(" ".join(re.findall(r"^(?:flags|Features)\s*:(.*)$", cpuinfo, re.M)).split())
+    if "avx512f" in flags:
+        isa, lanes = "AVX-512", 16
+    elif {"avx2", "fma"} <= flags:
+        isa, lanes = "AVX2+FMA", 8
+    elif "asimd" in flags:
+        isa, lanes = "NEON", 4
+    else:
+        isa, lanes = "scalar", 1
+    return CorePeak(isa, lanes, FMA_UNITS, _clock_ghz(cpuinfo))
+
+
+def _clock_ghz(cpuinfo: str) -> float | None:
+    max_freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    if max_freq.is_file():
+        return int(max_freq.read_text()) / 1e6   # kHz
+    mhz = [float(value) for value in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo, re.M)]
+    return max(mhz) / 1e3 if mhz else None
+
+
+def cpu_name() -> str:
+    names = re.findall(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+# --- audio and FLOPs ----------------------------------------------------------------------------
+
+def bench_waveforms(lengths: Sequence[float]) -> dict[float, np.ndarray]:
+    """For each length in seconds, the bundled samples concatenated (repeated as needed) and cut
+    to exactly the samples the encoder reads for that length, so every runtime sees the same."""
+    pool = np.concatenate([load_wav(u.wav) for u in read_data_dir(SAMPLES_DIR)])
+    waveforms = {}
+    for seconds in lengths:
+        needed = samples_read(encoder_frames(int(seconds * SAMPLE_RATE)))
+        waveforms[seconds] = np.resize(pool, needed).astype(np.float32)
+    return waveforms
+
+
+def encoder_flops(model: AsrModel, waveform: np.ndarray) -> int:
+    """FLOPs of one encode call (matmuls and convolutions) on the fp32 PyTorch graph."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        EncoderGraph(model)(torch.from_numpy(waveform)[None])
+    return int(counter.get_total_flops())
+
+
+# --- artifacts (made in the parent) -------------------------------------------------------------
+
+@contextmanager
+def quietly() -> Iterator[None]:
+    """Silences the deprecation warnings and log lines the exporters and quantizers print."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def quantize_torch_dynamic(model: AsrModel) -> AsrModel:
+    """PyTorch's dynamic int8: every nn.Linear (int8 weights, activations rounded per call);
+    the fbank's fixed matrices are buffers, not Linear layers, and stay fp32."""
+    with quietly():
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8,
+                                                      inplace=True)
+
+
+def torch_int8_bytes(model_dir: Path) -> int:
+    """Bytes of the dynamically quantized model's saved state dict."""
+    buffer = io.BytesIO()
+    torch.save(quantize_torch_dynamic(load_model_dir(model_dir)[0]).state_dict(), buffer)
+    return buffer.tell()
+
+
+def _inline_weight_identities(path: Path) -> None:
+    """The TorchScript exporter reaches a shared weight's second and later uses through Identity
+    nodes, which ORT's quantizer does not see through (those uses would stay fp32 beside an
+    int8 copy): point every use at the initializer itself."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    alias = {node.output[0]: node.input[0] for node in graph.node
+             if node.op_type == "Identity" and node.input[0] in initializers}
+    kept = [node for node in graph.node
+            if not (node.op_type == "Identity" and node.output[0] in alias)]
+    for node in kept:
+        for index, name in enumerate(node.input):
+            node.input[index] = alias.get(name, name)
+    del graph.node[:]
+    graph.node.extend(kept)
+    onnx.save(proto, str(path))
+
+
+def export_onnx(model: AsrModel, out_dir: Path) -> None:
+    """The encode and decode graphs (compile/graphs.py) as ONNX files with dynamic lengths.
+
+    The TorchScript exporter (dynamo=False) needs no dependency beyond `onnx`; the dynamo
+    exporter would add `onnxscript`. Both graphs' outputs match PyTorch to ~1e-5."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = 8
+    tokens = torch.full((3, 5), model.sos_eos, dtype=torch.long)
+    with quietly(), torch.no_grad():
+        torch.onnx.export(
+            EncoderGraph(model).eval(), (torch.zeros(1, samples_read(frames)),),
+            str(out_dir / ENCODE_ONNX), dynamo=False, opset_version=ONNX_OPSET,
+            input_names=["waveform"], output_names=["log_probs", "encoded"],
+            dynamic_axes={"waveform": {1: "samples"}, "log_probs": {1: "frames"},
+                          "encoded": {1: "frames"}})
+        torch.onnx.export(
+            DecoderGraph(model).eval(),
+            (tokens, torch.tensor([5, 3, 1]), torch.zeros(1, frames, model.config.d_model)),
+            str(out_dir / DECODE_ONNX), dynamo=False, opset_version=ONNX_OPSET,
+            input_names=["tokens", "token_lengths", "memory"], output_names=["log_probs"],
+            dynamic_axes={"tokens": {0: "hypotheses", 1: "steps"},
+                          "token_lengths": {0: "hypotheses"}, "memory": {1: "frames"},
+                          "log_probs": {0: "hypotheses", 1: "steps"}})
+    for name in (ENCODE_ONNX, DECODE_ONNX):
+        _inline_weight_identities(out_dir / name)
+
+
+def quantize_onnx(fp32_dir: Path, out_dir: Path) -> None:
+    """ORT's dynamic int8 of the exported graphs: the weight MatMuls (the Linear layers) become
+    MatMulInteger; the fbank's fixed mel matrix stays fp32, as in every other int8 row."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with quietly():
+        for name in (ENCODE_ONNX, DECODE_ONNX):
+            quantize_dynamic(fp32_dir / name, out_dir / name, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gemm"],
+                             nodes_to_exclude=["/fbank/MatMul"])
+
+
+def _directory_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+def tvm_row(name: str, precision: str, model: Path, out: Path, note: str) -> RowSpec:
+    """Compiles `model` for the host through `build_deployable` (which applies a tuning
+    database when one exists) and labels the row tuned/untuned from the manifest."""
+    from tinyasr.compile.deployable import build_deployable
+    from tinyasr.targets.boards import get_board
+
+    manifest = build_deployable(model, get_board("host"), out)
+    tuned = manifest["tuning_database"] is not None
+    return RowSpec(f"{name} ({'tuned' if tuned else 'untuned'})", "tvm", precision, out,
+                   sum(manifest["bytes"].values()), tuned, note)
+
+
+def prepare_rows(model: AsrModel, fp32_model: Path, int8_model: Path, sparse_model: Path | None,
+                 work: Path, progress: Callable[[str], None]) -> list[RowSpec | RowResult]:
+    """Every row's artifact, made in `work` (`model` is the one in `fp32_model`); a row that
+    cannot run is a skipped RowResult."""
+    progress("exporting ONNX graphs (fp32, then ORT dynamic int8)")
+    export_onnx(model, work / "onnx-fp32")
+    quantize_onnx(work / "onnx-fp32", work / "onnx-int8")
+    rows: list[RowSpec | RowResult] = [
+        RowSpec("torch eager fp32", "torch", "fp32", fp32_model, model_bytes(fp32_model), None,
+                "the fp32 model"),
+        RowSpec("torch dynamic int8", "torch", "int8", fp32_model, torch_int8_bytes(fp32_model),
+                None, "quantize_dynamic of the fp32 model's Linear layers (torch cannot load "
+                      "the .tac)"),
+        RowSpec("ORT fp32", "onnxruntime", "fp32", work / "onnx-fp32",
+                _directory_bytes(work / "onnx-fp32"), None, "torch.onnx export of the fp32 model"),
+        RowSpec("ORT int8", "onnxruntime", "int8", work / "onnx-int8",
+                _directory_bytes(work / "onnx-int8"), None,
+                "quantize_dynamic of the exported fp32 graphs (ORT cannot load the .tac's "
+                "own int8 weights)"),
+    ]
+    progress("compiling TVM deployables for the host")
+    rows.append(tvm_row("TVM fp32", "fp32", fp32_model, work / "tvm-fp32", "the fp32 model"))
+    rows.append(tvm_row("TVM int8", "int8", int8_model, work / "tvm-int8",
+                        f"{int8_model.name}: its int8 weights as int8 kernels"))
+    if sparse_model is None:
+        rows.append(RowResult("TVM sparse+int8", "tvm", "sparse+int8", None, "",
+                              skipped="no --sparse-model given"))
+    else:
+        rows.append(tvm_row("TVM sparse+int8", "sparse+int8", sparse_model,
+                            work / "tvm-sparse-int8", f"{sparse_model.name}"))
+    return rows
+
+
+# --- measuring (in a child process per row) -----------------------------------------------------
+
+class Engine(Protocol):
+    def encode(self, waveform: np.ndarray) -> tuple[np.ndarray, Any]:
+        """(samples,) PCM -> ((frames, vocab) CTC log-probs, encoder output for `score`)."""
+
+    def score(self, encoded: Any, hypotheses: Sequence[Hypothesis]) -> np.ndarray:
+        """Attention-decoder log-probability of each hypothesis."""
+
+
+class TorchEngine:
+    def __init__(self, model: AsrModel):
+        self.model, self.graph = model, EncoderGraph(model).eval()
+
+    def encode(self, waveform: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        with torch.no_grad():
+            log_probs, encoded = self.graph(torch.from_numpy(waveform)[None])
+        return log_probs[0].numpy(), encoded
+
+    def score(self, encoded: torch.Tensor, hypotheses: Sequence[Hypothesis]) -> np.ndarray:
+        return decoder_scores(self.model, encoded, hypotheses)
+
+
+class OnnxEngine:
+    def __init__(self, onnx_dir: Path, threads: int, sos_eos: int):
+        import onnxruntime
+
+        from tinyasr.compile.runner import DecoderStandIn
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.encoder, decoder = (
+            onnxruntime.InferenceSession(str(onnx_dir / name), options,
+                                         providers=["CPUExecutionProvider"])
+            for name in (ENCODE_ONNX, DECODE_ONNX))
+        self.decoder = DecoderStandIn(sos_eos, lambda tokens, lengths, memory: decoder.run(
+            None, {"tokens": tokens, "token_lengths": lengths, "memory": memory})[0])
+
+    def encode(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        log_probs, encoded = self.encoder.run(None, {"waveform": waveform[None]})
+        return log_probs[0], encoded
+
+    def score(self, encoded: np.ndarray, hypotheses: Sequence[Hypothesis]) -> np.ndarray:
+        return decoder_scores(self.decoder, torch.from_numpy(encoded), hypotheses)
+
+
+class TvmEngine:
+    def __init__(self, deployable: Path):
+        from tinyasr.compile.runner import CompiledModelRunner
+
+        self.runner = CompiledModelRunner(deployable)
+
+    def encode(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.runner.ctc_log_probs(waveform)
+
+    def score(self, encoded: np.ndarray, hypotheses: Sequence[Hypothesis]) -> np.ndarray:
+        return self.runner.score_hypotheses(encoded, hypotheses)
+
+
+def load_engine(spec: RowSpec, threads: int, sos_eos: int) -> Engine:
+    if spec.runtime == "tvm":
+        return TvmEngine(spec.artifact)
+    if spec.runtime == "onnxruntime":
+        return OnnxEngine(spec.artifact, threads, sos_eos)
+    model = load_model_dir(spec.artifact)[0]
+    return TorchEngine(quantize_torch_dynamic(model) if spec.precision == "int8" else model)
+
+
+def time_runs(engine: Engine, waveform: np.ndarray, options: DecodeOptions,
+              repeats: int) -> tuple[float, float, Hypothesis]:
+    """Median encoder and pipeline milliseconds over `repeats` runs after a warm-up run, and
+    the decoded tokens."""
+    encoder_seconds, pipeline_seconds = [], []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        log_probs, encoded = engine.encode(waveform)
+        encoded_at = time.perf_counter()
+        tokens = decode(log_probs, options, lambda hypotheses: engine.score(encoded, hypotheses))
+        finished = time.perf_counter()
+        encoder_seconds.append(encoded_at - started)
+        pipeline_seconds.append(finished - started)
+    return (statistics.median(encoder_seconds[1:]) * 1e3,
+            statistics.median(pipeline_seconds[1:]) * 1e3, tokens)
+
+
+def measure_row(spec: RowSpec, waveforms: dict[float, np.ndarray], tokenizer: Tokenizer,
+                options: DecodeOptions, repeats: int, threads: int
+                ) -> tuple[dict[float, tuple[float, float]], str, int]:
+    """In a fresh process: {seconds: (encoder ms, pipeline ms)}, the reference utterance's
+    transcript, and this process's peak RSS in bytes."""
+    os.environ["TVM_NUM_THREADS"] = str(threads)   # read when TVM's thread pool starts
+    torch.set_num_threads(threads)
+    engine = load_engine(spec, threads, tokenizer.sos_eos)
+    timings, transcript = {}, ""
+    for seconds, waveform in waveforms.items():
+        encoder_ms, pipeline_ms, tokens = time_runs(engine, waveform, options, repeats)
+        timings[seconds] = (encoder_ms, pipeline_ms)
+        if seconds == REFERENCE_SECONDS:
+            transcript = tokenizer.decode(tokens)
+    return timings, transcript, peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over from
+    the forking parent across exec, so a spawned child would report the parent's peak."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"^VmHWM:\s*(\d+) kB", status, re.M).group(1)) * 1024
+
+
+def run_in_child(function: Callable, *args: Any) -> Any:
+    """`function(*args)` in a freshly spawned process (its own peak RSS, no state shared)."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
+# --- the whole bench ----------------------------------------------------------------------------
+
+@dataclass
+class BenchSettings:
+    fp32_model: Path
+    int8_model: Path
+    sparse_model: Path | None
+    lengths: tuple[float, ...]
+    threads: int
+    repeats: int
+    options: DecodeOptions
+
+
+def row_result(spec: RowSpec, waveforms: dict[float, np.ndarray], flops: dict[float, int],
+               settings: BenchSettings, tokenizer: Tokenizer, peak: CorePeak) -> RowResult:
+    timings, transcript, rss = run_in_child(measure_row, spec, waveforms, tokenizer,
+                                            settings.options, settings.repeats, settings.threads)
+    scaling = [LengthResult(len(waveforms[s]) / SAMPLE_RATE, flops[s], encoder_ms, pipeline_ms,
+                            flops[s] / encoder_ms / 1e6)
+               for s, (encoder_ms, pipeline_ms) in timings.items() if s in settings.lengths]
+    encoder_ms, pipeline_ms = timings[REFERENCE_SECONDS]
+    gflops = flops[REFERENCE_SECONDS] / encoder_ms / 1e6
+    return RowResult(
+        spec.name, spec.runtime, spec.precision, spec.tuned, spec.note,
+        artifact_bytes=spec.artifact_bytes, peak_rss_bytes=rss, transcript=transcript,
+        encoder_ms=encoder_ms, pipeline_ms=pipeline_ms,
+        rtf=pipeline_ms / 1e3 / (len(waveforms[REFERENCE_SECONDS]) / SAMPLE_RATE),
+        gflops=gflops, peak_fraction=gflops / peak.gflops if peak.gflops else None,
+        scaling=scaling)
+
+
+def add_peer_ratios(results: Sequence[RowResult]) -> str | None:
+    """Fills each row's speedups over the fastest peer (non-TVM row); returns that peer's name."""
+    peers = [r for r in results if r.runtime in PEER_RUNTIMES and r.skipped is None]
+    if not peers:
+        return None
+    best_encoder = min(r.encoder_ms for r in peers)
+    best_pipeline = min(r.pipeline_ms for r in peers)
+    for r in results:
+        if r.skipped is None:
+            r.encoder_speedup_vs_best_peer = best_encoder / r.encoder_ms
+            r.pipeline_speedup_vs_best_peer = best_pipeline / r.pipeline_ms
+    return min(peers, key=lambda r: r.encoder_ms).name
+
+
+def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Prepares and measures every row (printing each as it finishes); returns the report."""
+    model, tokenizer = load_model_dir(settings.fp32_model)
+    measured = sorted({*settings.lengths, REFERENCE_SECONDS})
+    waveforms = bench_waveforms(measured)
+    flops = {seconds: encoder_flops(model, waveform) for seconds, waveform in waveforms.items()}
+    peak = core_peak()
+    progress(f"core peak: {peak.formula()}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tinyasr-bench-") as work:
+        for row in prepare_rows(model, settings.fp32_model, settings.int8_model,
+                                settings.sparse_model, Path(work), progress):
+            if isinstance(row, RowSpec):
+                row = row_result(row, waveforms, flops, settings, tokenizer, peak)
+            results.append(row)
+            progress(progress_line(row))
+    best_peer = add_peer_ratios(results)
+    return {
+        "machine": {"cpu": cpu_name(), "arch": platform.machine(), "cores": os.cpu_count(),
+                    "peak_gflops": peak.gflops, "peak_formula": peak.formula()},
+        "threads": settings.threads, "repeats": settings.repeats,
+        "reference_seconds": REFERENCE_SECONDS,
+        "reference_audio_seconds": len(waveforms[REFERENCE_SECONDS]) / SAMPLE_RATE,
+        "lengths": list(settings.lengths),
+        "decoding": {"mode": settings.options.mode.value, "beam": settings.options.beam},
+        "models": {"fp32": str(settings.fp32_model), "int8": str(settings.int8_model),
+                   "sparse": None if settings.sparse_model is None else str(settings.sparse_model)},
+        "flops_counted_by": "torch.utils.flop_counter.FlopCounterMode on the fp32 PyTorch "
+                            "encode graph (matmuls and convolutions), per length",
+        "best_peer": best_peer,
+        "rows": [asdict(r) for r in results],
+    }
+
+
+def progress_line(row: RowResult) -> str:
+    if row.skipped:
+        return f"{row.name}: skipped ({row.skipped})"
+    return (f"{row.name}: encoder {row.encoder_ms:.1f} ms, pipeline {row.pipeline_ms:.1f} ms, "
+            f"RTF {row.rtf:.4f}, {row.gflops:.1f} GFLOP/s, peak RSS "
+            f"{row.peak_rss_bytes / 2**20:.0f} MiB, {row.artifact_bytes:,} bytes")
+
+
+# --- outputs ------------------------------------------------------------------------------------
+
+def _percent(fraction: float | None) -> str:
+    return "—" if fraction is None else f"{fraction:.1%}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    lengths = report["lengths"]
+    lines = [f"Host: {machine['cpu']} ({machine['arch']}), {report['threads']} thread(s); core "
+             f"peak: {machine['peak_formula']}. Median of {report['repeats']} runs after a "
+             f"warm-up; reference utterance: {report['reference_audio_seconds']:.2f} s of the "
+             f"bundled samples; decoding: {report['decoding']['mode']} (beam "
+             f"{report['decoding']['beam']}). Speedup = the fastest peer's (PyTorch or ONNX "
+             f"Runtime row: {report['best_peer']}) time over the row's.",
+             "",
+             "| row | encoder ms | pipeline ms | RTF | speedup encoder / pipeline | peak RSS MiB "
+             "| artifact bytes | GFLOP/s | of peak |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        if r["skipped"]:
+            lines.append(f"| {r['name']} | skipped: {r['skipped']} |" + " |" * 8)
+            continue
+        lines.append(
+            f"| {r['name']} | {r['encoder_ms']:.1f} | {r['pipeline_ms']:.1f} | {r['rtf']:.4f} | "
+            f"{r['encoder_speedup_vs_best_peer']:.2f}x / {r['pipeline_speedup_vs_best_peer']:.2f}x"
+            f" | {r['peak_rss_bytes'] / 2**20:.0f} | {r['artifact_bytes']:,} | "
+            f"{r['gflops']:.1f} | {_percent(r['peak_fraction'])} |")
+    lines += ["", "Scaling: encoder / pipeline ms by audio length.", "",
+              "| row | " + " | ".join(f"{s:g} s" for s in lengths) + " |",
+              "|---|" + "---:|" * len(lengths)]
+    for r in report["rows"]:
+        if not r["skipped"]:
+            cells = [f"{p['encoder_ms']:.1f} / {p['pipeline_ms']:.1f}" for p in r["scaling"]]
+            lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    lines += ["", f"FLOPs: {report['flops_counted_by']}; GFLOP/s = those FLOPs / encoder time "
+                  "(int8 rows too, against the fp32 peak). Peak RSS: the row's own process "
+                  "(Python, PyTorch, the runtime and the model). Artifact bytes: model dir "
+                  "(PyTorch fp32), saved state dict (PyTorch int8), .onnx files, or the "
+                  "deployable's library + weights.", ""]
+    lines += [f"- {r['name']}: {r['note'] or r['skipped']}" for r in report["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(report: dict[str, Any], path: Path) -> None:
+    """Bars: encoder and pipeline time of the reference utterance per row; lines: encoder time
+    against audio length."""
+    from tinyasr.scripts.report import agg_pyplot, save_png
+
+    rows = [r for r in report["rows"] if not r["skipped"]]
+    figure, (bars, lines) = agg_pyplot().subplots(1, 2, figsize=(12, 4.5))
+    positions = np.arange(len(rows))
+    for offset, key, label in ((-0.2, "encoder_ms", "encoder"), (0.2, "pipeline_ms", "pipeline")):
+        bars.barh(positions + offset, [r[key] for r in rows], height=0.4, label=label)
+    bars.set_yticks(positions, [r["name"] for r in rows], fontsize=8)
+    bars.invert_yaxis()
+    bars.set_xscale("log")
+    bars.set_xlabel(f"ms for {report['reference_audio_seconds']:.1f} s of audio (log scale)")
+    bars.set_title(f"latency, {report['threads']} thread(s)")
+    bars.legend()
+    for r in rows:
+        lines.plot([p["seconds"] for p in r["scaling"]], [p["encoder_ms"] for p in r["scaling"]],
+                   marker="o", label=r["name"])
+    lines.set_yscale("log")
+    lines.set_xlabel("audio length (s)")
+    lines.set_ylabel("encoder ms (log scale)")
+    lines.set_title("scaling")
+    lines.grid(True, which="both", alpha=0.3)
+    lines.legend(fontsize=7)
+    figure.tight_layout()
+    save_png(figure, path)
+
+
+def write_outputs(report: dict[str, Any], out: Path) -> None:
+    """bench.json, bench.md and bench.png in `out`, each written atomically."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "bench.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "bench.md", markdown(report))
+    write_plot(report, out / "bench.png")

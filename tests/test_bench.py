@@ -1,0 +1,85 @@
+"""`tinyasr bench` on the tiny random model: every row really measured (PyTorch, ONNX Runtime,
+TVM deployables, each in its own process), well-formed JSON with every field, Markdown and PNG.
+Speed goals live in the bench's results, not here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tinyasr.model.compressed import write_compressed
+from tinyasr.model.model_dir import save_model_dir
+from tinyasr.model.quantize import Activations, Quantization, quantizable_layers
+from tinyasr.schedules.bench import LengthResult, RowResult, core_peak
+from tinyasr.scripts.cli import main
+
+ROWS = ["torch eager fp32", "torch dynamic int8", "ORT fp32", "ORT int8", "TVM fp32", "TVM int8",
+        "TVM sparse+int8"]
+
+
+def row_names(report: dict) -> list[str]:
+    """Row names without the tuned/untuned label TVM rows get from their manifest."""
+    return [re.sub(r" \((un)?tuned\)$", "", row["name"]) for row in report["rows"]]
+
+
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory: pytest.TempPathFactory, tiny_random_model) -> Path:
+    model, tokenizer = tiny_random_model
+    work = tmp_path_factory.mktemp("bench")
+    save_model_dir(model, tokenizer, work / "fp32")
+    write_compressed(work / "int8.tac", model, tokenizer, None,
+                     Quantization(Activations.DYNAMIC, list(quantizable_layers(model))))
+    assert main(["bench", "--fp32-model", str(work / "fp32"), "--int8-model",
+                 str(work / "int8.tac"), "--lengths", "1,2", "--repeats", "1",
+                 "--out", str(work / "out")]) == 0
+    return work / "out"
+
+
+def test_bench_json_has_every_row_and_field(bench_out: Path):
+    report = json.loads((bench_out / "bench.json").read_text())
+    assert row_names(report) == ROWS
+    assert report["lengths"] == [1.0, 2.0] and report["threads"] == 1
+    assert report["best_peer"] in ROWS[:4]
+    row_fields = {f.name for f in dataclasses.fields(RowResult)}
+    length_fields = {f.name for f in dataclasses.fields(LengthResult)}
+    for row in report["rows"]:
+        assert set(row) == row_fields
+        if row["name"] == "TVM sparse+int8":
+            assert row["skipped"] == "no --sparse-model given" and row["scaling"] == []
+            continue
+        assert row["skipped"] is None
+        assert row["encoder_ms"] > 0 and row["pipeline_ms"] >= row["encoder_ms"]
+        assert row["rtf"] > 0 and row["gflops"] > 0 and row["peak_fraction"] > 0
+        assert row["peak_rss_bytes"] > 50 * 2**20 and row["artifact_bytes"] > 10_000
+        assert row["encoder_speedup_vs_best_peer"] > 0
+        if row["runtime"] == "tvm":
+            assert row["name"].endswith("(tuned)" if row["tuned"] else "(untuned)")
+        else:
+            assert row["tuned"] is None
+        assert [set(point) for point in row["scaling"]] == [length_fields] * 2
+        assert [round(point["seconds"]) for point in row["scaling"]] == [1, 2]
+        assert row["scaling"][0]["flops"] < row["scaling"][1]["flops"]
+    rows = dict(zip(row_names(report), report["rows"]))
+    # the same random model, run by three runtimes, says the same thing
+    assert rows["ORT fp32"]["transcript"] == rows["torch eager fp32"]["transcript"]
+    assert rows["TVM fp32"]["transcript"] == rows["torch eager fp32"]["transcript"]
+
+
+def test_bench_writes_markdown_and_png(bench_out: Path):
+    table = (bench_out / "bench.md").read_text()
+    for row in json.loads((bench_out / "bench.json").read_text())["rows"]:
+        assert f"| {row['name']} |" in table
+    assert (bench_out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(bench_out.glob(".*"))   # no temp files left
+
+
+def test_core_peak_from_cpuinfo():
+    peak = core_peak("flags\t\t: fpu sse2 avx2 fma avx512f\ncpu MHz\t\t: 2500.000\n")
+    if peak.ghz == 2.5:   # no cpufreq directory: the clock came from this text
+        assert peak.gflops == 16 * 2 * 2 * 2.5
+    assert (peak.lanes, peak.vector_isa) == (16, "AVX-512")
+    assert core_peak("Features\t: fp asimd\n").lanes == 4
