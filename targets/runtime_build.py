@@ -1,8 +1,8 @@
-"""Cross-build the TVM board runtime: libtvm_ffi, libtvm_runtime and our RPC server.
+"""Cross-build the TVM board runtime: libtvm_ffi, libtvm_runtime, our RPC server and transcriber.
 
 Sources come only from package registries (the apache-tvm wheel's `tvm/src/runtime` and headers,
 the apache-tvm-ffi sdist) plus the project's own code in `targets/runtime/` (the support headers
-the wheel lacks and the server program). Outputs land in
+the wheel lacks and the two programs). Outputs land in
 `~/.cache/tinyasr/runtime/<arch>-<hash>/`, keyed by a hash of every input, so a second build
 of the same inputs is instant.
 """
@@ -29,6 +29,7 @@ from tinyasr.targets.boards import Board
 CACHE_ROOT = Path(os.environ.get("TINYASR_CACHE", Path.home() / ".cache" / "tinyasr"))
 OWN_SOURCES = Path(__file__).parent / "runtime"
 SERVER_NAME = "tinyasr-rpc-server"
+TRANSCRIBER_NAME = "tinyasr-run"
 
 # The runtime proper: device API, modules, tensors, threads, the Relax VM, RPC, and the random
 # fill MetaSchedule's runner calls on the board. GPU, disco and LLM-serving parts are left out.
@@ -58,15 +59,18 @@ FFI_SOURCES = [
 
 # The recipe. Everything below goes into the cache key; bump RECIPE_VERSION when changing how
 # the build runs in a way these values do not show (staging layout, defines per library).
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 CXXFLAGS = ["-std=c++17", "-O2", "-fPIC", "-w", "-DTVM_FFI_CMAKE_LITTLE_ENDIAN=1",
             "-DTVM_FFI_USE_LIBBACKTRACE=0", "-DTVM_FFI_BACKTRACE_ON_SEGFAULT=0"]
 SYSTEM_LIBS = ["-ldl", "-lpthread"]
 SHARED_LINK = ["-shared", "-s", "-Wl,--no-undefined"]
 RUNTIME_LINK = ["-ltvm_ffi", "-Wl,-rpath,$ORIGIN"]
-# --no-as-needed: the server finds the runtime's functions by name only.
-SERVER_LINK = ["-s", "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi",
+# --no-as-needed: the programs find most of the runtime's functions by name only.
+PROGRAM_LINK = ["-s", "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi",
                "-Wl,-rpath,$ORIGIN/../lib"]
+# The transcriber's decoding must do Python's IEEE double arithmetic step by step (identical
+# transcripts on every board): no fused multiply-adds.
+TRANSCRIBER_FLAGS = ["-ffp-contract=off"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,10 @@ class Runtime:
     @property
     def server(self) -> Path:
         return self.directory / "bin" / SERVER_NAME
+
+    @property
+    def transcriber(self) -> Path:
+        return self.directory / "bin" / TRANSCRIBER_NAME
 
     @property
     def manifest(self) -> dict:
@@ -128,8 +136,8 @@ def _hash_inputs(inputs: _Inputs) -> str:
     digest = hashlib.sha256()
     version = subprocess.run([inputs.compiler, "--version"], capture_output=True, text=True,
                              check=True).stdout.splitlines()[0]
-    recipe = [RECIPE_VERSION, CXXFLAGS, SYSTEM_LIBS, SHARED_LINK, RUNTIME_LINK, SERVER_LINK,
-              RUNTIME_SOURCES, FFI_SOURCES]
+    recipe = [RECIPE_VERSION, CXXFLAGS, SYSTEM_LIBS, SHARED_LINK, RUNTIME_LINK, PROGRAM_LINK,
+              TRANSCRIBER_FLAGS, RUNTIME_SOURCES, FFI_SOURCES]
     digest.update(json.dumps([recipe, inputs.board.arch, version, inputs.board.link_flags]).encode())
     trees = [inputs.wheel_runtime, inputs.wheel_include, inputs.ffi_sdist / "src",
              inputs.ffi_sdist / "include", inputs.ffi_sdist / "3rdparty" / "dlpack" / "include",
@@ -185,9 +193,13 @@ def _build(inputs: _Inputs, out: Path, work: Path, workers: int) -> None:
                  [*includes, "-DTVM_FFI_EXPORTS"]) for name in FFI_SOURCES]
     runtime_jobs = [(work / "src" / "runtime" / name, work / "obj" / "runtime" / f"{name}.o",
                      [*includes, "-DTVM_RUNTIME_EXPORTS"]) for name in RUNTIME_SOURCES]
-    server_job = (work / "src" / "rpc_server.cc", work / "obj" / "rpc_server.o",
-                  [*includes, f"-I{work / 'src'}"])
-    _compile_all([*ffi_jobs, *runtime_jobs, server_job], inputs.compiler, workers)
+    programs = {  # output name -> compile job
+        SERVER_NAME: (work / "src" / "rpc_server.cc", work / "obj" / "rpc_server.o",
+                      [*includes, f"-I{work / 'src'}"]),
+        TRANSCRIBER_NAME: (work / "src" / "tinyasr_run.cc", work / "obj" / "tinyasr_run.o",
+                           [*includes, *TRANSCRIBER_FLAGS]),
+    }
+    _compile_all([*ffi_jobs, *runtime_jobs, *programs.values()], inputs.compiler, workers)
 
     lib = out / "lib"
     platform_libs = [*SYSTEM_LIBS, *inputs.board.link_flags]
@@ -195,8 +207,9 @@ def _build(inputs: _Inputs, out: Path, work: Path, workers: int) -> None:
           [*SHARED_LINK, *platform_libs])
     _link(inputs.compiler, lib / "libtvm_runtime.so", [obj for _, obj, _ in runtime_jobs],
           [*SHARED_LINK, f"-L{lib}", *RUNTIME_LINK, *platform_libs])
-    _link(inputs.compiler, out / "bin" / SERVER_NAME, [server_job[1]],
-          [f"-L{lib}", *SERVER_LINK, *platform_libs])
+    for name, (_, obj, _) in programs.items():
+        _link(inputs.compiler, out / "bin" / name, [obj],
+              [f"-L{lib}", *PROGRAM_LINK, *platform_libs])
 
 
 def _sizes(out: Path) -> dict[str, int]:
