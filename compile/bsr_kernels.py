@@ -22,7 +22,10 @@ to EXACT_FP32_SUM (1040) terms stay below 2^24. That is one fused multiply-add p
 vpaddd): measured 0.10 ms against 0.15 ms (576x144 at density 0.25, 125 frames). Wider layers
 sum in int32. (A dot instruction such as vpdpbusd needs 4 consecutive k per output, which only
 1x4-style blocks give; 4x1 blocks do not.)
-Kernels take a symbolic row count (frames); N, K, the block shape and nnz are fixed per layer.
+
+The vector statements are explicit (ramp/broadcast), not vectorized loops: TVM lowers those to
+predicated scalar loops on scalable-vector targets (RVV), where these give vfmacc.vf (fmla on
+NEON). Kernels take a symbolic row count (frames); N, K, the block shape and nnz are fixed per layer.
 """
 
 from __future__ import annotations
@@ -72,18 +75,19 @@ def bsr_matmul_kernel(n: int, k: int, block: tuple[int, int], nnz: int, index_dt
                         T.Cast(acc_dtype, 0))
             for block_row in range(block_rows):
                 for c, r in T.grid(block_c, block_r):
-                    for lane in T.vectorized(LANES):
-                        acc[c, r, lane] = T.Cast(acc_dtype, 0)
+                    acc[c, r, T.ramp(0, 1, LANES)] = T.broadcast(T.Cast(acc_dtype, 0), LANES)
                 for b in range(indptr[block_row], indptr[block_row + 1]):
                     for c in T.unroll(block_c):
                         for r in T.unroll(block_r):
-                            for lane in T.vectorized(LANES):
-                                acc[c, r, lane] = acc[c, r, lane] + weights[b, r, c] * \
-                                    tile_x[T.Cast("int32", indices[b]) * block_c + c, lane]
+                            acc[c, r, T.ramp(0, 1, LANES)] = (
+                                acc[c, r, T.ramp(0, 1, LANES)]
+                                + T.broadcast(weights[b, r, c], LANES)
+                                * tile_x[T.Cast("int32", indices[b]) * block_c + c,
+                                         T.ramp(0, 1, LANES)])
                 for c in T.unroll(1, block_c):
                     for r in T.unroll(block_r):
-                        for lane in T.vectorized(LANES):
-                            acc[0, r, lane] = acc[0, r, lane] + acc[c, r, lane]
+                        acc[0, r, T.ramp(0, 1, LANES)] = (acc[0, r, T.ramp(0, 1, LANES)]
+                                                          + acc[c, r, T.ramp(0, 1, LANES)])
                 for r in T.unroll(block_r):
                     for lane in range(LANES):
                         if tile * LANES + lane < rows:

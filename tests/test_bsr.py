@@ -1,4 +1,5 @@
-"""BSR kernels: exact sums against numpy for several block shapes, and a pruned .tac model
+"""BSR kernels: exact sums against numpy for several block shapes, vector multiply-adds on x86,
+NEON and RVV, and a pruned .tac model
 compiled with fp32 and int8 BSR kernels (plus a dense fallback) matching its PyTorch reference
 runner on real audio, with the BSR arrays in the weights file instead of dense weights."""
 
@@ -22,7 +23,7 @@ from tinyasr.model.model_dir import SAMPLES_DIR
 from tinyasr.model.prune import BlockShape, Pruner, prunable_layers
 from tinyasr.model.quantize import Activations, Quantization, quantizable_layers
 from tinyasr.scripts.cli import main
-from tinyasr.targets.boards import host_target
+from tinyasr.targets.boards import BOARDS, host_target
 
 BLOCK = BlockShape(4, 1)
 SPARSITY = 0.9                              # density 0.1: sparse kernels, fp32 and int8
@@ -68,6 +69,18 @@ def test_kernel_sums_exactly(n: int, k: int, block: tuple[int, int], density: fl
         np.testing.assert_allclose(out.numpy(), exact * scales[0] * scales[1], rtol=1e-6)
     else:
         np.testing.assert_allclose(out.numpy(), x @ weight.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("target, instruction", [
+    ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"}, "vfmadd231ps"),
+    (BOARDS["rpi4"].llvm_target, "fmla"),
+    (BOARDS["k230"].llvm_target, "vfmacc.vf"),
+])
+def test_kernel_uses_vector_multiply_adds(target: dict, instruction: str):
+    kernel = bsr_matmul_kernel(64, 32, (4, 1), 40, "uint8", True)
+    library = tvm.compile(tvm.IRModule({"kernel": kernel.with_attr("global_symbol", "kernel")}),
+                          Target(target))
+    assert instruction in library.mod.inspect_source("asm")
 
 
 @pytest.fixture(scope="module")
