@@ -25,7 +25,9 @@ sum in int32. (A dot instruction such as vpdpbusd needs 4 consecutive k per outp
 
 The vector statements are explicit (ramp/broadcast), not vectorized loops: TVM lowers those to
 predicated scalar loops on scalable-vector targets (RVV), where these give vfmacc.vf (fmla on
-NEON). Kernels take a symbolic row count (frames); N, K, the block shape and nnz are fixed per layer.
+NEON).
+
+Kernels take a symbolic row count (frames); N, K, the block shape and nnz are fixed per layer.
 """
 
 from __future__ import annotations

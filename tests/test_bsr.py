@@ -1,7 +1,7 @@
 """BSR kernels: exact sums against numpy for several block shapes, vector multiply-adds on x86,
-NEON and RVV, and a pruned .tac model
-compiled with fp32 and int8 BSR kernels (plus a dense fallback) matching its PyTorch reference
-runner on real audio, with the BSR arrays in the weights file instead of dense weights."""
+NEON and RVV; a pruned .tac model compiled with fp32 and int8 BSR kernels (plus a dense
+fallback) matching its PyTorch reference runner on real audio, with the BSR arrays in the
+weights file instead of dense weights."""
 
 from __future__ import annotations
 
