@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from tinyasr.model.model_dir import DEFAULT_MODEL
+from tinyasr.model.recognizer import DecodeMode, DecodeOptions
 from tinyasr.targets.boards import BOARDS
 
 
@@ -13,6 +14,14 @@ def add_model_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
     parser.add_argument("model", type=Path, nargs="?", default=DEFAULT_MODEL, metavar="MODEL",
                         help="model directory or compressed .tac file (default: the shipped "
                              f"model){note}")
+
+
+def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
+    """--mode and --beam, with the defaults of DecodeOptions."""
+    defaults = DecodeOptions()
+    parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
+                        default=defaults.mode.value)
+    parser.add_argument("--beam", type=int, default=defaults.beam)
 
 
 def add_target_argument(parser: argparse.ArgumentParser, note: str = "") -> None:

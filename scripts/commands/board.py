@@ -1,9 +1,12 @@
-"""`tinyasr board`: build board runtimes and run emulated boards behind a TVM tracker."""
+"""`tinyasr board`: build board runtimes, run emulated boards behind a TVM tracker, and run the
+board's own transcriber (`tinyasr-run`) under emulation."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from tinyasr.scripts.arguments import add_decode_arguments
 from tinyasr.targets.boards import BOARDS, get_board
 
 
@@ -21,6 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="register with this tracker (default: start one on 127.0.0.1)")
     up.add_argument("--count", type=int, default=1, help="how many boards of this key")
     up.set_defaults(func=_up)
+
+    run = actions.add_parser("run", help="transcribe wav files with tinyasr-run on an emulated "
+                                         "board (no Python on the board)")
+    run.add_argument("name", help=f"board: {', '.join(BOARDS)}")
+    run.add_argument("deployable", type=Path, help="from `tinyasr compile --target NAME`")
+    run.add_argument("wavs", type=Path, nargs="+", metavar="WAV")
+    add_decode_arguments(run)
+    run.set_defaults(func=_run)
 
     ls = actions.add_parser("ls", help="list running emulated boards")
     ls.set_defaults(func=_ls)
@@ -51,6 +62,28 @@ def _up(args: argparse.Namespace) -> int:
     for process in started:
         print(f"{board.name}: pid {process.pid}, port {process.port}, tracker {process.tracker}")
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The transcripts on stdout, timings on stderr, tinyasr-run's exit code."""
+    import subprocess
+    import sys
+
+    from tinyasr.compile.deployable import read_manifest
+    from tinyasr.model.errors import InputError
+    from tinyasr.targets.farm import emulator_prefix
+    from tinyasr.targets.runtime_build import build_runtime
+
+    board = get_board(args.name)
+    manifest = read_manifest(args.deployable)  # before a possibly long runtime build
+    if manifest["arch"] != board.arch:
+        raise InputError(f"{args.deployable}: built for {manifest['target']} ({manifest['arch']}), "
+                         f"not for {board.name} ({board.arch})")
+    runtime = build_runtime(board, log=lambda line: print(line, file=sys.stderr))  # stdout: text
+    command = [*emulator_prefix(board), str(runtime.transcriber),
+               "--mode", args.mode, "--beam", str(args.beam), str(args.deployable),
+               *map(str, args.wavs)]
+    return subprocess.run(command).returncode
 
 
 def _ls(args: argparse.Namespace) -> int:

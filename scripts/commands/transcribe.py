@@ -8,6 +8,7 @@ from pathlib import Path
 from tinyasr.model.errors import InputError
 from tinyasr.model.model_dir import DEFAULT_MODEL
 from tinyasr.model.recognizer import DecodeMode, DecodeOptions
+from tinyasr.scripts.arguments import add_decode_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,9 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", type=Path, nargs="+", metavar="[MODEL] WAV",
                         help="a model directory or .tac file (default: the shipped fp32 model), "
                              "then 16 kHz mono 16-bit wav files")
-    parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
-                        default=DecodeMode.ATTENTION_RESCORING.value)
-    parser.add_argument("--beam", type=int, default=10)
+    add_decode_arguments(parser)
     parser.add_argument("--lib", type=Path, metavar="DIR",
                         help="run a deployable from `tinyasr compile --target host` instead of "
                              "PyTorch (then every input is a wav file)")

@@ -1,0 +1,136 @@
+"""tinyasr-run, the C++ transcriber, under qemu-user: the host's transcripts, without Python.
+
+The shipped int8 model is compiled for an aarch64 board (rpi4) and a riscv64 RVV board (k230);
+the board's own tinyasr-run (cross-built with its runtime) must print exactly what the PyTorch
+reference prints for bundled samples.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import wave
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyasr.compile.deployable import WEIGHTS_FILE, build_deployable
+from tinyasr.compile.runner import CompiledRecognizer
+from tinyasr.model.datadir import load_wav, read_data_dir
+from tinyasr.model.model_dir import COMPRESSED_MODEL, SAMPLES_DIR, save_model_dir
+from tinyasr.model.recognizer import DecodeMode, DecodeOptions, Recognizer
+from tinyasr.scripts.cli import main
+from tinyasr.targets.boards import get_board
+from tinyasr.targets.farm import emulator_prefix
+from tinyasr.targets.runtime_build import build_runtime, describe
+
+SAMPLES = 3                 # qemu is slow: a few utterances per board
+TIMING_LINE = re.compile(r"audio [\d.]+ s, encode [\d.]+ ms, decode [\d.]+ ms, RTF [\d.]+")
+
+
+@pytest.fixture(scope="module")
+def wavs() -> list[Path]:
+    return [utterance.wav for utterance in read_data_dir(SAMPLES_DIR)[:SAMPLES]]
+
+
+@pytest.fixture(scope="module")
+def deployable(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """The shipped int8 model compiled for a board, once per board."""
+    root = tmp_path_factory.mktemp("deploy")
+
+    def compiled_for(board: str) -> Path:
+        if not (root / board).is_dir():
+            build_deployable(COMPRESSED_MODEL, get_board(board), root / board)
+        return root / board
+
+    return compiled_for
+
+
+def reference_transcripts(wavs: list[Path], options: DecodeOptions) -> list[str]:
+    recognizer = Recognizer.load(COMPRESSED_MODEL, options)
+    return [recognizer.transcribe(load_wav(wav)) for wav in wavs]
+
+
+def run_on_board(board: str, deployable: Path, options: DecodeOptions, wavs: list[Path],
+                 capfd) -> str:
+    """`tinyasr board run` (tinyasr-run under qemu): its stdout, after checking its stderr."""
+    code = main(["board", "run", board, str(deployable), "--mode", options.mode.value,
+                 "--beam", str(options.beam), *map(str, wavs)])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert re.search(r"code \d+ bytes, weights \d+ bytes, load [\d.]+ ms", err), err
+    assert len(TIMING_LINE.findall(err)) == len(wavs), err
+    return out
+
+
+@pytest.mark.parametrize("board", ["rpi4", "k230"])   # one aarch64 and one riscv64 RVV board
+def test_board_prints_the_reference_transcripts(deployable, wavs: list[Path], board: str, capfd):
+    out = run_on_board(board, deployable(board), DecodeOptions(), wavs, capfd)
+    assert out.splitlines() == reference_transcripts(wavs, DecodeOptions())
+
+
+def test_decoding_options_reach_the_board(deployable, wavs: list[Path], capfd):
+    for options in [DecodeOptions(DecodeMode.CTC_PREFIX_BEAM, beam=4),
+                    DecodeOptions(DecodeMode.CTC_GREEDY)]:
+        out = run_on_board("rpi4", deployable("rpi4"), options, wavs[:1], capfd)
+        assert out.splitlines() == reference_transcripts(wavs[:1], options), options
+
+
+@pytest.mark.slow  # builds the host's runtime (minutes, once)
+def test_search_port_matches_python_on_a_random_model(tiny_random_model, tmp_path: Path, capfd):
+    """The decoding port alone: one host deployable decoded by Python (CompiledRecognizer) and by
+    tinyasr-run, on a random model whose long garbage output keeps every beam busy."""
+    save_model_dir(*tiny_random_model, tmp_path / "model")
+    build_deployable(tmp_path / "model", get_board("host"), tmp_path / "host")
+    wavs = [utterance.wav for utterance in read_data_dir(SAMPLES_DIR)]
+    for options in [DecodeOptions(), DecodeOptions(beam=3),
+                    DecodeOptions(DecodeMode.CTC_PREFIX_BEAM, beam=1),
+                    DecodeOptions(DecodeMode.CTC_GREEDY)]:
+        out = run_on_board("host", tmp_path / "host", options, wavs, capfd)
+        recognizer = CompiledRecognizer.load(tmp_path / "host", options)
+        assert out.splitlines() == [recognizer.transcribe(load_wav(wav)) for wav in wavs], options
+
+
+def test_transcriber_is_built_with_the_runtime():
+    runtime = build_runtime(get_board("rpi4"))
+    assert runtime.transcriber.is_file()
+    assert "bin/tinyasr-run" in runtime.manifest["sizes"] and "bin/tinyasr-run" in describe(runtime)
+
+
+def _write_wav(path: Path, rate: int) -> Path:
+    with wave.open(str(path), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes(np.zeros(rate // 10, dtype="<i2").tobytes())
+    return path
+
+
+def test_bad_input_is_one_line_naming_the_file(deployable, wavs: list[Path], tmp_path: Path):
+    """Run on the board directly: `board run` checks the manifest itself before starting qemu."""
+    rpi4 = get_board("rpi4")
+    transcriber = [*emulator_prefix(rpi4), str(build_runtime(rpi4).transcriber)]
+    broken = tmp_path / "broken"
+    shutil.copytree(deployable("rpi4"), broken)
+    (broken / WEIGHTS_FILE).write_bytes(b"not weights")
+    wav_8k = _write_wav(tmp_path / "8k.wav", 8000)
+    cases = {
+        (str(tmp_path / "nothing"), str(wavs[0])):
+            f"{tmp_path / 'nothing'}: not a tinyasr deployable (no readable manifest.json)",
+        (str(broken), str(wavs[0])): f"{broken / WEIGHTS_FILE}: not a TVM parameter file",
+        (str(deployable("rpi4")), str(wav_8k)):
+            f"{wav_8k}: sample rate 8000 Hz, expected 16000 Hz (resample with `sox IN -r 16000 OUT`)",
+    }
+    for args, message in cases.items():
+        result = subprocess.run([*transcriber, *args], capture_output=True, text=True)
+        last = result.stderr.strip().splitlines()[-1]
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert last.startswith(f"tinyasr-run: error: {message}"), result.stderr
+
+
+def test_board_run_refuses_a_deployable_of_another_architecture(deployable, wavs, capfd):
+    assert main(["board", "run", "k230", str(deployable("rpi4")), str(wavs[0])]) == 2
+    assert "built for rpi4 (aarch64), not for k230 (riscv64)" in capfd.readouterr().err
