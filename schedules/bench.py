@@ -268,10 +268,6 @@ def quantize_onnx(fp32_dir: Path, out_dir: Path) -> None:
                              nodes_to_exclude=["/fbank/MatMul"])
 
 
-def _directory_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-
-
 def tvm_row(name: str, precision: str, model: Path, out: Path, note: str) -> RowSpec:
     """Compiles `model` for the host through `build_deployable` (which applies a tuning
     database when one exists) and labels the row tuned/untuned from the manifest."""
@@ -298,9 +294,9 @@ def prepare_rows(model: AsrModel, fp32_model: Path, int8_model: Path, sparse_mod
                 None, "quantize_dynamic of the fp32 model's Linear layers (torch cannot load "
                       "the .tac)"),
         RowSpec("ORT fp32", "onnxruntime", "fp32", work / "onnx-fp32",
-                _directory_bytes(work / "onnx-fp32"), None, "torch.onnx export of the fp32 model"),
+                model_bytes(work / "onnx-fp32"), None, "torch.onnx export of the fp32 model"),
         RowSpec("ORT int8", "onnxruntime", "int8", work / "onnx-int8",
-                _directory_bytes(work / "onnx-int8"), None,
+                model_bytes(work / "onnx-int8"), None,
                 "quantize_dynamic of the exported fp32 graphs (ORT cannot load the .tac's "
                 "own int8 weights)"),
     ]
@@ -313,7 +309,7 @@ def prepare_rows(model: AsrModel, fp32_model: Path, int8_model: Path, sparse_mod
                               skipped="no --sparse-model given"))
     else:
         rows.append(tvm_row("TVM sparse+int8", "sparse+int8", sparse_model,
-                            work / "tvm-sparse-int8", f"{sparse_model.name}"))
+                            work / "tvm-sparse-int8", sparse_model.name))
     return rows
 
 
