@@ -33,11 +33,14 @@ from tvm.support import cc
 
 from tinyasr.compile.compressed_import import load_for_compile
 from tinyasr.compile.graphs import MIN_FRAMES, SAMPLES_PER_FRAME, samples_read
-from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, build, import_model
+from tinyasr.compile.pipeline import (BuiltModel, ImportedModel, IRDumper, ScheduleReport, build,
+                                      import_model)
 from tinyasr.model.errors import InputError
 from tinyasr.model.frontend import SAMPLE_RATE
 from tinyasr.model.tokenizer import Tokenizer
-from tinyasr.targets.boards import Board, host_target
+from tinyasr.schedules.database import (AppliedDatabase, database_for_compile,
+                                        default_database_dir, device_name)
+from tinyasr.targets.boards import Board, board_target
 
 LIBRARY_FILE = "model.so"
 WEIGHTS_FILE = "weights.bin"
@@ -45,11 +48,6 @@ TOKENS_FILE = "tokens.json"
 MANIFEST_FILE = "manifest.json"
 FORMAT = "tinyasr-deployable"
 STRIP = ["-s"]   # LLVM's debug info is half the library; the VM needs only dynamic symbols
-
-
-def board_target(board: Board) -> dict[str, Any]:
-    """The board's LLVM target dict; the host's is read from TVM (its real cpu)."""
-    return host_target() if board.is_host else board.llvm_target
 
 
 def model_hash(model: Path) -> str:
@@ -78,26 +76,39 @@ def staged_directory(out: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def build_deployable(model_dir: Path, board: Board, out: Path, force: bool = False,
-                     dump_dir: Path | None = None) -> dict[str, Any]:
-    """Compiles a model (directory or .tac file) for `board` into the deployable `out`; returns
-    its manifest.
+def tuning_database(board: Board, database: Path | None = None) -> AppliedDatabase | None:
+    """The tuning database compile applies for `board`: `database`, else the shipped one for the
+    device (schedules/<device>/); None (with a warning saying why) when missing or corrupt."""
+    target = board_target(board)
+    return database_for_compile(Path(database or default_database_dir(board.name, target)),
+                                device_name(board.name, target), target)
 
-    Every check on user input (output path, cross compiler, model) runs before the build."""
+
+def build_deployable(model_dir: Path, board: Board, out: Path, force: bool = False,
+                     dump_dir: Path | None = None, database: Path | None = None,
+                     untuned: bool = False) -> dict[str, Any]:
+    """Compiles a model (directory or .tac file) for `board` into the deployable `out`, with the
+    schedules of its tuning database (`tuning_database`) unless `untuned`; returns its manifest.
+
+    Every check on user input (output path, cross compiler, model, database) runs before the
+    build."""
     out = Path(out)
     if out.exists() and not force:
         raise InputError(f"{out}: already exists (use --force to replace it)")
     board.require_cross_compiler()
     model, tokenizer = load_for_compile(model_dir)
+    applied = None if untuned else tuning_database(board, database)
     dump = IRDumper(dump_dir)
-    return write_deployable(import_model(model, dump), board, out, model_dir, tokenizer, dump)
+    return write_deployable(import_model(model, dump), board, out, model_dir, tokenizer, dump,
+                            applied)
 
 
 def write_deployable(imported: ImportedModel, board: Board, out: Path, model_dir: Path,
-                     tokenizer: Tokenizer, dump: IRDumper | None = None) -> dict[str, Any]:
+                     tokenizer: Tokenizer, dump: IRDumper | None = None,
+                     database: AppliedDatabase | None = None) -> dict[str, Any]:
     """Builds an imported model for `board` and writes the deployable `out` (replacing it)."""
     target = board_target(board)
-    built = build(imported, target, dump or IRDumper(None))
+    built = build(imported, target, dump or IRDumper(None), database)
     with staged_directory(Path(out)) as staging:
         built.executable.export_library(
             str(staging / LIBRARY_FILE),
@@ -123,13 +134,22 @@ def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir
                      "tvm": tvm.__version__, "torch": torch.__version__},
         "bytes": {"code": (staging / LIBRARY_FILE).stat().st_size,
                   "weights": (staging / WEIGHTS_FILE).stat().st_size},
-        "tuning_database": None,
+        "tuning_database": _database_entry(built.schedules),
         "audio": {"sample_rate": SAMPLE_RATE, "samples_per_frame": SAMPLES_PER_FRAME,
                   "samples_for_zero_frames": samples_read(0), "min_frames": MIN_FRAMES},
         "sos_eos": sos_eos,
         "functions": {name: {"inputs": signature.inputs, "weights": signature.weights}
                       for name, signature in built.signatures.items()},
     }
+
+
+def _database_entry(schedules: ScheduleReport | None) -> dict[str, Any] | None:
+    if schedules is None:
+        return None
+    database = schedules.database
+    return {"path": str(database.path.resolve()), "sha256": database.sha256,
+            "records": database.records, "tuned_functions": sorted(schedules.applied),
+            "replay_failed": sorted(schedules.failed)}
 
 
 def read_manifest(deployable: Path) -> dict[str, Any]:

@@ -12,6 +12,8 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
                fallback layers) lifted out and run once, here: the result is the weights
                file, each distinct (shared) weight stored once
     legalize   Relax ops -> TIR; elementwise epilogues fused into their producers
+    schedule   TIR functions take their tuned schedules from the device's tuning database
+               (`tinyasr tune`); without one, or for functions it lacks, TVM's defaults
     lower      dataflow lowering, static memory planning, VM shape lowering
     build      LLVM code generation for the board's target
 
@@ -33,11 +35,13 @@ from tvm.relax.frontend.torch import from_exported_program
 from tvm.target import Target
 
 from tinyasr.compile.graphs import export_graphs
+from tinyasr.compile.passes.apply_tuned_schedules import ApplyTunedSchedules
 from tinyasr.compile.passes.bsr_matmul import BsrMatmul, import_bsr_to_dense
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.passes.int8_matmul import Int8Matmul
 from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, LiftWeightTransforms
 from tinyasr.model.san_m import AsrModel
+from tinyasr.schedules.database import AppliedDatabase
 from tinyasr.targets.boards import host_target
 
 
@@ -56,10 +60,20 @@ class ImportedModel:
 
 
 @dataclass
+class ScheduleReport:
+    """Which TIR functions took a tuned schedule from the database, and which records failed
+    to replay (those functions keep TVM's default schedule)."""
+    database: AppliedDatabase
+    applied: list[str]
+    failed: list[str]
+
+
+@dataclass
 class BuiltModel:
     executable: relax.VMExecutable
     weights: dict[str, tvm.runtime.Tensor]   # weights-file key -> tensor
     signatures: dict[str, Signature]         # VM function name -> how to call it
+    schedules: ScheduleReport | None         # None: built untuned
 
 
 class IRDumper:
@@ -171,12 +185,27 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
     return mod, weights, signatures
 
 
-def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper) -> BuiltModel:
-    """Phases sparse to build for one LLVM target dict (see tinyasr.targets.boards)."""
+def apply_schedules(mod: tvm.IRModule, database: AppliedDatabase, target: Target,
+                    dump: IRDumper) -> tuple[tvm.IRModule, ScheduleReport]:
+    """Phase schedule: the tuned schedules the database has for the module's functions."""
+    schedules = ApplyTunedSchedules(database.database, target)
+    mod = schedules(mod)
+    dump("schedule", mod)
+    return mod, ScheduleReport(database, list(schedules.applied), list(schedules.failed))
+
+
+def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
+          database: AppliedDatabase | None = None) -> BuiltModel:
+    """Phases sparse to build for one LLVM target dict (see tinyasr.targets.boards), with
+    the schedules of a tuning database for it when given."""
     target = Target(target)
     mod, weights, signatures = legalize(imported, target, dump)
+    report = None
+    if database is not None:
+        mod, report = apply_schedules(mod, database, target, dump)
     with target:
         mod = tvm.transform.Sequential(LOWER_PASSES)(mod)
         dump("lower", mod)
 
-    return BuiltModel(tvm.compile(mod, target, relax_pipeline=None), weights, signatures)
+    return BuiltModel(tvm.compile(mod, target, relax_pipeline=None), weights, signatures,
+                      report)

@@ -1,22 +1,19 @@
 """Per-device tuning: MetaSchedule with the XGBoost cost model over the compiled model's tasks.
 
 Tasks are the TIR functions of the module that `compile/pipeline.py` builds, taken after its
-legalize phase (before lowering and codegen), so they are exactly what the board runs. The
-model's functions have symbolic shapes (frames, n-best batch) and MetaSchedule can only measure
-functions whose argument shapes are known, so each task is specialized: every shape variable is
-bound to TUNING_EXTENT.
+legalize phase (before lowering and codegen), so they are exactly what the board runs, each as
+its static workload (`tinyasr.schedules.database.static_workload`), the key compile looks
+records up by.
 
-Records go to a JSONDatabase (database_workload.json + database_tuning_record.json), which
-appends one JSON line per record: a kill -9 loses at most a torn last line, which
-`repair_database` drops before the database is reused. Re-running continues: the trials already
-recorded for a task count against its budget, and the search starts from its best records.
+Records go to the device's JSONDatabase, which appends one JSON line per record: a kill -9
+loses at most a torn last line, which `open_database` drops before the database is reused.
+Re-running continues: the trials already recorded for a task count against its budget, and the
+search starts from its best records.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,11 +28,10 @@ from tvm.target import Target
 
 from tinyasr.compile.pipeline import IRDumper, ImportedModel, legalize
 from tinyasr.model.errors import InputError
+from tinyasr.schedules.builder import local_builder
+from tinyasr.schedules.database import open_database, static_workload
 
-TUNING_EXTENT = 32            # value bound to every symbolic shape variable while tuning
-WORKLOAD_FILE = "database_workload.json"
-RECORD_FILE = "database_tuning_record.json"
-BUILD_TIMEOUT_SEC = 120.0     # the default 30 s times out on a loaded 2-core machine
+BUILD_TIMEOUT_SEC = 120.0     # generous: the 2-core machine is shared
 NO_RESULT = 1e10              # MetaSchedule's run time for a failed build or run
 
 
@@ -52,18 +48,10 @@ def tuning_target(target: dict[str, Any]) -> Target:
 
 
 def static_task(task: ms.ExtractedTask) -> ms.ExtractedTask | None:
-    """The task with every symbolic shape variable passed as a scalar parameter bound to
-    TUNING_EXTENT, so that MetaSchedule can make arguments and measure it; None when shapes
-    stay symbolic (variables defined only by a buffer's shape)."""
-    func = task.dispatched[0]["main"]
-    shape_vars = [param for param in func.params if isinstance(param.ty, tvm.ir.PrimType)]
-    static = func.specialize({var: tvm.tirx.IntImm(var.ty.dtype, TUNING_EXTENT)
-                              for var in shape_vars})
-    try:
-        ms.arg_info.ArgInfo.from_prim_func(static)
-    except TypeError:   # a shape is still symbolic
+    """The task as its static workload; None when a shape stays symbolic."""
+    mod = static_workload(task.dispatched[0]["main"])
+    if mod is None:
         return None
-    mod = tvm.IRModule({"main": static})
     return ms.ExtractedTask(task.task_name, mod, task.target, [mod], task.weight)
 
 
@@ -75,38 +63,6 @@ def extract_tasks(imported: ImportedModel, target: Target, ops: list[str] | None
     tasks = [static_task(task) for task in ms.relax_integration.extract_tasks(mod, target)
              if not ops or any(op in task.task_name for op in ops)]
     return [task for task in tasks if task is not None]
-
-
-def repair_database(work_dir: Path) -> list[str]:
-    """Drops a torn last line (a write killed midway) from the database files; returns one
-    message per repair. A bad line anywhere else is an InputError naming the file and line."""
-    repairs = []
-    for path in (work_dir / WORKLOAD_FILE, work_dir / RECORD_FILE):
-        if not path.exists():
-            continue
-        lines = path.read_bytes().split(b"\n")
-        complete = lines[:-1] if lines[-1] == b"" else lines
-        for number, line in enumerate(complete, 1):
-            try:
-                json.loads(line)
-            except ValueError:
-                if number < len(complete):
-                    raise InputError(f"{path}:{number}: corrupt tuning record") from None
-                path.write_bytes(b"".join(kept + b"\n" for kept in complete[:-1]))
-                repairs.append(f"{path}: dropped a torn last line ({number})")
-    return repairs
-
-
-def open_database(work_dir: Path) -> ms.database.JSONDatabase:
-    """The JSON database in `work_dir` (created if missing), after `repair_database`."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    for message in repair_database(work_dir):
-        print(f"tinyasr: warning: {message}", file=sys.stderr)
-    try:
-        return ms.database.JSONDatabase(str(work_dir / WORKLOAD_FILE),
-                                        str(work_dir / RECORD_FILE))
-    except Exception as error:   # TVM raises its own error types for unparsable records
-        raise InputError(f"{work_dir}: unreadable tuning database ({error})") from None
 
 
 def task_result(database: ms.database.Database, task: ms.ExtractedTask) -> TaskResult:
@@ -143,13 +99,14 @@ def _status(result: TaskResult) -> str:
     return f"{result.name}: best {best}, {result.trials}"
 
 
-def tune(imported: ImportedModel, target: dict[str, Any], work_dir: Path, trials: int,
-         ops: list[str] | None = None, time_budget_min: float | None = None
+def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir: Path,
+         trials: int, ops: list[str] | None = None, time_budget_min: float | None = None
          ) -> list[TaskResult]:
-    """Tunes each task of the model for `target` up to `trials` recorded trials (earlier runs'
-    records count), measuring on this machine; stops starting tasks after the time budget."""
+    """Tunes each task of the model for `device` (its LLVM `target`) up to `trials` recorded
+    trials (earlier runs' records count), measuring on this machine; stops starting tasks
+    after the time budget."""
+    database = open_database(Path(work_dir), device, target)
     target = tuning_target(target)
-    database = open_database(Path(work_dir))
     tasks = extract_tasks(imported, target, ops)
     if not tasks:
         raise InputError(f"--ops {' '.join(ops or [])}: matches none of the model's "
@@ -173,7 +130,7 @@ def tune(imported: ImportedModel, target: dict[str, Any], work_dir: Path, trials
             tasks=contexts, task_weights=weights, work_dir=logs,
             max_trials_global=trials - result.trials,
             num_trials_per_iter=min(64, trials - result.trials),
-            builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_SEC),
+            builder=local_builder(BUILD_TIMEOUT_SEC),
             runner="local", database=database, cost_model="xgb",
             measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                ProgressCallback(result, trials)])

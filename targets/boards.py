@@ -20,7 +20,7 @@ class Board:
     name: str
     description: str
     arch: str                      # ELF machine family: "x86_64", "aarch64" or "riscv64"
-    llvm_target: dict[str, Any]    # TVM 0.27 target dict
+    llvm_target: dict[str, Any] | None  # TVM 0.27 target dict; None: this machine's cpu
     cross_compiler: str | None     # g++ driver that links for this board; None: the host's
     cross_package: str | None      # Debian package that provides `cross_compiler`
     sysroot: str | None            # qemu-user's -L: the target's libc
@@ -29,6 +29,7 @@ class Board:
 
     @property
     def is_host(self) -> bool:
+        """Runs on this machine: no cross compiler, no emulator."""
         return self.cross_compiler is None
 
     @property
@@ -85,21 +86,17 @@ def _riscv64(name: str, description: str, cpu: str, mattr: list[str], qemu_cpu: 
                         qemu_cpu, target_extra={"mabi": "lp64d"}, link_flags=["-latomic"])
 
 
-def _host() -> Board:
-    # Resolved lazily through TVM so the host's real cpu (e.g. znver5) is used; see host_target().
-    return Board(
-        name="host",
-        description=f"this machine ({platform.machine()})",
-        arch=platform.machine(),
-        llvm_target={"kind": "llvm"},
-        cross_compiler=None,
-        cross_package=None,
-        sysroot=None,
-    )
+def _native(name: str, description: str, llvm_target: dict[str, Any] | None) -> Board:
+    """A board that is this machine, or a cpu class it belongs to (linked by the host's g++)."""
+    return Board(name=name, description=description, arch=platform.machine(),
+                 llvm_target=llvm_target, cross_compiler=None, cross_package=None, sysroot=None)
 
 
 BOARDS: dict[str, Board] = {board.name: board for board in [
-    _host(),
+    # The host's target is read from TVM when used (its real cpu, e.g. znver5); see host_target().
+    _native("host", f"this machine ({platform.machine()}, its own cpu)", None),
+    _native("x86-64-v3", "any x86-64 with AVX2 and FMA (x86-64-v3)",
+            {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"}),
     _aarch64("rpi3", "Raspberry Pi 3 (Cortex-A53)", "cortex-a53", ["+neon"], "cortex-a53"),
     _aarch64("rpi4", "Raspberry Pi 4 (Cortex-A72)", "cortex-a72", ["+neon"], "cortex-a72"),
     _aarch64("rpi5", "Raspberry Pi 5 (Cortex-A76, dot product)", "cortex-a76",
@@ -117,6 +114,11 @@ def get_board(name: str) -> Board:
         return BOARDS[name]
     except KeyError:
         raise InputError(f"unknown target {name!r}; known targets: {', '.join(BOARDS)}") from None
+
+
+def board_target(board: Board) -> dict[str, Any]:
+    """The board's LLVM target dict; the host's is read from TVM (its real cpu)."""
+    return host_target() if board.llvm_target is None else board.llvm_target
 
 
 def host_target() -> dict[str, Any]:

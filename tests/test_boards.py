@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tinyasr.model.errors import InputError
-from tinyasr.targets.boards import Board, get_board, host_target
+from tinyasr.targets.boards import Board, board_target, get_board
 from tinyasr.targets.farm import free_port, parse_address
 from tinyasr.targets.remote import load_library, request_session
 from tinyasr.targets.runtime_build import build_runtime
@@ -40,7 +40,7 @@ def tiny_library(board: Board, directory: Path) -> Path:
             y = builder.emit(relax.op.nn.relu(relax.op.matmul(x, w)))
             out = builder.emit_output(relax.op.add(y, relax.const(1.0, "float32")))
         builder.emit_func_output(out)
-    target = tvm.target.Target(host_target() if board.is_host else board.llvm_target)
+    target = tvm.target.Target(board_target(board))
     executable = tvm.compile(builder.get(), target)
     path = directory / f"tiny-{board.name}.so"
     executable.export_library(str(path), fcompile=board.library_compiler())

@@ -1,23 +1,28 @@
 """`tinyasr tune`: real MetaSchedule tuning (XGBoost cost model) of one small task of a tiny
-model on the host, resuming, and the database's bad cases."""
+model on the host, resuming, the database's bad cases, and compile applying the database."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from tinyasr.compile.deployable import build_deployable, read_manifest, tuning_database
 from tinyasr.compile.pipeline import IRDumper, import_model
+from tinyasr.compile.runner import CompiledModelRunner
+from tinyasr.model.datadir import load_wav, read_data_dir
 from tinyasr.model.errors import InputError
-from tinyasr.model.model_dir import load_model_dir, save_model_dir
+from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir, save_model_dir
 from tinyasr.model.san_m import AsrModel, ModelConfig
 from tinyasr.model.tokenizer import Tokenizer
-from tinyasr.schedules.tune import (RECORD_FILE, WORKLOAD_FILE, extract_tasks, open_database,
-                                    repair_database, tuning_target)
+from tinyasr.schedules.database import (RECORD_FILE, WORKLOAD_FILE, database_digest,
+                                        open_database, repair_database)
+from tinyasr.schedules.tune import extract_tasks, tuning_target
 from tinyasr.scripts.cli import main
-from tinyasr.targets.boards import host_target
+from tinyasr.targets.boards import get_board, host_target
 
 TRIALS = 2
 
@@ -56,6 +61,10 @@ def tuned(model_dir: Path, task_name: str, tmp_path_factory: pytest.TempPathFact
     return work_dir
 
 
+def _open(work_dir: Path):
+    return open_database(work_dir, "host", host_target())
+
+
 def _records(work_dir: Path) -> list[str]:
     return (work_dir / RECORD_FILE).read_text().splitlines()
 
@@ -65,7 +74,7 @@ def test_tuning_records_every_trial_with_a_measured_latency(tuned: Path, task_na
     records = _records(tuned)
     assert len(records) == TRIALS
     assert all(task_name not in r for r in records)   # records point at the workload by index
-    database = open_database(tuned)
+    database = _open(tuned)
     seconds = [float(s) for r in database.get_all_tuning_records() for s in r.run_secs]
     assert len(seconds) == TRIALS   # each trial has its time (a failed one records 1e10 s)
 
@@ -99,7 +108,7 @@ def test_a_torn_last_record_is_dropped_with_a_warning(tuned: Path, tmp_path: Pat
     records = _records(work_dir)
     with (work_dir / RECORD_FILE).open("a") as file:
         file.write(records[-1][: len(records[-1]) // 2])
-    database = open_database(work_dir)
+    database = _open(work_dir)
     assert "dropped a torn last line" in capsys.readouterr().err
     assert len(database.get_all_tuning_records()) == TRIALS
     assert _records(work_dir) == records
@@ -115,7 +124,7 @@ def test_a_corrupt_record_before_the_end_names_file_and_line(tuned: Path, tmp_pa
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--target", "rpi4", "--trials", "2"], "only host can be tuned"),
+    (["--target", "rpi4", "--trials", "2"], "only boards it runs natively can be tuned"),
     (["--target", "host", "--trials", "0"], "--trials 0: must be at least 1"),
     (["--target", "nosuch", "--trials", "2"], "unknown target 'nosuch'"),
 ])
@@ -130,3 +139,72 @@ def test_ops_matching_no_task_is_an_error(model_dir: Path, tmp_path: Path, capsy
     assert main(["tune", str(model_dir), "--target", "host", "--trials", "1",
                  "--work-dir", str(tmp_path), "--ops", "no_such_op"]) == 2
     assert "--ops no_such_op: matches none of the model" in capsys.readouterr().err
+
+
+# Applying a database at compile time.
+
+@pytest.fixture(scope="module")
+def tuned_and_untuned(model_dir: Path, tuned: Path, tmp_path_factory: pytest.TempPathFactory
+                      ) -> tuple[Path, Path, Path]:
+    """The tiny model compiled for the host with the tuned database and without; the IR
+    dumps of the tuned build."""
+    root = tmp_path_factory.mktemp("deployables")
+    build_deployable(model_dir, get_board("host"), root / "tuned", database=tuned,
+                     dump_dir=root / "ir")
+    build_deployable(model_dir, get_board("host"), root / "untuned", untuned=True)
+    return root / "tuned", root / "untuned", root / "ir"
+
+
+def test_compile_applies_the_database_and_names_it(tuned_and_untuned, tuned: Path,
+                                                   task_name: str):
+    deployable, _, _ = tuned_and_untuned
+    entry = read_manifest(deployable)["tuning_database"]
+    assert entry["path"] == str(tuned.resolve())
+    assert entry["sha256"] == database_digest(tuned)
+    assert entry["records"] == TRIALS
+    assert task_name in entry["tuned_functions"] and entry["replay_failed"] == []
+
+
+def test_the_tuned_schedule_replaces_the_default_one(tuned_and_untuned, task_name: str):
+    """The tuned function in the dump after the schedule phase is the record's loop nest (tiled,
+    parallel), not the legalized one."""
+    _, _, ir = tuned_and_untuned
+
+    def function(dump: str) -> str:
+        text = next(ir.glob(f"*-{dump}.py")).read_text()
+        start = text.index(f"def {task_name}(")
+        return text[start:text.find("\n    @", start)]
+
+    legalized, scheduled = function("legalize"), function("schedule")
+    assert legalized != scheduled
+    assert '"tirx.is_scheduled": True' in scheduled and "T.parallel" in scheduled
+
+
+def test_tuned_and_untuned_libraries_compute_the_same(tuned_and_untuned):
+    samples = load_wav(read_data_dir(SAMPLES_DIR)[0].wav)
+    tuned_log_probs, _ = CompiledModelRunner(tuned_and_untuned[0]).ctc_log_probs(samples)
+    untuned_log_probs, _ = CompiledModelRunner(tuned_and_untuned[1]).ctc_log_probs(samples)
+    np.testing.assert_allclose(tuned_log_probs, untuned_log_probs, atol=1e-4)
+
+
+def test_database_of_another_target_is_refused(model_dir: Path, tuned: Path, tmp_path: Path,
+                                               capsys):
+    assert main(["compile", str(model_dir), "--target", "x86-64-v3", "--database", str(tuned),
+                 "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert f"{tuned}: tuned for host-" in error and "not for x86-64-v3" in error
+    assert error.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_missing_or_corrupt_database_builds_untuned_with_a_warning(tuned: Path, tmp_path: Path,
+                                                                   capsys):
+    assert tuning_database(get_board("host"), tmp_path / "nowhere") is None
+    assert f"{tmp_path / 'nowhere' / RECORD_FILE} missing): building untuned" in (
+        capsys.readouterr().err)
+    work_dir = tmp_path / "db"
+    shutil.copytree(tuned, work_dir)
+    records = _records(work_dir)
+    (work_dir / RECORD_FILE).write_text("\n".join([records[0], "{torn", *records[1:]]) + "\n")
+    assert tuning_database(get_board("host"), work_dir) is None
+    assert (f"{work_dir / RECORD_FILE}:2: corrupt tuning database: building untuned"
+            in capsys.readouterr().err)

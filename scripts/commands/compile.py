@@ -20,6 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--dump-ir", type=Path, metavar="DIR",
                         help="write the IR after each compiler phase to DIR")
+    tuning = parser.add_mutually_exclusive_group()
+    tuning.add_argument("--database", type=Path, metavar="DIR",
+                        help="tuning database to apply (default: the device's own under "
+                             "schedules/, e.g. schedules/rpi4/ or schedules/host-<cpu>/)")
+    tuning.add_argument("--untuned", action="store_true",
+                        help="ignore tuning databases: TVM's default schedules")
     parser.set_defaults(func=run)
 
 
@@ -28,9 +34,15 @@ def run(args: argparse.Namespace) -> int:
     from tinyasr.targets.boards import get_board
 
     board = get_board(args.target)
-    manifest = build_deployable(args.model, board, args.out, args.force, args.dump_ir)
-    sizes = manifest["bytes"]
+    manifest = build_deployable(args.model, board, args.out, args.force, args.dump_ir,
+                                args.database, args.untuned)
+    sizes, database = manifest["bytes"], manifest["tuning_database"]
     print(f"{args.out}: {board.name} ({board.arch})")
+    if database is None:
+        print("  schedules: untuned (TVM defaults)")
+    else:
+        print(f"  schedules: {len(database['tuned_functions'])} functions tuned from "
+              f"{database['path']} (sha256 {database['sha256'][:12]})")
     print(f"  code     {sizes['code']:>10,d} bytes  {args.out / LIBRARY_FILE}")
     print(f"  weights  {sizes['weights']:>10,d} bytes  {args.out / WEIGHTS_FILE}")
     print(f"  total    {sizes['code'] + sizes['weights']:>10,d} bytes")

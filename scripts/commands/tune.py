@@ -7,8 +7,6 @@ from pathlib import Path
 
 from tinyasr.scripts.arguments import add_model_argument, add_target_argument
 
-SCHEDULES_DIR = Path(__file__).resolve().parents[2] / "schedules"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -17,11 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "model, measuring on this machine. Records are appended to a JSON "
                     "database; re-running continues from the records already there.")
     add_model_argument(parser)
-    add_target_argument(parser, " (only host can measure so far)")
+    add_target_argument(parser, " (only boards this machine runs natively can measure so far)")
     parser.add_argument("--trials", type=int, required=True, metavar="N",
                         help="trials per task, counting those already in the database")
     parser.add_argument("--work-dir", type=Path, metavar="DIR",
-                        help="database directory (default: schedules/<target>/)")
+                        help="database directory (default: the device's own, "
+                             "schedules/<board>/ or schedules/host-<cpu>/, which compile applies)")
     parser.add_argument("--time-budget", type=float, metavar="MIN",
                         help="start no new task after MIN minutes")
     parser.add_argument("--ops", nargs="+", metavar="NAME",
@@ -31,22 +30,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tinyasr.compile.compressed_import import load_for_compile
-    from tinyasr.compile.deployable import board_target
     from tinyasr.compile.pipeline import IRDumper, import_model
     from tinyasr.model.errors import InputError
+    from tinyasr.schedules.database import default_database_dir, device_name
     from tinyasr.schedules.tune import tune
-    from tinyasr.targets.boards import get_board
+    from tinyasr.targets.boards import board_target, get_board
 
     board = get_board(args.target)
     if not board.is_host:
         raise InputError(f"--target {board.name}: tuning measures on this machine, so only "
-                         "host can be tuned so far")
+                         "boards it runs natively can be tuned so far")
     if args.trials < 1:
         raise InputError(f"--trials {args.trials}: must be at least 1")
-    work_dir = args.work_dir or SCHEDULES_DIR / board.name
+    target = board_target(board)
+    work_dir = args.work_dir or default_database_dir(board.name, target)
     model, _ = load_for_compile(args.model)
-    results = tune(import_model(model, IRDumper(None)), board_target(board), work_dir,
-                   args.trials, args.ops, args.time_budget)
+    results = tune(import_model(model, IRDumper(None)), device_name(board.name, target),
+                   target, work_dir, args.trials, args.ops, args.time_budget)
     print(f"{work_dir}: {len(results)} tasks")
     for result in results:
         best = "-" if result.best_us is None else f"{result.best_us:10.1f} us"
