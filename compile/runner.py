@@ -45,19 +45,22 @@ class DecoderStandIn:
 
 
 class CompiledModelRunner:
-    """A deployable's encode/decode functions on the host CPU."""
+    """A deployable's encode/decode functions: on this machine's CPU, or given the `vm` and
+    `device` of a board (tinyasr.targets.rpc_test), there; the weights go to that device."""
 
-    def __init__(self, deployable: Path):
+    def __init__(self, deployable: Path, device: tvm.runtime.Device | None = None, vm=None):
         deployable = Path(deployable)
         manifest = read_manifest(deployable)
-        if manifest["arch"] != platform.machine():
-            raise InputError(f"{deployable}: built for {manifest['target']} ({manifest['arch']}); "
-                             f"this machine is {platform.machine()}")
-        self.device = tvm.cpu()
-        library = tvm.runtime.load_module(str(deployable / LIBRARY_FILE))
-        self.vm = relax.VirtualMachine(library, self.device)
+        if vm is None:
+            if manifest["arch"] != platform.machine():
+                raise InputError(f"{deployable}: built for {manifest['target']} "
+                                 f"({manifest['arch']}); this machine is {platform.machine()}")
+            device = tvm.cpu()
+            vm = relax.VirtualMachine(tvm.runtime.load_module(str(deployable / LIBRARY_FILE)),
+                                      device)
+        self.device, self.vm = device, vm
         weights = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
-        self.weights = {name: [weights[key] for key in function["weights"]]
+        self.weights = {name: [weights[key].copyto(device) for key in function["weights"]]
                         for name, function in manifest["functions"].items()}
         self.sos_eos = manifest["sos_eos"]
         self.tokenizer = Tokenizer.load(deployable / TOKENS_FILE)

@@ -5,8 +5,9 @@ deployable was compiled from (max abs difference within a tolerance), the board'
 against the reference's (identical), and the on-board latency of the encoder (`time_evaluator`,
 median of repeats). With several boards under the key, the utterances are spread across them
 (one session per board). Results are written to JSON after every utterance, so a failure keeps
-them. A board that fails mid-utterance is replaced by another board of the key once; then the
-test fails naming the utterance.
+them. A board that fails mid-utterance, or does not answer within the utterance deadline (a hung
+board keeps its socket open, and TVM's RPC client has no timeout of its own), is replaced by
+another board of the key once; then the test fails naming the utterance.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,6 +30,9 @@ from tinyasr.targets.remote import load_library, request_session
 
 SESSION_TIMEOUT = 600.0   # s a board lets one session run
 REQUEST_WAIT = 120.0      # s to wait for a free board
+UTTERANCE_DEADLINE = 300.0  # s one utterance may take on a board, upload and session included
+
+Result = TypeVar("Result")
 
 
 @dataclass
@@ -67,23 +73,15 @@ class _RemoteVM:
 
 def remote_runner(deployable: Path, remote, board: Board):
     """A CompiledModelRunner whose VM and weights live on the board."""
-    import tvm
     from tvm import relax
 
-    from tinyasr.compile.deployable import LIBRARY_FILE, TOKENS_FILE, WEIGHTS_FILE, read_manifest
+    from tinyasr.compile.deployable import LIBRARY_FILE
     from tinyasr.compile.runner import CompiledModelRunner
-    from tinyasr.model.tokenizer import Tokenizer
 
-    manifest = read_manifest(deployable)
-    runner = CompiledModelRunner.__new__(CompiledModelRunner)
-    runner.device = remote.cpu()
+    device = remote.cpu()
     library = load_library(remote, deployable / LIBRARY_FILE, board)
-    runner.vm = _RemoteVM(relax.VirtualMachine(library, runner.device), remote)
-    on_host = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
-    runner.weights = {name: [on_host[key].copyto(runner.device) for key in function["weights"]]
-                      for name, function in manifest["functions"].items()}
-    runner.sos_eos, runner.tokenizer = manifest["sos_eos"], Tokenizer.load(deployable / TOKENS_FILE)
-    return runner
+    return CompiledModelRunner(deployable, device,
+                               _RemoteVM(relax.VirtualMachine(library, device), remote))
 
 
 def encoder_latency_ms(runner, repeat: int) -> float:
@@ -92,6 +90,27 @@ def encoder_latency_ms(runner, repeat: int) -> float:
     vm.set_input("encode", *runner.vm.last_args["encode"])
     timing = vm.time_evaluator("invoke_stateful", runner.device, number=1, repeat=repeat)("encode")
     return float(timing.median * 1000)
+
+
+def within(seconds: float, work: Callable[[], Result]) -> Result:
+    """`work()`, or TimeoutError when it has not returned after `seconds`: it runs in a daemon
+    thread, which a hung board leaves blocked while the caller moves on."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as error:   # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer from the board within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 class _BoardWorker:
@@ -110,8 +129,8 @@ class _BoardWorker:
                 return
 
     def check(self, utterance) -> UtteranceResult:
-        """The utterance on the board vs the host; one retry on a fresh board after an RPC error."""
-        from tinyasr.compile.runner import CompiledRecognizer
+        """The utterance on the board vs the host; one retry on a fresh board after an RPC error
+        or a missed deadline."""
         from tinyasr.model.datadir import load_wav
 
         test = self.test
@@ -119,15 +138,10 @@ class _BoardWorker:
         host_log_probs, host_text = test.host_reference(samples)
         for attempt in (1, 2):
             try:
-                if self.runner is None:
-                    self.remote = request_session(test.tracker, test.key, test.request_wait,
-                                                  SESSION_TIMEOUT)
-                    self.runner = remote_runner(test.deployable, self.remote, test.board)
-                board_log_probs, _ = self.runner.ctc_log_probs(samples)
-                board_text = CompiledRecognizer(self.runner, test.options).transcribe(samples)
-                latency = encoder_latency_ms(self.runner, test.repeat)
+                board_log_probs, board_text, latency = within(
+                    test.deadline, lambda: self.on_board(samples))
                 break
-            except Exception as error:  # an RPC failure: the board died or hung up
+            except Exception as error:  # an RPC failure: the board died, hung up or hangs
                 if isinstance(error, InputError) or attempt == 2:
                     raise InputError(f"utterance {utterance.uid!r} failed on a {test.key!r} "
                                      f"board: {str(error).splitlines()[-1]}") from None
@@ -136,6 +150,20 @@ class _BoardWorker:
         diff = float(np.abs(board_log_probs[:frames] - host_log_probs[:frames]).max())
         return UtteranceResult(utterance.uid, utterance.text, host_text, board_text, diff,
                                latency, diff <= test.tolerance and host_text == board_text)
+
+    def on_board(self, samples: np.ndarray) -> tuple[np.ndarray, str, float]:
+        """CTC log-probs, transcript and encoder latency of one utterance on this worker's
+        board (a session is requested and the deployable loaded on first use)."""
+        from tinyasr.compile.runner import CompiledRecognizer
+
+        test = self.test
+        if self.runner is None:
+            self.remote = request_session(test.tracker, test.key, test.request_wait,
+                                          SESSION_TIMEOUT)
+            self.runner = remote_runner(test.deployable, self.remote, test.board)
+        log_probs, _ = self.runner.ctc_log_probs(samples)
+        text = CompiledRecognizer(self.runner, test.options).transcribe(samples)
+        return log_probs, text, encoder_latency_ms(self.runner, test.repeat)
 
 
 @dataclass
@@ -150,6 +178,7 @@ class _RpcTest:
     tolerance: float
     repeat: int
     request_wait: float    # s to wait for a free board
+    deadline: float        # s one utterance may take on a board
     host: object           # the PyTorch Recognizer
     pending: queue.Queue
     results: dict[int, UtteranceResult] = field(default_factory=dict)
@@ -188,8 +217,8 @@ class _RpcTest:
 
 def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_dir: Path,
                  json_path: Path | None, tolerance: float = 1e-3, repeat: int = 3,
-                 boards: int | None = None,
-                 request_wait: float = REQUEST_WAIT) -> list[UtteranceResult]:
+                 boards: int | None = None, request_wait: float = REQUEST_WAIT,
+                 deadline: float = UTTERANCE_DEADLINE) -> list[UtteranceResult]:
     """Every utterance of `data_dir` on boards of `key`, spread over `boards` sessions at once
     (default: as many as the tracker lists for the key); results also go to `json_path`."""
     from tinyasr.compile.deployable import read_manifest
@@ -202,7 +231,7 @@ def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_di
         pending.put(item)
     reference = Recognizer.load(Path(read_manifest(deployable)["model"]["path"]))
     test = _RpcTest(deployable, board, tracker, key, json_path, tolerance, repeat, request_wait,
-                    reference, pending)
+                    deadline, reference, pending)
     if boards is None:
         address = parse_address(tracker, "--tracker")
         check_tracker(*address)

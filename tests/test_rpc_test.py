@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -25,6 +27,20 @@ def rpi4_deployable(tmp_path_factory: pytest.TempPathFactory, tiny_random_model)
     save_model_dir(*tiny_random_model, root / "model")
     build_deployable(root / "model", get_board("rpi4"), root / "rpi4")
     return root / "rpi4"
+
+
+def test_rpc_test_on_an_emulated_rvv_board_matches_host(board, tmp_path_factory,
+                                                        tiny_random_model, tmp_path):
+    """riscv64 with RVV 1.0 (k230 under qemu-riscv64): log-probs and transcripts as on the host."""
+    root = tmp_path_factory.mktemp("rpc_test_k230")
+    save_model_dir(*tiny_random_model, root / "model")
+    k230 = get_board("k230")
+    build_deployable(root / "model", k230, root / "k230")
+    board.start(k230)
+    data = tmp_path / "data"
+    write_data_dir(data, read_data_dir(SAMPLES_DIR)[:2])
+    results = run_rpc_test(root / "k230", k230, board.tracker, "k230", data, None, repeat=1)
+    assert len(results) == 2 and all(r.ok for r in results), format_table(results)
 
 
 @pytest.mark.slow  # compiling the model takes minutes; the board tests cover the RPC path
@@ -69,3 +85,29 @@ def test_rpc_test_board_killed_names_the_utterance_and_keeps_results(board, rpi4
     killer.join()
     assert time.monotonic() - start < 300
     assert 1 <= len(json.loads(results_json.read_text())) < 4
+
+
+@pytest.mark.slow
+def test_rpc_test_hung_board_misses_the_deadline_and_fails_clearly(board, rpi4_deployable,
+                                                                   tmp_path):
+    """A board that stops answering without closing its socket (SIGSTOP): the utterance fails
+    after the deadline, naming it, instead of hanging the harness."""
+    if not board.emulated:
+        pytest.skip("stops an emulated board")
+    rpi4 = get_board("rpi4")
+    board.farm.down("rpi4")
+    board.start(rpi4)
+    (hung,) = [p for p in board.farm.boards() if p.name == "rpi4"]
+    data = tmp_path / "data"
+    write_data_dir(data, read_data_dir(SAMPLES_DIR)[:1])
+    os.killpg(hung.pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(InputError, match="utterance '.+' failed on a 'rpi4' board: "
+                                             ".*(within 20 s|no free board)"):
+            run_rpc_test(rpi4_deployable, rpi4, board.tracker, "rpi4", data, None,
+                         request_wait=5, deadline=20)
+        assert time.monotonic() - start < 120
+    finally:
+        os.killpg(hung.pid, signal.SIGCONT)
+        board.farm.down("rpi4")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from tinyasr.model.model_dir import SAMPLES_DIR
+from tinyasr.targets.rpc_test import UTTERANCE_DEADLINE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", type=Path, help="write results here, after every utterance")
     parser.add_argument("--tolerance", type=float, default=1e-3,
                         help="max abs difference allowed between board and host log-probs")
+    parser.add_argument("--deadline", type=float, default=UTTERANCE_DEADLINE, metavar="SEC",
+                        help="seconds one utterance may take on a board before the board counts "
+                             "as hung (default: %(default)g)")
     parser.set_defaults(func=run)
 
 
@@ -35,6 +39,6 @@ def run(args: argparse.Namespace) -> int:
     # architecture is refused before upload. Otherwise trust the deployable's own target.
     board = get_board(args.key if args.key in BOARDS else read_manifest(args.deployable)["target"])
     results = run_rpc_test(args.deployable, board, args.tracker, args.key, args.data, args.json,
-                           args.tolerance)
+                           args.tolerance, deadline=args.deadline)
     print(format_table(results))
     return 0 if all(r.ok for r in results) else 1
