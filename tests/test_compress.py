@@ -230,7 +230,7 @@ def test_prune_quantize_report_and_the_runner_reproduces_the_reported_cer(
     assert "encoder.blocks.0.ffn.0" in capsys.readouterr().out      # the scan's table
     assert main(["compress", "prune", str(model_dir), "--data", str(tiny_corpus), "--sparsity",
                  "0.6", "--block", "4x1", "--steps", "0", "--scan-from",
-                 str(pruned / "pruning.json"), "--tolerance", "100",
+                 str(pruned / "pruning.json"), "--tolerance", "100", "--train-utterances", "4",
                  "--out", str(tmp_path / "again")]) == 0
     again = json.loads((tmp_path / "again" / "pruning.json").read_text())
     assert again["scan"] == record["scan"] and again["scan_from"].endswith("pruning.json")
@@ -270,6 +270,9 @@ def test_bad_input_is_one_line_and_never_half_written(
     one_line_error(capsys, ["compress", "prune", str(model_dir), "--data", str(tiny_corpus),
                             "--sparsity", "0.5", "--scan-from", str(foreign / "model.pt"),
                             "--out", str(tmp_path / "o")], "--scan-from")
+    one_line_error(capsys, ["compress", "prune", str(model_dir), "--data", str(tiny_corpus),
+                            "--sparsity", "0.5", "--train-utterances", "0",
+                            "--out", str(tmp_path / "o")], "--train-utterances")
     assert not (tmp_path / "o").exists()
 
     out = tmp_path / "model.tac"

@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="fine-tuning steps (0: one-shot pruning; default 300)")
     prune.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
     prune.add_argument("--batch-seconds", type=float, default=80.0, help="audio per batch")
+    prune.add_argument("--train-utterances", type=int, metavar="N",
+                       help="fine-tune on a seeded sample of N training utterances (default: "
+                            "all; their features are computed up front)")
     prune.add_argument("--scan", action="store_true",
                        help="measure each layer's dev-CER sensitivity and set per-layer targets")
     prune.add_argument("--tolerance", type=float, default=1.0,
@@ -127,6 +130,8 @@ def run_prune(args: argparse.Namespace) -> int:
         raise InputError("--out: required unless --scan only measures sensitivity")
     if args.steps < 0:
         raise InputError(f"--steps: must be >= 0, got {args.steps}")
+    if args.train_utterances is not None and args.train_utterances < 1:
+        raise InputError(f"--train-utterances: must be >= 1, got {args.train_utterances}")
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model_dir(args.model)
     layers = prunable_layers(model, block)
@@ -148,7 +153,8 @@ def run_prune(args: argparse.Namespace) -> int:
     targets.update(overrides)
     if args.out is None:
         return 0
-    fbanks, token_ids = load_examples(model, tokenizer, args.data / "train")
+    fbanks, token_ids = load_examples(model, tokenizer, args.data / "train",
+                                      args.train_utterances)
     prune(model, block, targets, fbanks, token_ids,
           FineTuning(steps=args.steps, lr=args.lr, batch_seconds=args.batch_seconds))
     achieved = {name: sparsity_of(module.weight) for name, module in layers.items()}
