@@ -268,7 +268,19 @@ def quantize_onnx(fp32_dir: Path, out_dir: Path) -> None:
                              nodes_to_exclude=["/fbank/MatMul"])
 
 
-def tvm_row(name: str, precision: str, model: Path, out: Path, note: str) -> RowSpec:
+def weight_bytes_by_dtype(deployable: Path) -> dict[str, int]:
+    """Bytes of a deployable's weights file per dtype: shows whether int8 weights stayed int8."""
+    import tvm
+
+    from tinyasr.compile.deployable import WEIGHTS_FILE
+
+    totals: dict[str, int] = {}
+    for tensor in tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE)).values():
+        totals[str(tensor.dtype)] = totals.get(str(tensor.dtype), 0) + tensor.numpy().nbytes
+    return totals
+
+
+def tvm_row(name: str, precision: str, model: Path, out: Path) -> RowSpec:
     """Compiles `model` for the host through `build_deployable` (which applies a tuning
     database when one exists) and labels the row tuned/untuned from the manifest."""
     from tinyasr.compile.deployable import build_deployable
@@ -276,8 +288,10 @@ def tvm_row(name: str, precision: str, model: Path, out: Path, note: str) -> Row
 
     manifest = build_deployable(model, get_board("host"), out)
     tuned = manifest["tuning_database"] is not None
+    weights = ", ".join(f"{dtype} {size:,}" for dtype, size in weight_bytes_by_dtype(out).items())
     return RowSpec(f"{name} ({'tuned' if tuned else 'untuned'})", "tvm", precision, out,
-                   sum(manifest["bytes"].values()), tuned, note)
+                   sum(manifest["bytes"].values()), tuned,
+                   f"{model.name} compiled; weights file bytes by dtype: {weights}")
 
 
 def prepare_rows(model: AsrModel, fp32_model: Path, int8_model: Path, sparse_model: Path | None,
@@ -301,15 +315,14 @@ def prepare_rows(model: AsrModel, fp32_model: Path, int8_model: Path, sparse_mod
                 "own int8 weights)"),
     ]
     progress("compiling TVM deployables for the host")
-    rows.append(tvm_row("TVM fp32", "fp32", fp32_model, work / "tvm-fp32", "the fp32 model"))
-    rows.append(tvm_row("TVM int8", "int8", int8_model, work / "tvm-int8",
-                        f"{int8_model.name}: its int8 weights as int8 kernels"))
+    rows.append(tvm_row("TVM fp32", "fp32", fp32_model, work / "tvm-fp32"))
+    rows.append(tvm_row("TVM int8", "int8", int8_model, work / "tvm-int8"))
     if sparse_model is None:
         rows.append(RowResult("TVM sparse+int8", "tvm", "sparse+int8", None, "",
                               skipped="no --sparse-model given"))
     else:
         rows.append(tvm_row("TVM sparse+int8", "sparse+int8", sparse_model,
-                            work / "tvm-sparse-int8", sparse_model.name))
+                            work / "tvm-sparse-int8"))
     return rows
 
 
