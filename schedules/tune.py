@@ -28,10 +28,9 @@ from tvm.target import Target
 
 from tinyasr.compile.pipeline import IRDumper, ImportedModel, legalize
 from tinyasr.model.errors import InputError
-from tinyasr.schedules.builder import local_builder
+from tinyasr.schedules.measure import Measurement, local_measurement
 from tinyasr.schedules.database import open_database, static_workload
 
-BUILD_TIMEOUT_SEC = 120.0     # generous: the 2-core machine is shared
 NO_RESULT = 1e10              # MetaSchedule's run time for a failed build or run
 
 
@@ -100,11 +99,13 @@ def _status(result: TaskResult) -> str:
 
 
 def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir: Path,
-         trials: int, ops: list[str] | None = None, time_budget_min: float | None = None
-         ) -> list[TaskResult]:
+         trials: int, ops: list[str] | None = None, time_budget_min: float | None = None,
+         measurement: Measurement | None = None) -> list[TaskResult]:
     """Tunes each task of the model for `device` (its LLVM `target`) up to `trials` recorded
-    trials (earlier runs' records count), measuring on this machine; stops starting tasks
-    after the time budget."""
+    trials (earlier runs' records count), measuring with `measurement` (default: on this
+    machine); stops starting tasks after the time budget. A trial that fails (a board gone, a
+    tracker down) is recorded as failed and tuning goes on."""
+    builder, runner = measurement or local_measurement()
     database = open_database(Path(work_dir), device, target)
     target = tuning_target(target)
     tasks = extract_tasks(imported, target, ops)
@@ -130,8 +131,7 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
             tasks=contexts, task_weights=weights, work_dir=logs,
             max_trials_global=trials - result.trials,
             num_trials_per_iter=min(64, trials - result.trials),
-            builder=local_builder(BUILD_TIMEOUT_SEC),
-            runner="local", database=database, cost_model="xgb",
+            builder=builder, runner=runner, database=database, cost_model="xgb",
             measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                ProgressCallback(result, trials)])
         results[-1] = task_result(database, task)

@@ -124,7 +124,8 @@ def test_a_corrupt_record_before_the_end_names_file_and_line(tuned: Path, tmp_pa
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--target", "rpi4", "--trials", "2"], "only boards it runs natively can be tuned"),
+    (["--target", "rpi4", "--trials", "2"], "measure on boards with --tracker HOST:PORT"),
+    (["--target", "rpi4", "--trials", "2", "--tracker", "127.0.0.1:1"], "127.0.0.1:1"),
     (["--target", "host", "--trials", "0"], "--trials 0: must be at least 1"),
     (["--target", "nosuch", "--trials", "2"], "unknown target 'nosuch'"),
 ])
@@ -208,3 +209,16 @@ def test_missing_or_corrupt_database_builds_untuned_with_a_warning(tuned: Path, 
     assert tuning_database(get_board("host"), work_dir) is None
     assert (f"{work_dir / RECORD_FILE}:2: corrupt tuning database: building untuned"
             in capsys.readouterr().err)
+
+
+def test_tuning_on_an_emulated_board_through_the_tracker(board, model_dir: Path, task_name: str,
+                                                         tmp_path: Path):
+    """The RPC path: candidates cross-linked here, timed on an (emulated) rpi4 of the tracker."""
+    board.start(get_board("rpi4"))
+    work_dir = tmp_path / "rpi4"
+    assert main(["tune", str(model_dir), "--target", "rpi4", "--tracker", board.tracker,
+                 "--trials", str(TRIALS), "--work-dir", str(work_dir), "--ops", task_name]) == 0
+    database = open_database(work_dir, "rpi4", get_board("rpi4").llvm_target)
+    seconds = [float(s) for r in database.get_all_tuning_records() for s in r.run_secs]
+    assert len(seconds) == TRIALS and min(seconds) < 1.0   # measured on the board, not failed
+    assert '"mcpu": "cortex-a72"' in (work_dir / "device.json").read_text()

@@ -12,10 +12,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tune", help="tune a model's kernels for a device (MetaSchedule + XGBoost)",
         description="Tune each task of the compiled model with MetaSchedule's XGBoost cost "
-                    "model, measuring on this machine. Records are appended to a JSON "
-                    "database; re-running continues from the records already there.")
+                    "model, measuring on this machine or, with --tracker, on boards behind a "
+                    "TVM RPC tracker (candidates cross-linked here). Records are appended to "
+                    "the device's JSON database; re-running continues from the records there.")
     add_model_argument(parser)
-    add_target_argument(parser, " (only boards this machine runs natively can measure so far)")
+    add_target_argument(parser)
+    parser.add_argument("--tracker", metavar="HOST:PORT",
+                        help="measure on boards behind this tracker (needed for a board this "
+                             "machine cannot run)")
+    parser.add_argument("--key", help="the boards' tracker key (default: the target's name)")
     parser.add_argument("--trials", type=int, required=True, metavar="N",
                         help="trials per task, counting those already in the database")
     parser.add_argument("--work-dir", type=Path, metavar="DIR",
@@ -33,20 +38,23 @@ def run(args: argparse.Namespace) -> int:
     from tinyasr.compile.pipeline import IRDumper, import_model
     from tinyasr.model.errors import InputError
     from tinyasr.schedules.database import default_database_dir, device_name
+    from tinyasr.schedules.measure import board_measurement, local_measurement
     from tinyasr.schedules.tune import tune
     from tinyasr.targets.boards import board_target, get_board
 
     board = get_board(args.target)
-    if not board.is_host:
-        raise InputError(f"--target {board.name}: tuning measures on this machine, so only "
-                         "boards it runs natively can be tuned so far")
+    if not board.is_host and args.tracker is None:
+        raise InputError(f"--target {board.name}: this machine cannot run its code; measure on "
+                         "boards with --tracker HOST:PORT [--key KEY]")
     if args.trials < 1:
         raise InputError(f"--trials {args.trials}: must be at least 1")
+    measurement = (board_measurement(board, args.tracker, args.key) if args.tracker
+                   else local_measurement())
     target = board_target(board)
     work_dir = args.work_dir or default_database_dir(board.name, target)
     model, _ = load_for_compile(args.model)
     results = tune(import_model(model, IRDumper(None)), device_name(board.name, target),
-                   target, work_dir, args.trials, args.ops, args.time_budget)
+                   target, work_dir, args.trials, args.ops, args.time_budget, measurement)
     print(f"{work_dir}: {len(results)} tasks")
     for result in results:
         best = "-" if result.best_us is None else f"{result.best_us:10.1f} us"
