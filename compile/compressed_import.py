@@ -17,6 +17,7 @@ static input scales they run dequantized, as do int8 convs and the embedding.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,10 @@ def load_for_compile(path: Path) -> tuple[AsrModel, Tokenizer]:
     model, tokenizer = load_compressed(path)
     quantization = compressed.quantization()
     int8_kernels = quantization is not None and quantization.activations == Activations.DYNAMIC
+    if quantization is not None and not int8_kernels:
+        print(f"tinyasr: warning: {path}: {quantization.activations.value} activations: its "
+              "int8 layers compile dequantized (fp32 weights, no int8 kernels); quantize with "
+              "--activations dynamic for int8 kernels", file=sys.stderr)
     modules = dict(model.named_modules())
     for name, entry in compressed.header["tensors"].items():
         layer = name.removesuffix(".weight")
