@@ -1,7 +1,8 @@
 """`tinyasr bench`: the same utterances through every runtime, side by side, on this machine.
 
 Rows: PyTorch eager fp32 and dynamic int8, ONNX Runtime fp32 and int8, and the TVM deployables
-of the fp32, int8 and (when given) sparse+int8 models. Every row runs the same computation:
+of the fp32, int8 and (when given) sparse+int8 models, built with the host's tuning database
+when one applies; then an untuned build of the fp32 model is the TVM baseline row. Every row runs the same computation:
 16 kHz PCM -> CTC log-probs (the fbank front end included, as in the compiled encode graph),
 then CTC prefix beam search with attention rescoring, the decoder being the row's own.
 
@@ -280,13 +281,14 @@ def weight_bytes_by_dtype(deployable: Path) -> dict[str, int]:
     return totals
 
 
-def tvm_row(name: str, precision: str, model: Path, out: Path) -> RowSpec:
-    """Compiles `model` for the host through `build_deployable` (which applies a tuning
-    database when one exists) and labels the row tuned/untuned from the manifest."""
+def tvm_row(name: str, precision: str, model: Path, out: Path, untuned: bool = False) -> RowSpec:
+    """Compiles `model` for the host through `build_deployable` (which applies the host's
+    tuning database when one exists, unless `untuned`) and labels the row tuned/untuned from
+    the manifest."""
     from tinyasr.compile.deployable import build_deployable
     from tinyasr.targets.boards import get_board
 
-    manifest = build_deployable(model, get_board("host"), out)
+    manifest = build_deployable(model, get_board("host"), out, untuned=untuned)
     tuned = manifest["tuning_database"] is not None
     weights = ", ".join(f"{dtype} {size:,}" for dtype, size in weight_bytes_by_dtype(out).items())
     return RowSpec(f"{name} ({'tuned' if tuned else 'untuned'})", "tvm", precision, out,
@@ -315,7 +317,15 @@ def prepare_rows(model: AsrModel, fp32_model: Path, int8_model: Path, sparse_mod
                 "own int8 weights)"),
     ]
     progress("compiling TVM deployables for the host")
-    rows.append(tvm_row("TVM fp32", "fp32", fp32_model, work / "tvm-fp32"))
+    fp32 = tvm_row("TVM fp32", "fp32", fp32_model, work / "tvm-fp32")
+    if fp32.tuned:
+        rows.append(tvm_row("TVM fp32 baseline", "fp32", fp32_model, work / "tvm-untuned",
+                            untuned=True))
+    else:
+        rows.append(RowResult("TVM fp32 baseline", "tvm", "fp32", False, "",
+                              skipped="no tuning database applies: the TVM fp32 row is the "
+                                      "untuned build"))
+    rows.append(fp32)
     rows.append(tvm_row("TVM int8", "int8", int8_model, work / "tvm-int8"))
     if sparse_model is None:
         rows.append(RowResult("TVM sparse+int8", "tvm", "sparse+int8", None, "",

@@ -17,8 +17,8 @@ from tinyasr.model.quantize import Activations, Quantization, quantizable_layers
 from tinyasr.schedules.bench import LengthResult, RowResult, core_peak
 from tinyasr.scripts.cli import main
 
-ROWS = ["torch eager fp32", "torch dynamic int8", "ORT fp32", "ORT int8", "TVM fp32", "TVM int8",
-        "TVM sparse+int8"]
+ROWS = ["torch eager fp32", "torch dynamic int8", "ORT fp32", "ORT int8", "TVM fp32 baseline",
+        "TVM fp32", "TVM int8", "TVM sparse+int8"]
 
 
 def row_names(report: dict) -> list[str]:
@@ -46,10 +46,14 @@ def test_bench_json_has_every_row_and_field(bench_out: Path):
     assert report["best_peer"] in ROWS[:4]
     row_fields = {f.name for f in dataclasses.fields(RowResult)}
     length_fields = {f.name for f in dataclasses.fields(LengthResult)}
+    rows = dict(zip(row_names(report), report["rows"]))
     for row in report["rows"]:
         assert set(row) == row_fields
         if row["name"] == "TVM sparse+int8":
             assert row["skipped"] == "no --sparse-model given" and row["scaling"] == []
+            continue
+        if row["name"] == "TVM fp32 baseline" and row["skipped"]:   # no tuning database applied
+            assert rows["TVM fp32"]["tuned"] is False and row["scaling"] == []
             continue
         assert row["skipped"] is None
         assert row["encoder_ms"] > 0 and row["pipeline_ms"] >= row["encoder_ms"]
@@ -63,7 +67,6 @@ def test_bench_json_has_every_row_and_field(bench_out: Path):
         assert [set(point) for point in row["scaling"]] == [length_fields] * 2
         assert [round(point["seconds"]) for point in row["scaling"]] == [1, 2]
         assert row["scaling"][0]["flops"] < row["scaling"][1]["flops"]
-    rows = dict(zip(row_names(report), report["rows"]))
     # the same random model, run by three runtimes, says the same thing
     assert rows["ORT fp32"]["transcript"] == rows["torch eager fp32"]["transcript"]
     assert rows["TVM fp32"]["transcript"] == rows["torch eager fp32"]["transcript"]

@@ -32,8 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench", help="benchmark PyTorch, ONNX Runtime and TVM on the same utterances",
         description="Rows: torch eager fp32, torch dynamic int8, ONNX Runtime fp32 and int8, "
-                    "TVM fp32, int8 and sparse+int8 deployables (tuned when a tuning database "
-                    "applies). Each row runs in its own process. Per row: median encoder and "
+                    "TVM fp32, int8 and sparse+int8 deployables (tuned when the host's tuning "
+                    "database applies; then an untuned fp32 build is the baseline row). Each row "
+                    "runs in its own process. Per row: median encoder and "
                     "whole-pipeline latency for a fixed utterance (5 s), real-time "
                     "factor, speedup over the fastest PyTorch/ONNX Runtime row, peak RSS, "
                     "artifact bytes, GFLOP/s vs the core's peak; and latency per --lengths. "
