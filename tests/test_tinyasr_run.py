@@ -1,7 +1,7 @@
 """tinyasr-run, the C++ transcriber, under qemu-user: the host's transcripts, without Python.
 
-The shipped int8 model is compiled for an aarch64 board (rpi4) and a riscv64 RVV board (k230);
-the board's own tinyasr-run (cross-built with its runtime) must print exactly what the PyTorch
+A shipped model is compiled for an aarch64 board (rpi4) and a riscv64 RVV board (k230); the
+board's own tinyasr-run (cross-built with its runtime) must print exactly what the PyTorch
 reference prints for bundled samples.
 """
 
@@ -20,7 +20,7 @@ import pytest
 from tinyasr.compile.deployable import WEIGHTS_FILE, build_deployable
 from tinyasr.compile.runner import CompiledRecognizer
 from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.model_dir import COMPRESSED_MODEL, SAMPLES_DIR, save_model_dir
+from tinyasr.model.model_dir import COMPRESSED_MODEL, DEFAULT_MODEL, SAMPLES_DIR, save_model_dir
 from tinyasr.model.recognizer import DecodeMode, DecodeOptions, Recognizer
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import get_board
@@ -28,6 +28,10 @@ from tinyasr.targets.farm import emulator_prefix
 from tinyasr.targets.runtime_build import build_runtime, describe
 
 SAMPLES = 3                 # qemu is slow: the shortest few utterances
+# The int8 model on rpi4; the fp32 one on k230: Debian's qemu-riscv64 7.2 aborts translating
+# the RVV int8 kernels (assertion in decode_save_opc), which tests/test_int8.py checks as
+# assembly instead.
+BOARD_MODELS = {"rpi4": COMPRESSED_MODEL, "k230": DEFAULT_MODEL}
 TIMING_LINE = re.compile(r"audio [\d.]+ s, encode [\d.]+ ms, decode [\d.]+ ms, RTF [\d.]+")
 
 
@@ -40,19 +44,19 @@ def wavs() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def deployable(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """The shipped int8 model compiled for a board, once per board."""
+    """The board's shipped model (BOARD_MODELS) compiled for it, once per board."""
     root = tmp_path_factory.mktemp("deploy")
 
     def compiled_for(board: str) -> Path:
         if not (root / board).is_dir():
-            build_deployable(COMPRESSED_MODEL, get_board(board), root / board)
+            build_deployable(BOARD_MODELS[board], get_board(board), root / board)
         return root / board
 
     return compiled_for
 
 
-def reference_transcripts(wavs: list[Path], options: DecodeOptions) -> list[str]:
-    recognizer = Recognizer.load(COMPRESSED_MODEL, options)
+def reference_transcripts(board: str, wavs: list[Path], options: DecodeOptions) -> list[str]:
+    recognizer = Recognizer.load(BOARD_MODELS[board], options)
     return [recognizer.transcribe(load_wav(wav)) for wav in wavs]
 
 
@@ -71,14 +75,14 @@ def run_on_board(board: str, deployable: Path, options: DecodeOptions, wavs: lis
 @pytest.mark.parametrize("board", ["rpi4", "k230"])   # one aarch64 and one riscv64 RVV board
 def test_board_prints_the_reference_transcripts(deployable, wavs: list[Path], board: str, capfd):
     out = run_on_board(board, deployable(board), DecodeOptions(), wavs, capfd)
-    assert out.splitlines() == reference_transcripts(wavs, DecodeOptions())
+    assert out.splitlines() == reference_transcripts(board, wavs, DecodeOptions())
 
 
 def test_decoding_options_reach_the_board(deployable, wavs: list[Path], capfd):
     for options in [DecodeOptions(DecodeMode.CTC_PREFIX_BEAM, beam=4),
                     DecodeOptions(DecodeMode.CTC_GREEDY)]:
         out = run_on_board("rpi4", deployable("rpi4"), options, wavs[:1], capfd)
-        assert out.splitlines() == reference_transcripts(wavs[:1], options), options
+        assert out.splitlines() == reference_transcripts("rpi4", wavs[:1], options), options
 
 
 @pytest.mark.slow  # builds the host's runtime (minutes, once)
