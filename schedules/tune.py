@@ -125,14 +125,18 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
             continue
         print(f"[{number}/{len(tasks)}] {task.task_name}: tuning {trials - result.trials} "
               f"trials", flush=True)
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            [task], work_dir=logs)
-        ms.tune.tune_tasks(
-            tasks=contexts, task_weights=weights, work_dir=logs,
-            max_trials_global=trials - result.trials,
-            num_trials_per_iter=min(64, trials - result.trials),
-            builder=builder, runner=runner, database=database, cost_model="xgb",
-            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                               ProgressCallback(result, trials)])
+        try:
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                [task], work_dir=logs)
+            ms.tune.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=logs,
+                max_trials_global=trials - result.trials,
+                num_trials_per_iter=min(64, trials - result.trials),
+                builder=builder, runner=runner, database=database, cost_model="xgb",
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                                   ProgressCallback(result, trials)])
+        except (RuntimeError, ValueError) as error:   # TVM errors: e.g. a hand-written kernel
+            print(f"  {task.task_name}: not tunable, keeps its own schedule "
+                  f"({str(error).splitlines()[-1]})", flush=True)
         results[-1] = task_result(database, task)
     return results
