@@ -185,13 +185,17 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
     return mod, weights, signatures
 
 
-def apply_schedules(mod: tvm.IRModule, database: AppliedDatabase, target: Target,
-                    dump: IRDumper) -> tuple[tvm.IRModule, ScheduleReport]:
-    """Phase schedule: the tuned schedules the database has for the module's functions."""
-    schedules = ApplyTunedSchedules(database.database, target)
-    mod = schedules(mod)
+def apply_schedules(mod: tvm.IRModule, database: AppliedDatabase | None, target: Target,
+                    dump: IRDumper) -> tuple[tvm.IRModule, ScheduleReport | None]:
+    """Phase schedule: the tuned schedules the database has for the module's functions; a
+    no-op without a database."""
+    report = None
+    if database is not None:
+        schedules = ApplyTunedSchedules(database.database, target)
+        mod = schedules(mod)
+        report = ScheduleReport(database, list(schedules.applied), list(schedules.failed))
     dump("schedule", mod)
-    return mod, ScheduleReport(database, list(schedules.applied), list(schedules.failed))
+    return mod, report
 
 
 def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
@@ -200,9 +204,7 @@ def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
     the schedules of a tuning database for it when given."""
     target = Target(target)
     mod, weights, signatures = legalize(imported, target, dump)
-    report = None
-    if database is not None:
-        mod, report = apply_schedules(mod, database, target, dump)
+    mod, report = apply_schedules(mod, database, target, dump)
     with target:
         mod = tvm.transform.Sequential(LOWER_PASSES)(mod)
         dump("lower", mod)

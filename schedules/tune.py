@@ -13,6 +13,7 @@ search starts from its best records.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -98,6 +99,14 @@ def _status(result: TaskResult) -> str:
     return f"{result.name}: best {best}, {result.trials}"
 
 
+def _drop_unnamed_log_handlers() -> None:
+    """MetaSchedule's logger set-up refers to its logger's handlers by name and crashes on an
+    unnamed one (seen under pytest's log capture after an RPC tuning session); drop those."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in [h for h in logger.handlers if h.get_name() is None]:
+        logger.removeHandler(handler)
+
+
 def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir: Path,
          trials: int, ops: list[str] | None = None, time_budget_min: float | None = None,
          measurement: Measurement | None = None) -> list[TaskResult]:
@@ -126,6 +135,7 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
         print(f"[{number}/{len(tasks)}] {task.task_name}: tuning {trials - result.trials} "
               f"trials", flush=True)
         try:
+            _drop_unnamed_log_handlers()
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                 [task], work_dir=logs)
             ms.tune.tune_tasks(

@@ -32,6 +32,7 @@ from tinyasr.model.model_dir import DEFAULT_MODEL, SAMPLES_DIR, load_model_dir, 
 from tinyasr.model.recognizer import Recognizer, decoder_scores
 from tinyasr.model.san_m import AsrModel
 from tinyasr.model.search import ctc_prefix_beam_search
+from tinyasr.schedules.database import RECORD_FILE, database_digest, default_database_dir
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import BOARDS, host_target
 
@@ -62,7 +63,8 @@ def host_deployable(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     assert main(["compile", str(model_dir), "--target", "host", "--out", str(out),
                  "--dump-ir", str(dumps)]) == 0
     assert sorted(p.name for p in dumps.iterdir()) == [
-        "01-import.py", "02-quantize.py", "03-weights.py", "04-legalize.py", "05-lower.py"]
+        "01-import.py", "02-sparse.py", "03-quantize.py", "04-weights.py", "05-legalize.py",
+        "06-schedule.py", "07-lower.py"]
     return out
 
 
@@ -182,7 +184,13 @@ def test_each_shared_weight_is_stored_once(model: AsrModel, host_deployable: Pat
 
 def test_manifest_describes_the_build(host_deployable: Path, model_dir: Path):
     manifest = json.loads((host_deployable / MANIFEST_FILE).read_text())
-    assert manifest["target"] == "host" and manifest["tuning_database"] is None
+    assert manifest["target"] == "host"
+    shipped = default_database_dir("host", host_target())   # this host class's, if shipped
+    database = manifest["tuning_database"]
+    if (shipped / RECORD_FILE).exists():
+        assert database["path"] == str(shipped) and database["sha256"] == database_digest(shipped)
+    else:
+        assert database is None
     assert manifest["versions"]["tvm"] == tvm.__version__
     assert manifest["bytes"]["code"] == (host_deployable / LIBRARY_FILE).stat().st_size
     assert manifest["model"]["sha256"] == model_hash(model_dir)
