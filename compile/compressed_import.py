@@ -17,7 +17,6 @@ static input scales they run dequantized, as do int8 convs and the embedding.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tinyasr.model.compressed import CompressedModel, from_bsr, load_compressed, read_compressed
+from tinyasr.model.errors import warn
 from tinyasr.model.model_dir import load_model_dir
 from tinyasr.model.quantize import Activations
 from tinyasr.model.san_m import AsrModel
@@ -116,9 +116,9 @@ def load_for_compile(path: Path) -> tuple[AsrModel, Tokenizer]:
     quantization = compressed.quantization()
     int8_kernels = quantization is not None and quantization.activations == Activations.DYNAMIC
     if quantization is not None and not int8_kernels:
-        print(f"tinyasr: warning: {path}: {quantization.activations.value} activations: its "
-              "int8 layers compile dequantized (fp32 weights, no int8 kernels); quantize with "
-              "--activations dynamic for int8 kernels", file=sys.stderr)
+        warn(f"{path}: {quantization.activations.value} activations: its int8 layers compile "
+             "dequantized (fp32 weights, no int8 kernels); quantize with --activations dynamic "
+             "for int8 kernels")
     modules = dict(model.named_modules())
     for name, entry in compressed.header["tensors"].items():
         layer = name.removesuffix(".weight")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import tvm
 from tvm.s_tir import meta_schedule as ms
 
 from tinyasr.model.atomic import atomic_write_text
-from tinyasr.model.errors import InputError
+from tinyasr.model.errors import InputError, warn
 
 SCHEDULES_DIR = Path(__file__).resolve().parent
 TUNING_EXTENT = 32            # value bound to every symbolic shape variable while tuning
@@ -103,10 +102,6 @@ def repair_database(work_dir: Path) -> list[str]:
     return repairs
 
 
-def _warn(message: str) -> None:
-    print(f"tinyasr: warning: {message}", file=sys.stderr)
-
-
 def check_device(work_dir: Path, device: str, target: dict[str, Any]) -> None:
     """Refuses (InputError) a database whose device.json names another target."""
     path = work_dir / DEVICE_FILE
@@ -131,7 +126,7 @@ def open_database(work_dir: Path, device: str, target: dict[str, Any]
     work_dir.mkdir(parents=True, exist_ok=True)
     check_device(work_dir, device, target)
     for message in repair_database(work_dir):
-        _warn(message)
+        warn(message)
     if not (work_dir / DEVICE_FILE).exists():
         atomic_write_text(work_dir / DEVICE_FILE, json.dumps(
             {"device": device, "target": _target_identity(target)}, indent=2) + "\n")
@@ -170,21 +165,20 @@ def database_for_compile(work_dir: Path, device: str, target: dict[str, Any]
     """The database compile applies for `device`; None, with a warning that says why, when it
     is missing or unreadable (compile then builds untuned). One for another target is refused."""
     if not (work_dir / RECORD_FILE).exists():
-        _warn(f"no tuning database for {device} ({work_dir / RECORD_FILE} missing): "
+        warn(f"no tuning database for {device} ({work_dir / RECORD_FILE} missing): "
               "building untuned")
         return None
     check_device(work_dir, device, target)
-    for name in (WORKLOAD_FILE, RECORD_FILE):
-        path = work_dir / name
-        bad = _records_of(path)[1] if path.exists() else [0]
-        if bad:
-            where = f"{path}:{bad[0]}" if bad[0] else f"{path} missing"
-            _warn(f"{where}: corrupt tuning database: building untuned")
+    for path in (work_dir / WORKLOAD_FILE, work_dir / RECORD_FILE):
+        bad = _records_of(path)[1] if path.exists() else None
+        if bad is None or bad:
+            where = f"{path} missing" if bad is None else f"{path}:{bad[0]}"
+            warn(f"{where}: corrupt tuning database: building untuned")
             return None
     try:
         database = _load(work_dir)
     except InputError as error:
-        _warn(f"{error}: building untuned")
+        warn(f"{error}: building untuned")
         return None
     return AppliedDatabase(database, work_dir, database_digest(work_dir),
                            len(database.get_all_tuning_records()))
