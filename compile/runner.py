@@ -51,7 +51,8 @@ class CompiledModelRunner:
     def __init__(self, deployable: Path, device: tvm.runtime.Device | None = None, vm=None):
         deployable = Path(deployable)
         manifest = read_manifest(deployable)
-        if vm is None:
+        on_host = vm is None
+        if on_host:
             if manifest["arch"] != platform.machine():
                 raise InputError(f"{deployable}: built for {manifest['target']} "
                                  f"({manifest['arch']}); this machine is {platform.machine()}")
@@ -60,7 +61,8 @@ class CompiledModelRunner:
                                       device)
         self.device, self.vm = device, vm
         weights = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
-        self.weights = {name: [weights[key].copyto(device) for key in function["weights"]]
+        self.weights = {name: [weights[key] if on_host else weights[key].copyto(device)
+                               for key in function["weights"]]
                         for name, function in manifest["functions"].items()}
         self.sos_eos = manifest["sos_eos"]
         self.tokenizer = Tokenizer.load(deployable / TOKENS_FILE)
