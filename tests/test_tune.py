@@ -167,8 +167,9 @@ def test_compile_applies_the_database_and_names_it(tuned_and_untuned, tuned: Pat
 
 
 def test_the_tuned_schedule_replaces_the_default_one(tuned_and_untuned, task_name: str):
-    """The tuned function in the dump after the schedule phase is the record's loop nest (tiled,
-    parallel), not the legalized one."""
+    """The tuned function in the dump after the schedule phase is the record's loop nest, not
+    the legalized one: marked scheduled and tiled (multi-level tiling splits every loop, while
+    parallel, vectorize and unroll are sampled and a 2-trial run may have none of them)."""
     _, _, ir = tuned_and_untuned
 
     def function(dump: str) -> str:
@@ -178,7 +179,8 @@ def test_the_tuned_schedule_replaces_the_default_one(tuned_and_untuned, task_nam
 
     legalized, scheduled = function("legalize"), function("schedule")
     assert legalized != scheduled
-    assert '"tirx.is_scheduled": True' in scheduled and "T.parallel" in scheduled
+    assert '"tirx.is_scheduled": True' in scheduled
+    assert scheduled.count(" for ") > legalized.count(" for ")
 
 
 def test_tuned_and_untuned_libraries_compute_the_same(tuned_and_untuned):
