@@ -8,7 +8,10 @@ own `decoder_scores`, with the compiled decoder standing in for the PyTorch one.
 from __future__ import annotations
 
 import platform
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,16 @@ from tinyasr.model.errors import InputError
 from tinyasr.model.recognizer import DecodeOptions, decode, decoder_scores
 from tinyasr.model.search import Hypothesis
 from tinyasr.model.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class KernelTime:
+    """One function the VM called while encoding (a compiled kernel or a `vm.builtin.*`):
+    its milliseconds and calls per encode."""
+
+    name: str
+    ms: float
+    calls: int
 
 
 DecoderLogProbs = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -67,19 +80,49 @@ class CompiledModelRunner:
         self.sos_eos = manifest["sos_eos"]
         self.tokenizer = Tokenizer.load(deployable / TOKENS_FILE)
 
-    def ctc_log_probs(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """int16-scale 16 kHz samples -> ((frames, vocab) CTC log-probs, (1, frames, d) encoded).
-
-        Audio shorter than MIN_FRAMES encoder frames (0.125 s) is zero-padded up to it."""
+    def encode_args(self, samples: np.ndarray) -> list[object]:
+        """The encode function's arguments for int16-scale 16 kHz samples: frame count,
+        (1, samples read) waveform, weights. Audio shorter than MIN_FRAMES encoder frames
+        (0.125 s) is zero-padded up to it."""
         samples = np.asarray(samples, dtype=np.float32)
         frames = max(MIN_FRAMES, encoder_frames(len(samples)))
         waveform = np.zeros((1, samples_read(frames)), dtype=np.float32)
         used = min(len(samples), waveform.shape[1])
         waveform[0, :used] = samples[:used]
-        log_probs, encoded = self.vm["encode"](tvm.runtime.ShapeTuple([frames]),
-                                               tvm.runtime.tensor(waveform, self.device),
-                                               *self.weights["encode"])
+        return [tvm.runtime.ShapeTuple([frames]), tvm.runtime.tensor(waveform, self.device),
+                *self.weights["encode"]]
+
+    def ctc_log_probs(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """int16-scale 16 kHz samples -> ((frames, vocab) CTC log-probs, (1, frames, d) encoded)."""
+        log_probs, encoded = self.vm["encode"](*self.encode_args(samples))
         return log_probs.numpy()[0], encoded.numpy()
+
+    def profile_encode(self, samples: np.ndarray, runs: int) -> list[KernelTime]:
+        """Every function the VM calls while encoding `samples`, slowest first, as mean time and
+        calls per encode over `runs` encodes: shows which compiled kernels dominate. Each VM Call
+        instruction is timed through the VM's instrument hook, unset again afterwards (an
+        instrumented VM is slower)."""
+        args = self.encode_args(samples)
+        seconds: Counter[str] = Counter()
+        calls: Counter[str] = Counter()
+        started: list[float] = []
+
+        def instrument(func, symbol: str, before_run: bool, ret_value, *call_args) -> int:
+            if before_run:
+                started.append(time.perf_counter())
+            else:
+                seconds[symbol] += time.perf_counter() - started.pop()
+                calls[symbol] += 1
+            return relax.VMInstrumentReturnKind.NO_OP
+
+        self.vm.set_instrument(instrument)
+        try:
+            for _ in range(runs):
+                self.vm["encode"](*args)
+        finally:
+            self.vm.set_instrument(None)
+        return [KernelTime(name, total / runs * 1e3, calls[name] // runs)
+                for name, total in seconds.most_common()]
 
     def decoder_log_probs(self, tokens: np.ndarray, token_lengths: np.ndarray,
                           memory: np.ndarray) -> np.ndarray:

@@ -20,6 +20,11 @@ FLOPs are counted once per length with torch.utils.flop_counter.FlopCounterMode 
 PyTorch encode graph (it counts matmuls and convolutions: the multiply-adds, 2 FLOPs each, not
 the elementwise ops), and every row's GFLOP/s is that count over its encoder latency: the same
 work, so int8 rows are compared on the operations they replace, against the fp32 peak.
+
+TVM rows also list their top kernels: after the timed runs, the row's child process encodes the
+reference utterance a few more times with every VM call timed (CompiledModelRunner.
+profile_encode), which shows the kernels that dominate the encoder after tuning. The VM's
+builtins (allocation, shape bookkeeping) are left out of that list and summed separately.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -55,11 +60,17 @@ from tinyasr.model.san_m import AsrModel
 from tinyasr.model.search import Hypothesis
 from tinyasr.model.tokenizer import Tokenizer
 
+if TYPE_CHECKING:   # the runner imports TVM, which only TVM rows' processes load
+    from tinyasr.compile.runner import KernelTime
+
 REFERENCE_SECONDS = 5.0            # the table's fixed utterance length
 FMA_UNITS = 2                      # assumed FMA pipes per core (see `core_peak`)
 ENCODE_ONNX, DECODE_ONNX = "encode.onnx", "decode.onnx"
 ONNX_OPSET = 17
 PEER_RUNTIMES = ("torch", "onnxruntime")
+PROFILE_RUNS = 3                   # instrumented encodes of the reference utterance per TVM row
+TOP_KERNELS = 10
+VM_BUILTIN_PREFIX = "vm.builtin."
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,16 @@ class LengthResult:
 
 
 @dataclass
+class KernelShare:
+    """One compiled kernel of a TVM row's encode profile."""
+
+    kernel: str
+    ms: float              # per encode of the reference utterance, instrumented
+    share: float           # of the time of every instrumented call (kernels and VM builtins)
+    calls: int             # per encode
+
+
+@dataclass
 class RowResult:
     name: str
     runtime: str
@@ -103,6 +124,8 @@ class RowResult:
     gflops: float | None = None
     peak_fraction: float | None = None     # gflops / the core's fp32 peak
     scaling: list[LengthResult] = field(default_factory=list)
+    top_kernels: list[KernelShare] = field(default_factory=list)   # TVM rows, slowest first
+    vm_builtins_ms: float | None = None    # TVM rows: the VM builtins' time per encode
 
 
 @dataclass(frozen=True)
@@ -395,6 +418,17 @@ class TvmEngine:
         return self.runner.score_hypotheses(encoded, hypotheses)
 
 
+def top_kernels(times: Sequence[KernelTime]) -> tuple[list[KernelShare], float]:
+    """The TOP_KERNELS slowest compiled kernels of an encode profile (slowest first, as
+    `profile_encode` returns it) with their share of the profile's total, and the VM builtins'
+    milliseconds."""
+    total = sum(t.ms for t in times)
+    kernels = [t for t in times if not t.name.startswith(VM_BUILTIN_PREFIX)]
+    builtins_ms = total - sum(t.ms for t in kernels)
+    return ([KernelShare(t.name, t.ms, t.ms / total, t.calls) for t in kernels[:TOP_KERNELS]],
+            builtins_ms)
+
+
 def load_engine(spec: RowSpec, threads: int, sos_eos: int) -> Engine:
     if spec.runtime == "tvm":
         return TvmEngine(spec.artifact)
@@ -423,9 +457,10 @@ def time_runs(engine: Engine, waveform: np.ndarray, options: DecodeOptions,
 
 def measure_row(spec: RowSpec, waveforms: dict[float, np.ndarray], tokenizer: Tokenizer,
                 options: DecodeOptions, repeats: int, threads: int
-                ) -> tuple[dict[float, tuple[float, float]], str, int]:
+                ) -> tuple[dict[float, tuple[float, float]], str, int, list[KernelTime]]:
     """In a fresh process: {seconds: (encoder ms, pipeline ms)}, the reference utterance's
-    transcript, and this process's peak RSS in bytes."""
+    transcript, this process's peak RSS in bytes, and (TVM rows; else empty) the encode
+    profile of the reference utterance, taken after the timed runs so it cannot slow them."""
     os.environ["TVM_NUM_THREADS"] = str(threads)   # read when TVM's thread pool starts
     torch.set_num_threads(threads)
     engine = load_engine(spec, threads, tokenizer.sos_eos)
@@ -435,7 +470,9 @@ def measure_row(spec: RowSpec, waveforms: dict[float, np.ndarray], tokenizer: To
         timings[seconds] = (encoder_ms, pipeline_ms)
         if seconds == REFERENCE_SECONDS:
             transcript = tokenizer.decode(tokens)
-    return timings, transcript, peak_rss_bytes()
+    profile = (engine.runner.profile_encode(waveforms[REFERENCE_SECONDS], PROFILE_RUNS)
+               if isinstance(engine, TvmEngine) else [])
+    return timings, transcript, peak_rss_bytes(), profile
 
 
 def peak_rss_bytes() -> int:
@@ -466,20 +503,22 @@ class BenchSettings:
 
 def row_result(spec: RowSpec, waveforms: dict[float, np.ndarray], flops: dict[float, int],
                settings: BenchSettings, tokenizer: Tokenizer, peak: CorePeak) -> RowResult:
-    timings, transcript, rss = run_in_child(measure_row, spec, waveforms, tokenizer,
-                                            settings.options, settings.repeats, settings.threads)
+    timings, transcript, rss, profile = run_in_child(
+        measure_row, spec, waveforms, tokenizer, settings.options, settings.repeats,
+        settings.threads)
     scaling = [LengthResult(len(waveforms[s]) / SAMPLE_RATE, flops[s], encoder_ms, pipeline_ms,
                             flops[s] / encoder_ms / 1e6)
                for s, (encoder_ms, pipeline_ms) in timings.items() if s in settings.lengths]
     encoder_ms, pipeline_ms = timings[REFERENCE_SECONDS]
     gflops = flops[REFERENCE_SECONDS] / encoder_ms / 1e6
+    kernels, builtins_ms = top_kernels(profile) if profile else ([], None)
     return RowResult(
         spec.name, spec.runtime, spec.precision, spec.tuned, spec.note,
         artifact_bytes=spec.artifact_bytes, peak_rss_bytes=rss, transcript=transcript,
         encoder_ms=encoder_ms, pipeline_ms=pipeline_ms,
         rtf=pipeline_ms / 1e3 / (len(waveforms[REFERENCE_SECONDS]) / SAMPLE_RATE),
         gflops=gflops, peak_fraction=gflops / peak.gflops if peak.gflops else None,
-        scaling=scaling)
+        scaling=scaling, top_kernels=kernels, vm_builtins_ms=builtins_ms)
 
 
 def add_peer_ratios(results: Sequence[RowResult]) -> str | None:
@@ -579,7 +618,22 @@ def markdown(report: dict[str, Any]) -> str:
                   "(PyTorch fp32), saved state dict (PyTorch int8), .onnx files, or the "
                   "deployable's library + weights.", ""]
     lines += [f"- {r['name']}: {r['note'] or r['skipped']}" for r in report["rows"]]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + top_kernels_markdown(report)) + "\n"
+
+
+def top_kernels_markdown(report: dict[str, Any]) -> list[str]:
+    """One table per measured TVM row: its slowest compiled kernels."""
+    lines = ["", f"Top kernels (encoder, {report['reference_seconds']:g} s), TVM rows: every "
+             f"VM call of {PROFILE_RUNS} encodes of the reference utterance timed, after the "
+             "timed runs; ms and calls per encode; share = of the time of all instrumented "
+             "calls, the VM builtins (allocation, shapes) included."]
+    for r in report["rows"]:
+        if r["top_kernels"]:
+            lines += ["", f"{r['name']}: VM builtins {r['vm_builtins_ms']:.3f} ms.", "",
+                      "| kernel | ms | share | calls |", "|---|---:|---:|---:|"]
+            lines += [f"| {k['kernel']} | {k['ms']:.3f} | {k['share']:.1%} | {k['calls']} |"
+                      for k in r["top_kernels"]]
+    return lines
 
 
 def write_plot(report: dict[str, Any], path: Path) -> None:
