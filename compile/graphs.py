@@ -19,6 +19,7 @@ every tensor lands in the weights file and the library holds only code.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,22 +81,38 @@ class DecoderGraph(nn.Module):
         return self.decoder(tokens, token_lengths, memory.expand(tokens.shape[0], -1, -1))
 
 
+# The dynamic sizes of each graph: (input, axis) -> what the size counts. The waveform's axis
+# is SAMPLES_PER_FRAME * frames + samples_read(0) samples; every other one is the size itself.
+SHAPE_VARIABLES: dict[str, dict[tuple[str, int], str]] = {
+    "encode": {("waveform", 1): "frames"},
+    "decode": {("tokens", 0): "hypotheses", ("tokens", 1): "steps",
+               ("token_lengths", 0): "hypotheses", ("memory", 1): "frames"},
+}
+
+
+def _dynamic_shapes(graph: str) -> dict[str, dict[int, Any]]:
+    """torch.export's `dynamic_shapes` for one graph, from SHAPE_VARIABLES."""
+    dims = {"frames": Dim("frames", min=MIN_FRAMES), "hypotheses": Dim("hypotheses", min=1),
+            "steps": Dim("steps", min=1)}
+    shapes: dict[str, dict[int, Any]] = {}
+    for (name, axis), role in SHAPE_VARIABLES[graph].items():
+        size = dims[role]
+        shapes.setdefault(name, {})[axis] = (SAMPLES_PER_FRAME * size + samples_read(0)
+                                             if name == "waveform" else size)
+    return shapes
+
+
 def export_graphs(model: AsrModel) -> dict[str, ExportedProgram]:
     """{"encode": ..., "decode": ...} exported with dynamic frames, hypotheses and steps."""
     model = model.eval()
-    frames, hypotheses = Dim("frames", min=MIN_FRAMES), Dim("hypotheses", min=1)
     example_frames = 8
     waveform = torch.zeros(1, samples_read(example_frames))
     with torch.no_grad():
-        encode = torch.export.export(
-            EncoderGraph(model), (waveform,),
-            dynamic_shapes={"waveform": {1: SAMPLES_PER_FRAME * frames + samples_read(0)}})
+        encode = torch.export.export(EncoderGraph(model), (waveform,),
+                                     dynamic_shapes=_dynamic_shapes("encode"))
         tokens = torch.full((3, 5), model.sos_eos, dtype=torch.long)
         lengths = torch.tensor([5, 3, 1])
         memory = torch.zeros(1, example_frames, model.config.d_model)
-        decode = torch.export.export(
-            DecoderGraph(model), (tokens, lengths, memory),
-            dynamic_shapes={"tokens": {0: hypotheses, 1: Dim("steps", min=1)},
-                            "token_lengths": {0: hypotheses},
-                            "memory": {1: frames}})
+        decode = torch.export.export(DecoderGraph(model), (tokens, lengths, memory),
+                                     dynamic_shapes=_dynamic_shapes("decode"))
     return {"encode": encode, "decode": decode}

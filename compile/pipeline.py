@@ -3,7 +3,8 @@
 Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.py):
 
     import     torch.export of the encode and decode graphs (front end included), Relax import
-               with every weight kept as a function input (nothing bound into the code)
+               with every weight kept as a function input (nothing bound into the code), the
+               dynamic sizes named after what they count (frames, hypotheses, steps)
     sparse     linear layers on BSR weights -> BSR kernels taking the BSR arrays as weights; a
                layer too dense for sparse to be faster stays dense (bsr_matmul.MAX_DENSITY)
     quantize   matmuls on int8 weights -> int8 x int8 -> int32 kernels of the board's dot ISA
@@ -34,12 +35,13 @@ from tvm import relax
 from tvm.relax.frontend.torch import from_exported_program
 from tvm.target import Target
 
-from tinyasr.compile.graphs import export_graphs
+from tinyasr.compile.graphs import SHAPE_VARIABLES, export_graphs
 from tinyasr.compile.passes.apply_tuned_schedules import ApplyTunedSchedules
 from tinyasr.compile.passes.bsr_matmul import BsrMatmul, import_bsr_to_dense
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.passes.int8_matmul import Int8Matmul
 from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, LiftWeightTransforms
+from tinyasr.compile.passes.name_shape_vars import name_shape_vars
 from tinyasr.model.san_m import AsrModel
 from tinyasr.schedules.database import AppliedDatabase
 from tinyasr.targets.boards import host_target
@@ -97,21 +99,50 @@ def _amax(node: torch.fx.Node, importer: Any) -> relax.Var:
     return importer.block_builder.emit(relax.op.max(x, dims or None, keepdims=keepdim))
 
 
-TORCH_OPS = {"amax.default": _amax, "bsr_to_dense.default": import_bsr_to_dense}
+def _slice(node: torch.fx.Node, importer: Any) -> relax.Var:
+    """A slice whose bounds are provably inside the tensor (the fbank's frame cutting) is
+    imported as in-bounds: TVM's default clamping of symbolic bounds legalizes to an
+    if_then_else inside shapes that the Relax normalizer rejects. Other slices import as TVM
+    does."""
+    x, axis, begin, end, *rest = [*importer.retrieve_args(node), None, None, None][:5]
+    begin, step = begin or 0, rest[0] or 1
+    shape = importer.shape_of(x)
+    axis = axis if axis >= 0 else axis + len(shape)
+    analyzer = tvm.sym.Analyzer()
+    for var in tvm.tirx.analysis.undefined_vars(shape[axis]):
+        analyzer.bind(var, tvm.ir.Range(0, 1 << 40))   # a size is never negative
+    in_bounds = (isinstance(begin, int) and begin >= 0 and step == 1
+                 and tvm.ir.is_prim_expr(end) and not isinstance(end, tvm.tirx.IntImm)
+                 and analyzer.can_prove(end <= shape[axis]))
+    if not in_bounds:
+        return importer._slice(node)
+    return importer.block_builder.emit(relax.op.strided_slice(
+        x, [axis], [begin], [end], [step], assume_inbound=True))
+
+
+TORCH_OPS = {"amax.default": _amax, "bsr_to_dense.default": import_bsr_to_dense,
+             "slice.Tensor": _slice}
+
+
+def import_program(program: torch.export.ExportedProgram) -> tvm.IRModule:
+    """One exported graph as a Relax module ("main"), parameters kept as inputs, with
+    tinyasr's converters (TORCH_OPS) for what TVM's importer lacks or gets wrong."""
+    with warnings.catch_warnings():  # torch's own decomposition code trips its deprecation
+        warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
+        return from_exported_program(program, keep_params_as_input=True,
+                                     custom_convert_map=TORCH_OPS)
 
 
 def import_graphs(model: AsrModel) -> tuple[tvm.IRModule, dict[str, list[tvm.runtime.Tensor]]]:
     """Relax module with functions "encode" and "decode", and each function's raw weights."""
     functions, weights = {}, {}
     for name, program in export_graphs(model).items():
-        with warnings.catch_warnings():  # torch's own decomposition code trips its deprecation
-            warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
-            imported = from_exported_program(program, keep_params_as_input=True,
-                                             custom_convert_map=TORCH_OPS)
-        imported, params = relax.frontend.detach_params(imported)
+        imported, params = relax.frontend.detach_params(import_program(program))
         functions[name] = imported["main"].with_attr("global_symbol", name)
         weights[name] = params["main"]
-    return ExposeShapeVars()(tvm.IRModule(functions)), weights
+    mod = ExposeShapeVars()(tvm.IRModule(functions))
+    return tvm.IRModule({gvar: name_shape_vars(function, SHAPE_VARIABLES[gvar.name_hint])
+                         for gvar, function in mod.functions.items()}), weights
 
 
 def run_weight_transforms(mod: tvm.IRModule, raw_weights: dict[str, list[tvm.runtime.Tensor]]

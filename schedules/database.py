@@ -8,9 +8,10 @@
 database is missing or unreadable (saying which file), and names the database and its hash in
 the deployable's manifest.
 
-The model's TIR functions have symbolic shapes (frames, n-best batch) and MetaSchedule measures
-only static ones, so a function's workload is the function with every shape variable bound to
-TUNING_EXTENT (`static_workload`). Tuning and compiling both key records by it.
+The model's TIR functions have symbolic shapes (frames, n-best batch, decoder steps) and
+MetaSchedule measures only static ones, so a function's workload is the function with every
+shape variable bound to a typical size for what it counts (`TUNING_EXTENTS`, `static_workload`):
+a schedule is tuned at the size it mostly runs at. Tuning and compiling both key records by it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ from tinyasr.model.atomic import atomic_write_text
 from tinyasr.model.errors import InputError, warn
 
 SCHEDULES_DIR = Path(__file__).resolve().parent
-TUNING_EXTENT = 32            # value bound to every symbolic shape variable while tuning
+# Sizes the symbolic shape variables (named by compile.passes.name_shape_vars) take while
+# tuning: a 5 s utterance (124 encoder frames, rounded to 128), attention rescoring of a 10-best
+# list, hypotheses of 48 tokens; any other variable gets DEFAULT_TUNING_EXTENT.
+TUNING_EXTENTS = {"frames": 128, "hypotheses": 10, "steps": 48}
+DEFAULT_TUNING_EXTENT = 32
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 DEVICE_FILE = "device.json"
@@ -54,16 +59,21 @@ def _target_identity(target: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(identity, default=list))
 
 
+def _tuning_extent(var: tvm.tirx.Var) -> tvm.tirx.IntImm:
+    return tvm.tirx.IntImm(var.ty.dtype, TUNING_EXTENTS.get(var.name, DEFAULT_TUNING_EXTENT))
+
+
 def static_workload(func: tvm.tirx.PrimFunc) -> tvm.IRModule | None:
     """`func` as the static workload MetaSchedule tunes: every symbolic shape variable (scalar
-    parameter or buffer dimension) bound to TUNING_EXTENT; None if a shape stays symbolic."""
+    parameter or buffer dimension) bound to its TUNING_EXTENTS size; None if a shape stays
+    symbolic."""
     binding: dict[Any, Any] = {}
     for param in func.params:
         if isinstance(param.ty, tvm.ir.PrimType):
-            binding[param] = tvm.tirx.IntImm(param.ty.dtype, TUNING_EXTENT)
+            binding[param] = _tuning_extent(param)
         elif any(isinstance(dim, tvm.tirx.Var) for dim in param.shape):
-            shape = [tvm.tirx.IntImm(dim.ty.dtype, TUNING_EXTENT)
-                     if isinstance(dim, tvm.tirx.Var) else dim for dim in param.shape]
+            shape = [_tuning_extent(dim) if isinstance(dim, tvm.tirx.Var) else dim
+                     for dim in param.shape]
             binding[param] = tvm.tirx.decl_buffer(shape, param.dtype, param.name)
     static = func.with_attr("global_symbol", "main").specialize(binding)
     try:

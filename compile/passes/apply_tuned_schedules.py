@@ -1,8 +1,8 @@
 """TIR functions get their tuned schedules from a MetaSchedule database.
 
 Records were measured on static workloads (`tinyasr.schedules.database.static_workload`: every
-shape variable bound to TUNING_EXTENT), while the model's functions keep symbolic frames and
-n-best sizes. TVM's own MetaScheduleApplyDatabase therefore matches nothing here, so this pass
+shape variable bound to its TUNING_EXTENTS size), while the model's functions keep symbolic
+frames and n-best sizes. TVM's own MetaScheduleApplyDatabase therefore matches nothing here, so this pass
 looks each function up by its static workload and replays the record's trace on the symbolic
 function. The trace replays unchanged except where it tiles a symbolic loop: MetaSchedule's tile
 sampler cannot tile a loop of unknown extent (it would return [-1, 1, ...] and drop the tuned
