@@ -25,6 +25,7 @@ import tvm
 import tvm_ffi
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.analysis import estimate_tir_flops
 from tvm.target import Target
 
 from tinyasr.compile.pipeline import IRDumper, ImportedModel, legalize
@@ -58,11 +59,22 @@ def static_task(task: ms.ExtractedTask) -> ms.ExtractedTask | None:
 def extract_tasks(imported: ImportedModel, target: Target, ops: list[str] | None
                   ) -> list[ms.ExtractedTask]:
     """The model's tuning tasks for `target` (only those whose name contains one of `ops`,
-    when given) that specialize to static shapes."""
+    when given) that specialize to static shapes, heaviest first."""
     mod, _, _ = legalize(imported, target, IRDumper(None))
     tasks = [static_task(task) for task in ms.relax_integration.extract_tasks(mod, target)
              if not ops or any(op in task.task_name for op in ops)]
-    return [task for task in tasks if task is not None]
+    return sorted((task for task in tasks if task is not None), key=task_flops, reverse=True)
+
+
+def task_flops(task: ms.ExtractedTask) -> float:
+    """FLOPs of the task per model call (its calls counted): tasks are tuned heaviest first,
+    so that a --time-budget is spent where the time goes and reshapes come last. The
+    hand-written vector kernels (int8, BSR), which TVM cannot count and which are not tunable
+    anyway, count 0."""
+    try:
+        return task.weight * estimate_tir_flops(task.mod)
+    except tvm.error.InternalError:
+        return 0.0
 
 
 def task_result(database: ms.database.Database, task: ms.ExtractedTask) -> TaskResult:

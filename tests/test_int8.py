@@ -128,6 +128,10 @@ def test_compressed_model_compiles_to_int8_kernels(compressed_model: Path, tmp_p
     assert main(["compile", str(compressed_model), "--target", "host", "--out", str(out),
                  "--dump-ir", str(dumps)]) == 0
     assert "int8_matmul_" in next(dumps.glob("*-lower.py")).read_text()
+    # the kernels take the integers of the reference's own input rounding: none rounded twice
+    rounds = [next(dumps.glob(f"*-{phase}.py")).read_text().count("R.round(")
+              for phase in ("import", "quantize")]
+    assert rounds[0] > 0 and rounds[1] == rounds[0]
     weights = tvm.runtime.load_param_dict_from_file(str(out / "weights.bin"))
     assert sum(w.dtype == "int8" for w in weights.values()) >= 8   # the linear layers' values
 

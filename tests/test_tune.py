@@ -20,7 +20,7 @@ from tinyasr.model.san_m import AsrModel, ModelConfig
 from tinyasr.model.tokenizer import Tokenizer
 from tinyasr.schedules.database import (RECORD_FILE, WORKLOAD_FILE, database_digest,
                                         open_database, repair_database)
-from tinyasr.schedules.tune import extract_tasks, tuning_target
+from tinyasr.schedules.tune import extract_tasks, task_flops, tuning_target
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import get_board, host_target
 
@@ -47,6 +47,16 @@ def task_name(model_dir: Path) -> str:
     names = [t.task_name for t in extract_tasks(imported, tuning_target(host_target()),
                                                 ["matmul"])]
     return next(n for n in names if sum(n in other for other in names) == 1)
+
+
+def test_tasks_come_heaviest_first(model_dir: Path):
+    """So that a time budget is spent where the time goes: the fbank matmul (the model's
+    biggest) first, FLOP-free ones (reshapes, copies) last."""
+    imported = import_model(load_model_dir(model_dir)[0], IRDumper(None))
+    tasks = extract_tasks(imported, tuning_target(host_target()), None)
+    flops = [task_flops(task) for task in tasks]
+    assert flops == sorted(flops, reverse=True) and flops[-1] == 0
+    assert "matmul" in tasks[0].task_name
 
 
 def _tune(model_dir: Path, work_dir: Path, task_name: str, trials: int) -> int:

@@ -10,6 +10,8 @@ Rewrite:
 
     x_scale = max(|x|, per row) / 127                  activations rounded to int8 per row
     xq      = int8(clip(round(x / x_scale), -127, 127))
+              (when x is already the reference's own per-row rounding, x = clip(round(x0 / s),
+              -127, 127) * s, those integers and s are taken as they are: no second pass)
     packed  = wq in the kernel's (N/L, K/G, L, G) layout    weight-only: lifted, done once
     out     = call_tir(int8 kernel of the target's dot ISA, xq, packed, x_scale, scale)
 
@@ -76,6 +78,29 @@ def quantize_rows(builder: relax.BlockBuilder, x: relax.Expr) -> tuple[relax.Var
     return xq, x_scale
 
 
+def reference_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
+    """(integers, scale) when `x` (rows, K) is reshape(clip(round(x0 / s), -127, 127) * s) with
+    one scale per row: the int8 rounding the PyTorch reference applies to a layer's input
+    (tinyasr.model.quantize.fake_quantize, per row). Both are reshaped to (rows, K), (rows, 1)."""
+    reshaped = bound(x)
+    if not is_op(reshaped, "relax.reshape"):
+        return None
+    product = bound(reshaped.args[0])
+    if not is_op(product, "relax.multiply"):
+        return None
+    clipped, scale = product.args
+    clip = bound(clipped)
+    rounded = bound(clip.args[0]) if is_op(clip, "relax.clip") else None
+    divided = bound(rounded.args[0]) if is_op(rounded, "relax.round") else None
+    scale_shape = scale.ty.shape.values
+    if not (is_op(divided, "relax.divide") and divided.args[1].same_as(scale)
+            and [float(b.value) for b in clip.args[1:]] == [-INT8_MAX, INT8_MAX]
+            and len(scale_shape) >= 1 and int(scale_shape[-1]) == 1):
+        return None
+    rows, k = x.ty.shape.values
+    return relax.op.reshape(clipped, [rows, k]), relax.op.reshape(scale, [rows, 1])
+
+
 class FunctionRewriter(PyExprMutator):
     """Base of the rewrites: visits every Relax function of `mod`; each kernel added once."""
 
@@ -117,7 +142,12 @@ class _Rewriter(FunctionRewriter):
             return call
         x = call.args[0]
         rows = x.ty.shape.values[0]
-        xq, x_scale = quantize_rows(self.builder_, x)
+        rounding = reference_rounding(x, self._bound)
+        if rounding is None:
+            xq, x_scale = quantize_rows(self.builder_, x)
+        else:
+            integers, x_scale = rounding
+            xq = self.builder_.emit(relax.op.astype(integers, "int8"))
         blocks, groups, lanes, group = self.isa.packed_shape(n, k)
         packed = self.builder_.emit(relax.op.permute_dims(
             relax.op.reshape(wq, [blocks, lanes, groups, group]), [0, 2, 1, 3]))
