@@ -4,10 +4,22 @@ Records were measured on static workloads (`tinyasr.schedules.database.static_wo
 shape variable bound to its TUNING_EXTENTS size), while the model's functions keep symbolic
 frames and n-best sizes. TVM's own MetaScheduleApplyDatabase therefore matches nothing here, so this pass
 looks each function up by its static workload and replays the record's trace on the symbolic
-function. The trace replays unchanged except where it tiles a symbolic loop: MetaSchedule's tile
-sampler cannot tile a loop of unknown extent (it would return [-1, 1, ...] and drop the tuned
-tiles), so such a split takes the tuned inner factors and an inferred outer one, and the tail
-iterations are predicated off. Splits of static loops keep their decisions.
+function. The trace replays unchanged except in two places:
+- where it tiles a symbolic loop: MetaSchedule's tile sampler cannot tile a loop of unknown
+  extent (it would return [-1, 1, ...] and drop the tuned tiles), so such a split takes the
+  tuned inner factors and an inferred outer one, and the tail iterations are predicated off;
+- where it vectorizes a loop that was static at the tuning size but is symbolic here (a whole
+  `steps` axis): fixed-width vector ISAs cannot take it, so that Vectorize is left out and the
+  loop stays serial.
+Splits of static loops keep their decisions.
+
+A schedule measured fast at the static size can be slow on symbolic shapes: a vectorized loop
+whose lanes carry a tail predicate runs scalar, and compute-at over a symbolic region can
+recompute a reduction per element (measured: the attention softmax 14x slower than untuned).
+So the best record's replay is checked: no vector lane predicated through a division by a
+symbolic size, no more work than the static workload (FLOPs at the tuning size). A function whose replay fails the
+checks keeps TVM's default schedule and is reported (the next-best records tried instead were
+measured worse than the default: they are the ones without vector loops).
 """
 
 from __future__ import annotations
@@ -16,11 +28,13 @@ from typing import Any
 
 import tvm
 from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.analysis import estimate_tir_flops
 from tvm.s_tir.schedule import Schedule, Trace
 
 from tinyasr.schedules.database import static_workload
 
 SCHEDULED = "tirx.is_scheduled"
+EXTRA_WORK = 1.1    # a replay may do this much of the static workload's FLOPs, no more
 
 
 def _symbolic_tile_splits(instructions: list, decisions: list,
@@ -54,21 +68,109 @@ def _is_symbolic(probe: Schedule, block: str, position: int) -> bool:
     return not isinstance(loop.extent, tvm.tirx.IntImm)
 
 
+def _symbolic_vector_loops(stmt: Any) -> int:
+    """How many vectorized loops of non-constant extent `stmt` holds."""
+    count = 0
+    if isinstance(stmt, tvm.tirx.For):
+        count += (stmt.kind == tvm.tirx.ForKind.VECTORIZED
+                  and not isinstance(stmt.extent, tvm.tirx.IntImm))
+    for field in ("body", "block", "init", "then_case", "else_case"):
+        child = getattr(stmt, field, None)
+        if child is not None:
+            count += _symbolic_vector_loops(child)
+    for child in getattr(stmt, "seq", ()):
+        count += _symbolic_vector_loops(child)
+    return count
+
+
+def _without(instructions: list, decisions: list, dropped: set[int]) -> tuple[list, list]:
+    """The trace without the instructions at `dropped` (decisions re-indexed)."""
+    kept = [index for index in range(len(instructions)) if index not in dropped]
+    new_index = {old: new for new, old in enumerate(kept)}
+    return ([instructions[index] for index in kept],
+            [[new_index[int(index)], decision] for index, decision in decisions
+             if int(index) in new_index])
+
+
+def _apply(mod: tvm.IRModule, instructions: list, decisions: list) -> tvm.tirx.PrimFunc:
+    schedule = Schedule(mod)
+    Trace.apply_json_to_schedule([instructions, decisions], schedule)
+    return schedule.mod["main"]
+
+
 def replay_on_symbolic(trace: Trace, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     """`func` scheduled by a trace tuned on its static workload."""
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
     instructions, decisions = trace.as_json()
-    schedule = Schedule(mod)
-    Trace.apply_json_to_schedule(
-        [_symbolic_tile_splits(instructions, decisions, Schedule(mod)), decisions], schedule)
-    scheduled = schedule.mod["main"].without_attr("global_symbol")
-    return scheduled.with_attrs(func.attrs).with_attr(SCHEDULED, True)
+    instructions = _symbolic_tile_splits(instructions, decisions, Schedule(mod))
+    scheduled, dropped = _apply(mod, instructions, decisions), set()
+    for index, instruction in enumerate(instructions):
+        if instruction[0] != "Vectorize" or not _symbolic_vector_loops(scheduled.body):
+            continue
+        candidate = _apply(mod, *_without(instructions, decisions, dropped | {index}))
+        if _symbolic_vector_loops(candidate.body) < _symbolic_vector_loops(scheduled.body):
+            scheduled, dropped = candidate, dropped | {index}
+    return (scheduled.without_attr("global_symbol").with_attrs(func.attrs)
+            .with_attr(SCHEDULED, True))
+
+
+def _conjuncts(predicate: Any) -> list:
+    if isinstance(predicate, tvm.tirx.And):
+        return [*_conjuncts(predicate.a), *_conjuncts(predicate.b)]
+    return [predicate]
+
+
+def _divides_by_a_variable(expr: Any) -> bool:
+    """Whether `expr` has a floor division or modulo by a non-constant."""
+    if isinstance(expr, (tvm.tirx.FloorDiv, tvm.tirx.FloorMod)) and not isinstance(
+            expr.b, tvm.tirx.IntImm):
+        return True
+    children = [getattr(expr, field, None) for field in ("a", "b", "value")]
+    return any(_divides_by_a_variable(child) for child in children
+               if child is not None and tvm.ir.is_prim_expr(child))
+
+
+def _costly_vector_tail(stmt: Any, lanes: tuple = ()) -> bool:
+    """Whether a block under a vectorized loop has a predicate on that loop's variable that
+    divides by a symbolic size: a tiled symbolic axis recovered from a fused loop, evaluated
+    per lane, so the lanes go scalar with integer divisions (measured 8x slower than untuned on
+    the attention matmul). A plain bound (i * 64 + lane < frames * 608) is left to LLVM."""
+    if isinstance(stmt, tvm.tirx.For) and stmt.kind == tvm.tirx.ForKind.VECTORIZED:
+        lanes = (*lanes, stmt.loop_var)
+    predicate = getattr(stmt, "predicate", None)
+    if lanes and predicate is not None:
+        for conjunct in _conjuncts(predicate):
+            used = tvm.tirx.analysis.undefined_vars(conjunct)
+            if (any(var.same_as(lane) for var in used for lane in lanes)
+                    and _divides_by_a_variable(conjunct)):
+                return True
+    children = [getattr(stmt, field, None)
+                for field in ("body", "block", "init", "then_case", "else_case")]
+    return any(_costly_vector_tail(child, lanes)
+               for child in [*children, *getattr(stmt, "seq", ())] if child is not None)
+
+
+def _flops(mod: tvm.IRModule) -> float | None:
+    try:
+        return estimate_tir_flops(mod)
+    except tvm.error.TVMError:   # an op TVM cannot count
+        return None
+
+
+def sound_on_symbolic(scheduled: tvm.tirx.PrimFunc, workload: tvm.IRModule) -> bool:
+    """The checks of the module docstring: no costly vector tail, no extra work."""
+    if _costly_vector_tail(scheduled.body):
+        return False
+    static = static_workload(scheduled)
+    work, tuned_work = _flops(workload), None if static is None else _flops(static)
+    return work is None or tuned_work is None or tuned_work <= EXTRA_WORK * work
 
 
 @tvm.transform.module_pass(opt_level=0, name="ApplyTunedSchedules")
 class ApplyTunedSchedules:
     """Schedules every TIR function the database has a record for; `applied` and `failed`
-    name them afterwards (a record whose trace does not replay leaves its function untuned)."""
+    name them afterwards (failed: the record does not replay, or not soundly, on the symbolic
+    function, which keeps TVM's default schedule)."""
 
     def __init__(self, database: ms.database.Database, target: tvm.target.Target):
         self.database, self.target = database, target
@@ -86,10 +188,14 @@ class ApplyTunedSchedules:
             if record is None:
                 continue
             try:
-                updates[gvar] = replay_on_symbolic(record.trace, func)
-                self.applied.append(gvar.name_hint)
+                scheduled = replay_on_symbolic(record.trace, func)
             except Exception:   # noqa: BLE001 - TVM raises many error types for a bad replay
+                scheduled = None
+            if scheduled is None or not sound_on_symbolic(scheduled, workload):
                 self.failed.append(gvar.name_hint)
+            else:
+                updates[gvar] = scheduled
+                self.applied.append(gvar.name_hint)
         for gvar, func in updates.items():
             mod[gvar] = func
         return mod
