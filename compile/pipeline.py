@@ -222,7 +222,8 @@ def apply_schedules(mod: tvm.IRModule, database: AppliedDatabase | None, target:
     no-op without a database."""
     report = None
     if database is not None:
-        schedules = ApplyTunedSchedules(database.database, target)
+        schedules = ApplyTunedSchedules(database.database, target,
+                                        database.slower_than_default)
         mod = schedules(mod)
         report = ScheduleReport(database, list(schedules.applied), list(schedules.failed))
     dump("schedule", mod)

@@ -3,6 +3,8 @@
     database_workload.json        MetaSchedule's JSONDatabase: the tuned workloads, one per line
     database_tuning_record.json   one line per measured trial (trace + run times)
     device.json                   the device the trials ran on: its name and LLVM target
+    symbolic_replays.json         each tuned function's replay on its symbolic shapes timed
+                                  against TVM's default schedule (host tuning only)
 
 `tinyasr compile` refuses a database tuned for another target, warns and builds untuned when the
 database is missing or unreadable (saying which file), and names the database and its hash in
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import tvm
+import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
 from tinyasr.model.atomic import atomic_write_text
@@ -37,6 +40,7 @@ DEFAULT_TUNING_EXTENT = 32
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 DEVICE_FILE = "device.json"
+REPLAY_FILE = "symbolic_replays.json"   # tuned replays timed against the default (replays.py)
 TARGET_KEYS = ("kind", "mtriple", "mcpu", "mattr", "mabi")   # what makes code run the same
 
 
@@ -59,8 +63,13 @@ def _target_identity(target: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(identity, default=list))
 
 
+def tuning_extent(name: str) -> int:
+    """The size a shape variable named `name` takes while tuning."""
+    return TUNING_EXTENTS.get(name, DEFAULT_TUNING_EXTENT)
+
+
 def _tuning_extent(var: tvm.tirx.Var) -> tvm.tirx.IntImm:
-    return tvm.tirx.IntImm(var.ty.dtype, TUNING_EXTENTS.get(var.name, DEFAULT_TUNING_EXTENT))
+    return tvm.tirx.IntImm(var.ty.dtype, tuning_extent(var.name))
 
 
 def static_workload(func: tvm.tirx.PrimFunc) -> tvm.IRModule | None:
@@ -151,6 +160,26 @@ def _load(work_dir: Path) -> ms.database.JSONDatabase:
         raise InputError(f"{work_dir}: unreadable tuning database ({error})") from None
 
 
+def workload_key(workload: tvm.IRModule) -> str:
+    """How REPLAY_FILE names a workload: its structural hash."""
+    return str(tvm_ffi.structural_hash(workload))
+
+
+def slower_than_default(work_dir: Path) -> frozenset[str]:
+    """Keys of the workloads whose tuned replay measured no faster than TVM's default schedule
+    (REPLAY_FILE); empty without the file."""
+    path = work_dir / REPLAY_FILE
+    if not path.exists():
+        return frozenset()
+    try:
+        timings = json.loads(path.read_text())
+        return frozenset(key for key, timing in timings.items()
+                         if timing["tuned_us"] >= timing["default_us"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        warn(f"{path}: unreadable: tuned replays are used without their timings")
+        return frozenset()
+
+
 @dataclass
 class AppliedDatabase:
     """A database compile applies, and what the manifest says of it."""
@@ -158,12 +187,13 @@ class AppliedDatabase:
     path: Path
     sha256: str
     records: int
+    slower_than_default: frozenset[str]   # workload keys: keep the default schedule
 
 
 def database_digest(work_dir: Path) -> str:
     """sha256 over the database's files (names and contents)."""
     digest = hashlib.sha256()
-    for name in (DEVICE_FILE, WORKLOAD_FILE, RECORD_FILE):
+    for name in (DEVICE_FILE, WORKLOAD_FILE, RECORD_FILE, REPLAY_FILE):
         path = work_dir / name
         if path.exists():
             digest.update(name.encode() + b"\0" + path.read_bytes())
@@ -191,4 +221,5 @@ def database_for_compile(work_dir: Path, device: str, target: dict[str, Any]
         warn(f"{error}: building untuned")
         return None
     return AppliedDatabase(database, work_dir, database_digest(work_dir),
-                           len(database.get_all_tuning_records()))
+                           len(database.get_all_tuning_records()),
+                           slower_than_default(work_dir))

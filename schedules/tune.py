@@ -32,6 +32,7 @@ from tinyasr.compile.pipeline import IRDumper, ImportedModel, legalize
 from tinyasr.model.errors import InputError
 from tinyasr.schedules.measure import Measurement, local_measurement
 from tinyasr.schedules.database import open_database, static_workload
+from tinyasr.schedules.replays import measure_replays
 
 NO_RESULT = 1e10              # MetaSchedule's run time for a failed build or run
 
@@ -60,7 +61,12 @@ def extract_tasks(imported: ImportedModel, target: Target, ops: list[str] | None
                   ) -> list[ms.ExtractedTask]:
     """The model's tuning tasks for `target` (only those whose name contains one of `ops`,
     when given) that specialize to static shapes, heaviest first."""
-    mod, _, _ = legalize(imported, target, IRDumper(None))
+    return tasks_of(legalize(imported, target, IRDumper(None))[0], target, ops)
+
+
+def tasks_of(mod: tvm.IRModule, target: Target, ops: list[str] | None
+             ) -> list[ms.ExtractedTask]:
+    """extract_tasks on the legalized module."""
     tasks = [static_task(task) for task in ms.relax_integration.extract_tasks(mod, target)
              if not ops or any(op in task.task_name for op in ops)]
     return sorted((task for task in tasks if task is not None), key=task_flops, reverse=True)
@@ -125,11 +131,15 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
     """Tunes each task of the model for `device` (its LLVM `target`) up to `trials` recorded
     trials (earlier runs' records count), measuring with `measurement` (default: on this
     machine); stops starting tasks after the time budget. A trial that fails (a board gone, a
-    tracker down) is recorded as failed and tuning goes on."""
+    tracker down) is recorded as failed and tuning goes on. Measuring on this machine, it then
+    times each tuned function's replay on its symbolic shapes against the default schedule
+    (tinyasr.schedules.replays)."""
+    on_host = measurement is None
     builder, runner = measurement or local_measurement()
     database = open_database(Path(work_dir), device, target)
     target = tuning_target(target)
-    tasks = extract_tasks(imported, target, ops)
+    mod = legalize(imported, target, IRDumper(None))[0]
+    tasks = tasks_of(mod, target, ops)
     if not tasks:
         raise InputError(f"--ops {' '.join(ops or [])}: matches none of the model's "
                          "tunable tasks")
@@ -161,4 +171,7 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
             print(f"  {task.task_name}: not tunable, keeps its own schedule "
                   f"({str(error).splitlines()[-1]})", flush=True)
         results[-1] = task_result(database, task)
+    if on_host:
+        print("timing the tuned schedules on symbolic shapes against the defaults", flush=True)
+        measure_replays(mod, database, target, Path(work_dir))
     return results

@@ -3,6 +3,7 @@ model on the host, resuming, the database's bad cases, and compile applying the 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from tinyasr.model.errors import InputError
 from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir, save_model_dir
 from tinyasr.model.san_m import AsrModel, ModelConfig
 from tinyasr.model.tokenizer import Tokenizer
-from tinyasr.schedules.database import (RECORD_FILE, WORKLOAD_FILE, database_digest,
-                                        open_database, repair_database)
+from tinyasr.schedules.database import (RECORD_FILE, REPLAY_FILE, WORKLOAD_FILE,
+                                        database_digest, open_database, repair_database)
 from tinyasr.schedules.tune import extract_tasks, task_flops, tuning_target
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import get_board, host_target
@@ -155,23 +156,34 @@ def test_ops_matching_no_task_is_an_error(model_dir: Path, tmp_path: Path, capsy
 # Applying a database at compile time.
 
 @pytest.fixture(scope="module")
-def tuned_and_untuned(model_dir: Path, tuned: Path, tmp_path_factory: pytest.TempPathFactory
-                      ) -> tuple[Path, Path, Path]:
+def statically_checked(tuned: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tuned database without its replay timings, as a board's database is: compile
+    applies its records after the static checks alone (a 2-trial record may well time slower
+    than the default on symbolic shapes)."""
+    work_dir = tmp_path_factory.mktemp("static") / "db"
+    shutil.copytree(tuned, work_dir)
+    (work_dir / REPLAY_FILE).unlink()
+    return work_dir
+
+
+@pytest.fixture(scope="module")
+def tuned_and_untuned(model_dir: Path, statically_checked: Path,
+                      tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """The tiny model compiled for the host with the tuned database and without; the IR
     dumps of the tuned build."""
     root = tmp_path_factory.mktemp("deployables")
-    build_deployable(model_dir, get_board("host"), root / "tuned", database=tuned,
+    build_deployable(model_dir, get_board("host"), root / "tuned", database=statically_checked,
                      dump_dir=root / "ir")
     build_deployable(model_dir, get_board("host"), root / "untuned", untuned=True)
     return root / "tuned", root / "untuned", root / "ir"
 
 
-def test_compile_applies_the_database_and_names_it(tuned_and_untuned, tuned: Path,
+def test_compile_applies_the_database_and_names_it(tuned_and_untuned, statically_checked: Path,
                                                    task_name: str):
     deployable, _, _ = tuned_and_untuned
     entry = read_manifest(deployable)["tuning_database"]
-    assert entry["path"] == str(tuned.resolve())
-    assert entry["sha256"] == database_digest(tuned)
+    assert entry["path"] == str(statically_checked.resolve())
+    assert entry["sha256"] == database_digest(statically_checked)
     assert entry["records"] == TRIALS
     assert task_name in entry["tuned_functions"] and entry["replay_failed"] == []
 
@@ -191,6 +203,22 @@ def test_the_tuned_schedule_replaces_the_default_one(tuned_and_untuned, task_nam
     assert legalized != scheduled
     assert '"tirx.is_scheduled": True' in scheduled
     assert scheduled.count(" for ") > legalized.count(" for ")
+
+
+def test_tuning_times_the_replay_and_compile_keeps_the_default_when_slower(
+        model_dir: Path, tuned: Path, task_name: str, tmp_path: Path):
+    """tune times the tuned function on its symbolic shapes against TVM's default; a replay
+    timed slower is not used (here the file says so: which one wins with 2 trials is luck)."""
+    timings = json.loads((tuned / REPLAY_FILE).read_text())
+    (timing,) = [t for t in timings.values() if t["function"] == task_name]
+    assert timing["default_us"] > 0 and timing["tuned_us"] > 0
+    work_dir = tmp_path / "db"
+    shutil.copytree(tuned, work_dir)
+    timing["tuned_us"] = 2 * timing["default_us"]
+    (work_dir / REPLAY_FILE).write_text(json.dumps(timings))
+    build_deployable(model_dir, get_board("host"), tmp_path / "out", database=work_dir)
+    entry = read_manifest(tmp_path / "out")["tuning_database"]
+    assert task_name in entry["replay_failed"] and task_name not in entry["tuned_functions"]
 
 
 def test_tuned_and_untuned_libraries_compute_the_same(tuned_and_untuned):

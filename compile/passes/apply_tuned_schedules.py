@@ -19,7 +19,8 @@ recompute a reduction per element (measured: the attention softmax 14x slower th
 So the best record's replay is checked: no vector lane bounded by a symbolic size through a
 division or in a reduction, no more work than the static workload (FLOPs at the tuning size). A function whose replay fails the
 checks keeps TVM's default schedule and is reported (the next-best records tried instead were
-measured worse than the default: they are the ones without vector loops).
+measured worse than the default: they are the ones without vector loops). Host tuning also
+times each replay against the default (tinyasr.schedules.replays); one not faster is not used.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.analysis import estimate_tir_flops
 from tvm.s_tir.schedule import Schedule, Trace
 
-from tinyasr.schedules.database import TUNING_EXTENTS, static_workload
+from tinyasr.schedules.database import TUNING_EXTENTS, static_workload, workload_key
 
 SCHEDULED = "tirx.is_scheduled"
 EXTRA_WORK = 1.1    # a replay may do this much of the static workload's FLOPs, no more
@@ -179,10 +180,13 @@ def sound_on_symbolic(scheduled: tvm.tirx.PrimFunc, workload: tvm.IRModule) -> b
 class ApplyTunedSchedules:
     """Schedules every TIR function the database has a record for; `applied` and `failed`
     name them afterwards (failed: the record does not replay, or not soundly, on the symbolic
-    function, which keeps TVM's default schedule)."""
+    function, or its replay was timed slower than the default (`slower_than_default`, from
+    tinyasr.schedules.replays); the function keeps TVM's default schedule)."""
 
-    def __init__(self, database: ms.database.Database, target: tvm.target.Target):
+    def __init__(self, database: ms.database.Database, target: tvm.target.Target,
+                 slower_than_default: frozenset[str] = frozenset()):
         self.database, self.target = database, target
+        self.slower_than_default = slower_than_default
         self.applied: list[str] = []
         self.failed: list[str] = []
 
@@ -195,6 +199,9 @@ class ApplyTunedSchedules:
             record = None if workload is None else self.database.query_tuning_record(
                 workload, self.target, gvar.name_hint)
             if record is None:
+                continue
+            if workload_key(workload) in self.slower_than_default:
+                self.failed.append(gvar.name_hint)
                 continue
             try:
                 scheduled = replay_on_symbolic(record.trace, func)

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from tinyasr.compile.pipeline import IRDumper, import_model
     from tinyasr.model.errors import InputError
     from tinyasr.schedules.database import default_database_dir, device_name
-    from tinyasr.schedules.measure import board_measurement, local_measurement
+    from tinyasr.schedules.measure import board_measurement
     from tinyasr.schedules.tune import tune
     from tinyasr.targets.boards import board_target, get_board
 
@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
                          "boards with --tracker HOST:PORT [--key KEY]")
     if args.trials < 1:
         raise InputError(f"--trials {args.trials}: must be at least 1")
-    measurement = (board_measurement(board, args.tracker, args.key) if args.tracker
-                   else local_measurement())
+    measurement = board_measurement(board, args.tracker, args.key) if args.tracker else None
     target = board_target(board)
     work_dir = args.work_dir or default_database_dir(board.name, target)
     model, _ = load_for_compile(args.model)

@@ -1,0 +1,89 @@
+"""Whether each tuned schedule, replayed on the model's symbolic function, beats TVM's default
+schedule there: measured on this machine after tuning, at the tuning sizes.
+
+MetaSchedule measures a record on the static workload; compile replays it on the symbolic
+function, whose tails are predicated and whose tile indices are divided at run time. Some
+records that win at the static size lose there, by up to 100x (an abs-max reduction: 14 us
+static, 1.7 ms replayed). The static checks in `apply_tuned_schedules` catch the known
+patterns; this measures the rest. `tinyasr tune` writes the timings to REPLAY_FILE in the
+database directory, keyed by the workload's structural hash; compile keeps TVM's default
+schedule for a function whose tuned replay was not faster (`database.slower_than_default`). Boards tuned over RPC get no
+timings (the static checks alone apply there).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm.target import Target
+
+from tinyasr.compile.passes.apply_tuned_schedules import replay_on_symbolic
+from tinyasr.model.atomic import atomic_write_text
+from tinyasr.schedules.database import REPLAY_FILE, static_workload, tuning_extent, workload_key
+
+
+def _is_scalar(param: tvm.tirx.Var) -> bool:
+    return isinstance(param.ty, tvm.ir.PrimType)
+
+
+def _arguments(func: tvm.tirx.PrimFunc, rng: np.random.Generator) -> list[Any]:
+    """Inputs for one call at the tuning sizes: random floats, zero integers (always valid
+    indices)."""
+    scalars = [param for param in func.params if _is_scalar(param)]
+    buffers = [param for param in func.params if not _is_scalar(param)]
+    analyzer, bound = tvm.sym.Analyzer(), set()
+    for var in [*scalars, *(var for buffer in buffers for dim in buffer.shape
+                            for var in tvm.tirx.analysis.undefined_vars(dim))]:
+        if var.name not in bound:
+            analyzer.bind(var, tuning_extent(var.name))
+            bound.add(var.name)
+    arguments: list[Any] = []
+    for param in func.params:
+        if _is_scalar(param):
+            arguments.append(tuning_extent(param.name))
+            continue
+        shape = [int(analyzer.simplify(dim)) for dim in param.shape]
+        values = rng.standard_normal(shape) if "float" in param.dtype else np.zeros(shape)
+        arguments.append(tvm.runtime.tensor(values.astype(param.dtype)))
+    return arguments
+
+
+def time_on_host(func: tvm.tirx.PrimFunc, target: Target) -> float:
+    """Median microseconds of one call of `func`, compiled for `target`, on this machine."""
+    module = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                         target=target)
+    timer = module.jit().time_evaluator("main", tvm.cpu(), number=10, repeat=3,
+                                        min_repeat_ms=20)
+    return float(timer(*_arguments(func, np.random.default_rng(0))).median) * 1e6
+
+
+def measure_replays(mod: tvm.IRModule, database: Any, target: Target, work_dir: Path,
+                    progress=print) -> dict[str, dict[str, Any]]:
+    """Times every function of `mod` that has a tuned record, default against tuned replay,
+    and merges the timings into REPLAY_FILE (written atomically)."""
+    path = work_dir / REPLAY_FILE
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    for gvar, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        workload = static_workload(func)
+        record = None if workload is None else database.query_tuning_record(
+            workload, target, gvar.name_hint)
+        if record is None:
+            continue
+        try:
+            tuned_us = time_on_host(replay_on_symbolic(record.trace, func), target)
+        except Exception:   # noqa: BLE001 - a replay that does not build is compile's to refuse
+            continue
+        default_us = time_on_host(func, target)
+        timings[workload_key(workload)] = {"function": gvar.name_hint,
+                                           "default_us": round(default_us, 2),
+                                           "tuned_us": round(tuned_us, 2)}
+        progress(f"  {gvar.name_hint}: symbolic replay {tuned_us:.1f} us, "
+                 f"default {default_us:.1f} us")
+    atomic_write_text(path, json.dumps(timings, indent=1, sort_keys=True) + "\n")
+    return timings
