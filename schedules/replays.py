@@ -14,15 +14,18 @@ timings (the static checks alone apply there).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tvm
+from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from tinyasr.compile.passes.apply_tuned_schedules import replay_on_symbolic
 from tinyasr.model.atomic import atomic_write_text
+from tinyasr.model.errors import warn
 from tinyasr.schedules.database import REPLAY_FILE, static_workload, tuning_extent, workload_key
 
 
@@ -61,12 +64,24 @@ def time_on_host(func: tvm.tirx.PrimFunc, target: Target) -> float:
     return float(timer(*_arguments(func, np.random.default_rng(0))).median) * 1e6
 
 
-def measure_replays(mod: tvm.IRModule, database: Any, target: Target, work_dir: Path,
-                    progress=print) -> dict[str, dict[str, Any]]:
+def _earlier_timings(path: Path) -> dict[str, dict[str, Any]]:
+    """REPLAY_FILE's timings; none (with a warning: they are measured again) if unreadable."""
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        warn(f"{path}: unreadable: timing every tuned function again")
+        return {}
+
+
+def measure_replays(mod: tvm.IRModule, database: ms.database.Database, target: Target,
+                    work_dir: Path, progress: Callable[[str], None] = print
+                    ) -> dict[str, dict[str, Any]]:
     """Times every function of `mod` that has a tuned record, default against tuned replay,
     and merges the timings into REPLAY_FILE (written atomically)."""
     path = work_dir / REPLAY_FILE
-    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings = _earlier_timings(path)
     for gvar, func in mod.functions.items():
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
