@@ -2,9 +2,10 @@
 
 Rows: PyTorch eager fp32 and dynamic int8, ONNX Runtime fp32 and int8, and the TVM deployables
 of the fp32, int8 and (when given) sparse+int8 models, built with the host's tuning database
-when one applies; then an untuned build of the fp32 model is the TVM baseline row. Every row runs the same computation:
-16 kHz PCM -> CTC log-probs (the fbank front end included, as in the compiled encode graph),
-then CTC prefix beam search with attention rescoring, the decoder being the row's own.
+when one applies; then an untuned build of the fp32 model is the TVM baseline row. Every row
+runs the same computation: 16 kHz PCM -> CTC log-probs (the fbank front end included, as in
+the compiled encode graph), then CTC prefix beam search with attention rescoring, the decoder
+being the row's own.
 
 Each row is measured in its own freshly spawned process, so its peak RSS (VmHWM) is that of
 one interpreter holding one runtime and one model; it includes the Python interpreter and the

@@ -27,6 +27,7 @@ from typing import Any
 import tvm
 import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.analysis import estimate_tir_flops
 
 from tinyasr.model.atomic import atomic_write_text
 from tinyasr.model.errors import InputError, warn
@@ -90,6 +91,15 @@ def static_workload(func: tvm.tirx.PrimFunc) -> tvm.IRModule | None:
     except TypeError:   # a shape is still symbolic (an expression of a variable it lost)
         return None
     return tvm.IRModule({"main": static})
+
+
+def workload_flops(workload: tvm.IRModule) -> float | None:
+    """TVM's FLOP estimate of a static workload; None for what it cannot count (the
+    hand-written vector kernels: int8, BSR)."""
+    try:
+        return estimate_tir_flops(workload)
+    except tvm.error.TVMError:
+        return None
 
 
 def _records_of(path: Path) -> tuple[list[bytes], list[int]]:

@@ -7,8 +7,8 @@ records that win at the static size lose there, by up to 100x (an abs-max reduct
 static, 1.7 ms replayed). The static checks in `apply_tuned_schedules` catch the known
 patterns; this measures the rest. `tinyasr tune` writes the timings to REPLAY_FILE in the
 database directory, keyed by the workload's structural hash; compile keeps TVM's default
-schedule for a function whose tuned replay was not faster (`database.slower_than_default`). Boards tuned over RPC get no
-timings (the static checks alone apply there).
+schedule for a function whose tuned replay was not faster (`database.slower_than_default`).
+Boards tuned over RPC get no timings (the static checks alone apply there).
 """
 
 from __future__ import annotations
@@ -29,39 +29,31 @@ from tinyasr.model.errors import warn
 from tinyasr.schedules.database import REPLAY_FILE, static_workload, tuning_extent, workload_key
 
 
-def _is_scalar(param: tvm.tirx.Var) -> bool:
-    return isinstance(param.ty, tvm.ir.PrimType)
-
-
-def _arguments(func: tvm.tirx.PrimFunc, rng: np.random.Generator) -> list[Any]:
-    """Inputs for one call at the tuning sizes: random floats, zero integers (always valid
-    indices)."""
-    scalars = [param for param in func.params if _is_scalar(param)]
-    buffers = [param for param in func.params if not _is_scalar(param)]
-    analyzer, bound = tvm.sym.Analyzer(), set()
-    for var in [*scalars, *(var for buffer in buffers for dim in buffer.shape
-                            for var in tvm.tirx.analysis.undefined_vars(dim))]:
-        if var.name not in bound:
-            analyzer.bind(var, tuning_extent(var.name))
-            bound.add(var.name)
+def _arguments(func: tvm.tirx.PrimFunc, workload: tvm.IRModule, rng: np.random.Generator
+               ) -> list[Any]:
+    """Inputs for one call of `func` at the sizes of its static `workload`: each shape
+    variable its tuning extent, random floats, zero integers (always valid indices)."""
+    buffers = iter(workload["main"].params)   # func's buffers, in order, with static shapes
     arguments: list[Any] = []
     for param in func.params:
-        if _is_scalar(param):
+        if isinstance(param.ty, tvm.ir.PrimType):
             arguments.append(tuning_extent(param.name))
             continue
-        shape = [int(analyzer.simplify(dim)) for dim in param.shape]
-        values = rng.standard_normal(shape) if "float" in param.dtype else np.zeros(shape)
-        arguments.append(tvm.runtime.tensor(values.astype(param.dtype)))
+        buffer = next(buffers)
+        shape = [int(dim) for dim in buffer.shape]
+        values = rng.standard_normal(shape) if "float" in buffer.dtype else np.zeros(shape)
+        arguments.append(tvm.runtime.tensor(values.astype(buffer.dtype)))
     return arguments
 
 
-def time_on_host(func: tvm.tirx.PrimFunc, target: Target) -> float:
-    """Median microseconds of one call of `func`, compiled for `target`, on this machine."""
+def time_on_host(func: tvm.tirx.PrimFunc, workload: tvm.IRModule, target: Target) -> float:
+    """Median microseconds of one call of `func`, compiled for `target`, on this machine, at
+    the sizes of its static `workload`."""
     module = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                          target=target)
     timer = module.jit().time_evaluator("main", tvm.cpu(), number=10, repeat=3,
                                         min_repeat_ms=20)
-    return float(timer(*_arguments(func, np.random.default_rng(0))).median) * 1e6
+    return float(timer(*_arguments(func, workload, np.random.default_rng(0))).median) * 1e6
 
 
 def _earlier_timings(path: Path) -> dict[str, dict[str, Any]]:
@@ -91,10 +83,10 @@ def measure_replays(mod: tvm.IRModule, database: ms.database.Database, target: T
         if record is None:
             continue
         try:
-            tuned_us = time_on_host(replay_on_symbolic(record.trace, func), target)
+            tuned_us = time_on_host(replay_on_symbolic(record.trace, func), workload, target)
         except Exception:   # noqa: BLE001 - a replay that does not build is compile's to refuse
             continue
-        default_us = time_on_host(func, target)
+        default_us = time_on_host(func, workload, target)
         timings[workload_key(workload)] = {"function": gvar.name_hint,
                                            "default_us": round(default_us, 2),
                                            "tuned_us": round(tuned_us, 2)}

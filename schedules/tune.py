@@ -25,13 +25,12 @@ import tvm
 import tvm_ffi
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
-from tvm.s_tir.analysis import estimate_tir_flops
 from tvm.target import Target
 
 from tinyasr.compile.pipeline import IRDumper, ImportedModel, legalize
 from tinyasr.model.errors import InputError
 from tinyasr.schedules.measure import Measurement, local_measurement
-from tinyasr.schedules.database import open_database, static_workload
+from tinyasr.schedules.database import open_database, static_workload, workload_flops
 from tinyasr.schedules.replays import measure_replays
 
 NO_RESULT = 1e10              # MetaSchedule's run time for a failed build or run
@@ -77,10 +76,7 @@ def task_flops(task: ms.ExtractedTask) -> float:
     so that a --time-budget is spent where the time goes and reshapes come last. The
     hand-written vector kernels (int8, BSR), which TVM cannot count and which are not tunable
     anyway, count 0."""
-    try:
-        return task.weight * estimate_tir_flops(task.mod)
-    except tvm.error.InternalError:
-        return 0.0
+    return task.weight * (workload_flops(task.mod) or 0.0)
 
 
 def task_result(database: ms.database.Database, task: ms.ExtractedTask) -> TaskResult:

@@ -2,9 +2,9 @@
 
 Records were measured on static workloads (`tinyasr.schedules.database.static_workload`: every
 shape variable bound to its TUNING_EXTENTS size), while the model's functions keep symbolic
-frames and n-best sizes. TVM's own MetaScheduleApplyDatabase therefore matches nothing here, so this pass
-looks each function up by its static workload and replays the record's trace on the symbolic
-function. The trace replays unchanged except in two places:
+frames and n-best sizes. TVM's own MetaScheduleApplyDatabase therefore matches nothing here, so
+this pass looks each function up by its static workload and replays the record's trace on the
+symbolic function. The trace replays unchanged except in two places:
 - where it tiles a symbolic loop: MetaSchedule's tile sampler cannot tile a loop of unknown
   extent (it would return [-1, 1, ...] and drop the tuned tiles), so such a split takes the
   tuned inner factors and an inferred outer one, and the tail iterations are predicated off;
@@ -17,10 +17,11 @@ A schedule measured fast at the static size can be slow on symbolic shapes: a ve
 whose lanes carry a tail predicate runs scalar, and compute-at over a symbolic region can
 recompute a reduction per element (measured: the attention softmax 14x slower than untuned).
 So the best record's replay is checked: no vector lane bounded by a symbolic size through a
-division or in a reduction, no more work than the static workload (FLOPs at the tuning size). A function whose replay fails the
-checks keeps TVM's default schedule and is reported (the next-best records tried instead were
-measured worse than the default: they are the ones without vector loops). Host tuning also
-times each replay against the default (tinyasr.schedules.replays); one not faster is not used.
+division or in a reduction, no more work than the static workload (FLOPs at the tuning size).
+A function whose replay fails the checks keeps TVM's default schedule and is reported (the
+next-best records tried instead were measured worse than the default: they are the ones without
+vector loops). Host tuning also times each replay against the default
+(tinyasr.schedules.replays); one not faster is not used.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from typing import Any
 
 import tvm
 from tvm.s_tir import meta_schedule as ms
-from tvm.s_tir.analysis import estimate_tir_flops
 from tvm.s_tir.schedule import Schedule, Trace
 
-from tinyasr.schedules.database import TUNING_EXTENTS, static_workload, workload_key
+from tinyasr.schedules.database import (TUNING_EXTENTS, static_workload, workload_flops,
+                                        workload_key)
 
 SCHEDULED = "tirx.is_scheduled"
 EXTRA_WORK = 1.1    # a replay may do this much of the static workload's FLOPs, no more
@@ -70,19 +71,18 @@ def _is_symbolic(probe: Schedule, block: str, position: int) -> bool:
     return not isinstance(loop.extent, tvm.tirx.IntImm)
 
 
+def _children(stmt: Any) -> list:
+    """The statements directly inside `stmt` (loop, block, branch and sequence bodies)."""
+    nested = [getattr(stmt, field, None)
+              for field in ("body", "block", "init", "then_case", "else_case")]
+    return [child for child in [*nested, *getattr(stmt, "seq", ())] if child is not None]
+
+
 def _symbolic_vector_loops(stmt: Any) -> int:
     """How many vectorized loops of non-constant extent `stmt` holds."""
-    count = 0
-    if isinstance(stmt, tvm.tirx.For):
-        count += (stmt.kind == tvm.tirx.ForKind.VECTORIZED
-                  and not isinstance(stmt.extent, tvm.tirx.IntImm))
-    for field in ("body", "block", "init", "then_case", "else_case"):
-        child = getattr(stmt, field, None)
-        if child is not None:
-            count += _symbolic_vector_loops(child)
-    for child in getattr(stmt, "seq", ()):
-        count += _symbolic_vector_loops(child)
-    return count
+    here = (isinstance(stmt, tvm.tirx.For) and stmt.kind == tvm.tirx.ForKind.VECTORIZED
+            and not isinstance(stmt.extent, tvm.tirx.IntImm))
+    return here + sum(_symbolic_vector_loops(child) for child in _children(stmt))
 
 
 def _without(instructions: list, decisions: list, dropped: set[int]) -> tuple[list, list]:
@@ -106,12 +106,14 @@ def replay_on_symbolic(trace: Trace, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFu
     instructions, decisions = trace.as_json()
     instructions = _symbolic_tile_splits(instructions, decisions, Schedule(mod))
     scheduled, dropped = _apply(mod, instructions, decisions), set()
+    remaining = _symbolic_vector_loops(scheduled.body)
     for index, instruction in enumerate(instructions):
-        if instruction[0] != "Vectorize" or not _symbolic_vector_loops(scheduled.body):
+        if instruction[0] != "Vectorize" or not remaining:
             continue
         candidate = _apply(mod, *_without(instructions, decisions, dropped | {index}))
-        if _symbolic_vector_loops(candidate.body) < _symbolic_vector_loops(scheduled.body):
+        if _symbolic_vector_loops(candidate.body) < remaining:
             scheduled, dropped = candidate, dropped | {index}
+            remaining = _symbolic_vector_loops(scheduled.body)
     return (scheduled.without_attr("global_symbol").with_attrs(func.attrs)
             .with_attr(SCHEDULED, True))
 
@@ -152,17 +154,7 @@ def _costly_vector_tail(stmt: Any, sizes: list, lanes: tuple = ()) -> bool:
                     and any(var.same_as(size) for var in used for size in sizes)
                     and (_divides_by_a_variable(conjunct) or _is_reduction(stmt.block))):
                 return True
-    children = [getattr(stmt, field, None)
-                for field in ("body", "block", "init", "then_case", "else_case")]
-    return any(_costly_vector_tail(child, sizes, lanes)
-               for child in [*children, *getattr(stmt, "seq", ())] if child is not None)
-
-
-def _flops(mod: tvm.IRModule) -> float | None:
-    try:
-        return estimate_tir_flops(mod)
-    except tvm.error.TVMError:   # an op TVM cannot count
-        return None
+    return any(_costly_vector_tail(child, sizes, lanes) for child in _children(stmt))
 
 
 def sound_on_symbolic(scheduled: tvm.tirx.PrimFunc, workload: tvm.IRModule) -> bool:
@@ -172,7 +164,8 @@ def sound_on_symbolic(scheduled: tvm.tirx.PrimFunc, workload: tvm.IRModule) -> b
     if _costly_vector_tail(scheduled.body, sizes):
         return False
     static = static_workload(scheduled)
-    work, tuned_work = _flops(workload), None if static is None else _flops(static)
+    work = workload_flops(workload)
+    tuned_work = None if static is None else workload_flops(static)
     return work is None or tuned_work is None or tuned_work <= EXTRA_WORK * work
 
 
