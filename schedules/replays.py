@@ -1,5 +1,6 @@
-"""Whether each tuned schedule, replayed on the model's symbolic function, beats TVM's default
-schedule there: measured on this machine after tuning, at the tuning sizes.
+"""Whether each tuned schedule, replayed on the model's symbolic function, beats the default
+schedule there (TVM's, intermediates inlined): measured on this machine after tuning, at the
+tuning sizes.
 
 MetaSchedule measures a record on the static workload; compile replays it on the symbolic
 function, whose tails are predicated and whose tile indices are divided at run time. Some
@@ -24,6 +25,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from tinyasr.compile.passes.apply_tuned_schedules import replay_on_symbolic
+from tinyasr.compile.passes.inline_intermediates import inline_intermediates
 from tinyasr.model.atomic import atomic_write_text
 from tinyasr.model.errors import warn
 from tinyasr.schedules.database import REPLAY_FILE, static_workload, tuning_extent, workload_key
@@ -86,7 +88,7 @@ def measure_replays(mod: tvm.IRModule, database: ms.database.Database, target: T
             tuned_us = time_on_host(replay_on_symbolic(record.trace, func), workload, target)
         except Exception:   # noqa: BLE001 - a replay that does not build is compile's to refuse
             continue
-        default_us = time_on_host(func, workload, target)
+        default_us = time_on_host(inline_intermediates(func), workload, target)
         timings[workload_key(workload)] = {"function": gvar.name_hint,
                                            "default_us": round(default_us, 2),
                                            "tuned_us": round(tuned_us, 2)}

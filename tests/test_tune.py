@@ -101,6 +101,18 @@ def test_rerun_keeps_the_records_and_tunes_no_more(model_dir: Path, tuned: Path,
     assert f"{task_name}: best" in capsys.readouterr().out
 
 
+def test_zero_trials_only_times_the_replays_again(model_dir: Path, tuned: Path,
+                                                 task_name: str, tmp_path: Path):
+    work_dir = tmp_path / "db"
+    shutil.copytree(tuned, work_dir)
+    before = _records(work_dir)
+    (work_dir / REPLAY_FILE).unlink()
+    assert _tune(model_dir, work_dir, task_name, 0) == 0
+    assert _records(work_dir) == before
+    timings = json.loads((work_dir / REPLAY_FILE).read_text()).values()
+    assert [t["function"] for t in timings] == [task_name]
+
+
 @pytest.mark.slow
 def test_resume_adds_trials_after_the_earlier_ones(model_dir: Path, tuned: Path,
                                                    task_name: str, tmp_path: Path):
@@ -137,7 +149,9 @@ def test_a_corrupt_record_before_the_end_names_file_and_line(tuned: Path, tmp_pa
 @pytest.mark.parametrize("argv, message", [
     (["--target", "rpi4", "--trials", "2"], "measure on boards with --tracker HOST:PORT"),
     (["--target", "rpi4", "--trials", "2", "--tracker", "127.0.0.1:1"], "127.0.0.1:1"),
-    (["--target", "host", "--trials", "0"], "--trials 0: must be at least 1"),
+    (["--target", "host", "--trials", "-1"], "--trials -1: must be at least 1"),
+    (["--target", "rpi4", "--trials", "0", "--tracker", "127.0.0.1:1"],
+     "0, re-timing the tuned schedules, measures on this machine only"),
     (["--target", "nosuch", "--trials", "2"], "unknown target 'nosuch'"),
 ])
 def test_bad_arguments_are_one_line_errors(argv: list[str], message: str, tmp_path: Path,

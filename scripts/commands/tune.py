@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "machine cannot run)")
     parser.add_argument("--key", help="the boards' tracker key (default: the target's name)")
     parser.add_argument("--trials", type=int, required=True, metavar="N",
-                        help="trials per task, counting those already in the database")
+                        help="trials per task, counting those already in the database; 0 runs no "
+                             "trials and only times the tuned schedules on symbolic shapes again "
+                             "(after a compiler change)")
     parser.add_argument("--work-dir", type=Path, metavar="DIR",
                         help="database directory (default: the device's own, "
                              "schedules/<board>/ or schedules/host-<cpu>/, which compile applies)")
@@ -46,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if not board.is_host and args.tracker is None:
         raise InputError(f"--target {board.name}: this machine cannot run its code; measure on "
                          "boards with --tracker HOST:PORT [--key KEY]")
-    if args.trials < 1:
-        raise InputError(f"--trials {args.trials}: must be at least 1")
+    if args.trials < 0 or (args.trials == 0 and args.tracker):
+        raise InputError(f"--trials {args.trials}: must be at least 1 (0, re-timing the "
+                         "tuned schedules, measures on this machine only)")
     measurement = board_measurement(board, args.tracker, args.key) if args.tracker else None
     target = board_target(board)
     work_dir = args.work_dir or default_database_dir(board.name, target)
