@@ -95,10 +95,10 @@ def static_workload(func: tvm.tirx.PrimFunc) -> tvm.IRModule | None:
 
 def workload_flops(workload: tvm.IRModule) -> float | None:
     """TVM's FLOP estimate of a static workload; None for what it cannot count (the
-    hand-written vector kernels: int8, BSR)."""
+    hand-written int8 and BSR kernels' vector expressions)."""
     try:
         return estimate_tir_flops(workload)
-    except tvm.error.TVMError:
+    except RuntimeError:   # TVM's errors derive from it
         return None
 
 

@@ -73,3 +73,4 @@ def test_hand_written_kernels_are_left_alone():
     kernel = int8_matmul_kernel(VNNI, 144, 144)
     mod = InlineIntermediates()(tvm.IRModule({"kernel": kernel}))
     assert mod["kernel"].same_as(kernel)
+
