@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
@@ -73,7 +74,9 @@ def measure_replays(mod: tvm.IRModule, database: ms.database.Database, target: T
                     work_dir: Path, progress: Callable[[str], None] = print
                     ) -> dict[str, dict[str, Any]]:
     """Times every function of `mod` that has a tuned record, default against tuned replay,
-    and merges the timings into REPLAY_FILE (written atomically)."""
+    and merges the timings into REPLAY_FILE (written atomically). A timing stands while both
+    functions it compared are unchanged (their structural hashes): a new best record or a
+    compiler change re-times that function alone."""
     path = work_dir / REPLAY_FILE
     timings = _earlier_timings(path)
     for gvar, func in mod.functions.items():
@@ -85,14 +88,28 @@ def measure_replays(mod: tvm.IRModule, database: ms.database.Database, target: T
         if record is None:
             continue
         try:
-            tuned_us = time_on_host(replay_on_symbolic(record.trace, func), workload, target)
+            tuned = replay_on_symbolic(record.trace, func)
+        except Exception:   # noqa: BLE001 - a replay that fails is compile's to refuse
+            continue
+        default = inline_intermediates(func)
+        compared = {"tuned": _hash(tuned), "default": _hash(default)}
+        earlier = timings.get(workload_key(workload), {})
+        if earlier.get("compared") == compared:
+            continue
+        try:
+            tuned_us = time_on_host(tuned, workload, target)
         except Exception:   # noqa: BLE001 - a replay that does not build is compile's to refuse
             continue
-        default_us = time_on_host(inline_intermediates(func), workload, target)
+        default_us = time_on_host(default, workload, target)
         timings[workload_key(workload)] = {"function": gvar.name_hint,
                                            "default_us": round(default_us, 2),
-                                           "tuned_us": round(tuned_us, 2)}
+                                           "tuned_us": round(tuned_us, 2),
+                                           "compared": compared}
         progress(f"  {gvar.name_hint}: symbolic replay {tuned_us:.1f} us, "
                  f"default {default_us:.1f} us")
     atomic_write_text(path, json.dumps(timings, indent=1, sort_keys=True) + "\n")
     return timings
+
+
+def _hash(func: tvm.tirx.PrimFunc) -> str:
+    return str(tvm_ffi.structural_hash(func))

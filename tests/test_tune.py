@@ -105,9 +105,13 @@ def test_rerun_keeps_the_records_and_tunes_no_more(model_dir: Path, tuned: Path,
     shutil.copytree(tuned, work_dir)
     before = _records(work_dir)
     capsys.readouterr()
+    replays = (work_dir / REPLAY_FILE).read_text()
     assert _tune(model_dir, work_dir, task_name, TRIALS) == 0
     assert _records(work_dir) == before
-    assert f"{task_name}: best" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{task_name}: best" in out
+    # nothing it compared changed: the replay is not timed again
+    assert "symbolic replay" not in out and (work_dir / REPLAY_FILE).read_text() == replays
 
 
 def test_zero_trials_only_times_the_replays_again(model_dir: Path, tuned: Path,

@@ -23,8 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--key", help="the boards' tracker key (default: the target's name)")
     parser.add_argument("--trials", type=int, required=True, metavar="N",
                         help="trials per task, counting those already in the database; 0 runs no "
-                             "trials and only times the tuned schedules on symbolic shapes again "
-                             "(after a compiler change)")
+                             "trials, only brings the replay timings up to date")
     parser.add_argument("--work-dir", type=Path, metavar="DIR",
                         help="database directory (default: the device's own, "
                              "schedules/<board>/ or schedules/host-<cpu>/, which compile applies)")
