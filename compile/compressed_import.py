@@ -6,13 +6,14 @@ use as it is keeps it as parameters, so the exported graph shows the pattern a p
 kernels and the weights file holds what the .tac holds instead of fp32 copies:
 
     int8 dense   Int8Linear: int8 values + per-channel scales, `linear(x, float(values) * scale)`
-                 (the Int8Matmul pass: int8 kernels)
+                 (the Int8Matmul pass: int8 kernels); Int8Conv2d likewise for a Conv2d
+                 (the Int8Conv2d pass: im2col + the same kernels)
     BSR          BsrLinear: the BSR arrays (fp32 or int8 values), densified by the custom op
                  `tinyasr::bsr_to_dense` (the BsrMatmul pass: BSR kernels, or a dense fallback
                  whose densified weight is computed once at compile time)
 
 int8 layers are kept int8 only with dynamic activations (what the int8 kernels compute); with
-static input scales they run dequantized, as do int8 convs and the embedding.
+static input scales they run dequantized, as do the depthwise FSMN convs and the embedding.
 """
 
 from __future__ import annotations
@@ -67,6 +68,20 @@ class Int8Linear(nn.Module):
         return _linear(x, self.values, self.scale, self.bias)
 
 
+class Int8Conv2d(nn.Module):
+    """nn.Conv2d on int8 weights (one fp32 scale per output channel)."""
+
+    def __init__(self, values: torch.Tensor, scale: torch.Tensor, conv: nn.Conv2d):
+        super().__init__()
+        self.values = nn.Parameter(values, requires_grad=False)
+        self.scale = nn.Parameter(scale, requires_grad=False)
+        self.bias, self.stride, self.padding = conv.bias, conv.stride, conv.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.values.float() * self.scale.reshape(-1, 1, 1, 1)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding)
+
+
 class BsrLinear(nn.Module):
     """nn.Linear on a BSR weight: values (nnz, R, C) fp32 or int8 (then with per-channel
     scales), col_indices (uint8 when they fit, else int32), row_pointers int32."""
@@ -91,18 +106,23 @@ class BsrLinear(nn.Module):
 def _int8_values(compressed: CompressedModel, name: str, scale: torch.Tensor) -> torch.Tensor:
     """A stored int8 weight, dense: its dequantized form divided by the scales rounds back to
     the stored integers exactly."""
-    return torch.round(compressed.dense_tensor(name) / scale[:, None]).to(torch.int8)
+    weight = compressed.dense_tensor(name)
+    return torch.round(weight / scale.reshape(-1, *[1] * (weight.dim() - 1))).to(torch.int8)
 
 
-def _kernel_linear(compressed: CompressedModel, name: str, linear: nn.Linear) -> nn.Module | None:
-    """The module computing `linear` from its stored weight `name` as the kernels take it, or
-    None when that is the plain fp32 nn.Linear."""
+def _kernel_layer(compressed: CompressedModel, name: str, layer: nn.Module) -> nn.Module | None:
+    """The module computing `layer` from its stored weight `name` as the kernels take it, or
+    None when that is the plain fp32 layer."""
     entry, parts = compressed.header["tensors"][name], compressed.parts[name]
-    if entry["layout"] == "bsr":
-        return BsrLinear(parts, linear.in_features, linear.bias)
-    if entry["encoding"] == "int8":
-        scale = torch.from_numpy(parts["scale"].copy())
-        return Int8Linear(_int8_values(compressed, name, scale), scale, linear.bias)
+    if isinstance(layer, nn.Linear) and entry["layout"] == "bsr":
+        return BsrLinear(parts, layer.in_features, layer.bias)
+    if entry["encoding"] != "int8" or entry["layout"] == "bsr":
+        return None
+    scale = torch.from_numpy(parts["scale"].copy())
+    if isinstance(layer, nn.Linear):
+        return Int8Linear(_int8_values(compressed, name, scale), scale, layer.bias)
+    if isinstance(layer, nn.Conv2d) and layer.groups == 1 and layer.dilation == (1, 1):
+        return Int8Conv2d(_int8_values(compressed, name, scale), scale, layer)
     return None
 
 
@@ -122,13 +142,14 @@ def load_for_compile(path: Path) -> tuple[AsrModel, Tokenizer]:
     modules = dict(model.named_modules())
     for name, entry in compressed.header["tensors"].items():
         layer = name.removesuffix(".weight")
-        linear = modules.get(layer)
-        if not isinstance(linear, nn.Linear) or (entry["encoding"] == "int8" and not int8_kernels):
+        module = modules.get(layer)
+        if (not isinstance(module, (nn.Linear, nn.Conv2d))
+                or (entry["encoding"] == "int8" and not int8_kernels)):
             continue
-        replacement = _kernel_linear(compressed, name, linear)
+        replacement = _kernel_layer(compressed, name, module)
         if replacement is None:
             continue
-        for hook in linear._forward_pre_hooks.values():   # the reference's input rounding
+        for hook in module._forward_pre_hooks.values():   # the reference's input rounding
             replacement.register_forward_pre_hook(hook)
         parent, _, attribute = layer.rpartition(".")
         setattr(modules[parent], attribute, replacement)

@@ -8,7 +8,7 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
     sparse     linear layers on BSR weights -> BSR kernels taking the BSR arrays as weights; a
                layer too dense for sparse to be faster stays dense (bsr_matmul.MAX_DENSITY)
     quantize   matmuls on int8 weights -> int8 x int8 -> int32 kernels of the board's dot ISA
-               (VNNI, sdot, RVV); a no-op for an fp32 model
+               (VNNI, sdot, RVV), int8 convs -> im2col + the same kernels; a no-op for fp32
     weights    weight-only work (transposes, int8 packing, densifying the BSR weights of dense
                fallback layers) lifted out and run once, here: the result is the weights
                file, each distinct (shared) weight stored once
@@ -42,6 +42,7 @@ from tinyasr.compile.passes.apply_tuned_schedules import ApplyTunedSchedules
 from tinyasr.compile.passes.bsr_matmul import BsrMatmul, import_bsr_to_dense
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.passes.inline_intermediates import InlineIntermediates
+from tinyasr.compile.passes.int8_conv2d import Int8Conv2d
 from tinyasr.compile.passes.int8_matmul import Int8Matmul
 from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, LiftWeightTransforms
 from tinyasr.compile.passes.name_shape_vars import name_shape_vars
@@ -209,7 +210,7 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
         mod = BsrMatmul()(imported.mod)
         dump("sparse", mod)
 
-        mod = tvm.transform.Sequential([Int8Matmul(target),
+        mod = tvm.transform.Sequential([Int8Matmul(target), Int8Conv2d(target),
                                         relax.transform.DeadCodeElimination()])(mod)
         dump("quantize", mod)
 

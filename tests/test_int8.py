@@ -1,6 +1,6 @@
 """int8 kernels: the dot instruction of each ISA in the assembly, exact integer sums, the
-Int8Matmul pass on synthetic per-channel int8 weights, and a compressed (.tac) model compiled
-to int8 kernels matching its PyTorch reference runner."""
+Int8Matmul and Int8Conv2d passes on synthetic per-channel int8 weights, and a compressed (.tac)
+model compiled to int8 kernels matching its PyTorch reference runner."""
 
 from __future__ import annotations
 
@@ -144,3 +144,51 @@ def test_compressed_model_compiles_to_int8_kernels(compressed_model: Path, tmp_p
             expected, _ = reference.ctc_log_probs(torch.from_numpy(samples)[None])
         # integer sums are exact; an activation exactly between two int8 steps may round apart
         assert np.abs(log_probs - expected[0].numpy()).max() < 2e-2
+
+
+def _conv_on_int8_weights(channels: int, out_channels: int) -> tvm.IRModule:
+    """main(x (1, C, H, 9)) = conv2d(x rounded to int8 per tensor, float(wq) * scale), 3x3 with
+    stride 2: the subsampling conv of an int8 .tac as torch exports it (Int8Conv2d)."""
+    height = tirx.Var("height", "int64")
+    x = relax.Var("x", relax.TensorType([1, channels, height, 9], "float32"))
+    wq = relax.Var("wq", relax.TensorType([out_channels, channels, 3, 3], "int8"))
+    scale = relax.Var("scale", relax.TensorType([out_channels], "float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x, wq, scale], attrs={"num_input": 1}):
+        with builder.dataflow():
+            step = builder.emit(relax.op.divide(relax.op.max(relax.op.abs(x)),
+                                                relax.const(127.0)))
+            integers = builder.emit(relax.op.clip(relax.op.round(relax.op.divide(x, step)),
+                                                  -127, 127))
+            rounded = builder.emit(relax.op.multiply(integers, step))
+            values = builder.emit(relax.op.astype(wq, "float32"))
+            scales = builder.emit(relax.op.reshape(scale, [out_channels, 1, 1, 1]))
+            weight = builder.emit(relax.op.multiply(values, scales))
+            out = builder.emit_output(relax.op.nn.conv2d(rounded, weight, strides=[2, 2]))
+        builder.emit_func_output(out)
+    return builder.get()
+
+
+def test_pass_turns_an_int8_conv_into_im2col_and_the_kernel(tmp_path):
+    channels, out_channels = 16, 32
+    rng = np.random.default_rng(2)
+    wq = rng.integers(-127, 128, (out_channels, channels, 3, 3), dtype=np.int8)
+    scale = (rng.random(out_channels, dtype=np.float32) + 0.5) / 127
+    imported = ImportedModel(_conv_on_int8_weights(channels, out_channels),
+                             {"main": [tvm.runtime.tensor(wq), tvm.runtime.tensor(scale)]})
+    built = build(imported, host_target(), IRDumper(tmp_path))
+    isa = dot_isa(Target(host_target()))
+    lowered = next(tmp_path.glob("*-lower.py")).read_text()
+    assert f"int8_matmul_{isa.name.replace('-', '_')}_{out_channels}x{channels * 9}" in lowered
+    assert "conv2d" not in lowered
+
+    x = rng.standard_normal((1, channels, 21, 9)).astype(np.float32)
+    vm = relax.VirtualMachine(built.executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x), *(built.weights[k] for k in
+                                                built.signatures["main"].weights)).numpy()
+    step = np.abs(x).max() / 127
+    xq = np.clip(np.round(x / step), -127, 127)
+    exact = torch.nn.functional.conv2d(torch.from_numpy(xq).double(),
+                                       torch.from_numpy(wq.astype(np.float64)), stride=2).numpy()
+    np.testing.assert_allclose(out, exact * step * scale.reshape(1, -1, 1, 1),
+                               rtol=1e-5, atol=1e-5)

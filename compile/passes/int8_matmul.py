@@ -124,30 +124,18 @@ class FunctionRewriter(PyExprMutator):
         return self.kernels[name]
 
 
-@mutator
-class _Rewriter(FunctionRewriter):
+class Int8KernelRewriter(FunctionRewriter):
+    """A rewrite into the int8 matmul kernels of one dot ISA."""
+
     def __init__(self, mod: tvm.IRModule, isa: DotIsa):
         super().__init__(mod)
         self.isa = isa
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        weight = linear_weight(call, self._bound)
-        int8 = None if weight is None else int8_weight(weight, self._bound)
-        if int8 is None:
-            return call
-        wq, scale = int8
+    def int8_matmul(self, xq: relax.Expr, x_scale: relax.Expr, wq: relax.Expr,
+                    scale: relax.Expr, rows: tirx.PrimExpr) -> relax.Expr:
+        """(rows, n) float32 = xq (rows, k) int8 @ wq (n, k) int8 ^T, times x_scale (rows, 1)
+        and scale (n,); the caller checked `self.isa.supports(n, k)`."""
         n, k = (int(d) for d in wq.ty.shape.values)
-        if not self.isa.supports(n, k):
-            return call
-        x = call.args[0]
-        rows = x.ty.shape.values[0]
-        rounding = reference_rounding(x, self._bound)
-        if rounding is None:
-            xq, x_scale = quantize_rows(self.builder_, x)
-        else:
-            integers, x_scale = rounding
-            xq = self.builder_.emit(relax.op.astype(integers, "int8"))
         blocks, groups, lanes, group = self.isa.packed_shape(n, k)
         packed = self.builder_.emit(relax.op.permute_dims(
             relax.op.reshape(wq, [blocks, lanes, groups, group]), [0, 2, 1, 3]))
@@ -155,6 +143,27 @@ class _Rewriter(FunctionRewriter):
                               lambda: int8_matmul_kernel(self.isa, n, k))
         return relax.call_tir(kernel, [xq, packed, x_scale, scale],
                               relax.TensorType([rows, n], "float32"))
+
+
+@mutator
+class _Rewriter(Int8KernelRewriter):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        weight = linear_weight(call, self._bound)
+        int8 = None if weight is None else int8_weight(weight, self._bound)
+        if int8 is None:
+            return call
+        wq, scale = int8
+        if not self.isa.supports(*(int(d) for d in wq.ty.shape.values)):
+            return call
+        x = call.args[0]
+        rounding = reference_rounding(x, self._bound)
+        if rounding is None:
+            xq, x_scale = quantize_rows(self.builder_, x)
+        else:
+            integers, x_scale = rounding
+            xq = self.builder_.emit(relax.op.astype(integers, "int8"))
+        return self.int8_matmul(xq, x_scale, wq, scale, x.ty.shape.values[0])
 
 
 @tvm.transform.module_pass(opt_level=0, name="Int8Matmul")
