@@ -21,10 +21,9 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
-from tvm.target import Target
 
-from tinyasr.compile.int8_kernels import dot_isa
-from tinyasr.compile.passes.int8_matmul import INT8_MAX, Bound, Int8KernelRewriter, is_op
+from tinyasr.compile.passes.int8_matmul import (Bound, Int8KernelPass, Int8KernelRewriter,
+                                                int8_rounding, is_op)
 
 
 def conv_weight(weight: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
@@ -38,22 +37,6 @@ def conv_weight(weight: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Exp
     if wq.ty.dtype != "int8" or len(scale.ty.shape.values) != 1:
         return None
     return wq, scale
-
-
-def tensor_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
-    """(integers, s) when `x` is clip(round(x0 / s), -127, 127) * s with one scalar s."""
-    product = bound(x)
-    if not is_op(product, "relax.multiply"):
-        return None
-    clipped, scale = product.args
-    clip = bound(clipped)
-    rounded = bound(clip.args[0]) if is_op(clip, "relax.clip") else None
-    divided = bound(rounded.args[0]) if is_op(rounded, "relax.round") else None
-    if not (is_op(divided, "relax.divide") and divided.args[1].same_as(scale)
-            and [float(b.value) for b in clip.args[1:]] == [-INT8_MAX, INT8_MAX]
-            and len(scale.ty.shape.values) == 0):
-        return None
-    return clipped, scale
 
 
 def _plain(attrs: relax.Expr) -> bool:
@@ -72,11 +55,11 @@ class _Rewriter(Int8KernelRewriter):
         _, _, out_h, out_w = call.ty.shape.values
         call = super().visit_call_(call)
         weight = conv_weight(self._bound(call.args[1]), self._bound)
-        rounding = tensor_rounding(call.args[0], self._bound)
+        rounding = int8_rounding(call.args[0], self._bound)
         batch = call.args[0].ty.shape.values[0]
-        if weight is None or rounding is None or not (isinstance(batch, tvm.tirx.IntImm)
-                                                      and int(batch) == 1):
-            return call
+        if (weight is None or rounding is None or rounding[1].ty.shape.values
+                or not (isinstance(batch, tvm.tirx.IntImm) and int(batch) == 1)):
+            return call   # (not one scale per tensor, or a batch)
         wq, scale = weight
         out_channels, channels, kh, kw = (int(d) for d in wq.ty.shape.values)
         k = channels * kh * kw
@@ -102,11 +85,7 @@ class _Rewriter(Int8KernelRewriter):
 
 
 @tvm.transform.module_pass(opt_level=0, name="Int8Conv2d")
-class Int8Conv2d:
-    """The rewrite above, with the dot ISA of `target` (see tinyasr.compile.int8_kernels)."""
+class Int8Conv2d(Int8KernelPass):
+    """Convolutions on int8 weights -> im2col + the int8 kernels."""
 
-    def __init__(self, target: Target):
-        self.isa = dot_isa(target)
-
-    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return _Rewriter(mod, self.isa).transform()
+    rewriter = _Rewriter

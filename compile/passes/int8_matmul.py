@@ -78,24 +78,32 @@ def quantize_rows(builder: relax.BlockBuilder, x: relax.Expr) -> tuple[relax.Var
     return xq, x_scale
 
 
-def reference_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
-    """(integers, scale) when `x` (rows, K) is reshape(clip(round(x0 / s), -127, 127) * s) with
-    one scale per row: the int8 rounding the PyTorch reference applies to a layer's input
-    (tinyasr.model.quantize.fake_quantize, per row). Both are reshaped to (rows, K), (rows, 1)."""
-    reshaped = bound(x)
-    if not is_op(reshaped, "relax.reshape"):
-        return None
-    product = bound(reshaped.args[0])
+def int8_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
+    """(integers, s) when `x` is clip(round(x0 / s), -127, 127) * s: the int8 rounding the
+    PyTorch reference applies to a layer's input (tinyasr.model.quantize.fake_quantize)."""
+    product = bound(x)
     if not is_op(product, "relax.multiply"):
         return None
     clipped, scale = product.args
     clip = bound(clipped)
     rounded = bound(clip.args[0]) if is_op(clip, "relax.clip") else None
     divided = bound(rounded.args[0]) if is_op(rounded, "relax.round") else None
-    scale_shape = scale.ty.shape.values
     if not (is_op(divided, "relax.divide") and divided.args[1].same_as(scale)
-            and [float(b.value) for b in clip.args[1:]] == [-INT8_MAX, INT8_MAX]
-            and len(scale_shape) >= 1 and int(scale_shape[-1]) == 1):
+            and [float(b.value) for b in clip.args[1:]] == [-INT8_MAX, INT8_MAX]):
+        return None
+    return clipped, scale
+
+
+def reference_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
+    """(integers, scale) when `x` (rows, K) is reshape(int8_rounding) with one scale per row,
+    as the reference rounds a linear layer's input. Both are reshaped to (rows, K), (rows, 1)."""
+    reshaped = bound(x)
+    rounding = int8_rounding(reshaped.args[0], bound) if is_op(reshaped, "relax.reshape") else None
+    if rounding is None:
+        return None
+    clipped, scale = rounding
+    scale_shape = scale.ty.shape.values
+    if not (len(scale_shape) >= 1 and int(scale_shape[-1]) == 1):
         return None
     rows, k = x.ty.shape.values
     return relax.op.reshape(clipped, [rows, k]), relax.op.reshape(scale, [rows, 1])
@@ -166,12 +174,21 @@ class _Rewriter(Int8KernelRewriter):
         return self.int8_matmul(xq, x_scale, wq, scale, x.ty.shape.values[0])
 
 
-@tvm.transform.module_pass(opt_level=0, name="Int8Matmul")
-class Int8Matmul:
-    """The rewrite above, with the dot ISA of `target` (see tinyasr.compile.int8_kernels)."""
+class Int8KernelPass:
+    """A module pass running `rewriter` with the dot ISA of `target`
+    (see tinyasr.compile.int8_kernels)."""
+
+    rewriter: type[Int8KernelRewriter]
 
     def __init__(self, target: Target):
         self.isa = dot_isa(target)
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return _Rewriter(mod, self.isa).transform()
+        return self.rewriter(mod, self.isa).transform()
+
+
+@tvm.transform.module_pass(opt_level=0, name="Int8Matmul")
+class Int8Matmul(Int8KernelPass):
+    """Linear layers on int8 weights -> the int8 kernels."""
+
+    rewriter = _Rewriter
