@@ -170,9 +170,10 @@ def _load(work_dir: Path) -> ms.database.JSONDatabase:
         raise InputError(f"{work_dir}: unreadable tuning database ({error})") from None
 
 
-def workload_key(workload: tvm.IRModule) -> str:
-    """How REPLAY_FILE names a workload: its structural hash."""
-    return str(tvm_ffi.structural_hash(workload))
+def structural_key(node: tvm.IRModule | tvm.tirx.PrimFunc) -> str:
+    """A node's structural hash, as REPLAY_FILE stores it: the name of a workload, and the
+    fingerprint of each function a timing compared."""
+    return str(tvm_ffi.structural_hash(node))
 
 
 def slower_than_default(work_dir: Path) -> frozenset[str]:

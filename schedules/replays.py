@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import tvm
-import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
@@ -29,7 +28,8 @@ from tinyasr.compile.passes.apply_tuned_schedules import replay_on_symbolic
 from tinyasr.compile.passes.inline_intermediates import inline_intermediates
 from tinyasr.model.atomic import atomic_write_text
 from tinyasr.model.errors import warn
-from tinyasr.schedules.database import REPLAY_FILE, static_workload, tuning_extent, workload_key
+from tinyasr.schedules.database import (REPLAY_FILE, static_workload, structural_key,
+                                        tuning_extent)
 
 
 def _arguments(func: tvm.tirx.PrimFunc, workload: tvm.IRModule, rng: np.random.Generator
@@ -92,24 +92,20 @@ def measure_replays(mod: tvm.IRModule, database: ms.database.Database, target: T
         except Exception:   # noqa: BLE001 - a replay that fails is compile's to refuse
             continue
         default = inline_intermediates(func)
-        compared = {"tuned": _hash(tuned), "default": _hash(default)}
-        earlier = timings.get(workload_key(workload), {})
-        if earlier.get("compared") == compared:
+        key = structural_key(workload)
+        compared = {"tuned": structural_key(tuned), "default": structural_key(default)}
+        if timings.get(key, {}).get("compared") == compared:
             continue
         try:
             tuned_us = time_on_host(tuned, workload, target)
         except Exception:   # noqa: BLE001 - a replay that does not build is compile's to refuse
             continue
         default_us = time_on_host(default, workload, target)
-        timings[workload_key(workload)] = {"function": gvar.name_hint,
-                                           "default_us": round(default_us, 2),
-                                           "tuned_us": round(tuned_us, 2),
-                                           "compared": compared}
+        timings[key] = {"function": gvar.name_hint,
+                        "default_us": round(default_us, 2), "tuned_us": round(tuned_us, 2),
+                        "compared": compared}
         progress(f"  {gvar.name_hint}: symbolic replay {tuned_us:.1f} us, "
                  f"default {default_us:.1f} us")
     atomic_write_text(path, json.dumps(timings, indent=1, sort_keys=True) + "\n")
     return timings
 
-
-def _hash(func: tvm.tirx.PrimFunc) -> str:
-    return str(tvm_ffi.structural_hash(func))

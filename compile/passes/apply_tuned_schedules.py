@@ -32,8 +32,8 @@ import tvm
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.schedule import Schedule, Trace
 
-from tinyasr.schedules.database import (TUNING_EXTENTS, static_workload, workload_flops,
-                                        workload_key)
+from tinyasr.schedules.database import (TUNING_EXTENTS, static_workload, structural_key,
+                                        workload_flops)
 
 SCHEDULED = "tirx.is_scheduled"
 EXTRA_WORK = 1.1    # a replay may do this much of the static workload's FLOPs, no more
@@ -193,7 +193,7 @@ class ApplyTunedSchedules:
                 workload, self.target, gvar.name_hint)
             if record is None:
                 continue
-            if workload_key(workload) in self.slower_than_default:
+            if structural_key(workload) in self.slower_than_default:
                 self.failed.append(gvar.name_hint)
                 continue
             try:

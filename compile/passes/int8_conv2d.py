@@ -39,7 +39,7 @@ def conv_weight(weight: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Exp
     return wq, scale
 
 
-def _plain(attrs: relax.Expr) -> bool:
+def _plain(attrs: tvm.ir.Attrs) -> bool:
     """NCHW / OIHW, one group, no padding or dilation."""
     return (attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW"
             and attrs.out_layout == "NCHW" and int(attrs.groups) == 1
