@@ -249,21 +249,33 @@ class Decoder(nn.Module):
         return torch.log_softmax(self.output(self.norm(x)), dim=-1)
 
 
-def spec_augment(features: torch.Tensor, lengths: torch.Tensor, freq_masks: int = 2,
-                 freq_width: int = 10, time_masks: int = 2, time_width: int = 40) -> torch.Tensor:
-    """SpecAugment: zero random frequency bands and time spans (features are CMVN'd, so 0 = mean)."""
-    features = features.clone()
-    batch, frames, bins = features.shape
+def spec_augment_mask(fbank: torch.Tensor, lengths: torch.Tensor, freq_masks: int = 2,
+                      freq_width: int = 10, time_masks: int = 2, time_width: int = 40
+                      ) -> torch.Tensor:
+    """SpecAugment as a 0/1 mask shaped like `fbank`: random frequency bands and time spans are
+    zeroed in the CMVN'd features (0 = mean). A mask, so a teacher can see the same augmentation."""
+    keep = torch.ones_like(fbank)
+    batch, frames, bins = fbank.shape
     for b in range(batch):
         for _ in range(freq_masks):
             width = int(torch.randint(0, freq_width + 1, ()))
             start = int(torch.randint(0, max(1, bins - width), ()))
-            features[b, :, start:start + width] = 0
+            keep[b, :, start:start + width] = 0
         for _ in range(time_masks):
             width = min(int(torch.randint(0, time_width + 1, ())), int(lengths[b]) // 5)
             start = int(torch.randint(0, max(1, int(lengths[b]) - width), ()))
-            features[b, start:start + width, :] = 0
-    return features
+            keep[b, start:start + width, :] = 0
+    return keep
+
+
+@dataclass
+class TrainingOutputs:
+    """What the losses need from one teacher-forced pass over a padded batch."""
+    ctc_log_probs: torch.Tensor       # (B, T', vocab)
+    encoded_lengths: torch.Tensor     # (B,)
+    frame_mask: torch.Tensor          # (B, T') True on real frames
+    decoder_log_probs: torch.Tensor   # (B, U + 1, vocab)
+    decoder_targets: torch.Tensor     # (B, U + 1) y + <eos>, IGNORE_ID-padded
 
 
 class AsrModel(nn.Module):
@@ -288,31 +300,57 @@ class AsrModel(nn.Module):
         encoded = self.encoder(self.features(waveform))
         return torch.log_softmax(self.ctc(encoded), dim=-1), encoded
 
-    def loss(self, fbank: torch.Tensor, frame_lengths: torch.Tensor, targets: torch.Tensor,
-             target_lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Joint CTC/attention loss on a padded batch of raw fbank (the trainer computes it once
-        per utterance; it is deterministic); targets padded with IGNORE_ID."""
+    def training_outputs(self, fbank: torch.Tensor, keep: torch.Tensor | None,
+                         frame_lengths: torch.Tensor, targets: torch.Tensor,
+                         target_lengths: torch.Tensor) -> TrainingOutputs:
+        """Teacher-forced pass over a padded batch of raw fbank, masked by `keep` (SpecAugment)."""
         features = self.cmvn(fbank)
-        if self.training and self.config.spec_augment:
-            features = spec_augment(features, frame_lengths)
+        if keep is not None:
+            features = features * keep
         encoded_lengths = Conv2dSubsampling4.output_lengths(frame_lengths).clamp(min=1)
         frame_mask = padding_mask(encoded_lengths,
                                   Conv2dSubsampling4.output_lengths(features.shape[1]))
         encoded = self.encoder(features, frame_mask)
-
-        ctc_log_probs = torch.log_softmax(self.ctc(encoded), dim=-1)
-        ctc_loss = F.ctc_loss(ctc_log_probs.transpose(0, 1), targets.clamp(min=0),
-                              encoded_lengths, target_lengths, blank=0, reduction="sum",
-                              zero_infinity=True) / fbank.shape[0]
-
         decoder_in, decoder_out = self._teacher_forcing(targets, target_lengths)
-        log_probs = self.decoder(decoder_in, target_lengths + 1, encoded, frame_mask)
-        attention_loss = smoothed_nll(log_probs, decoder_out, self.config.label_smoothing)
-        attention_loss = attention_loss / fbank.shape[0]
+        return TrainingOutputs(
+            ctc_log_probs=torch.log_softmax(self.ctc(encoded), dim=-1),
+            encoded_lengths=encoded_lengths, frame_mask=frame_mask,
+            decoder_log_probs=self.decoder(decoder_in, target_lengths + 1, encoded, frame_mask),
+            decoder_targets=decoder_out)
 
+    def loss(self, fbank: torch.Tensor, frame_lengths: torch.Tensor, targets: torch.Tensor,
+             target_lengths: torch.Tensor, teacher: "AsrModel | None" = None,
+             distill_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """Joint CTC/attention loss on a padded batch of raw fbank (the trainer computes it once
+        per utterance; it is deterministic); targets padded with IGNORE_ID.
+
+        With a `teacher` (same tokens, in eval mode), `distill_weight` of the loss is instead the
+        KL divergence from the teacher's CTC and decoder distributions to this model's, on the
+        same augmented batch: knowledge distillation, e.g. of a weight-shared model from a dense
+        one."""
+        keep = None
+        if self.training and self.config.spec_augment:
+            keep = spec_augment_mask(fbank, frame_lengths)
+        outputs = self.training_outputs(fbank, keep, frame_lengths, targets, target_lengths)
+        batch = fbank.shape[0]
+        ctc_loss = F.ctc_loss(outputs.ctc_log_probs.transpose(0, 1), targets.clamp(min=0),
+                              outputs.encoded_lengths, target_lengths, blank=0, reduction="sum",
+                              zero_infinity=True) / batch
+        attention_loss = smoothed_nll(outputs.decoder_log_probs, outputs.decoder_targets,
+                                      self.config.label_smoothing) / batch
         weight = self.config.ctc_weight
         total = weight * ctc_loss + (1 - weight) * attention_loss
-        return total, {"ctc": ctc_loss.item(), "attention": attention_loss.item()}
+        parts = {"ctc": ctc_loss.item(), "attention": attention_loss.item()}
+        if teacher is None:
+            return total, parts
+        with torch.no_grad():
+            taught = teacher.training_outputs(fbank, keep, frame_lengths, targets, target_lengths)
+        distill = (weight * summed_kl(taught.ctc_log_probs, outputs.ctc_log_probs,
+                                      outputs.frame_mask)
+                   + (1 - weight) * summed_kl(taught.decoder_log_probs, outputs.decoder_log_probs,
+                                              outputs.decoder_targets != IGNORE_ID)) / batch
+        parts["distill"] = distill.item()
+        return (1 - distill_weight) * total + distill_weight * distill, parts
 
     def _teacher_forcing(self, targets: torch.Tensor,
                          target_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -336,3 +374,11 @@ def smoothed_nll(log_probs: torch.Tensor, targets: torch.Tensor, smoothing: floa
     uniform = log_probs.mean(dim=-1)
     per_token = -(1 - smoothing) * picked - smoothing * uniform
     return (per_token * valid).sum()
+
+
+def summed_kl(teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor,
+              valid: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) over the last axis, summed over the `valid` positions."""
+    per_position = (teacher_log_probs.exp()
+                    * (teacher_log_probs - student_log_probs)).sum(dim=-1)
+    return (per_position * valid).sum()

@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from tinyasr.model.atomic import atomic_file
+from tinyasr.model.atomic import atomic_file, atomic_write_text
 from tinyasr.model.datadir import Utterance, load_wav, read_data_dir
 from tinyasr.model.errors import InputError
 from tinyasr.model.evaluate import evaluate
 from tinyasr.model.frontend import FRAME_SHIFT, SAMPLE_RATE
-from tinyasr.model.model_dir import save_model_dir
+from tinyasr.model.model_dir import load_model_dir, save_model_dir
 from tinyasr.model.recognizer import DecodeMode, DecodeOptions, Recognizer
 from tinyasr.model.san_m import IGNORE_ID, AsrModel, ModelConfig
 from tinyasr.model.tokenizer import Tokenizer
@@ -48,6 +48,8 @@ class TrainConfig:
     save_every_steps: int = 100
     cmvn_utterances: int = 500
     seed: int = 0
+    teacher: str | None = None        # model directory to distill from (same tokens)
+    distill_weight: float = 0.5       # share of the loss that is the KL to the teacher
 
 
 @dataclass
@@ -63,7 +65,11 @@ class Recipe:
             unknown = set(raw.get("train", {})) - known
             if unknown or set(raw) - {"model", "train"}:
                 raise ValueError(f"unknown keys: {sorted(unknown | (set(raw) - {'model', 'train'}))}")
-            return cls(model=raw.get("model", {}), train=TrainConfig(**raw.get("train", {})))
+            recipe = cls(model=raw.get("model", {}), train=TrainConfig(**raw.get("train", {})))
+            if not 0.0 <= recipe.train.distill_weight <= 1.0:
+                raise ValueError(f"distill_weight must be in [0, 1], "
+                                 f"not {recipe.train.distill_weight}")
+            return recipe
         except (OSError, ValueError, TypeError) as error:
             raise InputError(f"{path}: bad training config ({error})") from None
 
@@ -138,13 +144,15 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 
 def train_step(model: AsrModel, optimizer: torch.optim.Optimizer,
-               batch: tuple[torch.Tensor, ...], lr: float,
-               grad_clip: float) -> tuple[float, dict[str, float]]:
-    """One optimizer step on a collated batch; shared by training and compression fine-tuning."""
+               batch: tuple[torch.Tensor, ...], lr: float, grad_clip: float,
+               teacher: AsrModel | None = None,
+               distill_weight: float = 0.0) -> tuple[float, dict[str, float]]:
+    """One optimizer step on a collated batch, distilled from `teacher` if given; shared by
+    training and compression fine-tuning."""
     model.train()
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss, parts = model.loss(*batch)
+    loss, parts = model.loss(*batch, teacher=teacher, distill_weight=distill_weight)
     optimizer.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -175,6 +183,7 @@ class Trainer:
         self.model = AsrModel(model_config, self.tokenizer.sos_eos)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.peak_lr,
                                            weight_decay=1e-6)
+        self.teacher = self._teacher()
         self.fbanks = compute_fbanks(self.model, self.train_set)
         self.token_ids = [self.tokenizer.encode(u.text) for u in self.train_set]
         self.batches = make_batches([len(f) for f in self.fbanks],
@@ -189,19 +198,30 @@ class Trainer:
             estimate_cmvn(self.model, sample)
 
     def _check_same_recipe(self) -> None:
-        """A run dir resumes only the recipe it started with; the epoch count alone may change
-        (the learning-rate schedule does not depend on it), to extend or cut short a run."""
+        """A run dir resumes only the recipe it started with, except for the epoch count (the
+        learning-rate schedule does not depend on it), to extend or cut short a run, and the
+        teacher, to go on training with distillation. run.json holds the recipe last run."""
         run_file = self.out_dir / RUN_FILE
         if run_file.exists():
+            may_change = ("epochs", "teacher", "distill_weight")
             started_with = json.loads(run_file.read_text())
-            started_with.get("train", {}).pop("epochs", None)
             requested = self.recipe.to_dict()
-            requested["train"].pop("epochs")
+            for recipe in (started_with, requested):
+                for key in may_change:
+                    recipe.get("train", {}).pop(key, None)
             if started_with != requested:
                 raise InputError(f"{self.out_dir}: holds a run with a different config; "
                                  "use another --out")
-        else:
-            run_file.write_text(json.dumps(self.recipe.to_dict(), indent=2) + "\n")
+        atomic_write_text(run_file, json.dumps(self.recipe.to_dict(), indent=2) + "\n")
+
+    def _teacher(self) -> AsrModel | None:
+        if self.config.teacher is None:
+            return None
+        teacher, tokenizer = load_model_dir(Path(self.config.teacher))
+        if tokenizer.tokens != self.tokenizer.tokens:
+            raise InputError(f"{self.config.teacher}: teacher has other tokens than this run")
+        print(f"distilling from {self.config.teacher} (weight {self.config.distill_weight})")
+        return teacher
 
     def _tokenizer(self) -> Tokenizer:
         tokens_file = self.out_dir / "tokens.json"
@@ -232,7 +252,8 @@ class Trainer:
         result = train_step(self.model, self.optimizer,
                             collate([self.fbanks[i] for i in batch],
                                     [self.token_ids[i] for i in batch]),
-                            learning_rate(self.step + 1, self.config), self.config.grad_clip)
+                            learning_rate(self.step + 1, self.config), self.config.grad_clip,
+                            self.teacher, self.config.distill_weight)
         self.step += 1
         self.train_seconds += time.perf_counter() - started
         return result

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tinyasr.model.model_dir import load_model_dir
+from tinyasr.model.model_dir import DEFAULT_MODEL, load_model_dir
 
 TINY_RECIPE = {
     "model": {"d_model": 32, "attention_heads": 2, "ffn_dim": 64, "subsampling_channels": 8,
@@ -69,6 +69,15 @@ def test_training_resumes_after_kill_9(tiny_corpus: Path, tmp_path: Path):
     assert third.returncode == 0, err
     assert "averaged epochs 1-2" in out
 
+    # A teacher may join on resume: one more epoch, distilled from the run's own average.
+    teacher = tmp_path / "teacher"
+    (run / "final").rename(teacher)
+    fourth = tinyasr(*args, "--epochs", "4", "--teacher", str(teacher))
+    out, err = fourth.communicate(timeout=300)
+    assert fourth.returncode == 0, err
+    assert f"distilling from {teacher}" in out and "epoch 4:" in out
+    assert json.loads((run / "run.json").read_text())["train"]["teacher"] == str(teacher)
+
 
 def test_a_different_recipe_cannot_reuse_a_run_dir(tiny_corpus: Path, tmp_path: Path):
     run = tmp_path / "run"
@@ -92,3 +101,15 @@ def test_bad_recipe_is_one_line(tmp_path: Path, tiny_corpus: Path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert len(err.strip().splitlines()) == 1 and str(recipe) in err
+
+
+def test_a_teacher_with_other_tokens_is_refused(tiny_corpus: Path, tmp_path: Path):
+    shipped_model = DEFAULT_MODEL
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(TINY_RECIPE))
+    process = tinyasr("train", "--data", str(tiny_corpus), "--config", str(recipe),
+                      "--out", str(tmp_path / "run"), "--teacher", str(shipped_model))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert err.strip().splitlines() == [f"tinyasr: error: {shipped_model}: teacher has other "
+                                        "tokens than this run"]

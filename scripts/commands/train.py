@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int,
                         help="override the recipe's epoch count (e.g. to end a resumed run "
                              "early, or extend it)")
+    parser.add_argument("--teacher", type=Path, metavar="MODEL_DIR",
+                        help="distill from this trained model (same tokens); may be added when "
+                             "resuming a run, to go on training it with distillation")
+    parser.add_argument("--distill-weight", type=float, metavar="W",
+                        help="share of the loss that is the KL to the teacher (default 0.5)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.set_defaults(func=run)
 
@@ -35,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
         if args.epochs < 1:
             raise InputError(f"--epochs must be at least 1, not {args.epochs}")
         recipe.train.epochs = args.epochs
+    if args.teacher is not None:
+        recipe.train.teacher = str(args.teacher)
+    if args.distill_weight is not None:
+        if not 0.0 <= args.distill_weight <= 1.0:
+            raise InputError(f"--distill-weight must be in [0, 1], not {args.distill_weight}")
+        recipe.train.distill_weight = args.distill_weight
     final = Trainer(args.data, recipe, args.out).run()
     print(f"model written to {final}")
     return 0
