@@ -31,7 +31,9 @@ from typing import Any
 import tvm
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.schedule import Schedule, Trace
+from tvm.sym.analyzer import Analyzer
 
+from tinyasr.compile.passes.tile_padding import pad_symbolic_tiles
 from tinyasr.schedules.database import (TUNING_EXTENTS, static_workload, structural_key,
                                         workload_flops)
 
@@ -100,11 +102,8 @@ def _apply(mod: tvm.IRModule, instructions: list, decisions: list) -> tvm.tirx.P
     return schedule.mod["main"]
 
 
-def replay_on_symbolic(trace: Trace, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
-    """`func` scheduled by a trace tuned on its static workload."""
-    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    instructions, decisions = trace.as_json()
-    instructions = _symbolic_tile_splits(instructions, decisions, Schedule(mod))
+def _replay(mod: tvm.IRModule, instructions: list, decisions: list) -> tvm.tirx.PrimFunc:
+    """The trace applied, leaving out each Vectorize that would vectorize a symbolic loop."""
     scheduled, dropped = _apply(mod, instructions, decisions), set()
     remaining = _symbolic_vector_loops(scheduled.body)
     for index, instruction in enumerate(instructions):
@@ -114,6 +113,24 @@ def replay_on_symbolic(trace: Trace, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFu
         if _symbolic_vector_loops(candidate.body) < remaining:
             scheduled, dropped = candidate, dropped | {index}
             remaining = _symbolic_vector_loops(scheduled.body)
+    return scheduled
+
+
+def replay_on_symbolic(trace: Trace, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    """`func` scheduled by a trace tuned on its static workload; on its symbolic loops padded
+    to the tuned inner tiles (tile_padding.py) where the padded replay applies."""
+    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+    instructions, decisions = trace.as_json()
+    instructions = _symbolic_tile_splits(instructions, decisions, Schedule(mod))
+    scheduled = None
+    padded = pad_symbolic_tiles(mod, instructions, decisions)
+    if padded is not None:
+        try:
+            scheduled = _replay(*padded)
+        except Exception:   # noqa: BLE001 - the padded structure does not take this trace
+            scheduled = None
+    if scheduled is None:
+        scheduled = _replay(mod, instructions, decisions)
     return (scheduled.without_attr("global_symbol").with_attrs(func.attrs)
             .with_attr(SCHEDULED, True))
 
@@ -138,23 +155,41 @@ def _is_reduction(block: Any) -> bool:
     return any(int(iter_var.iter_type) == REDUCE for iter_var in block.iter_vars)
 
 
-def _costly_vector_tail(stmt: Any, sizes: list, lanes: tuple = ()) -> bool:
+def _uniform_over_lanes(conjunct: Any, lanes: tuple, analyzer: Analyzer) -> bool:
+    """Whether `conjunct` (index < bound) is the same for every lane of the vector loops in it:
+    the index steps in whole vectors apart from the lane, and the bound is a whole number of
+    vectors (a loop padded to its tile, tile_padding.py)."""
+    if not isinstance(conjunct, tvm.tirx.LT):
+        return False
+    used = tvm.tirx.analysis.undefined_vars(conjunct)
+    in_conjunct = [(var, extent) for var, extent in lanes if any(var.same_as(u) for u in used)]
+    return bool(in_conjunct) and all(
+        analyzer.can_prove(tvm.tirx.floormod(conjunct.b, extent) == 0)
+        and analyzer.can_prove(tvm.tirx.floormod(conjunct.a - var, extent) == 0)
+        for var, extent in in_conjunct)
+
+
+def _costly_vector_tail(stmt: Any, sizes: list, lanes: tuple = (),
+                        analyzer: Analyzer | None = None) -> bool:
     """Whether a block under a vectorized loop has a predicate bounding that loop's variable
     by a symbolic size (one of `sizes`), through a division or inside a reduction: the tail is
     only known at run time, so the lanes go scalar, per lane (measured 8x and 23x slower than
     untuned on the attention matmuls). A plain bound on an elementwise epilogue
-    (i * 64 + lane < frames * 608) stays: LLVM handles it, measured as fast as the static size."""
+    (i * 64 + lane < frames * 608) stays: LLVM handles it, measured as fast as the static size;
+    so does a bound the same for all lanes."""
+    analyzer = analyzer or Analyzer()
     if isinstance(stmt, tvm.tirx.For) and stmt.kind == tvm.tirx.ForKind.VECTORIZED:
-        lanes = (*lanes, stmt.loop_var)
+        lanes = (*lanes, (stmt.loop_var, stmt.extent))
     predicate = getattr(stmt, "predicate", None)
     if lanes and predicate is not None:
         for conjunct in _conjuncts(predicate):
             used = tvm.tirx.analysis.undefined_vars(conjunct)
-            if (any(var.same_as(lane) for var in used for lane in lanes)
+            if (any(var.same_as(lane) for var in used for lane, _ in lanes)
                     and any(var.same_as(size) for var in used for size in sizes)
-                    and (_divides_by_a_variable(conjunct) or _is_reduction(stmt.block))):
+                    and (_divides_by_a_variable(conjunct) or _is_reduction(stmt.block))
+                    and not _uniform_over_lanes(conjunct, lanes, analyzer)):
                 return True
-    return any(_costly_vector_tail(child, sizes, lanes) for child in _children(stmt))
+    return any(_costly_vector_tail(child, sizes, lanes, analyzer) for child in _children(stmt))
 
 
 def sound_on_symbolic(scheduled: tvm.tirx.PrimFunc, workload: tvm.IRModule) -> bool:
