@@ -22,6 +22,8 @@ target and robust ones more.
 
 from __future__ import annotations
 
+import copy
+
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -163,14 +165,26 @@ class FineTuning:
     batch_seconds: float = 80.0
     grad_clip: float = 5.0
     seed: int = 0
+    distill_weight: float = 0.0   # > 0: distil from the model as it was before compression
+
+
+def teacher_of(model: AsrModel, fine_tuning: FineTuning) -> AsrModel | None:
+    """A frozen copy of `model` to distil from while it is compressed, if asked for; taken
+    before any mask or fake quantizer is attached."""
+    if fine_tuning.distill_weight <= 0:
+        return None
+    teacher = copy.deepcopy(model).eval()
+    teacher.requires_grad_(False)
+    return teacher
 
 
 def fine_tune(model: AsrModel, fbanks: Sequence[torch.Tensor],
               token_ids: Sequence[list[int]], fine_tuning: FineTuning,
               before_step: Callable[[int], None] = lambda step: None,
-              description: str = "fine-tune") -> None:
-    """`fine_tuning.steps` optimizer steps on shuffled batches, `before_step(step)` before each;
-    the optimizer is made here, after any parametrization has been registered."""
+              description: str = "fine-tune", teacher: AsrModel | None = None) -> None:
+    """`fine_tuning.steps` optimizer steps on shuffled batches, `before_step(step)` before each,
+    distilled from `teacher` if given; the optimizer is made here, after any parametrization
+    has been registered."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=fine_tuning.lr, weight_decay=0.0)
     batches = batch_stream(fbanks, fine_tuning.batch_seconds, fine_tuning.seed)
     bar = tqdm(range(fine_tuning.steps), desc=description, dynamic_ncols=True)
@@ -179,7 +193,8 @@ def fine_tune(model: AsrModel, fbanks: Sequence[torch.Tensor],
         batch = next(batches)
         loss, _ = train_step(model, optimizer,
                              collate([fbanks[i] for i in batch], [token_ids[i] for i in batch]),
-                             fine_tuning.lr, fine_tuning.grad_clip)
+                             fine_tuning.lr, fine_tuning.grad_clip,
+                             teacher, fine_tuning.distill_weight)
         bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
     model.eval()
 
@@ -189,10 +204,12 @@ def prune(model: AsrModel, block: BlockShape, targets: dict[str, float],
           fine_tuning: FineTuning) -> None:
     """Prunes `model` in place to the per-layer `targets` along the cubic ramp while
     fine-tuning on (fbanks, token_ids); steps=0 prunes in one shot without fine-tuning."""
+    teacher = teacher_of(model, fine_tuning)
     pruner = Pruner(model, block, targets)
     ramp_steps = round(fine_tuning.steps * RAMP_FRACTION)
     fine_tune(model, fbanks, token_ids, fine_tuning,
-              lambda step: pruner.prune_to(ramp_fraction(step, ramp_steps)), "prune + fine-tune")
+              lambda step: pruner.prune_to(ramp_fraction(step, ramp_steps)), "prune + fine-tune",
+              teacher)
     pruner.prune_to(1.0)
     pruner.finish()
 

@@ -35,7 +35,7 @@ from torch.utils.hooks import RemovableHandle
 
 from tinyasr.model.errors import InputError
 from tinyasr.model.prune import (FIRST_CONV, BlockShape, FineTuning, WeightMask, fine_tune,
-                                 prunable_layers, weight_matrix)
+                                 prunable_layers, teacher_of, weight_matrix)
 from tinyasr.model.san_m import AsrModel
 from tinyasr.model.train import collate
 
@@ -143,6 +143,7 @@ def quantization_aware_fine_tune(model: AsrModel, quantization: Quantization,
     """Fine-tunes with int8-rounded weights and layer inputs in the forward pass, so the weights
     adapt to the rounding. Zero weights (pruned) stay zero under masks; static input scales stay
     as calibrated. The weights left are fp32 whose int8 rounding is what was trained."""
+    teacher = teacher_of(model, fine_tuning)
     layers = prunable_layers(model, BlockShape(1, 1))          # every Linear and Conv
     modules = dict(model.named_modules())
     for module in layers.values():
@@ -151,7 +152,8 @@ def quantization_aware_fine_tune(model: AsrModel, quantization: Quantization,
         parametrize.register_parametrization(modules[name], "weight", FakeQuantizedWeight())
     handles = attach_input_quantizers(model, quantization)
     try:
-        fine_tune(model, fbanks, token_ids, fine_tuning, description="quantization-aware fine-tune")
+        fine_tune(model, fbanks, token_ids, fine_tuning, description="quantization-aware fine-tune",
+                  teacher=teacher)
     finally:
         for handle in handles:
             handle.remove()

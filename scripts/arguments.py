@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tinyasr.model.errors import InputError
 from tinyasr.model.model_dir import DEFAULT_MODEL
 from tinyasr.model.recognizer import DecodeMode, DecodeOptions
 from tinyasr.targets.boards import BOARDS
@@ -27,3 +28,9 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
 def add_target_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
     parser.add_argument("--target", required=True, metavar="NAME",
                         help=f"board name: {', '.join(BOARDS)}{note}")
+
+
+def check_distill_weight(weight: float | None) -> None:
+    """--distill-weight: the share of a loss that is the KL to a teacher, in [0, 1]."""
+    if weight is not None and not 0.0 <= weight <= 1.0:
+        raise InputError(f"--distill-weight: must be in [0, 1], got {weight}")

@@ -15,7 +15,7 @@ from tinyasr.model.datadir import read_data_dir
 from tinyasr.model.evaluate import evaluate
 from tinyasr.model.model_dir import save_model_dir
 from tinyasr.model.prune import (FIRST_CONV, BlockShape, FineTuning, Pruner, magnitude_mask, prunable_layers,
-                                 prune, ramp_fraction, sparsity_of)
+                                 prune, ramp_fraction, sparsity_of, teacher_of)
 from tinyasr.model.quantize import (INT8_MAX, Activations, Quantization, calibrate,
                                     dequantize_per_channel, quantizable_layers,
                                     quantization_aware_fine_tune, quantize_per_channel)
@@ -102,6 +102,23 @@ def test_prune_reaches_per_layer_targets_and_prunes_shared_blocks_once():
     # positions 0 and 1 run block 0: one tensor, pruned once
     assert model.encoder.layer_map == [0, 0, 1, 1]
     assert len([k for k in model.state_dict() if k.endswith("ffn.0.weight")]) == 3
+
+
+
+def test_pruning_can_distil_from_the_unpruned_model():
+    model = tiny_model()
+    assert teacher_of(model, FineTuning(distill_weight=0.0)) is None
+    teacher = teacher_of(model, FineTuning(distill_weight=0.5))
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert all(t.data_ptr() != m.data_ptr()
+               for t, m in zip(teacher.parameters(), model.parameters()))
+
+    block = BlockShape(4, 1)
+    targets = {name: 0.5 for name in prunable_layers(model, block)}
+    prune(model, block, targets, *fake_examples(),
+          FineTuning(steps=4, batch_seconds=4, distill_weight=0.5))
+    for name, module in prunable_layers(model, block).items():
+        assert sparsity_of(module.weight) == pytest.approx(0.5, abs=0.02), name
 
 
 # --- quantization ----------------------------------------------------------------------------
@@ -273,6 +290,10 @@ def test_bad_input_is_one_line_and_never_half_written(
     one_line_error(capsys, ["compress", "prune", str(model_dir), "--data", str(tiny_corpus),
                             "--sparsity", "0.5", "--train-utterances", "0",
                             "--out", str(tmp_path / "o")], "--train-utterances")
+    for command, extra in (("prune", ["--sparsity", "0.5"]), ("quantize", [])):
+        one_line_error(capsys, ["compress", command, str(model_dir), "--data", str(tiny_corpus),
+                                *extra, "--distill-weight", "1.5", "--out", str(tmp_path / "o")],
+                       "--distill-weight", "[0, 1]")
     assert not (tmp_path / "o").exists()
 
     out = tmp_path / "model.tac"

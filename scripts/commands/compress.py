@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from tinyasr.model.errors import InputError
+from tinyasr.scripts.arguments import check_distill_weight
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--steps", type=int, default=300,
                        help="fine-tuning steps (0: one-shot pruning; default 300)")
     prune.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
+    prune.add_argument("--distill-weight", type=float, default=0.0, metavar="W",
+                       help="share of the fine-tuning loss that is the KL to the unpruned "
+                            "model (knowledge distillation; default 0: none)")
     prune.add_argument("--batch-seconds", type=float, default=80.0, help="audio per batch")
     prune.add_argument("--train-utterances", type=int, metavar="N",
                        help="fine-tune on a seeded sample of N training utterances (default: "
@@ -63,6 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="quantization-aware fine-tuning steps after calibration, for "
                                "when post-training rounding costs too much (default 0)")
     quantize.add_argument("--lr", type=float, default=1e-4, help="QAT learning rate")
+    quantize.add_argument("--distill-weight", type=float, default=0.0, metavar="W",
+                          help="share of the QAT loss that is the KL to the fp32 model "
+                               "(knowledge distillation; default 0: none)")
     quantize.add_argument("--batch-seconds", type=float, default=80.0, help="QAT audio per batch")
     quantize.add_argument("--threads", type=int, default=2)
     quantize.set_defaults(func=run_quantize)
@@ -130,6 +137,7 @@ def run_prune(args: argparse.Namespace) -> int:
         raise InputError("--out: required unless --scan only measures sensitivity")
     if args.steps < 0:
         raise InputError(f"--steps: must be >= 0, got {args.steps}")
+    check_distill_weight(args.distill_weight)
     if args.train_utterances is not None and args.train_utterances < 1:
         raise InputError(f"--train-utterances: must be >= 1, got {args.train_utterances}")
     torch.set_num_threads(args.threads)
@@ -156,7 +164,8 @@ def run_prune(args: argparse.Namespace) -> int:
     fbanks, token_ids = load_examples(model, tokenizer, args.data / "train",
                                       args.train_utterances)
     prune(model, block, targets, fbanks, token_ids,
-          FineTuning(steps=args.steps, lr=args.lr, batch_seconds=args.batch_seconds))
+          FineTuning(steps=args.steps, lr=args.lr, batch_seconds=args.batch_seconds,
+                     distill_weight=args.distill_weight))
     achieved = {name: sparsity_of(module.weight) for name, module in layers.items()}
     pruned = sum(achieved[name] * module.weight.numel() for name, module in layers.items())
     total = sum(p.numel() for p in model.parameters())
@@ -207,6 +216,7 @@ def run_quantize(args: argparse.Namespace) -> int:
                          "with train/); or use --activations dynamic")
     if args.qat_steps and args.data is None:
         raise InputError("--data: quantization-aware fine-tuning needs training data")
+    check_distill_weight(args.distill_weight)
     if args.calibration_utterances < 1 or args.qat_steps < 0:
         raise InputError("--calibration-utterances must be >= 1 and --qat-steps >= 0")
     torch.set_num_threads(args.threads)
@@ -218,7 +228,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     if args.qat_steps:
         quantization_aware_fine_tune(
             model, quantization, *load_examples(model, tokenizer, args.data / "train"),
-            FineTuning(steps=args.qat_steps, lr=args.lr, batch_seconds=args.batch_seconds))
+            FineTuning(steps=args.qat_steps, lr=args.lr, batch_seconds=args.batch_seconds,
+                       distill_weight=args.distill_weight))
     size = write_compressed(args.out, model, tokenizer, pruned_block(args.model), quantization)
     print(f"{args.out}: {size} bytes ({len(quantization.layers)} int8 layers, "
           f"{activations.value} activations)")

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from tinyasr.model.errors import InputError
+from tinyasr.scripts.arguments import check_distill_weight
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.teacher is not None:
         recipe.train.teacher = str(args.teacher)
     if args.distill_weight is not None:
-        if not 0.0 <= args.distill_weight <= 1.0:
-            raise InputError(f"--distill-weight must be in [0, 1], not {args.distill_weight}")
+        check_distill_weight(args.distill_weight)
         recipe.train.distill_weight = args.distill_weight
     final = Trainer(args.data, recipe, args.out).run()
     print(f"model written to {final}")
