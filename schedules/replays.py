@@ -88,7 +88,7 @@ def measure_replays(mod: tvm.IRModule, database: ms.database.Database, target: T
         if record is None:
             continue
         try:
-            tuned = replay_on_symbolic(record.trace, func)
+            tuned = replay_on_symbolic(record.trace, func, record.workload.mod["main"])
         except Exception:   # noqa: BLE001 - a replay that fails is compile's to refuse
             continue
         default = inline_intermediates(func)

@@ -116,11 +116,37 @@ def _replay(mod: tvm.IRModule, instructions: list, decisions: list) -> tvm.tirx.
     return scheduled
 
 
-def replay_on_symbolic(trace: Trace, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
-    """`func` scheduled by a trace tuned on its static workload; on its symbolic loops padded
-    to the tuned inner tiles (tile_padding.py) where the padded replay applies."""
+def _block_names(stmt: Any) -> list[str]:
+    """Names of the blocks in `stmt`, in program order."""
+    own = [stmt.name_hint] if hasattr(stmt, "iter_vars") and hasattr(stmt, "name_hint") else []
+    return own + [name for child in _children(stmt) for name in _block_names(child)]
+
+
+def _renamed_blocks(instructions: list, tuned_on: tvm.tirx.PrimFunc,
+                    func: tvm.tirx.PrimFunc) -> list:
+    """The trace's block names (GetSBlock) translated from the function it was tuned on to
+    `func`: a database record serves every structurally equal function (six layers' abs-max
+    reductions, say), but names blocks after the first one's buffers (`lv42_red`, not
+    `lv73_red`). Blocks the trace made (`lv42_red_rf`) follow the block they came from."""
+    renames = dict(zip(_block_names(tuned_on.body), _block_names(func.body)))
+
+    def renamed(name: str) -> str:
+        origin = max((old for old in renames if name.startswith(old)), key=len, default=None)
+        return name if origin is None else renames[origin] + name[len(origin):]
+
+    return [[kind, inputs, [renamed(str(attrs[0])), *attrs[1:]] if kind == "GetSBlock" else attrs,
+             outputs] for kind, inputs, attrs, outputs in instructions]
+
+
+def replay_on_symbolic(trace: Trace, func: tvm.tirx.PrimFunc,
+                       tuned_on: tvm.tirx.PrimFunc | None = None) -> tvm.tirx.PrimFunc:
+    """`func` scheduled by a trace tuned on its static workload (`tuned_on`, the record's own,
+    whose block names the trace uses; default: `func`'s); on its symbolic loops padded to the
+    tuned inner tiles (tile_padding.py) where the padded replay applies."""
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
     instructions, decisions = trace.as_json()
+    if tuned_on is not None:
+        instructions = _renamed_blocks(instructions, tuned_on, func)
     instructions = _symbolic_tile_splits(instructions, decisions, Schedule(mod))
     scheduled = None
     padded = pad_symbolic_tiles(mod, instructions, decisions)
@@ -232,7 +258,7 @@ class ApplyTunedSchedules:
                 self.failed.append(gvar.name_hint)
                 continue
             try:
-                scheduled = replay_on_symbolic(record.trace, func)
+                scheduled = replay_on_symbolic(record.trace, func, record.workload.mod["main"])
             except Exception:   # noqa: BLE001 - TVM raises many error types for a bad replay
                 scheduled = None
             if scheduled is None or not sound_on_symbolic(scheduled, workload):
