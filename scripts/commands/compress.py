@@ -170,6 +170,7 @@ def run_prune(args: argparse.Namespace) -> int:
     pruned = sum(achieved[name] * module.weight.numel() for name, module in layers.items())
     total = sum(p.numel() for p in model.parameters())
     record = {"block": str(block), "target": sparsity, "steps": args.steps,
+              "distill_weight": args.distill_weight,
               "overall_sparsity": pruned / total, "layers": achieved, "scan": scan,
               "scan_from": str(args.scan_from) if args.scan_from else None}
     save_model_dir(model, tokenizer, args.out,
