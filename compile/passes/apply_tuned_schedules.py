@@ -33,13 +33,12 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.schedule import Schedule, Trace
 from tvm.sym.analyzer import Analyzer
 
-from tinyasr.compile.passes.tile_padding import pad_symbolic_tiles
+from tinyasr.compile.passes.tile_padding import REDUCE, pad_symbolic_tiles
 from tinyasr.schedules.database import (TUNING_EXTENTS, static_workload, structural_key,
                                         workload_flops)
 
 SCHEDULED = "tirx.is_scheduled"
 EXTRA_WORK = 1.1    # a replay may do this much of the static workload's FLOPs, no more
-REDUCE = 2          # IterVar type of a reduction axis (tirx IterVar.CommReduce)
 
 
 def _symbolic_tile_splits(instructions: list, decisions: list,
