@@ -16,8 +16,9 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
                their producers
     schedule   TIR functions take their tuned schedules from the device's tuning database
                (`tinyasr tune`), symbolic loops padded to the tuned tiles where they do not
-               divide (passes/tile_padding.py); the others keep TVM's default schedule, with each fused
-               intermediate computed inside its consumer (passes/inline_intermediates.py)
+               divide (passes/tile_padding.py); the others keep TVM's default schedule, with
+               each fused intermediate computed inside its consumer
+               (passes/inline_intermediates.py)
     lower      dataflow lowering, static memory planning, VM shape lowering
     build      LLVM code generation for the board's target
 
