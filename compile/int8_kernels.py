@@ -74,57 +74,28 @@ def _sdot(acc: tirx.PrimExpr, a_group: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.
                                    T.reinterpret("int8x16", T.broadcast(a_group, 4)), b)
 
 
-def _widening_kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
-    """G=1 ISAs: for each block of L output columns, for each row, a vector multiply-add per k
-    that LLVM widens (vwmacc on RVV), then the fused requantize."""
-    lanes = isa.lanes
-    blocks = n // lanes
-
-    @T.prim_func(private=True)
-    def kernel(xq_handle: T.handle, w_handle: T.handle, x_scale_handle: T.handle,
-               w_scale_handle: T.handle, out_handle: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        rows = T.int64()
-        xq = T.match_buffer(xq_handle, (rows, k), "int8")
-        w = T.match_buffer(w_handle, (blocks, k, lanes, 1), "int8")
-        x_scale = T.match_buffer(x_scale_handle, (rows, 1), "float32")
-        w_scale = T.match_buffer(w_scale_handle, (n,), "float32")
-        out = T.match_buffer(out_handle, (rows, n), "float32")
-        acc = T.alloc_buffer((lanes,), "int32", scope="local")
-        for block in range(blocks):
-            for row in range(rows):
-                acc[T.ramp(0, 1, lanes)] = T.broadcast(T.int32(0), lanes)
-                for j in range(k):
-                    for lane in T.vectorized(lanes):
-                        acc[lane] = acc[lane] + (T.Cast("int32", xq[row, j])
-                                                 * T.Cast("int32", w[block, j, lane, 0]))
-                for lane in T.vectorized(lanes):
-                    out[row, block * lanes + lane] = (
-                        T.Cast("float32", acc[lane]) * x_scale[row, 0]
-                        * w_scale[block * lanes + lane])
-
-    return kernel
-
-
 ROW_TILE = 4                # rows per register tile of the dot-instruction kernels
 BLOCK_TILES = (4, 3, 2, 1)  # column blocks per register tile: the first that divides the layer's
 
 
-def _dot_kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
+def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
     """G=4 ISAs: a register tile of ROW_TILE rows x `tile` blocks of L columns, so that
     ROW_TILE * tile independent accumulators hide the dot instruction's latency (one
     accumulator chain per row and block ran at 17% of the VNNI peak); each weight vector loaded
-    serves ROW_TILE rows. Rows past the last full tile take a one-row tile. The VNNI sign
-    offsets of the tile's blocks are computed once per block."""
-    lanes = isa.lanes
-    blocks, groups = n // lanes, k // 4
-    tile = next(size for size in BLOCK_TILES if blocks % size == 0)
+    serves ROW_TILE rows, and rows past the last full tile take a one-row tile. The VNNI sign
+    offsets of the tile's blocks are computed once per block.
+    G=1 ISAs: for each block of L columns, for each row, a vector multiply-add per k that LLVM
+    widens (vwmacc on RVV). Both end in the fused requantize."""
+    lanes, group = isa.lanes, isa.group
+    blocks, groups = n // lanes, k // group
+    tile = next(size for size in BLOCK_TILES if blocks % size == 0) if group == 4 else 1
+    accumulators = ROW_TILE * tile if group == 4 else 1
     dot = _vnni if isa is VNNI else _sdot
     sign_bits = SIGN_BITS if isa is VNNI else 0   # u8 activations = s8 with the sign bit flipped
 
     @T.macro
     def row_tile(xq, w, x_scale, w_scale, out, acc, offset, outer, first, count):
-        """`count` rows from row `first` times the tile's blocks: sums, then requantize."""
+        """`count` rows from row `first` times the tile's blocks: dot sums, then requantize."""
         for i in T.unroll(count * tile):
             acc[T.ramp(i * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
         for g in range(groups):
@@ -144,18 +115,8 @@ def _dot_kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
                                - offset[b * lanes + lane])
                         * x_scale[first + r, 0] * w_scale[(outer * tile + b) * lanes + lane])
 
-    @T.prim_func(private=True)
-    def kernel(xq_handle: T.handle, w_handle: T.handle, x_scale_handle: T.handle,
-               w_scale_handle: T.handle, out_handle: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        rows = T.int64()
-        xq = T.match_buffer(xq_handle, (rows, k), "int8")
-        w = T.match_buffer(w_handle, (blocks, groups, lanes, 4), "int8")
-        x_scale = T.match_buffer(x_scale_handle, (rows, 1), "float32")
-        w_scale = T.match_buffer(w_scale_handle, (n,), "float32")
-        out = T.match_buffer(out_handle, (rows, n), "float32")
-        acc = T.alloc_buffer((ROW_TILE * tile * lanes,), "int32", scope="local")
-        offset = T.alloc_buffer((tile * lanes,), "int32", scope="local")
+    @T.macro
+    def dot_tiles(xq, w, x_scale, w_scale, out, acc, offset, rows):
         for outer in range(blocks // tile):
             for b in T.unroll(tile):
                 offset[T.ramp(b * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
@@ -170,6 +131,37 @@ def _dot_kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
             for row in range(rows // ROW_TILE * ROW_TILE, rows):
                 row_tile(xq, w, x_scale, w_scale, out, acc, offset, outer, row, 1)
 
+    @T.macro
+    def widening_rows(xq, w, x_scale, w_scale, out, acc, rows):
+        for block in range(blocks):
+            for row in range(rows):
+                acc[T.ramp(0, 1, lanes)] = T.broadcast(T.int32(0), lanes)
+                for j in range(k):
+                    for lane in T.vectorized(lanes):
+                        acc[lane] = acc[lane] + (T.Cast("int32", xq[row, j])
+                                                 * T.Cast("int32", w[block, j, lane, 0]))
+                for lane in T.vectorized(lanes):
+                    out[row, block * lanes + lane] = (
+                        T.Cast("float32", acc[lane]) * x_scale[row, 0]
+                        * w_scale[block * lanes + lane])
+
+    @T.prim_func(private=True)
+    def kernel(xq_handle: T.handle, w_handle: T.handle, x_scale_handle: T.handle,
+               w_scale_handle: T.handle, out_handle: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        rows = T.int64()
+        xq = T.match_buffer(xq_handle, (rows, k), "int8")
+        w = T.match_buffer(w_handle, (blocks, groups, lanes, group), "int8")
+        x_scale = T.match_buffer(x_scale_handle, (rows, 1), "float32")
+        w_scale = T.match_buffer(w_scale_handle, (n,), "float32")
+        out = T.match_buffer(out_handle, (rows, n), "float32")
+        acc = T.alloc_buffer((accumulators * lanes,), "int32", scope="local")
+        offset = T.alloc_buffer((tile * lanes,), "int32", scope="local")
+        if group == 4:
+            dot_tiles(xq, w, x_scale, w_scale, out, acc, offset, rows)
+        else:
+            widening_rows(xq, w, x_scale, w_scale, out, acc, rows)
+
     return kernel
 
 
@@ -177,7 +169,7 @@ def int8_matmul_kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
     """(xq (rows, k) int8, packed w, x_scale (rows, 1), w_scale (n,)) -> (rows, n) float32."""
     if not isa.supports(n, k):
         raise ValueError(f"{isa.name} needs n % {isa.lanes} == 0 and k % {isa.group} == 0")
-    return _dot_kernel(isa, n, k) if isa.group == 4 else _widening_kernel(isa, n, k)
+    return _kernel(isa, n, k)
 
 
 def pack_weights(isa: DotIsa, wq: np.ndarray) -> np.ndarray:
