@@ -23,7 +23,6 @@ target and robust ones more.
 from __future__ import annotations
 
 import copy
-
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass

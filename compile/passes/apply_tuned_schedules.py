@@ -33,7 +33,8 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.schedule import Schedule, Trace
 from tvm.sym.analyzer import Analyzer
 
-from tinyasr.compile.passes.tile_padding import REDUCE, pad_symbolic_tiles
+from tinyasr.compile.passes.tile_padding import pad_symbolic_tiles
+from tinyasr.compile.passes.traces import REDUCE, trace_origins
 from tinyasr.schedules.database import (TUNING_EXTENTS, static_workload, structural_key,
                                         workload_flops)
 
@@ -46,18 +47,12 @@ def _symbolic_tile_splits(instructions: list, decisions: list,
     """The trace's instructions with each split of a symbolic loop given literal factors: the
     tuned ones, the outermost inferred. Loops are traced back to GetLoops of a named block."""
     decision_of = {int(index): decision for index, decision in decisions}
-    block_of: dict[str, str] = {}
-    loop_of: dict[str, tuple[str, int]] = {}
+    _, loop_of = trace_origins(instructions)
     factor_of: dict[str, Any] = {}
     rewritten = []
     for index, (kind, inputs, attrs, outputs) in enumerate(instructions):
-        if kind == "GetSBlock":
-            block_of[outputs[0]] = attrs[0]
-        elif kind == "GetLoops" and inputs[0] in block_of:
-            loop_of.update({loop: (block_of[inputs[0]], position)
-                            for position, loop in enumerate(outputs)})
-        elif (kind == "SamplePerfectTile" and inputs[0] in loop_of
-              and _is_symbolic(probe, *loop_of[inputs[0]])):
+        if (kind == "SamplePerfectTile" and inputs[0] in loop_of
+                and _is_symbolic(probe, *loop_of[inputs[0]])):
             tiles = [int(factor) for factor in decision_of[index]]
             factor_of.update({factor: "None" if position == 0 else tiles[position]
                               for position, factor in enumerate(outputs)})
@@ -180,13 +175,12 @@ def _is_reduction(block: Any) -> bool:
     return any(int(iter_var.iter_type) == REDUCE for iter_var in block.iter_vars)
 
 
-def _uniform_over_lanes(conjunct: Any, lanes: tuple, analyzer: Analyzer) -> bool:
+def _uniform_over_lanes(conjunct: Any, used: list, lanes: tuple, analyzer: Analyzer) -> bool:
     """Whether `conjunct` (index < bound) is the same for every lane of the vector loops in it:
     the index steps in whole vectors apart from the lane, and the bound is a whole number of
-    vectors (a loop padded to its tile, tile_padding.py)."""
+    vectors (a loop padded to its tile, tile_padding.py). `used`: the conjunct's variables."""
     if not isinstance(conjunct, tvm.tirx.LT):
         return False
-    used = tvm.tirx.analysis.undefined_vars(conjunct)
     in_conjunct = [(var, extent) for var, extent in lanes if any(var.same_as(u) for u in used)]
     return bool(in_conjunct) and all(
         analyzer.can_prove(tvm.tirx.floormod(conjunct.b, extent) == 0)
@@ -212,7 +206,7 @@ def _costly_vector_tail(stmt: Any, sizes: list, lanes: tuple = (),
             if (any(var.same_as(lane) for var in used for lane, _ in lanes)
                     and any(var.same_as(size) for var in used for size in sizes)
                     and (_divides_by_a_variable(conjunct) or _is_reduction(stmt.block))
-                    and not _uniform_over_lanes(conjunct, lanes, analyzer)):
+                    and not _uniform_over_lanes(conjunct, used, lanes, analyzer)):
                 return True
     return any(_costly_vector_tail(child, sizes, lanes, analyzer) for child in _children(stmt))
 

@@ -23,8 +23,9 @@ import tvm
 from tvm.s_tir.schedule import Schedule, Trace
 from tvm.sym.analyzer import Analyzer
 
+from tinyasr.compile.passes.traces import REDUCE, trace_origins
+
 TILING_STRUCTURE = "meta_schedule.tiling_structure"
-REDUCE = 2          # IterVar type of a reduction axis (tirx IterVar.CommReduce)
 
 
 def _inner_tile(structure: str, tiles: list[int], reduction: bool) -> int:
@@ -41,36 +42,31 @@ def _paddings(mod: tvm.IRModule, instructions: list, decisions: list
     when no symbolic loop of a tiled block needs one."""
     decision_of = {int(index): [int(f) for f in decision] for index, decision in decisions
                    if hasattr(decision, "__len__")}     # tile decisions; categorical ones are ints
+    block_of, loop_of = trace_origins(instructions)
+    structure_of = {block_of[inputs[0]]: str(inputs[1]).strip('"')
+                    for kind, inputs, attrs, _ in instructions
+                    if kind == "Annotate" and attrs[0] == TILING_STRUCTURE
+                    and inputs[0] in block_of}
     probe = Schedule(mod)
     analyzer = Analyzer()
-    name_of: dict[str, str] = {}
-    structure_of: dict[str, str] = {}
-    loop_of: dict[str, tuple[str, int]] = {}
     paddings: dict[str, list[int]] = {}
-    for index, (kind, inputs, attrs, outputs) in enumerate(instructions):
-        if kind == "GetSBlock":
-            name_of[outputs[0]] = attrs[0]
-        elif kind == "Annotate" and attrs[0] == TILING_STRUCTURE and inputs[0] in name_of:
-            structure_of[name_of[inputs[0]]] = str(inputs[1]).strip('"')
-        elif kind == "GetLoops" and inputs[0] in name_of:
-            loop_of.update({loop: (name_of[inputs[0]], position)
-                            for position, loop in enumerate(outputs)})
-        elif kind == "SamplePerfectTile" and inputs[0] in loop_of and index in decision_of:
-            name, position = loop_of[inputs[0]]
-            if name not in structure_of:
-                continue
-            block = probe.get(probe.get_sblock(name))
-            loops = probe.get_loops(probe.get_sblock(name))
-            if len(loops) != len(block.iter_vars):
-                return None
-            extent = probe.get(loops[position]).extent
-            iter_var = block.iter_vars[position]
-            tile = _inner_tile(structure_of[name], decision_of[index],
-                               int(iter_var.iter_type) == REDUCE)
-            if isinstance(extent, tvm.tirx.IntImm) or tile <= 1 or analyzer.can_prove(
-                    tvm.tirx.floormod(extent, tile) == 0):
-                continue
-            paddings.setdefault(name, [1] * len(block.iter_vars))[position] = tile
+    for index, (kind, inputs, _, _) in enumerate(instructions):
+        if kind != "SamplePerfectTile" or inputs[0] not in loop_of or index not in decision_of:
+            continue
+        name, position = loop_of[inputs[0]]
+        if name not in structure_of:
+            continue
+        block_rv = probe.get_sblock(name)
+        block, loops = probe.get(block_rv), probe.get_loops(block_rv)
+        if len(loops) != len(block.iter_vars):
+            return None
+        extent = probe.get(loops[position]).extent
+        tile = _inner_tile(structure_of[name], decision_of[index],
+                           int(block.iter_vars[position].iter_type) == REDUCE)
+        if isinstance(extent, tvm.tirx.IntImm) or tile <= 1 or analyzer.can_prove(
+                tvm.tirx.floormod(extent, tile) == 0):
+            continue
+        paddings.setdefault(name, [1] * len(block.iter_vars))[position] = tile
     if len(paddings) != 1:
         return None
     return next(iter(paddings.items()))
