@@ -170,9 +170,9 @@ def _load(work_dir: Path) -> ms.database.JSONDatabase:
         raise InputError(f"{work_dir}: unreadable tuning database ({error})") from None
 
 
-def structural_key(node: tvm.IRModule | tvm.tirx.PrimFunc) -> str:
+def structural_key(node: tvm.IRModule | tvm.tirx.PrimFunc | tvm.target.Target) -> str:
     """A node's structural hash, as REPLAY_FILE stores it: the name of a workload, and the
-    fingerprint of each function a timing compared."""
+    fingerprint of each function a timing compared and of their target."""
     return str(tvm_ffi.structural_hash(node))
 
 

@@ -75,8 +75,9 @@ def measure_replays(mod: tvm.IRModule, database: ms.database.Database, target: T
                     ) -> dict[str, dict[str, Any]]:
     """Times every function of `mod` that has a tuned record, default against tuned replay,
     and merges the timings into REPLAY_FILE (written atomically). A timing stands while both
-    functions it compared are unchanged (their structural hashes): a new best record or a
-    compiler change re-times that function alone."""
+    functions it compared and the target they were compiled for are unchanged (their
+    structural hashes): a new best record or a compiler change re-times that function alone,
+    new code generation options (boards.FAST_MATH) re-time them all."""
     path = work_dir / REPLAY_FILE
     timings = _earlier_timings(path)
     for gvar, func in mod.functions.items():
@@ -93,7 +94,8 @@ def measure_replays(mod: tvm.IRModule, database: ms.database.Database, target: T
             continue
         default = inline_intermediates(func)
         key = structural_key(workload)
-        compared = {"tuned": structural_key(tuned), "default": structural_key(default)}
+        compared = {"tuned": structural_key(tuned), "default": structural_key(default),
+                    "target": structural_key(target)}
         if timings.get(key, {}).get("compared") == compared:
             continue
         try:

@@ -33,7 +33,7 @@ from tinyasr.model.san_m import AsrModel
 from tinyasr.model.search import ctc_prefix_beam_search
 from tinyasr.schedules.database import RECORD_FILE, database_digest, default_database_dir
 from tinyasr.scripts.cli import main
-from tinyasr.targets.boards import BOARDS, host_target
+from tinyasr.targets.boards import BOARDS, board_target, host_target
 
 BOARD_MACHINES = {"rpi4": "ARM aarch64", "visionfive2": "RISC-V", "k230": "RISC-V"}
 
@@ -199,6 +199,24 @@ def test_manifest_describes_the_build(host_deployable: Path, model_dir: Path):
     assert manifest["model"]["sha256"] == model_hash(model_dir)
     assert manifest["functions"]["encode"]["inputs"] == ["sizes", "waveform"]
     assert manifest["functions"]["decode"]["inputs"] == ["tokens", "token_lengths", "memory"]
+
+
+def test_board_code_vectorizes_a_float_reduction():
+    """boards.FAST_MATH lets LLVM reassociate a float sum into vector partial sums; strict
+    IEEE order keeps it one scalar chain (layer norm, softmax and abs-max were)."""
+    n = tvm.te.var("n", "int64")
+    values = tvm.te.placeholder((n,), name="values")
+    i = tvm.te.reduce_axis((0, n), name="i")
+    total = tvm.te.compute((1,), lambda _: tvm.te.sum(values[i], axis=i), name="total")
+    module = tvm.IRModule({"total": tvm.te.create_prim_func([values, total]).with_attr(
+        "global_symbol", "total")})
+
+    def vector_sums(target: dict) -> bool:
+        llvm_ir = tvm.compile(module, tvm.target.Target(target)).mod.inspect_source("ll")
+        return bool(re.search(r"fadd reassoc.*<8 x float>", llvm_ir))
+
+    board = BOARDS["x86-64-v3"]
+    assert vector_sums(board_target(board)) and not vector_sums(board.llvm_target)
 
 
 @pytest.mark.parametrize("board", list(BOARD_MACHINES))
