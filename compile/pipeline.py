@@ -5,10 +5,15 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
     import     torch.export of the encode and decode graphs (front end included), Relax import
                with every weight kept as a function input (nothing bound into the code), the
                dynamic sizes named after what they count (frames, hypotheses, steps)
+    layout     convolutions channels-last (NHWC / OHWI, TVM's ConvertLayout), the permutes it
+               leaves around ops without a layout rule sunk and cancelled
     sparse     linear layers on BSR weights -> BSR kernels taking the BSR arrays as weights; a
                layer too dense for sparse to be faster stays dense (bsr_matmul.MAX_DENSITY)
     quantize   matmuls on int8 weights -> int8 x int8 -> int32 kernels of the board's dot ISA
                (VNNI, sdot, RVV), int8 convs -> im2col + the same kernels; a no-op for fp32
+    dense      fp32 matmuls on weights (the fbank's DFT and mel, fp32 linear layers) ->
+               register-tiled fp32 kernels of the board's vector width; fp32 convs -> im2col
+               + the same kernels
     weights    weight-only work (transposes, int8 packing, densifying the BSR weights of dense
                fallback layers) lifted out and run once, here: the result is the weights
                file, each distinct (shared) weight stored once
@@ -43,11 +48,14 @@ from tinyasr.compile.graphs import SHAPE_VARIABLES, export_graphs
 from tinyasr.compile.passes.apply_tuned_schedules import ApplyTunedSchedules
 from tinyasr.compile.passes.bsr_matmul import BsrMatmul, import_bsr_to_dense
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
+from tinyasr.compile.passes.fp32_conv2d import Fp32Conv2d
+from tinyasr.compile.passes.fp32_matmul import Fp32Matmul
 from tinyasr.compile.passes.inline_intermediates import InlineIntermediates
 from tinyasr.compile.passes.int8_conv2d import Int8Conv2d
 from tinyasr.compile.passes.int8_matmul import Int8Matmul
 from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, LiftWeightTransforms
 from tinyasr.compile.passes.name_shape_vars import name_shape_vars
+from tinyasr.compile.passes.sink_permutes import SinkPermutes
 from tinyasr.model.san_m import AsrModel
 from tinyasr.schedules.database import AppliedDatabase
 from tinyasr.targets.boards import host_target
@@ -151,6 +159,19 @@ def import_graphs(model: AsrModel) -> tuple[tvm.IRModule, dict[str, list[tvm.run
                          for gvar, function in mod.functions.items()}), weights
 
 
+def weight_keys(function: str, names: list[str]) -> list[str]:
+    """The weights file's key of each weight parameter: "function/name", a repeated name
+    (two lifted transforms both called lv3) numbered apart, so no weight overwrites another."""
+    keys: list[str] = []
+    for name in names:
+        key, number = f"{function}/{name}", 0
+        while key in keys:
+            number += 1
+            key = f"{function}/{name}_{number}"
+        keys.append(key)
+    return keys
+
+
 def run_weight_transforms(mod: tvm.IRModule, raw_weights: dict[str, list[tvm.runtime.Tensor]]
                           ) -> tuple[tvm.IRModule, dict[str, tvm.runtime.Tensor],
                                      dict[str, Signature]]:
@@ -163,7 +184,7 @@ def run_weight_transforms(mod: tvm.IRModule, raw_weights: dict[str, list[tvm.run
     for name, raw in raw_weights.items():
         function = mod[name]
         num_input = int(function.attrs["num_input"])
-        keys = [f"{name}/{param.name}" for param in function.params[num_input:]]
+        keys = weight_keys(name, [param.name for param in function.params[num_input:]])
         weights.update(zip(keys, vm[name + TRANSFORM_SUFFIX](raw), strict=True))
         signatures[name] = Signature([param.name for param in function.params[:num_input]], keys)
     runtime = tvm.IRModule({gvar: function for gvar, function in mod.functions.items()
@@ -206,15 +227,23 @@ def import_model(model: AsrModel, dump: IRDumper) -> ImportedModel:
 
 def legalize(imported: ImportedModel, target: Target, dump: IRDumper
              ) -> tuple[tvm.IRModule, dict[str, tvm.runtime.Tensor], dict[str, Signature]]:
-    """Phases sparse to legalize: the TIR-level module (what MetaSchedule tunes), the
+    """Phases layout to legalize: the TIR-level module (what MetaSchedule tunes), the
     weights and the signatures."""
     with target:
-        mod = BsrMatmul()(imported.mod)
+        mod = tvm.transform.Sequential([
+            relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
+            SinkPermutes(), relax.transform.DeadCodeElimination()])(imported.mod)
+        dump("layout", mod)
+
+        mod = BsrMatmul()(mod)
         dump("sparse", mod)
 
         mod = tvm.transform.Sequential([Int8Matmul(target), Int8Conv2d(target),
                                         relax.transform.DeadCodeElimination()])(mod)
         dump("quantize", mod)
+
+        mod = tvm.transform.Sequential([Fp32Conv2d(target), Fp32Matmul(target)])(mod)
+        dump("dense", mod)
 
         mod = LiftWeightTransforms()(mod)
         dump("weights", mod)
@@ -242,7 +271,7 @@ def apply_schedules(mod: tvm.IRModule, database: AppliedDatabase | None, target:
 
 def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
           database: AppliedDatabase | None = None) -> BuiltModel:
-    """Phases sparse to build for one LLVM target dict (see tinyasr.targets.boards), with
+    """Phases layout to build for one LLVM target dict (see tinyasr.targets.boards), with
     the schedules of a tuning database for it when given."""
     target = Target(target)
     mod, weights, signatures = legalize(imported, target, dump)

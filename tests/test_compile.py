@@ -62,8 +62,8 @@ def host_deployable(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     assert main(["compile", str(model_dir), "--target", "host", "--out", str(out),
                  "--dump-ir", str(dumps)]) == 0
     assert sorted(p.name for p in dumps.iterdir()) == [
-        "01-import.py", "02-sparse.py", "03-quantize.py", "04-weights.py", "05-legalize.py",
-        "06-schedule.py", "07-lower.py"]
+        "01-import.py", "02-layout.py", "03-sparse.py", "04-quantize.py", "05-dense.py",
+        "06-weights.py", "07-legalize.py", "08-schedule.py", "09-lower.py"]
     return out
 
 

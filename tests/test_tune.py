@@ -53,13 +53,13 @@ def task_name(model_dir: Path) -> str:
 
 
 def test_tasks_come_heaviest_first(model_dir: Path):
-    """So that a time budget is spent where the time goes: the fbank matmul (the model's
-    biggest) first, FLOP-free ones (reshapes, copies) last."""
+    """So that a time budget is spent where the time goes: the heaviest (attention matmuls and
+    softmax; the weight matmuls are hand-written kernels) first, FLOP-free ones (reshapes,
+    copies) last."""
     imported = import_model(load_model_dir(model_dir)[0], IRDumper(None))
     tasks = extract_tasks(imported, tuning_target(host_target()), None)
     flops = [task_flops(task) for task in tasks]
-    assert flops == sorted(flops, reverse=True) and flops[-1] == 0
-    assert "matmul" in tasks[0].task_name
+    assert flops == sorted(flops, reverse=True) and flops[0] > 0 and flops[-1] == 0
 
 
 def test_hand_written_kernels_are_ordered_as_flop_free():

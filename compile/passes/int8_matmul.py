@@ -29,6 +29,7 @@ from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.target import Target
 
+from tinyasr.compile.im2col_kernels import im2col_kernel
 from tinyasr.compile.int8_kernels import DotIsa, dot_isa, int8_matmul_kernel
 
 INT8_MAX = 127.0
@@ -123,7 +124,14 @@ class FunctionRewriter(PyExprMutator):
         return self.builder_.get()
 
     def _bound(self, expr: relax.Expr) -> relax.Expr:
-        return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+        """The expression bound to a variable (through aliases: `lv5 = lv3`); a function
+        parameter or any other expression is itself."""
+        while isinstance(expr, relax.Var):
+            bound = self.lookup_binding(expr)
+            if bound is None:
+                return expr
+            expr = bound
+        return expr
 
     def _kernel(self, name: str, make: Callable[[], tirx.PrimFunc]) -> relax.GlobalVar:
         """The kernel `name` (its name says its every parameter), made on first use."""
@@ -131,13 +139,39 @@ class FunctionRewriter(PyExprMutator):
             self.kernels[name] = self.builder_.add_func(make(), name)
         return self.kernels[name]
 
+    def conv_columns(self, x: relax.Expr, conv: relax.Call) -> relax.Var:
+        """The im2col (OH * OW, KH * KW * C) of `conv`'s channels-last input `x` (x's dtype),
+        in the order of its flattened OHWI weight."""
+        width, channels = (int(d) for d in x.ty.shape.values[2:])
+        _, kh, kw, _ = (int(d) for d in conv.args[1].ty.shape.values)
+        strides = tuple(int(s) for s in conv.attrs.strides)
+        _, out_h, out_w, _ = conv.ty.shape.values
+        dtype = x.ty.dtype
+        kernel = self._kernel(
+            f"im2col_{dtype}_{channels}x{width}_k{kh}x{kw}_s{strides[0]}x{strides[1]}",
+            lambda: im2col_kernel(dtype, channels, width, (kh, kw), strides))
+        return self.builder_.emit(relax.call_tir(
+            kernel, [x], relax.TensorType([out_h * out_w, kh * kw * channels], dtype)))
+
+
+def plain_channels_last(conv: relax.Call) -> bool:
+    """A conv2d in NHWC / OHWI (as ConvertLayout leaves them), batch 1, one group, no padding
+    or dilation: what im2col + a matmul kernel computes."""
+    attrs = conv.attrs
+    batch = conv.args[0].ty.shape.values[0]
+    return (attrs.data_layout == "NHWC" and attrs.kernel_layout == "OHWI"
+            and attrs.out_layout == "NHWC" and int(attrs.groups) == 1
+            and all(int(p) == 0 for p in attrs.padding)
+            and all(int(d) == 1 for d in attrs.dilation)
+            and isinstance(batch, tvm.tirx.IntImm) and int(batch) == 1)
+
 
 class Int8KernelRewriter(FunctionRewriter):
-    """A rewrite into the int8 matmul kernels of one dot ISA."""
+    """A rewrite into the int8 matmul kernels of the target's dot ISA."""
 
-    def __init__(self, mod: tvm.IRModule, isa: DotIsa):
+    def __init__(self, mod: tvm.IRModule, target: Target):
         super().__init__(mod)
-        self.isa = isa
+        self.isa: DotIsa = dot_isa(target)
 
     def int8_matmul(self, xq: relax.Expr, x_scale: relax.Expr, wq: relax.Expr,
                     scale: relax.Expr, rows: tirx.PrimExpr) -> relax.Expr:
@@ -174,21 +208,21 @@ class _Rewriter(Int8KernelRewriter):
         return self.int8_matmul(xq, x_scale, wq, scale, x.ty.shape.values[0])
 
 
-class Int8KernelPass:
-    """A module pass running `rewriter` with the dot ISA of `target`
-    (see tinyasr.compile.int8_kernels)."""
+class KernelPass:
+    """A module pass running `rewriter`, a FunctionRewriter made for `target` (whose kernels
+    it picks: the dot ISA, the vector unit)."""
 
-    rewriter: type[Int8KernelRewriter]
+    rewriter: type[FunctionRewriter]
 
     def __init__(self, target: Target):
-        self.isa = dot_isa(target)
+        self.target = target
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return self.rewriter(mod, self.isa).transform()
+        return self.rewriter(mod, self.target).transform()
 
 
 @tvm.transform.module_pass(opt_level=0, name="Int8Matmul")
-class Int8Matmul(Int8KernelPass):
+class Int8Matmul(KernelPass):
     """Linear layers on int8 weights -> the int8 kernels."""
 
     rewriter = _Rewriter

@@ -1,0 +1,102 @@
+"""fp32 weight-matmul kernels: each board's vector unit and register tile, sums equal to
+numpy's on every row count (full tiles and one-row tails), the Fp32Matmul pass on a plain
+matrix and a linear layer (and not on a width the vectors do not divide), run through the
+whole compiler; and the weights file's keys kept apart when lifted weights share a name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, tirx
+from tvm.target import Target
+
+from tinyasr.compile.fp32_kernels import VectorUnit, fp32_matmul_kernel, vector_unit
+from tinyasr.compile.pipeline import ImportedModel, IRDumper, build, weight_keys
+from tinyasr.targets.boards import BOARDS, board_target, get_board
+
+HOST = board_target(get_board("host"))
+
+
+@pytest.mark.parametrize("board, unit", [
+    ("x86-64-v3", VectorUnit(8, 16)),
+    ("rpi4", VectorUnit(4, 32)),
+    ("k230", VectorUnit(4, 32)),
+])
+def test_each_board_gets_its_vector_unit(board: str, unit: VectorUnit):
+    assert vector_unit(Target(BOARDS[board].llvm_target)) == unit
+
+
+def test_register_tile_fills_the_registers():
+    assert VectorUnit(16, 32).tile(32) == (6, 4)   # fbank DFT on AVX-512: 24 accumulators
+    assert VectorUnit(16, 32).tile(5) == (5, 5)    # mel (80 columns): the tile takes all 5
+    assert VectorUnit(8, 16).tile(64) == (6, 2)    # AVX2: 12 accumulators of 16 registers
+
+
+def _packed(w: np.ndarray, lanes: int) -> np.ndarray:
+    k, n = w.shape
+    return np.ascontiguousarray(w.reshape(k, n // lanes, lanes).transpose(1, 0, 2))
+
+
+@pytest.mark.parametrize("n, k", [(80, 256), (64, 37)])
+def test_kernel_sums_like_numpy(n: int, k: int):
+    unit = vector_unit(Target(HOST))
+    kernel = fp32_matmul_kernel(unit, n, k).with_attr("global_symbol", "kernel")
+    library = tvm.compile(tvm.IRModule({"kernel": kernel}), Target(HOST)).mod
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    for rows in (1, 5, 37):   # below one tile, one tile minus one, tiles plus a tail
+        x = rng.standard_normal((rows, k)).astype(np.float32)
+        out = tvm.runtime.tensor(np.zeros((rows, n), np.float32))
+        library["kernel"](tvm.runtime.tensor(x), tvm.runtime.tensor(_packed(w, unit.lanes)), out)
+        np.testing.assert_allclose(out.numpy(), x @ w, rtol=1e-4, atol=1e-4)
+
+
+def test_kernel_refuses_a_width_the_lanes_do_not_divide():
+    with pytest.raises(ValueError, match="n % 16"):
+        fp32_matmul_kernel(VectorUnit(16, 32), 31, 8)
+
+
+def _weight_matmuls(k: int) -> tvm.IRModule:
+    """main(x (rows, k)) = (x @ plain, x @ linear.T, x @ odd): a (k, 48) matrix, a (32, k)
+    linear weight and a (k, 31) matrix, all weights."""
+    rows = tirx.Var("rows", "int64")
+    x = relax.Var("x", relax.TensorType([rows, k], "float32"))
+    plain = relax.Var("plain", relax.TensorType([k, 48], "float32"))
+    linear = relax.Var("linear", relax.TensorType([32, k], "float32"))
+    odd = relax.Var("odd", relax.TensorType([k, 31], "float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x, plain, linear, odd], attrs={"num_input": 1}):
+        with builder.dataflow():
+            first = builder.emit(relax.op.matmul(x, plain))
+            second = builder.emit(relax.op.matmul(x, relax.op.permute_dims(linear, [1, 0])))
+            third = builder.emit(relax.op.matmul(x, odd))
+            out = builder.emit_output(relax.Tuple([first, second, third]))
+        builder.emit_func_output(out)
+    return builder.get()
+
+
+def test_pass_turns_weight_matmuls_into_kernels(tmp_path):
+    k = 24
+    rng = np.random.default_rng(1)
+    plain, linear, odd = (rng.standard_normal(shape).astype(np.float32)
+                          for shape in [(k, 48), (32, k), (k, 31)])
+    imported = ImportedModel(_weight_matmuls(k), {"main": [
+        tvm.runtime.tensor(w) for w in (plain, linear, odd)]})
+    built = build(imported, HOST, IRDumper(tmp_path))
+    lanes = vector_unit(Target(HOST)).lanes
+    dense = next(tmp_path.glob("*-dense.py")).read_text()
+    assert f"fp32_matmul_{lanes}x48x{k}" in dense and f"fp32_matmul_{lanes}x32x{k}" in dense
+    assert "x31x" not in dense   # 31 columns: no vector width divides them, stays a matmul
+
+    x = rng.standard_normal((11, k)).astype(np.float32)
+    vm = relax.VirtualMachine(built.executable, tvm.cpu())
+    outs = vm["main"](tvm.runtime.tensor(x), *(built.weights[key] for key in
+                                               built.signatures["main"].weights))
+    for out, expected in zip(outs, [x @ plain, x @ linear.T, x @ odd], strict=True):
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_weight_keys_number_a_repeated_name_apart():
+    assert weight_keys("encode", ["lv3", "p_w", "lv3", "lv3"]) == [
+        "encode/lv3", "encode/p_w", "encode/lv3_1", "encode/lv3_2"]

@@ -1,0 +1,100 @@
+"""The layout phase and the convolutions it feeds: SinkPermutes cancels the permutes
+ConvertLayout leaves around `clip`, the channels-last im2col kernel equals numpy's, and an fp32
+conv on a weight compiles to im2col + the fp32 kernel and computes torch's conv2d."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax, tirx
+from tvm.target import Target
+
+from tinyasr.compile.im2col_kernels import im2col_kernel
+from tinyasr.compile.passes.sink_permutes import SinkPermutes
+from tinyasr.compile.pipeline import ImportedModel, IRDumper, build
+from tinyasr.targets.boards import board_target, get_board
+
+HOST = board_target(get_board("host"))
+NHWC, NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
+
+def _ops(function: relax.Function) -> list[str]:
+    calls: list[str] = []
+    relax.analysis.post_order_visit(function.body, lambda node: calls.append(node.op.name) if (
+        isinstance(node, relax.Call) and isinstance(node.op, tvm.ir.Op)) else None)
+    return calls
+
+
+def test_permutes_around_clip_cancel():
+    """round -> permute to NCHW -> clip -> * s -> permute to NHWC: what ConvertLayout leaves of
+    the int8 rounding between two channels-last convs."""
+    x = relax.Var("x", relax.TensorType([1, 5, 7, 3], "float32"))
+    s = relax.Var("s", relax.TensorType([], "float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x, s]):
+        with builder.dataflow():
+            rounded = builder.emit(relax.op.round(relax.op.divide(x, s)))
+            nchw = builder.emit(relax.op.permute_dims(rounded, NCHW))
+            clipped = builder.emit(relax.op.clip(nchw, -127, 127))
+            scaled = builder.emit(relax.op.multiply(clipped, s))
+            out = builder.emit_output(relax.op.permute_dims(scaled, NHWC))
+        builder.emit_func_output(out)
+    before = builder.get()
+    after = relax.transform.DeadCodeElimination()(SinkPermutes()(before))
+    assert "relax.permute_dims" not in _ops(after["main"])
+    assert _ops(after["main"]).count("relax.clip") == 1
+
+    values = np.random.default_rng(0).standard_normal((1, 5, 7, 3)).astype(np.float32) * 300
+    outputs = []
+    for mod in (before, after):
+        vm = relax.VirtualMachine(tvm.compile(mod, Target(HOST)), tvm.cpu())
+        outputs.append(vm["main"](tvm.runtime.tensor(values),
+                                  tvm.runtime.tensor(np.float32(2.0))).numpy())
+    np.testing.assert_array_equal(*outputs)
+
+
+@pytest.mark.parametrize("dtype, channels, width", [("int8", 32, 39), ("float32", 1, 80)])
+def test_im2col_kernel_equals_numpy(dtype: str, channels: int, width: int):
+    kernel = im2col_kernel(dtype, channels, width, (3, 3), (2, 2)).with_attr(
+        "global_symbol", "im2col")
+    library = tvm.compile(tvm.IRModule({"im2col": kernel}), Target(HOST)).mod
+    for height in (3, 4, 17):
+        image = (np.random.default_rng(height).standard_normal((1, height, width, channels))
+                 * 50).astype(dtype)
+        out_h, out_w = (height - 3) // 2 + 1, (width - 3) // 2 + 1
+        taps = [image[0, i:i + 2 * out_h - 1:2, j:j + 2 * out_w - 1:2] for i in range(3)
+                for j in range(3)]
+        expected = np.stack(taps, axis=2).reshape(out_h * out_w, 9 * channels)
+        out = tvm.runtime.tensor(np.zeros_like(expected))
+        library["im2col"](tvm.runtime.tensor(image), out)
+        np.testing.assert_array_equal(out.numpy(), expected)
+
+
+def test_fp32_conv_compiles_to_im2col_and_the_kernel(tmp_path):
+    """A torch-style NCHW conv (1 -> 32 channels, 3x3, stride 2: the subsampling's first) on a
+    symbolic height."""
+    height = tirx.Var("height", "int64")
+    x = relax.Var("x", relax.TensorType([1, 1, height, 80], "float32"))
+    weight = relax.Var("weight", relax.TensorType([32, 1, 3, 3], "float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x, weight], attrs={"num_input": 1}):
+        with builder.dataflow():
+            out = builder.emit_output(relax.op.nn.conv2d(x, weight, strides=[2, 2]))
+        builder.emit_func_output(out)
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
+    built = build(ImportedModel(builder.get(), {"main": [tvm.runtime.tensor(w)]}), HOST,
+                  IRDumper(tmp_path))
+    dense = next(tmp_path.glob("*-dense.py")).read_text()
+    assert "im2col_float32_1x80" in dense and "fp32_matmul_" in dense
+    assert "conv2d" not in next(tmp_path.glob("*-lower.py")).read_text()
+
+    image = rng.standard_normal((1, 1, 25, 80)).astype(np.float32)
+    vm = relax.VirtualMachine(built.executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(image), *(built.weights[key] for key in
+                                                  built.signatures["main"].weights)).numpy()
+    expected = torch.nn.functional.conv2d(torch.from_numpy(image), torch.from_numpy(w),
+                                          stride=2).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
