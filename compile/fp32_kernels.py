@@ -1,6 +1,6 @@
 """fp32 matmul kernels on a constant weight, register-tiled, for any number of rows.
 
-    out[i, n] = sum_k x[i, k] * w[k, n]
+    out[i, n] = max(sum_k x[i, k] * w[k, n] + bias[n], lower)      (compile/epilogue.py)
 
 The weight is packed once, at compile time, as (N/L, K, L): L = the target's fp32 vector lanes
 (16 with AVX-512, 8 with AVX2, 4 with NEON or 128-bit RVV). A register tile of R rows x T
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from tvm import tirx
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
+
+from tinyasr.compile.epilogue import EPILOGUE_ATTR
 
 MAX_ROWS = 8      # rows per register tile at most
 MAX_BLOCKS = 5    # column blocks per register tile at most
@@ -59,14 +61,15 @@ def vector_unit(target: Target) -> VectorUnit:
 
 
 def fp32_matmul_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
-    """(x (rows, k), packed w (n/L, k, L)) -> (rows, n) float32; needs unit.supports(n)."""
+    """(x (rows, k), packed w (n/L, k, L), bias (n,), lower ()) -> (rows, n) float32; needs
+    unit.supports(n)."""
     if not unit.supports(n):
         raise ValueError(f"fp32 kernel needs n % {unit.lanes} == 0, got n = {n}")
     lanes, blocks = unit.lanes, n // unit.lanes
     tile_rows, tile = unit.tile(blocks)
 
     @T.macro
-    def row_tile(x, w, out, acc, outer, first, count):
+    def row_tile(x, w, bias, lower, out, acc, outer, first, count):
         """`count` rows from row `first` times the tile's blocks."""
         for i in T.unroll(count * tile):
             acc[T.ramp(i * lanes, 1, lanes)] = T.broadcast(T.float32(0), lanes)
@@ -79,21 +82,26 @@ def fp32_matmul_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
                         * w.vload([outer * tile + b, j, 0], f"float32x{lanes}"))
         for r in T.unroll(count):
             for b in T.unroll(tile):
-                out.vstore([first + r, (outer * tile + b) * lanes],
-                           acc[T.ramp((r * tile + b) * lanes, 1, lanes)])
+                out.vstore([first + r, (outer * tile + b) * lanes], T.max(
+                    acc[T.ramp((r * tile + b) * lanes, 1, lanes)]
+                    + bias.vload([(outer * tile + b) * lanes], f"float32x{lanes}"),
+                    T.broadcast(lower[()], lanes)))
 
     @T.prim_func(private=True)
-    def kernel(x_handle: T.handle, w_handle: T.handle, out_handle: T.handle):
-        T.func_attr({"tirx.noalias": True})
+    def kernel(x_handle: T.handle, w_handle: T.handle, bias_handle: T.handle,
+               lower_handle: T.handle, out_handle: T.handle):
+        T.func_attr({"tirx.noalias": True, EPILOGUE_ATTR: True})
         rows = T.int64()
         x = T.match_buffer(x_handle, (rows, k), "float32")
         w = T.match_buffer(w_handle, (blocks, k, lanes), "float32")
+        bias = T.match_buffer(bias_handle, (n,), "float32")
+        lower = T.match_buffer(lower_handle, (), "float32")
         out = T.match_buffer(out_handle, (rows, n), "float32")
         acc = T.alloc_buffer((tile_rows * tile * lanes,), "float32", scope="local")
         for outer in range(blocks // tile):
             for full in range(rows // tile_rows):
-                row_tile(x, w, out, acc, outer, full * tile_rows, tile_rows)
+                row_tile(x, w, bias, lower, out, acc, outer, full * tile_rows, tile_rows)
             for row in range(rows // tile_rows * tile_rows, rows):
-                row_tile(x, w, out, acc, outer, row, 1)
+                row_tile(x, w, bias, lower, out, acc, outer, row, 1)
 
     return kernel

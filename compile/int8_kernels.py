@@ -1,6 +1,6 @@
 """int8 x int8 -> int32 matmul kernels with the per-channel requantize fused, one per dot ISA.
 
-    out[i, n] = float(sum_k xq[i, k] * wq[n, k]) * x_scale[i] * w_scale[n]
+    out[i, n] = max(float(sum_k xq[i, k] * wq[n, k]) * x_scale[i] * w_scale[n] + bias[n], lower)
 
 xq: activations rounded to int8 per row (dynamic); wq: weights int8 per output channel. The
 weights are packed once, at compile time, as (N/L, K/G, L, G): L output lanes per vector
@@ -18,7 +18,9 @@ The dot-instruction kernels (G=4) compute a register tile of 4 rows x up to 4 co
 a time: 16 independent accumulators keep the instruction's pipeline full (one accumulator per
 row ran VNNI at 17% of its peak; the tile runs at 65-70%, measured on the host).
 
-Kernels take a symbolic row count (frames), K and N fixed per layer.
+Kernels take a symbolic row count (frames), K and N fixed per layer. The layer's bias and a
+lower clamp (-inf, or 0 for a ReLU) are inputs: passes/fuse_epilogues.py moves the layer's bias
+add and ReLU into the kernel's store (compile/epilogue.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
+
+from tinyasr.compile.epilogue import EPILOGUE_ATTR
 
 SIGN_BITS = -0x7F7F7F80   # 0x80808080 as int32: one 0x80 byte per lane of a 4-byte group
 
@@ -94,7 +98,7 @@ def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
     sign_bits = SIGN_BITS if isa is VNNI else 0   # u8 activations = s8 with the sign bit flipped
 
     @T.macro
-    def row_tile(xq, w, x_scale, w_scale, out, acc, offset, outer, first, count):
+    def row_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer, first, count):
         """`count` rows from row `first` times the tile's blocks: dot sums, then requantize."""
         for i in T.unroll(count * tile):
             acc[T.ramp(i * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
@@ -110,13 +114,14 @@ def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
         for r in T.unroll(count):
             for b in T.unroll(tile):
                 for lane in T.vectorized(lanes):
-                    out[first + r, (outer * tile + b) * lanes + lane] = (
+                    out[first + r, (outer * tile + b) * lanes + lane] = T.max(
                         T.Cast("float32", acc[(r * tile + b) * lanes + lane]
                                - offset[b * lanes + lane])
-                        * x_scale[first + r, 0] * w_scale[(outer * tile + b) * lanes + lane])
+                        * x_scale[first + r, 0] * w_scale[(outer * tile + b) * lanes + lane]
+                        + bias[(outer * tile + b) * lanes + lane], lower[()])
 
     @T.macro
-    def dot_tiles(xq, w, x_scale, w_scale, out, acc, offset, rows):
+    def dot_tiles(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, rows):
         for outer in range(blocks // tile):
             for b in T.unroll(tile):
                 offset[T.ramp(b * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
@@ -126,13 +131,13 @@ def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
                             offset[T.ramp(b * lanes, 1, lanes)], T.int32(sign_bits),
                             w.vload([outer * tile + b, g, 0, 0], f"int8x{lanes * 4}"))
             for full in range(rows // ROW_TILE):
-                row_tile(xq, w, x_scale, w_scale, out, acc, offset, outer, full * ROW_TILE,
-                         ROW_TILE)
+                row_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer,
+                         full * ROW_TILE, ROW_TILE)
             for row in range(rows // ROW_TILE * ROW_TILE, rows):
-                row_tile(xq, w, x_scale, w_scale, out, acc, offset, outer, row, 1)
+                row_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer, row, 1)
 
     @T.macro
-    def widening_rows(xq, w, x_scale, w_scale, out, acc, rows):
+    def widening_rows(xq, w, x_scale, w_scale, bias, lower, out, acc, rows):
         for block in range(blocks):
             for row in range(rows):
                 acc[T.ramp(0, 1, lanes)] = T.broadcast(T.int32(0), lanes)
@@ -141,32 +146,36 @@ def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
                         acc[lane] = acc[lane] + (T.Cast("int32", xq[row, j])
                                                  * T.Cast("int32", w[block, j, lane, 0]))
                 for lane in T.vectorized(lanes):
-                    out[row, block * lanes + lane] = (
+                    out[row, block * lanes + lane] = T.max(
                         T.Cast("float32", acc[lane]) * x_scale[row, 0]
-                        * w_scale[block * lanes + lane])
+                        * w_scale[block * lanes + lane] + bias[block * lanes + lane], lower[()])
 
     @T.prim_func(private=True)
     def kernel(xq_handle: T.handle, w_handle: T.handle, x_scale_handle: T.handle,
-               w_scale_handle: T.handle, out_handle: T.handle):
-        T.func_attr({"tirx.noalias": True})
+               w_scale_handle: T.handle, bias_handle: T.handle, lower_handle: T.handle,
+               out_handle: T.handle):
+        T.func_attr({"tirx.noalias": True, EPILOGUE_ATTR: True})
         rows = T.int64()
         xq = T.match_buffer(xq_handle, (rows, k), "int8")
         w = T.match_buffer(w_handle, (blocks, groups, lanes, group), "int8")
         x_scale = T.match_buffer(x_scale_handle, (rows, 1), "float32")
         w_scale = T.match_buffer(w_scale_handle, (n,), "float32")
+        bias = T.match_buffer(bias_handle, (n,), "float32")
+        lower = T.match_buffer(lower_handle, (), "float32")
         out = T.match_buffer(out_handle, (rows, n), "float32")
         acc = T.alloc_buffer((accumulators * lanes,), "int32", scope="local")
         offset = T.alloc_buffer((tile * lanes,), "int32", scope="local")
         if group == 4:
-            dot_tiles(xq, w, x_scale, w_scale, out, acc, offset, rows)
+            dot_tiles(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, rows)
         else:
-            widening_rows(xq, w, x_scale, w_scale, out, acc, rows)
+            widening_rows(xq, w, x_scale, w_scale, bias, lower, out, acc, rows)
 
     return kernel
 
 
 def int8_matmul_kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
-    """(xq (rows, k) int8, packed w, x_scale (rows, 1), w_scale (n,)) -> (rows, n) float32."""
+    """(xq (rows, k) int8, packed w, x_scale (rows, 1), w_scale (n,), bias (n,), lower ())
+    -> (rows, n) float32."""
     if not isa.supports(n, k):
         raise ValueError(f"{isa.name} needs n % {isa.lanes} == 0 and k % {isa.group} == 0")
     return _kernel(isa, n, k)

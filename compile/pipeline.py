@@ -13,7 +13,9 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
                (VNNI, sdot, RVV), int8 convs -> im2col + the same kernels; a no-op for fp32
     dense      fp32 matmuls on weights (the fbank's DFT and mel, fp32 linear layers) ->
                register-tiled fp32 kernels of the board's vector width; fp32 convs -> im2col
-               + the same kernels
+               + the same kernels; the attention's per-head matmuls of two activations ->
+               a batched kernel; then every weight matmul kernel's bias add and ReLU move into
+               its store
     weights    weight-only work (transposes, int8 packing, densifying the BSR weights of dense
                fallback layers) lifted out and run once, here: the result is the weights
                file, each distinct (shared) weight stored once
@@ -46,10 +48,12 @@ from tvm.target import Target
 
 from tinyasr.compile.graphs import SHAPE_VARIABLES, export_graphs
 from tinyasr.compile.passes.apply_tuned_schedules import ApplyTunedSchedules
+from tinyasr.compile.passes.batched_matmul import BatchedMatmul
 from tinyasr.compile.passes.bsr_matmul import BsrMatmul, import_bsr_to_dense
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.passes.fp32_conv2d import Fp32Conv2d
 from tinyasr.compile.passes.fp32_matmul import Fp32Matmul
+from tinyasr.compile.passes.fuse_epilogues import FuseEpilogues
 from tinyasr.compile.passes.inline_intermediates import InlineIntermediates
 from tinyasr.compile.passes.int8_conv2d import Int8Conv2d
 from tinyasr.compile.passes.int8_matmul import Int8Matmul
@@ -242,7 +246,9 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
                                         relax.transform.DeadCodeElimination()])(mod)
         dump("quantize", mod)
 
-        mod = tvm.transform.Sequential([Fp32Conv2d(target), Fp32Matmul(target)])(mod)
+        mod = tvm.transform.Sequential([
+            Fp32Conv2d(target), Fp32Matmul(target), BatchedMatmul(target), FuseEpilogues(),
+            relax.transform.DeadCodeElimination()])(mod)
         dump("dense", mod)
 
         mod = LiftWeightTransforms()(mod)

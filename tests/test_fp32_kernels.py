@@ -1,7 +1,8 @@
 """fp32 weight-matmul kernels: each board's vector unit and register tile, sums equal to
 numpy's on every row count (full tiles and one-row tails), the Fp32Matmul pass on a plain
 matrix and a linear layer (and not on a width the vectors do not divide), run through the
-whole compiler; and the weights file's keys kept apart when lifted weights share a name."""
+whole compiler; a bias add and ReLU fused into the kernel's store (and not when the product
+has another use); and the weights file's keys kept apart when lifted weights share a name."""
 
 from __future__ import annotations
 
@@ -38,18 +39,22 @@ def _packed(w: np.ndarray, lanes: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(k, n // lanes, lanes).transpose(1, 0, 2))
 
 
-@pytest.mark.parametrize("n, k", [(80, 256), (64, 37)])
-def test_kernel_sums_like_numpy(n: int, k: int):
+@pytest.mark.parametrize("n, k, lower", [(80, 256, -np.inf), (64, 37, 0.0)])
+def test_kernel_sums_like_numpy(n: int, k: int, lower: float):
+    """With a bias, and with the ReLU clamp (lower 0) of a fused epilogue."""
     unit = vector_unit(Target(HOST))
     kernel = fp32_matmul_kernel(unit, n, k).with_attr("global_symbol", "kernel")
     library = tvm.compile(tvm.IRModule({"kernel": kernel}), Target(HOST)).mod
     rng = np.random.default_rng(0)
     w = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
     for rows in (1, 5, 37):   # below one tile, one tile minus one, tiles plus a tail
         x = rng.standard_normal((rows, k)).astype(np.float32)
         out = tvm.runtime.tensor(np.zeros((rows, n), np.float32))
-        library["kernel"](tvm.runtime.tensor(x), tvm.runtime.tensor(_packed(w, unit.lanes)), out)
-        np.testing.assert_allclose(out.numpy(), x @ w, rtol=1e-4, atol=1e-4)
+        library["kernel"](*(tvm.runtime.tensor(a) for a in
+                            [x, _packed(w, unit.lanes), bias, np.float32(lower)]), out)
+        np.testing.assert_allclose(out.numpy(), np.maximum(x @ w + bias, lower),
+                                   rtol=1e-4, atol=1e-4)
 
 
 def test_kernel_refuses_a_width_the_lanes_do_not_divide():
@@ -100,3 +105,43 @@ def test_pass_turns_weight_matmuls_into_kernels(tmp_path):
 def test_weight_keys_number_a_repeated_name_apart():
     assert weight_keys("encode", ["lv3", "p_w", "lv3", "lv3"]) == [
         "encode/lv3", "encode/p_w", "encode/lv3_1", "encode/lv3_2"]
+
+
+def _linear_bias_relu(k: int, n: int) -> tvm.IRModule:
+    """main(x (rows, k)) = (relu(reshape(x @ w.T + b, (1, rows, n))), x @ w.T + b2 + x @ w.T):
+    a torch FFN input layer, and a sum the bias may not swallow (its matmul is used twice)."""
+    rows = tirx.Var("rows", "int64")
+    x = relax.Var("x", relax.TensorType([rows, k], "float32"))
+    w = relax.Var("w", relax.TensorType([n, k], "float32"))
+    b = relax.Var("b", relax.TensorType([n], "float32"))
+    b2 = relax.Var("b2", relax.TensorType([n], "float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x, w, b, b2], attrs={"num_input": 1}):
+        with builder.dataflow():
+            product = builder.emit(relax.op.matmul(x, relax.op.permute_dims(w, [1, 0])))
+            biased = builder.emit(relax.op.add(b, product))
+            relu = builder.emit(relax.op.nn.relu(relax.op.reshape(biased, [1, rows, n])))
+            shared = builder.emit(relax.op.matmul(x, relax.op.permute_dims(w, [1, 0])))
+            twice = builder.emit(relax.op.add(relax.op.add(shared, b2), shared))
+            out = builder.emit_output(relax.Tuple([relu, twice]))
+        builder.emit_func_output(out)
+    return builder.get()
+
+
+def test_bias_and_relu_move_into_the_kernel(tmp_path):
+    k, n = 24, 32
+    rng = np.random.default_rng(4)
+    w, b, b2 = (rng.standard_normal(shape).astype(np.float32) for shape in [(n, k), n, n])
+    built = build(ImportedModel(_linear_bias_relu(k, n), {"main": [
+        tvm.runtime.tensor(a) for a in (w, b, b2)]}), HOST, IRDumper(tmp_path))
+    dense = next(tmp_path.glob("*-dense.py")).read_text()
+    assert "R.nn.relu" not in dense and 'R.const(0.0, "float32")' in dense
+    assert dense.count("R.add(") == 2   # the matmul used twice keeps both of its adds
+
+    x = rng.standard_normal((9, k)).astype(np.float32)
+    vm = relax.VirtualMachine(built.executable, tvm.cpu())
+    relu, twice = vm["main"](tvm.runtime.tensor(x), *(built.weights[key] for key in
+                                                       built.signatures["main"].weights))
+    np.testing.assert_allclose(relu.numpy(), np.maximum(x @ w.T + b, 0)[None],
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(twice.numpy(), 2 * (x @ w.T) + b2, rtol=1e-4, atol=1e-4)

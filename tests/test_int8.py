@@ -65,10 +65,12 @@ def test_kernel_sums_exactly_on_the_host(isa):
     kernel = int8_matmul_kernel(isa, N, K).with_attr("global_symbol", "kernel")
     library = tvm.compile(tvm.IRModule({"kernel": kernel}), Target(target)).mod
     out = tvm.runtime.tensor(np.zeros((rows, N), np.float32))
+    bias = rng.standard_normal(N).astype(np.float32)
     library["kernel"](*(tvm.runtime.tensor(a) for a in
-                        [xq, pack_weights(isa, wq), x_scale, w_scale]), out)
+                        [xq, pack_weights(isa, wq), x_scale, w_scale, bias, np.float32(0)]), out)
     exact = (xq.astype(np.int64) @ wq.T.astype(np.int64)).astype(np.float32)
-    np.testing.assert_allclose(out.numpy(), exact * x_scale * w_scale, rtol=1e-6)
+    np.testing.assert_allclose(out.numpy(), np.maximum(exact * x_scale * w_scale + bias, 0),
+                               rtol=1e-6, atol=1e-6)   # with a fused bias + ReLU epilogue
 
 
 def _linear_on_int8_weights() -> tvm.IRModule:

@@ -1,6 +1,7 @@
-"""The layout phase and the convolutions it feeds: SinkPermutes cancels the permutes
-ConvertLayout leaves around `clip`, the channels-last im2col kernel equals numpy's, and an fp32
-conv on a weight compiles to im2col + the fp32 kernel and computes torch's conv2d."""
+"""The layout phase and the activation kernels: SinkPermutes cancels the permutes ConvertLayout
+leaves around `clip`, the channels-last im2col kernel equals numpy's, an fp32 conv on a weight
+compiles to im2col + the fp32 kernel and computes torch's conv2d; the batched kernel of the
+attention's matmuls equals numpy's for every kind of width, and attention compiles to it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import tvm
 from tvm import relax, tirx
 from tvm.target import Target
 
+from tinyasr.compile.batched_kernels import batched_matmul_kernel
+from tinyasr.compile.fp32_kernels import vector_unit
 from tinyasr.compile.im2col_kernels import im2col_kernel
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build
@@ -97,4 +100,43 @@ def test_fp32_conv_compiles_to_im2col_and_the_kernel(tmp_path):
                                                   built.signatures["main"].weights)).numpy()
     expected = torch.nn.functional.conv2d(torch.from_numpy(image), torch.from_numpy(w),
                                           stride=2).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n", [123, 36, 16, 7, 3])   # overlapping last vector, exact, narrow, scalar
+def test_batched_kernel_equals_numpy(n: int):
+    unit = vector_unit(Target(HOST))
+    kernel = batched_matmul_kernel(unit).with_attr("global_symbol", "batched")
+    library = tvm.compile(tvm.IRModule({"batched": kernel}), Target(HOST)).mod
+    rng = np.random.default_rng(n)
+    for rows, depth in [(13, 36), (2, 5)]:
+        x = rng.standard_normal((4, rows, depth)).astype(np.float32)
+        y = rng.standard_normal((4, depth, n)).astype(np.float32)
+        out = tvm.runtime.tensor(np.zeros((4, rows, n), np.float32))
+        library["batched"](tvm.runtime.tensor(x), tvm.runtime.tensor(y), out)
+        np.testing.assert_allclose(out.numpy(), x @ y, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_matmuls_compile_to_the_batched_kernel(tmp_path):
+    """scores = q @ k^T and context = softmax(scores) @ v per head, on symbolic frames."""
+    frames = tirx.Var("frames", "int64")
+    q, k, v = (relax.Var(name, relax.TensorType([4, frames, 36], "float32")) for name in "qkv")
+    builder = relax.BlockBuilder()
+    with builder.function("main", [q, k, v], attrs={"num_input": 3}):
+        with builder.dataflow():
+            scores = builder.emit(relax.op.matmul(q, relax.op.permute_dims(k, [0, 2, 1])))
+            context = builder.emit(relax.op.matmul(relax.op.nn.softmax(scores), v))
+            out = builder.emit_output(context)
+        builder.emit_func_output(out)
+    built = build(ImportedModel(builder.get(), {"main": []}), HOST, IRDumper(tmp_path))
+    dense = next(tmp_path.glob("*-dense.py")).read_text()
+    assert dense.count("R.call_tir(cls.batched_matmul_") == 2 and "R.matmul" not in dense
+
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal((4, 29, 36)).astype(np.float32) for _ in range(3)]
+    vm = relax.VirtualMachine(built.executable, tvm.cpu())
+    out = vm["main"](*(tvm.runtime.tensor(a) for a in arrays)).numpy()
+    scores = arrays[0] @ arrays[1].transpose(0, 2, 1)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    expected = weights / weights.sum(-1, keepdims=True) @ arrays[2]
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)

@@ -24,6 +24,7 @@ from tvm import relax
 from tvm.relax.expr_functor import mutator
 from tvm.target import Target
 
+from tinyasr.compile.epilogue import identity_epilogue
 from tinyasr.compile.fp32_kernels import VectorUnit, fp32_matmul_kernel, vector_unit
 from tinyasr.compile.passes.int8_matmul import FunctionRewriter, KernelPass, is_op
 
@@ -64,7 +65,8 @@ class Fp32KernelRewriter(FunctionRewriter):
             relax.op.reshape(matrix, [k, n // lanes, lanes]), [1, 0, 2]))
         kernel = self._kernel(f"fp32_matmul_{lanes}x{n}x{k}",
                               lambda: fp32_matmul_kernel(self.unit, n, k))
-        return relax.call_tir(kernel, [x, packed], relax.TensorType([rows, n], "float32"))
+        return relax.call_tir(kernel, [x, packed, *identity_epilogue(n)],
+                              relax.TensorType([rows, n], "float32"))
 
 
 @mutator

@@ -29,6 +29,7 @@ from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.target import Target
 
+from tinyasr.compile.epilogue import identity_epilogue
 from tinyasr.compile.im2col_kernels import im2col_kernel
 from tinyasr.compile.int8_kernels import DotIsa, dot_isa, int8_matmul_kernel
 
@@ -183,7 +184,7 @@ class Int8KernelRewriter(FunctionRewriter):
             relax.op.reshape(wq, [blocks, lanes, groups, group]), [0, 2, 1, 3]))
         kernel = self._kernel(f"int8_matmul_{self.isa.name.replace('-', '_')}_{n}x{k}",
                               lambda: int8_matmul_kernel(self.isa, n, k))
-        return relax.call_tir(kernel, [xq, packed, x_scale, scale],
+        return relax.call_tir(kernel, [xq, packed, x_scale, scale, *identity_epilogue(n)],
                               relax.TensorType([rows, n], "float32"))
 
 

@@ -1,0 +1,41 @@
+"""fp32 matmuls of two activations, batched, become compile/batched_kernels.py's kernel.
+
+Pattern: matmul(x (B, M, K) f32, y (B, K, N) f32), one batch size (no broadcast), neither a weight (the attention's per-head
+scores and context, in the encoder and the decoder). Rewrite: call_tir(the kernel, x, y).
+Run it after the weight-matmul passes, which take the matmuls on weights.
+"""
+
+from __future__ import annotations
+
+import tvm
+import tvm_ffi
+from tvm import relax
+from tvm.relax.expr_functor import mutator
+
+from tinyasr.compile.batched_kernels import batched_matmul_kernel
+from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
+from tinyasr.compile.passes.int8_matmul import KernelPass, is_op
+
+
+@mutator
+class _Rewriter(Fp32KernelRewriter):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not is_op(call, "relax.matmul"):
+            return call
+        x, y = call.args
+        three_d = all(len(a.ty.shape.values) == 3 for a in (x, y, call))
+        if not (three_d and tvm_ffi.structural_equal(x.ty.shape.values[0], y.ty.shape.values[0])
+                and all(a.ty.dtype == "float32" for a in (x, y, call))
+                and not any(self.is_fp32_weight(a) for a in (x, y))):
+            return call
+        kernel = self._kernel(f"batched_matmul_{self.unit.lanes}",
+                              lambda: batched_matmul_kernel(self.unit))
+        return relax.call_tir(kernel, [x, y], call.ty)
+
+
+@tvm.transform.module_pass(opt_level=0, name="BatchedMatmul")
+class BatchedMatmul(KernelPass):
+    """Batched fp32 matmuls of activations -> the batched kernel."""
+
+    rewriter = _Rewriter
