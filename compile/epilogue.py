@@ -3,9 +3,9 @@
 A kernel marked with EPILOGUE_ATTR takes as its last two inputs a bias (N,) and a lower clamp
 (a 0-d float): the rewrites that call it pass `identity_epilogue` (zero bias, -inf: the plain
 product), and passes/fuse_epilogues.py replaces them by the layer's own bias and, when a ReLU
-follows, 0. The bias add and the ReLU then cost no pass over memory of their own (measured on
-the int8 model: 13 + 6 + 6 + 6 bias adds, 6 ReLUs and the subsampling's bias + ReLU, 0.6 ms of
-a 5 s encode, were separate functions).
+follows, 0. The bias add and the ReLU then cost no pass over memory of their own (on the int8
+model 51 adds and ReLUs of encode and decode were separate functions; the encoder went 6.24 ->
+5.76 ms side by side).
 """
 
 from __future__ import annotations

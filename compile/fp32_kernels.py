@@ -12,7 +12,7 @@ overlap. Rows past the last full tile take one-row tiles.
 Why not MetaSchedule: its schedules are tuned at a static row count and replayed on the
 symbolic one (frames), where the fbank's DFT matmul ran at 114 GFLOP/s even with its rows
 padded to the tuned tile; this kernel runs it at about 168 (the host's AVX-512 fp32 peak at
-its base clock is 166), and the 80-column mel matmul 4x faster than its tuned replay.
+its base clock is 166), and the 80-column mel matmul in 0.14 ms instead of 0.39.
 """
 
 from __future__ import annotations

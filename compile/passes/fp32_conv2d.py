@@ -10,8 +10,8 @@ Rewrite:
     out     = fp32 kernel(columns, W as (KH * KW * C, O)) = (1, OH, OW, O), channels-last
 
 The subsampling's first conv (1 -> 32 channels, 3x3, stride 2) ran TVM's default schedule at
-0.45 ms on a 5 s utterance, its MetaSchedule replay no faster; as a 9-deep matmul it is one
-pass over the image.
+0.45 ms on a 5 s utterance, its MetaSchedule replay no faster; as a 9-deep matmul (with
+the bias and ReLU in the kernel's store) 0.11 ms, plus 0.04 ms of im2col.
 """
 
 from __future__ import annotations
