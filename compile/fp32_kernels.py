@@ -60,6 +60,13 @@ def vector_unit(target: Target) -> VectorUnit:
     return VectorUnit(4, 16 if x86 else 32)
 
 
+@T.macro
+def multiply_add(acc, start, width, value, vector):
+    """acc[start : start + width] += value (broadcast) * vector: one accumulator's step."""
+    acc[T.ramp(start, 1, width)] = (acc[T.ramp(start, 1, width)]
+                                    + T.broadcast(value, width) * vector)
+
+
 def fp32_matmul_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
     """(x (rows, k), packed w (n/L, k, L), bias (n,), lower ()) -> (rows, n) float32; needs
     unit.supports(n)."""
@@ -76,10 +83,8 @@ def fp32_matmul_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
         for j in range(k):
             for r in T.unroll(count):
                 for b in T.unroll(tile):
-                    acc[T.ramp((r * tile + b) * lanes, 1, lanes)] = (
-                        acc[T.ramp((r * tile + b) * lanes, 1, lanes)]
-                        + T.broadcast(x[first + r, j], lanes)
-                        * w.vload([outer * tile + b, j, 0], f"float32x{lanes}"))
+                    multiply_add(acc, (r * tile + b) * lanes, lanes, x[first + r, j],
+                                 w.vload([outer * tile + b, j, 0], f"float32x{lanes}"))
         for r in T.unroll(count):
             for b in T.unroll(tile):
                 out.vstore([first + r, (outer * tile + b) * lanes], T.max(

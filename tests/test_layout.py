@@ -12,7 +12,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.target import Target
 
-from tinyasr.compile.batched_kernels import batched_matmul_kernel
+from tinyasr.compile.batched_kernels import batched_matmul_kernel, fixed_width_supported
 from tinyasr.compile.fp32_kernels import vector_unit
 from tinyasr.compile.im2col_kernels import im2col_kernel
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
@@ -103,10 +103,15 @@ def test_fp32_conv_compiles_to_im2col_and_the_kernel(tmp_path):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("n", [123, 36, 16, 7, 3])   # overlapping last vector, exact, narrow, scalar
-def test_batched_kernel_equals_numpy(n: int):
+@pytest.mark.parametrize("n, fixed", [(123, False), (36, False), (36, True), (8, True),
+                                      (16, False), (7, False), (3, False)])
+def test_batched_kernel_equals_numpy(n: int, fixed: bool):
+    """Symbolic widths: an overlapping last vector (123, 36), exact (16), narrow (7), scalar
+    (3); fixed widths: vectors plus a narrower one (36 = 16 + 16 + 4), one narrow vector (8)."""
     unit = vector_unit(Target(HOST))
-    kernel = batched_matmul_kernel(unit).with_attr("global_symbol", "batched")
+    assert not fixed or fixed_width_supported(unit, n)
+    kernel = batched_matmul_kernel(unit, n if fixed else None).with_attr(
+        "global_symbol", "batched")
     library = tvm.compile(tvm.IRModule({"batched": kernel}), Target(HOST)).mod
     rng = np.random.default_rng(n)
     for rows, depth in [(13, 36), (2, 5)]:
@@ -130,7 +135,10 @@ def test_attention_matmuls_compile_to_the_batched_kernel(tmp_path):
         builder.emit_func_output(out)
     built = build(ImportedModel(builder.get(), {"main": []}), HOST, IRDumper(tmp_path))
     dense = next(tmp_path.glob("*-dense.py")).read_text()
-    assert dense.count("R.call_tir(cls.batched_matmul_") == 2 and "R.matmul" not in dense
+    assert "R.matmul" not in dense
+    lanes = vector_unit(Target(HOST)).lanes
+    assert f"cls.batched_matmul_{lanes}, " in dense          # the scores: N = frames
+    assert f"cls.batched_matmul_{lanes}_n36, " in dense      # the context: N = 36
 
     rng = np.random.default_rng(5)
     arrays = [rng.standard_normal((4, 29, 36)).astype(np.float32) for _ in range(3)]

@@ -1,7 +1,8 @@
 """fp32 matmuls of two activations, batched, become compile/batched_kernels.py's kernel.
 
 Pattern: matmul(x (B, M, K) f32, y (B, K, N) f32), one batch size (no broadcast), neither a weight (the attention's per-head
-scores and context, in the encoder and the decoder). Rewrite: call_tir(the kernel, x, y).
+scores and context, in the encoder and the decoder). Rewrite: call_tir(the kernel, x, y), the
+fixed-width kernel when N is static (the context), the symbolic one otherwise (the scores).
 Run it after the weight-matmul passes, which take the matmuls on weights.
 """
 
@@ -12,7 +13,7 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from tinyasr.compile.batched_kernels import batched_matmul_kernel
+from tinyasr.compile.batched_kernels import batched_matmul_kernel, fixed_width_supported
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.int8_matmul import KernelPass, is_op
 
@@ -29,8 +30,12 @@ class _Rewriter(Fp32KernelRewriter):
                 and all(a.ty.dtype == "float32" for a in (x, y, call))
                 and not any(self.is_fp32_weight(a) for a in (x, y))):
             return call
-        kernel = self._kernel(f"batched_matmul_{self.unit.lanes}",
-                              lambda: batched_matmul_kernel(self.unit))
+        n = call.ty.shape.values[2]
+        width = int(n) if isinstance(n, tvm.tirx.IntImm) else None
+        if width is not None and not fixed_width_supported(self.unit, width):
+            width = None
+        name = f"batched_matmul_{self.unit.lanes}" + ("" if width is None else f"_n{width}")
+        kernel = self._kernel(name, lambda: batched_matmul_kernel(self.unit, width))
         return relax.call_tir(kernel, [x, y], call.ty)
 
 
