@@ -80,6 +80,7 @@ def measure_replays(mod: tvm.IRModule, database: ms.database.Database, target: T
     new code generation options (boards.FAST_MATH) re-time them all."""
     path = work_dir / REPLAY_FILE
     timings = _earlier_timings(path)
+    target_key = structural_key(target)
     for gvar, func in mod.functions.items():
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
@@ -95,7 +96,7 @@ def measure_replays(mod: tvm.IRModule, database: ms.database.Database, target: T
         default = inline_intermediates(func)
         key = structural_key(workload)
         compared = {"tuned": structural_key(tuned), "default": structural_key(default),
-                    "target": structural_key(target)}
+                    "target": target_key}
         if timings.get(key, {}).get("compared") == compared:
             continue
         try:

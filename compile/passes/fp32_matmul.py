@@ -26,9 +26,17 @@ from tvm.target import Target
 
 from tinyasr.compile.epilogue import identity_epilogue
 from tinyasr.compile.fp32_kernels import VectorUnit, fp32_matmul_kernel, vector_unit
-from tinyasr.compile.passes.int8_matmul import FunctionRewriter, KernelPass, is_op
+from tinyasr.compile.passes.int8_matmul import Bound, FunctionRewriter, KernelPass, is_op
 
 LAYOUT_OPS = ("relax.permute_dims", "relax.reshape")
+
+
+def weight_source(expr: relax.Expr, bound: Bound, weights: set[relax.Var]) -> relax.Var | None:
+    """The weight input `expr` is, seen through transposes and reshapes; None if it is none."""
+    expr = bound(expr)
+    while any(is_op(expr, name) for name in LAYOUT_OPS):
+        expr = bound(expr.args[0])
+    return expr if expr in weights else None
 
 
 def weight_inputs(mod: tvm.IRModule) -> set[relax.Var]:
@@ -50,15 +58,13 @@ class Fp32KernelRewriter(FunctionRewriter):
 
     def is_fp32_weight(self, expr: relax.Expr) -> bool:
         """`expr` is an fp32 weight input, or transposes and reshapes of one."""
-        bound = self._bound(expr)
-        while any(is_op(bound, name) for name in LAYOUT_OPS):
-            bound = self._bound(bound.args[0])
-        return bound in self.weights and bound.ty.dtype == "float32"
+        source = weight_source(expr, self._bound, self.weights)
+        return source is not None and source.ty.dtype == "float32"
 
     def fp32_matmul(self, x: relax.Expr, matrix: relax.Expr) -> relax.Expr:
         """x (rows, K) @ matrix (K, N), an fp32 weight; the caller checked
         `self.unit.supports(N)`."""
-        rows, k = x.ty.shape.values
+        rows = x.ty.shape.values[0]
         k, n = (int(d) for d in matrix.ty.shape.values)
         lanes = self.unit.lanes
         packed = self.builder_.emit(relax.op.permute_dims(

@@ -23,11 +23,11 @@ import numpy as np
 import tvm
 import tvm_ffi
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.relax.expr_functor import mutator
 
 from tinyasr.compile.epilogue import EPILOGUE_ATTR
-from tinyasr.compile.passes.fp32_matmul import LAYOUT_OPS, weight_inputs
-from tinyasr.compile.passes.int8_matmul import is_op
+from tinyasr.compile.passes.fp32_matmul import weight_inputs, weight_source
+from tinyasr.compile.passes.int8_matmul import FunctionRewriter, is_op
 
 
 def _uses(function: relax.Function) -> Counter[relax.Var]:
@@ -41,26 +41,24 @@ def _uses(function: relax.Function) -> Counter[relax.Var]:
 
 
 @mutator
-class _Fuser(PyExprMutator):
+class _Fuser(FunctionRewriter):
     def __init__(self, mod: tvm.IRModule):
         super().__init__(mod)
-        self.mod, self.weights = mod, weight_inputs(mod)
+        self.weights = weight_inputs(mod)
         self.epilogues: dict[relax.Call, tuple[relax.Expr | None, float]] = {}  # kernel call ->
         # (its new bias, None: keep it; its lower clamp)
         self.aliases: dict[relax.Call, relax.Var] = {}   # fused add / relu -> what it returns
 
-    def transform(self) -> tvm.IRModule:
-        for gvar, function in self.mod.functions.items():
-            if isinstance(function, relax.Function):
-                self._plan(function)
-                self.builder_.update_func(gvar, self.visit_expr(function))
-        return self.builder_.get()
-
-    def _plan(self, function: relax.Function) -> None:
+    def before_function(self, function: relax.Function) -> None:
         """Finds the fusions (on the unchanged function, whose use counts are exact)."""
         bound = {binding.var: binding.value for block in function.body.blocks
                  for binding in block.bindings}
         uses, fused_into = _uses(function), {}   # alias var -> the kernel's binding var
+
+        def value_of(expr: relax.Expr) -> relax.Expr:
+            while isinstance(expr, relax.Var) and expr in bound:
+                expr = bound[expr]
+            return expr
 
         def kernel_of(var: relax.Expr) -> relax.Var | None:
             """The kernel binding `var` is (through once-used reshapes and fused aliases)."""
@@ -82,12 +80,10 @@ class _Fuser(PyExprMutator):
                      for d in operand.ty.shape.values]
             if not shape or shape[-1] != n or any(d != 1 for d in shape[:-1]):
                 return None
-            while isinstance(operand, relax.Var) and any(
-                    is_op(bound.get(operand), name) for name in LAYOUT_OPS):
-                operand = bound[operand].args[0]
-            is_bias = (operand in self.weights and operand.ty.dtype == "float32"
-                       and [int(d) for d in operand.ty.shape.values] == [n])
-            return operand if is_bias else None
+            source = weight_source(operand, value_of, self.weights)
+            is_bias = (source is not None and source.ty.dtype == "float32"
+                       and [int(d) for d in source.ty.shape.values] == [n])
+            return source if is_bias else None
 
         for var, value in bound.items():
             if is_op(value, "relax.add"):
@@ -102,8 +98,10 @@ class _Fuser(PyExprMutator):
                         break
             elif is_op(value, "relax.nn.relu") and uses[value.args[0]] == 1:
                 kernel = kernel_of(value.args[0])
-                if kernel is not None and self.epilogues.get(bound[kernel], (0, -np.inf))[1] < 0:
-                    bias = self.epilogues.get(bound[kernel], (None,))[0]
+                if kernel is None:
+                    continue
+                bias, lower = self.epilogues.get(bound[kernel], (None, -np.inf))
+                if lower < 0:   # (not clamped already)
                     self.epilogues[bound[kernel]] = (bias, 0.0)
                     self.aliases[value], fused_into[var] = value.args[0], kernel
 

@@ -56,8 +56,9 @@ class _Rewriter(Int8KernelRewriter):
         call = super().visit_call_(call)
         weight = conv_weight(self._bound(call.args[1]), self._bound)
         x, layout = call.args[0], None
-        if is_op(self._bound(x), "relax.permute_dims"):   # an input rounded in NCHW
-            x, layout = self._bound(x).args[0], [int(a) for a in self._bound(x).attrs.axes]
+        permuted = self._bound(x)
+        if is_op(permuted, "relax.permute_dims"):   # an input rounded in NCHW
+            x, layout = permuted.args[0], [int(a) for a in permuted.attrs.axes]
         rounding = int8_rounding(x, self._bound)
         if weight is None or rounding is None or rounding[1].ty.shape.values:
             return call   # (not one scale per tensor)

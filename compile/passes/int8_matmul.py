@@ -121,8 +121,13 @@ class FunctionRewriter(PyExprMutator):
     def transform(self) -> tvm.IRModule:
         for gvar, function in self.mod.functions.items():
             if isinstance(function, relax.Function):
+                self.before_function(function)
                 self.builder_.update_func(gvar, self.visit_expr(function))
         return self.builder_.get()
+
+    def before_function(self, function: relax.Function) -> None:
+        """Called with each function, unchanged, before it is visited (a rewrite that plans
+        on whole-function facts, such as use counts, overrides it)."""
 
     def _bound(self, expr: relax.Expr) -> relax.Expr:
         """The expression bound to a variable (through aliases: `lv5 = lv3`); a function

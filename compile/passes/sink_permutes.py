@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.relax.expr_functor import mutator
+
+from tinyasr.compile.passes.int8_matmul import FunctionRewriter
 
 UNARY = {"relax.clip", "relax.round", "relax.abs", "relax.nn.relu", "relax.astype"}
 SCALAR_BINARY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide",
@@ -29,20 +31,10 @@ def _axes(permute: relax.Call) -> list[int]:
 
 
 @mutator
-class _Sinker(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule):
-        super().__init__(mod)
-        self.mod = mod
-
-    def transform(self) -> tvm.IRModule:
-        for gvar, function in self.mod.functions.items():
-            if isinstance(function, relax.Function):
-                self.builder_.update_func(gvar, self.visit_expr(function))
-        return self.builder_.get()
-
+class _Sinker(FunctionRewriter):
     def _permute(self, expr: relax.Expr) -> relax.Call | None:
         """The permute_dims call bound to `expr`, if that is what it is."""
-        bound = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+        bound = self._bound(expr)
         is_permute = (isinstance(bound, relax.Call)
                       and bound.op == tvm.ir.Op.get("relax.permute_dims")
                       and bound.attrs.axes is not None)
