@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
+
 import numpy as np
 import pytest
 
@@ -37,6 +40,50 @@ def test_prefix_beam_sums_alignments_greedy_cannot():
     assert nbest[0][0] == (1,)
     assert np.exp(nbest[0][1]) == pytest.approx(0.45 * 0.45 + 2 * 0.55 * 0.45)
     assert np.exp(nbest[1][1]) == pytest.approx(0.55 * 0.55)
+
+
+def _log_add(*values: float) -> float:
+    top = max(values)
+    return top if top == -math.inf else top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def textbook_prefix_beam_search(log_probs: np.ndarray, beam: int,
+                                blank: int = 0) -> list[tuple[tuple[int, ...], float]]:
+    """The prefix beam search as one Python step per prefix and token: the reference."""
+    beams = {(): (0.0, -math.inf)}
+    for frame in log_probs:
+        next_beams: dict = defaultdict(lambda: [-math.inf, -math.inf])
+        for prefix, (p_blank, p_label) in beams.items():
+            for token in np.argsort(frame)[::-1][:beam]:
+                token, p = int(token), float(frame[token])
+                if token == blank:
+                    entry = next_beams[prefix]
+                    entry[0] = _log_add(entry[0], p_blank + p, p_label + p)
+                    continue
+                entry = next_beams[prefix + (token,)]
+                if prefix and prefix[-1] == token:
+                    entry[1] = _log_add(entry[1], p_blank + p)
+                    same = next_beams[prefix]
+                    same[1] = _log_add(same[1], p_label + p)
+                else:
+                    entry[1] = _log_add(entry[1], p_blank + p, p_label + p)
+        ranked = sorted(next_beams.items(), key=lambda item: _log_add(*item[1]), reverse=True)
+        beams = {prefix: tuple(scores) for prefix, scores in ranked[:beam]}
+    return [(prefix, _log_add(*scores)) for prefix, scores in beams.items()]
+
+
+@pytest.mark.parametrize("vocab, beam, peaked", [(5, 3, False), (31, 10, True), (31, 10, False),
+                                                 (8, 12, True)])
+def test_prefix_beam_search_equals_the_textbook_loop(vocab, beam, peaked):
+    """Same n-best, same order, same scores, with repeats, merges and (uniform frames) ties."""
+    rng = np.random.default_rng(vocab + beam)
+    logits = rng.normal(size=(60, vocab)) * (4.0 if peaked else 1.0)
+    logits[::7] = 0.0                                     # uniform frames: ties everywhere
+    log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    expected = textbook_prefix_beam_search(log_probs, beam)
+    nbest = ctc_prefix_beam_search(log_probs, beam)
+    assert [prefix for prefix, _ in nbest] == [prefix for prefix, _ in expected]
+    assert [score for _, score in nbest] == pytest.approx([score for _, score in expected])
 
 
 def test_rescoring_picks_the_decoder_preference():
