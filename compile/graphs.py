@@ -70,7 +70,8 @@ class EncoderGraph(nn.Module):
 
 
 class DecoderGraph(nn.Module):
-    """Hypotheses of one utterance -> decoder log-probs; memory is broadcast over them."""
+    """Hypotheses of one utterance -> decoder log-probs; the (1, frames, d) memory is shared by
+    all of them (the decoder projects it once)."""
 
     def __init__(self, model: AsrModel):
         super().__init__()
@@ -78,7 +79,7 @@ class DecoderGraph(nn.Module):
 
     def forward(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
                 memory: torch.Tensor) -> torch.Tensor:
-        return self.decoder(tokens, token_lengths, memory.expand(tokens.shape[0], -1, -1))
+        return self.decoder(tokens, token_lengths, memory)
 
 
 # The dynamic sizes of each graph: (input, axis) -> what the size counts. The waveform's axis

@@ -51,9 +51,7 @@ class DecoderStandIn:
 
     def decoder(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
                 memory: torch.Tensor) -> torch.Tensor:
-        # decoder_scores expands the one utterance's memory over the batch; the graph does that.
-        log_probs = self.decoder_log_probs(tokens.numpy(), token_lengths.numpy(),
-                                           memory[:1].numpy())
+        log_probs = self.decoder_log_probs(tokens.numpy(), token_lengths.numpy(), memory.numpy())
         return torch.from_numpy(log_probs)
 
 

@@ -46,7 +46,7 @@ def decoder_scores(model: AsrModel, encoded: torch.Tensor,
         inputs[row, 1:len(hypothesis) + 1] = torch.tensor(hypothesis, dtype=torch.long)
         targets[row, :len(hypothesis)] = torch.tensor(hypothesis, dtype=torch.long)
     with torch.no_grad():
-        log_probs = model.decoder(inputs, lengths, encoded.expand(count, -1, -1))
+        log_probs = model.decoder(inputs, lengths, encoded)
     picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     valid = torch.arange(longest)[None, :] < lengths[:, None]
     return (picked * valid).sum(dim=1).numpy()

@@ -85,12 +85,14 @@ def padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
 
 def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int,
            mask: torch.Tensor | None, dropout: nn.Module) -> torch.Tensor:
-    """Scaled dot-product attention over `heads` heads; mask (B, 1|Tq, Tk) True = may attend."""
+    """Scaled dot-product attention over `heads` heads; mask (B, 1|Tq, Tk) True = may attend.
+
+    query: (B, Tq, d); key and value: (B, Tk, d), or (1, Tk, d) broadcast to all B queries."""
     batch, q_len, dim = query.shape
     head_dim = dim // heads
 
     def split(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(batch, -1, heads, head_dim).transpose(1, 2)
+        return x.reshape(x.shape[0], -1, heads, head_dim).transpose(1, 2)
 
     scores = split(query) @ split(key).transpose(-2, -1) / math.sqrt(head_dim)
     if mask is not None:
@@ -138,6 +140,8 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor,
                 memory_mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, U, d); memory: (B, T, d), or (1, T, d) shared by all B sequences (the n-best
+        of one utterance), whose keys and values are then computed once, not B times."""
         key, value = self.key_value(memory).chunk(2, dim=-1)
         return self.out(attend(self.query(x), key, value, self.heads, memory_mask, self.dropout))
 

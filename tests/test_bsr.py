@@ -28,7 +28,6 @@ from tinyasr.targets.boards import BOARDS, host_target
 BLOCK = BlockShape(4, 1)
 SPARSITY = 0.9                              # density 0.1: sparse kernels, fp32 and int8
 FALLBACK_LAYER = "encoder.blocks.0.ffn.0"   # pruned to 0.5: stored as BSR, compiled dense
-BATCHED_LAYER = "decoder.blocks.0.cross_attention.key_value"   # a 3-D matmul: compiled dense
 FP32_LAYERS = "decoder."                    # left fp32 (BSR fp32 kernels), the rest int8
 
 
@@ -128,7 +127,7 @@ def test_weights_file_holds_the_bsr_arrays(compiled: Path, pruned_model: Path):
         key = "encode" if layer.startswith("encoder.") else "decode"
         stored = {part: weights.get(f"{key}/p_{layer.replace('.', '_')}_{part}")
                   for part in ("values", "col_indices", "row_pointers")}
-        if layer in (FALLBACK_LAYER, BATCHED_LAYER):
+        if layer == FALLBACK_LAYER:
             assert all(array is None for array in stored.values())   # densified at compile time
             continue
         dense_bytes = np.prod(entry["shape"]) * (1 if entry["encoding"] == "int8" else 4)
