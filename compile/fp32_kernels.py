@@ -2,8 +2,9 @@
 
     out[i, n] = max(sum_k x[i, k] * w[k, n] + bias[n], lower)      (compile/epilogue.py)
 
-The weight is packed once, at compile time, as (N/L, K, L): L = the target's fp32 vector lanes
-(16 with AVX-512, 8 with AVX2, 4 with NEON or 128-bit RVV). A register tile of R rows x T
+The weight is packed once, at compile time, as (ceil(N/L), K, L): L = the target's fp32 vector
+lanes (16 with AVX-512, 8 with AVX2, 4 with NEON or 128-bit RVV), a last partial block padded
+with zero columns and stored lane by lane (the decoder's 31-word output layer). A register tile of R rows x T
 blocks of L columns keeps R * T vector accumulators: per k, T weight vectors are loaded and
 each is multiplied by R broadcast inputs. R and T fill the vector registers (R * T
 accumulators + T weights + 1 broadcast), so the multiply-adds of different accumulators
@@ -35,8 +36,14 @@ class VectorUnit:
     lanes: int
     registers: int
 
+    def blocks(self, n: int) -> int:
+        """Vector blocks of `n` columns, a last partial one included."""
+        return -(-n // self.lanes)
+
     def supports(self, n: int) -> bool:
-        return n % self.lanes == 0
+        """At least one whole vector of columns: a narrower layer (the few-channel convolutions
+        of a tiny model) would mostly compute padding; it stays a matmul for MetaSchedule."""
+        return n >= self.lanes
 
     def tile(self, blocks: int) -> tuple[int, int]:
         """(rows, column blocks) of the register tile for a weight of `blocks` column blocks:
@@ -68,12 +75,26 @@ def multiply_add(acc, start, width, value, vector):
 
 
 def fp32_matmul_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
-    """(x (rows, k), packed w (n/L, k, L), bias (n,), lower ()) -> (rows, n) float32; needs
-    unit.supports(n)."""
-    if not unit.supports(n):
-        raise ValueError(f"fp32 kernel needs n % {unit.lanes} == 0, got n = {n}")
-    lanes, blocks = unit.lanes, n // unit.lanes
+    """(x (rows, k), packed w (blocks, k, L), bias (n,), lower ()) -> (rows, n) float32."""
+    lanes, blocks, whole = unit.lanes, unit.blocks(n), n // unit.lanes
     tile_rows, tile = unit.tile(blocks)
+
+    @T.macro
+    def store(out, bias, lower, row, block, vector):
+        """out[row, block's columns] = max(vector + bias, lower); a partial block lane by lane."""
+        if whole == blocks:
+            out.vstore([row, block * lanes], T.max(
+                vector + bias.vload([block * lanes], f"float32x{lanes}"),
+                T.broadcast(lower[()], lanes)))
+        else:
+            if block < whole:
+                out.vstore([row, block * lanes], T.max(
+                    vector + bias.vload([block * lanes], f"float32x{lanes}"),
+                    T.broadcast(lower[()], lanes)))
+            else:
+                for lane in T.unroll(n - whole * lanes):
+                    out[row, block * lanes + lane] = T.max(
+                        T.Shuffle([vector], [lane]) + bias[block * lanes + lane], lower[()])
 
     @T.macro
     def row_tile(x, w, bias, lower, out, acc, outer, first, count):
@@ -87,10 +108,8 @@ def fp32_matmul_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
                                  w.vload([outer * tile + b, j, 0], f"float32x{lanes}"))
         for r in T.unroll(count):
             for b in T.unroll(tile):
-                out.vstore([first + r, (outer * tile + b) * lanes], T.max(
-                    acc[T.ramp((r * tile + b) * lanes, 1, lanes)]
-                    + bias.vload([(outer * tile + b) * lanes], f"float32x{lanes}"),
-                    T.broadcast(lower[()], lanes)))
+                store(out, bias, lower, first + r, outer * tile + b,
+                      acc[T.ramp((r * tile + b) * lanes, 1, lanes)])
 
     @T.prim_func(private=True)
     def kernel(x_handle: T.handle, w_handle: T.handle, bias_handle: T.handle,

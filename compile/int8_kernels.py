@@ -3,9 +3,10 @@
     out[i, n] = max(float(sum_k xq[i, k] * wq[n, k]) * x_scale[i] * w_scale[n] + bias[n], lower)
 
 xq: activations rounded to int8 per row (dynamic); wq: weights int8 per output channel. The
-weights are packed once, at compile time, as (N/L, K/G, L, G): L output lanes per vector
-instruction, G products summed per lane by it. Each ISA gets the instruction that does exactly
-that sum:
+weights are packed once, at compile time, as (ceil(N/L), K/G, L, G): L output lanes per vector
+instruction, G products summed per lane by it; a last partial block of columns (the 31-word
+output layers) is padded with zero weights and stored lane by lane. Each ISA gets the
+instruction that does exactly that sum:
 
     avx512-vnni   vpdpbusd  L=16 G=4   u8 x s8: activations get their sign bit flipped (+128)
                                        and 128 * column sums (the same instruction on 0x80
@@ -44,10 +45,10 @@ class DotIsa:
     group: int      # G: int8 products summed into each of them
 
     def packed_shape(self, n: int, k: int) -> tuple[int, int, int, int]:
-        return (n // self.lanes, k // self.group, self.lanes, self.group)
+        return (-(-n // self.lanes), k // self.group, self.lanes, self.group)
 
-    def supports(self, n: int, k: int) -> bool:
-        return n % self.lanes == 0 and k % self.group == 0
+    def supports(self, k: int) -> bool:
+        return k % self.group == 0
 
 
 VNNI = DotIsa("avx512-vnni", 16, 4)
@@ -90,12 +91,35 @@ def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
     offsets of the tile's blocks are computed once per block.
     G=1 ISAs: for each block of L columns, for each row, a vector multiply-add per k that LLVM
     widens (vwmacc on RVV). Both end in the fused requantize."""
-    lanes, group = isa.lanes, isa.group
-    blocks, groups = n // lanes, k // group
+    blocks, groups, lanes, group = isa.packed_shape(n, k)
+    whole = n // lanes   # blocks of L columns; a last partial block has n % L
     tile = next(size for size in BLOCK_TILES if blocks % size == 0) if group == 4 else 1
     accumulators = ROW_TILE * tile if group == 4 else 1
     dot = _vnni if isa is VNNI else _sdot
     sign_bits = SIGN_BITS if isa is VNNI else 0   # u8 activations = s8 with the sign bit flipped
+
+    @T.macro
+    def requantize(out, acc, start, x_scale, w_scale, bias, lower, row, column, lane):
+        out[row, column + lane] = T.max(
+            T.Cast("float32", acc[start + lane]) * x_scale[row, 0] * w_scale[column + lane]
+            + bias[column + lane], lower[()])
+
+    @T.macro
+    def store(out, acc, start, x_scale, w_scale, bias, lower, row, block):
+        """Block `block` of row `row`, from the int32 sums at acc[start:]: requantized."""
+        if whole == blocks:
+            for lane in T.vectorized(lanes):
+                requantize(out, acc, start, x_scale, w_scale, bias, lower, row, block * lanes,
+                           lane)
+        else:
+            if block < whole:
+                for lane in T.vectorized(lanes):
+                    requantize(out, acc, start, x_scale, w_scale, bias, lower, row,
+                               block * lanes, lane)
+            else:
+                for lane in T.unroll(n - whole * lanes):
+                    requantize(out, acc, start, x_scale, w_scale, bias, lower, row,
+                               block * lanes, lane)
 
     @T.macro
     def row_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer, first, count):
@@ -113,12 +137,11 @@ def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
                         w.vload([outer * tile + b, g, 0, 0], f"int8x{lanes * 4}"))
         for r in T.unroll(count):
             for b in T.unroll(tile):
-                for lane in T.vectorized(lanes):
-                    out[first + r, (outer * tile + b) * lanes + lane] = T.max(
-                        T.Cast("float32", acc[(r * tile + b) * lanes + lane]
-                               - offset[b * lanes + lane])
-                        * x_scale[first + r, 0] * w_scale[(outer * tile + b) * lanes + lane]
-                        + bias[(outer * tile + b) * lanes + lane], lower[()])
+                acc[T.ramp((r * tile + b) * lanes, 1, lanes)] = (
+                    acc[T.ramp((r * tile + b) * lanes, 1, lanes)]
+                    - offset[T.ramp(b * lanes, 1, lanes)])
+                store(out, acc, (r * tile + b) * lanes, x_scale, w_scale, bias, lower,
+                      first + r, outer * tile + b)
 
     @T.macro
     def dot_tiles(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, rows):
@@ -145,10 +168,7 @@ def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
                     for lane in T.vectorized(lanes):
                         acc[lane] = acc[lane] + (T.Cast("int32", xq[row, j])
                                                  * T.Cast("int32", w[block, j, lane, 0]))
-                for lane in T.vectorized(lanes):
-                    out[row, block * lanes + lane] = T.max(
-                        T.Cast("float32", acc[lane]) * x_scale[row, 0]
-                        * w_scale[block * lanes + lane] + bias[block * lanes + lane], lower[()])
+                store(out, acc, 0, x_scale, w_scale, bias, lower, row, block)
 
     @T.prim_func(private=True)
     def kernel(xq_handle: T.handle, w_handle: T.handle, x_scale_handle: T.handle,
@@ -176,13 +196,15 @@ def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
 def int8_matmul_kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
     """(xq (rows, k) int8, packed w, x_scale (rows, 1), w_scale (n,), bias (n,), lower ())
     -> (rows, n) float32."""
-    if not isa.supports(n, k):
-        raise ValueError(f"{isa.name} needs n % {isa.lanes} == 0 and k % {isa.group} == 0")
+    if not isa.supports(k):
+        raise ValueError(f"{isa.name} needs k % {isa.group} == 0")
     return _kernel(isa, n, k)
 
 
 def pack_weights(isa: DotIsa, wq: np.ndarray) -> np.ndarray:
-    """(n, k) int8 weights -> the kernel's (n/L, k/G, L, G) layout."""
+    """(n, k) int8 weights -> the kernel's (ceil(n/L), k/G, L, G) layout."""
     n, k = wq.shape
-    packed = wq.reshape(n // isa.lanes, isa.lanes, k // isa.group, isa.group)
-    return np.ascontiguousarray(packed.transpose(0, 2, 1, 3))
+    blocks, groups, lanes, group = isa.packed_shape(n, k)
+    padded = np.zeros((blocks * lanes, k), np.int8)
+    padded[:n] = wq
+    return np.ascontiguousarray(padded.reshape(blocks, lanes, groups, group).transpose(0, 2, 1, 3))

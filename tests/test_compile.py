@@ -17,10 +17,13 @@ import numpy as np
 import pytest
 import torch
 import tvm
+from torch import nn
 from tvm import relax
+from tvm.target import Target
 
 from tinyasr.compile.deployable import (LIBRARY_FILE, MANIFEST_FILE, WEIGHTS_FILE,
                                         model_hash, write_deployable)
+from tinyasr.compile.fp32_kernels import vector_unit
 from tinyasr.compile.graphs import MIN_FRAMES, SAMPLES_PER_FRAME, encoder_frames, samples_read
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.pipeline import IRDumper, import_model, import_program
@@ -166,15 +169,24 @@ def test_transcribe_with_the_library_prints_what_pytorch_prints(
     assert len(reference.splitlines()) == len(wavs)
 
 
+def packing_padding(model: AsrModel, lanes: int) -> int:
+    """Bytes the fp32 kernels add to their packed weights: the output columns of each linear
+    layer and convolution as wide as a vector padded to whole vectors of `lanes`."""
+    return sum((-module.weight.shape[0] % lanes) * module.weight[0].numel() * 4
+               for module in model.modules() if isinstance(module, (nn.Linear, nn.Conv2d))
+               and module.weight.shape[0] >= lanes)   # narrower layers stay matmuls
+
+
 def test_each_shared_weight_is_stored_once(model: AsrModel, host_deployable: Path):
-    """weights.bin holds exactly the model's distinct tensors plus the fbank matrices, and the
+    """weights.bin holds exactly the model's distinct tensors plus the fbank matrices (and the
+    padding of packed weights), and the
     library no tensor bigger than a small table but the zero bias of each bias-free kernel
     width (compile/epilogue.py: the fbank's DFT and mel matmuls)."""
     weights = tvm.runtime.load_param_dict_from_file(str(host_deployable / WEIGHTS_FILE))
     stored = sum(tensor.numpy().nbytes for tensor in weights.values())
     distinct = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     fbank = sum(b.numel() * b.element_size() for b in model.fbank.buffers())
-    assert stored == distinct + fbank
+    assert stored == distinct + fbank + packing_padding(model, vector_unit(Target(host_target())).lanes)
     unshared_encoder = (len(model.encoder.layer_map) - len(model.encoder.blocks)) * sum(
         p.numel() * 4 for p in model.encoder.blocks[0].parameters())
     assert unshared_encoder > 0  # what duplicating the shared blocks would have added

@@ -1,7 +1,7 @@
 """fp32 weight-matmul kernels: each board's vector unit and register tile, sums equal to
-numpy's on every row count (full tiles and one-row tails), the Fp32Matmul pass on a plain
-matrix and a linear layer (and not on a width the vectors do not divide), run through the
-whole compiler; a bias add and ReLU fused into the kernel's store (and not when the product
+numpy's on every row count (full tiles and one-row tails) and on widths the vectors do not
+divide, the Fp32Matmul pass on a plain matrix, a linear layer and an odd width (and not on one
+narrower than a vector), run through the whole compiler; a bias add and ReLU fused into the kernel's store (and not when the product
 has another use); and the weights file's keys kept apart when lifted weights share a name."""
 
 from __future__ import annotations
@@ -34,14 +34,18 @@ def test_register_tile_fills_the_registers():
     assert VectorUnit(8, 16).tile(64) == (6, 2)    # AVX2: 12 accumulators of 16 registers
 
 
-def _packed(w: np.ndarray, lanes: int) -> np.ndarray:
+def _packed(w: np.ndarray, unit: VectorUnit) -> np.ndarray:
     k, n = w.shape
-    return np.ascontiguousarray(w.reshape(k, n // lanes, lanes).transpose(1, 0, 2))
+    padded = np.zeros((k, unit.blocks(n) * unit.lanes), np.float32)
+    padded[:, :n] = w
+    return np.ascontiguousarray(padded.reshape(k, -1, unit.lanes).transpose(1, 0, 2))
 
 
-@pytest.mark.parametrize("n, k, lower", [(80, 256, -np.inf), (64, 37, 0.0)])
+@pytest.mark.parametrize("n, k, lower", [(80, 256, -np.inf), (64, 37, 0.0), (31, 144, 0.0),
+                                         (3, 9, -np.inf)])
 def test_kernel_sums_like_numpy(n: int, k: int, lower: float):
-    """With a bias, and with the ReLU clamp (lower 0) of a fused epilogue."""
+    """With a bias, with the ReLU clamp (lower 0) of a fused epilogue, and with a last partial
+    block of lanes (31 columns: the decoder's output layer)."""
     unit = vector_unit(Target(HOST))
     kernel = fp32_matmul_kernel(unit, n, k).with_attr("global_symbol", "kernel")
     library = tvm.compile(tvm.IRModule({"kernel": kernel}), Target(HOST)).mod
@@ -52,31 +56,28 @@ def test_kernel_sums_like_numpy(n: int, k: int, lower: float):
         x = rng.standard_normal((rows, k)).astype(np.float32)
         out = tvm.runtime.tensor(np.zeros((rows, n), np.float32))
         library["kernel"](*(tvm.runtime.tensor(a) for a in
-                            [x, _packed(w, unit.lanes), bias, np.float32(lower)]), out)
+                            [x, _packed(w, unit), bias, np.float32(lower)]), out)
         np.testing.assert_allclose(out.numpy(), np.maximum(x @ w + bias, lower),
                                    rtol=1e-4, atol=1e-4)
 
 
-def test_kernel_refuses_a_width_the_lanes_do_not_divide():
-    with pytest.raises(ValueError, match="n % 16"):
-        fp32_matmul_kernel(VectorUnit(16, 32), 31, 8)
-
-
 def _weight_matmuls(k: int) -> tvm.IRModule:
-    """main(x (rows, k)) = (x @ plain, x @ linear.T, x @ odd): a (k, 48) matrix, a (32, k)
-    linear weight and a (k, 31) matrix, all weights."""
+    """main(x (rows, k)) = (x @ plain, x @ linear.T, x @ odd, x @ narrow): a (k, 48) matrix, a
+    (32, k) linear weight, a (k, 31) and a (k, 3) matrix, all weights."""
     rows = tirx.Var("rows", "int64")
     x = relax.Var("x", relax.TensorType([rows, k], "float32"))
     plain = relax.Var("plain", relax.TensorType([k, 48], "float32"))
     linear = relax.Var("linear", relax.TensorType([32, k], "float32"))
     odd = relax.Var("odd", relax.TensorType([k, 31], "float32"))
+    narrow = relax.Var("narrow", relax.TensorType([k, 3], "float32"))
     builder = relax.BlockBuilder()
-    with builder.function("main", [x, plain, linear, odd], attrs={"num_input": 1}):
+    with builder.function("main", [x, plain, linear, odd, narrow], attrs={"num_input": 1}):
         with builder.dataflow():
             first = builder.emit(relax.op.matmul(x, plain))
             second = builder.emit(relax.op.matmul(x, relax.op.permute_dims(linear, [1, 0])))
             third = builder.emit(relax.op.matmul(x, odd))
-            out = builder.emit_output(relax.Tuple([first, second, third]))
+            fourth = builder.emit(relax.op.matmul(x, narrow))
+            out = builder.emit_output(relax.Tuple([first, second, third, fourth]))
         builder.emit_func_output(out)
     return builder.get()
 
@@ -84,21 +85,21 @@ def _weight_matmuls(k: int) -> tvm.IRModule:
 def test_pass_turns_weight_matmuls_into_kernels(tmp_path):
     k = 24
     rng = np.random.default_rng(1)
-    plain, linear, odd = (rng.standard_normal(shape).astype(np.float32)
-                          for shape in [(k, 48), (32, k), (k, 31)])
+    plain, linear, odd, narrow = (rng.standard_normal(shape).astype(np.float32)
+                                  for shape in [(k, 48), (32, k), (k, 31), (k, 3)])
     imported = ImportedModel(_weight_matmuls(k), {"main": [
-        tvm.runtime.tensor(w) for w in (plain, linear, odd)]})
+        tvm.runtime.tensor(w) for w in (plain, linear, odd, narrow)]})
     built = build(imported, HOST, IRDumper(tmp_path))
     lanes = vector_unit(Target(HOST)).lanes
     dense = next(tmp_path.glob("*-dense.py")).read_text()
-    assert f"fp32_matmul_{lanes}x48x{k}" in dense and f"fp32_matmul_{lanes}x32x{k}" in dense
-    assert "x31x" not in dense   # 31 columns: no vector width divides them, stays a matmul
+    assert all(f"fp32_matmul_{lanes}x{n}x{k}" in dense for n in (48, 32, 31))
+    assert "x3x" not in dense   # narrower than a vector: stays a matmul
 
     x = rng.standard_normal((11, k)).astype(np.float32)
     vm = relax.VirtualMachine(built.executable, tvm.cpu())
     outs = vm["main"](tvm.runtime.tensor(x), *(built.weights[key] for key in
                                                built.signatures["main"].weights))
-    for out, expected in zip(outs, [x @ plain, x @ linear.T, x @ odd], strict=True):
+    for out, expected in zip(outs, [x @ plain, x @ linear.T, x @ odd, x @ narrow], strict=True):
         np.testing.assert_allclose(out.numpy(), expected, rtol=1e-4, atol=1e-4)
 
 

@@ -52,20 +52,21 @@ def test_boards_without_a_dot_isa_get_the_generic_kernel():
 
 
 @pytest.mark.parametrize("isa", [VNNI, GENERIC])
-def test_kernel_sums_exactly_on_the_host(isa):
+@pytest.mark.parametrize("n", [N, 31])   # 31: a last partial block of lanes (output layers)
+def test_kernel_sums_exactly_on_the_host(isa, n):
     target = host_target()
     if isa is VNNI and not _has_vnni(target):
         pytest.skip("this host has no AVX-512 VNNI")
     rng = np.random.default_rng(0)
     rows = 37
     xq = rng.integers(-127, 128, (rows, K), dtype=np.int8)
-    wq = rng.integers(-127, 128, (N, K), dtype=np.int8)
+    wq = rng.integers(-127, 128, (n, K), dtype=np.int8)
     x_scale = rng.random((rows, 1), dtype=np.float32)
-    w_scale = rng.random(N, dtype=np.float32)
-    kernel = int8_matmul_kernel(isa, N, K).with_attr("global_symbol", "kernel")
+    w_scale = rng.random(n, dtype=np.float32)
+    kernel = int8_matmul_kernel(isa, n, K).with_attr("global_symbol", "kernel")
     library = tvm.compile(tvm.IRModule({"kernel": kernel}), Target(target)).mod
-    out = tvm.runtime.tensor(np.zeros((rows, N), np.float32))
-    bias = rng.standard_normal(N).astype(np.float32)
+    out = tvm.runtime.tensor(np.zeros((rows, n), np.float32))
+    bias = rng.standard_normal(n).astype(np.float32)
     library["kernel"](*(tvm.runtime.tensor(a) for a in
                         [xq, pack_weights(isa, wq), x_scale, w_scale, bias, np.float32(0)]), out)
     exact = (xq.astype(np.int64) @ wq.T.astype(np.int64)).astype(np.float32)

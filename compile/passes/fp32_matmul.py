@@ -8,13 +8,12 @@ after num_input as the import keeps every parameter, or a transpose or reshape o
 
 Rewrite:
 
-    packed = W as (N/L, K, L)          weight-only: lifted and done once by the weights phase
+    packed = W as (ceil(N/L), K, L)    weight-only: lifted and done once by the weights phase
     out    = call_tir(fp32 kernel, x, packed)
 
-A matmul whose N the target's vector lanes do not divide, or whose weight is computed from
-other dtypes (the dequantized int8 weights the int8 passes left, the BSR layers' dense
-fallback: packing those would store them as fp32), stays a matmul: MetaSchedule's tuned
-schedule or TVM's default. Run it after the int8 passes.
+A matmul narrower than one vector, or whose weight is computed from other dtypes (the
+dequantized int8 weights the int8 passes left, the BSR layers' dense fallback: packing those
+would store them as fp32), stays a matmul: MetaSchedule's tuned schedule or TVM's default. Run it after the int8 passes.
 """
 
 from __future__ import annotations
@@ -66,9 +65,11 @@ class Fp32KernelRewriter(FunctionRewriter):
         `self.unit.supports(N)`."""
         rows = x.ty.shape.values[0]
         k, n = (int(d) for d in matrix.ty.shape.values)
-        lanes = self.unit.lanes
+        lanes, blocks = self.unit.lanes, self.unit.blocks(n)
+        if blocks * lanes != n:
+            matrix = relax.op.nn.pad(matrix, [0, 0, 0, blocks * lanes - n])
         packed = self.builder_.emit(relax.op.permute_dims(
-            relax.op.reshape(matrix, [k, n // lanes, lanes]), [1, 0, 2]))
+            relax.op.reshape(matrix, [k, blocks, lanes]), [1, 0, 2]))
         kernel = self._kernel(f"fp32_matmul_{lanes}x{n}x{k}",
                               lambda: fp32_matmul_kernel(self.unit, n, k))
         return relax.call_tir(kernel, [x, packed, *identity_epilogue(n)],

@@ -65,7 +65,7 @@ class _Rewriter(Int8KernelRewriter):
         wq, scale = weight
         out_channels, channels, kh, kw = (int(d) for d in wq.ty.shape.values)
         k = kh * kw * channels
-        if not self.isa.supports(out_channels, k):
+        if not self.isa.supports(k):
             return call
         integers, x_scale = rounding
         if layout is not None:

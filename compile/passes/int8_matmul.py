@@ -182,9 +182,11 @@ class Int8KernelRewriter(FunctionRewriter):
     def int8_matmul(self, xq: relax.Expr, x_scale: relax.Expr, wq: relax.Expr,
                     scale: relax.Expr, rows: tirx.PrimExpr) -> relax.Expr:
         """(rows, n) float32 = xq (rows, k) int8 @ wq (n, k) int8 ^T, times x_scale (rows, 1)
-        and scale (n,); the caller checked `self.isa.supports(n, k)`."""
+        and scale (n,); the caller checked `self.isa.supports(k)`."""
         n, k = (int(d) for d in wq.ty.shape.values)
         blocks, groups, lanes, group = self.isa.packed_shape(n, k)
+        if blocks * lanes != n:
+            wq = relax.op.nn.pad(wq, [0, blocks * lanes - n, 0, 0])
         packed = self.builder_.emit(relax.op.permute_dims(
             relax.op.reshape(wq, [blocks, lanes, groups, group]), [0, 2, 1, 3]))
         kernel = self._kernel(f"int8_matmul_{self.isa.name.replace('-', '_')}_{n}x{k}",
@@ -202,7 +204,7 @@ class _Rewriter(Int8KernelRewriter):
         if int8 is None:
             return call
         wq, scale = int8
-        if not self.isa.supports(*(int(d) for d in wq.ty.shape.values)):
+        if not self.isa.supports(int(wq.ty.shape.values[1])):
             return call
         x = call.args[0]
         rounding = reference_rounding(x, self._bound)
