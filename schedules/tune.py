@@ -56,6 +56,19 @@ def static_task(task: ms.ExtractedTask) -> ms.ExtractedTask | None:
     return ms.ExtractedTask(task.task_name, mod, task.target, [mod], task.weight)
 
 
+def on_stored_workload(database: ms.database.Database,
+                       task: ms.ExtractedTask) -> ms.ExtractedTask:
+    """The task on the database's own copy of its workload, when it has one. MetaSchedule files
+    a record under the stored workload structurally equal to the task's, and loading the
+    database replays each record's trace on that workload: a trace must name its blocks. (Tuned
+    on an equal function under other buffer names, after a graph change, a layer norm's records
+    made the whole database unreadable.)"""
+    if not database.has_workload(task.mod):
+        return task
+    mod = database.commit_workload(task.mod).mod
+    return ms.ExtractedTask(task.task_name, mod, task.target, [mod], task.weight)
+
+
 def extract_tasks(imported: ImportedModel, target: Target, ops: list[str] | None
                   ) -> list[ms.ExtractedTask]:
     """The model's tuning tasks for `target` (only those whose name contains one of `ops`,
@@ -142,6 +155,7 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
     started, results = time.monotonic(), []
     logs = tempfile.mkdtemp(prefix="tinyasr-tune-logs-")
     for number, task in enumerate(tasks, 1):
+        task = on_stored_workload(database, task)
         result = task_result(database, task)
         results.append(result)
         over_budget = (time_budget_min is not None

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import tvm
+from tvm import te
+from tvm.s_tir import meta_schedule as ms
 
 from tinyasr.compile.deployable import build_deployable, read_manifest, tuning_database
 from tinyasr.compile.int8_kernels import VNNI, int8_matmul_kernel
@@ -23,7 +26,8 @@ from tinyasr.model.tokenizer import Tokenizer
 from tinyasr.schedules.database import (RECORD_FILE, REPLAY_FILE, WORKLOAD_FILE,
                                         database_digest, open_database, repair_database,
                                         static_workload, workload_flops)
-from tinyasr.schedules.tune import extract_tasks, task_flops, tuning_target
+from tinyasr.schedules.tune import (extract_tasks, on_stored_workload, task_flops,
+                                    tuning_target)
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import get_board, host_target
 
@@ -162,6 +166,28 @@ def test_a_corrupt_record_before_the_end_names_file_and_line(tuned: Path, tmp_pa
     (work_dir / RECORD_FILE).write_text("\n".join(["{not json", *records]) + "\n")
     with pytest.raises(InputError, match=f"{RECORD_FILE}:1: corrupt tuning record"):
         repair_database(work_dir)
+
+
+def _row_sums(name: str) -> tvm.IRModule:
+    rows = te.placeholder((8, 64), name=f"{name}_rows")
+    k = te.reduce_axis((0, 64), name="k")
+    sums = te.compute((8,), lambda i: te.sum(rows[i, k], axis=k), name=f"{name}_sum")
+    return tvm.IRModule({"main": te.create_prim_func([rows, sums])})
+
+
+def test_an_equal_function_under_other_names_is_tuned_on_the_stored_workload(tmp_path: Path):
+    """MetaSchedule files the record of a function equal to a stored one under that workload,
+    and loading the database replays the trace there: the trace must name its blocks."""
+    database = _open(tmp_path)
+    database.commit_workload(_row_sums("first"))
+    target = tuning_target(host_target())
+    task = on_stored_workload(database, ms.ExtractedTask(
+        "sums", _row_sums("second"), target, [_row_sums("second")], 1))
+    schedule = tvm.s_tir.Schedule(task.mod)
+    schedule.split(schedule.get_loops(schedule.get_sblock("first_sum"))[1], [None, 16])
+    database.commit_tuning_record(ms.database.TuningRecord(
+        schedule.trace, database.commit_workload(task.mod), [1e-6], target))
+    assert len(_open(tmp_path).get_all_tuning_records()) == 1
 
 
 @pytest.mark.parametrize("argv, message", [
