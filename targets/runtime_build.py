@@ -2,7 +2,7 @@
 
 Sources come only from package registries (the apache-tvm wheel's `tvm/src/runtime` and headers,
 the apache-tvm-ffi sdist) plus the project's own code in `targets/runtime/` (the support headers
-the wheel lacks and the two programs). Outputs land in
+the wheel lacks and the two programs) and `model/native/` (the CTC search the host runs too). Outputs land in
 `~/.cache/tinyasr/runtime/<arch>-<hash>/`, keyed by a hash of every input, so a second build
 of the same inputs is instant.
 """
@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinyasr.model.search import NATIVE_DIR
 from tinyasr.targets.boards import Board
 
 CACHE_ROOT = Path(os.environ.get("TINYASR_CACHE", Path.home() / ".cache" / "tinyasr"))
@@ -68,8 +69,8 @@ RUNTIME_LINK = ["-ltvm_ffi", "-Wl,-rpath,$ORIGIN"]
 # --no-as-needed: the programs find most of the runtime's functions by name only.
 PROGRAM_LINK = ["-s", "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi",
                "-Wl,-rpath,$ORIGIN/../lib"]
-# The transcriber's decoding must do Python's IEEE double arithmetic step by step (identical
-# transcripts on every board): no fused multiply-adds.
+# The transcriber's CTC search must do the host's IEEE double arithmetic step by step (identical
+# transcripts on every board): no fused multiply-adds, as in the host's build of it.
 TRANSCRIBER_FLAGS = ["-ffp-contract=off"]
 
 
@@ -141,7 +142,7 @@ def _hash_inputs(inputs: _Inputs) -> str:
     digest.update(json.dumps([recipe, inputs.board.arch, version, inputs.board.link_flags]).encode())
     trees = [inputs.wheel_runtime, inputs.wheel_include, inputs.ffi_sdist / "src",
              inputs.ffi_sdist / "include", inputs.ffi_sdist / "3rdparty" / "dlpack" / "include",
-             OWN_SOURCES]
+             OWN_SOURCES, NATIVE_DIR]
     for tree in trees:
         for path in sorted(tree.rglob("*")):
             if path.is_file() and path.suffix in {".cc", ".h", ".hpp"}:
@@ -156,6 +157,8 @@ def _stage_sources(inputs: _Inputs, stage: Path) -> None:
     shutil.copytree(inputs.wheel_runtime, stage / "src" / "runtime")
     shutil.copytree(OWN_SOURCES / "src", stage / "src", dirs_exist_ok=True)
     shutil.copytree(OWN_SOURCES / "include", stage / "include")
+    for header in NATIVE_DIR.glob("*.h"):
+        shutil.copy(header, stage / "include")
 
 
 def _compile_all(jobs: list[tuple[Path, Path, list[str]]], compiler: str, workers: int) -> None:

@@ -54,7 +54,7 @@ def textbook_prefix_beam_search(log_probs: np.ndarray, beam: int,
     for frame in log_probs:
         next_beams: dict = defaultdict(lambda: [-math.inf, -math.inf])
         for prefix, (p_blank, p_label) in beams.items():
-            for token in np.argsort(frame)[::-1][:beam]:
+            for token in np.argsort(frame, kind="stable")[::-1][:beam]:  # ties: higher id
                 token, p = int(token), float(frame[token])
                 if token == blank:
                     entry = next_beams[prefix]
@@ -75,11 +75,12 @@ def textbook_prefix_beam_search(log_probs: np.ndarray, beam: int,
 @pytest.mark.parametrize("vocab, beam, peaked", [(5, 3, False), (31, 10, True), (31, 10, False),
                                                  (8, 12, True)])
 def test_prefix_beam_search_equals_the_textbook_loop(vocab, beam, peaked):
-    """Same n-best, same order, same scores, with repeats, merges and (uniform frames) ties."""
+    """Same n-best, same order, same scores, with repeats, merges and (uniform frames) ties:
+    the C++ search (the boards' too) against one Python step per prefix and token."""
     rng = np.random.default_rng(vocab + beam)
     logits = rng.normal(size=(60, vocab)) * (4.0 if peaked else 1.0)
     logits[::7] = 0.0                                     # uniform frames: ties everywhere
-    log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    log_probs = (logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)).astype(np.float32)
     expected = textbook_prefix_beam_search(log_probs, beam)
     nbest = ctc_prefix_beam_search(log_probs, beam)
     assert [prefix for prefix, _ in nbest] == [prefix for prefix, _ in expected]

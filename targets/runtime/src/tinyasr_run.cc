@@ -5,9 +5,10 @@
 // Loads a deployable (`tinyasr compile --target BOARD`: model.so, weights.bin, tokens.json,
 // manifest.json) into the runtime's Relax VM and prints one transcript per wav on stdout; timings
 // and sizes go to stderr. The front end (fbank + CMVN) is compiled into model.so, so the program
-// only reads PCM samples. Decoding mirrors tinyasr.model.search step by step (same double
-// arithmetic, same tie-breaking) so a board prints exactly what the host prints: CTC greedy,
-// CTC prefix beam search, or attention rescoring of the CTC n-best (the default).
+// only reads PCM samples. Decoding is the host's: the CTC search is the same C++
+// (model/native/ctc_search.h), attention rescoring ranks as tinyasr.model.search does, so a board
+// prints exactly what the host prints: CTC greedy, CTC prefix beam search, or attention
+// rescoring of the CTC n-best (the default).
 //
 // Bad input (no deployable, a foreign or broken one, a wav in the wrong format) gets one line on
 // stderr naming the file and exit code 2.
@@ -19,6 +20,8 @@
 #include <tvm/ffi/function.h>
 #include <tvm/runtime/tensor.h>
 
+#include "ctc_search.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -26,8 +29,6 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
-#include <map>
-#include <numeric>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -49,9 +50,7 @@ constexpr const char* kManifestFile = "/manifest.json";
 constexpr const char* kLibraryFile = "/model.so";
 constexpr const char* kWeightsFile = "/weights.bin";
 constexpr const char* kTokensFile = "/tokens.json";
-constexpr int kBlank = 0;
 constexpr double kRescoringCtcWeight = 0.5;  // DecodeOptions.rescoring_ctc_weight
-constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
 /*! \brief Bad user input: reported as one line and exit code 2. */
 struct InputError : std::runtime_error {
@@ -217,122 +216,6 @@ std::vector<float> ReadWav(const std::string& path, int64_t sample_rate) {
 }
 
 // ----------------------------------------------------------------------------- decoding
-
-using Hypothesis = std::vector<int64_t>;
-using Scored = std::pair<Hypothesis, double>;
-
-/*! \brief log(sum(exp(values))) computed as model/search.py's _log_add does. */
-double LogAdd(std::initializer_list<double> values) {
-  double top = std::max(values);
-  if (top == kNegInf) return kNegInf;
-  double sum = 0;
-  for (double value : values) sum += std::exp(value - top);
-  return top + std::log(sum);
-}
-
-/*! \brief Row-major (frames, vocab) float32 log-probabilities of one utterance. */
-struct LogProbs {
-  const float* data;
-  int64_t frames;
-  int64_t vocab;
-  const float* frame(int64_t t) const { return data + t * vocab; }
-};
-
-Hypothesis CtcGreedy(const LogProbs& log_probs) {
-  Hypothesis tokens;
-  int64_t previous = kBlank;
-  for (int64_t t = 0; t < log_probs.frames; ++t) {
-    const float* frame = log_probs.frame(t);
-    int64_t best = std::max_element(frame, frame + log_probs.vocab) - frame;  // first max
-    if (best != previous && best != kBlank) tokens.push_back(best);
-    previous = best;
-  }
-  return tokens;
-}
-
-/*!
- * \brief The `beam` likeliest tokens of a frame, likeliest first: numpy's
- *        `argsort(frame)[::-1][:beam]`. Ties (which numpy's unstable argsort leaves open) go to
- *        the higher index, as a stable argsort reversed would.
- */
-std::vector<int64_t> TopTokens(const float* frame, int64_t vocab, int beam) {
-  std::vector<int64_t> order(vocab);
-  std::iota(order.begin(), order.end(), 0);
-  auto count = std::min<int64_t>(beam, vocab);
-  std::partial_sort(order.begin(), order.begin() + count, order.end(),
-                    [frame](int64_t a, int64_t b) {
-                      return frame[a] > frame[b] || (frame[a] == frame[b] && a > b);
-                    });
-  order.resize(count);
-  return order;
-}
-
-/*! \brief A prefix and its CTC log-probabilities of ending in blank and in its last label. */
-struct Beam {
-  Hypothesis prefix;
-  double blank;
-  double label;
-  double total() const { return LogAdd({blank, label}); }
-};
-
-/*! \brief Beams in insertion order, found by prefix: Python's dict, which the ranking relies on
- *         (a stable sort keeps equal scores in insertion order). */
-class BeamTable {
- public:
-  /*! \brief Index of `prefix`, added with -inf scores when new. */
-  size_t Slot(const Hypothesis& prefix) {
-    auto [it, added] = index_.emplace(prefix, beams_.size());
-    if (added) beams_.push_back({prefix, kNegInf, kNegInf});
-    return it->second;
-  }
-  Beam& operator[](size_t slot) { return beams_[slot]; }
-
-  /*! \brief The `beam` best, best first; ties keep insertion order. */
-  std::vector<Beam> Best(int beam) && {
-    std::stable_sort(beams_.begin(), beams_.end(),
-                     [](const Beam& a, const Beam& b) { return a.total() > b.total(); });
-    if (beams_.size() > static_cast<size_t>(beam)) beams_.resize(beam);
-    return std::move(beams_);
-  }
-
- private:
-  std::map<Hypothesis, size_t> index_;
-  std::vector<Beam> beams_;
-};
-
-/*! \brief The `beam` best label prefixes with their CTC log-probabilities, best first. */
-std::vector<Scored> CtcPrefixBeamSearch(const LogProbs& log_probs, int beam) {
-  std::vector<Beam> beams{{{}, 0.0, kNegInf}};
-  for (int64_t t = 0; t < log_probs.frames; ++t) {
-    const float* frame = log_probs.frame(t);
-    std::vector<int64_t> candidates = TopTokens(frame, log_probs.vocab, beam);
-    BeamTable next;
-    for (const Beam& from : beams) {
-      for (int64_t token : candidates) {
-        double p = frame[token];
-        if (token == kBlank) {
-          size_t same = next.Slot(from.prefix);
-          next[same].blank = LogAdd({next[same].blank, from.blank + p, from.label + p});
-          continue;
-        }
-        Hypothesis extended = from.prefix;
-        extended.push_back(token);
-        size_t grown = next.Slot(extended);
-        if (!from.prefix.empty() && from.prefix.back() == token) {
-          next[grown].label = LogAdd({next[grown].label, from.blank + p});  // blank-separated
-          size_t same = next.Slot(from.prefix);
-          next[same].label = LogAdd({next[same].label, from.label + p});  // repeat merged
-        } else {
-          next[grown].label = LogAdd({next[grown].label, from.blank + p, from.label + p});
-        }
-      }
-    }
-    beams = std::move(next).Best(beam);
-  }
-  std::vector<Scored> nbest;
-  for (const Beam& b : beams) nbest.emplace_back(b.prefix, b.total());
-  return nbest;
-}
 
 /*!
  * \brief The n-best entry with the highest decoder score + weight * CTC score. The total is
