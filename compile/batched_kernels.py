@@ -10,15 +10,18 @@ k, each vector of y is loaded once and multiplied by R broadcast values of x.
 
 - N fixed (the context, N = d): the tile covers all N columns, as vectors of L lanes and one
   narrower vector for the rest (36 = 16 + 16 + 4): x is read once.
-- N symbolic (the scores, N = frames): vectors of L, two per tile; when L does not divide N,
-  the last vector overlaps the one before it (those columns are computed and stored twice,
-  with the same values), so every load and store is a full vector. N < L takes vectors of 4
-  the same way, N < 4 plain scalars.
+- N symbolic (the scores, N = frames): tiles of 4 rows x 4 vectors of L, row blocks outer,
+  so the output is written in memory order; when the vectors do not divide N, the last ones
+  are moved back to end at N (those columns are computed and stored twice, with the same
+  values), so every load and store is a full vector. N < L takes vectors of 4 the same way,
+  N < 4 plain scalars.
 
-Measured on this host, 1 thread (scores, context; the tuned replays took 80 and 83 us): the
-encoder's (4 heads, 123 frames) 33 and 31 us; the decoder's cross-attention (10 hypotheses x 4
-heads, 48 steps, 124 frames) 137 and 130 us. One vector per tile instead ran 43 and 51 us,
-176 and 206 us.
+Measured with the inputs and output out of cache, as they come in a model (AMD Zen 4, 1 thread,
+scores of 10 hypotheses x 4 heads, 63 steps, over 123 frames | 63 steps | the encoder's 4 heads
+x 123 frames): 300 | 130 | 58 us; with 8 rows x 2 vectors, columns outer, 512 | 301 | 77 us
+(both about 100 GFLOP/s with everything in cache). On the Rocket Lake host (2 vectors): the
+encoder's scores and context 33 and 31 us, the decoder's cross-attention 137 and 130 us; one
+vector per tile ran 43 and 51 us, 176 and 206 us.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from tvm.script import tirx as T
 from tinyasr.compile.fp32_kernels import VectorUnit, multiply_add
 
 NARROW = 4         # lanes of the vectors used when N is below the unit's lanes
-PAIR = 2           # column vectors per tile when N is symbolic
+GROUP = 4           # column vectors per tile when N is symbolic
 MAX_ROWS = 8
+GROUP_ROWS = 4      # rows per tile when N is symbolic (16 accumulators)
 
 
 def fixed_width_supported(unit: VectorUnit, n: int) -> bool:
@@ -95,32 +99,35 @@ def _fixed_width(unit: VectorUnit, n: int) -> tirx.PrimFunc:
 
 def _symbolic_width(unit: VectorUnit) -> tirx.PrimFunc:
     lanes = unit.lanes
-    tile_rows = min(MAX_ROWS, (unit.registers - PAIR - 1) // PAIR)
+    tile_rows = min(GROUP_ROWS, (unit.registers - GROUP - 1) // GROUP)
 
     @T.macro
-    def tile(x, y, out, acc, b, first, count, col0, col1, width, depth):
-        """`count` rows from `first` times two vectors of `width` columns, at col0 and col1."""
-        for i in T.unroll(count * PAIR):
+    def tile(x, y, out, acc, b, first, count, group, n, width, depth):
+        """`count` rows from `first` times the group's GROUP vectors of `width` columns, each
+        moved back to end by n."""
+        for i in T.unroll(count * GROUP):
             acc[T.ramp(i * lanes, 1, width)] = T.broadcast(T.float32(0), width)
         for j in range(depth):
             for r in T.unroll(count):
-                multiply_add(acc, r * PAIR * lanes, width, x[b, first + r, j],
-                             y.vload([b, j, col0], f"float32x{width}"))
-                multiply_add(acc, (r * PAIR + 1) * lanes, width, x[b, first + r, j],
-                             y.vload([b, j, col1], f"float32x{width}"))
+                for v in T.unroll(GROUP):
+                    multiply_add(acc, (r * GROUP + v) * lanes, width, x[b, first + r, j],
+                                 y.vload([b, j, T.min((group * GROUP + v) * width, n - width)],
+                                         f"float32x{width}"))
         for r in T.unroll(count):
-            out.vstore([b, first + r, col0], acc[T.ramp(r * PAIR * lanes, 1, width)])
-            out.vstore([b, first + r, col1], acc[T.ramp((r * PAIR + 1) * lanes, 1, width)])
+            for v in T.unroll(GROUP):
+                out.vstore([b, first + r, T.min((group * GROUP + v) * width, n - width)],
+                           acc[T.ramp((r * GROUP + v) * lanes, 1, width)])
 
     @T.macro
-    def column_pair(x, y, out, acc, b, rows, n, pair, width, depth):
-        """Columns [pair * 2 * width, + 2 * width), each vector moved back to end by n."""
-        col0 = T.min(pair * PAIR * width, n - width)
-        col1 = T.min(pair * PAIR * width + width, n - width)
+    def row_blocks(x, y, out, acc, b, rows, n, groups, width, depth):
+        """Row blocks outer, column groups inner: the output is written row block by row
+        block, in the order memory holds it."""
         for block in range(rows // tile_rows):
-            tile(x, y, out, acc, b, block * tile_rows, tile_rows, col0, col1, width, depth)
+            for group in range(groups):
+                tile(x, y, out, acc, b, block * tile_rows, tile_rows, group, n, width, depth)
         for row in range(rows // tile_rows * tile_rows, rows):
-            tile(x, y, out, acc, b, row, 1, col0, col1, width, depth)
+            for group in range(groups):
+                tile(x, y, out, acc, b, row, 1, group, n, width, depth)
 
     @T.prim_func(private=True)
     def kernel(x_handle: T.handle, y_handle: T.handle, out_handle: T.handle):
@@ -129,14 +136,14 @@ def _symbolic_width(unit: VectorUnit) -> tirx.PrimFunc:
         x = T.match_buffer(x_handle, (batch, rows, depth), "float32")
         y = T.match_buffer(y_handle, (batch, depth, n), "float32")
         out = T.match_buffer(out_handle, (batch, rows, n), "float32")
-        acc = T.alloc_buffer((tile_rows * PAIR * lanes,), "float32", scope="local")
+        acc = T.alloc_buffer((tile_rows * GROUP * lanes,), "float32", scope="local")
         for b in range(batch):
             if n >= lanes:
-                for pair in range((n + PAIR * lanes - 1) // (PAIR * lanes)):
-                    column_pair(x, y, out, acc, b, rows, n, pair, lanes, depth)
+                row_blocks(x, y, out, acc, b, rows, n, (n + GROUP * lanes - 1) // (GROUP * lanes),
+                           lanes, depth)
             elif n >= NARROW:
-                for pair in range((n + PAIR * NARROW - 1) // (PAIR * NARROW)):
-                    column_pair(x, y, out, acc, b, rows, n, pair, NARROW, depth)
+                row_blocks(x, y, out, acc, b, rows, n,
+                           (n + GROUP * NARROW - 1) // (GROUP * NARROW), NARROW, depth)
             else:
                 for i, col in T.grid(rows, n):
                     out[b, i, col] = T.float32(0)
