@@ -1,12 +1,16 @@
 """fp32 batched matmul of two activations: the attention's scores and context.
 
-    out[b, i, n] = sum_k x[b, i, k] * y[b, k, n]        x (B, M, K), y (B, K, N)
+    out[b, i, n] = sum_k x[b, i, k] * y[b % G, k, n]        x (B, M, K), y (G, K, N)
 
 Attention multiplies per head: scores = q (heads, frames, d) @ k^T (heads, d, frames), context =
 p (heads, frames, frames) @ v (heads, frames, d). Both are too small and too oddly shaped
 (a symbolic N, or N = 36) for MetaSchedule's replays on symbolic shapes, which ran them at
 about 55 GFLOP/s. Here a tile of R rows times a few column vectors is computed at a time: per
 k, each vector of y is loaded once and multiplied by R broadcast values of x.
+
+y's batch G divides x's: in the decoder's cross-attention, the utterance's keys and values
+(G = heads) are shared by every hypothesis (B = hypotheses x heads), read from one copy rather
+than a broadcast one.
 
 - N fixed (the context, N = d): the tile covers all N columns, as vectors of L lanes and one
   narrower vector for the rest (36 = 16 + 16 + 4): x is read once.
@@ -45,8 +49,9 @@ def fixed_width_supported(unit: VectorUnit, n: int) -> bool:
 
 
 def batched_matmul_kernel(unit: VectorUnit, n: int | None = None) -> tirx.PrimFunc:
-    """(x (B, M, K), y (B, K, N)) -> (B, M, N) float32: N = n fixed (see
-    fixed_width_supported), or symbolic when n is None."""
+    """(x (B, M, K), y (G, K, N)) -> (B, M, N) float32, batch b times y's batch b % G (G = B,
+    or G heads shared by B / G hypotheses): N = n fixed (see fixed_width_supported), or
+    symbolic when n is None."""
     return _symbolic_width(unit) if n is None else _fixed_width(unit, n)
 
 
@@ -57,8 +62,8 @@ def _fixed_width(unit: VectorUnit, n: int) -> tirx.PrimFunc:
     tile_rows = min(MAX_ROWS, (unit.registers - vectors - 1) // vectors)
 
     @T.macro
-    def tile(x, y, out, acc, tail, b, first, count, depth):
-        """`count` rows from `first` times all n columns."""
+    def tile(x, y, out, acc, tail, b, g, first, count, depth):
+        """`count` rows from `first` of batch b (y's batch g) times all n columns."""
         for i in T.unroll(count * full):
             acc[T.ramp(i * lanes, 1, lanes)] = T.broadcast(T.float32(0), lanes)
         if rest > 0:
@@ -68,10 +73,10 @@ def _fixed_width(unit: VectorUnit, n: int) -> tirx.PrimFunc:
             for r in T.unroll(count):
                 for v in T.unroll(full):
                     multiply_add(acc, (r * full + v) * lanes, lanes, x[b, first + r, j],
-                                 y.vload([b, j, v * lanes], f"float32x{lanes}"))
+                                 y.vload([g, j, v * lanes], f"float32x{lanes}"))
                 if rest > 0:
                     multiply_add(tail, r * lanes, rest, x[b, first + r, j],
-                                 y.vload([b, j, full * lanes], f"float32x{rest}"))
+                                 y.vload([g, j, full * lanes], f"float32x{rest}"))
         for r in T.unroll(count):
             for v in T.unroll(full):
                 out.vstore([b, first + r, v * lanes], acc[T.ramp((r * full + v) * lanes, 1,
@@ -82,17 +87,17 @@ def _fixed_width(unit: VectorUnit, n: int) -> tirx.PrimFunc:
     @T.prim_func(private=True)
     def kernel(x_handle: T.handle, y_handle: T.handle, out_handle: T.handle):
         T.func_attr({"tirx.noalias": True})
-        batch, rows, depth = T.int64(), T.int64(), T.int64()
+        batch, groups, rows, depth = T.int64(), T.int64(), T.int64(), T.int64()
         x = T.match_buffer(x_handle, (batch, rows, depth), "float32")
-        y = T.match_buffer(y_handle, (batch, depth, n), "float32")
+        y = T.match_buffer(y_handle, (groups, depth, n), "float32")
         out = T.match_buffer(out_handle, (batch, rows, n), "float32")
         acc = T.alloc_buffer((tile_rows * max(full, 1) * lanes,), "float32", scope="local")
         tail = T.alloc_buffer((tile_rows * lanes,), "float32", scope="local")
         for b in range(batch):
             for block in range(rows // tile_rows):
-                tile(x, y, out, acc, tail, b, block * tile_rows, tile_rows, depth)
+                tile(x, y, out, acc, tail, b, b % groups, block * tile_rows, tile_rows, depth)
             for row in range(rows // tile_rows * tile_rows, rows):
-                tile(x, y, out, acc, tail, b, row, 1, depth)
+                tile(x, y, out, acc, tail, b, b % groups, row, 1, depth)
 
     return kernel
 
@@ -102,7 +107,7 @@ def _symbolic_width(unit: VectorUnit) -> tirx.PrimFunc:
     tile_rows = min(GROUP_ROWS, (unit.registers - GROUP - 1) // GROUP)
 
     @T.macro
-    def tile(x, y, out, acc, b, first, count, group, n, width, depth):
+    def tile(x, y, out, acc, b, g, first, count, group, n, width, depth):
         """`count` rows from `first` times the group's GROUP vectors of `width` columns, each
         moved back to end by n."""
         for i in T.unroll(count * GROUP):
@@ -111,7 +116,7 @@ def _symbolic_width(unit: VectorUnit) -> tirx.PrimFunc:
             for r in T.unroll(count):
                 for v in T.unroll(GROUP):
                     multiply_add(acc, (r * GROUP + v) * lanes, width, x[b, first + r, j],
-                                 y.vload([b, j, T.min((group * GROUP + v) * width, n - width)],
+                                 y.vload([g, j, T.min((group * GROUP + v) * width, n - width)],
                                          f"float32x{width}"))
         for r in T.unroll(count):
             for v in T.unroll(GROUP):
@@ -119,35 +124,35 @@ def _symbolic_width(unit: VectorUnit) -> tirx.PrimFunc:
                            acc[T.ramp((r * GROUP + v) * lanes, 1, width)])
 
     @T.macro
-    def row_blocks(x, y, out, acc, b, rows, n, groups, width, depth):
+    def row_blocks(x, y, out, acc, b, g, rows, n, column_groups, width, depth):
         """Row blocks outer, column groups inner: the output is written row block by row
         block, in the order memory holds it."""
         for block in range(rows // tile_rows):
-            for group in range(groups):
-                tile(x, y, out, acc, b, block * tile_rows, tile_rows, group, n, width, depth)
+            for group in range(column_groups):
+                tile(x, y, out, acc, b, g, block * tile_rows, tile_rows, group, n, width, depth)
         for row in range(rows // tile_rows * tile_rows, rows):
-            for group in range(groups):
-                tile(x, y, out, acc, b, row, 1, group, n, width, depth)
+            for group in range(column_groups):
+                tile(x, y, out, acc, b, g, row, 1, group, n, width, depth)
 
     @T.prim_func(private=True)
     def kernel(x_handle: T.handle, y_handle: T.handle, out_handle: T.handle):
         T.func_attr({"tirx.noalias": True})
-        batch, rows, depth, n = T.int64(), T.int64(), T.int64(), T.int64()
+        batch, groups, rows, depth, n = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
         x = T.match_buffer(x_handle, (batch, rows, depth), "float32")
-        y = T.match_buffer(y_handle, (batch, depth, n), "float32")
+        y = T.match_buffer(y_handle, (groups, depth, n), "float32")
         out = T.match_buffer(out_handle, (batch, rows, n), "float32")
         acc = T.alloc_buffer((tile_rows * GROUP * lanes,), "float32", scope="local")
         for b in range(batch):
             if n >= lanes:
-                row_blocks(x, y, out, acc, b, rows, n, (n + GROUP * lanes - 1) // (GROUP * lanes),
-                           lanes, depth)
+                row_blocks(x, y, out, acc, b, b % groups, rows, n,
+                           (n + GROUP * lanes - 1) // (GROUP * lanes), lanes, depth)
             elif n >= NARROW:
-                row_blocks(x, y, out, acc, b, rows, n,
+                row_blocks(x, y, out, acc, b, b % groups, rows, n,
                            (n + GROUP * NARROW - 1) // (GROUP * NARROW), NARROW, depth)
             else:
                 for i, col in T.grid(rows, n):
                     out[b, i, col] = T.float32(0)
                     for j in range(depth):
-                        out[b, i, col] = out[b, i, col] + x[b, i, j] * y[b, j, col]
+                        out[b, i, col] = out[b, i, col] + x[b, i, j] * y[b % groups, j, col]
 
     return kernel

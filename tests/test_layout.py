@@ -114,12 +114,13 @@ def test_batched_kernel_equals_numpy(n: int, fixed: bool):
         "global_symbol", "batched")
     library = tvm.compile(tvm.IRModule({"batched": kernel}), Target(HOST)).mod
     rng = np.random.default_rng(n)
-    for rows, depth in [(13, 36), (2, 5)]:
+    for rows, depth, groups in [(13, 36, 4), (2, 5, 4), (13, 36, 2)]:
         x = rng.standard_normal((4, rows, depth)).astype(np.float32)
-        y = rng.standard_normal((4, depth, n)).astype(np.float32)
+        y = rng.standard_normal((groups, depth, n)).astype(np.float32)
         out = tvm.runtime.tensor(np.zeros((4, rows, n), np.float32))
         library["batched"](tvm.runtime.tensor(x), tvm.runtime.tensor(y), out)
-        np.testing.assert_allclose(out.numpy(), x @ y, rtol=1e-5, atol=1e-5)
+        expected = x @ y[np.arange(4) % groups]     # y's batch shared by x's batches b % groups
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_attention_matmuls_compile_to_the_batched_kernel(tmp_path):
@@ -147,4 +148,41 @@ def test_attention_matmuls_compile_to_the_batched_kernel(tmp_path):
     scores = arrays[0] @ arrays[1].transpose(0, 2, 1)
     weights = np.exp(scores - scores.max(-1, keepdims=True))
     expected = weights / weights.sum(-1, keepdims=True) @ arrays[2]
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cross_attention_reads_the_shared_keys_and_values_once(tmp_path):
+    """The decoder's cross-attention as torch exports it: every hypothesis' queries against one
+    utterance's keys and values, broadcast to (hypotheses, heads, ...) and flattened. The
+    kernels read the (heads, ...) originals; no broadcast copy is left."""
+    hypotheses, steps, frames = (tirx.Var(name, "int64") for name in ("hypotheses", "steps",
+                                                                          "frames"))
+    q = relax.Var("q", relax.TensorType([hypotheses, 4, steps, 36], "float32"))
+    k, v = (relax.Var(name, relax.TensorType([1, 4, frames, 36], "float32")) for name in "kv")
+
+    def flat(x: relax.Expr, rows: tirx.PrimExpr, columns: tirx.PrimExpr) -> relax.Expr:
+        shared = relax.op.broadcast_to(x, [hypotheses, 4, rows, columns])
+        return builder.emit(relax.op.reshape(shared, [hypotheses * 4, rows, columns]))
+
+    builder = relax.BlockBuilder()
+    with builder.function("main", [q, k, v], attrs={"num_input": 3}):
+        with builder.dataflow():
+            queries = builder.emit(relax.op.reshape(q, [hypotheses * 4, steps, 36]))
+            keys = flat(relax.op.permute_dims(k, [0, 1, 3, 2]), 36, frames)
+            scores = builder.emit(relax.op.nn.softmax(relax.op.matmul(queries, keys)))
+            context = builder.emit(relax.op.matmul(scores, flat(v, frames, 36)))
+            out = builder.emit_output(context)
+        builder.emit_func_output(out)
+    built = build(ImportedModel(builder.get(), {"main": []}), HOST, IRDumper(tmp_path))
+    dense = next(tmp_path.glob("*-dense.py")).read_text()
+    assert "R.matmul" not in dense and "broadcast_to" not in dense
+
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal(shape).astype(np.float32)
+              for shape in [(3, 4, 7, 36), (1, 4, 29, 36), (1, 4, 29, 36)]]
+    vm = relax.VirtualMachine(built.executable, tvm.cpu())
+    out = vm["main"](*(tvm.runtime.tensor(a) for a in arrays)).numpy()
+    scores = arrays[0] @ arrays[1].transpose(0, 1, 3, 2)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    expected = (weights / weights.sum(-1, keepdims=True) @ arrays[2]).reshape(12, 7, 36)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
