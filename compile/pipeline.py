@@ -5,8 +5,9 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
     import     torch.export of the encode and decode graphs (front end included), Relax import
                with every weight kept as a function input (nothing bound into the code), the
                dynamic sizes named after what they count (frames, hypotheses, steps)
-    layout     convolutions channels-last (NHWC / OHWI, TVM's ConvertLayout), the permutes it
-               leaves around ops without a layout rule sunk and cancelled
+    layout     convolutions channels-last (conv2d NHWC / OHWI, the FSMN's conv1d NWC / WIO, TVM's
+               ConvertLayout), the permutes it leaves around ops without a layout rule sunk
+               and cancelled
     sparse     linear layers on BSR weights -> BSR kernels taking the BSR arrays as weights; a
                layer too dense for sparse to be faster stays dense (bsr_matmul.MAX_DENSITY)
     quantize   matmuls on int8 weights -> int8 x int8 -> int32 kernels of the board's dot ISA
@@ -235,7 +236,8 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
     weights and the signatures."""
     with target:
         mod = tvm.transform.Sequential([
-            relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
+            relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"],
+                                           "relax.nn.conv1d": ["NWC", "WIO"]}),
             SinkPermutes(), relax.transform.DeadCodeElimination()])(imported.mod)
         dump("layout", mod)
 

@@ -186,3 +186,29 @@ def test_cross_attention_reads_the_shared_keys_and_values_once(tmp_path):
     weights = np.exp(scores - scores.max(-1, keepdims=True))
     expected = (weights / weights.sum(-1, keepdims=True) @ arrays[2]).reshape(12, 7, 36)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_permutes_around_pad_and_abs_max_cancel():
+    """The FSMN memory block with its conv1d channels-last: permute to NCW -> pad the time axis
+    -> int8 rounding with the tensor's abs-max scale -> permute to NWC."""
+    x = relax.Var("x", relax.TensorType([2, 9, 6], "float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x]):
+        with builder.dataflow():
+            ncw = builder.emit(relax.op.permute_dims(x, [0, 2, 1]))
+            padded = builder.emit(relax.op.nn.pad(ncw, [0, 0, 0, 0, 3, 0]))
+            scale = builder.emit(relax.op.divide(
+                relax.op.max(relax.op.abs(padded), axis=[0, 1, 2]), relax.const(127.0)))
+            rounded = builder.emit(relax.op.multiply(
+                relax.op.clip(relax.op.round(relax.op.divide(padded, scale)), -127, 127), scale))
+            out = builder.emit_output(relax.op.permute_dims(rounded, [0, 2, 1]))
+        builder.emit_func_output(out)
+    before = relax.transform.Normalize()(builder.get())
+    after = relax.transform.DeadCodeElimination()(SinkPermutes()(before))
+    assert "relax.permute_dims" not in _ops(after["main"])
+
+    values = np.random.default_rng(1).standard_normal((2, 9, 6)).astype(np.float32)
+    outputs = [relax.VirtualMachine(tvm.compile(mod, Target(HOST)), tvm.cpu())["main"](
+        tvm.runtime.tensor(values)).numpy() for mod in (before, after)]
+    np.testing.assert_array_equal(*outputs)
+    assert outputs[0].shape == (2, 12, 6)

@@ -9,8 +9,11 @@ back to NCHW and one forward again; `clip` is such an op, and the int8 rounding
 An elementwise op commutes with a permute of its operand, so each permute is moved below the
 op it feeds (a binary op only when its other operand is a 0-d scalar) until it meets the
 inverse permute, and the pair cancels (as does a permute that keeps every axis in place): the
-rounding becomes channels-last end to end, as the int8 conv rewrite expects it. Dead permutes
-are left for DeadCodeElimination.
+rounding becomes channels-last end to end, as the int8 conv rewrite expects it. A constant pad
+moves below too, its widths permuted along; a reduction over every axis to a scalar (the int8
+rounding's abs-max) reads the unpermuted tensor. So the FSMN memory block's depthwise conv1d,
+channels-last (NWC), loses the transposes the model wraps its padding and rounding in. Dead
+permutes are left for DeadCodeElimination.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from tinyasr.compile.passes.int8_matmul import FunctionRewriter
 UNARY = {"relax.clip", "relax.round", "relax.abs", "relax.nn.relu", "relax.astype"}
 SCALAR_BINARY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide",
                  "relax.maximum", "relax.minimum"}
+FULL_REDUCTIONS = {"relax.max", "relax.min", "relax.sum", "relax.mean"}
 
 
 def _axes(permute: relax.Call) -> list[int]:
@@ -56,11 +60,26 @@ class _Sinker(FunctionRewriter):
         permuted = self._permute(call.args[0]) if call.args else None
         if permuted is None:
             return call
+        source, axes = permuted.args[0], _axes(permuted)
         if name in UNARY or (name in SCALAR_BINARY and _is_scalar(call.args[1])):
-            moved = self.builder_.emit(relax.Call(call.op, [permuted.args[0], *call.args[1:]],
-                                                  call.attrs))
-            return relax.op.permute_dims(moved, _axes(permuted))
+            moved = self.builder_.emit(relax.Call(call.op, [source, *call.args[1:]], call.attrs))
+            return relax.op.permute_dims(moved, axes)
+        if name == "relax.nn.pad" and call.attrs.pad_mode == "constant":
+            widths = [int(width) for width in call.attrs.pad_width]
+            unpermuted = [0] * len(widths)
+            for out_axis, in_axis in enumerate(axes):
+                unpermuted[2 * in_axis: 2 * in_axis + 2] = widths[2 * out_axis: 2 * out_axis + 2]
+            moved = self.builder_.emit(relax.op.nn.pad(source, unpermuted, "constant",
+                                                       call.attrs.pad_value))
+            return relax.op.permute_dims(moved, axes)
+        if name in FULL_REDUCTIONS and _reduces_to_scalar(call, len(axes)):
+            return relax.Call(call.op, [source], call.attrs)
         return call
+
+
+def _reduces_to_scalar(call: relax.Call, ndim: int) -> bool:
+    axis = call.attrs.axis
+    return not call.attrs.keepdims and (axis is None or len({int(a) % ndim for a in axis}) == ndim)
 
 
 def _is_scalar(expr: relax.Expr) -> bool:
