@@ -97,8 +97,9 @@ def int8_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] 
 
 
 def reference_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
-    """(integers, scale) when `x` (rows, K) is reshape(int8_rounding) with one scale per row,
-    as the reference rounds a linear layer's input. Both are reshaped to (rows, K), (rows, 1)."""
+    """(xq, scale) when `x` (rows, K) is reshape(int8_rounding) with one scale per row, as the
+    reference rounds a linear layer's input: the integers cast to int8 (before the reshape, so
+    the cast fuses into the rounding's kernel) and reshaped to (rows, K), the scale to (rows, 1)."""
     reshaped = bound(x)
     rounding = int8_rounding(reshaped.args[0], bound) if is_op(reshaped, "relax.reshape") else None
     if rounding is None:
@@ -108,7 +109,8 @@ def reference_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.E
     if not (len(scale_shape) >= 1 and int(scale_shape[-1]) == 1):
         return None
     rows, k = x.ty.shape.values
-    return relax.op.reshape(clipped, [rows, k]), relax.op.reshape(scale, [rows, 1])
+    return (relax.op.reshape(relax.op.astype(clipped, "int8"), [rows, k]),
+            relax.op.reshape(scale, [rows, 1]))
 
 
 class FunctionRewriter(PyExprMutator):
@@ -211,8 +213,8 @@ class _Rewriter(Int8KernelRewriter):
         if rounding is None:
             xq, x_scale = quantize_rows(self.builder_, x)
         else:
-            integers, x_scale = rounding
-            xq = self.builder_.emit(relax.op.astype(integers, "int8"))
+            xq, x_scale = rounding
+            xq = self.builder_.emit(xq)
         return self.int8_matmul(xq, x_scale, wq, scale, x.ty.shape.values[0])
 
 
