@@ -87,14 +87,15 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: i
            mask: torch.Tensor | None, dropout: nn.Module) -> torch.Tensor:
     """Scaled dot-product attention over `heads` heads; mask (B, 1|Tq, Tk) True = may attend.
 
-    query: (B, Tq, d); key and value: (B, Tk, d), or (1, Tk, d) broadcast to all B queries."""
+    query: (B, Tq, d); key and value: (B, Tk, d), or (1, Tk, d) broadcast to all B queries.
+    The 1/sqrt(head_dim) scale goes on the query, the smaller of the query and the scores."""
     batch, q_len, dim = query.shape
     head_dim = dim // heads
 
     def split(x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], -1, heads, head_dim).transpose(1, 2)
 
-    scores = split(query) @ split(key).transpose(-2, -1) / math.sqrt(head_dim)
+    scores = split(query / math.sqrt(head_dim)) @ split(key).transpose(-2, -1)
     if mask is not None:
         scores = scores.masked_fill(~mask.unsqueeze(1), -1e9)
     weights = dropout(torch.softmax(scores, dim=-1))
