@@ -34,6 +34,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from tinyasr.compile.fp32_kernels import VectorUnit, multiply_add
+from tinyasr.compile.softmax_kernels import SCRATCH, softmax_row_macro
 
 NARROW = 4         # lanes of the vectors used when N is below the unit's lanes
 GROUP = 4           # column vectors per tile when N is symbolic
@@ -48,11 +49,14 @@ def fixed_width_supported(unit: VectorUnit, n: int) -> bool:
     return n % NARROW == 0 and 2 * vectors + vectors + 1 <= unit.registers
 
 
-def batched_matmul_kernel(unit: VectorUnit, n: int | None = None) -> tirx.PrimFunc:
+def batched_matmul_kernel(unit: VectorUnit, n: int | None = None,
+                          softmax: bool = False) -> tirx.PrimFunc:
     """(x (B, M, K), y (G, K, N)) -> (B, M, N) float32, batch b times y's batch b % G (G = B,
     or G heads shared by B / G hypotheses): N = n fixed (see fixed_width_supported), or
-    symbolic when n is None."""
-    return _symbolic_width(unit) if n is None else _fixed_width(unit, n)
+    symbolic when n is None. With softmax (N symbolic only), each output row is replaced by
+    its softmax right after it is computed, while it is in cache."""
+    assert n is None or not softmax
+    return _symbolic_width(unit, softmax) if n is None else _fixed_width(unit, n)
 
 
 def _fixed_width(unit: VectorUnit, n: int) -> tirx.PrimFunc:
@@ -102,9 +106,10 @@ def _fixed_width(unit: VectorUnit, n: int) -> tirx.PrimFunc:
     return kernel
 
 
-def _symbolic_width(unit: VectorUnit) -> tirx.PrimFunc:
+def _symbolic_width(unit: VectorUnit, softmax: bool) -> tirx.PrimFunc:
     lanes = unit.lanes
     tile_rows = min(GROUP_ROWS, (unit.registers - GROUP - 1) // GROUP)
+    softmax_row = softmax_row_macro(lanes)
 
     @T.macro
     def tile(x, y, out, acc, b, g, first, count, group, n, width, depth):
@@ -124,15 +129,20 @@ def _symbolic_width(unit: VectorUnit) -> tirx.PrimFunc:
                            acc[T.ramp((r * GROUP + v) * lanes, 1, width)])
 
     @T.macro
-    def row_blocks(x, y, out, acc, b, g, rows, n, column_groups, width, depth):
+    def row_blocks(x, y, out, acc, scratch, b, g, rows, n, column_groups, width, depth):
         """Row blocks outer, column groups inner: the output is written row block by row
         block, in the order memory holds it."""
         for block in range(rows // tile_rows):
             for group in range(column_groups):
                 tile(x, y, out, acc, b, g, block * tile_rows, tile_rows, group, n, width, depth)
+            if softmax:
+                for r in range(tile_rows):
+                    softmax_row(out, b, block * tile_rows + r, n, scratch)
         for row in range(rows // tile_rows * tile_rows, rows):
             for group in range(column_groups):
                 tile(x, y, out, acc, b, g, row, 1, group, n, width, depth)
+            if softmax:
+                softmax_row(out, b, row, n, scratch)
 
     @T.prim_func(private=True)
     def kernel(x_handle: T.handle, y_handle: T.handle, out_handle: T.handle):
@@ -142,17 +152,21 @@ def _symbolic_width(unit: VectorUnit) -> tirx.PrimFunc:
         y = T.match_buffer(y_handle, (groups, depth, n), "float32")
         out = T.match_buffer(out_handle, (batch, rows, n), "float32")
         acc = T.alloc_buffer((tile_rows * GROUP * lanes,), "float32", scope="local")
+        scratch = T.alloc_buffer((SCRATCH,), "float32", scope="local")
         for b in range(batch):
             if n >= lanes:
-                row_blocks(x, y, out, acc, b, b % groups, rows, n,
+                row_blocks(x, y, out, acc, scratch, b, b % groups, rows, n,
                            (n + GROUP * lanes - 1) // (GROUP * lanes), lanes, depth)
             elif n >= NARROW:
-                row_blocks(x, y, out, acc, b, b % groups, rows, n,
+                row_blocks(x, y, out, acc, scratch, b, b % groups, rows, n,
                            (n + GROUP * NARROW - 1) // (GROUP * NARROW), NARROW, depth)
             else:
-                for i, col in T.grid(rows, n):
-                    out[b, i, col] = T.float32(0)
-                    for j in range(depth):
-                        out[b, i, col] = out[b, i, col] + x[b, i, j] * y[b % groups, j, col]
+                for i in range(rows):
+                    for col in range(n):
+                        out[b, i, col] = T.float32(0)
+                        for j in range(depth):
+                            out[b, i, col] = out[b, i, col] + x[b, i, j] * y[b % groups, j, col]
+                    if softmax:
+                        softmax_row(out, b, i, n, scratch)
 
     return kernel

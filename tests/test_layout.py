@@ -123,8 +123,29 @@ def test_batched_kernel_equals_numpy(n: int, fixed: bool):
         np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [123, 36, 16, 7, 3])
+def test_batched_kernel_with_softmax_equals_numpy(n: int):
+    """Each row's softmax taken in the scores kernel: rows of several vectors and an
+    overlapping last one (123, 36), exactly one vector (16), narrow vectors (7), scalars (3);
+    a masked-out score (-1e9) gets no weight."""
+    unit = vector_unit(Target(HOST))
+    kernel = batched_matmul_kernel(unit, softmax=True).with_attr("global_symbol", "batched")
+    library = tvm.compile(tvm.IRModule({"batched": kernel}), Target(HOST)).mod
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((4, 13, 36)).astype(np.float32)
+    y = rng.standard_normal((2, 36, n)).astype(np.float32)
+    x[:, :, 0], y[:, 0, n - 1] = 1.0, -1e9          # the last column masked out everywhere
+    out = tvm.runtime.tensor(np.zeros((4, 13, n), np.float32))
+    library["batched"](tvm.runtime.tensor(x), tvm.runtime.tensor(y), out)
+    scores = x.astype(np.float64) @ y[np.arange(4) % 2]
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    np.testing.assert_allclose(out.numpy(), weights / weights.sum(-1, keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_attention_matmuls_compile_to_the_batched_kernel(tmp_path):
-    """scores = q @ k^T and context = softmax(scores) @ v per head, on symbolic frames."""
+    """scores = q @ k^T and context = softmax(scores) @ v per head, on symbolic frames; the
+    softmax is taken by the scores kernel."""
     frames = tirx.Var("frames", "int64")
     q, k, v = (relax.Var(name, relax.TensorType([4, frames, 36], "float32")) for name in "qkv")
     builder = relax.BlockBuilder()
@@ -136,9 +157,9 @@ def test_attention_matmuls_compile_to_the_batched_kernel(tmp_path):
         builder.emit_func_output(out)
     built = build(ImportedModel(builder.get(), {"main": []}), HOST, IRDumper(tmp_path))
     dense = next(tmp_path.glob("*-dense.py")).read_text()
-    assert "R.matmul" not in dense
+    assert "R.matmul" not in dense and "R.nn.softmax" not in dense
     lanes = vector_unit(Target(HOST)).lanes
-    assert f"cls.batched_matmul_{lanes}, " in dense          # the scores: N = frames
+    assert f"cls.batched_matmul_{lanes}_softmax, " in dense  # the scores: N = frames, softmax
     assert f"cls.batched_matmul_{lanes}_n36, " in dense      # the context: N = 36
 
     rng = np.random.default_rng(5)

@@ -6,6 +6,8 @@ call_tir(the kernel, x, y), the fixed-width kernel when N is static (the context
 one otherwise (the scores). When y is a broadcast over the leading axis of a (1, G..., K, N)
 tensor reshaped to B batches (the decoder's cross-attention keys and values, the same for
 every hypothesis), the kernel reads the (G, K, N) original instead and the broadcast copy goes.
+A softmax along the last axis of the scores (the cross-attention's, which has no mask) moves into
+the scores kernel, which takes each row's softmax while the row is in cache.
 Run it after the weight-matmul passes, which take the matmuls on weights.
 """
 
@@ -25,6 +27,8 @@ from tinyasr.compile.passes.int8_matmul import KernelPass, is_op
 class _Rewriter(Fp32KernelRewriter):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
+        if is_op(call, "relax.nn.softmax"):
+            return self._with_softmax(call)
         if not is_op(call, "relax.matmul"):
             return call
         x, y = call.args
@@ -41,6 +45,22 @@ class _Rewriter(Fp32KernelRewriter):
         name = f"batched_matmul_{self.unit.lanes}" + ("" if width is None else f"_n{width}")
         kernel = self._kernel(name, lambda: batched_matmul_kernel(self.unit, width))
         return relax.call_tir(kernel, [x, y], call.ty)
+
+    def _with_softmax(self, softmax: relax.Call) -> relax.Expr:
+        """softmax(scores) along the last axis, scores a (reshaped) symbolic-width kernel
+        call -> the kernel that takes each row's softmax as it computes the row."""
+        ndim = len(softmax.ty.shape.values)
+        source = self._bound(softmax.args[0])
+        reshape = source if is_op(source, "relax.reshape") else None
+        scores = self._bound(reshape.args[0]) if reshape is not None else source
+        symbolic = self.kernels.get(f"batched_matmul_{self.unit.lanes}")
+        if not (int(softmax.attrs.axis) % ndim == ndim - 1 and symbolic is not None
+                and is_op(scores, "relax.call_tir") and scores.args[0].same_as(symbolic)):
+            return softmax
+        kernel = self._kernel(f"batched_matmul_{self.unit.lanes}_softmax",
+                              lambda: batched_matmul_kernel(self.unit, softmax=True))
+        fused = relax.call_tir(kernel, list(scores.args[1].fields), scores.ty)
+        return relax.op.reshape(fused, reshape.args[1]) if reshape is not None else fused
 
     def _unbroadcast(self, y: relax.Expr) -> relax.Expr:
         """(G, K, N) when y = reshape(broadcast_to(t (1, G..., K, N), (A, G..., K, N)),
