@@ -28,6 +28,7 @@ EXP_POLYNOMIAL = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.166579589
                   1.6666665459e-1, 5.0000001201e-1)   # Cephes expf, highest power first
 NARROW = 4
 LOWEST = -3.4028234663852886e38
+MASKED_SCORE = -1e9   # what attention writes over a masked-out score (model/san_m.py attend)
 MAX_LANES = 16
 TOP, TOTAL = 2 * MAX_LANES, 2 * MAX_LANES + 1   # scratch slots of the row's max and sum
 SCRATCH = 2 * MAX_LANES + 2                     # two vectors, the max and the sum
@@ -91,12 +92,17 @@ def _vector_row(out, b, row, n, lanes, scratch):
     out.vstore([b, row, last], scratch[T.ramp(lanes, 1, lanes)])
 
 
-def softmax_row_macro(lanes: int):
-    """A T.macro (out, b, row, n, scratch): out[b, row, :n] = its softmax, in place; scratch:
-    SCRATCH local floats."""
+def softmax_row_macro(lanes: int, masked: bool):
+    """A T.macro (out, b, row, n, scratch, keep, kept): out[b, row, :n] = its softmax, in
+    place; scratch: SCRATCH local floats. When masked, scores where keep[kept, row, :n] is
+    False are first replaced by MASKED_SCORE (keep and kept are unused otherwise)."""
 
     @T.macro
-    def softmax_row(out, b, row, n, scratch):
+    def softmax_row(out, b, row, n, scratch, keep, kept):
+        if masked:
+            for j in range(n):
+                out[b, row, j] = T.if_then_else(keep[kept, row, j], out[b, row, j],
+                                                 T.float32(MASKED_SCORE))
         if n >= lanes:
             _vector_row(out, b, row, n, lanes, scratch)
         elif n >= NARROW:
