@@ -13,9 +13,11 @@ PyTorch library, which every row imports (decoding uses it). Artifacts (ONNX fil
 are made beforehand in the parent, so no row's memory or time includes an export or a build.
 
 Per length, every row gets the same waveform: the bundled sample utterances concatenated and
-cut to exactly the samples the encoder reads for that many seconds. Latencies are medians over
-`repeats` runs after one warm-up run; the encoder time is the encode call, the pipeline time is
-encode plus decoding, both from the same runs.
+cut to exactly the samples the encoder reads for that many seconds. The rows are measured in
+`rounds` rounds, every row once per round (a fresh process each time), so a slow spell of a
+shared machine falls on every row rather than on one; a row's latency is the median over its
+rounds of its median over `repeats` runs after one warm-up run. The encoder time is the encode
+call, the pipeline time is encode plus decoding, both from the same runs.
 
 FLOPs are counted once per length with torch.utils.flop_counter.FlopCounterMode on the fp32
 PyTorch encode graph (it counts matmuls and convolutions: the multiply-adds, 2 FLOPs each, not
@@ -500,13 +502,37 @@ class BenchSettings:
     threads: int
     repeats: int
     options: DecodeOptions
+    rounds: int = 3
 
 
-def row_result(spec: RowSpec, waveforms: dict[float, np.ndarray], flops: dict[float, int],
-               settings: BenchSettings, tokenizer: Tokenizer, peak: CorePeak) -> RowResult:
-    timings, transcript, rss, profile = run_in_child(
-        measure_row, spec, waveforms, tokenizer, settings.options, settings.repeats,
-        settings.threads)
+Measurement = tuple[dict[float, tuple[float, float]], str, int, list["KernelTime"]]
+
+
+def measure_rounds(specs: Sequence[RowSpec], waveforms: dict[float, np.ndarray],
+                   settings: BenchSettings, tokenizer: Tokenizer,
+                   progress: Callable[[str], None]) -> list[Measurement]:
+    """Each row measured once per round, round after round; per row, its median timings over
+    the rounds, its transcript and profile (last round) and its highest peak RSS."""
+    rounds: list[list[Measurement]] = [[] for _ in specs]
+    for number in range(1, settings.rounds + 1):
+        for spec, measured in zip(specs, rounds):
+            measured.append(run_in_child(measure_row, spec, waveforms, tokenizer,
+                                         settings.options, settings.repeats, settings.threads))
+            encoder_ms, pipeline_ms = measured[-1][0][REFERENCE_SECONDS]
+            progress(f"  round {number}/{settings.rounds} {spec.name}: encoder {encoder_ms:.1f} "
+                     f"ms, pipeline {pipeline_ms:.1f} ms")
+    merged = []
+    for measured in rounds:
+        timings = {seconds: tuple(statistics.median(m[0][seconds][i] for m in measured)
+                                  for i in range(2))
+                   for seconds in measured[0][0]}
+        merged.append((timings, measured[-1][1], max(m[2] for m in measured), measured[-1][3]))
+    return merged
+
+
+def row_result(spec: RowSpec, measurement: Measurement, waveforms: dict[float, np.ndarray],
+               flops: dict[float, int], settings: BenchSettings, peak: CorePeak) -> RowResult:
+    timings, transcript, rss, profile = measurement
     scaling = [LengthResult(len(waveforms[s]) / SAMPLE_RATE, flops[s], encoder_ms, pipeline_ms,
                             flops[s] / encoder_ms / 1e6)
                for s, (encoder_ms, pipeline_ms) in timings.items() if s in settings.lengths]
@@ -544,19 +570,21 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
     flops = {seconds: encoder_flops(model, waveform) for seconds, waveform in waveforms.items()}
     peak = core_peak()
     progress(f"core peak: {peak.formula()}")
-    results = []
     with tempfile.TemporaryDirectory(prefix="tinyasr-bench-") as work:
-        for row in prepare_rows(model, settings.fp32_model, settings.int8_model,
-                                settings.sparse_model, Path(work), progress):
-            if isinstance(row, RowSpec):
-                row = row_result(row, waveforms, flops, settings, tokenizer, peak)
-            results.append(row)
-            progress(progress_line(row))
+        rows = prepare_rows(model, settings.fp32_model, settings.int8_model,
+                            settings.sparse_model, Path(work), progress)
+        specs = [row for row in rows if isinstance(row, RowSpec)]
+        measured = dict(zip((spec.name for spec in specs),
+                            measure_rounds(specs, waveforms, settings, tokenizer, progress)))
+    results = [row_result(row, measured[row.name], waveforms, flops, settings, peak)
+               if isinstance(row, RowSpec) else row for row in rows]
+    for row in results:
+        progress(progress_line(row))
     best_peer = add_peer_ratios(results)
     return {
         "machine": {"cpu": cpu_name(), "arch": platform.machine(), "cores": os.cpu_count(),
                     "peak_gflops": peak.gflops, "peak_formula": peak.formula()},
-        "threads": settings.threads, "repeats": settings.repeats,
+        "threads": settings.threads, "repeats": settings.repeats, "rounds": settings.rounds,
         "reference_seconds": REFERENCE_SECONDS,
         "reference_audio_seconds": len(waveforms[REFERENCE_SECONDS]) / SAMPLE_RATE,
         "lengths": list(settings.lengths),
@@ -588,11 +616,13 @@ def markdown(report: dict[str, Any]) -> str:
     machine = report["machine"]
     lengths = report["lengths"]
     lines = [f"Host: {machine['cpu']} ({machine['arch']}), {report['threads']} thread(s); core "
-             f"peak: {machine['peak_formula']}. Median of {report['repeats']} runs after a "
-             f"warm-up; reference utterance: {report['reference_audio_seconds']:.2f} s of the "
-             f"bundled samples; decoding: {report['decoding']['mode']} (beam "
-             f"{report['decoding']['beam']}). Speedup = the fastest peer's (PyTorch or ONNX "
-             f"Runtime row: {report['best_peer']}) time over the row's.",
+             f"peak: {machine['peak_formula']}. Median over {report['rounds']} rounds (every "
+             f"row in turn, each in a fresh process) of the median of {report['repeats']} "
+             f"runs after a warm-up; reference utterance: "
+             f"{report['reference_audio_seconds']:.2f} s of the bundled samples; decoding: "
+             f"{report['decoding']['mode']} (beam {report['decoding']['beam']}). Speedup = the "
+             f"fastest peer's (PyTorch or ONNX Runtime row: {report['best_peer']}) time over "
+             f"the row's.",
              "",
              "| row | encoder ms | pipeline ms | RTF | speedup encoder / pipeline | peak RSS MiB "
              "| artifact bytes | GFLOP/s | of peak |",

@@ -34,7 +34,7 @@ def bench_out(tmp_path_factory: pytest.TempPathFactory, tiny_random_model) -> Pa
     write_compressed(work / "int8.tac", model, tokenizer, None,
                      Quantization(Activations.DYNAMIC, list(quantizable_layers(model))))
     assert main(["bench", "--fp32-model", str(work / "fp32"), "--int8-model",
-                 str(work / "int8.tac"), "--lengths", "1,2", "--repeats", "1",
+                 str(work / "int8.tac"), "--lengths", "1,2", "--repeats", "1", "--rounds", "2",
                  "--out", str(work / "out")]) == 0
     return work / "out"
 
@@ -43,6 +43,7 @@ def test_bench_json_has_every_row_and_field(bench_out: Path):
     report = json.loads((bench_out / "bench.json").read_text())
     assert row_names(report) == ROWS
     assert report["lengths"] == [1.0, 2.0] and report["threads"] == 1
+    assert report["rounds"] == 2 and report["repeats"] == 1
     assert report["best_peer"] in ROWS[:4]
     row_fields = {f.name for f in dataclasses.fields(RowResult)}
     length_fields = {f.name for f in dataclasses.fields(LengthResult)}

@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="audio lengths in seconds for the scaling table (default: %(default)s)")
     parser.add_argument("--repeats", type=positive, default=10,
                         help="timed runs per length, after one warm-up (median reported)")
+    parser.add_argument("--rounds", type=positive, default=3,
+                        help="rounds of every row in turn; each row's median over its rounds "
+                             "is reported (default: %(default)s)")
     parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
                         default=DecodeMode.ATTENTION_RESCORING.value)
     parser.add_argument("--beam", type=int, default=10)
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.out}: is a file, --out must be a directory")
     settings = BenchSettings(args.fp32_model, args.int8_model, args.sparse_model, args.lengths,
                              args.threads, args.repeats,
-                             DecodeOptions(DecodeMode(args.mode), args.beam))
+                             DecodeOptions(DecodeMode(args.mode), args.beam), args.rounds)
     write_outputs(run_bench(settings, lambda line: print(line, flush=True)), args.out)
     print(f"bench written to {args.out}/bench.md, bench.json, bench.png")
     return 0
