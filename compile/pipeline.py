@@ -15,12 +15,12 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
     dense      fp32 matmuls on weights (the fbank's DFT and mel, fp32 linear layers) ->
                register-tiled fp32 kernels of the board's vector width; fp32 convs -> im2col
                + the same kernels; the attention's per-head matmuls of two activations ->
-               a batched kernel; then every weight matmul kernel's bias add and ReLU move into
-               its store
+               a batched kernel, the scores' (masked) softmax taken inside it; then every
+               weight matmul kernel's bias add and ReLU move into its store
     weights    weight-only work (transposes, int8 packing, densifying the BSR weights of dense
                fallback layers) lifted out and run once, here: the result is the weights
                file, each distinct (shared) weight stored once
-    legalize   Relax ops -> TIR (softmax as fast_softmax); elementwise epilogues fused into
+    legalize   Relax ops -> TIR (a softmax left as fast_softmax); elementwise epilogues fused into
                their producers
     schedule   TIR functions take their tuned schedules from the device's tuning database
                (`tinyasr tune`), symbolic loops padded to the tuned tiles where they do not
