@@ -33,13 +33,12 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from tinyasr.compile.fp32_kernels import VectorUnit, multiply_add
+from tinyasr.compile.fp32_kernels import NARROW, VectorUnit, multiply_add
 from tinyasr.compile.softmax_kernels import SCRATCH, softmax_row_macro
 
-NARROW = 4         # lanes of the vectors used when N is below the unit's lanes
-GROUP = 4           # column vectors per tile when N is symbolic
+GROUP = 4          # column vectors per tile when N is symbolic
 MAX_ROWS = 8
-GROUP_ROWS = 4      # rows per tile when N is symbolic (16 accumulators)
+GROUP_ROWS = 4     # rows per tile when N is symbolic (16 accumulators)
 
 
 def fixed_width_supported(unit: VectorUnit, n: int) -> bool:

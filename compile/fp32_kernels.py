@@ -4,8 +4,9 @@
 
 The weight is packed once, at compile time, as (ceil(N/L), K, L): L = the target's fp32 vector
 lanes (16 with AVX-512, 8 with AVX2, 4 with NEON or 128-bit RVV), a last partial block padded
-with zero columns and stored lane by lane (the decoder's 31-word output layer). A register tile of R rows x T
-blocks of L columns keeps R * T vector accumulators: per k, T weight vectors are loaded and
+with zero columns and stored lane by lane (the decoder's 31-word output layer). A register
+tile of R rows x T blocks of L columns keeps R * T vector accumulators: per k, T weight
+vectors are loaded and
 each is multiplied by R broadcast inputs. R and T fill the vector registers (R * T
 accumulators + T weights + 1 broadcast), so the multiply-adds of different accumulators
 overlap. Rows past the last full tile take one-row tiles.
@@ -28,6 +29,7 @@ from tinyasr.compile.epilogue import EPILOGUE_ATTR
 
 MAX_ROWS = 8      # rows per register tile at most
 MAX_BLOCKS = 5    # column blocks per register tile at most
+NARROW = 4        # lanes of the narrow vectors kernels use on rows below the unit's lanes
 
 
 @dataclass(frozen=True)
@@ -80,21 +82,22 @@ def fp32_matmul_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
     tile_rows, tile = unit.tile(blocks)
 
     @T.macro
+    def store_vector(out, bias, lower, row, block, vector):
+        out.vstore([row, block * lanes], T.max(
+            vector + bias.vload([block * lanes], f"float32x{lanes}"),
+            T.broadcast(lower[()], lanes)))
+
+    @T.macro
     def store(out, bias, lower, row, block, vector):
         """out[row, block's columns] = max(vector + bias, lower); a partial block lane by lane."""
         if whole == blocks:
-            out.vstore([row, block * lanes], T.max(
-                vector + bias.vload([block * lanes], f"float32x{lanes}"),
-                T.broadcast(lower[()], lanes)))
+            store_vector(out, bias, lower, row, block, vector)
+        elif block < whole:
+            store_vector(out, bias, lower, row, block, vector)
         else:
-            if block < whole:
-                out.vstore([row, block * lanes], T.max(
-                    vector + bias.vload([block * lanes], f"float32x{lanes}"),
-                    T.broadcast(lower[()], lanes)))
-            else:
-                for lane in T.unroll(n - whole * lanes):
-                    out[row, block * lanes + lane] = T.max(
-                        T.Shuffle([vector], [lane]) + bias[block * lanes + lane], lower[()])
+            for lane in T.unroll(n - whole * lanes):
+                out[row, block * lanes + lane] = T.max(
+                    T.Shuffle([vector], [lane]) + bias[block * lanes + lane], lower[()])
 
     @T.macro
     def row_tile(x, w, bias, lower, out, acc, outer, first, count):

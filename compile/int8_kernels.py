@@ -105,21 +105,21 @@ def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
             + bias[column + lane], lower[()])
 
     @T.macro
+    def requantize_vector(out, acc, start, x_scale, w_scale, bias, lower, row, block):
+        for lane in T.vectorized(lanes):
+            requantize(out, acc, start, x_scale, w_scale, bias, lower, row, block * lanes, lane)
+
+    @T.macro
     def store(out, acc, start, x_scale, w_scale, bias, lower, row, block):
         """Block `block` of row `row`, from the int32 sums at acc[start:]: requantized."""
         if whole == blocks:
-            for lane in T.vectorized(lanes):
+            requantize_vector(out, acc, start, x_scale, w_scale, bias, lower, row, block)
+        elif block < whole:
+            requantize_vector(out, acc, start, x_scale, w_scale, bias, lower, row, block)
+        else:
+            for lane in T.unroll(n - whole * lanes):
                 requantize(out, acc, start, x_scale, w_scale, bias, lower, row, block * lanes,
                            lane)
-        else:
-            if block < whole:
-                for lane in T.vectorized(lanes):
-                    requantize(out, acc, start, x_scale, w_scale, bias, lower, row,
-                               block * lanes, lane)
-            else:
-                for lane in T.unroll(n - whole * lanes):
-                    requantize(out, acc, start, x_scale, w_scale, bias, lower, row,
-                               block * lanes, lane)
 
     @T.macro
     def row_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer, first, count):

@@ -23,10 +23,11 @@ import math
 from tvm import tirx
 from tvm.script import tirx as T
 
+from tinyasr.compile.fp32_kernels import NARROW
+
 EXP_LIMIT = 88.3762626647949   # float32's exp overflows above it, underflows below -it
 EXP_POLYNOMIAL = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                   1.6666665459e-1, 5.0000001201e-1)   # Cephes expf, highest power first
-NARROW = 4
 LOWEST = -3.4028234663852886e38
 MASKED_SCORE = -1e9   # what attention writes over a masked-out score (model/san_m.py attend)
 MAX_LANES = 16

@@ -18,6 +18,9 @@ Hypothesis = tuple[int, ...]
 ScoreHypotheses = Callable[[Sequence[Hypothesis]], np.ndarray]
 
 NATIVE_DIR = Path(__file__).parent / "native"
+# How the C++ search is compiled on the host and into the boards' transcriber: no contracted
+# multiply-adds, so every machine does the same IEEE double arithmetic step by step.
+NATIVE_CFLAGS = ["-ffp-contract=off"]
 
 
 def ctc_greedy(log_probs: np.ndarray, blank: int = 0) -> Hypothesis:
@@ -55,13 +58,11 @@ def ctc_prefix_beam_search(log_probs: np.ndarray, beam: int = 10,
 @functools.cache
 def _native_search() -> Callable:
     """native/ctc_search_ffi.cc built with the system C++ compiler on first use, and cached
-    (~/.cache/tvm-ffi, rebuilt by ninja when a source changes). No contracted multiply-adds, as
-    on the boards (targets/runtime_build.py): the same double arithmetic everywhere."""
+    (~/.cache/tvm-ffi, rebuilt by ninja when a source changes)."""
     import tvm_ffi.cpp
 
     module = tvm_ffi.cpp.load("tinyasr_ctc_search", sources=[str(NATIVE_DIR / "ctc_search_ffi.cc")],
-                              extra_cflags=["-ffp-contract=off"],
-                              extra_include_paths=[str(NATIVE_DIR)])
+                              extra_cflags=NATIVE_CFLAGS, extra_include_paths=[str(NATIVE_DIR)])
     return module["ctc_prefix_beam_search"]
 
 

@@ -51,8 +51,11 @@ def tuning_target(target: dict[str, Any]) -> Target:
 def static_task(task: ms.ExtractedTask) -> ms.ExtractedTask | None:
     """The task as its static workload; None when a shape stays symbolic."""
     mod = static_workload(task.dispatched[0]["main"])
-    if mod is None:
-        return None
+    return None if mod is None else _on_workload(task, mod)
+
+
+def _on_workload(task: ms.ExtractedTask, mod: tvm.IRModule) -> ms.ExtractedTask:
+    """`task` with `mod` as its one workload."""
     return ms.ExtractedTask(task.task_name, mod, task.target, [mod], task.weight)
 
 
@@ -65,8 +68,7 @@ def on_stored_workload(database: ms.database.Database,
     made the whole database unreadable.)"""
     if not database.has_workload(task.mod):
         return task
-    mod = database.commit_workload(task.mod).mod
-    return ms.ExtractedTask(task.task_name, mod, task.target, [mod], task.weight)
+    return _on_workload(task, database.commit_workload(task.mod).mod)
 
 
 def extract_tasks(imported: ImportedModel, target: Target, ops: list[str] | None

@@ -2,9 +2,9 @@
 
 Sources come only from package registries (the apache-tvm wheel's `tvm/src/runtime` and headers,
 the apache-tvm-ffi sdist) plus the project's own code in `targets/runtime/` (the support headers
-the wheel lacks and the two programs) and `model/native/` (the CTC search the host runs too). Outputs land in
-`~/.cache/tinyasr/runtime/<arch>-<hash>/`, keyed by a hash of every input, so a second build
-of the same inputs is instant.
+the wheel lacks and the two programs) and `model/native/` (the CTC search the host runs too).
+Outputs land in `~/.cache/tinyasr/runtime/<arch>-<hash>/`, keyed by a hash of every input, so a
+second build of the same inputs is instant.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinyasr.model.search import NATIVE_DIR
+from tinyasr.model.search import NATIVE_CFLAGS, NATIVE_DIR
 from tinyasr.targets.boards import Board
 
 CACHE_ROOT = Path(os.environ.get("TINYASR_CACHE", Path.home() / ".cache" / "tinyasr"))
@@ -69,9 +69,8 @@ RUNTIME_LINK = ["-ltvm_ffi", "-Wl,-rpath,$ORIGIN"]
 # --no-as-needed: the programs find most of the runtime's functions by name only.
 PROGRAM_LINK = ["-s", "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi",
                "-Wl,-rpath,$ORIGIN/../lib"]
-# The transcriber's CTC search must do the host's IEEE double arithmetic step by step (identical
-# transcripts on every board): no fused multiply-adds, as in the host's build of it.
-TRANSCRIBER_FLAGS = ["-ffp-contract=off"]
+# The transcriber's CTC search is compiled as the host's is (identical transcripts everywhere).
+TRANSCRIBER_FLAGS = NATIVE_CFLAGS
 
 
 @dataclass(frozen=True)

@@ -179,14 +179,15 @@ def packing_padding(model: AsrModel, lanes: int) -> int:
 
 def test_each_shared_weight_is_stored_once(model: AsrModel, host_deployable: Path):
     """weights.bin holds exactly the model's distinct tensors plus the fbank matrices (and the
-    padding of packed weights), and the
-    library no tensor bigger than a small table but the zero bias of each bias-free kernel
-    width (compile/epilogue.py: the fbank's DFT and mel matmuls)."""
+    padding of packed weights), and the library no tensor bigger than a small table but the
+    zero bias of each bias-free kernel width (compile/epilogue.py: the fbank's DFT and mel
+    matmuls)."""
     weights = tvm.runtime.load_param_dict_from_file(str(host_deployable / WEIGHTS_FILE))
     stored = sum(tensor.numpy().nbytes for tensor in weights.values())
     distinct = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     fbank = sum(b.numel() * b.element_size() for b in model.fbank.buffers())
-    assert stored == distinct + fbank + packing_padding(model, vector_unit(Target(host_target())).lanes)
+    lanes = vector_unit(Target(host_target())).lanes
+    assert stored == distinct + fbank + packing_padding(model, lanes)
     unshared_encoder = (len(model.encoder.layer_map) - len(model.encoder.blocks)) * sum(
         p.numel() * 4 for p in model.encoder.blocks[0].parameters())
     assert unshared_encoder > 0  # what duplicating the shared blocks would have added

@@ -1,8 +1,9 @@
 """fp32 weight-matmul kernels: each board's vector unit and register tile, sums equal to
 numpy's on every row count (full tiles and one-row tails) and on widths the vectors do not
 divide, the Fp32Matmul pass on a plain matrix, a linear layer and an odd width (and not on one
-narrower than a vector), run through the whole compiler; a bias add and ReLU fused into the kernel's store (and not when the product
-has another use); and the weights file's keys kept apart when lifted weights share a name."""
+narrower than a vector), run through the whole compiler; a bias add and ReLU fused into the
+kernel's store (and not when the product has another use); and the weights file's keys kept
+apart when lifted weights share a name."""
 
 from __future__ import annotations
 

@@ -30,6 +30,18 @@ def _ops(function: relax.Function) -> list[str]:
     return calls
 
 
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    """numpy's softmax along the last axis: the kernels' reference."""
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    return weights / weights.sum(-1, keepdims=True)
+
+
+def _batched_library(kernel: tirx.PrimFunc) -> tvm.runtime.Module:
+    """The kernel built alone for the host, callable as "batched"."""
+    kernel = kernel.with_attr("global_symbol", "batched")
+    return tvm.compile(tvm.IRModule({"batched": kernel}), Target(HOST)).mod
+
+
 def test_permutes_around_clip_cancel():
     """round -> permute to NCHW -> clip -> * s -> permute to NHWC: what ConvertLayout leaves of
     the int8 rounding between two channels-last convs."""
@@ -110,9 +122,7 @@ def test_batched_kernel_equals_numpy(n: int, fixed: bool):
     (3); fixed widths: vectors plus a narrower one (36 = 16 + 16 + 4), one narrow vector (8)."""
     unit = vector_unit(Target(HOST))
     assert not fixed or fixed_width_supported(unit, n)
-    kernel = batched_matmul_kernel(unit, n if fixed else None).with_attr(
-        "global_symbol", "batched")
-    library = tvm.compile(tvm.IRModule({"batched": kernel}), Target(HOST)).mod
+    library = _batched_library(batched_matmul_kernel(unit, n if fixed else None))
     rng = np.random.default_rng(n)
     for rows, depth, groups in [(13, 36, 4), (2, 5, 4), (13, 36, 2)]:
         x = rng.standard_normal((4, rows, depth)).astype(np.float32)
@@ -129,8 +139,7 @@ def test_batched_kernel_with_softmax_equals_numpy(n: int):
     overlapping last one (123, 36), exactly one vector (16), narrow vectors (7), scalars (3);
     a masked-out score (-1e9) gets no weight."""
     unit = vector_unit(Target(HOST))
-    kernel = batched_matmul_kernel(unit, softmax=True).with_attr("global_symbol", "batched")
-    library = tvm.compile(tvm.IRModule({"batched": kernel}), Target(HOST)).mod
+    library = _batched_library(batched_matmul_kernel(unit, softmax=True))
     rng = np.random.default_rng(n)
     x = rng.standard_normal((4, 13, 36)).astype(np.float32)
     y = rng.standard_normal((2, 36, n)).astype(np.float32)
@@ -138,9 +147,7 @@ def test_batched_kernel_with_softmax_equals_numpy(n: int):
     out = tvm.runtime.tensor(np.zeros((4, 13, n), np.float32))
     library["batched"](tvm.runtime.tensor(x), tvm.runtime.tensor(y), out)
     scores = x.astype(np.float64) @ y[np.arange(4) % 2]
-    weights = np.exp(scores - scores.max(-1, keepdims=True))
-    np.testing.assert_allclose(out.numpy(), weights / weights.sum(-1, keepdims=True),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.numpy(), _softmax(scores), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("n", [63, 7])
@@ -148,9 +155,7 @@ def test_masked_softmax_kernel_equals_numpy(n: int):
     """The decoder's causal self-attention: 3 hypotheses x 2 heads, a (3, rows, n) mask shared
     by each hypothesis' heads; masked scores get no weight."""
     unit = vector_unit(Target(HOST))
-    kernel = batched_matmul_kernel(unit, softmax=True, masked=True).with_attr(
-        "global_symbol", "batched")
-    library = tvm.compile(tvm.IRModule({"batched": kernel}), Target(HOST)).mod
+    library = _batched_library(batched_matmul_kernel(unit, softmax=True, masked=True))
     rng = np.random.default_rng(n)
     x = rng.standard_normal((6, n, 36)).astype(np.float32)
     y = rng.standard_normal((6, 36, n)).astype(np.float32)
@@ -159,9 +164,7 @@ def test_masked_softmax_kernel_equals_numpy(n: int):
     out = tvm.runtime.tensor(np.zeros((6, n, n), np.float32))
     library["batched"](*(tvm.runtime.tensor(a) for a in (x, y, keep)), out)
     scores = np.where(keep[np.arange(6) // 2], x.astype(np.float64) @ y, -1e9)
-    weights = np.exp(scores - scores.max(-1, keepdims=True))
-    np.testing.assert_allclose(out.numpy(), weights / weights.sum(-1, keepdims=True),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.numpy(), _softmax(scores), rtol=1e-5, atol=1e-6)
 
 
 def test_attention_matmuls_compile_to_the_batched_kernel(tmp_path):
@@ -188,8 +191,7 @@ def test_attention_matmuls_compile_to_the_batched_kernel(tmp_path):
     vm = relax.VirtualMachine(built.executable, tvm.cpu())
     out = vm["main"](*(tvm.runtime.tensor(a) for a in arrays)).numpy()
     scores = arrays[0] @ arrays[1].transpose(0, 2, 1)
-    weights = np.exp(scores - scores.max(-1, keepdims=True))
-    expected = weights / weights.sum(-1, keepdims=True) @ arrays[2]
+    expected = _softmax(scores) @ arrays[2]
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -225,8 +227,7 @@ def test_cross_attention_reads_the_shared_keys_and_values_once(tmp_path):
     vm = relax.VirtualMachine(built.executable, tvm.cpu())
     out = vm["main"](*(tvm.runtime.tensor(a) for a in arrays)).numpy()
     scores = arrays[0] @ arrays[1].transpose(0, 1, 3, 2)
-    weights = np.exp(scores - scores.max(-1, keepdims=True))
-    expected = (weights / weights.sum(-1, keepdims=True) @ arrays[2]).reshape(12, 7, 36)
+    expected = (_softmax(scores) @ arrays[2]).reshape(12, 7, 36)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -286,6 +287,4 @@ def test_masked_self_attention_softmax_moves_into_the_scores_kernel(tmp_path):
     vm = relax.VirtualMachine(built.executable, tvm.cpu())
     got = vm["main"](*(tvm.runtime.tensor(a) for a in (qv, kv, keepv))).numpy()
     scores = np.where(keepv[:, None], (qv @ kv.transpose(0, 2, 1)).reshape(2, 4, 11, 11), -1e9)
-    weights = np.exp(scores - scores.max(-1, keepdims=True))
-    np.testing.assert_allclose(got, weights / weights.sum(-1, keepdims=True), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(got, _softmax(scores), rtol=1e-4, atol=1e-5)

@@ -54,17 +54,17 @@ class _Rewriter(Fp32KernelRewriter):
         the row (masking it first)."""
         ndim = len(softmax.ty.shape.values)
         source = self._bound(softmax.args[0])
-        keep = self._mask(source) if is_op(source, "relax.where") else None
-        if keep is not None:
+        masked = is_op(source, "relax.where")
+        keep = self._mask(source) if masked else None
+        if masked:
             source = self._bound(source.args[2])
         reshape = source if is_op(source, "relax.reshape") else None
         scores = self._bound(reshape.args[0]) if reshape is not None else source
         symbolic = self.kernels.get(f"batched_matmul_{self.unit.lanes}")
         if not (int(softmax.attrs.axis) % ndim == ndim - 1 and symbolic is not None
                 and is_op(scores, "relax.call_tir") and scores.args[0].same_as(symbolic)
-                and (keep is not None or not is_op(self._bound(softmax.args[0]), "relax.where"))):
+                and (keep is not None or not masked)):
             return softmax
-        masked = keep is not None
         kernel = self._kernel(
             f"batched_matmul_{self.unit.lanes}_{'masked_' if masked else ''}softmax",
             lambda: batched_matmul_kernel(self.unit, softmax=True, masked=masked))
@@ -87,10 +87,8 @@ class _Rewriter(Fp32KernelRewriter):
     def _unbroadcast(self, y: relax.Expr) -> relax.Expr:
         """(G, K, N) when y = reshape(broadcast_to(t (1, G..., K, N), (A, G..., K, N)),
         (A * G, K, N)); else y."""
-        reshaped = self.lookup_binding(y) if isinstance(y, relax.Var) else None
-        if not (is_op(reshaped, "relax.reshape") and isinstance(reshaped.args[0], relax.Var)):
-            return y
-        broadcast = self.lookup_binding(reshaped.args[0])
+        reshaped = self._bound(y)
+        broadcast = self._bound(reshaped.args[0]) if is_op(reshaped, "relax.reshape") else None
         if not is_op(broadcast, "relax.broadcast_to"):
             return y
         source = broadcast.args[0]

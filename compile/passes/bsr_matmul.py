@@ -18,10 +18,10 @@ values' dtype:
 The BSR arrays are function inputs that the kernel takes as they are: the weights file holds
 them instead of the dense weight. A denser layer is left alone: its BSR_TO_DENSE is weight-only,
 so the weights phase runs it once at compile time (a Python function registered under that name)
-and the Int8Matmul pass or the fp32 matmul takes the dense weight. A batched matmul (a 3-D input, as the
-decoder's cross-attention key/value had when it ran over every hypothesis) stays dense too. Run this pass before
-Int8Matmul (which would take an int8 BSR layer's densified weight) and DeadCodeElimination after
-it (the rewritten layers' BSR_TO_DENSE are then unused).
+and the Int8Matmul pass or the fp32 matmul takes the dense weight. A batched matmul (a 3-D
+input, as the decoder's cross-attention key/value had when it ran over every hypothesis) stays
+dense too. Run this pass before Int8Matmul (which would take an int8 BSR layer's densified
+weight) and DeadCodeElimination after it (the rewritten layers' BSR_TO_DENSE are then unused).
 """
 
 from __future__ import annotations

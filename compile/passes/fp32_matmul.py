@@ -13,7 +13,8 @@ Rewrite:
 
 A matmul narrower than one vector, or whose weight is computed from other dtypes (the
 dequantized int8 weights the int8 passes left, the BSR layers' dense fallback: packing those
-would store them as fp32), stays a matmul: MetaSchedule's tuned schedule or TVM's default. Run it after the int8 passes.
+would store them as fp32), stays a matmul: MetaSchedule's tuned schedule or TVM's default.
+Run it after the int8 passes.
 """
 
 from __future__ import annotations
