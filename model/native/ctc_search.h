@@ -12,7 +12,6 @@
 #include <initializer_list>
 #include <limits>
 #include <numeric>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -78,21 +77,28 @@ inline std::vector<int64_t> TopTokens(const float* frame, int64_t vocab, int bea
 }
 
 /*! \brief Label prefixes as nodes of a tree, one number each, so a prefix is found and
- *         extended in time independent of its length. Node 0 is the empty prefix. */
+ *         extended in time independent of its length. Node 0 is the empty prefix. A node's
+ *         children are a linked list (first child, next sibling): a prefix has a handful, and
+ *         no node allocates. */
 class PrefixTree {
  public:
   static constexpr int64_t kEmpty = 0;
 
   int64_t Child(int64_t node, int64_t label) {
-    auto [it, added] = children_.emplace(Key(node, label), static_cast<int64_t>(parent_.size()));
-    if (added) {
-      parent_.push_back(node);
-      last_.push_back(label);
+    for (int64_t child = first_child_[node]; child != kNone; child = next_sibling_[child]) {
+      if (last_[child] == label) return child;
     }
-    return it->second;
+    auto child = static_cast<int64_t>(parent_.size());
+    parent_.push_back(node);
+    last_.push_back(label);
+    first_child_.push_back(kNone);
+    next_sibling_.push_back(first_child_[node]);
+    first_child_[node] = child;
+    return child;
   }
   /*! \brief The prefix's last label, -1 for the empty prefix. */
   int64_t Last(int64_t node) const { return last_[node]; }
+  int64_t size() const { return static_cast<int64_t>(parent_.size()); }
   Hypothesis Spell(int64_t node) const {
     Hypothesis labels;
     for (; node != kEmpty; node = parent_[node]) labels.push_back(last_[node]);
@@ -101,12 +107,11 @@ class PrefixTree {
   }
 
  private:
-  static uint64_t Key(int64_t node, int64_t label) {
-    return (static_cast<uint64_t>(node) << 32) | static_cast<uint32_t>(label);
-  }
-  std::vector<int64_t> parent_{-1};
-  std::vector<int64_t> last_{-1};
-  std::unordered_map<uint64_t, int64_t> children_;
+  static constexpr int64_t kNone = -1;
+  std::vector<int64_t> parent_{kNone};
+  std::vector<int64_t> last_{kNone};
+  std::vector<int64_t> first_child_{kNone};
+  std::vector<int64_t> next_sibling_{kNone};
 };
 
 /*! \brief A prefix and its log-probabilities of ending in blank and in its last label. */
@@ -117,38 +122,47 @@ struct Beam {
   double total() const { return LogAdd({blank, label}); }
 };
 
-/*! \brief One frame's candidates in the order first touched, found by prefix node: ranking
- *         sorts them stably, so equal scores rank in that order. */
+/*! \brief One frame's candidates in the order first touched, found by prefix node through a
+ *         slot per tree node: ranking sorts them stably, so equal scores rank in that order.
+ *         One table serves every frame; `TakeBest` empties it. */
 class BeamTable {
  public:
-  explicit BeamTable(size_t capacity) {
-    beams_.reserve(capacity);
-    slots_.reserve(capacity);
-  }
   /*! \brief The candidate of `node`, added with -inf scores when new. */
   Beam& operator[](int64_t node) {
-    auto [it, added] = slots_.emplace(node, beams_.size());
-    if (added) beams_.push_back({node, kNegInf, kNegInf});
-    return beams_[it->second];
+    if (node >= static_cast<int64_t>(slots_.size())) {
+      slots_.resize(std::max<size_t>(2 * slots_.size(), node + 1), kNoSlot);
+    }
+    int64_t& slot = slots_[node];
+    if (slot == kNoSlot) {
+      slot = static_cast<int64_t>(beams_.size());
+      beams_.push_back({node, kNegInf, kNegInf});
+    }
+    return beams_[slot];
   }
-  /*! \brief The `beam` best, best first; ties keep insertion order. */
-  std::vector<Beam> Best(int beam) && {
-    std::vector<double> totals(beams_.size());
-    for (size_t i = 0; i < beams_.size(); ++i) totals[i] = beams_[i].total();
-    std::vector<size_t> order(beams_.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(),
-                     [&totals](size_t a, size_t b) { return totals[a] > totals[b]; });
-    order.resize(std::min(order.size(), static_cast<size_t>(beam)));
+  /*! \brief The `beam` best, best first; ties keep insertion order. Empties the table. */
+  std::vector<Beam> TakeBest(int beam) {
+    totals_.resize(beams_.size());
+    order_.resize(beams_.size());
+    for (size_t i = 0; i < beams_.size(); ++i) totals_[i] = beams_[i].total();
+    std::iota(order_.begin(), order_.end(), 0);
+    std::stable_sort(order_.begin(), order_.end(),
+                     [this](size_t a, size_t b) { return totals_[a] > totals_[b]; });
     std::vector<Beam> best;
-    best.reserve(order.size());
-    for (size_t i : order) best.push_back(beams_[i]);
+    best.reserve(std::min(order_.size(), static_cast<size_t>(beam)));
+    for (size_t i = 0; i < order_.size() && best.size() < static_cast<size_t>(beam); ++i) {
+      best.push_back(beams_[order_[i]]);
+    }
+    for (const Beam& b : beams_) slots_[b.node] = kNoSlot;
+    beams_.clear();
     return best;
   }
 
  private:
+  static constexpr int64_t kNoSlot = -1;
   std::vector<Beam> beams_;
-  std::unordered_map<int64_t, size_t> slots_;
+  std::vector<int64_t> slots_;   // tree node -> index in beams_, kNoSlot when absent
+  std::vector<double> totals_;
+  std::vector<size_t> order_;
 };
 
 /*!
@@ -161,11 +175,11 @@ class BeamTable {
 inline std::vector<Scored> CtcPrefixBeamSearch(const LogProbs& log_probs, int beam,
                                                int64_t blank = 0) {
   PrefixTree tree;
+  BeamTable next;
   std::vector<Beam> beams{{PrefixTree::kEmpty, 0.0, kNegInf}};
   for (int64_t t = 0; t < log_probs.frames; ++t) {
     const float* frame = log_probs.frame(t);
     std::vector<int64_t> candidates = TopTokens(frame, log_probs.vocab, beam);
-    BeamTable next(beams.size() * (candidates.size() + 1));
     for (const Beam& from : beams) {
       for (int64_t token : candidates) {
         double p = frame[token];
@@ -184,7 +198,7 @@ inline std::vector<Scored> CtcPrefixBeamSearch(const LogProbs& log_probs, int be
         }
       }
     }
-    beams = std::move(next).Best(beam);
+    beams = next.TakeBest(beam);
   }
   std::vector<Scored> nbest;
   for (const Beam& b : beams) nbest.emplace_back(tree.Spell(b.node), b.total());
