@@ -34,7 +34,6 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from tinyasr.compile.fp32_kernels import NARROW, VectorUnit, multiply_add
-from tinyasr.compile.softmax_kernels import SCRATCH, softmax_row_macro
 
 GROUP = 4          # column vectors per tile when N is symbolic
 MAX_ROWS = 8
@@ -48,19 +47,13 @@ def fixed_width_supported(unit: VectorUnit, n: int) -> bool:
     return n % NARROW == 0 and 2 * vectors + vectors + 1 <= unit.registers
 
 
-def batched_matmul_kernel(unit: VectorUnit, n: int | None = None, softmax: bool = False,
-                          masked: bool = False) -> tirx.PrimFunc:
+def batched_matmul_kernel(unit: VectorUnit, n: int | None = None) -> tirx.PrimFunc:
     """(x (B, M, K), y (G, K, N)) -> (B, M, N) float32, batch b times y's batch b % G (G = B,
     or G heads shared by B / G hypotheses): N = n fixed (see fixed_width_supported), or
-    symbolic when n is None. With softmax (N symbolic only), each output row is replaced by
-    its softmax right after it is computed, while it is in cache; masked, the kernel takes a
-    third input keep (B / H, M, N) bool, shared by the H heads of a hypothesis, and a score
-    it marks False is MASKED_SCORE before the softmax (the decoder's causal self-attention)."""
-    assert n is None or not softmax
-    assert softmax or not masked
+    symbolic when n is None."""
     if n is not None:
         return _fixed_width(unit, n)
-    return _symbolic_width(unit, softmax, masked)
+    return _symbolic_width(unit)
 
 
 def _fixed_width(unit: VectorUnit, n: int) -> tirx.PrimFunc:
@@ -110,10 +103,9 @@ def _fixed_width(unit: VectorUnit, n: int) -> tirx.PrimFunc:
     return kernel
 
 
-def _symbolic_width(unit: VectorUnit, softmax: bool, masked: bool) -> tirx.PrimFunc:
+def _symbolic_width(unit: VectorUnit) -> tirx.PrimFunc:
     lanes = unit.lanes
     tile_rows = min(GROUP_ROWS, (unit.registers - GROUP - 1) // GROUP)
-    softmax_row = softmax_row_macro(lanes, masked)
 
     @T.macro
     def tile(x, y, out, acc, b, g, first, count, group, n, width, depth):
@@ -133,57 +125,15 @@ def _symbolic_width(unit: VectorUnit, softmax: bool, masked: bool) -> tirx.PrimF
                            acc[T.ramp((r * GROUP + v) * lanes, 1, width)])
 
     @T.macro
-    def row_blocks(x, y, out, acc, scratch, keep, kept, b, g, rows, n, column_groups, width,
-                   depth):
+    def row_blocks(x, y, out, acc, b, g, rows, n, column_groups, width, depth):
         """Row blocks outer, column groups inner: the output is written row block by row
         block, in the order memory holds it."""
         for block in range(rows // tile_rows):
             for group in range(column_groups):
                 tile(x, y, out, acc, b, g, block * tile_rows, tile_rows, group, n, width, depth)
-            if softmax:
-                for r in range(tile_rows):
-                    softmax_row(out, b, block * tile_rows + r, n, scratch, keep, kept)
         for row in range(rows // tile_rows * tile_rows, rows):
             for group in range(column_groups):
                 tile(x, y, out, acc, b, g, row, 1, group, n, width, depth)
-            if softmax:
-                softmax_row(out, b, row, n, scratch, keep, kept)
-
-    @T.macro
-    def body(x, y, out, keep, hypotheses, batch, groups, rows, depth, n):
-        acc = T.alloc_buffer((tile_rows * GROUP * lanes,), "float32", scope="local")
-        scratch = T.alloc_buffer((SCRATCH,), "float32", scope="local")
-        for b in range(batch):
-            kept = b // (batch // hypotheses)   # the hypothesis of batch b: its mask
-            if n >= lanes:
-                row_blocks(x, y, out, acc, scratch, keep, kept, b, b % groups, rows, n,
-                           (n + GROUP * lanes - 1) // (GROUP * lanes), lanes, depth)
-            elif n >= NARROW:
-                row_blocks(x, y, out, acc, scratch, keep, kept, b, b % groups, rows, n,
-                           (n + GROUP * NARROW - 1) // (GROUP * NARROW), NARROW, depth)
-            else:
-                for i in range(rows):
-                    for col in range(n):
-                        out[b, i, col] = T.float32(0)
-                        for j in range(depth):
-                            out[b, i, col] = out[b, i, col] + x[b, i, j] * y[b % groups, j, col]
-                    if softmax:
-                        softmax_row(out, b, i, n, scratch, keep, kept)
-
-    if masked:
-        @T.prim_func(private=True)
-        def masked_kernel(x_handle: T.handle, y_handle: T.handle, keep_handle: T.handle,
-                          out_handle: T.handle):
-            T.func_attr({"tirx.noalias": True})
-            batch, groups, hypotheses, rows, depth, n = (
-                T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64())
-            x = T.match_buffer(x_handle, (batch, rows, depth), "float32")
-            y = T.match_buffer(y_handle, (groups, depth, n), "float32")
-            keep = T.match_buffer(keep_handle, (hypotheses, rows, n), "bool")
-            out = T.match_buffer(out_handle, (batch, rows, n), "float32")
-            body(x, y, out, keep, hypotheses, batch, groups, rows, depth, n)
-
-        return masked_kernel
 
     @T.prim_func(private=True)
     def kernel(x_handle: T.handle, y_handle: T.handle, out_handle: T.handle):
@@ -192,6 +142,19 @@ def _symbolic_width(unit: VectorUnit, softmax: bool, masked: bool) -> tirx.PrimF
         x = T.match_buffer(x_handle, (batch, rows, depth), "float32")
         y = T.match_buffer(y_handle, (groups, depth, n), "float32")
         out = T.match_buffer(out_handle, (batch, rows, n), "float32")
-        body(x, y, out, None, batch, batch, groups, rows, depth, n)
+        acc = T.alloc_buffer((tile_rows * GROUP * lanes,), "float32", scope="local")
+        for b in range(batch):
+            if n >= lanes:
+                row_blocks(x, y, out, acc, b, b % groups, rows, n,
+                           (n + GROUP * lanes - 1) // (GROUP * lanes), lanes, depth)
+            elif n >= NARROW:
+                row_blocks(x, y, out, acc, b, b % groups, rows, n,
+                           (n + GROUP * NARROW - 1) // (GROUP * NARROW), NARROW, depth)
+            else:
+                for i in range(rows):
+                    for col in range(n):
+                        out[b, i, col] = T.float32(0)
+                        for j in range(depth):
+                            out[b, i, col] = out[b, i, col] + x[b, i, j] * y[b % groups, j, col]
 
     return kernel

@@ -55,6 +55,7 @@ from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.passes.fp32_conv2d import Fp32Conv2d
 from tinyasr.compile.passes.fp32_matmul import Fp32Matmul
 from tinyasr.compile.passes.fuse_epilogues import FuseEpilogues
+from tinyasr.compile.passes.fused_attention import FusedAttention
 from tinyasr.compile.passes.inline_intermediates import InlineIntermediates
 from tinyasr.compile.passes.int8_conv2d import Int8Conv2d
 from tinyasr.compile.passes.int8_matmul import Int8Matmul
@@ -249,7 +250,8 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
         dump("quantize", mod)
 
         mod = tvm.transform.Sequential([
-            Fp32Conv2d(target), Fp32Matmul(target), BatchedMatmul(target), FuseEpilogues(),
+            Fp32Conv2d(target), Fp32Matmul(target), FusedAttention(target), BatchedMatmul(target),
+            FuseEpilogues(),
             relax.transform.DeadCodeElimination()])(mod)
         dump("dense", mod)
 

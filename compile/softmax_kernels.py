@@ -1,15 +1,16 @@
-"""fp32 softmax of one row in place, for kernels that have just computed the row (the attention
-scores, compile/batched_kernels.py) and so hold it in the first-level cache:
+"""The exponentials of a softmax row in place, for the fused attention kernel
+(compile/attention_kernels.py), which has just computed the row's scores and their max `top`
+and so holds the row in the first-level cache:
 
-    out[j] = exp(out[j] - max(out)) / sum_j exp(out[j] - max(out))
+    out[j] = exp(out[j] - top),    total = sum_j out[j]
 
-Three passes over the row in vectors of L lanes: the max, the exponentials (stored) and their
-sum, the normalization. When L does not divide the row, its last L columns are taken as one
-more vector overlapping the one before (rows shorter than L use vectors of 4, rows shorter than
-4 scalars): the max does not mind the overlap; the last vector's exponentials are computed from
-the scores before the other vectors overwrite them and only its own lanes are summed; its
-normalized values are computed before the other vectors are normalized. A loop over the
-remainder instead ran LLVM's scalar epilogue, as slow as the rest of the row together.
+The kernel divides by the total where it uses the row (its context rows), so the row itself
+is neither scanned for its max nor normalized here: one pass, in vectors of L lanes. When L
+does not divide the row, its last L columns are taken as one more vector overlapping the one
+before (rows shorter than L use vectors of 4, rows shorter than 4 scalars): the last vector's
+exponentials are computed from the scores before the other vectors overwrite them, and only
+its own lanes are summed. A loop over the remainder instead ran LLVM's scalar epilogue, as slow
+as the rest of the row together.
 
 The exponential is a polynomial, not a libm call: 2^k * p(f) with x = k ln 2 + f,
 |f| <= ln 2 / 2, p Cephes' degree-6 expf polynomial (relative error about 2e-7), x clamped to
@@ -31,7 +32,7 @@ EXP_POLYNOMIAL = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.166579589
 LOWEST = -3.4028234663852886e38
 MASKED_SCORE = -1e9   # what attention writes over a masked-out score (model/san_m.py attend)
 MAX_LANES = 16
-TOP, TOTAL = 2 * MAX_LANES, 2 * MAX_LANES + 1   # scratch slots of the row's max and sum
+TOP, TOTAL = 2 * MAX_LANES, 2 * MAX_LANES + 1   # scratch slots for a row's max and sum
 SCRATCH = 2 * MAX_LANES + 2                     # two vectors, the max and the sum
 
 
@@ -56,20 +57,11 @@ def exp_polynomial(x: tirx.PrimExpr, lanes: int) -> tirx.PrimExpr:
 
 
 @T.macro
-def _vector_row(out, b, row, n, lanes, scratch):
-    """The three passes on vectors of `lanes` (n >= lanes); scratch: SCRATCH local floats."""
+def _vector_exponentials(out, b, row, n, lanes, top, scratch):
+    """The pass on vectors of `lanes` (n >= lanes); scratch: SCRATCH local floats."""
     full = n // lanes
     last = n - lanes
-    # max: every vector, the overlapping last one included
-    scratch[T.ramp(0, 1, lanes)] = out.vload([b, row, last], f"float32x{lanes}")
-    for v in range(full):
-        scratch[T.ramp(0, 1, lanes)] = T.max(scratch[T.ramp(0, 1, lanes)],
-                                             out.vload([b, row, v * lanes], f"float32x{lanes}"))
-    scratch[TOP] = T.float32(LOWEST)
-    for lane in range(lanes):
-        scratch[TOP] = T.max(scratch[TOP], scratch[lane])
-    top = scratch[TOP]
-    # exponentials and their sum: the last vector's from the scores, then the others
+    # the last vector's from the scores, kept aside; its lanes past the full vectors summed
     scratch[T.ramp(lanes, 1, lanes)] = exp_polynomial(
         out.vload([b, row, last], f"float32x{lanes}") - T.broadcast(top, lanes), lanes)
     scratch[T.ramp(0, 1, lanes)] = T.Select(
@@ -84,39 +76,22 @@ def _vector_row(out, b, row, n, lanes, scratch):
     scratch[TOTAL] = T.float32(0)
     for lane in range(lanes):
         scratch[TOTAL] = scratch[TOTAL] + scratch[lane]
-    # normalization: the last vector's first, from the exponentials
-    scale = T.broadcast(T.float32(1) / scratch[TOTAL], lanes)
-    scratch[T.ramp(lanes, 1, lanes)] = scratch[T.ramp(lanes, 1, lanes)] * scale
-    for v in range(full):
-        out.vstore([b, row, v * lanes],
-                   out.vload([b, row, v * lanes], f"float32x{lanes}") * scale)
-    out.vstore([b, row, last], scratch[T.ramp(lanes, 1, lanes)])
 
 
-def softmax_row_macro(lanes: int, masked: bool):
-    """A T.macro (out, b, row, n, scratch, keep, kept): out[b, row, :n] = its softmax, in
-    place; scratch: SCRATCH local floats. When masked, scores where keep[kept, row, :n] is
-    False are first replaced by MASKED_SCORE (keep and kept are unused otherwise)."""
+def exponentials_macro(lanes: int):
+    """A T.macro (out, b, row, n, top, scratch): out[b, row, :n] = exp(out[b, row, :n] - top)
+    in place, their sum in scratch[TOTAL]; scratch: SCRATCH local floats."""
 
     @T.macro
-    def softmax_row(out, b, row, n, scratch, keep, kept):
-        if masked:
-            for j in range(n):
-                out[b, row, j] = T.if_then_else(keep[kept, row, j], out[b, row, j],
-                                                 T.float32(MASKED_SCORE))
+    def exponentials(out, b, row, n, top, scratch):
         if n >= lanes:
-            _vector_row(out, b, row, n, lanes, scratch)
+            _vector_exponentials(out, b, row, n, lanes, top, scratch)
         elif n >= NARROW:
-            _vector_row(out, b, row, n, NARROW, scratch)
+            _vector_exponentials(out, b, row, n, NARROW, top, scratch)
         else:
-            scratch[TOP] = T.float32(LOWEST)
-            for j in range(n):
-                scratch[TOP] = T.max(scratch[TOP], out[b, row, j])
             scratch[TOTAL] = T.float32(0)
             for j in range(n):
-                out[b, row, j] = exp_polynomial(out[b, row, j] - scratch[TOP], 1)
+                out[b, row, j] = exp_polynomial(out[b, row, j] - top, 1)
                 scratch[TOTAL] = scratch[TOTAL] + out[b, row, j]
-            for j in range(n):
-                out[b, row, j] = out[b, row, j] / scratch[TOTAL]
 
-    return softmax_row
+    return exponentials

@@ -1,7 +1,8 @@
 """The layout phase and the activation kernels: SinkPermutes cancels the permutes ConvertLayout
 leaves around `clip`, the channels-last im2col kernel equals numpy's, an fp32 conv on a weight
 compiles to im2col + the fp32 kernel and computes torch's conv2d; the batched kernel of the
-attention's matmuls equals numpy's for every kind of width, and attention compiles to it."""
+attention's matmuls equals numpy's for every kind of width, and attention not in torch's export
+layout compiles to it."""
 
 from __future__ import annotations
 
@@ -133,43 +134,9 @@ def test_batched_kernel_equals_numpy(n: int, fixed: bool):
         np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("n", [123, 36, 16, 7, 3])
-def test_batched_kernel_with_softmax_equals_numpy(n: int):
-    """Each row's softmax taken in the scores kernel: rows of several vectors and an
-    overlapping last one (123, 36), exactly one vector (16), narrow vectors (7), scalars (3);
-    a masked-out score (-1e9) gets no weight."""
-    unit = vector_unit(Target(HOST))
-    library = _batched_library(batched_matmul_kernel(unit, softmax=True))
-    rng = np.random.default_rng(n)
-    x = rng.standard_normal((4, 13, 36)).astype(np.float32)
-    y = rng.standard_normal((2, 36, n)).astype(np.float32)
-    x[:, :, 0], y[:, 0, n - 1] = 1.0, -1e9          # the last column masked out everywhere
-    out = tvm.runtime.tensor(np.zeros((4, 13, n), np.float32))
-    library["batched"](tvm.runtime.tensor(x), tvm.runtime.tensor(y), out)
-    scores = x.astype(np.float64) @ y[np.arange(4) % 2]
-    np.testing.assert_allclose(out.numpy(), _softmax(scores), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("n", [63, 7])
-def test_masked_softmax_kernel_equals_numpy(n: int):
-    """The decoder's causal self-attention: 3 hypotheses x 2 heads, a (3, rows, n) mask shared
-    by each hypothesis' heads; masked scores get no weight."""
-    unit = vector_unit(Target(HOST))
-    library = _batched_library(batched_matmul_kernel(unit, softmax=True, masked=True))
-    rng = np.random.default_rng(n)
-    x = rng.standard_normal((6, n, 36)).astype(np.float32)
-    y = rng.standard_normal((6, 36, n)).astype(np.float32)
-    keep = np.tril(np.ones((n, n), bool))[None] & (rng.random((3, 1, n)) > 0.2)
-    keep[:, :, 0] = True                                 # no row entirely masked
-    out = tvm.runtime.tensor(np.zeros((6, n, n), np.float32))
-    library["batched"](*(tvm.runtime.tensor(a) for a in (x, y, keep)), out)
-    scores = np.where(keep[np.arange(6) // 2], x.astype(np.float64) @ y, -1e9)
-    np.testing.assert_allclose(out.numpy(), _softmax(scores), rtol=1e-5, atol=1e-6)
-
-
 def test_attention_matmuls_compile_to_the_batched_kernel(tmp_path):
-    """scores = q @ k^T and context = softmax(scores) @ v per head, on symbolic frames; the
-    softmax is taken by the scores kernel."""
+    """scores = q @ k^T and context = softmax(scores) @ v per head, on symbolic frames, not in
+    the layout torch exports attention in (FusedAttention's pattern): the batched kernels."""
     frames = tirx.Var("frames", "int64")
     q, k, v = (relax.Var(name, relax.TensorType([4, frames, 36], "float32")) for name in "qkv")
     builder = relax.BlockBuilder()
@@ -181,10 +148,10 @@ def test_attention_matmuls_compile_to_the_batched_kernel(tmp_path):
         builder.emit_func_output(out)
     built = build(ImportedModel(builder.get(), {"main": []}), HOST, IRDumper(tmp_path))
     dense = next(tmp_path.glob("*-dense.py")).read_text()
-    assert "R.matmul" not in dense and "R.nn.softmax" not in dense
+    assert "R.matmul" not in dense
     lanes = vector_unit(Target(HOST)).lanes
-    assert f"cls.batched_matmul_{lanes}_softmax, " in dense  # the scores: N = frames, softmax
-    assert f"cls.batched_matmul_{lanes}_n36, " in dense      # the context: N = 36
+    assert f"cls.batched_matmul_{lanes}, " in dense      # the scores: N = frames
+    assert f"cls.batched_matmul_{lanes}_n36, " in dense  # the context: N = 36
 
     rng = np.random.default_rng(5)
     arrays = [rng.standard_normal((4, 29, 36)).astype(np.float32) for _ in range(3)]
@@ -255,36 +222,3 @@ def test_permutes_around_pad_and_abs_max_cancel():
         tvm.runtime.tensor(values)).numpy() for mod in (before, after)]
     np.testing.assert_array_equal(*outputs)
     assert outputs[0].shape == (2, 12, 6)
-
-
-def test_masked_self_attention_softmax_moves_into_the_scores_kernel(tmp_path):
-    """The decoder's self-attention as torch exports it: per-head scores, masked_fill of a
-    per-hypothesis causal mask, softmax -> one masked-softmax kernel call."""
-    hypotheses, steps = tirx.Var("hypotheses", "int64"), tirx.Var("steps", "int64")
-    q, k = (relax.Var(name, relax.TensorType([hypotheses * 4, steps, 36], "float32"))
-            for name in "qk")
-    keep = relax.Var("keep", relax.TensorType([hypotheses, steps, steps], "bool"))
-    builder = relax.BlockBuilder()
-    with builder.function("main", [q, k, keep], attrs={"num_input": 3}):
-        with builder.dataflow():
-            scores = builder.emit(relax.op.reshape(
-                relax.op.matmul(q, relax.op.permute_dims(k, [0, 2, 1])),
-                [hypotheses, 4, steps, steps]))
-            masked_out = builder.emit(relax.op.bitwise_not(relax.op.expand_dims(keep, [1])))
-            filled = builder.emit(relax.op.where(masked_out, relax.const(-1e9, "float32"),
-                                                 scores))
-            out = builder.emit_output(relax.op.nn.softmax(filled, axis=3))
-        builder.emit_func_output(out)
-    built = build(ImportedModel(builder.get(), {"main": []}), HOST, IRDumper(tmp_path))
-    dense = next(tmp_path.glob("*-dense.py")).read_text()
-    lanes = vector_unit(Target(HOST)).lanes
-    assert f"cls.batched_matmul_{lanes}_masked_softmax, " in dense
-    assert "R.where" not in dense and "R.nn.softmax" not in dense
-
-    rng = np.random.default_rng(7)
-    qv, kv = (rng.standard_normal((8, 11, 36)).astype(np.float32) for _ in "qk")
-    keepv = np.tril(np.ones((11, 11), bool))[None].repeat(2, 0)
-    vm = relax.VirtualMachine(built.executable, tvm.cpu())
-    got = vm["main"](*(tvm.runtime.tensor(a) for a in (qv, kv, keepv))).numpy()
-    scores = np.where(keepv[:, None], (qv @ kv.transpose(0, 2, 1)).reshape(2, 4, 11, 11), -1e9)
-    np.testing.assert_allclose(got, _softmax(scores), rtol=1e-4, atol=1e-5)

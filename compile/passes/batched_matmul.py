@@ -6,10 +6,9 @@ call_tir(the kernel, x, y), the fixed-width kernel when N is static (the context
 one otherwise (the scores). When y is a broadcast over the leading axis of a (1, G..., K, N)
 tensor reshaped to B batches (the decoder's cross-attention keys and values, the same for
 every hypothesis), the kernel reads the (G, K, N) original instead and the broadcast copy goes.
-A softmax along the last axis of the scores moves into the scores kernel, which takes each row's
-softmax while the row is in cache; so does the mask before it, where(not(expand_dims(keep, 1)),
--1e9, scores) (the decoder's causal self-attention, one mask per hypothesis for its heads).
-Run it after the weight-matmul passes, which take the matmuls on weights.
+Run it after the weight-matmul passes, which take the matmuls on weights, and after
+FusedAttention, which takes whole attentions (their scores, softmax and context in one kernel):
+this pass is for the activation matmuls that pattern does not cover.
 """
 
 from __future__ import annotations
@@ -22,15 +21,12 @@ from tvm.relax.expr_functor import mutator
 from tinyasr.compile.batched_kernels import batched_matmul_kernel, fixed_width_supported
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.int8_matmul import KernelPass, is_op
-from tinyasr.compile.softmax_kernels import MASKED_SCORE
 
 
 @mutator
 class _Rewriter(Fp32KernelRewriter):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if is_op(call, "relax.nn.softmax"):
-            return self._with_softmax(call)
         if not is_op(call, "relax.matmul"):
             return call
         x, y = call.args
@@ -47,42 +43,6 @@ class _Rewriter(Fp32KernelRewriter):
         name = f"batched_matmul_{self.unit.lanes}" + ("" if width is None else f"_n{width}")
         kernel = self._kernel(name, lambda: batched_matmul_kernel(self.unit, width))
         return relax.call_tir(kernel, [x, y], call.ty)
-
-    def _with_softmax(self, softmax: relax.Call) -> relax.Expr:
-        """softmax(scores) along the last axis, scores a (reshaped) symbolic-width kernel
-        call, maybe masked first -> the kernel that takes each row's softmax as it computes
-        the row (masking it first)."""
-        ndim = len(softmax.ty.shape.values)
-        source = self._bound(softmax.args[0])
-        masked = is_op(source, "relax.where")
-        keep = self._mask(source) if masked else None
-        if masked:
-            source = self._bound(source.args[2])
-        reshape = source if is_op(source, "relax.reshape") else None
-        scores = self._bound(reshape.args[0]) if reshape is not None else source
-        symbolic = self.kernels.get(f"batched_matmul_{self.unit.lanes}")
-        if not (int(softmax.attrs.axis) % ndim == ndim - 1 and symbolic is not None
-                and is_op(scores, "relax.call_tir") and scores.args[0].same_as(symbolic)
-                and (keep is not None or not masked)):
-            return softmax
-        kernel = self._kernel(
-            f"batched_matmul_{self.unit.lanes}_{'masked_' if masked else ''}softmax",
-            lambda: batched_matmul_kernel(self.unit, softmax=True, masked=masked))
-        inputs = [*scores.args[1].fields, *([keep] if masked else [])]
-        fused = relax.call_tir(kernel, inputs, scores.ty)
-        return relax.op.reshape(fused, reshape.args[1]) if reshape is not None else fused
-
-    def _mask(self, where: relax.Call) -> relax.Expr | None:
-        """keep (hypotheses, M, N) bool when `where` is where(not(expand_dims(keep, 1)),
-        MASKED_SCORE, scores): attention's masked_fill, the mask shared by the heads."""
-        condition, fill = self._bound(where.args[0]), self._bound(where.args[1])
-        inverted = self._bound(condition.args[0]) if is_op(condition, "relax.bitwise_not") else None
-        if not (is_op(inverted, "relax.expand_dims") and isinstance(fill, tvm.ir.expr.GenericConst)
-                and [int(axis) for axis in inverted.attrs.axis] == [1]
-                and fill.value.numpy().size == 1 and float(fill.value.numpy()) == MASKED_SCORE):
-            return None
-        keep = inverted.args[0]
-        return keep if keep.ty.ndim == 3 and keep.ty.dtype == "bool" else None
 
     def _unbroadcast(self, y: relax.Expr) -> relax.Expr:
         """(G, K, N) when y = reshape(broadcast_to(t (1, G..., K, N), (A, G..., K, N)),

@@ -1,0 +1,156 @@
+"""Multi-head attention, as torch exports model/san_m.py's `attend`, becomes one kernel
+(compile/attention_kernels.py).
+
+Pattern, with heads(x, order) = permute_dims(reshape(x (A, T, H*E), [A, T, H, E]), order):
+
+    scores  = matmul(heads(q, [0, 2, 1, 3]), heads(k, [0, 2, 3, 1]))     (B, H, M, N)
+              maybe where(not(expand_dims(keep, 1)), -1e9, scores)        keep (B, M, N) bool
+    context = matmul(softmax(scores, axis=-1), heads(v, [0, 2, 1, 3]))   (B, H, M, E)
+    out     = reshape(permute_dims(context, [0, 2, 1, 3]), [B, M, H*E])
+
+A matmul's operands may be broadcast to B and flattened to (B*H, ., .) on the way (how the
+importer batches a 4-d matmul), and k and v may have batch 1, shared by every b (the decoder's
+cross-attention keys and values). Rewrite: out = call_tir(the kernel, q, k, v[, keep]); the
+head transposes, the scores and the probabilities go. Run it before BatchedMatmul, which
+takes the attention matmuls this pass leaves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+import tvm_ffi
+from tvm import relax
+from tvm.relax.expr_functor import mutator
+
+from tinyasr.compile.attention_kernels import attention_kernel, attention_supported
+from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
+from tinyasr.compile.passes.int8_matmul import KernelPass, is_op
+from tinyasr.compile.softmax_kernels import MASKED_SCORE
+
+QUERY_ORDER = VALUE_ORDER = [0, 2, 1, 3]
+KEY_ORDER = [0, 2, 3, 1]
+FLATTENING_OPS = ("relax.reshape", "relax.broadcast_to")
+
+
+@dataclass
+class Heads:
+    """A (A, T, H*E) tensor seen as its H heads of E columns."""
+    source: relax.Expr
+    heads: int
+    head_dim: int
+
+
+def _same(a: tvm.ir.PrimExpr, b: tvm.ir.PrimExpr) -> bool:
+    return tvm_ffi.structural_equal(a, b)
+
+
+@mutator
+class _Rewriter(Fp32KernelRewriter):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not is_op(call, "relax.reshape") or call.ty.ndim != 3 or call.ty.dtype != "float32":
+            return call
+        matched = self._attention(call)
+        if matched is None:
+            return call
+        q, k, v, keep = matched
+        kernel = self._kernel(
+            f"attention_{self.unit.lanes}_h{q.heads}x{q.head_dim}{'_masked' if keep is not None else ''}",
+            lambda: attention_kernel(self.unit, q.heads, q.head_dim, keep is not None))
+        inputs = [q.source, k.source, v.source, *([keep] if keep is not None else [])]
+        return relax.call_tir(kernel, inputs, call.ty)
+
+    def _attention(self, out: relax.Call
+                   ) -> tuple[Heads, Heads, Heads, relax.Expr | None] | None:
+        """(q, k, v, keep or None) when `out` is the reshape ending the pattern."""
+        transposed = self._bound(out.args[0])
+        if not self._permutes(transposed, QUERY_ORDER):
+            return None
+        context = self._unflattened(transposed.args[0])
+        if not is_op(context, "relax.matmul"):
+            return None
+        softmax = self._unflattened(context.args[0])
+        if not (is_op(softmax, "relax.nn.softmax") and int(softmax.attrs.axis) in (-1, 3)):
+            return None
+        scores, keep = self._bound(softmax.args[0]), None
+        if is_op(scores, "relax.where"):
+            keep = self._mask(scores)
+            if keep is None:
+                return None
+            scores = self._bound(scores.args[2])
+        scores = self._unflattened(scores)
+        if not is_op(scores, "relax.matmul"):
+            return None
+        q, k, v = (self._heads(operand, order) for operand, order in (
+            (scores.args[0], QUERY_ORDER), (scores.args[1], KEY_ORDER),
+            (context.args[1], VALUE_ORDER)))
+        if not (q and k and v and self._consistent(out, q, k, v, keep)):
+            return None
+        return q, k, v, keep
+
+    def _unflattened(self, expr: relax.Expr) -> relax.Expr:
+        """What `expr` is before reshapes and broadcasts (the importer's batching)."""
+        expr = self._bound(expr)
+        while any(is_op(expr, name) for name in FLATTENING_OPS):
+            expr = self._bound(expr.args[0])
+        return expr
+
+    def _permutes(self, expr: relax.Expr, order: list[int]) -> bool:
+        return (is_op(expr, "relax.permute_dims") and expr.attrs.axes is not None
+                and [int(axis) for axis in expr.attrs.axes] == order)
+
+    def _heads(self, operand: relax.Expr, order: list[int]) -> Heads | None:
+        """The (A, T, H*E) source when `operand` is heads(source, order), maybe flattened."""
+        permuted = self._unflattened(operand)
+        if not self._permutes(permuted, order):
+            return None
+        split = self._bound(permuted.args[0])
+        if not is_op(split, "relax.reshape"):
+            return None
+        source = split.args[0]
+        shape = split.ty.shape.values if split.ty.shape is not None else None
+        source_shape = source.ty.shape.values if source.ty.shape is not None else None
+        if not (shape is not None and len(shape) == 4 and source_shape is not None
+                and len(source_shape) == 3 and source.ty.dtype == "float32"
+                and all(isinstance(d, tvm.tirx.IntImm) for d in (*shape[2:], source_shape[2]))
+                and _same(shape[0], source_shape[0]) and _same(shape[1], source_shape[1])):
+            return None
+        return Heads(source, int(shape[2]), int(shape[3]))
+
+    def _consistent(self, out: relax.Call, q: Heads, k: Heads, v: Heads,
+                    keep: relax.Expr | None) -> bool:
+        """Same heads; q (B, M, D) is out's shape; k and v (G, N, D) alike, G = 1 or B; keep
+        (B, M, N); E supported by the kernel."""
+        batch, rows, dim = out.ty.shape.values
+        q_shape, k_shape, v_shape = (h.source.ty.shape.values for h in (q, k, v))
+        groups, frames = k_shape[0], k_shape[1]
+        return (q.heads == k.heads == v.heads and q.head_dim == k.head_dim == v.head_dim
+                and attention_supported(self.unit, q.head_dim)
+                and all(_same(a, b) for a, b in zip(q_shape, (batch, rows, dim)))
+                and all(_same(a, b) for a, b in zip(v_shape, k_shape))
+                and int(dim) == q.heads * q.head_dim
+                and ((isinstance(groups, tvm.tirx.IntImm) and int(groups) == 1)
+                     or _same(groups, batch))
+                and (keep is None or all(_same(a, b) for a, b in
+                                         zip(keep.ty.shape.values, (batch, rows, frames)))))
+
+    def _mask(self, where: relax.Call) -> relax.Expr | None:
+        """keep (B, M, N) bool when `where` is where(not(expand_dims(keep, 1)), MASKED_SCORE,
+        scores): attention's masked_fill, one mask for every head."""
+        condition, fill = self._bound(where.args[0]), self._bound(where.args[1])
+        inverted = self._bound(condition.args[0]) if is_op(condition, "relax.bitwise_not") else None
+        if not (is_op(inverted, "relax.expand_dims") and isinstance(fill, tvm.ir.expr.GenericConst)
+                and [int(axis) for axis in inverted.attrs.axis] == [1]
+                and fill.value.numpy().size == 1 and float(fill.value.numpy()) == MASKED_SCORE):
+            return None
+        keep = inverted.args[0]
+        return keep if keep.ty.ndim == 3 and keep.ty.dtype == "bool" else None
+
+
+@tvm.transform.module_pass(opt_level=0, name="FusedAttention")
+class FusedAttention(KernelPass):
+    """Multi-head attention -> the fused attention kernel."""
+
+    rewriter = _Rewriter
