@@ -11,12 +11,13 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
     sparse     linear layers on BSR weights -> BSR kernels taking the BSR arrays as weights; a
                layer too dense for sparse to be faster stays dense (bsr_matmul.MAX_DENSITY)
     quantize   matmuls on int8 weights -> int8 x int8 -> int32 kernels of the board's dot ISA
-               (VNNI, sdot, RVV), int8 convs -> im2col + the same kernels; a no-op for fp32
+               (VNNI, sdot, RVV), their inputs rounded to int8 per row by one kernel each;
+               int8 convs -> im2col + the same kernels; a no-op for fp32
     dense      fp32 matmuls on weights (the fbank's DFT and mel, fp32 linear layers) ->
                register-tiled fp32 kernels of the board's vector width; fp32 convs -> im2col
-               + the same kernels; the attention's per-head matmuls of two activations ->
-               a batched kernel, the scores' (masked) softmax taken inside it; then every
-               weight matmul kernel's bias add and ReLU move into its store
+               + the same kernels; multi-head attention (scores, mask, softmax, context)
+               -> one fused kernel, other matmuls of two activations -> a batched kernel;
+               then every weight matmul kernel's bias add and ReLU move into its store
     weights    weight-only work (transposes, int8 packing, densifying the BSR weights of dense
                fallback layers) lifted out and run once, here: the result is the weights
                file, each distinct (shared) weight stored once
@@ -242,7 +243,7 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
             SinkPermutes(), relax.transform.DeadCodeElimination()])(imported.mod)
         dump("layout", mod)
 
-        mod = BsrMatmul()(mod)
+        mod = BsrMatmul(target)(mod)
         dump("sparse", mod)
 
         mod = tvm.transform.Sequential([Int8Matmul(target), Int8Conv2d(target),

@@ -1,5 +1,5 @@
 """int8 kernels: the dot instruction of each ISA in the assembly, exact integer sums, the
-Int8Matmul and Int8Conv2d passes on synthetic per-channel int8 weights, and a compressed (.tac)
+per-row input rounding kernel bit for bit, the Int8Matmul and Int8Conv2d passes on synthetic per-channel int8 weights, and a compressed (.tac)
 model compiled to int8 kernels matching its PyTorch reference runner."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from tvm.target import Target
 
 from tinyasr.compile.int8_kernels import (GENERIC, RVV, SDOT, VNNI, dot_isa, int8_matmul_kernel,
                                           pack_weights)
+from tinyasr.compile.fp32_kernels import vector_unit
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build
+from tinyasr.compile.quantize_kernels import quantize_rows_kernel
 from tinyasr.compile.runner import CompiledModelRunner
 from tinyasr.model.compressed import load_compressed, write_compressed
 from tinyasr.model.datadir import load_wav, read_data_dir
@@ -90,6 +92,34 @@ def _linear_on_int8_weights() -> tvm.IRModule:
     return builder.get()
 
 
+@pytest.mark.parametrize("k", [144, 36, 8, 20])
+def test_quantize_rows_kernel_is_the_reference_rounding_bit_for_bit(k: int):
+    """Rows of whole vectors (144), an overlapping last one (36, 20), narrow vectors (8); an
+    all-zero row and a row of ties: the same integers and scales as the Relax ops the
+    reference's rounding imports as, legalized by TVM."""
+    target = Target(host_target())
+    kernel = quantize_rows_kernel(vector_unit(target), k).with_attr("global_symbol", "main")
+    library = tvm.compile(tvm.IRModule({"main": kernel}), target).mod
+    x = relax.Var("x", relax.TensorType([tirx.Var("rows", "int64"), k], "float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x]):
+        peak = relax.op.max(relax.op.abs(x), axis=[1], keepdims=True)
+        scale = builder.emit(relax.op.divide(relax.op.clip(peak, 1e-12, float("inf")),
+                                             relax.const(127.0)))
+        integers = builder.emit(relax.op.astype(
+            relax.op.clip(relax.op.round(relax.op.divide(x, scale)), -127, 127), "int8"))
+        builder.emit_func_output(relax.Tuple([integers, scale]))
+    reference = relax.VirtualMachine(tvm.compile(builder.get(), target), tvm.cpu())["main"]
+    rng = np.random.default_rng(k)
+    values = (rng.standard_normal((50, k)) * rng.uniform(0.01, 100, (50, 1))).astype(np.float32)
+    values[3] = 0                                        # an all-zero row
+    values[5] = np.r_[127, np.arange(k - 1) + 0.5]       # scale 1: every other value a tie
+    outputs = [tvm.runtime.empty((50, k), "int8"), tvm.runtime.empty((50, 1), "float32")]
+    library["main"](tvm.runtime.tensor(values), *outputs)
+    for got, expected in zip(outputs, reference(tvm.runtime.tensor(values))):
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
 def test_pass_turns_an_int8_linear_into_the_kernel(tmp_path):
     rng = np.random.default_rng(1)
     wq = rng.integers(-127, 128, (N, K), dtype=np.int8)
@@ -131,10 +161,12 @@ def test_compressed_model_compiles_to_int8_kernels(compressed_model: Path, tmp_p
     assert main(["compile", str(compressed_model), "--target", "host", "--out", str(out),
                  "--dump-ir", str(dumps)]) == 0
     assert "int8_matmul_" in next(dumps.glob("*-lower.py")).read_text()
-    # the kernels take the integers of the reference's own input rounding: none rounded twice
-    rounds = [next(dumps.glob(f"*-{phase}.py")).read_text().count("R.round(")
-              for phase in ("import", "quantize")]
-    assert rounds[0] > 0 and rounds[1] == rounds[0]
+    # every rounding of the reference's is done once: a per-row one (a linear layer's input) by
+    # the quantize_rows kernel, from the unrounded input; a per-tensor one as it is
+    imported, quantized = (next(dumps.glob(f"*-{phase}.py")).read_text()
+                           for phase in ("import", "quantize"))
+    per_row = quantized.count("R.call_tir(cls.quantize_rows_")
+    assert per_row > 0 and quantized.count("R.round(") + per_row == imported.count("R.round(")
     weights = tvm.runtime.load_param_dict_from_file(str(out / "weights.bin"))
     assert sum(w.dtype == "int8" for w in weights.values()) >= 8   # the linear layers' values
 

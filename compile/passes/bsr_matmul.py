@@ -33,8 +33,8 @@ from tvm import relax
 from tvm.relax.expr_functor import mutator
 
 from tinyasr.compile.bsr_kernels import bsr_matmul_kernel
-from tinyasr.compile.passes.int8_matmul import (FunctionRewriter, int8_weight, is_op,
-                                                linear_weight, quantize_rows)
+from tinyasr.compile.passes.int8_matmul import (Int8KernelRewriter, KernelPass, int8_weight,
+                                                is_op, linear_weight)
 from tinyasr.model.compressed import from_bsr
 
 BSR_TO_DENSE = "tinyasr.bsr_to_dense"
@@ -78,7 +78,7 @@ def _bsr_arrays(weight: relax.Expr) -> list[relax.Expr] | None:
 
 
 @mutator
-class _Rewriter(FunctionRewriter):
+class _Rewriter(Int8KernelRewriter):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
         weight = linear_weight(call, self._bound)
@@ -100,7 +100,7 @@ class _Rewriter(FunctionRewriter):
         kernel = self._kernel(name, lambda: bsr_matmul_kernel(n, k, (block_r, block_c), nnz,
                                                               index_dtype, int8=bool(int8)))
         if int8:
-            xq, x_scale = quantize_rows(self.builder_, x)
+            xq, x_scale = self.quantize_rows(x, x.ty.shape.values[0])
             args = [xq, data, indices, indptr, x_scale, int8[1]]
         else:
             args = [x, data, indices, indptr]
@@ -108,8 +108,8 @@ class _Rewriter(FunctionRewriter):
 
 
 @tvm.transform.module_pass(opt_level=0, name="BsrMatmul")
-class BsrMatmul:
-    """The rewrite above (the kernels are the same for every target)."""
+class BsrMatmul(KernelPass):
+    """The rewrite above (the BSR kernels are the same for every target; an int8 layer's input
+    rounding is the target's quantize_rows kernel)."""
 
-    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return _Rewriter(mod).transform()
+    rewriter = _Rewriter

@@ -31,10 +31,10 @@ from tvm.target import Target
 
 from tinyasr.compile.epilogue import identity_epilogue
 from tinyasr.compile.im2col_kernels import im2col_kernel
+from tinyasr.compile.fp32_kernels import VectorUnit, vector_unit
 from tinyasr.compile.int8_kernels import DotIsa, dot_isa, int8_matmul_kernel
+from tinyasr.compile.quantize_kernels import INT8_MAX, TINY, quantize_rows_kernel
 
-INT8_MAX = 127.0
-TINY = 1e-12   # keeps an all-zero row's scale non-zero
 
 
 def is_op(expr: relax.Expr, name: str) -> bool:
@@ -70,14 +70,15 @@ def int8_weight(weight: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Exp
     return (wq, scale) if wq.ty.dtype == "int8" else None
 
 
-def quantize_rows(builder: relax.BlockBuilder, x: relax.Expr) -> tuple[relax.Var, relax.Var]:
-    """(xq, x_scale): x (rows, K) rounded to int8 per row at x_scale = max|row| / 127."""
-    abs_max = builder.emit(relax.op.max(relax.op.abs(x), axis=[1], keepdims=True))
-    x_scale = builder.emit(relax.op.divide(relax.op.maximum(abs_max, relax.const(TINY)),
-                                           relax.const(INT8_MAX)))
-    rounded = relax.op.round(relax.op.divide(x, x_scale))
-    xq = builder.emit(relax.op.astype(relax.op.clip(rounded, -INT8_MAX, INT8_MAX), "int8"))
-    return xq, x_scale
+def quantize_rows(builder: relax.BlockBuilder, kernel: relax.GlobalVar, x: relax.Expr,
+                  rows: tirx.PrimExpr) -> tuple[relax.Var, relax.Var]:
+    """(xq (rows, K) int8, x_scale (rows, 1)): x (..., K) rounded to int8 per row at
+    x_scale = max|row| / 127 by `kernel`, a compile/quantize_kernels.py kernel for K."""
+    k = x.ty.shape.values[-1]
+    rounded = builder.emit(relax.call_tir(
+        kernel, [relax.op.reshape(x, [rows, k])],
+        [relax.TensorType([rows, k], "int8"), relax.TensorType([rows, 1], "float32")]))
+    return builder.emit(relax.TupleGetItem(rounded, 0)), builder.emit(relax.TupleGetItem(rounded, 1))
 
 
 def int8_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
@@ -111,6 +112,37 @@ def reference_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.E
     rows, k = x.ty.shape.values
     return (relax.op.reshape(relax.op.astype(clipped, "int8"), [rows, k]),
             relax.op.reshape(scale, [rows, 1]))
+
+
+def rounded_input(x: relax.Expr, bound: Bound) -> relax.Expr | None:
+    """x0 when `x` (rows, K) is reshape(int8_rounding(x0)) at x0's own per-row scale,
+    max(max|row|, TINY) / 127: the reference's dynamic rounding of a layer's input, which
+    `quantize_rows` computes from x0 to the same bits."""
+    reshaped = bound(x)
+    rounding = int8_rounding(reshaped.args[0], bound) if is_op(reshaped, "relax.reshape") else None
+    if rounding is None:
+        return None
+    clipped, scale = rounding
+    source = bound(bound(bound(clipped).args[0]).args[0]).args[0]      # clip(round(x0 / s))
+    divided = bound(scale)
+    clamped = bound(divided.args[0]) if is_op(divided, "relax.divide") else None
+    peak = bound(clamped.args[0]) if is_op(clamped, "relax.clip") else None
+    magnitude = bound(peak.args[0]) if is_op(peak, "relax.max") else None
+    ndim = source.ty.ndim
+    if not (is_op(magnitude, "relax.abs") and magnitude.args[0].same_as(source)
+            and peak.attrs.keepdims and peak.attrs.axis is not None
+            and [int(a) % ndim for a in peak.attrs.axis] == [ndim - 1]
+            and float(clamped.args[1].value) == TINY
+            and _constant(divided.args[1]) == INT8_MAX):
+        return None
+    return source
+
+
+def _constant(expr: relax.Expr) -> float | None:
+    """The value of a scalar constant, else None."""
+    if isinstance(expr, tvm.ir.expr.GenericConst) and expr.value.numpy().size == 1:
+        return float(expr.value.numpy())
+    return None
 
 
 class FunctionRewriter(PyExprMutator):
@@ -180,6 +212,14 @@ class Int8KernelRewriter(FunctionRewriter):
     def __init__(self, mod: tvm.IRModule, target: Target):
         super().__init__(mod)
         self.isa: DotIsa = dot_isa(target)
+        self.unit: VectorUnit = vector_unit(target)
+
+    def quantize_rows(self, x: relax.Expr, rows: tirx.PrimExpr) -> tuple[relax.Var, relax.Var]:
+        """`quantize_rows` with the target's kernel for x's K."""
+        k = int(x.ty.shape.values[-1])
+        kernel = self._kernel(f"quantize_rows_{self.unit.lanes}_k{k}",
+                              lambda: quantize_rows_kernel(self.unit, k))
+        return quantize_rows(self.builder_, kernel, x, rows)
 
     def int8_matmul(self, xq: relax.Expr, x_scale: relax.Expr, wq: relax.Expr,
                     scale: relax.Expr, rows: tirx.PrimExpr) -> relax.Expr:
@@ -209,13 +249,15 @@ class _Rewriter(Int8KernelRewriter):
         if not self.isa.supports(int(wq.ty.shape.values[1])):
             return call
         x = call.args[0]
-        rounding = reference_rounding(x, self._bound)
+        rows = x.ty.shape.values[0]
+        source = rounded_input(x, self._bound)
+        rounding = None if source is not None else reference_rounding(x, self._bound)
         if rounding is None:
-            xq, x_scale = quantize_rows(self.builder_, x)
-        else:
+            xq, x_scale = self.quantize_rows(x if source is None else source, rows)
+        else:   # a static scale: its integers as they are
             xq, x_scale = rounding
             xq = self.builder_.emit(xq)
-        return self.int8_matmul(xq, x_scale, wq, scale, x.ty.shape.values[0])
+        return self.int8_matmul(xq, x_scale, wq, scale, rows)
 
 
 class KernelPass:
