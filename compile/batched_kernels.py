@@ -1,4 +1,5 @@
-"""fp32 batched matmul of two activations: the attention's scores and context.
+"""fp32 batched matmul of two activations: the fbank's per-group DFT, and an attention's scores
+and context where compile/passes/fused_attention.py's pattern does not apply.
 
     out[b, i, n] = sum_k x[b, i, k] * y[b % G, k, n]        x (B, M, K), y (G, K, N)
 
