@@ -23,12 +23,12 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
+from tinyasr.compile.batched_kernels import GROUP   # score vectors along N per tile
 from tinyasr.compile.fp32_kernels import NARROW, VectorUnit, multiply_add
 from tinyasr.compile.softmax_kernels import (LOWEST, MASKED_SCORE, SCRATCH, TOP, TOTAL,
                                              exponentials_macro)
 
 BLOCK_ROWS = 4   # query rows whose scores, softmax and context are computed together
-GROUP = 4        # score vectors along N per tile
 
 
 def attention_supported(unit: VectorUnit, head_dim: int) -> bool:

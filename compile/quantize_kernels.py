@@ -22,12 +22,9 @@ INT8_MAX = 127.0
 TINY = 1e-12   # keeps an all-zero row's scale non-zero
 
 
-def quantize_rows_supported(unit: VectorUnit, k: int) -> bool:
-    return k >= min(unit.lanes, NARROW)
-
-
 def quantize_rows_kernel(unit: VectorUnit, k: int) -> tirx.PrimFunc:
     """x (rows, k) float32 -> (xq (rows, k) int8, s (rows, 1) float32), k >= NARROW."""
+    assert k >= NARROW, f"a row of {k} is narrower than one vector of {NARROW}"
     lanes = unit.lanes if k >= unit.lanes else NARROW
     full, last = k // lanes, k - lanes
 

@@ -26,7 +26,7 @@ from tvm.relax.expr_functor import mutator
 
 from tinyasr.compile.attention_kernels import attention_kernel, attention_supported
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
-from tinyasr.compile.passes.int8_matmul import KernelPass, is_op
+from tinyasr.compile.passes.int8_matmul import KernelPass, is_op, scalar_constant
 from tinyasr.compile.softmax_kernels import MASKED_SCORE
 
 QUERY_ORDER = VALUE_ORDER = [0, 2, 1, 3]
@@ -141,9 +141,9 @@ class _Rewriter(Fp32KernelRewriter):
         scores): attention's masked_fill, one mask for every head."""
         condition, fill = self._bound(where.args[0]), self._bound(where.args[1])
         inverted = self._bound(condition.args[0]) if is_op(condition, "relax.bitwise_not") else None
-        if not (is_op(inverted, "relax.expand_dims") and isinstance(fill, tvm.ir.expr.GenericConst)
+        if not (is_op(inverted, "relax.expand_dims")
                 and [int(axis) for axis in inverted.attrs.axis] == [1]
-                and fill.value.numpy().size == 1 and float(fill.value.numpy()) == MASKED_SCORE):
+                and scalar_constant(fill) == MASKED_SCORE):
             return None
         keep = inverted.args[0]
         return keep if keep.ty.ndim == 3 and keep.ty.dtype == "bool" else None

@@ -30,8 +30,8 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.target import Target
 
 from tinyasr.compile.epilogue import identity_epilogue
-from tinyasr.compile.im2col_kernels import im2col_kernel
 from tinyasr.compile.fp32_kernels import VectorUnit, vector_unit
+from tinyasr.compile.im2col_kernels import im2col_kernel
 from tinyasr.compile.int8_kernels import DotIsa, dot_isa, int8_matmul_kernel
 from tinyasr.compile.quantize_kernels import INT8_MAX, TINY, quantize_rows_kernel
 
@@ -70,17 +70,6 @@ def int8_weight(weight: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Exp
     return (wq, scale) if wq.ty.dtype == "int8" else None
 
 
-def quantize_rows(builder: relax.BlockBuilder, kernel: relax.GlobalVar, x: relax.Expr,
-                  rows: tirx.PrimExpr) -> tuple[relax.Var, relax.Var]:
-    """(xq (rows, K) int8, x_scale (rows, 1)): x (..., K) rounded to int8 per row at
-    x_scale = max|row| / 127 by `kernel`, a compile/quantize_kernels.py kernel for K."""
-    k = x.ty.shape.values[-1]
-    rounded = builder.emit(relax.call_tir(
-        kernel, [relax.op.reshape(x, [rows, k])],
-        [relax.TensorType([rows, k], "int8"), relax.TensorType([rows, 1], "float32")]))
-    return builder.emit(relax.TupleGetItem(rounded, 0)), builder.emit(relax.TupleGetItem(rounded, 1))
-
-
 def int8_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
     """(integers, s) when `x` is clip(round(x0 / s), -127, 127) * s: the int8 rounding the
     PyTorch reference applies to a layer's input (tinyasr.model.quantize.fake_quantize)."""
@@ -97,12 +86,18 @@ def int8_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] 
     return clipped, scale
 
 
+def _reshaped_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
+    """int8_rounding's (integers, s) when `x` is a reshape of an int8_rounding (a layer's
+    input flattened to rows)."""
+    reshaped = bound(x)
+    return int8_rounding(reshaped.args[0], bound) if is_op(reshaped, "relax.reshape") else None
+
+
 def reference_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
     """(xq, scale) when `x` (rows, K) is reshape(int8_rounding) with one scale per row, as the
     reference rounds a linear layer's input: the integers cast to int8 (before the reshape, so
     the cast fuses into the rounding's kernel) and reshaped to (rows, K), the scale to (rows, 1)."""
-    reshaped = bound(x)
-    rounding = int8_rounding(reshaped.args[0], bound) if is_op(reshaped, "relax.reshape") else None
+    rounding = _reshaped_rounding(x, bound)
     if rounding is None:
         return None
     clipped, scale = rounding
@@ -118,8 +113,7 @@ def rounded_input(x: relax.Expr, bound: Bound) -> relax.Expr | None:
     """x0 when `x` (rows, K) is reshape(int8_rounding(x0)) at x0's own per-row scale,
     max(max|row|, TINY) / 127: the reference's dynamic rounding of a layer's input, which
     `quantize_rows` computes from x0 to the same bits."""
-    reshaped = bound(x)
-    rounding = int8_rounding(reshaped.args[0], bound) if is_op(reshaped, "relax.reshape") else None
+    rounding = _reshaped_rounding(x, bound)
     if rounding is None:
         return None
     clipped, scale = rounding
@@ -133,12 +127,12 @@ def rounded_input(x: relax.Expr, bound: Bound) -> relax.Expr | None:
             and peak.attrs.keepdims and peak.attrs.axis is not None
             and [int(a) % ndim for a in peak.attrs.axis] == [ndim - 1]
             and float(clamped.args[1].value) == TINY
-            and _constant(divided.args[1]) == INT8_MAX):
+            and scalar_constant(divided.args[1]) == INT8_MAX):
         return None
     return source
 
 
-def _constant(expr: relax.Expr) -> float | None:
+def scalar_constant(expr: relax.Expr) -> float | None:
     """The value of a scalar constant, else None."""
     if isinstance(expr, tvm.ir.expr.GenericConst) and expr.value.numpy().size == 1:
         return float(expr.value.numpy())
@@ -215,11 +209,16 @@ class Int8KernelRewriter(FunctionRewriter):
         self.unit: VectorUnit = vector_unit(target)
 
     def quantize_rows(self, x: relax.Expr, rows: tirx.PrimExpr) -> tuple[relax.Var, relax.Var]:
-        """`quantize_rows` with the target's kernel for x's K."""
+        """(xq (rows, K) int8, x_scale (rows, 1)): x (..., K) rounded to int8 per row at
+        x_scale = max|row| / 127, by the target's compile/quantize_kernels.py kernel."""
         k = int(x.ty.shape.values[-1])
         kernel = self._kernel(f"quantize_rows_{self.unit.lanes}_k{k}",
                               lambda: quantize_rows_kernel(self.unit, k))
-        return quantize_rows(self.builder_, kernel, x, rows)
+        rounded = self.builder_.emit(relax.call_tir(
+            kernel, [relax.op.reshape(x, [rows, k])],
+            [relax.TensorType([rows, k], "int8"), relax.TensorType([rows, 1], "float32")]))
+        return (self.builder_.emit(relax.TupleGetItem(rounded, 0)),
+                self.builder_.emit(relax.TupleGetItem(rounded, 1)))
 
     def int8_matmul(self, xq: relax.Expr, x_scale: relax.Expr, wq: relax.Expr,
                     scale: relax.Expr, rows: tirx.PrimExpr) -> relax.Expr:
