@@ -13,10 +13,11 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
     quantize   matmuls on int8 weights -> int8 x int8 -> int32 kernels of the board's dot ISA
                (VNNI, sdot, RVV), their inputs rounded to int8 per row by one kernel each;
                int8 convs -> im2col + the same kernels; a no-op for fp32
-    dense      fp32 matmuls on weights (the fbank's DFT and mel, fp32 linear layers) ->
-               register-tiled fp32 kernels of the board's vector width; fp32 convs -> im2col
-               + the same kernels; multi-head attention (scores, mask, softmax, context)
-               -> one fused kernel, other matmuls of two activations -> a batched kernel;
+    dense      the fbank's two-stage DFT and power -> one kernel; fp32 matmuls on weights
+               (the fbank's mel, fp32 linear layers) -> register-tiled fp32 kernels of the
+               board's vector width; fp32 convs -> im2col + the same kernels; multi-head
+               attention (scores, mask, softmax, context) -> one fused kernel, other matmuls
+               of two activations -> a batched kernel;
                then every weight matmul kernel's bias add and ReLU move into its store
     weights    weight-only work (transposes, int8 packing, densifying the BSR weights of dense
                fallback layers) lifted out and run once, here: the result is the weights
@@ -57,6 +58,7 @@ from tinyasr.compile.passes.fp32_conv2d import Fp32Conv2d
 from tinyasr.compile.passes.fp32_matmul import Fp32Matmul
 from tinyasr.compile.passes.fuse_epilogues import FuseEpilogues
 from tinyasr.compile.passes.fused_attention import FusedAttention
+from tinyasr.compile.passes.fused_power_spectrum import FusedPowerSpectrum
 from tinyasr.compile.passes.inline_intermediates import InlineIntermediates
 from tinyasr.compile.passes.int8_conv2d import Int8Conv2d
 from tinyasr.compile.passes.int8_matmul import Int8Matmul
@@ -251,8 +253,8 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
         dump("quantize", mod)
 
         mod = tvm.transform.Sequential([
-            Fp32Conv2d(target), Fp32Matmul(target), FusedAttention(target), BatchedMatmul(target),
-            FuseEpilogues(),
+            Fp32Conv2d(target), FusedPowerSpectrum(target), Fp32Matmul(target),
+            FusedAttention(target), BatchedMatmul(target), FuseEpilogues(),
             relax.transform.DeadCodeElimination()])(mod)
         dump("dense", mod)
 

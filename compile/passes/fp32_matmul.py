@@ -29,6 +29,7 @@ from tinyasr.compile.fp32_kernels import VectorUnit, fp32_matmul_kernel, vector_
 from tinyasr.compile.passes.int8_matmul import Bound, FunctionRewriter, KernelPass, is_op
 
 LAYOUT_OPS = ("relax.permute_dims", "relax.reshape")
+FLATTENING_OPS = ("relax.reshape", "relax.broadcast_to")
 
 
 def weight_source(expr: relax.Expr, bound: Bound, weights: set[relax.Var]) -> relax.Var | None:
@@ -60,6 +61,20 @@ class Fp32KernelRewriter(FunctionRewriter):
         """`expr` is an fp32 weight input, or transposes and reshapes of one."""
         source = weight_source(expr, self._bound, self.weights)
         return source is not None and source.ty.dtype == "float32"
+
+    def unflattened(self, expr: relax.Expr) -> relax.Expr:
+        """What `expr` is before reshapes and broadcasts (how the importer batches a matmul
+        of more than two dimensions)."""
+        expr = self._bound(expr)
+        while any(is_op(expr, name) for name in FLATTENING_OPS):
+            expr = self._bound(expr.args[0])
+        return expr
+
+    @staticmethod
+    def permutes(expr: relax.Expr, order: list[int]) -> bool:
+        """`expr` is permute_dims(., order)."""
+        return (is_op(expr, "relax.permute_dims") and expr.attrs.axes is not None
+                and [int(axis) for axis in expr.attrs.axes] == order)
 
     def fp32_matmul(self, x: relax.Expr, matrix: relax.Expr) -> relax.Expr:
         """x (rows, K) @ matrix (K, N), an fp32 weight; the caller checked

@@ -31,7 +31,6 @@ from tinyasr.compile.softmax_kernels import MASKED_SCORE
 
 QUERY_ORDER = VALUE_ORDER = [0, 2, 1, 3]
 KEY_ORDER = [0, 2, 3, 1]
-FLATTENING_OPS = ("relax.reshape", "relax.broadcast_to")
 
 
 @dataclass
@@ -66,12 +65,12 @@ class _Rewriter(Fp32KernelRewriter):
                    ) -> tuple[Heads, Heads, Heads, relax.Expr | None] | None:
         """(q, k, v, keep or None) when `out` is the reshape ending the pattern."""
         transposed = self._bound(out.args[0])
-        if not self._permutes(transposed, QUERY_ORDER):
+        if not self.permutes(transposed, QUERY_ORDER):
             return None
-        context = self._unflattened(transposed.args[0])
+        context = self.unflattened(transposed.args[0])
         if not is_op(context, "relax.matmul"):
             return None
-        softmax = self._unflattened(context.args[0])
+        softmax = self.unflattened(context.args[0])
         if not (is_op(softmax, "relax.nn.softmax") and int(softmax.attrs.axis) in (-1, 3)):
             return None
         scores, keep = self._bound(softmax.args[0]), None
@@ -80,7 +79,7 @@ class _Rewriter(Fp32KernelRewriter):
             if keep is None:
                 return None
             scores = self._bound(scores.args[2])
-        scores = self._unflattened(scores)
+        scores = self.unflattened(scores)
         if not is_op(scores, "relax.matmul"):
             return None
         q, k, v = (self._heads(operand, order) for operand, order in (
@@ -90,21 +89,10 @@ class _Rewriter(Fp32KernelRewriter):
             return None
         return q, k, v, keep
 
-    def _unflattened(self, expr: relax.Expr) -> relax.Expr:
-        """What `expr` is before reshapes and broadcasts (the importer's batching)."""
-        expr = self._bound(expr)
-        while any(is_op(expr, name) for name in FLATTENING_OPS):
-            expr = self._bound(expr.args[0])
-        return expr
-
-    def _permutes(self, expr: relax.Expr, order: list[int]) -> bool:
-        return (is_op(expr, "relax.permute_dims") and expr.attrs.axes is not None
-                and [int(axis) for axis in expr.attrs.axes] == order)
-
     def _heads(self, operand: relax.Expr, order: list[int]) -> Heads | None:
         """The (A, T, H*E) source when `operand` is heads(source, order), maybe flattened."""
-        permuted = self._unflattened(operand)
-        if not self._permutes(permuted, order):
+        permuted = self.unflattened(operand)
+        if not self.permutes(permuted, order):
             return None
         split = self._bound(permuted.args[0])
         if not is_op(split, "relax.reshape"):

@@ -1,0 +1,82 @@
+"""The fbank's power spectrum kernel equals the PyTorch front end's factored DFT for every
+vector width; the power spectrum as torch exports it compiles to that one kernel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from torch import nn
+from tvm.target import Target
+
+from tinyasr.compile.fbank_kernels import power_spectrum_kernel
+from tinyasr.compile.fp32_kernels import VectorUnit, vector_unit
+from tinyasr.compile.pipeline import ImportedModel, IRDumper, build, import_program
+from tinyasr.model.frontend import FRAME_LENGTH, NUM_BINS, Fbank
+from tinyasr.targets.boards import board_target, get_board
+
+HOST = board_target(get_board("host"))
+
+
+def _frames(count: int, seed: int) -> np.ndarray:
+    """`count` frames at int16 scale."""
+    return (np.random.default_rng(seed).standard_normal((count, FRAME_LENGTH)) * 3000
+            ).astype(np.float32)
+
+
+def _reference(frames: np.ndarray) -> np.ndarray:
+    """The front end's power spectrum in float64."""
+    with torch.no_grad():
+        return Fbank().double().power_spectrum(torch.from_numpy(frames).double()[None])[0].numpy()
+
+
+@pytest.mark.parametrize("unit", [VectorUnit(16, 32), VectorUnit(8, 16), VectorUnit(4, 32)],
+                         ids=["avx512", "avx2", "neon"])
+def test_power_spectrum_kernel_equals_the_front_end(unit: VectorUnit):
+    """Frames in whole tiles and left over (500, 13, 9), one tile, one frame; the kernel's
+    shape for AVX-512, AVX2 and NEON/RVV vectors, all run here (LLVM splits wider vectors)."""
+    kernel = power_spectrum_kernel(unit).with_attr("global_symbol", "main")
+    library = tvm.compile(tvm.IRModule({"main": kernel}), Target(HOST)).mod
+    fbank = Fbank()
+    for count in (500, 13, 9, 8, 1):
+        frames = _frames(count, count)
+        power = tvm.runtime.tensor(np.zeros((count, NUM_BINS), np.float32))
+        library["main"](*(tvm.runtime.tensor(a) for a in (
+            frames, fbank.inner_dft.numpy(), fbank.outer_dft.numpy())), power)
+        expected = _reference(frames)
+        np.testing.assert_allclose(power.numpy(), expected, rtol=1e-4,
+                                   atol=1e-6 * np.abs(expected).max())
+
+
+class _PowerSpectrum(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fbank = Fbank()
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.fbank.power_spectrum(frames)
+
+
+def test_power_spectrum_as_torch_exports_it_is_one_kernel(tmp_path):
+    """No matmul, transpose or split is left of the two DFT stages and the squared magnitudes,
+    only the kernel, at a symbolic frame count, and it computes torch's power spectrum."""
+    module = _PowerSpectrum().eval()
+    example = torch.from_numpy(_frames(5, 0))[None]
+    program = torch.export.export(module, (example,),
+                                  dynamic_shapes={"frames": {1: torch.export.Dim("frames")}})
+    mod, params = tvm.relax.frontend.detach_params(import_program(program))
+    built = build(ImportedModel(mod, {"main": params.get("main", [])}), HOST, IRDumper(tmp_path))
+    dense = next(tmp_path.glob("*-dense.py")).read_text()
+    assert f"cls.power_spectrum_{vector_unit(Target(HOST)).lanes}, " in dense
+    for op in ("R.matmul", "R.permute_dims", "R.split"):
+        assert op not in dense
+
+    vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
+    weights = [tvm.runtime.tensor(p) for p in params.get("main", [])]
+    for count in (123, 2):
+        frames = _frames(count, count)
+        got = vm["main"](tvm.runtime.tensor(frames[None]), *weights)[0].numpy()
+        with torch.no_grad():
+            expected = module(torch.from_numpy(frames)[None]).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
