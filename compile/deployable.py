@@ -47,6 +47,7 @@ WEIGHTS_FILE = "weights.bin"
 TOKENS_FILE = "tokens.json"
 MANIFEST_FILE = "manifest.json"
 FORMAT = "tinyasr-deployable"
+VERSION = 2   # 2: decode takes the hypotheses' prefix tree (1: a padded batch)
 STRIP = ["-s"]   # LLVM's debug info is half the library; the VM needs only dynamic symbols
 
 
@@ -116,16 +117,25 @@ def write_deployable(imported: ImportedModel, board: Board, out: Path, model_dir
                                        options=[*board.link_flags, *STRIP]))
         tvm.runtime.save_param_dict_to_file(built.weights, str(staging / WEIGHTS_FILE))
         tokenizer.save(staging / TOKENS_FILE)
-        manifest = _manifest(built, board, target, model_dir, staging, tokenizer.sos_eos)
+        manifest = _manifest(built, board, target, model_dir, staging, tokenizer.sos_eos,
+                             _history_width(imported))
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
+def _history_width(imported: ImportedModel) -> int:
+    """K of the decode function's (nodes, K) history input: the rows each tree node's FSMN
+    reads (model/prefix_tree.py), which its caller builds."""
+    decode = imported.mod["decode"]
+    history = next(param for param in decode.params if param.name == "history")
+    return int(history.ty.shape.values[1])
+
+
 def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir: Path,
-              staging: Path, sos_eos: int) -> dict[str, Any]:
+              staging: Path, sos_eos: int, history_width: int) -> dict[str, Any]:
     return {
         "format": FORMAT,
-        "version": 1,
+        "version": VERSION,
         "target": board.name,
         "arch": board.arch,
         "llvm_target": json.loads(json.dumps(target, default=list)),
@@ -138,6 +148,7 @@ def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir
         "audio": {"sample_rate": SAMPLE_RATE, "samples_per_frame": SAMPLES_PER_FRAME,
                   "samples_for_zero_frames": samples_read(0), "min_frames": MIN_FRAMES},
         "sos_eos": sos_eos,
+        "decoder_history": history_width,
         "functions": {name: {"inputs": signature.inputs, "weights": signature.weights}
                       for name, signature in built.signatures.items()},
     }
@@ -162,4 +173,7 @@ def read_manifest(deployable: Path) -> dict[str, Any]:
                          ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{path}: not a tinyasr deployable manifest")
+    if manifest.get("version") != VERSION:
+        raise InputError(f"{path}: deployable version {manifest.get('version')}, this tinyasr "
+                         f"reads version {VERSION}: compile it again")
     return manifest

@@ -2,10 +2,11 @@
 
     encode(waveform (1, 640*F + 720)) -> (ctc log-probs (1, F, vocab), encoder output (1, F, d))
         the whole front end (fbank + CMVN) included, so the library takes 16 kHz PCM samples;
-    decode(tokens (N, U), token_lengths (N,), memory (1, F, d)) -> log-probs (N, U, vocab)
-        the attention decoder over a batch of N hypotheses of one utterance.
+    decode(tokens (U,), depths (U,), ancestors (U, U), history (U, K), memory (1, F, d))
+        -> log-probs (U, vocab): the attention decoder over the U nodes of the prefix tree of
+        one utterance's hypotheses (model/prefix_tree.py).
 
-F (encoder frames), N and U are dynamic. The waveform length is exported as 640*F + 720: exactly
+F (encoder frames) and U are dynamic. The waveform length is exported as 640*F + 720: exactly
 the samples the 4x subsampling reads for F output frames (Kaldi frames drop a partial tail, the
 stride-2 convolutions drop one more), so trimming audio to that length changes no output, and
 every shape in the graph stays an affine function of F (a free sample count gives floor
@@ -26,6 +27,7 @@ from torch import nn
 from torch.export import Dim, ExportedProgram
 
 from tinyasr.model.frontend import FRAME_LENGTH, FRAME_SHIFT, num_frames
+from tinyasr.model.prefix_tree import PrefixTree, prefix_tree
 from tinyasr.model.san_m import AsrModel, Conv2dSubsampling4
 
 SUBSAMPLING = 4
@@ -69,32 +71,40 @@ class EncoderGraph(nn.Module):
         return torch.log_softmax(self.ctc(encoded), dim=-1), encoded
 
 
+TREE_INPUTS = ("tokens", "depths", "ancestors", "history")   # decode's, before the memory
+
+
 class DecoderGraph(nn.Module):
-    """Hypotheses of one utterance -> decoder log-probs; the (1, frames, d) memory is shared by
-    all of them (the decoder projects it once)."""
+    """The prefix tree of one utterance's hypotheses (model/prefix_tree.py) -> each node's
+    decoder log-probs; the (1, frames, d) memory is projected once for all nodes."""
 
     def __init__(self, model: AsrModel):
         super().__init__()
         self.decoder = model.decoder
 
-    def forward(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
-                memory: torch.Tensor) -> torch.Tensor:
-        return self.decoder(tokens, token_lengths, memory)
+    def forward(self, tokens: torch.Tensor, depths: torch.Tensor, ancestors: torch.Tensor,
+                history: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        return self.decoder.tree_forward(tokens, depths, ancestors, history, memory)
+
+
+def example_tree(model: AsrModel) -> PrefixTree:
+    """A small prefix tree to trace the decode graph with (5 nodes, branching at the root
+    and below it)."""
+    return prefix_tree([(1, 2), (1, 3), (4,)], model.sos_eos, model.config.fsmn_kernel)
 
 
 # The dynamic sizes of each graph: (input, axis) -> what the size counts. The waveform's axis
 # is SAMPLES_PER_FRAME * frames + samples_read(0) samples; every other one is the size itself.
 SHAPE_VARIABLES: dict[str, dict[tuple[str, int], str]] = {
     "encode": {("waveform", 1): "frames"},
-    "decode": {("tokens", 0): "hypotheses", ("tokens", 1): "steps",
-               ("token_lengths", 0): "hypotheses", ("memory", 1): "frames"},
+    "decode": {("tokens", 0): "nodes", ("depths", 0): "nodes", ("ancestors", 0): "nodes",
+               ("ancestors", 1): "nodes", ("history", 0): "nodes", ("memory", 1): "frames"},
 }
 
 
 def _dynamic_shapes(graph: str) -> dict[str, dict[int, Any]]:
     """torch.export's `dynamic_shapes` for one graph, from SHAPE_VARIABLES."""
-    dims = {"frames": Dim("frames", min=MIN_FRAMES), "hypotheses": Dim("hypotheses", min=1),
-            "steps": Dim("steps", min=1)}
+    dims = {"frames": Dim("frames", min=MIN_FRAMES), "nodes": Dim("nodes", min=1)}
     shapes: dict[str, dict[int, Any]] = {}
     for (name, axis), role in SHAPE_VARIABLES[graph].items():
         size = dims[role]
@@ -104,16 +114,15 @@ def _dynamic_shapes(graph: str) -> dict[str, dict[int, Any]]:
 
 
 def export_graphs(model: AsrModel) -> dict[str, ExportedProgram]:
-    """{"encode": ..., "decode": ...} exported with dynamic frames, hypotheses and steps."""
+    """{"encode": ..., "decode": ...} exported with dynamic frames and tree nodes."""
     model = model.eval()
     example_frames = 8
     waveform = torch.zeros(1, samples_read(example_frames))
     with torch.no_grad():
         encode = torch.export.export(EncoderGraph(model), (waveform,),
                                      dynamic_shapes=_dynamic_shapes("encode"))
-        tokens = torch.full((3, 5), model.sos_eos, dtype=torch.long)
-        lengths = torch.tensor([5, 3, 1])
+        tree = example_tree(model)
         memory = torch.zeros(1, example_frames, model.config.d_model)
-        decode = torch.export.export(DecoderGraph(model), (tokens, lengths, memory),
+        decode = torch.export.export(DecoderGraph(model), (*map(torch.from_numpy, tree.arrays()), memory),
                                      dynamic_shapes=_dynamic_shapes("decode"))
     return {"encode": encode, "decode": decode}

@@ -4,7 +4,7 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
 
     import     torch.export of the encode and decode graphs (front end included), Relax import
                with every weight kept as a function input (nothing bound into the code), the
-               dynamic sizes named after what they count (frames, hypotheses, steps)
+               dynamic sizes named after what they count (frames, tree nodes)
     layout     convolutions channels-last (conv2d NHWC / OHWI, the FSMN's conv1d NWC / WIO, TVM's
                ConvertLayout), the permutes it leaves around ops without a layout rule sunk
                and cancelled

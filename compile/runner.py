@@ -1,8 +1,8 @@
 """Run a deployable on this machine with TVM's Relax VM: the compiled twin of `Recognizer`.
 
 Decoding is shared with the PyTorch reference: `tinyasr.model.recognizer.decode` drives CTC
-prefix beam search and attention rescoring, and the rescoring batch is built by the reference's
-own `decoder_scores`, with the compiled decoder standing in for the PyTorch one.
+prefix beam search and attention rescoring, and the hypotheses' prefix tree is built and scored
+by the reference's own code (model/prefix_tree.py), the compiled decoder running the tree.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 import platform
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 import tvm
 from tvm import relax
 
@@ -23,7 +22,8 @@ from tinyasr.compile.deployable import (LIBRARY_FILE, TOKENS_FILE, WEIGHTS_FILE,
                                         read_manifest)
 from tinyasr.compile.graphs import MIN_FRAMES, encoder_frames, samples_read
 from tinyasr.model.errors import InputError
-from tinyasr.model.recognizer import DecodeOptions, decode, decoder_scores
+from tinyasr.model.prefix_tree import PrefixTree, tree_decoder_scores
+from tinyasr.model.recognizer import DecodeOptions, decode
 from tinyasr.model.search import Hypothesis
 from tinyasr.model.tokenizer import Tokenizer
 
@@ -36,23 +36,6 @@ class KernelTime:
     name: str
     ms: float
     calls: int
-
-
-DecoderLogProbs = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
-
-class DecoderStandIn:
-    """What `decoder_scores` needs of an AsrModel (`sos_eos`, `decoder(...)`), from a decode
-    graph outside PyTorch: (N, U) tokens, (N,) lengths, (1, frames, d) memory -> log-probs."""
-
-    def __init__(self, sos_eos: int, decoder_log_probs: DecoderLogProbs):
-        self.sos_eos = sos_eos
-        self.decoder_log_probs = decoder_log_probs
-
-    def decoder(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
-                memory: torch.Tensor) -> torch.Tensor:
-        log_probs = self.decoder_log_probs(tokens.numpy(), token_lengths.numpy(), memory.numpy())
-        return torch.from_numpy(log_probs)
 
 
 class CompiledModelRunner:
@@ -76,6 +59,7 @@ class CompiledModelRunner:
                                for key in function["weights"]]
                         for name, function in manifest["functions"].items()}
         self.sos_eos = manifest["sos_eos"]
+        self.history_width = manifest["decoder_history"]
         self.tokenizer = Tokenizer.load(deployable / TOKENS_FILE)
 
     def encode_args(self, samples: np.ndarray) -> list[object]:
@@ -122,20 +106,17 @@ class CompiledModelRunner:
         return [KernelTime(name, total / runs * 1e3, calls[name] // runs)
                 for name, total in seconds.most_common()]
 
-    def decoder_log_probs(self, tokens: np.ndarray, token_lengths: np.ndarray,
-                          memory: np.ndarray) -> np.ndarray:
-        """(N, U) tokens, (N,) lengths, (1, frames, d) memory -> (N, U, vocab) log-probs."""
-        result = self.vm["decode"](tvm.runtime.tensor(tokens.astype(np.int64), self.device),
-                                   tvm.runtime.tensor(token_lengths.astype(np.int64), self.device),
-                                   tvm.runtime.tensor(np.ascontiguousarray(memory), self.device),
-                                   *self.weights["decode"])
-        return result[0].numpy()
+    def tree_log_probs(self, tree: PrefixTree, memory: np.ndarray) -> np.ndarray:
+        """A prefix tree's nodes and the (1, frames, d) memory -> (U, vocab) log-probs."""
+        inputs = [tvm.runtime.tensor(np.ascontiguousarray(a), self.device)
+                  for a in (*tree.arrays(), memory)]
+        return self.vm["decode"](*inputs, *self.weights["decode"])[0].numpy()
 
     def score_hypotheses(self, encoded: np.ndarray,
                          hypotheses: Sequence[Hypothesis]) -> np.ndarray:
         """log P(hypothesis + <eos> | audio) per hypothesis, all in one decoder call."""
-        return decoder_scores(DecoderStandIn(self.sos_eos, self.decoder_log_probs),
-                              torch.from_numpy(encoded), hypotheses)
+        return tree_decoder_scores(hypotheses, self.sos_eos, self.history_width,
+                                   lambda tree: self.tree_log_probs(tree, encoded))
 
 
 class CompiledRecognizer:

@@ -8,8 +8,9 @@ multiply-adds than the DFT as one 400 x 512 matrix, which was a third of the com
 encoder's time. Frames are cut without a gather: 400 = 2.5 shifts of 160, so frame t is rows t
 and t+1 and half of row t+2 of the waveform viewed as rows of 160 samples. The module needs only
 reshape, slicing, transposes, matmuls, square and log: it exports with `torch.export` (every
-shape an affine function of the frame count), imports into TVM Relax as plain matmuls, and runs
-the same numbers in training, in the PyTorch reference and inside the compiled board library.
+shape an affine function of the frame count), imports into TVM Relax as plain matmuls (which the
+compiler makes one power-spectrum kernel: compile/fbank_kernels.py), and runs the same numbers
+in training, in the PyTorch reference and inside the compiled board library.
 
 Settings are Kaldi's defaults with dither 0: 16 kHz, 25 ms window, 10 ms shift, snip edges,
 pre-emphasis 0.97, Povey window, 512-point FFT, power spectrum, 80 mel bins from 20 Hz to Nyquist,

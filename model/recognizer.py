@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from tinyasr.model.model_dir import load_model_dir
+from tinyasr.model.prefix_tree import PrefixTree, tree_decoder_scores
 from tinyasr.model.san_m import AsrModel
 from tinyasr.model.search import (Hypothesis, attention_rescoring, ctc_greedy,
                                   ctc_prefix_beam_search)
@@ -32,24 +33,17 @@ class DecodeOptions:
 
 def decoder_scores(model: AsrModel, encoded: torch.Tensor,
                    hypotheses: Sequence[Hypothesis]) -> np.ndarray:
-    """log P(hypothesis + <eos> | audio) under the attention decoder, one per hypothesis.
+    """log P(hypothesis + <eos> | audio) under the attention decoder, one per hypothesis, from
+    one decoder run over their prefix tree (model/prefix_tree.py).
 
-    encoded: (1, frames, d) encoder output of one utterance; all hypotheses run as one batch.
-    """
-    sos_eos = model.sos_eos
-    count = len(hypotheses)
-    longest = max(len(h) for h in hypotheses) + 1
-    inputs = torch.full((count, longest), sos_eos, dtype=torch.long)
-    targets = torch.full((count, longest), sos_eos, dtype=torch.long)
-    lengths = torch.tensor([len(h) + 1 for h in hypotheses])
-    for row, hypothesis in enumerate(hypotheses):
-        inputs[row, 1:len(hypothesis) + 1] = torch.tensor(hypothesis, dtype=torch.long)
-        targets[row, :len(hypothesis)] = torch.tensor(hypothesis, dtype=torch.long)
-    with torch.no_grad():
-        log_probs = model.decoder(inputs, lengths, encoded)
-    picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    valid = torch.arange(longest)[None, :] < lengths[:, None]
-    return (picked * valid).sum(dim=1).numpy()
+    encoded: (1, frames, d) encoder output of one utterance."""
+    def tree_log_probs(tree: PrefixTree) -> np.ndarray:
+        inputs = (torch.from_numpy(a) for a in tree.arrays())
+        with torch.no_grad():
+            return model.decoder.tree_forward(*inputs, encoded).numpy()
+
+    return tree_decoder_scores(hypotheses, model.sos_eos, model.config.fsmn_kernel,
+                               tree_log_probs)
 
 
 def decode(log_probs: np.ndarray, options: DecodeOptions,

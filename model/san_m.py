@@ -116,16 +116,32 @@ class SanmSelfAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None,
-                attention_mask: torch.Tensor | None) -> torch.Tensor:
+                attention_mask: torch.Tensor | None,
+                history: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, d); history (T, K) for a prefix tree (B = 1, model/prefix_tree.py): the
+        rows the FSMN reads for each node, T meaning none."""
         query, key, value = self.qkv(x).chunk(3, dim=-1)
         if frame_mask is not None:
             value = value * frame_mask.unsqueeze(-1)
-        memory = self.fsmn(F.pad(value.transpose(1, 2), self.fsmn_padding)).transpose(1, 2)
+        if history is None:
+            memory = self.fsmn(F.pad(value.transpose(1, 2), self.fsmn_padding)).transpose(1, 2)
+        else:
+            memory = self._tree_memory(value, history)
         memory = memory + value
         if frame_mask is not None:
             memory = memory * frame_mask.unsqueeze(-1)
         context = attend(query, key, value, self.heads, attention_mask, self.dropout)
         return self.out(context) + self.dropout(memory)
+
+    def _tree_memory(self, value: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """The FSMN over each node's history: (1, U, d) -> (1, U, d), the convolution applied
+        to every node's window of K rows (zeros past the root) as one unpadded step."""
+        dim = value.shape[-1]
+        rows = torch.cat([value.reshape(-1, dim), value.new_zeros(1, dim)])
+        windows = rows[history].transpose(1, 2)                          # (U, d, K)
+        # (U, d, 1) -> (1, U, d) as a reshape: TVM 0.27's ConvertLayout dies (bad_alloc) on a
+        # squeeze of the channels-last convolution's output
+        return self.fsmn(windows).reshape(1, -1, dim)
 
 
 class CrossAttention(nn.Module):
@@ -183,9 +199,11 @@ class DecoderBlock(nn.Module):
         self.ffn = FeedForward(dim, config.ffn_dim, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, token_mask: torch.Tensor, self_mask: torch.Tensor,
-                memory: torch.Tensor, memory_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.dropout(self.self_attention(self.norm_self(x), token_mask, self_mask))
+    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None, self_mask: torch.Tensor,
+                memory: torch.Tensor, memory_mask: torch.Tensor | None,
+                history: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.self_attention(self.norm_self(x), token_mask, self_mask,
+                                                 history))
         x = x + self.dropout(self.cross_attention(self.norm_cross(x), memory, memory_mask))
         return x + self.dropout(self.ffn(self.norm_ffn(x)))
 
@@ -247,10 +265,25 @@ class Decoder(nn.Module):
         causal = torch.ones(steps, steps, dtype=torch.bool, device=tokens.device).tril()
         self_mask = token_mask.unsqueeze(1) & causal.unsqueeze(0)
         cross_mask = None if memory_mask is None else memory_mask.unsqueeze(1)
-        x = self.embed(tokens) * math.sqrt(self.dim)
-        x = x + sinusoidal_positions(steps, self.dim, x.device)
+        positions = sinusoidal_positions(steps, self.dim, tokens.device)
+        return self._log_probs(tokens, positions, token_mask, self_mask, memory, cross_mask)
+
+    def tree_forward(self, tokens: torch.Tensor, depths: torch.Tensor, ancestors: torch.Tensor,
+                     history: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """A prefix tree's nodes (model/prefix_tree.py: (U,) tokens and depths, (U, U)
+        ancestors, (U, K) history) -> (U, vocab) log-probs of each node's next token; the same
+        numbers as forward's at the step each node is, in every hypothesis through it."""
+        positions = sinusoidal_positions(tokens.shape[0], self.dim, tokens.device)[depths]
+        return self._log_probs(tokens[None], positions[None], None, ancestors[None], memory,
+                               None, history)[0]
+
+    def _log_probs(self, tokens: torch.Tensor, positions: torch.Tensor,
+                   token_mask: torch.Tensor | None, self_mask: torch.Tensor,
+                   memory: torch.Tensor, cross_mask: torch.Tensor | None,
+                   history: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(tokens) * math.sqrt(self.dim) + positions
         for block_index in self.layer_map:
-            x = self.blocks[block_index](x, token_mask, self_mask, memory, cross_mask)
+            x = self.blocks[block_index](x, token_mask, self_mask, memory, cross_mask, history)
         return torch.log_softmax(self.output(self.norm(x)), dim=-1)
 
 

@@ -53,11 +53,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinyasr.compile.graphs import DecoderGraph, EncoderGraph, encoder_frames, samples_read
+from tinyasr.compile.graphs import (TREE_INPUTS, DecoderGraph, EncoderGraph, encoder_frames,
+                                   example_tree, samples_read)
 from tinyasr.model.atomic import atomic_write_text
 from tinyasr.model.datadir import load_wav, read_data_dir
 from tinyasr.model.frontend import SAMPLE_RATE
 from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir, model_bytes
+from tinyasr.model.prefix_tree import PrefixTree, tree_decoder_scores
 from tinyasr.model.recognizer import DecodeOptions, decode, decoder_scores
 from tinyasr.model.san_m import AsrModel
 from tinyasr.model.search import Hypothesis
@@ -262,7 +264,7 @@ def export_onnx(model: AsrModel, out_dir: Path) -> None:
     exporter would add `onnxscript`. Both graphs' outputs match PyTorch to ~1e-5."""
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = 8
-    tokens = torch.full((3, 5), model.sos_eos, dtype=torch.long)
+    tree = example_tree(model)
     with quietly(), torch.no_grad():
         torch.onnx.export(
             EncoderGraph(model).eval(), (torch.zeros(1, samples_read(frames)),),
@@ -272,12 +274,12 @@ def export_onnx(model: AsrModel, out_dir: Path) -> None:
                           "encoded": {1: "frames"}})
         torch.onnx.export(
             DecoderGraph(model).eval(),
-            (tokens, torch.tensor([5, 3, 1]), torch.zeros(1, frames, model.config.d_model)),
+            (*map(torch.from_numpy, tree.arrays()), torch.zeros(1, frames, model.config.d_model)),
             str(out_dir / DECODE_ONNX), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=["tokens", "token_lengths", "memory"], output_names=["log_probs"],
-            dynamic_axes={"tokens": {0: "hypotheses", 1: "steps"},
-                          "token_lengths": {0: "hypotheses"}, "memory": {1: "frames"},
-                          "log_probs": {0: "hypotheses", 1: "steps"}})
+            input_names=[*TREE_INPUTS, "memory"], output_names=["log_probs"],
+            dynamic_axes={"tokens": {0: "nodes"}, "depths": {0: "nodes"},
+                          "ancestors": {0: "nodes", 1: "nodes"}, "history": {0: "nodes"},
+                          "memory": {1: "frames"}, "log_probs": {0: "nodes"}})
     for name in (ENCODE_ONNX, DECODE_ONNX):
         _inline_weight_identities(out_dir / name)
 
@@ -389,23 +391,26 @@ class OnnxEngine:
     def __init__(self, onnx_dir: Path, threads: int, sos_eos: int):
         import onnxruntime
 
-        from tinyasr.compile.runner import DecoderStandIn
-
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.encoder, decoder = (
+        self.encoder, self.decoder = (
             onnxruntime.InferenceSession(str(onnx_dir / name), options,
                                          providers=["CPUExecutionProvider"])
             for name in (ENCODE_ONNX, DECODE_ONNX))
-        self.decoder = DecoderStandIn(sos_eos, lambda tokens, lengths, memory: decoder.run(
-            None, {"tokens": tokens, "token_lengths": lengths, "memory": memory})[0])
+        self.sos_eos = sos_eos
+        history = next(i for i in self.decoder.get_inputs() if i.name == "history")
+        self.history_width = int(history.shape[1])
 
     def encode(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         log_probs, encoded = self.encoder.run(None, {"waveform": waveform[None]})
         return log_probs[0], encoded
 
     def score(self, encoded: np.ndarray, hypotheses: Sequence[Hypothesis]) -> np.ndarray:
-        return decoder_scores(self.decoder, torch.from_numpy(encoded), hypotheses)
+        def tree_log_probs(tree: PrefixTree) -> np.ndarray:
+            return self.decoder.run(None, {**dict(zip(TREE_INPUTS, tree.arrays())),
+                                           "memory": encoded})[0]
+
+        return tree_decoder_scores(hypotheses, self.sos_eos, self.history_width, tree_log_probs)
 
 
 class TvmEngine:

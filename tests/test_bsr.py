@@ -20,6 +20,7 @@ from tinyasr.compile.runner import CompiledModelRunner
 from tinyasr.model.compressed import load_compressed, read_compressed, to_bsr, write_compressed
 from tinyasr.model.datadir import load_wav, read_data_dir
 from tinyasr.model.model_dir import SAMPLES_DIR
+from tinyasr.model.prefix_tree import prefix_tree
 from tinyasr.model.prune import BlockShape, Pruner, prunable_layers
 from tinyasr.model.quantize import Activations, Quantization, quantizable_layers
 from tinyasr.scripts.cli import main
@@ -153,9 +154,9 @@ def test_compiled_bsr_model_matches_the_reference(compiled: Path, pruned_model: 
             expected, expected_encoded = reference.ctc_log_probs(torch.from_numpy(samples)[None])
         # integer sums are exact; an activation exactly between two int8 steps may round apart
         assert np.abs(log_probs - expected[0].numpy()).max() < 2e-2
-        tokens = np.array([[reference.sos_eos, 3, 5]])
-        decoded = runner.decoder_log_probs(tokens, np.array([3]), encoded)
+        tree = prefix_tree([(3, 5), (3, 4)], reference.sos_eos, reference.config.fsmn_kernel)
+        decoded = runner.tree_log_probs(tree, encoded)
         with torch.no_grad():
-            expected_decoded = reference.decoder(torch.from_numpy(tokens), torch.tensor([3]),
-                                                 torch.from_numpy(encoded))
+            expected_decoded = reference.decoder.tree_forward(
+                *map(torch.from_numpy, tree.arrays()), torch.from_numpy(encoded))
         assert np.abs(decoded - expected_decoded.numpy()).max() < 2e-2

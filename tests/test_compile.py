@@ -214,7 +214,8 @@ def test_manifest_describes_the_build(host_deployable: Path, model_dir: Path):
     assert manifest["bytes"]["code"] == (host_deployable / LIBRARY_FILE).stat().st_size
     assert manifest["model"]["sha256"] == model_hash(model_dir)
     assert manifest["functions"]["encode"]["inputs"] == ["sizes", "waveform"]
-    assert manifest["functions"]["decode"]["inputs"] == ["tokens", "token_lengths", "memory"]
+    assert manifest["functions"]["decode"]["inputs"] == ["tokens", "depths", "ancestors", "history",
+                                                         "memory"]
 
 
 def test_board_code_vectorizes_a_float_reduction():

@@ -1,4 +1,5 @@
-"""The SAN-M model: cross-layer weight sharing really shares storage, losses fall, masks hold."""
+"""The SAN-M model: cross-layer weight sharing really shares storage, losses fall, masks hold,
+the prefix-tree decoder scores what the batch decoder scores."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 import pytest
 import torch
 
+from tinyasr.model.prefix_tree import prefix_tree
 from tinyasr.model.san_m import AsrModel, ModelConfig, shared_layer_map
 from tinyasr.model.train import collate
 
@@ -106,3 +108,36 @@ def test_distillation_pulls_the_student_onto_its_teacher():
         optimizer.step()
         distances.append(parts["distill"])
     assert distances[-1] < 0.2 * distances[0]
+
+
+def test_prefix_tree_numbers_each_distinct_prefix_once():
+    """Shared prefixes are one node; ancestors and the FSMN history follow the tree; a
+    hypothesis that is another's prefix, and the empty one, end at inner nodes."""
+    tree = prefix_tree([(1, 2, 3), (1, 2, 4), (1,), ()], sos_eos=9, history_width=3)
+    assert tree.tokens.tolist() == [9, 1, 2, 3, 4]
+    assert tree.depths.tolist() == [0, 1, 2, 3, 3]
+    assert tree.paths == [[0, 1, 2, 3], [0, 1, 2, 4], [0, 1], [0]]
+    assert tree.targets == [[1, 2, 3, 9], [1, 2, 4, 9], [1, 9], [9]]
+    assert tree.ancestors[4].tolist() == [True, True, True, False, True]
+    assert tree.history.tolist() == [[5, 5, 0], [5, 0, 1], [0, 1, 2], [1, 2, 3], [1, 2, 4]]
+
+
+def test_tree_decoding_scores_what_the_padded_batch_scores():
+    """Every hypothesis's rows of the tree decoder are its rows of the causal batch decoder:
+    the same self-attention over its past, the same FSMN window (an FSMN kernel longer than
+    the shared prefix, so windows cross branch points and run past the root)."""
+    torch.manual_seed(1)
+    model = AsrModel(tiny_config(decoder_distinct=1, fsmn_kernel=5), sos_eos=11).eval()
+    hypotheses = [(3, 4, 5, 6, 7, 8), (3, 4, 5, 9), (3, 4, 10), (2,), ()]
+    memory = torch.randn(1, 9, 32)
+    count, longest = len(hypotheses), max(map(len, hypotheses)) + 1
+    tokens = torch.full((count, longest), model.sos_eos)
+    for row, hypothesis in enumerate(hypotheses):
+        tokens[row, 1:len(hypothesis) + 1] = torch.tensor(hypothesis, dtype=torch.long)
+    lengths = torch.tensor([len(h) + 1 for h in hypotheses])
+    tree = prefix_tree(hypotheses, model.sos_eos, model.config.fsmn_kernel)
+    with torch.no_grad():
+        batch = model.decoder(tokens, lengths, memory)
+        nodes = model.decoder.tree_forward(*map(torch.from_numpy, tree.arrays()), memory)
+    for row, path in enumerate(tree.paths):
+        torch.testing.assert_close(nodes[path], batch[row, :len(path)], atol=1e-5, rtol=1e-5)

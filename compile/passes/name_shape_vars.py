@@ -1,9 +1,9 @@
 """Give the imported functions' symbolic sizes the names of what they count.
 
 torch.export names every dynamic size after a sympy symbol (`s76`), so an IR dump reads
-`s76 * 4 + 3` and nothing downstream can tell the encoder's frame count from the n-best batch.
-This pass renames each to its role from `tinyasr.compile.graphs.SHAPE_VARIABLES` (`frames`,
-`hypotheses`, `steps`): the dumps read `frames * 4 + 3`, and the TIR functions legalized from
+`s76 * 4 + 3` and nothing downstream can tell the encoder's frame count from the n-best's tree
+nodes. This pass renames each to its role from `tinyasr.compile.graphs.SHAPE_VARIABLES`
+(`frames`, `nodes`): the dumps read `frames * 4 + 3`, and the TIR functions legalized from
 them carry the same names, which is how the tuner picks a realistic size for each
 (`tinyasr.schedules.database.TUNING_EXTENTS`).
 """

@@ -29,6 +29,7 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -311,37 +312,66 @@ class Deployable {
   }
 
   /*!
-   * \brief log P(hypothesis + <eos> | audio) per hypothesis, all in one decoder call: the batch
-   *        tinyasr.model.recognizer.decoder_scores builds, its float32 sums rounded once.
+   * \brief log P(hypothesis + <eos> | audio) per hypothesis, all in one decoder call over the
+   *        hypotheses' prefix tree, built and read as tinyasr.model.prefix_tree does (nodes in
+   *        order of first use, every ancestor before its descendants), sums rounded once.
    */
   std::vector<float> DecoderScores(const Tensor& encoded,
                                    const std::vector<Scored>& hypotheses) const {
-    int64_t count = static_cast<int64_t>(hypotheses.size());
-    int64_t longest = 0;
+    std::map<std::pair<int64_t, int64_t>, int64_t> children;  // (node, token) -> child
+    std::vector<int64_t> tokens{sos_eos_}, depths{0}, parents{-1};
+    std::vector<std::vector<int64_t>> paths;
     for (const auto& [hypothesis, _] : hypotheses) {
-      longest = std::max<int64_t>(longest, hypothesis.size() + 1);
+      int64_t node = 0;
+      std::vector<int64_t> path{node};
+      for (int64_t token : hypothesis) {
+        auto [child, added] =
+            children.try_emplace({node, token}, static_cast<int64_t>(tokens.size()));
+        if (added) {
+          tokens.push_back(token);
+          depths.push_back(depths[node] + 1);
+          parents.push_back(node);
+        }
+        node = child->second;
+        path.push_back(node);
+      }
+      paths.push_back(std::move(path));
     }
+    int64_t count = static_cast<int64_t>(tokens.size());
+    int64_t width = history_width_;
     DLDataType int64{kDLInt, 64, 1};
-    Tensor inputs = EmptyTensor({count, longest}, int64);
-    Tensor lengths = EmptyTensor({count}, int64);
-    std::vector<int64_t> targets(count * longest, sos_eos_);
-    std::fill(Data<int64_t>(inputs), Data<int64_t>(inputs) + count * longest, sos_eos_);
-    for (int64_t row = 0; row < count; ++row) {
-      const Hypothesis& hypothesis = hypotheses[row].first;
-      std::copy(hypothesis.begin(), hypothesis.end(), Data<int64_t>(inputs) + row * longest + 1);
-      std::copy(hypothesis.begin(), hypothesis.end(), targets.begin() + row * longest);
-      Data<int64_t>(lengths)[row] = static_cast<int64_t>(hypothesis.size()) + 1;
+    Tensor token_tensor = EmptyTensor({count}, int64);
+    Tensor depth_tensor = EmptyTensor({count}, int64);
+    Tensor ancestors = EmptyTensor({count, count}, DLDataType{kDLBool, 8, 1});
+    Tensor history = EmptyTensor({count, width}, int64);
+    std::copy(tokens.begin(), tokens.end(), Data<int64_t>(token_tensor));
+    std::copy(depths.begin(), depths.end(), Data<int64_t>(depth_tensor));
+    bool* ancestor = Data<bool>(ancestors);
+    int64_t* rows = Data<int64_t>(history);  // [node][i]: the ancestor width-1-i levels up
+    for (int64_t node = 0; node < count; ++node) {
+      int64_t parent = parents[node];
+      if (parent >= 0) {
+        std::copy_n(ancestor + parent * count, count, ancestor + node * count);
+        std::copy_n(rows + parent * width + 1, width - 1, rows + node * width);
+      } else {
+        std::fill_n(ancestor + node * count, count, false);
+        std::fill_n(rows + node * width, width - 1, count);  // the decoder's zero row
+      }
+      ancestor[node * count + node] = true;
+      rows[node * width + width - 1] = node;
     }
-    auto outputs =
-        Call(decode_, {inputs, lengths, encoded}, decode_weights_).cast<ffi::Array<ffi::Any>>();
-    Tensor log_probs = outputs[0].cast<Tensor>();  // (count, longest, vocab)
-    int64_t vocab = log_probs.size(2);
+    auto outputs = Call(decode_, {token_tensor, depth_tensor, ancestors, history, encoded},
+                        decode_weights_)
+                       .cast<ffi::Array<ffi::Any>>();
+    Tensor log_probs = outputs[0].cast<Tensor>();  // (count, vocab)
+    int64_t vocab = log_probs.size(1);
     std::vector<float> scores;
-    for (int64_t row = 0; row < count; ++row) {
+    for (size_t row = 0; row < hypotheses.size(); ++row) {
+      const Hypothesis& hypothesis = hypotheses[row].first;
       double sum = 0;
-      for (int64_t step = 0; step < Data<int64_t>(lengths)[row]; ++step) {
-        int64_t at = row * longest + step;
-        sum += Data<float>(log_probs)[at * vocab + targets[at]];
+      for (size_t step = 0; step < paths[row].size(); ++step) {
+        int64_t target = step < hypothesis.size() ? hypothesis[step] : sos_eos_;
+        sum += Data<float>(log_probs)[paths[row][step] * vocab + target];
       }
       scores.push_back(static_cast<float>(sum));
     }
@@ -368,12 +398,14 @@ class Deployable {
     target_ = manifest->at(ffi::String("target")).cast<ffi::String>();
     arch_ = manifest->at(ffi::String("arch")).cast<ffi::String>();
     sos_eos_ = IntField(*manifest, "sos_eos");
+    history_width_ = IntField(*manifest, "decoder_history");
     ffi::json::Object audio = Field(*manifest, "audio");
     framing_ = {IntField(audio, "sample_rate"), IntField(audio, "samples_per_frame"),
                 IntField(audio, "samples_for_zero_frames"), IntField(audio, "min_frames")};
     ffi::json::Object functions = Field(*manifest, "functions");
     encode_keys_ = FunctionWeights(functions, "encode", {"sizes", "waveform"});
-    decode_keys_ = FunctionWeights(functions, "decode", {"tokens", "token_lengths", "memory"});
+    decode_keys_ = FunctionWeights(functions, "decode",
+                                   {"tokens", "depths", "ancestors", "history", "memory"});
   }
 
   /*! \brief The weight keys of `name`, after checking it takes the runtime inputs we pass. */
@@ -460,6 +492,7 @@ class Deployable {
   std::string target_;
   std::string arch_;
   int64_t sos_eos_ = 0;
+  int64_t history_width_ = 0;  // the rows each tree node's FSMN reads (manifest decoder_history)
   Framing framing_{};
   std::vector<std::string> encode_keys_, decode_keys_;
   ffi::Function encode_, decode_;
