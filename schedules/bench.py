@@ -70,6 +70,9 @@ if TYPE_CHECKING:   # the runner imports TVM, which only TVM rows' processes loa
 
 REFERENCE_SECONDS = 5.0            # the table's fixed utterance length
 FMA_UNITS = 2                      # assumed FMA pipes per core (see `core_peak`)
+# (vendor_id, cpu family) whose cores run a 512-bit FMA on both of their two 256-bit pipes:
+# AMD Zen 4 (family 25, 0x19; Zen 3, the same family, has no AVX-512)
+SPLIT_AVX512_CORES = {("AuthenticAMD", "25")}
 ENCODE_ONNX, DECODE_ONNX = "encode.onnx", "decode.onnx"
 ONNX_OPSET = 17
 PEER_RUNTIMES = ("torch", "onnxruntime")
@@ -150,14 +153,15 @@ class CorePeak:
         clock = "unknown clock" if self.ghz is None else f"{self.ghz:.2f} GHz"
         total = "" if self.gflops is None else f" = {self.gflops:.1f} GFLOP/s"
         return (f"{self.lanes} fp32 lanes ({self.vector_isa}) x 2 FLOPs per FMA x "
-                f"{self.fma_units} FMA units x {clock}{total}")
+                f"{self.fma_units} FMA unit{'s' if self.fma_units > 1 else ''} x {clock}{total}")
 
 
 def core_peak(cpuinfo: str | None = None) -> CorePeak:
     """One core's fp32 peak from /proc/cpuinfo: the widest vector ISA in its flags gives the
     lanes, the clock is cpufreq's maximum when the kernel exposes it, else the highest
     "cpu MHz". cpuinfo does not say how many FMA pipes a core has: FMA_UNITS = 2 is what
-    x86 cores since Haswell / Zen 2 and Cortex-A7x cores have."""
+    x86 cores since Haswell / Zen 2 and Cortex-A7x cores have at their widest vectors, but a
+    Zen 4 core (SPLIT_AVX512_CORES) issues one 512-bit FMA per cycle over both its pipes."""
     if cpuinfo is None:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     flags = set(" ".join(re.findall(r"^(?:flags|Features)\s*:(.*)$", cpuinfo, re.M)).split())
@@ -169,7 +173,15 @@ def core_peak(cpuinfo: str | None = None) -> CorePeak:
         isa, lanes = "NEON", 4
     else:
         isa, lanes = "scalar", 1
-    return CorePeak(isa, lanes, FMA_UNITS, _clock_ghz(cpuinfo))
+    core = (_field(cpuinfo, "vendor_id"), _field(cpuinfo, "cpu family"))
+    split = isa == "AVX-512" and core in SPLIT_AVX512_CORES
+    return CorePeak(isa, lanes, 1 if split else FMA_UNITS, _clock_ghz(cpuinfo))
+
+
+def _field(cpuinfo: str, name: str) -> str | None:
+    """The first value of a /proc/cpuinfo field."""
+    found = re.search(rf"^{name}\s*:\s*(.*?)\s*$", cpuinfo, re.M)
+    return found.group(1) if found else None
 
 
 def _clock_ghz(cpuinfo: str) -> float | None:
@@ -181,8 +193,8 @@ def _clock_ghz(cpuinfo: str) -> float | None:
 
 
 def cpu_name() -> str:
-    names = re.findall(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
-    return names[0] if names else platform.processor() or platform.machine()
+    return _field(Path("/proc/cpuinfo").read_text(), "model name") or (
+        platform.processor() or platform.machine())
 
 
 # --- audio and FLOPs ----------------------------------------------------------------------------

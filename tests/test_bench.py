@@ -100,3 +100,6 @@ def test_core_peak_from_cpuinfo():
         assert peak.gflops == 16 * 2 * 2 * 2.5
     assert (peak.lanes, peak.vector_isa) == (16, "AVX-512")
     assert core_peak("Features\t: fp asimd\n").lanes == 4
+    zen4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nflags\t\t: avx2 fma avx512f\n"
+    assert core_peak(zen4).fma_units == 1          # one 512-bit FMA per cycle over two pipes
+    assert core_peak(zen4.replace("avx512f", "")).fma_units == 2      # Zen 3: two 256-bit FMAs
