@@ -4,7 +4,8 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
 
     import     torch.export of the encode and decode graphs (front end included), Relax import
                with every weight kept as a function input (nothing bound into the code), the
-               dynamic sizes named after what they count (frames, tree nodes)
+               dynamic sizes named after what they count (frames, tree nodes), gathers made
+               to clip their (caller's) indices
     layout     convolutions channels-last (conv2d NHWC / OHWI, the FSMN's conv1d NWC / WIO, TVM's
                ConvertLayout), the permutes it leaves around ops without a layout rule sunk
                and cancelled
@@ -53,6 +54,7 @@ from tinyasr.compile.graphs import SHAPE_VARIABLES, export_graphs
 from tinyasr.compile.passes.apply_tuned_schedules import ApplyTunedSchedules
 from tinyasr.compile.passes.batched_matmul import BatchedMatmul
 from tinyasr.compile.passes.bsr_matmul import BsrMatmul, import_bsr_to_dense
+from tinyasr.compile.passes.clip_take_indices import ClipTakeIndices
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.passes.fp32_conv2d import Fp32Conv2d
 from tinyasr.compile.passes.fp32_matmul import Fp32Matmul
@@ -163,7 +165,8 @@ def import_graphs(model: AsrModel) -> tuple[tvm.IRModule, dict[str, list[tvm.run
         imported, params = relax.frontend.detach_params(import_program(program))
         functions[name] = imported["main"].with_attr("global_symbol", name)
         weights[name] = params["main"]
-    mod = ExposeShapeVars()(tvm.IRModule(functions))
+    mod = tvm.transform.Sequential([ExposeShapeVars(), ClipTakeIndices()])(
+        tvm.IRModule(functions))
     return tvm.IRModule({gvar: name_shape_vars(function, SHAPE_VARIABLES[gvar.name_hint])
                          for gvar, function in mod.functions.items()}), weights
 
