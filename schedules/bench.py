@@ -59,10 +59,10 @@ from tinyasr.model.atomic import atomic_write_text
 from tinyasr.model.datadir import load_wav, read_data_dir
 from tinyasr.model.frontend import SAMPLE_RATE
 from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir, model_bytes
-from tinyasr.model.prefix_tree import PrefixTree, tree_decoder_scores
+from tinyasr.model.prefix_tree import PrefixTree, prefix_tree, tree_decoder_scores
 from tinyasr.model.recognizer import DecodeOptions, decode, decoder_scores
 from tinyasr.model.san_m import AsrModel
-from tinyasr.model.search import Hypothesis
+from tinyasr.model.search import Hypothesis, ctc_prefix_beam_search
 from tinyasr.model.tokenizer import Tokenizer
 
 if TYPE_CHECKING:   # the runner imports TVM, which only TVM rows' processes load
@@ -126,9 +126,11 @@ class RowResult:
     transcript: str | None = None          # of the reference utterance
     encoder_ms: float | None = None        # reference utterance, median
     pipeline_ms: float | None = None
+    rescoring_ms: float | None = None      # the reference n-best's rescoring, median
     rtf: float | None = None               # pipeline time / audio time
     encoder_speedup_vs_best_peer: float | None = None   # best peer's time / this row's
     pipeline_speedup_vs_best_peer: float | None = None
+    rescoring_speedup_vs_best_peer: float | None = None
     gflops: float | None = None
     peak_fraction: float | None = None     # gflops / the core's fp32 peak
     scaling: list[LengthResult] = field(default_factory=list)
@@ -217,6 +219,14 @@ def encoder_flops(model: AsrModel, waveform: np.ndarray) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         EncoderGraph(model)(torch.from_numpy(waveform)[None])
     return int(counter.get_total_flops())
+
+
+def reference_nbest(model: AsrModel, waveform: np.ndarray, beam: int) -> list[Hypothesis]:
+    """The fp32 PyTorch model's CTC n-best for `waveform`: the hypotheses every row rescores
+    for the rescoring column, so that each row's decoder does the same work."""
+    with torch.no_grad():
+        log_probs, _ = model.ctc_log_probs(torch.from_numpy(waveform)[None])
+    return [hypothesis for hypothesis, _ in ctc_prefix_beam_search(log_probs[0].numpy(), beam)]
 
 
 # --- artifacts (made in the parent) -------------------------------------------------------------
@@ -475,12 +485,38 @@ def time_runs(engine: Engine, waveform: np.ndarray, options: DecodeOptions,
             statistics.median(pipeline_seconds[1:]) * 1e3, tokens)
 
 
+def time_rescoring(engine: Engine, waveform: np.ndarray, hypotheses: Sequence[Hypothesis],
+                   repeats: int) -> float:
+    """Median milliseconds of scoring `hypotheses` with the row's decoder against its encoding
+    of `waveform` (prefix tree built, decoder run, scores read), after a warm-up run."""
+    _, encoded = engine.encode(waveform)
+    seconds = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        engine.score(encoded, hypotheses)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds[1:]) * 1e3
+
+
+@dataclass
+class Measurement:
+    """One row measured in one process."""
+
+    timings: dict[float, tuple[float, float]]   # seconds -> (encoder ms, pipeline ms)
+    transcript: str                             # of the reference utterance
+    peak_rss_bytes: int
+    profile: list[KernelTime]                   # TVM rows: the reference encode's; else empty
+    rescoring_ms: float                         # the reference n-best, every row the same
+
+
 def measure_row(spec: RowSpec, waveforms: dict[float, np.ndarray], tokenizer: Tokenizer,
-                options: DecodeOptions, repeats: int, threads: int
-                ) -> tuple[dict[float, tuple[float, float]], str, int, list[KernelTime]]:
-    """In a fresh process: {seconds: (encoder ms, pipeline ms)}, the reference utterance's
-    transcript, this process's peak RSS in bytes, and (TVM rows; else empty) the encode
-    profile of the reference utterance, taken after the timed runs so it cannot slow them."""
+                options: DecodeOptions, repeats: int, threads: int,
+                nbest: Sequence[Hypothesis]) -> Measurement:
+    """In a fresh process: the row's timings per length, the reference utterance's transcript,
+    this process's peak RSS, the rescoring time of `nbest` (the same hypotheses for
+    every row: how much the n-best shares decides the decoder's work), and for TVM rows the
+    encode profile of the reference utterance, taken after the timed runs so it cannot slow
+    them."""
     os.environ["TVM_NUM_THREADS"] = str(threads)   # read when TVM's thread pool starts
     torch.set_num_threads(threads)
     engine = load_engine(spec, threads, tokenizer.sos_eos)
@@ -490,9 +526,10 @@ def measure_row(spec: RowSpec, waveforms: dict[float, np.ndarray], tokenizer: To
         timings[seconds] = (encoder_ms, pipeline_ms)
         if seconds == REFERENCE_SECONDS:
             transcript = tokenizer.decode(tokens)
+    rescoring_ms = time_rescoring(engine, waveforms[REFERENCE_SECONDS], nbest, repeats)
     profile = (engine.runner.profile_encode(waveforms[REFERENCE_SECONDS], PROFILE_RUNS)
                if isinstance(engine, TvmEngine) else [])
-    return timings, transcript, peak_rss_bytes(), profile
+    return Measurement(timings, transcript, peak_rss_bytes(), profile, rescoring_ms)
 
 
 def peak_rss_bytes() -> int:
@@ -522,11 +559,8 @@ class BenchSettings:
     rounds: int = 3
 
 
-Measurement = tuple[dict[float, tuple[float, float]], str, int, list["KernelTime"]]
-
-
 def measure_rounds(specs: Sequence[RowSpec], waveforms: dict[float, np.ndarray],
-                   settings: BenchSettings, tokenizer: Tokenizer,
+                   settings: BenchSettings, tokenizer: Tokenizer, nbest: Sequence[Hypothesis],
                    progress: Callable[[str], None]) -> list[Measurement]:
     """Each row measured once per round, round after round; per row, its median timings over
     the rounds, its transcript and profile (last round) and its highest peak RSS."""
@@ -534,22 +568,27 @@ def measure_rounds(specs: Sequence[RowSpec], waveforms: dict[float, np.ndarray],
     for number in range(1, settings.rounds + 1):
         for spec, measured in zip(specs, rounds):
             measured.append(run_in_child(measure_row, spec, waveforms, tokenizer,
-                                         settings.options, settings.repeats, settings.threads))
-            encoder_ms, pipeline_ms = measured[-1][0][REFERENCE_SECONDS]
+                                         settings.options, settings.repeats, settings.threads,
+                                         nbest))
+            encoder_ms, pipeline_ms = measured[-1].timings[REFERENCE_SECONDS]
             progress(f"  round {number}/{settings.rounds} {spec.name}: encoder {encoder_ms:.1f} "
-                     f"ms, pipeline {pipeline_ms:.1f} ms")
+                     f"ms, pipeline {pipeline_ms:.1f} ms, rescoring "
+                     f"{measured[-1].rescoring_ms:.1f} ms")
     merged = []
     for measured in rounds:
-        timings = {seconds: tuple(statistics.median(m[0][seconds][i] for m in measured)
+        timings = {seconds: tuple(statistics.median(m.timings[seconds][i] for m in measured)
                                   for i in range(2))
-                   for seconds in measured[0][0]}
-        merged.append((timings, measured[-1][1], max(m[2] for m in measured), measured[-1][3]))
+                   for seconds in measured[0].timings}
+        last = measured[-1]
+        merged.append(Measurement(timings, last.transcript,
+                                  max(m.peak_rss_bytes for m in measured), last.profile,
+                                  statistics.median(m.rescoring_ms for m in measured)))
     return merged
 
 
 def row_result(spec: RowSpec, measurement: Measurement, waveforms: dict[float, np.ndarray],
                flops: dict[float, int], settings: BenchSettings, peak: CorePeak) -> RowResult:
-    timings, transcript, rss, profile = measurement
+    timings, profile = measurement.timings, measurement.profile
     scaling = [LengthResult(len(waveforms[s]) / SAMPLE_RATE, flops[s], encoder_ms, pipeline_ms,
                             flops[s] / encoder_ms / 1e6)
                for s, (encoder_ms, pipeline_ms) in timings.items() if s in settings.lengths]
@@ -558,8 +597,9 @@ def row_result(spec: RowSpec, measurement: Measurement, waveforms: dict[float, n
     kernels, builtins_ms = top_kernels(profile) if profile else ([], None)
     return RowResult(
         spec.name, spec.runtime, spec.precision, spec.tuned, spec.note,
-        artifact_bytes=spec.artifact_bytes, peak_rss_bytes=rss, transcript=transcript,
-        encoder_ms=encoder_ms, pipeline_ms=pipeline_ms,
+        artifact_bytes=spec.artifact_bytes, peak_rss_bytes=measurement.peak_rss_bytes,
+        transcript=measurement.transcript, encoder_ms=encoder_ms, pipeline_ms=pipeline_ms,
+        rescoring_ms=measurement.rescoring_ms,
         rtf=pipeline_ms / 1e3 / (len(waveforms[REFERENCE_SECONDS]) / SAMPLE_RATE),
         gflops=gflops, peak_fraction=gflops / peak.gflops if peak.gflops else None,
         scaling=scaling, top_kernels=kernels, vm_builtins_ms=builtins_ms)
@@ -572,10 +612,12 @@ def add_peer_ratios(results: Sequence[RowResult]) -> str | None:
         return None
     best_encoder = min(r.encoder_ms for r in peers)
     best_pipeline = min(r.pipeline_ms for r in peers)
+    best_rescoring = min(r.rescoring_ms for r in peers)
     for r in results:
         if r.skipped is None:
             r.encoder_speedup_vs_best_peer = best_encoder / r.encoder_ms
             r.pipeline_speedup_vs_best_peer = best_pipeline / r.pipeline_ms
+            r.rescoring_speedup_vs_best_peer = best_rescoring / r.rescoring_ms
     return min(peers, key=lambda r: r.encoder_ms).name
 
 
@@ -585,6 +627,7 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
     measured = sorted({*settings.lengths, REFERENCE_SECONDS})
     waveforms = bench_waveforms(measured)
     flops = {seconds: encoder_flops(model, waveform) for seconds, waveform in waveforms.items()}
+    nbest = reference_nbest(model, waveforms[REFERENCE_SECONDS], settings.options.beam)
     peak = core_peak()
     progress(f"core peak: {peak.formula()}")
     with tempfile.TemporaryDirectory(prefix="tinyasr-bench-") as work:
@@ -592,7 +635,8 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
                             settings.sparse_model, Path(work), progress)
         specs = [row for row in rows if isinstance(row, RowSpec)]
         measured = dict(zip((spec.name for spec in specs),
-                            measure_rounds(specs, waveforms, settings, tokenizer, progress)))
+                            measure_rounds(specs, waveforms, settings, tokenizer, nbest,
+                                           progress)))
     results = [row_result(row, measured[row.name], waveforms, flops, settings, peak)
                if isinstance(row, RowSpec) else row for row in rows]
     for row in results:
@@ -606,6 +650,8 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
         "reference_audio_seconds": len(waveforms[REFERENCE_SECONDS]) / SAMPLE_RATE,
         "lengths": list(settings.lengths),
         "decoding": {"mode": settings.options.mode.value, "beam": settings.options.beam},
+        "rescoring": {"hypotheses": len(nbest), "tree_nodes": len(prefix_tree(
+            nbest, model.sos_eos, model.config.fsmn_kernel).tokens)},
         "models": {"fp32": str(settings.fp32_model), "int8": str(settings.int8_model),
                    "sparse": None if settings.sparse_model is None else str(settings.sparse_model)},
         "flops_counted_by": "torch.utils.flop_counter.FlopCounterMode on the fp32 PyTorch "
@@ -619,7 +665,7 @@ def progress_line(row: RowResult) -> str:
     if row.skipped:
         return f"{row.name}: skipped ({row.skipped})"
     return (f"{row.name}: encoder {row.encoder_ms:.1f} ms, pipeline {row.pipeline_ms:.1f} ms, "
-            f"RTF {row.rtf:.4f}, {row.gflops:.1f} GFLOP/s, peak RSS "
+            f"rescoring {row.rescoring_ms:.1f} ms, RTF {row.rtf:.4f}, {row.gflops:.1f} GFLOP/s, peak RSS "
             f"{row.peak_rss_bytes / 2**20:.0f} MiB, {row.artifact_bytes:,} bytes")
 
 
@@ -637,20 +683,25 @@ def markdown(report: dict[str, Any]) -> str:
              f"row in turn, each in a fresh process) of the median of {report['repeats']} "
              f"runs after a warm-up; reference utterance: "
              f"{report['reference_audio_seconds']:.2f} s of the bundled samples; decoding: "
-             f"{report['decoding']['mode']} (beam {report['decoding']['beam']}). Speedup = the "
-             f"fastest peer's (PyTorch or ONNX Runtime row: {report['best_peer']}) time over "
-             f"the row's.",
+             f"{report['decoding']['mode']} (beam {report['decoding']['beam']}); pipeline = "
+             f"encoder, CTC search and the rescoring of the row's own n-best; rescoring = of "
+             f"the same n-best in every row (the fp32 PyTorch model's for the reference "
+             f"utterance: {report['rescoring']['hypotheses']} hypotheses, a prefix tree of "
+             f"{report['rescoring']['tree_nodes']} nodes). Speedup = the fastest peer's "
+             f"(PyTorch or ONNX Runtime row: {report['best_peer']}) time over the row's.",
              "",
-             "| row | encoder ms | pipeline ms | RTF | speedup encoder / pipeline | peak RSS MiB "
-             "| artifact bytes | GFLOP/s | of peak |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| row | encoder ms | rescoring ms | pipeline ms | RTF | speedup encoder / "
+             "rescoring / pipeline | peak RSS MiB | artifact bytes | GFLOP/s | of peak |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         if r["skipped"]:
-            lines.append(f"| {r['name']} | skipped: {r['skipped']} |" + " |" * 8)
+            lines.append(f"| {r['name']} | skipped: {r['skipped']} |" + " |" * 9)
             continue
         lines.append(
-            f"| {r['name']} | {r['encoder_ms']:.1f} | {r['pipeline_ms']:.1f} | {r['rtf']:.4f} | "
-            f"{r['encoder_speedup_vs_best_peer']:.2f}x / {r['pipeline_speedup_vs_best_peer']:.2f}x"
+            f"| {r['name']} | {r['encoder_ms']:.1f} | {r['rescoring_ms']:.2f} | "
+            f"{r['pipeline_ms']:.1f} | {r['rtf']:.4f} | "
+            f"{r['encoder_speedup_vs_best_peer']:.2f}x / "
+            f"{r['rescoring_speedup_vs_best_peer']:.2f}x / {r['pipeline_speedup_vs_best_peer']:.2f}x"
             f" | {r['peak_rss_bytes'] / 2**20:.0f} | {r['artifact_bytes']:,} | "
             f"{r['gflops']:.1f} | {_percent(r['peak_fraction'])} |")
     lines += ["", "Scaling: encoder / pipeline ms by audio length.", "",

@@ -45,6 +45,7 @@ def test_bench_json_has_every_row_and_field(bench_out: Path):
     assert report["lengths"] == [1.0, 2.0] and report["threads"] == 1
     assert report["rounds"] == 2 and report["repeats"] == 1
     assert report["best_peer"] in ROWS[:4]
+    assert 1 <= report["rescoring"]["hypotheses"] <= report["rescoring"]["tree_nodes"]
     row_fields = {f.name for f in dataclasses.fields(RowResult)}
     length_fields = {f.name for f in dataclasses.fields(LengthResult)}
     rows = dict(zip(row_names(report), report["rows"]))
@@ -58,6 +59,7 @@ def test_bench_json_has_every_row_and_field(bench_out: Path):
             continue
         assert row["skipped"] is None
         assert row["encoder_ms"] > 0 and row["pipeline_ms"] >= row["encoder_ms"]
+        assert row["rescoring_ms"] > 0 and row["rescoring_speedup_vs_best_peer"] > 0
         assert row["rtf"] > 0 and row["gflops"] > 0 and row["peak_fraction"] > 0
         assert row["peak_rss_bytes"] > 50 * 2**20 and row["artifact_bytes"] > 10_000
         assert row["encoder_speedup_vs_best_peer"] > 0
