@@ -20,7 +20,7 @@ from tvm.relax.expr_functor import mutator
 
 from tinyasr.compile.batched_kernels import batched_matmul_kernel, fixed_width_supported
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
-from tinyasr.compile.passes.int8_matmul import KernelPass, is_op
+from tinyasr.compile.passes.rewriting import KernelPass, is_op
 
 
 @mutator

@@ -13,7 +13,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from tinyasr.compile.passes.int8_matmul import FunctionRewriter, is_op
+from tinyasr.compile.passes.rewriting import FunctionRewriter, is_op
 
 
 @mutator

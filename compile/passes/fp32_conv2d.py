@@ -21,7 +21,7 @@ from tvm import relax
 from tvm.relax.expr_functor import mutator
 
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
-from tinyasr.compile.passes.int8_matmul import KernelPass, is_op, plain_channels_last
+from tinyasr.compile.passes.rewriting import KernelPass, is_op, plain_channels_last
 
 
 @mutator

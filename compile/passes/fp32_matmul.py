@@ -26,7 +26,7 @@ from tvm.target import Target
 
 from tinyasr.compile.epilogue import identity_epilogue
 from tinyasr.compile.fp32_kernels import VectorUnit, fp32_matmul_kernel, vector_unit
-from tinyasr.compile.passes.int8_matmul import Bound, FunctionRewriter, KernelPass, is_op
+from tinyasr.compile.passes.rewriting import Bound, FunctionRewriter, KernelPass, is_op
 
 LAYOUT_OPS = ("relax.permute_dims", "relax.reshape")
 FLATTENING_OPS = ("relax.reshape", "relax.broadcast_to")

@@ -27,7 +27,7 @@ from tvm.relax.expr_functor import mutator
 
 from tinyasr.compile.epilogue import EPILOGUE_ATTR
 from tinyasr.compile.passes.fp32_matmul import weight_inputs, weight_source
-from tinyasr.compile.passes.int8_matmul import FunctionRewriter, is_op
+from tinyasr.compile.passes.rewriting import FunctionRewriter, is_op
 
 
 def _uses(function: relax.Function) -> Counter[relax.Var]:

@@ -26,7 +26,7 @@ from tvm.relax.expr_functor import mutator
 
 from tinyasr.compile.attention_kernels import attention_kernel, attention_supported
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
-from tinyasr.compile.passes.int8_matmul import KernelPass, is_op, scalar_constant
+from tinyasr.compile.passes.rewriting import KernelPass, is_op, scalar_constant
 from tinyasr.compile.softmax_kernels import MASKED_SCORE
 
 QUERY_ORDER = VALUE_ORDER = [0, 2, 1, 3]

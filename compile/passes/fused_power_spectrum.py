@@ -26,7 +26,7 @@ from tinyasr.compile.fbank_kernels import (INNER_COLUMNS, OUTER_COLUMNS, OUTER_I
                                            POWER_COLUMNS, power_spectrum_kernel,
                                            power_spectrum_supported)
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
-from tinyasr.compile.passes.int8_matmul import KernelPass, is_op
+from tinyasr.compile.passes.rewriting import KernelPass, is_op
 from tinyasr.model.frontend import FRAME_LENGTH, GROUPS, ROWS, STRIDE
 
 COLUMNS_ORDER = [0, 1, 3, 2]

@@ -24,8 +24,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from tinyasr.compile.passes.int8_matmul import (Bound, Int8KernelRewriter, KernelPass,
-                                                int8_rounding, is_op, plain_channels_last)
+from tinyasr.compile.passes.int8_matmul import Int8KernelRewriter, int8_rounding
+from tinyasr.compile.passes.rewriting import Bound, KernelPass, is_op, plain_channels_last
 
 OHWI = [0, 2, 3, 1]   # OIHW -> OHWI
 

@@ -22,26 +22,17 @@ weights phase lifts weight-only work.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import tvm
 from tvm import relax, tirx
-from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.relax.expr_functor import mutator
 from tvm.target import Target
 
 from tinyasr.compile.epilogue import identity_epilogue
 from tinyasr.compile.fp32_kernels import VectorUnit, vector_unit
-from tinyasr.compile.im2col_kernels import im2col_kernel
 from tinyasr.compile.int8_kernels import DotIsa, dot_isa, int8_matmul_kernel
+from tinyasr.compile.passes.rewriting import (Bound, FunctionRewriter, KernelPass, is_op,
+                                              scalar_constant)
 from tinyasr.compile.quantize_kernels import INT8_MAX, TINY, quantize_rows_kernel
-
-
-
-def is_op(expr: relax.Expr, name: str) -> bool:
-    return isinstance(expr, relax.Call) and expr.op == tvm.ir.Op.get(name)
-
-
-Bound = Callable[[relax.Expr], relax.Expr]   # a variable -> the expression bound to it
 
 
 def linear_weight(call: relax.Call, bound: Bound) -> relax.Expr | None:
@@ -132,74 +123,6 @@ def rounded_input(x: relax.Expr, bound: Bound) -> relax.Expr | None:
     return source
 
 
-def scalar_constant(expr: relax.Expr) -> float | None:
-    """The value of a scalar constant, else None."""
-    if isinstance(expr, tvm.ir.expr.GenericConst) and expr.value.numpy().size == 1:
-        return float(expr.value.numpy())
-    return None
-
-
-class FunctionRewriter(PyExprMutator):
-    """Base of the rewrites: visits every Relax function of `mod`; each kernel added once."""
-
-    def __init__(self, mod: tvm.IRModule):
-        super().__init__(mod)
-        self.mod, self.kernels = mod, {}
-
-    def transform(self) -> tvm.IRModule:
-        for gvar, function in self.mod.functions.items():
-            if isinstance(function, relax.Function):
-                self.before_function(function)
-                self.builder_.update_func(gvar, self.visit_expr(function))
-        return self.builder_.get()
-
-    def before_function(self, function: relax.Function) -> None:
-        """Called with each function, unchanged, before it is visited (a rewrite that plans
-        on whole-function facts, such as use counts, overrides it)."""
-
-    def _bound(self, expr: relax.Expr) -> relax.Expr:
-        """The expression bound to a variable (through aliases: `lv5 = lv3`); a function
-        parameter or any other expression is itself."""
-        while isinstance(expr, relax.Var):
-            bound = self.lookup_binding(expr)
-            if bound is None:
-                return expr
-            expr = bound
-        return expr
-
-    def _kernel(self, name: str, make: Callable[[], tirx.PrimFunc]) -> relax.GlobalVar:
-        """The kernel `name` (its name says its every parameter), made on first use."""
-        if name not in self.kernels:
-            self.kernels[name] = self.builder_.add_func(make(), name)
-        return self.kernels[name]
-
-    def conv_columns(self, x: relax.Expr, conv: relax.Call) -> relax.Var:
-        """The im2col (OH * OW, KH * KW * C) of `conv`'s channels-last input `x` (x's dtype),
-        in the order of its flattened OHWI weight."""
-        width, channels = (int(d) for d in x.ty.shape.values[2:])
-        _, kh, kw, _ = (int(d) for d in conv.args[1].ty.shape.values)
-        strides = tuple(int(s) for s in conv.attrs.strides)
-        _, out_h, out_w, _ = conv.ty.shape.values
-        dtype = x.ty.dtype
-        kernel = self._kernel(
-            f"im2col_{dtype}_{channels}x{width}_k{kh}x{kw}_s{strides[0]}x{strides[1]}",
-            lambda: im2col_kernel(dtype, channels, width, (kh, kw), strides))
-        return self.builder_.emit(relax.call_tir(
-            kernel, [x], relax.TensorType([out_h * out_w, kh * kw * channels], dtype)))
-
-
-def plain_channels_last(conv: relax.Call) -> bool:
-    """A conv2d in NHWC / OHWI (as ConvertLayout leaves them), batch 1, one group, no padding
-    or dilation: what im2col + a matmul kernel computes."""
-    attrs = conv.attrs
-    batch = conv.args[0].ty.shape.values[0]
-    return (attrs.data_layout == "NHWC" and attrs.kernel_layout == "OHWI"
-            and attrs.out_layout == "NHWC" and int(attrs.groups) == 1
-            and all(int(p) == 0 for p in attrs.padding)
-            and all(int(d) == 1 for d in attrs.dilation)
-            and isinstance(batch, tvm.tirx.IntImm) and int(batch) == 1)
-
-
 class Int8KernelRewriter(FunctionRewriter):
     """A rewrite into the int8 matmul kernels of the target's dot ISA."""
 
@@ -257,19 +180,6 @@ class _Rewriter(Int8KernelRewriter):
             xq, x_scale = rounding
             xq = self.builder_.emit(xq)
         return self.int8_matmul(xq, x_scale, wq, scale, rows)
-
-
-class KernelPass:
-    """A module pass running `rewriter`, a FunctionRewriter made for `target` (whose kernels
-    it picks: the dot ISA, the vector unit)."""
-
-    rewriter: type[FunctionRewriter]
-
-    def __init__(self, target: Target):
-        self.target = target
-
-    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return self.rewriter(mod, self.target).transform()
 
 
 @tvm.transform.module_pass(opt_level=0, name="Int8Matmul")

@@ -22,7 +22,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from tinyasr.compile.passes.int8_matmul import FunctionRewriter
+from tinyasr.compile.passes.rewriting import FunctionRewriter
 
 UNARY = {"relax.clip", "relax.round", "relax.abs", "relax.nn.relu", "relax.astype"}
 SCALAR_BINARY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide",
