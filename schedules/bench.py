@@ -688,7 +688,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"the same n-best in every row (the fp32 PyTorch model's for the reference "
              f"utterance: {report['rescoring']['hypotheses']} hypotheses, a prefix tree of "
              f"{report['rescoring']['tree_nodes']} nodes). Speedup = the fastest peer's "
-             f"(PyTorch or ONNX Runtime row: {report['best_peer']}) time over the row's.",
+             f"(PyTorch or ONNX Runtime row's) time in that column over the row's; the "
+             f"fastest peer encoder: {report['best_peer']}.",
              "",
              "| row | encoder ms | rescoring ms | pipeline ms | RTF | speedup encoder / "
              "rescoring / pipeline | peak RSS MiB | artifact bytes | GFLOP/s | of peak |",
