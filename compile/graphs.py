@@ -123,6 +123,7 @@ def export_graphs(model: AsrModel) -> dict[str, ExportedProgram]:
                                      dynamic_shapes=_dynamic_shapes("encode"))
         tree = example_tree(model)
         memory = torch.zeros(1, example_frames, model.config.d_model)
-        decode = torch.export.export(DecoderGraph(model), (*map(torch.from_numpy, tree.arrays()), memory),
+        decode = torch.export.export(DecoderGraph(model),
+                                     (*map(torch.from_numpy, tree.arrays()), memory),
                                      dynamic_shapes=_dynamic_shapes("decode"))
     return {"encode": encode, "decode": decode}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Hypothesis = tuple[int, ...]
+from tinyasr.model.search import Hypothesis
 
 
 @dataclass(frozen=True)

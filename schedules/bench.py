@@ -665,8 +665,8 @@ def progress_line(row: RowResult) -> str:
     if row.skipped:
         return f"{row.name}: skipped ({row.skipped})"
     return (f"{row.name}: encoder {row.encoder_ms:.1f} ms, pipeline {row.pipeline_ms:.1f} ms, "
-            f"rescoring {row.rescoring_ms:.1f} ms, RTF {row.rtf:.4f}, {row.gflops:.1f} GFLOP/s, peak RSS "
-            f"{row.peak_rss_bytes / 2**20:.0f} MiB, {row.artifact_bytes:,} bytes")
+            f"rescoring {row.rescoring_ms:.1f} ms, RTF {row.rtf:.4f}, {row.gflops:.1f} GFLOP/s, "
+            f"peak RSS {row.peak_rss_bytes / 2**20:.0f} MiB, {row.artifact_bytes:,} bytes")
 
 
 # --- outputs ------------------------------------------------------------------------------------
@@ -702,9 +702,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['name']} | {r['encoder_ms']:.1f} | {r['rescoring_ms']:.2f} | "
             f"{r['pipeline_ms']:.1f} | {r['rtf']:.4f} | "
             f"{r['encoder_speedup_vs_best_peer']:.2f}x / "
-            f"{r['rescoring_speedup_vs_best_peer']:.2f}x / {r['pipeline_speedup_vs_best_peer']:.2f}x"
-            f" | {r['peak_rss_bytes'] / 2**20:.0f} | {r['artifact_bytes']:,} | "
-            f"{r['gflops']:.1f} | {_percent(r['peak_fraction'])} |")
+            f"{r['rescoring_speedup_vs_best_peer']:.2f}x / "
+            f"{r['pipeline_speedup_vs_best_peer']:.2f}x | {r['peak_rss_bytes'] / 2**20:.0f} | "
+            f"{r['artifact_bytes']:,} | {r['gflops']:.1f} | {_percent(r['peak_fraction'])} |")
     lines += ["", "Scaling: encoder / pipeline ms by audio length.", "",
               "| row | " + " | ".join(f"{s:g} s" for s in lengths) + " |",
               "|---|" + "---:|" * len(lengths)]

@@ -55,9 +55,10 @@ class _Rewriter(Fp32KernelRewriter):
         if matched is None:
             return call
         q, k, v, keep = matched
+        masked = keep is not None
         kernel = self._kernel(
-            f"attention_{self.unit.lanes}_h{q.heads}x{q.head_dim}{'_masked' if keep is not None else ''}",
-            lambda: attention_kernel(self.unit, q.heads, q.head_dim, keep is not None))
+            f"attention_{self.unit.lanes}_h{q.heads}x{q.head_dim}{'_masked' if masked else ''}",
+            lambda: attention_kernel(self.unit, q.heads, q.head_dim, masked))
         inputs = [q.source, k.source, v.source, *([keep] if keep is not None else [])]
         return relax.call_tir(kernel, inputs, call.ty)
 

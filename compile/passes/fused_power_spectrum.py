@@ -108,11 +108,13 @@ class _Rewriter(Fp32KernelRewriter):
             if not (is_op(square, "relax.multiply") and square.args[0].same_as(square.args[1])):
                 return None
             halves.append(self._bound(square.args[0]))
-        if not all(isinstance(h, relax.TupleGetItem) for h in halves) or sorted(
-                h.index for h in halves) != [0, 1] or not halves[0].tuple_value.same_as(
-                halves[1].tuple_value):
+        if not all(isinstance(h, relax.TupleGetItem) for h in halves):
             return None
-        split = self._bound(halves[0].tuple_value)
+        first, second = halves
+        if {first.index, second.index} != {0, 1} or not first.tuple_value.same_as(
+                second.tuple_value):
+            return None
+        split = self._bound(first.tuple_value)
         if not (is_op(split, "relax.split") and int(split.attrs.axis) in (-1, 2)):
             return None
         matmul = self.unflattened(split.args[0])
