@@ -6,12 +6,12 @@ import argparse
 import os
 import shutil
 import tempfile
-import wave
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from tinyasr.model.datadir import SAMPLE_RATE, Utterance, read_data_dir, write_data_dir
+from tinyasr.model.datadir import (SAMPLE_RATE, Utterance, read_data_dir, wav_samples,
+                                   write_data_dir)
 from tinyasr.model.errors import InputError
 from tinyasr.scripts.synth import SPLITS, check_destination, move_into_place, synthesize_corpus
 
@@ -60,8 +60,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def _seconds(wav: Path) -> float:
-    with wave.open(str(wav), "rb") as reader:
-        return reader.getnframes() / SAMPLE_RATE
+    return wav_samples(wav) / SAMPLE_RATE
 
 
 def pick_spread(utterances: list[Utterance], count: int, max_seconds: float) -> list[Utterance]:
