@@ -131,6 +131,8 @@ class CompiledRecognizer:
         return cls(CompiledModelRunner(deployable), options)
 
     def transcribe(self, samples: np.ndarray) -> str:
+        if encoder_frames(len(samples)) == 0:   # too short for one frame, as in AsrModel
+            return ""
         log_probs, encoded = self.runner.ctc_log_probs(samples)
         tokens = decode(log_probs, self.options,
                         lambda hypotheses: self.runner.score_hypotheses(encoded, hypotheses))

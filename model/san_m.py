@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tinyasr.model.frontend import NUM_MEL_BINS, Fbank, GlobalCMVN
+from tinyasr.model.frontend import NUM_MEL_BINS, Fbank, GlobalCMVN, num_frames
 
 IGNORE_ID = -1
 
@@ -334,7 +334,11 @@ class AsrModel(nn.Module):
         return self.cmvn(self.fbank(waveform))
 
     def ctc_log_probs(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Inference path for one unpadded batch: (B, samples) -> ((B, T/4, vocab), (B, T/4, d))."""
+        """Inference path for one unpadded batch: (B, samples) -> ((B, T/4, vocab), (B, T/4, d)).
+        Audio too short for one encoder frame (under 7 fbank frames, 0.085 s) gives T/4 = 0."""
+        if Conv2dSubsampling4.output_lengths(num_frames(waveform.shape[1])) < 1:
+            encoded = waveform.new_zeros(waveform.shape[0], 0, self.config.d_model)
+            return waveform.new_zeros(waveform.shape[0], 0, self.config.vocab_size), encoded
         encoded = self.encoder(self.features(waveform))
         return torch.log_softmax(self.ctc(encoded), dim=-1), encoded
 
