@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from tinyasr.model.errors import InputError
@@ -22,7 +23,35 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = DecodeOptions()
     parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
                         default=defaults.mode.value)
-    parser.add_argument("--beam", type=int, default=defaults.beam)
+    parser.add_argument("--beam", type=positive_int, default=defaults.beam,
+                        help=f"CTC prefix beam width (default {defaults.beam})")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for a count that must be at least 1 (argparse prints its own one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def check_output_path(path: Path | None, option: str) -> None:
+    """An output file the command writes at its end, checked before any work is done: not a
+    directory, and its directory exists or can be made (atomic_file makes it)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a directory; give a file name")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: {parent} is not writable")
 
 
 def add_target_argument(parser: argparse.ArgumentParser, note: str = "") -> None:

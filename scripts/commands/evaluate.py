@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tinyasr.model.model_dir import DEFAULT_MODEL
 from tinyasr.model.recognizer import DecodeMode, DecodeOptions
+from tinyasr.scripts.arguments import check_output_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from tinyasr.model.tokenizer import normalize_text
     from tinyasr.model.atomic import atomic_write_text
 
+    check_output_path(args.json, "--json")   # before the work, not after it
     torch.set_num_threads(1)
     recognizer = Recognizer.load(args.model, DecodeOptions(DecodeMode(args.mode)))
     seen_texts = ({normalize_text(u.text) for u in read_data_dir(args.train_text)}
