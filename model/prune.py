@@ -33,10 +33,10 @@ from torch.nn.utils import parametrize
 from tqdm import tqdm
 
 from tinyasr.model.datadir import Utterance
-from tinyasr.model.errors import InputError
+from tinyasr.model.errors import InputError, warn
 from tinyasr.model.evaluate import evaluate
 from tinyasr.model.recognizer import DecodeOptions, Recognizer
-from tinyasr.model.san_m import AsrModel
+from tinyasr.model.san_m import AsrModel, Conv2dSubsampling4
 from tinyasr.model.tokenizer import Tokenizer
 from tinyasr.model.train import (FRAMES_PER_SECOND, collate, epoch_batches, make_batches,
                                  train_step)
@@ -250,6 +250,39 @@ def layer_targets(scan: dict, tolerance: float) -> dict[str, float]:
                    if cer - scan["baseline"] <= tolerance]
         targets[name] = max(allowed, default=0.0)
     return targets
+
+
+def usable_examples(fbanks: Sequence[torch.Tensor], token_ids: Sequence[list[int]],
+                    where: object) -> tuple[list[torch.Tensor], list[list[int]]]:
+    """The examples long enough for one encoder frame (7 fbank frames, 0.085 s): the conv
+    subsampling has nothing to compute on shorter ones. A warning names how many of `where`'s
+    were left out; none left is an InputError."""
+    keep = [i for i, fbank in enumerate(fbanks)
+            if Conv2dSubsampling4.output_lengths(len(fbank)) >= 1]
+    if not keep:
+        raise InputError(f"{where}: no utterance is long enough to train on "
+                         f"(all {len(fbanks)} are under 0.085 s)")
+    if len(keep) < len(fbanks):
+        warn(f"{where}: left out {len(fbanks) - len(keep)} utterances under 0.085 s "
+             "(too short for one encoder frame)")
+    return [fbanks[i] for i in keep], [token_ids[i] for i in keep]
+
+
+def check_block_fits(model: nn.Module, block: BlockShape) -> dict[str, nn.Module]:
+    """The layers `block` can prune (prunable_layers, the first conv aside); an InputError when
+    it divides none of them, since pruning would then change nothing, and a warning naming how
+    many stay dense when it divides only some."""
+    candidates = [name for name, module in model.named_modules()
+                  if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and name != FIRST_CONV]
+    layers = prunable_layers(model, block)
+    fitting = [name for name in candidates if name in layers]
+    if not fitting:
+        raise InputError(f"--block {block}: divides no layer's weight matrix, so nothing would "
+                         "be pruned (try 1x1, 1x4, 4x1 or 4x4)")
+    if len(fitting) < len(candidates):
+        warn(f"--block {block}: {len(candidates) - len(fitting)} of {len(candidates)} layers do "
+             f"not divide into {block} blocks and stay dense")
+    return layers
 
 
 def check_sparsity(value: float, what: str) -> float:

@@ -125,9 +125,9 @@ def run_prune(args: argparse.Namespace) -> int:
 
     from tinyasr.model.datadir import read_data_dir
     from tinyasr.model.model_dir import load_model_dir, save_model_dir
-    from tinyasr.model.prune import (FIRST_CONV, PRUNING_FILE, BlockShape,
-                                     FineTuning, check_sparsity, layer_targets, prunable_layers,
-                                     prune, scan_levels, sensitivity_scan, sparsity_of)
+    from tinyasr.model.prune import (FIRST_CONV, PRUNING_FILE, BlockShape, FineTuning,
+                                     check_block_fits, check_sparsity, layer_targets, prune,
+                                     scan_levels, sensitivity_scan, sparsity_of, usable_examples)
     from tinyasr.model.recognizer import DecodeOptions
     from tinyasr.model.train import load_examples
 
@@ -142,7 +142,7 @@ def run_prune(args: argparse.Namespace) -> int:
         raise InputError(f"--train-utterances: must be >= 1, got {args.train_utterances}")
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model_dir(args.model)
-    layers = prunable_layers(model, block)
+    layers = check_block_fits(model, block)
     overrides = parse_layer_overrides(args.layer, set(layers))
     targets = {name: sparsity for name in layers if name != FIRST_CONV}
     scan = None
@@ -161,8 +161,9 @@ def run_prune(args: argparse.Namespace) -> int:
     targets.update(overrides)
     if args.out is None:
         return 0
-    fbanks, token_ids = load_examples(model, tokenizer, args.data / "train",
-                                      args.train_utterances)
+    fbanks, token_ids = usable_examples(*load_examples(model, tokenizer, args.data / "train",
+                                                       args.train_utterances),
+                                        args.data / "train")
     prune(model, block, targets, fbanks, token_ids,
           FineTuning(steps=args.steps, lr=args.lr, batch_seconds=args.batch_seconds,
                      distill_weight=args.distill_weight))
@@ -205,7 +206,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 
     from tinyasr.model.compressed import write_compressed
     from tinyasr.model.model_dir import load_model_dir
-    from tinyasr.model.prune import FineTuning
+    from tinyasr.model.prune import FineTuning, usable_examples
     from tinyasr.model.quantize import (Activations, Quantization, calibrate,
                                         quantizable_layers, quantization_aware_fine_tune)
     from tinyasr.model.train import load_examples
@@ -224,11 +225,13 @@ def run_quantize(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_dir(args.model)
     quantization = Quantization(activations, list(quantizable_layers(model, args.keep_fp32)))
     if activations == Activations.STATIC:
-        calibrate(model, quantization, *load_examples(model, tokenizer, args.data / "train",
-                                                      args.calibration_utterances))
+        calibrate(model, quantization, *usable_examples(
+            *load_examples(model, tokenizer, args.data / "train", args.calibration_utterances),
+            args.data / "train"))
     if args.qat_steps:
         quantization_aware_fine_tune(
-            model, quantization, *load_examples(model, tokenizer, args.data / "train"),
+            model, quantization, *usable_examples(
+                *load_examples(model, tokenizer, args.data / "train"), args.data / "train"),
             FineTuning(steps=args.qat_steps, lr=args.lr, batch_seconds=args.batch_seconds,
                        distill_weight=args.distill_weight))
     size = write_compressed(args.out, model, tokenizer, pruned_block(args.model), quantization)
