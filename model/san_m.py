@@ -52,14 +52,81 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
+        """A config from its JSON form, every value checked: a ValueError naming the first key
+        that is missing, unknown, of the wrong type or out of range, or sizes that would make a
+        model of more than MAX_PARAMETERS (checked before anything is allocated)."""
+        if not isinstance(values, dict):
+            raise ValueError(f"model config must be a JSON object, not {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
-        return cls(**values)
+        if "vocab_size" not in values:
+            raise ValueError("model config has no vocab_size")
+        for field in fields(cls):
+            if field.name in values:
+                _check_config_value(field.name, values[field.name], field.type)
+        config = cls(**values)
+        config._check_shapes()
+        return config
+
+    def _check_shapes(self) -> None:
+        if self.vocab_size < 3:
+            raise ValueError(f"vocab_size {self.vocab_size}: need at least 3 tokens "
+                             "(<blank>, <unk>, <sos/eos>)")
+        if self.d_model % 2 or self.d_model % self.attention_heads:
+            raise ValueError(f"d_model {self.d_model} must be even and divisible by "
+                             f"attention_heads ({self.attention_heads})")
+        for part in ("encoder", "decoder"):
+            layers, distinct = getattr(self, f"{part}_layers"), getattr(self, f"{part}_distinct")
+            if distinct > layers:
+                raise ValueError(f"{part}_distinct {distinct} must be at most {part}_layers "
+                                 f"({layers})")
+            if layers > MAX_LAYERS:   # shared positions add no parameters, but each runs
+                raise ValueError(f"{part}_layers {layers}: more than {MAX_LAYERS}")
+        if self.parameter_count() > MAX_PARAMETERS:
+            raise ValueError(f"sizes give {self.parameter_count():.3g} parameters, more than "
+                             f"the {MAX_PARAMETERS:.0e} a tinyasr model may have")
+
+    def parameter_count(self) -> int:
+        """Numbers in AsrModel(self)'s state dict (parameters and CMVN), from the sizes alone."""
+        d, v, f, k, c = (self.d_model, self.vocab_size, self.ffn_dim, self.fsmn_kernel,
+                         self.subsampling_channels)
+        linear = lambda inputs, outputs: inputs * outputs + outputs  # noqa: E731
+        freq = ((NUM_MEL_BINS - 1) // 2 - 1) // 2
+        subsampling = (9 * c + c) + (9 * c * c + c) + linear(c * freq, d)
+        self_attention = linear(d, 3 * d) + linear(d, d) + d * k
+        ffn = linear(d, f) + linear(f, d)
+        encoder_block = 2 * 2 * d + self_attention + ffn
+        decoder_block = 3 * 2 * d + self_attention + linear(d, d) + linear(d, 2 * d) \
+            + linear(d, d) + ffn
+        cmvn = 2 * NUM_MEL_BINS
+        return (cmvn + subsampling + self.encoder_distinct * encoder_block + 2 * d
+                + linear(d, v) + v * d + self.decoder_distinct * decoder_block + 2 * d
+                + linear(d, v))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+MAX_PARAMETERS = 10 ** 9   # far above any on-device model; refuses absurd configs early
+MAX_LAYERS = 1000
+
+
+def _check_config_value(name: str, value: object, kind: str) -> None:
+    """One ModelConfig value against its field's type: sizes are integers >= 1, rates are
+    numbers in [0, 1] (dropout and label_smoothing below 1), flags are booleans."""
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
+    elif kind == "float":
+        upper_open = name in ("dropout", "label_smoothing")
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not (0 <= value < 1 if upper_open else 0 <= value <= 1)):
+            interval = "[0, 1)" if upper_open else "[0, 1]"
+            raise ValueError(f"{name} must be a number in {interval}, not {value!r}")
+    elif kind == "bool" and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, not {value!r}")
 
 
 def shared_layer_map(layers: int, distinct: int) -> list[int]:

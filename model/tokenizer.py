@@ -24,10 +24,25 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).lower()).strip()
 
 
+def _check_tokens(tokens: object) -> None:
+    """ValueError unless `tokens` is a list of distinct non-empty strings that starts with
+    <blank>, <unk> and ends with <sos/eos> (each special token once)."""
+    if not isinstance(tokens, list):
+        raise ValueError(f"expected a list of token strings, got a {type(tokens).__name__}")
+    for index, token in enumerate(tokens):
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"token {index} is {token!r}, expected a non-empty string")
+    if len(tokens) < 3 or tokens[:2] != [BLANK, UNK] or tokens[-1] != SOS_EOS:
+        raise ValueError("token list must start with <blank>, <unk> and end with <sos/eos>")
+    if len(set(tokens)) != len(tokens):
+        seen: set[str] = set()
+        duplicate = next(token for token in tokens if token in seen or seen.add(token))
+        raise ValueError(f"token {duplicate!r} appears more than once")
+
+
 class Tokenizer:
     def __init__(self, tokens: list[str]):
-        if tokens[:2] != [BLANK, UNK] or tokens[-1] != SOS_EOS:
-            raise ValueError("token list must start with <blank>, <unk> and end with <sos/eos>")
+        _check_tokens(tokens)
         self.tokens = tokens
         self.ids = {token: i for i, token in enumerate(tokens)}
 
