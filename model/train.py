@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, fields
@@ -51,6 +53,21 @@ class TrainConfig:
     teacher: str | None = None        # model directory to distill from (same tokens)
     distill_weight: float = 0.5       # share of the loss that is the KL to the teacher
 
+    POSITIVE_INTS = ("epochs", "warmup_steps", "average_last", "save_every_steps",
+                     "cmvn_utterances")
+
+    def check(self) -> None:
+        """ValueError naming the first key out of range (average_last may exceed epochs: the
+        final model averages the epochs there are)."""
+        for key in (*self.POSITIVE_INTS, "batch_seconds"):
+            value = getattr(self, key)
+            kinds = int if key in self.POSITIVE_INTS else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+                what = "a positive integer" if kinds is int else "a positive number"
+                raise ValueError(f"train.{key} must be {what}, not {value!r}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"train.distill_weight must be in [0, 1], not {self.distill_weight}")
+
 
 @dataclass
 class Recipe:
@@ -66,9 +83,7 @@ class Recipe:
             if unknown or set(raw) - {"model", "train"}:
                 raise ValueError(f"unknown keys: {sorted(unknown | (set(raw) - {'model', 'train'}))}")
             recipe = cls(model=raw.get("model", {}), train=TrainConfig(**raw.get("train", {})))
-            if not 0.0 <= recipe.train.distill_weight <= 1.0:
-                raise ValueError(f"distill_weight must be in [0, 1], "
-                                 f"not {recipe.train.distill_weight}")
+            recipe.train.check()
             return recipe
         except (OSError, ValueError, TypeError) as error:
             raise InputError(f"{path}: bad training config ({error})") from None
@@ -176,6 +191,7 @@ class Trainer:
         self.train_set = read_data_dir(Path(data_dir) / "train")
         self.dev_set = read_data_dir(Path(data_dir) / "dev")
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.out_dir)
         self._check_same_recipe()
         self.tokenizer = self._tokenizer()
         model_config = ModelConfig.from_dict({**recipe.model, "vocab_size": len(self.tokenizer)})
@@ -184,14 +200,15 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.peak_lr,
                                            weight_decay=1e-6)
         self.teacher = self._teacher()
+        state = load_state(self.out_dir / STATE_FILE) if (self.out_dir / STATE_FILE).exists() else None
         self.fbanks = compute_fbanks(self.model, self.train_set)
         self.token_ids = [self.tokenizer.encode(u.text) for u in self.train_set]
         self.batches = make_batches([len(f) for f in self.fbanks],
                                     int(self.config.batch_seconds * FRAMES_PER_SECOND))
         self.epoch, self.next_batch, self.step = 0, 0, 0
         self.train_seconds = 0.0      # wall time spent in training steps, summed over resumes
-        if (self.out_dir / STATE_FILE).exists():
-            self._resume()
+        if state is not None:
+            self._resume(state)
         else:
             rng = random.Random(self.config.seed)
             sample = rng.sample(self.fbanks, min(self.config.cmvn_utterances, len(self.fbanks)))
@@ -231,8 +248,7 @@ class Trainer:
         tokenizer.save(tokens_file)
         return tokenizer
 
-    def _resume(self) -> None:
-        state = torch.load(self.out_dir / STATE_FILE, map_location="cpu", weights_only=False)
+    def _resume(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.next_batch, self.step = state["epoch"], state["next_batch"], state["step"]
@@ -295,6 +311,49 @@ class Trainer:
         print(f"averaged epochs {first}-{self.config.epochs} -> {final}: "
               f"dev CER {self.dev_cer():.2f}% (greedy CTC)")
         return final
+
+
+STATE_KEYS = ("model", "optimizer", "epoch", "next_batch", "step", "train_seconds")
+
+
+def load_state(path: Path) -> dict:
+    """A run's resume state, loaded without unpickling code (weights_only): tensors, numbers,
+    strings and containers of them. Anything else, or a state missing a key, is one InputError."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError(f"{path}: not a training state (it holds Python objects other than "
+                         "tensors, numbers, strings and containers; not loaded, since unpickling "
+                         "them could run code)") from None
+    except Exception as error:      # noqa: BLE001 - a torn or foreign file raises many types
+        text = str(error).strip()
+        reason = text.splitlines()[0][:200] if text else type(error).__name__
+        raise InputError(f"{path}: not a training state ({reason})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: not a training state (a {type(state).__name__}, not a dict)")
+    missing = [key for key in STATE_KEYS if key not in state]
+    if missing:
+        raise InputError(f"{path}: not a training state (missing {', '.join(missing)})")
+    return state
+
+
+def remove_stale_temp_files(out_dir: Path) -> None:
+    """Deletes the `.NAME.PID.tmp` files that atomic writes of a killed run left behind; a temp
+    file of a process still alive is being written and stays."""
+    for temp in out_dir.glob(".*.tmp"):
+        pid = temp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            temp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def average_weights(checkpoints: list[Path]) -> dict[str, torch.Tensor]:

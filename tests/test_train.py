@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
+from tinyasr.model.errors import InputError
 from tinyasr.model.model_dir import DEFAULT_MODEL, load_model_dir
+from tinyasr.model.train import Recipe, remove_stale_temp_files
 
 TINY_RECIPE = {
     "model": {"d_model": 32, "attention_heads": 2, "ffn_dim": 64, "subsampling_channels": 8,
@@ -32,7 +35,7 @@ def saved_step(run: Path) -> int:
     state = run / "state.pt"
     if not state.exists():
         return 0
-    return torch.load(state, map_location="cpu", weights_only=False)["step"]
+    return torch.load(state, map_location="cpu", weights_only=True)["step"]
 
 
 def test_training_resumes_after_kill_9(tiny_corpus: Path, tmp_path: Path):
@@ -113,3 +116,50 @@ def test_a_teacher_with_other_tokens_is_refused(tiny_corpus: Path, tmp_path: Pat
     assert process.returncode == 2
     assert err.strip().splitlines() == [f"tinyasr: error: {shipped_model}: teacher has other "
                                         "tokens than this run"]
+
+
+def test_out_of_range_train_values_are_one_line_naming_the_key(tmp_path: Path):
+    for key, value in [("warmup_steps", 0), ("epochs", -1), ("average_last", 0),
+                       ("save_every_steps", 1.5), ("batch_seconds", 0), ("cmvn_utterances", 0)]:
+        recipe = tmp_path / f"{key}.json"
+        recipe.write_text(json.dumps({"train": {key: value}}))
+        with pytest.raises(InputError, match=rf"^{recipe}: bad training config \(train\.{key} "
+                                             rf"must be a positive"):
+            Recipe.load(recipe)
+    # average_last beyond epochs is allowed: the final model averages the epochs there are.
+    recipe = tmp_path / "ok.json"
+    recipe.write_text(json.dumps({"train": {"epochs": 2, "average_last": 5}}))
+    assert Recipe.load(recipe).train.average_last == 5
+
+
+class Payload:
+    """Not a tensor or a container: loading it would need to run this module's code."""
+
+
+def test_a_state_that_is_not_a_state_dict_is_one_line(tiny_corpus: Path, tmp_path: Path):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(TINY_RECIPE))
+    args = ("train", "--data", str(tiny_corpus), "--config", str(recipe), "--threads", "1")
+    for name, content in [("code", {"model": Payload()}), ("list", [1, 2]),
+                          ("partial", {"model": {}})]:
+        run = tmp_path / name
+        run.mkdir()
+        torch.save(content, run / "state.pt")
+        process = tinyasr(*args, "--out", str(run))
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            f"tinyasr: error: {run / 'state.pt'}: not a training state ("), lines
+
+
+def test_leftover_temp_files_of_dead_runs_are_removed(tmp_path: Path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".state.pt.{dead.pid}.tmp"
+    live = tmp_path / f".state.pt.{os.getpid()}.tmp"
+    other = tmp_path / "notes.tmp"
+    for path in (stale, live, other):
+        path.write_bytes(b"x")
+    remove_stale_temp_files(tmp_path)
+    assert not stale.exists() and live.exists() and other.exists()
