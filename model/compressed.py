@@ -12,7 +12,9 @@ One file, little-endian throughout:
                of ALIGN), "nbytes" long, C order; zero bytes between parts
 
 Header:
-    {"format": "tinyasr-compressed", "version": 1,
+    {"sha256": HEX,                              # first key: sha256 of the whole file with these
+                                                 # 64 characters as "0"s (absent in older files)
+     "format": "tinyasr-compressed", "version": 1,
      "config": {...ModelConfig...},              # layer_map follows from the *_layers/_distinct
      "tokens": ["<blank>", "<unk>", ..., "<sos/eos>"],
      "activations": "static" | "dynamic" | "none" | null,   # null: no int8 layers
@@ -49,6 +51,7 @@ measure exactly what ships.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -57,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from tinyasr.model.atomic import atomic_file
 from tinyasr.model.errors import InputError
@@ -147,17 +151,21 @@ def write_compressed(path: Path, model: AsrModel, tokenizer: Tokenizer,
             blobs.append((offset, array))
             offset += array.nbytes
         tensors[name] = entry
-    header = json.dumps({"format": "tinyasr-compressed", "version": FORMAT_VERSION,
+    header = json.dumps({"sha256": _UNSET_DIGEST, "format": "tinyasr-compressed",
+                         "version": FORMAT_VERSION,
                          "config": model.config.to_dict(), "tokens": tokenizer.tokens,
                          "activations": quantization.activations.value if quantization else None,
                          "tensors": tensors}, ensure_ascii=False, separators=(",", ":")).encode()
     data_start = aligned(PREFIX.size + len(header))
+    content = bytearray(PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header)
+    for part_offset, array in blobs:
+        content += b"\0" * (data_start + part_offset - len(content))
+        content += array.tobytes()
+    digest_at = PREFIX.size + len(_DIGEST_KEY)
+    content[digest_at:digest_at + 64] = hashlib.sha256(content).hexdigest().encode()
     with atomic_file(path) as handle:
-        handle.write(PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header)
-        for part_offset, array in blobs:
-            handle.write(b"\0" * (data_start + part_offset - handle.tell()))
-            handle.write(array.tobytes())
-    return Path(path).stat().st_size
+        handle.write(content)
+    return len(content)
 
 
 @dataclass
@@ -194,7 +202,12 @@ class CompressedModel:
 
 
 def read_compressed(path: Path) -> CompressedModel:
-    """Reads and checks a compressed file; anything else is a one-line InputError."""
+    """Reads and checks a compressed file; anything else is a one-line InputError.
+
+    Every header field is checked against the config's model before any tensor is built:
+    names and shapes as AsrModel's state dict, each part's dtype, shape, offset and size as its
+    tensor needs and inside the file. Then the checksum is verified when the header has one
+    (files written before it was added have none)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such compressed model file")
@@ -205,24 +218,168 @@ def read_compressed(path: Path) -> CompressedModel:
     if version != FORMAT_VERSION:
         raise InputError(f"{path}: compressed format version {version}, this tinyasr reads "
                          f"{FORMAT_VERSION}")
+    if PREFIX.size + header_length > len(data):
+        raise InputError(f"{path}: corrupt compressed model (header of {header_length} bytes "
+                         "runs past the end of the file)")
     try:
         header = json.loads(data[PREFIX.size:PREFIX.size + header_length])
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        config = ModelConfig.from_dict(header["config"])
+        tokenizer = Tokenizer(header["tokens"])
+        if len(tokenizer) != config.vocab_size:
+            raise ValueError(f"{len(tokenizer)} tokens for a vocab_size of {config.vocab_size}")
+        if header.get("activations") not in (None, *(mode.value for mode in Activations)):
+            raise ValueError(f"unknown activations {header['activations']!r}")
         data_start = aligned(PREFIX.size + header_length)
-        parts = {}
-        for name, entry in header["tensors"].items():
-            parts[name] = {}
-            for part, info in entry["parts"].items():
-                start = data_start + info["offset"]
-                if start + info["nbytes"] > len(data):
-                    raise ValueError(f"tensor {name} runs past the end of the file")
-                parts[name][part] = np.frombuffer(data, np.dtype(info["dtype"]),
-                                                  math.prod(info["shape"]), start
-                                                  ).reshape(info["shape"])
-        compressed = CompressedModel(header, ModelConfig.from_dict(header["config"]),
-                                     Tokenizer(header["tokens"]), parts, data_start)
+        parts = _read_parts(header["tensors"], *_state_shapes(config, tokenizer), data,
+                            data_start)
+        compressed = CompressedModel(header, config, tokenizer, parts, data_start)
     except (ValueError, KeyError, TypeError) as error:
-        raise InputError(f"{path}: corrupt compressed model ({error})") from None
+        raise InputError(f"{path}: corrupt compressed model ({_reason(error)})") from None
+    _verify_checksum(path, data)   # after the checks above, whose messages say more
     return compressed
+
+
+_DIGEST_KEY = b'{"sha256":"'
+_UNSET_DIGEST = "0" * 64
+_DTYPES = {"float32", "int8", "uint8", "uint16", "int32"}
+
+
+def _reason(error: Exception) -> str:
+    """An exception as a short reason: a KeyError names the missing key."""
+    return f"no {error.args[0]!r} field" if isinstance(error, KeyError) else str(error)
+
+
+def _verify_checksum(path: Path, data: bytes) -> None:
+    """A header starting with {"sha256":"<64 hex>" holds the sha256 of the whole file with
+    those 64 characters as zeros; a file whose bytes changed since it was written fails it."""
+    at = PREFIX.size + len(_DIGEST_KEY)
+    if data[PREFIX.size:at] != _DIGEST_KEY:
+        return
+    recorded = data[at:at + 64]
+    actual = hashlib.sha256(data[:at] + _UNSET_DIGEST.encode() + data[at + 64:]).hexdigest()
+    if recorded.decode("ascii", "replace") != actual:
+        raise InputError(f"{path}: corrupt compressed model (sha256 mismatch: the file changed "
+                         "after it was written)")
+
+
+def _state_shapes(config: ModelConfig, tokenizer: Tokenizer
+                  ) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+    """Every state-dict entry's shape for this config, and the entries that may be int8 (the
+    weights of linear, conv and embedding layers). The model is built for real (ModelConfig
+    bounds its size): on the meta device, random init costs seconds of torch imports."""
+    model = AsrModel(config, tokenizer.sos_eos)
+    layers = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
+    int8 = {f"{name}.weight" for name, module in model.named_modules()
+            if isinstance(module, layers)}
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}, int8
+
+
+def _int_list(value: object, what: str) -> list[int]:
+    if (not isinstance(value, list)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value)):
+        raise ValueError(f"{what} must be a list of non-negative integers, not {value!r}")
+    return value
+
+
+def _expected_parts(name: str, entry: dict, shape: tuple[int, ...]) -> dict[str, tuple]:
+    """Part name -> (allowed dtypes, shape or None when its first axis is the block count) for
+    a tensor entry, after checking the entry's own fields."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"tensor {name} is not a JSON object")
+    if tuple(_int_list(entry["shape"], f"tensor {name} shape")) != shape:
+        raise ValueError(f"tensor {name} has shape {entry['shape']}, the config's model has "
+                         f"{list(shape)}")
+    encoding, layout = entry["encoding"], entry["layout"]
+    if encoding not in ("float32", "int8") or layout not in ("dense", "bsr"):
+        raise ValueError(f"tensor {name}: unknown encoding {encoding!r} or layout {layout!r}")
+    rows = shape[0] if shape else 1
+    expected: dict[str, tuple] = {}
+    if layout == "dense":
+        expected["values"] = ({encoding}, shape)
+    else:
+        block = _int_list(entry["block"], f"tensor {name} block")
+        columns = math.prod(shape) // rows if rows else 0
+        if (len(shape) < 2 or len(block) != 2 or 0 in block
+                or rows % block[0] or columns % block[1]):
+            raise ValueError(f"tensor {name}: block {block} does not tile its {rows} x "
+                             f"{columns} matrix")
+        expected["values"] = ({encoding}, None)
+        expected["col_indices"] = ({"uint8", "uint16"}, None)
+        expected["row_pointers"] = ({"int32"}, (rows // block[0] + 1,))
+    if encoding == "int8":
+        expected["scale"] = ({"float32"}, (rows,))
+        mode = entry["activations"]
+        if mode not in (a.value for a in Activations):
+            raise ValueError(f"tensor {name}: unknown activations {mode!r}")
+        if mode == Activations.STATIC.value:
+            scale = entry["input_scale"]
+            if (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                    or not 0 < scale < math.inf):
+                raise ValueError(f"tensor {name}: input_scale {scale!r} is not a positive number")
+    return expected
+
+
+def _read_parts(tensors: object, shapes: dict[str, tuple[int, ...]], int8: set[str],
+                data: bytes, data_start: int) -> dict[str, dict[str, np.ndarray]]:
+    """Every tensor's parts as arrays viewing `data`, each checked against what its tensor
+    needs (ValueError naming the first that is not)."""
+    if not isinstance(tensors, dict):
+        raise ValueError(f"'tensors' must be a JSON object, not {type(tensors).__name__}")
+    if set(tensors) != set(shapes):
+        missing, extra = sorted(set(shapes) - set(tensors)), sorted(set(tensors) - set(shapes))
+        raise ValueError(f"tensors do not match the config's model (missing {missing[:3]}, "
+                         f"unexpected {extra[:3]})")
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    for name, entry in tensors.items():
+        expected = _expected_parts(name, entry, shapes[name])
+        if entry["encoding"] == "int8" and name not in int8:
+            raise ValueError(f"tensor {name}: only layer weights may be int8")
+        stored = entry["parts"]
+        if not isinstance(stored, dict) or set(stored) != set(expected):
+            raise ValueError(f"tensor {name} has parts {sorted(stored) if isinstance(stored, dict) else stored!r}, "
+                             f"expected {sorted(expected)}")
+        parts[name] = {}
+        for part, (dtypes, shape) in expected.items():
+            info = stored[part]
+            where = f"tensor {name} part {part}"
+            if not isinstance(info, dict) or info["dtype"] not in dtypes & _DTYPES:
+                raise ValueError(f"{where}: dtype must be one of {sorted(dtypes)}")
+            dims = tuple(_int_list(info["shape"], f"{where} shape"))
+            if shape is not None and dims != shape:
+                raise ValueError(f"{where} has shape {list(dims)}, expected {list(shape)}")
+            offset, nbytes = info["offset"], info["nbytes"]
+            itemsize = np.dtype(info["dtype"]).itemsize
+            if (not isinstance(offset, int) or not isinstance(nbytes, int) or offset < 0
+                    or nbytes != math.prod(dims) * itemsize):
+                raise ValueError(f"{where}: offset {offset!r} / nbytes {nbytes!r} do not fit "
+                                 f"its shape {list(dims)}")
+            if data_start + offset + nbytes > len(data):
+                raise ValueError(f"tensor {name} runs past the end of the file")
+            parts[name][part] = np.frombuffer(data, np.dtype(info["dtype"]), math.prod(dims),
+                                              data_start + offset).reshape(dims)
+        if entry["layout"] == "bsr":
+            _check_bsr(name, parts[name], entry)
+    return parts
+
+
+def _check_bsr(name: str, parts: dict[str, np.ndarray], entry: dict) -> None:
+    """A BSR triple that from_bsr can expand: block shape as declared, one column index per
+    block and inside the matrix, row pointers from 0 rising to the block count."""
+    values, columns, pointers = parts["values"], parts["col_indices"], parts["row_pointers"]
+    block = tuple(entry["block"])
+    rows = entry["shape"][0]
+    block_columns = math.prod(entry["shape"]) // rows // block[1]
+    if values.ndim != 3 or values.shape[1:] != block or columns.shape != values.shape[:1]:
+        raise ValueError(f"tensor {name}: BSR values {list(values.shape)} and col_indices "
+                         f"{list(columns.shape)} do not agree with block {list(block)}")
+    if (pointers[0] != 0 or pointers[-1] != len(values) or np.any(np.diff(pointers) < 0)
+            or np.any(columns >= block_columns)):
+        raise ValueError(f"tensor {name}: BSR indices out of range")
+    block_rows = np.repeat(np.arange(len(pointers) - 1), np.diff(pointers))
+    if len(np.unique(block_rows.astype(np.int64) * block_columns + columns)) != len(values):
+        raise ValueError(f"tensor {name}: BSR block stored twice")
 
 
 def size_breakdown(compressed: CompressedModel) -> dict[str, int]:
