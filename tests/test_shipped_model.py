@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -14,12 +15,22 @@ from tinyasr.model.evaluate import evaluate
 from tinyasr.model.model_dir import COMPRESSED_MODEL, DEFAULT_MODEL, PRETRAINED_DIR, SAMPLES_DIR
 from tinyasr.model.recognizer import DecodeMode, DecodeOptions, Recognizer
 
+SPARSE_MODEL = PRETRAINED_DIR / "shared-sparse-int8.tac"
+RECORDED = json.loads((PRETRAINED_DIR / "samples-cer.json").read_text())
 
-def recorded_samples_cer(model: Path) -> float:
-    """The bundled-samples CER that RESULTS.md states for a shipped model."""
-    text = (PRETRAINED_DIR / "RESULTS.md").read_text()
-    match = re.search(rf"`{re.escape(model.name)}/?` bundled samples CER: ([0-9.]+)%", text)
-    assert match, f"RESULTS.md must state `{model.name}` bundled samples CER: X%"
+
+def recorded_samples_cer(model: Path) -> tuple[float, float]:
+    """The bundled-samples CER recorded for a shipped model, and the tolerance (in CER points)
+    that holds on any CPU: samples-cer.json says why int8 and fp32 models differ there."""
+    recorded = RECORDED["models"][model.name]
+    kind = "int8" if "int8" in model.name else "fp32"
+    tolerance = 100 * RECORDED["tolerance_errors"][kind] / RECORDED["reference_characters"]
+    return recorded["cer"], tolerance
+
+
+def printed_cer(output: str) -> float:
+    match = re.search(r"^CER ([0-9.]+)%", output, re.MULTILINE)
+    assert match, output
     return float(match.group(1))
 
 
@@ -28,10 +39,12 @@ def recognizer() -> Recognizer:
     return Recognizer.load(DEFAULT_MODEL)
 
 
-@pytest.mark.parametrize("model", [DEFAULT_MODEL, COMPRESSED_MODEL], ids=lambda m: m.name)
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, COMPRESSED_MODEL, SPARSE_MODEL],
+                         ids=lambda m: m.name)
 def test_shipped_models_reproduce_their_recorded_cer(model: Path):
     result = evaluate(Recognizer.load(model), read_data_dir(SAMPLES_DIR))
-    assert result.cer.rate == pytest.approx(recorded_samples_cer(model), abs=0.5)
+    recorded, tolerance = recorded_samples_cer(model)
+    assert result.cer.rate == pytest.approx(recorded, abs=tolerance)
 
 
 def test_decoding_modes_agree_on_an_easy_utterance(recognizer: Recognizer):
@@ -69,7 +82,8 @@ def test_transcribe_names_a_bad_file(tmp_path):
 def test_demo_runs_the_int8_model_and_prints_text_cer_and_timing():
     result = run_cli("demo")
     assert result.returncode == 0, result.stderr
-    assert f"CER {recorded_samples_cer(COMPRESSED_MODEL):.2f}%" in result.stdout
+    recorded, tolerance = recorded_samples_cer(COMPRESSED_MODEL)
+    assert printed_cer(result.stdout) == pytest.approx(recorded, abs=tolerance)
     assert "real-time factor" in result.stdout
     assert "1.01 MB on disk" in result.stdout
 
