@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	@$(PY) -m pip install -q --disable-pip-version-check "setuptools>=68" 2>&1 | grep -v "is ignored" || true
 	@$(PY) -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored" || true
 	@$(PY) -c "import tinyasr.model, torch, tvm, xgboost" || { echo "setup: python environment is broken" >&2; exit 1; }
+	@$(PY) -m tinyasr.model.whisper.convert >/dev/null   # Whisper tiny.en -> ~/.cache/tinyasr/models (once)
 	@touch $(STAMP)
 
 demo: setup

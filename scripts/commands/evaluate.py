@@ -14,7 +14,9 @@ from tinyasr.scripts.arguments import check_output_path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="score a model on data dirs")
     parser.add_argument("data", type=Path, nargs="+", metavar="DATA_DIR")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model directory")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                        help="model directory, .tac file or whisper-tiny.en (scored on its text "
+                             "lowercased without punctuation)")
     parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
                         default=DecodeMode.ATTENTION_RESCORING.value)
     parser.add_argument("--train-text", type=Path, metavar="TRAIN_DIR",
@@ -29,13 +31,14 @@ def run(args: argparse.Namespace) -> int:
 
     from tinyasr.model.datadir import read_data_dir
     from tinyasr.model.evaluate import evaluate
-    from tinyasr.model.recognizer import Recognizer
+    from tinyasr.model.recognizers import load_recognizer
     from tinyasr.model.tokenizer import normalize_text
     from tinyasr.model.atomic import atomic_write_text
 
     check_output_path(args.json, "--json")   # before the work, not after it
     torch.set_num_threads(1)
-    recognizer = Recognizer.load(args.model, DecodeOptions(DecodeMode(args.mode)))
+    recognizer = load_recognizer(args.model, DecodeOptions(DecodeMode(args.mode)),
+                                 plain_text=True)
     seen_texts = ({normalize_text(u.text) for u in read_data_dir(args.train_text)}
                   if args.train_text else None)
     scores = {}

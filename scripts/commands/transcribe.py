@@ -16,6 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", type=Path, nargs="+", metavar="[MODEL] WAV",
                         help="a model directory or .tac file (default: the shipped fp32 model), "
                              "then 16 kHz mono 16-bit wav files")
+    parser.add_argument("--model", metavar="NAME|DIR",
+                        help="the model, instead of a leading MODEL: a directory, a .tac file "
+                             "or whisper-tiny.en (Whisper decodes greedily; --mode/--beam are "
+                             "the SAN-M model's)")
     add_decode_arguments(parser)
     parser.add_argument("--lib", type=Path, metavar="DIR",
                         help="run a deployable from `tinyasr compile --target host` instead of "
@@ -25,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tinyasr.model.datadir import load_wav
-    from tinyasr.model.recognizer import Recognizer
+    from tinyasr.model.recognizers import load_recognizer
 
     options = DecodeOptions(DecodeMode(args.mode), args.beam)
     if args.lib is not None:
@@ -33,18 +37,21 @@ def run(args: argparse.Namespace) -> int:
 
         recognizer, wavs = CompiledRecognizer.load(args.lib, options), args.inputs
     else:
-        model, wavs = split_model_and_wavs(args.inputs)
-        recognizer = Recognizer.load(model, options)
+        model, wavs = ((args.model, args.inputs) if args.model is not None
+                       else split_model_and_wavs(args.inputs))
+        recognizer = load_recognizer(model, options)
     for wav in wavs:
         print(f"{wav}\t{recognizer.transcribe(load_wav(wav))}")
     return 0
 
 
 def split_model_and_wavs(inputs: list[Path]) -> tuple[Path, list[Path]]:
-    """`MODEL WAV...` or just `WAV...`: a leading directory or .tac file is the model."""
+    """`MODEL WAV...` or just `WAV...`: a leading directory, .tac file or model name is the
+    model."""
     from tinyasr.model.compressed import SUFFIX as COMPRESSED_SUFFIX
+    from tinyasr.model.recognizers import is_model_name
 
-    if inputs[0].is_dir() or inputs[0].suffix == COMPRESSED_SUFFIX:
+    if inputs[0].is_dir() or inputs[0].suffix == COMPRESSED_SUFFIX or is_model_name(inputs[0]):
         if len(inputs) == 1:
             raise InputError(f"{inputs[0]}: no wav files given after the model")
         return inputs[0], inputs[1:]
