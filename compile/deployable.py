@@ -4,8 +4,9 @@
     weights.bin    every weight the functions take, each distinct (shared) tensor once,
                    in TVM's parameter-dict format (tvm.runtime.load_param_dict / C++ LoadParams)
     tokens.json    the tokenizer's token list
-    manifest.json  target, model hash, versions, byte sizes of code and weights, tuning DB used,
-                   and how to call each function (runtime inputs, then weight keys in order)
+    manifest.json  target, model hash, versions, byte sizes and sha256 of the three files above,
+                   tuning DB used, and how to call each function (runtime inputs, then weight
+                   keys in order)
 
 Weights live in one adjacent file rather than embedded in the library: the library stays pure
 code (the two sizes are reported separately and mean what they say), shared weights cannot be
@@ -19,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +63,14 @@ def model_hash(model: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in model.iterdir() if p.is_file()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 
@@ -144,6 +155,8 @@ def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir
                      "tvm": tvm.__version__, "torch": torch.__version__},
         "bytes": {"code": (staging / LIBRARY_FILE).stat().st_size,
                   "weights": (staging / WEIGHTS_FILE).stat().st_size},
+        "sha256": {name: file_sha256(staging / name)
+                   for name in (LIBRARY_FILE, WEIGHTS_FILE, TOKENS_FILE)},
         "tuning_database": _database_entry(built.schedules),
         "audio": {"sample_rate": SAMPLE_RATE, "samples_per_frame": SAMPLES_PER_FRAME,
                   "samples_for_zero_frames": samples_read(0), "min_frames": MIN_FRAMES},
@@ -176,4 +189,131 @@ def read_manifest(deployable: Path) -> dict[str, Any]:
     if manifest.get("version") != VERSION:
         raise InputError(f"{path}: deployable version {manifest.get('version')}, this tinyasr "
                          f"reads version {VERSION}: compile it again")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise InputError(f"{path}: corrupt deployable manifest ({problem})")
     return manifest
+
+
+MAX_HISTORY = 1024   # decoder_history: the FSMN kernel width, a few tens in practice
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a version-2 manifest's fields that loading relies on, or None."""
+    def is_int(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    for key in ("target", "arch"):
+        if not isinstance(manifest.get(key), str):
+            return f"{key} must be a string"
+    for key in ("sos_eos", "decoder_history"):
+        if not is_int(manifest.get(key)) or manifest[key] < 1:
+            return f"{key} must be an integer >= 1, not {manifest.get(key)!r}"
+    if manifest["decoder_history"] > MAX_HISTORY:
+        return f"decoder_history {manifest['decoder_history']} is over {MAX_HISTORY}"
+    audio = manifest.get("audio")
+    expected_audio = {"sample_rate": SAMPLE_RATE, "samples_per_frame": SAMPLES_PER_FRAME,
+                      "samples_for_zero_frames": samples_read(0), "min_frames": MIN_FRAMES}
+    if audio != expected_audio:
+        return f"audio framing {audio!r}, this tinyasr's front end has {expected_audio}"
+    functions = manifest.get("functions")
+    if not isinstance(functions, dict) or set(functions) != {"encode", "decode"}:
+        return "functions must be an object with encode and decode"
+    for name, function in functions.items():
+        if (not isinstance(function, dict)
+                or not all(isinstance(function.get(key), list)
+                           and all(isinstance(item, str) for item in function[key])
+                           for key in ("inputs", "weights"))):
+            return f"functions.{name} needs lists of strings 'inputs' and 'weights'"
+    for key in ("bytes", "sha256"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            return f"{key} must be an object"
+    return None
+
+
+def check_deployable_files(deployable: Path, manifest: dict[str, Any]) -> None:
+    """The files of a deployable against its manifest, before any is loaded: sizes and (in
+    deployables that record them) sha256 sums, the weights file's structure (every count and
+    size within the file: TVM's loader trusts them) and every weight a function takes in it.
+    Each problem is an InputError naming the file."""
+    deployable = Path(deployable)
+    for name in (LIBRARY_FILE, WEIGHTS_FILE, TOKENS_FILE):
+        if not (deployable / name).is_file():
+            raise InputError(f"{deployable / name}: missing (compile the deployable again)")
+    sizes = {LIBRARY_FILE: manifest.get("bytes", {}).get("code"),
+             WEIGHTS_FILE: manifest.get("bytes", {}).get("weights")}
+    for name, expected in sizes.items():
+        actual = (deployable / name).stat().st_size
+        if expected is not None and actual != expected:
+            raise InputError(f"{deployable / name}: {actual} bytes, the manifest says "
+                             f"{expected} (truncated or replaced?)")
+    for name, expected in manifest.get("sha256", {}).items():
+        if name in (LIBRARY_FILE, WEIGHTS_FILE, TOKENS_FILE) and \
+                file_sha256(deployable / name) != expected:
+            raise InputError(f"{deployable / name}: sha256 differs from the manifest's "
+                             "(changed after compiling)")
+    stored = read_weights_index(deployable / WEIGHTS_FILE)
+    for function_name, function in manifest["functions"].items():
+        missing = [key for key in function["weights"] if key not in stored]
+        if missing:
+            raise InputError(f"{deployable / WEIGHTS_FILE}: no weight {missing[0]!r} "
+                             f"({function_name} takes {len(missing)} not in the file)")
+
+
+_PARAMS_MAGIC = 0xF7E58D4F05049CB7    # TVM's parameter-dict (tensor list) magic
+_TENSOR_MAGIC = 0xDD5E40F096B4A13F    # and each tensor's
+_TENSOR_HEADER = struct.Struct("<QQiiiBBH")   # magic, reserved, device type and id, ndim, dtype
+_DTYPE_CODES = {0: "int", 1: "uint", 2: "float"}
+MAX_NDIM = 8
+
+
+def read_weights_index(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Name -> (dtype, shape) of every tensor in a TVM parameter-dict file, each count, length
+    and size checked against what is left of the file; anything else is an InputError naming
+    the file (TVM's own loader allocates whatever the file says)."""
+    data = Path(path).read_bytes()
+    position = 0
+
+    def take(size: int, what: str) -> bytes:
+        nonlocal position
+        if size < 0 or size > len(data) - position:
+            raise InputError(f"{path}: corrupt weights file ({what} runs past the end of the "
+                             f"file at byte {position})")
+        position += size
+        return data[position - size:position]
+
+    def number(fmt: str, what: str) -> int:
+        return struct.unpack(fmt, take(struct.calcsize(fmt), what))[0]
+
+    if number("<Q", "header") != _PARAMS_MAGIC:
+        raise InputError(f"{path}: not a TVM weights file (bad magic)")
+    number("<Q", "header")
+    names = []
+    for index in range(number("<Q", "name count")):
+        if index >= len(data) // 8:
+            raise InputError(f"{path}: corrupt weights file (more names than the file can hold)")
+        raw = take(number("<Q", "name length"), f"name {index}")
+        try:
+            names.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: corrupt weights file (name {index} is not UTF-8)") from None
+    if number("<Q", "tensor count") != len(names) or len(set(names)) != len(names):
+        raise InputError(f"{path}: corrupt weights file (names and tensors do not pair up)")
+    index: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for name in names:
+        magic, _, _, _, ndim, code, bits, lanes = _TENSOR_HEADER.unpack(
+            take(_TENSOR_HEADER.size, f"tensor {name!r}"))
+        if (magic != _TENSOR_MAGIC or not 0 <= ndim <= MAX_NDIM or code not in _DTYPE_CODES
+                or bits not in (8, 16, 32, 64) or lanes != 1):
+            raise InputError(f"{path}: corrupt weights file (tensor {name!r} has a bad header)")
+        shape = struct.unpack(f"<{ndim}q", take(8 * ndim, f"tensor {name!r} shape"))
+        nbytes = number("<q", f"tensor {name!r} size")
+        if min(shape, default=0) < 0 or nbytes != math.prod(shape) * bits // 8:
+            raise InputError(f"{path}: corrupt weights file (tensor {name!r}: shape "
+                             f"{list(shape)} and {nbytes} bytes disagree)")
+        take(nbytes, f"tensor {name!r}")
+        index[name] = (f"{_DTYPE_CODES[code]}{bits}", shape)
+    if position != len(data):
+        raise InputError(f"{path}: corrupt weights file ({len(data) - position} bytes after "
+                         "the last tensor)")
+    return index

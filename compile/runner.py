@@ -18,8 +18,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from tinyasr.compile.deployable import (LIBRARY_FILE, TOKENS_FILE, WEIGHTS_FILE,
-                                        read_manifest)
+from tinyasr.compile.deployable import (LIBRARY_FILE, MANIFEST_FILE, TOKENS_FILE, WEIGHTS_FILE,
+                                        check_deployable_files, read_manifest)
 from tinyasr.compile.graphs import MIN_FRAMES, encoder_frames, samples_read
 from tinyasr.model.errors import InputError
 from tinyasr.model.prefix_tree import PrefixTree, tree_decoder_scores
@@ -38,6 +38,30 @@ class KernelTime:
     calls: int
 
 
+ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "riscv64": 243}   # ELF e_machine values
+
+
+def load_host_vm(path: Path, device: tvm.runtime.Device) -> relax.VirtualMachine:
+    """A deployable's library loaded into this process as a Relax VM; a file that is not a
+    VM library for this machine is one line naming it, not TVM's loader error."""
+    with open(path, "rb") as handle:
+        head = handle.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        raise InputError(f"{path}: not a shared library (no ELF header)")
+    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    expected = ELF_MACHINES.get(platform.machine())
+    if expected is not None and machine != expected:
+        built = next((arch for arch, code in ELF_MACHINES.items() if code == machine),
+                     f"ELF machine {machine}")
+        raise InputError(f"{path}: a library for {built}, this machine is {platform.machine()}")
+    try:
+        return relax.VirtualMachine(tvm.runtime.load_module(str(path)), device)
+    except (RuntimeError, OSError, ValueError, AttributeError) as error:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        reason = lines[-1].strip()[:200] if lines else type(error).__name__
+        raise InputError(f"{path}: cannot load the library ({reason})") from None
+
+
 class CompiledModelRunner:
     """A deployable's encode/decode functions: on this machine's CPU, or given the `vm` and
     `device` of a board (tinyasr.targets.rpc_test), there; the weights go to that device."""
@@ -45,14 +69,18 @@ class CompiledModelRunner:
     def __init__(self, deployable: Path, device: tvm.runtime.Device | None = None, vm=None):
         deployable = Path(deployable)
         manifest = read_manifest(deployable)
+        check_deployable_files(deployable, manifest)   # before TVM reads any of them
+        self.tokenizer = Tokenizer.load(deployable / TOKENS_FILE)
+        if manifest["sos_eos"] != self.tokenizer.sos_eos:
+            raise InputError(f"{deployable / MANIFEST_FILE}: sos_eos {manifest['sos_eos']} is "
+                             f"not the <sos/eos> id of {TOKENS_FILE} ({self.tokenizer.sos_eos})")
         on_host = vm is None
         if on_host:
             if manifest["arch"] != platform.machine():
                 raise InputError(f"{deployable}: built for {manifest['target']} "
                                  f"({manifest['arch']}); this machine is {platform.machine()}")
             device = tvm.cpu()
-            vm = relax.VirtualMachine(tvm.runtime.load_module(str(deployable / LIBRARY_FILE)),
-                                      device)
+            vm = load_host_vm(deployable / LIBRARY_FILE, device)
         self.device, self.vm = device, vm
         weights = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
         self.weights = {name: [weights[key] if on_host else weights[key].copyto(device)
@@ -60,7 +88,6 @@ class CompiledModelRunner:
                         for name, function in manifest["functions"].items()}
         self.sos_eos = manifest["sos_eos"]
         self.history_width = manifest["decoder_history"]
-        self.tokenizer = Tokenizer.load(deployable / TOKENS_FILE)
 
     def encode_args(self, samples: np.ndarray) -> list[object]:
         """The encode function's arguments for int16-scale 16 kHz samples: frame count,
