@@ -1,4 +1,6 @@
-"""`tinyasr data synth|subset|check`: make a TTS corpus, cut a small sample of a data dir, validate one."""
+"""`tinyasr data synth|subset|check|shard|augment-preview`: make a TTS corpus, cut a small sample
+of a data dir, validate one, pack one into tar shards for streamed training, listen to what the
+training augmentation makes of it."""
 
 from __future__ import annotations
 
@@ -41,6 +43,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = actions.add_parser("check", help="validate a data dir and print its statistics")
     check.add_argument("dir", type=Path, help="data dir with wav.scp, text and optionally utt2spk")
     check.set_defaults(func=run_check)
+
+    shard = actions.add_parser("shard", help="pack a data dir into tar shards (WeNet layout) "
+                                             "that `tinyasr train` streams")
+    shard.add_argument("dir", type=Path, help="data dir with wav.scp, text and optionally utt2spk")
+    shard.add_argument("out", type=Path, help="output dir: shard_NNNNNN.tar, shards.list, text")
+    shard.add_argument("--per-shard", type=int, default=1000,
+                       help="utterances per shard (default 1000)")
+    shard.add_argument("--seed", type=int, default=0,
+                       help="seed of the order utterances are packed in (default 0)")
+    shard.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    shard.set_defaults(func=run_shard)
+
+    preview = actions.add_parser("augment-preview",
+                                 help="write augmented copies of a few utterances as wavs")
+    preview.add_argument("dir", type=Path, help="data dir (or shard dir) to take utterances from")
+    preview.add_argument("out", type=Path, help="output dir for the wavs")
+    preview.add_argument("--count", type=int, default=8, help="utterances (default 8)")
+    preview.add_argument("--config", type=Path,
+                         help="recipe JSON whose \"augment\" section to apply (default: every "
+                              "effect on, speeds 0.9/1.0/1.1)")
+    preview.add_argument("--seed", type=int, default=0, help="augmentation seed (default 0)")
+    preview.add_argument("--epoch", type=int, default=0,
+                         help="epoch whose draws to show (default 0)")
+    preview.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    preview.set_defaults(func=run_augment_preview)
 
 
 def _require_at_least(name: str, value: int, minimum: int) -> None:
@@ -104,4 +131,76 @@ def describe(data_dir: Path) -> str:
 
 def run_check(args: argparse.Namespace) -> int:
     print(describe(args.dir))
+    return 0
+
+
+def run_shard(args: argparse.Namespace) -> int:
+    from tinyasr.model.dataset.sources import write_shards
+
+    _require_at_least("per-shard", args.per_shard, 1)
+    check_destination(args.out, args.force)
+    utterances = read_data_dir(args.dir)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=f".{args.out.name}.tmp-"))
+    try:
+        count = write_shards(utterances, build, args.per_shard, args.seed)
+        move_into_place(build, args.out)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    print(f"{args.out}: {len(utterances)} utterances in {count} shards "
+          f"({args.out / 'shards.list'})")
+    return 0
+
+
+PREVIEW_AUGMENT = {"speeds": [0.9, 1.0, 1.1], "reverb_prob": 0.5, "noise_prob": 0.5,
+                   "telephone_prob": 0.3, "gain_prob": 0.5}
+
+
+def run_augment_preview(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from tinyasr.model.dataset import augment
+    from tinyasr.model.dataset.sources import BadUtterance, Corpus, Entry
+    from tinyasr.scripts.synth import write_wav
+
+    _require_at_least("count", args.count, 1)
+    if args.config is not None:
+        from tinyasr.model.train import Recipe
+
+        config = Recipe.load(args.config).augment
+    else:
+        config = augment.AugmentConfig.from_dict(dict(PREVIEW_AUGMENT))
+    check_destination(args.out, args.force)
+    corpus = Corpus.open(args.dir)
+    noise = augment.noise_wavs(config)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=f".{args.out.name}.tmp-"))
+    lines = []
+    try:
+        for entry in corpus.entries(args.seed, args.epoch):
+            if len(lines) == args.count:
+                break
+            if isinstance(entry, BadUtterance):
+                continue
+            assert isinstance(entry, Entry)
+            try:
+                samples = corpus.load(entry)
+            except BadUtterance:
+                continue
+            plan = augment.plan(config, args.seed, args.epoch, entry.uid, len(noise))
+            write_wav(build / f"{entry.uid}.wav", np.rint(augment.apply(plan, samples, noise)))
+            effects = {k: v for k, v in vars(plan).items()
+                       if k not in ("seed", "noise_colour", "noise_file") and v not in (None, False)
+                       and not (k == "speed" and v == 1.0)}
+            if plan.noise_snr_db is not None:
+                effects["noise"] = (str(noise[plan.noise_file].name) if plan.noise_file >= 0
+                                    else {0.0: "white", 1.0: "pink", 2.0: "brown"}[plan.noise_colour])
+            lines.append(f"{entry.uid} {json.dumps(effects)}")
+        (build / "effects.txt").write_text("".join(line + "\n" for line in lines))
+        move_into_place(build, args.out)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    print(f"{args.out}: {len(lines)} augmented wavs, their effects in {args.out / 'effects.txt'}")
     return 0

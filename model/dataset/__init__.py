@@ -1,0 +1,1 @@
+"""Streamed training data: corpora (Kaldi dirs, tar shards), augmentation, batching, the stream."""
