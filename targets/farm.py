@@ -3,7 +3,9 @@
 Each board is our RPC server (`tinyasr-rpc-server`, from the board runtime build) running under
 `qemu-<arch> -L <sysroot> -cpu ...` (the host board runs natively), registered with a tracker
 under the board's name as its key. Everything listens on 127.0.0.1 only. When no tracker is
-given, one is started (`python -m tvm.exec.rpc_tracker`). What runs is recorded in a small JSON
+given, one is started (`python -m tvm.exec.rpc_tracker`). With a secret (`up(secret=...)`, or
+$TINYASR_RPC_SECRET), each server gets it in a file only we can read (`--secret-file`) and
+serves only clients that present it (`remote.request_session` does, from the same variable). What runs is recorded in a small JSON
 state file (in $TINYASR_BOARDS, default ~/.cache/tinyasr/boards), so `board ls` and
 `board down` work from any later invocation.
 """
@@ -31,6 +33,7 @@ from tinyasr.targets.runtime_build import CACHE_ROOT, SERVER_NAME, Runtime
 
 LOOPBACK = "127.0.0.1"
 TRACKER_MAGIC = 0x2F271
+SECRET_ENV = "TINYASR_RPC_SECRET"  # a shared secret boards demand and clients present
 STARTUP_SECONDS = 60.0      # qemu start-up plus registration; generous for a loaded machine
 
 
@@ -113,9 +116,11 @@ class Farm:
             return state.tracker.address if state.tracker else None
 
     def up(self, board: Board, runtime: Runtime, tracker: str | None = None,
-           count: int = 1) -> list[BoardProcess]:
+           count: int = 1, secret: str | None = None) -> list[BoardProcess]:
         """Start `count` servers for `board`, registered under its name with `tracker`
-        (default: the tracker this farm started, starting one if needed)."""
+        (default: the tracker this farm started, starting one if needed); with `secret`
+        (default: $TINYASR_RPC_SECRET) they serve only clients that present it."""
+        secret = os.environ.get(SECRET_ENV) if secret is None else secret
         with self._locked_state() as state:
             if tracker is None:
                 if state.tracker is None:
@@ -123,7 +128,7 @@ class Farm:
                 tracker = state.tracker.address
             host, port = parse_address(tracker, "--tracker")
             check_tracker(host, port)
-            started = [self._start_server(board, runtime, tracker) for _ in range(count)]
+            started = [self._start_server(board, runtime, tracker, secret) for _ in range(count)]
             state.boards.extend(started)
         for process in started:
             wait_registered(host, port, board.name, process)
@@ -135,6 +140,7 @@ class Farm:
             stopped = [b for b in state.boards if name is None or b.name == name]
             for process in stopped:
                 process.stop(SERVER_NAME)
+                _secret_file(process.log).unlink(missing_ok=True)
             state.boards = [b for b in state.boards if b not in stopped]
             if not state.boards and state.tracker:
                 state.tracker.stop("rpc_tracker")
@@ -157,7 +163,8 @@ class Farm:
                     raise InputError(f"the tracker did not start; see {log}") from None
                 time.sleep(0.2)
 
-    def _start_server(self, board: Board, runtime: Runtime, tracker: str) -> BoardProcess:
+    def _start_server(self, board: Board, runtime: Runtime, tracker: str,
+                      secret: str | None = None) -> BoardProcess:
         port = free_port()
         log = self.state_dir / f"{board.name}-{port}.log"
         work_dir = self.state_dir / "work"
@@ -165,8 +172,24 @@ class Farm:
         command = [str(runtime.server), "--host", LOOPBACK, "--port", str(port),
                    "--port-end", str(port + 1), "--tracker", tracker, "--key", board.name,
                    "--custom-addr", LOOPBACK, "--work-dir", str(work_dir)]
+        if secret:
+            command += ["--secret-file", str(_write_secret(_secret_file(log), secret))]
         process = _spawn(emulator_prefix(board) + command, log)
         return BoardProcess(process.pid, str(log), board.name, port, tracker)
+
+
+def _secret_file(log: str | Path) -> Path:
+    """Where the secret of the server that logs to `log` is kept."""
+    return Path(log).with_suffix(".secret")
+
+
+def _write_secret(path: Path, secret: str) -> Path:
+    """Write `secret` to a file readable by us only (created so, never world-readable)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    return path
 
 
 def emulator_prefix(board: Board) -> list[str]:
