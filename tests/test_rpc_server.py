@@ -179,6 +179,16 @@ def test_silent_connection_does_not_block_another_client(start_server):
     assert time.monotonic() - start < 12
 
 
+def test_max_session_ends_an_idle_session(start_server):
+    """A client that got in and then idles holds the board at most --max-session seconds."""
+    server = start_server("--max-session", "2")
+    idle = server.connect()
+    time.sleep(3)
+    with pytest.raises(RuntimeError, match="session has expired"):
+        idle.upload(bytearray(b"x"), "x")
+    server.connect(timeout=60).upload(bytearray(b"x"), "x")   # the board is free again
+
+
 @pytest.mark.parametrize("length", [2**31 - 1, 4097, -1])
 def test_oversized_key_claim_is_refused_without_allocating(start_server, length: int):
     server = start_server()
@@ -216,6 +226,7 @@ def test_no_key_refuses_to_start(server_board: Board):
     (["--key", "k", "--allow", "10.0.0.0/33"], "--allow"),
     (["--key", "k", "--allow", "example.com"], "--allow"),
     (["--key", "k", "--handshake-timeout", "-1"], "--handshake-timeout"),
+    (["--key", "k", "--max-session", "0"], "--max-session"),
     (["--key", "k", "--work-dir", "/nonexistent/dir"], "--work-dir"),
     (["--key", "k", "--secret-file", "/nonexistent/secret"], "--secret-file"),
     (["--key", "two words"], "--key"),

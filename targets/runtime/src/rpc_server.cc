@@ -14,7 +14,8 @@
 // Hardening (rpc_sandbox.h has the file side): it listens on 127.0.0.1 unless --host says
 // otherwise; handshakes are read without blocking, at most kMaxPending at a time, each dropped
 // after --handshake-timeout seconds, and a key may claim at most kMaxKeyBytes, so a silent or
-// lying client neither stalls the board nor makes it allocate; --allow limits client addresses
+// lying client neither stalls the board nor makes it allocate; --max-session caps how long one
+// client may hold the board once in; --allow limits client addresses
 // and --secret-file requires a "-secret=..." word in the client's key. Uploads, downloads,
 // removes and load_module stay inside the session directory. None of this stops a client that
 // is let in from running code: load_module runs an uploaded library's constructors.
@@ -72,6 +73,7 @@ struct Options {
   std::string custom_addr;  // address the tracker hands to clients; null means "as seen"
   std::string work_dir = "/tmp";
   double handshake_timeout_s = 10;
+  double max_session_s = 0;  // 0: as long as the client asks (its -timeout=S, or forever)
   sandbox::AllowList allow;
   std::string allow_text;
   std::string secret;  // empty: none required
@@ -100,6 +102,8 @@ const char kUsage[] =
     "  --work-dir DIR            where session directories are made (default /tmp)\n"
     "  --handshake-timeout S     drop a connection that has not finished its handshake in S\n"
     "                            seconds (default 10)\n"
+    "  --max-session S           end any session after S seconds, whatever the client asked\n"
+    "                            (default: the client's session_timeout, or none)\n"
     "  --allow CIDR[,CIDR...]    accept only clients from these networks (e.g. 10.0.0.0/8,::1)\n"
     "  --secret-file FILE        require clients to present the secret in FILE: they connect\n"
     "                            with the key \"MATCHKEY -secret=SECRET\" (tinyasr does this when\n"
@@ -116,6 +120,17 @@ int ParseInt(const std::string& arg, const std::string& text, int low, int high)
          "], got '" + text + "'");
   }
   return static_cast<int>(value);
+}
+
+/*! \brief The whole of `text` as seconds in (0, high], or a one-line error naming `arg`. */
+double ParseSeconds(const std::string& arg, const std::string& text, double high) {
+  char* end = nullptr;
+  double seconds = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(seconds > 0 && seconds <= high)) {
+    Fail(arg + ": expected seconds in (0, " + std::to_string(static_cast<int64_t>(high)) +
+         "], got '" + text + "'");
+  }
+  return seconds;
 }
 
 std::string ReadSecret(const std::string& path) {
@@ -153,7 +168,7 @@ Options ParseOptions(int argc, char** argv) {
     std::string arg = argv[i];
     static const char* const kOptions[] = {
         "--host", "--port", "--port-end", "--tracker", "--key", "--custom-addr", "--work-dir",
-        "--handshake-timeout", "--allow", "--secret-file"};
+        "--handshake-timeout", "--max-session", "--allow", "--secret-file"};
     bool known = false;
     for (const char* name : kOptions) known = known || arg == name;
     if (!known) Fail("unknown option '" + arg + "' (see --help)");
@@ -181,12 +196,9 @@ Options ParseOptions(int argc, char** argv) {
     } else if (arg == "--work-dir") {
       opt.work_dir = value;
     } else if (arg == "--handshake-timeout") {
-      char* end = nullptr;
-      double seconds = std::strtod(value.c_str(), &end);
-      if (value.empty() || *end != '\0' || !(seconds > 0 && seconds <= 3600)) {
-        Fail("--handshake-timeout: expected seconds in (0, 3600], got '" + value + "'");
-      }
-      opt.handshake_timeout_s = seconds;
+      opt.handshake_timeout_s = ParseSeconds(arg, value, 3600);
+    } else if (arg == "--max-session") {
+      opt.max_session_s = ParseSeconds(arg, value, 1e7);
     } else if (arg == "--allow") {
       std::string bad;
       if (!opt.allow.Parse(value, &bad)) {
@@ -458,6 +470,9 @@ double Answer(TCPSocket conn, const std::string& client_key, const Options& opt,
     SendInt(conn, kRPCMismatch);
     return -1;
   }
+  if (opt.max_session_s > 0) {
+    timeout_s = timeout_s > 0 ? std::min(timeout_s, opt.max_session_s) : opt.max_session_s;
+  }
   std::string server_key = "server:" + opt.key;
   SendInt(conn, kRPCMagic);
   SendInt(conn, static_cast<int32_t>(server_key.size()));
@@ -523,7 +538,12 @@ int Main(int argc, char** argv) {
                                          : opt.tracker_host + ":" + std::to_string(opt.tracker_port))
             << " allow=" << (opt.allow.empty() ? std::string("any") : opt.allow_text)
             << " secret=" << (opt.secret.empty() ? "no" : "yes") << " handshake-timeout="
-            << opt.handshake_timeout_s << "s" << std::endl;
+            << opt.handshake_timeout_s << "s max-session=";
+  if (opt.max_session_s > 0) {
+    std::cout << opt.max_session_s << "s" << std::endl;
+  } else {
+    std::cout << "none" << std::endl;
+  }
   if (geteuid() == 0) {
     Log("warning: running as root; any client can run code here as root (see --help)");
   }
