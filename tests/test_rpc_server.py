@@ -129,6 +129,9 @@ def test_uploads_and_downloads_stay_in_the_session_directory(start_server, tmp_p
     assert not Path("/tmp/escape.txt").exists() and not absolute.exists()
     remote.remove("ok.txt")
     assert list(server.session_dir().iterdir()) == []
+    for name in ["", "missing.so", "no-dir/missing.so"]:   # MetaSchedule's cleanup does these
+        remote.remove(name)
+    assert server.session_dir().is_dir()
 
 
 def test_symlinks_out_of_the_session_directory_are_refused(start_server, tmp_path: Path):
