@@ -87,8 +87,11 @@ def dims_of(ct2_model) -> WhisperDims:
     """Sizes read off the CTranslate2 variables."""
     variables = ct2_model.variables
     n_vocab, d_model = variables["decoder/embeddings/weight"].shape
-    count = lambda side: sum(1 for n in variables  # noqa: E731
-                             if n.startswith(f"{side}/layer_") and n.endswith("ffn/linear_0/weight"))
+
+    def count(side: str) -> int:
+        return sum(1 for n in variables
+                   if n.startswith(f"{side}/layer_") and n.endswith("/ffn/linear_0/weight"))
+
     return WhisperDims(n_mels=variables["encoder/conv1/weight"].shape[1],
                        n_audio_ctx=variables["encoder/position_encodings/encodings"].shape[0],
                        n_vocab=n_vocab,

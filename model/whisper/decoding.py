@@ -18,10 +18,11 @@ probability > 0.6 and the average log-probability (sum over the text tokens and
 silence and low noise (tests/test_whisper.py) without an energy threshold that could cut
 quiet speech.
 
-Beam search keeps `beam` live hypotheses; each step extends every one by its `beam + 1` best
-tokens and walks the candidates best first: one ending in <|endoftext|> is finished, the others
-are the next live ones until `beam` are found; the search stops when
-`beam * patience` are finished (or at the length cap); the best finished hypothesis by
+Beam search follows CTranslate2's (what faster-whisper runs): each step ranks the 2 * beam best
+extensions of the live hypotheses by summed log-probability; those among the first `beam` that
+end in <|endoftext|> are finished, the others stay live, topped up to `beam` from the rest of
+the ranking (ending ones there are dropped); the search stops when `beam * patience` are
+finished (at the length cap every live one finishes), and the best finished hypothesis by
 sum of log-probabilities / (tokens ** length_penalty) wins.
 """
 
@@ -148,30 +149,33 @@ def beam_search(model: Whisper, encoded: Tensor, specials: SpecialTokens,
     live: list[tuple[list[int], float]] = [([], 0.0)]
     finished: list[tuple[list[int], float]] = []
     for step in range(max_new_tokens(model)):
-        log_probs = suppression.log_probs(logits, first=step == 0)
-        candidates = []
-        for row, (tokens, score) in enumerate(live):
-            top = log_probs[row].topk(beam + 1)
-            candidates += [(score + value, row, token) for value, token in
-                           zip(top.values.tolist(), top.indices.tolist())]
-        candidates.sort(key=lambda c: -c[0])
-        rows, next_live = [], []
-        for score, row, token in candidates:
-            if token == specials.eot:
-                finished.append((live[row][0], score))
-            else:
-                next_live.append((live[row][0] + [token], score))
-                rows.append(row)
-                if len(next_live) == beam:
-                    break
-        if len(finished) >= beam * options.patience or not next_live:
+        ranked = _ranked_candidates(suppression.log_probs(logits, first=step == 0), live, beam)
+        finished += [(live[row][0], score) for score, row, token in ranked[:beam]
+                     if token == specials.eot]
+        extended = [(score, row, token) for score, row, token in ranked[:beam]
+                    if token != specials.eot]
+        extended += [c for c in ranked[beam:] if c[2] != specials.eot][:beam - len(extended)]
+        live = [(live[row][0] + [token], score) for score, row, token in extended]
+        if len(finished) >= round(beam * options.patience):
             break
-        live = next_live
-        state.reorder(torch.tensor(rows))
+        state.reorder(torch.tensor([row for _, row, _ in extended]))
         logits = state.step(torch.tensor([[tokens[-1]] for tokens, _ in live]))[:, -1]
-    pool = finished or live
-    tokens, score = max(pool, key=lambda h: h[1] / max(len(h[0]), 1) ** options.length_penalty)
+    else:
+        finished += live              # the length cap ends every live hypothesis
+    tokens, score = max(finished, key=lambda h: h[1] / max(len(h[0]), 1) ** options.length_penalty)
     return SearchResult(tokens, score, no_speech)
+
+
+def _ranked_candidates(log_probs: Tensor, live: list[tuple[list[int], float]], beam: int
+                       ) -> list[tuple[float, int, int]]:
+    """The 2 * beam best (score, row, token) extensions of the live hypotheses, best first:
+    enough that `beam` of them do not end, however many of the best do."""
+    candidates = []
+    for row, (_, score) in enumerate(live):
+        top = log_probs[row].topk(2 * beam)
+        candidates += [(score + value, row, token) for value, token in
+                       zip(top.values.tolist(), top.indices.tolist())]
+    return sorted(candidates, key=lambda c: -c[0])[:2 * beam]
 
 
 def search(model: Whisper, encoded: Tensor, specials: SpecialTokens, suppression: Suppression,

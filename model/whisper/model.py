@@ -12,9 +12,10 @@ embedding matrix (tied output layer).
 The decoder runs one step (or a prompt of a few tokens) at a time against a key/value cache of
 fixed size: per layer, head-split self-attention keys and values for all `n_text_ctx` (448)
 slots, written at the step's positions with `index_copy`, and read under a mask
-`slot <= position`, so slots not yet written never count. The cross-attention keys and values are computed once per window
-(`cross_cache`). Nothing in `forward` branches on tensor values, so `torch.export` can take the
-encoder and a decoder step as they are (the step's only dynamic size is the number of tokens).
+`slot <= position`, so slots not yet written never count. The cross-attention keys and values
+are computed once per window (`cross_cache`). Nothing in `forward` branches on tensor values,
+so `torch.export` takes the encoder and a decoder step as they are (the step's only dynamic size
+is its number of tokens; tests/test_whisper.py exports both).
 
 Linear layers keep CTranslate2's fusions (one query/key/value projection for self-attention,
 one key/value projection for cross-attention); Whisper has no key bias, so the fused bias is
