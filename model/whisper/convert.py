@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -174,5 +175,15 @@ def load_whisper_dir(path: Path) -> tuple[Whisper, WhisperTokenizer, dict]:
     return model.eval(), WhisperTokenizer.load(path), config
 
 
+def main() -> int:
+    """`python -m tinyasr.model.whisper.convert` (make setup): convert once, print the dir."""
+    try:
+        print(ensure_whisper_model())
+    except InputError as error:
+        print(f"tinyasr: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    print(ensure_whisper_model())
+    sys.exit(main())
