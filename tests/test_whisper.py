@@ -155,6 +155,18 @@ def test_greedy_transcripts_equal_faster_whisper(recognizer, samples, faster_whi
     assert ours and ours == faster_whisper_greedy(faster_whisper, samples[uid])
 
 
+def test_greedy_transcript_of_real_speech_equals_faster_whisper(recognizer, faster_whisper):
+    # A 4.9 s LibriSpeech utterance from the real-speech set (all 16 of it agree).
+    wav = SAMPLES_DIR.parent / "realspeech" / "wavs" / "librispeech-61-70968-0000.wav"
+    if not wav.is_file():
+        pytest.skip(f"{wav} is not in this checkout")
+    speech = load_wav(wav)
+    ours = recognizer.transcribe(speech)
+    assert ours == faster_whisper_greedy(faster_whisper, speech)
+    assert plain_text(ours) == ("he began a confused complaint against the wizard who had "
+                                "vanished behind the curtain on the left")
+
+
 def test_silence_gives_empty_transcript(recognizer):
     rng = np.random.default_rng(0)
     assert recognizer.transcribe(np.zeros(0, np.float32)) == ""
