@@ -264,6 +264,7 @@ _PARAMS_MAGIC = 0xF7E58D4F05049CB7    # TVM's parameter-dict (tensor list) magic
 _TENSOR_MAGIC = 0xDD5E40F096B4A13F    # and each tensor's
 _TENSOR_HEADER = struct.Struct("<QQiiiBBH")   # magic, reserved, device type and id, ndim, dtype
 _DTYPE_CODES = {0: "int", 1: "uint", 2: "float"}
+_CPU = 1                              # DLPack's kDLCPU: weights are saved from the host
 MAX_NDIM = 8
 
 
@@ -272,6 +273,8 @@ def read_weights_index(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     and size checked against what is left of the file; anything else is an InputError naming
     the file (TVM's own loader allocates whatever the file says)."""
     data = Path(path).read_bytes()
+    if not data:
+        raise InputError(f"{path}: empty weights file")
     position = 0
 
     def take(size: int, what: str) -> bytes:
@@ -301,10 +304,11 @@ def read_weights_index(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
         raise InputError(f"{path}: corrupt weights file (names and tensors do not pair up)")
     index: dict[str, tuple[str, tuple[int, ...]]] = {}
     for name in names:
-        magic, _, _, _, ndim, code, bits, lanes = _TENSOR_HEADER.unpack(
+        magic, _, device_type, _, ndim, code, bits, lanes = _TENSOR_HEADER.unpack(
             take(_TENSOR_HEADER.size, f"tensor {name!r}"))
-        if (magic != _TENSOR_MAGIC or not 0 <= ndim <= MAX_NDIM or code not in _DTYPE_CODES
-                or bits not in (8, 16, 32, 64) or lanes != 1):
+        if (magic != _TENSOR_MAGIC or device_type != _CPU or not 0 <= ndim <= MAX_NDIM
+                or code not in _DTYPE_CODES or bits not in (8, 16, 32, 64)
+                or (code == 2 and bits == 8) or lanes != 1):
             raise InputError(f"{path}: corrupt weights file (tensor {name!r} has a bad header)")
         shape = struct.unpack(f"<{ndim}q", take(8 * ndim, f"tensor {name!r} shape"))
         nbytes = number("<q", f"tensor {name!r} size")

@@ -229,7 +229,7 @@ def read_compressed(path: Path) -> CompressedModel:
         tokenizer = Tokenizer(header["tokens"])
         if len(tokenizer) != config.vocab_size:
             raise ValueError(f"{len(tokenizer)} tokens for a vocab_size of {config.vocab_size}")
-        if header.get("activations") not in (None, *(mode.value for mode in Activations)):
+        if header["activations"] not in (None, *(mode.value for mode in Activations)):
             raise ValueError(f"unknown activations {header['activations']!r}")
         data_start = aligned(PREFIX.size + header_length)
         parts = _read_parts(header["tensors"], *_state_shapes(config, tokenizer), data,
