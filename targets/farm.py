@@ -5,9 +5,9 @@ Each board is our RPC server (`tinyasr-rpc-server`, from the board runtime build
 under the board's name as its key. Everything listens on 127.0.0.1 only. When no tracker is
 given, one is started (`python -m tvm.exec.rpc_tracker`). With a secret (`up(secret=...)`, or
 $TINYASR_RPC_SECRET), each server gets it in a file only we can read (`--secret-file`) and
-serves only clients that present it (`remote.request_session` does, from the same variable). What runs is recorded in a small JSON
-state file (in $TINYASR_BOARDS, default ~/.cache/tinyasr/boards), so `board ls` and
-`board down` work from any later invocation.
+serves only clients that present it (`remote.request_session` does, from the same variable).
+What runs is recorded in a small JSON state file (in $TINYASR_BOARDS, default
+~/.cache/tinyasr/boards), so `board ls` and `board down` work from any later invocation.
 """
 
 from __future__ import annotations
