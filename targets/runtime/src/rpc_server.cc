@@ -2,7 +2,8 @@
 //
 // It speaks the two wire protocols TVM's Python client and tracker use:
 //  - tracker (all integers little-endian int32, messages = length + JSON):
-//    handshake [0x2F271] -> [0x2F271]; then UPDATE_INFO {"key": "server:KEY", "addr": [host, port]},
+//    handshake [0x2F271] -> [0x2F271]; then
+//    UPDATE_INFO {"key": "server:KEY", "addr": [host, port]},
 //    PUT [KEY, [port, MATCHKEY], custom_addr], GET_PENDING_MATCHKEYS; each answered by the tracker.
 //  - RPC session handshake: client sends [0xFF271, len, "client:MATCHKEY [-timeout=S]"], we answer
 //    [0xFF271, len, "server:KEY"] (or 0xFF273 on a key mismatch); then the session itself is the
@@ -293,7 +294,8 @@ class TrackerLink {
     offered_at_ = NowMillis();
   }
 
-  /*! \brief While idle: if a client took our key from the tracker but never came, offer a new one. */
+  /*! \brief While idle: if a client took our key from the tracker but never came, offer a new
+   *         one. */
   void CheckIn() {
     if (!enabled()) return;
     SendJSON(sock_, ffi::json::Array{kGetPendingMatchKeys});
@@ -377,7 +379,9 @@ std::string PeerName(const sockaddr_storage& peer, socklen_t length) {
   return std::string(host) + ":" + port;
 }
 
-void Log(const std::string& message) { std::cerr << "tinyasr-rpc-server: " << message << std::endl; }
+void Log(const std::string& message) {
+  std::cerr << "tinyasr-rpc-server: " << message << std::endl;
+}
 
 void SetBlocking(int fd, bool blocking) {
   int flags = fcntl(fd, F_GETFL, 0);
@@ -487,7 +491,8 @@ int RemoveEntry(const char* path, const struct stat*, int, FTW*) { return std::r
  *        The child closes `other_fds` (listener, tracker, other clients) so the tracker sees
  *        this server vanish when it dies, and no other client's connection outlives ours.
  */
-void Serve(TCPSocket conn, const Options& opt, double timeout_s, const std::vector<int>& other_fds) {
+void Serve(TCPSocket conn, const Options& opt, double timeout_s,
+           const std::vector<int>& other_fds) {
   char dir_template[] = "/tinyasr-session-XXXXXX";
   std::string dir = opt.work_dir + dir_template;
   if (mkdtemp(dir.data()) == nullptr) {
@@ -534,8 +539,9 @@ int Main(int argc, char** argv) {
   SetBlocking(listener.fd(), false);
   std::cout << "tinyasr-rpc-server: listening on " << opt.host << ":" << port << " (ports tried "
             << opt.port << "-" << opt.port_end - 1 << ") key=" << opt.key << " tracker="
-            << (opt.tracker_host.empty() ? std::string("none")
-                                         : opt.tracker_host + ":" + std::to_string(opt.tracker_port))
+            << (opt.tracker_host.empty()
+                    ? std::string("none")
+                    : opt.tracker_host + ":" + std::to_string(opt.tracker_port))
             << " allow=" << (opt.allow.empty() ? std::string("any") : opt.allow_text)
             << " secret=" << (opt.secret.empty() ? "no" : "yes") << " handshake-timeout="
             << opt.handshake_timeout_s << "s max-session=";
