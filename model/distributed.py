@@ -85,6 +85,21 @@ def check_precision(precision: str, device: str) -> torch.dtype | None:
     return PRECISIONS[precision]
 
 
+def fix_mmap_threshold(limit: int = 128 * 1024) -> None:
+    """Makes glibc return every freed allocation above `limit` bytes to the OS at once.
+
+    glibc raises its mmap threshold each time a large block is freed, after which batch-sized
+    tensors are carved from the heap, whose free space fragments and is rarely given back: a
+    training process's RSS then creeps up with every step (here 425 -> 531 MiB over 1000 steps
+    of a tiny model) even though nothing is kept. A fixed threshold stops the creep (-> 423 MiB)
+    at no measurable cost in speed. A no-op where libc is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, limit)      # M_MMAP_THRESHOLD; setting it turns the dynamic rule off
+    except (OSError, AttributeError):
+        pass
+
+
 def timeout_seconds() -> float:
     value = os.environ.get(TIMEOUT_ENV, "")
     try:

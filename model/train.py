@@ -28,6 +28,7 @@ import math
 import os
 import pickle
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -46,7 +47,7 @@ from tinyasr.model.dataset.augment import AugmentConfig
 from tinyasr.model.dataset.batching import collate
 from tinyasr.model.dataset.sources import Corpus
 from tinyasr.model.dataset.stream import SpeechStream, StreamConfig, StreamItem
-from tinyasr.model.errors import InputError, warn
+from tinyasr.model.errors import InputError
 from tinyasr.model.evaluate import evaluate
 from tinyasr.model.frontend import FRAME_SHIFT, SAMPLE_RATE
 from tinyasr.model.metrics import ErrorCounts
@@ -299,8 +300,12 @@ class Trainer:
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temp_files(self.out_dir)
-        self._check_same_recipe()
-        self.tokenizer = self._tokenizer()
+            self._check_same_recipe()
+            self.tokenizer = self._tokenizer()
+        distributed.barrier(self.context)      # run.json and tokens.json are written
+        if not self.main:
+            self._check_same_recipe()
+            self.tokenizer = Tokenizer.load(self.out_dir / "tokens.json")
         model_config = ModelConfig.from_dict({**recipe.model, "vocab_size": len(self.tokenizer)})
         torch.manual_seed(self.config.seed)
         self.model = AsrModel(model_config, self.tokenizer.sos_eos)
@@ -359,8 +364,7 @@ class Trainer:
         if tokens_file.exists():
             return Tokenizer.load(tokens_file)
         tokenizer = Tokenizer.from_texts(self.corpus.texts())
-        if self.main:
-            tokenizer.save(tokens_file)
+        tokenizer.save(tokens_file)
         return tokenizer
 
     def _resume(self, state: dict) -> None:
@@ -426,8 +430,8 @@ class Trainer:
                           pin_memory=self.context.device.type == "cuda")
 
     def _report(self, item: StreamItem) -> int:
-        for line in item.bad:
-            warn(f"{line}; skipped")
+        for line in item.bad:       # tqdm.write: on a line of its own, not after the bar
+            tqdm.write(f"tinyasr: warning: {line}; skipped", file=sys.stderr)
         return len(item.bad)
 
     def train_epoch(self) -> None:
@@ -437,33 +441,32 @@ class Trainer:
         accum = self.config.accum_grad
         bad, audio_seconds, started = 0, 0.0, time.perf_counter()
         limit = MAX_BAD_FRACTION * len(self.corpus)
-        bar = tqdm(desc=f"epoch {self.epoch + 1}/{self.config.epochs}", unit="step",
-                   dynamic_ncols=True, disable=not self.main)
-        while True:
-            micro: list[StreamItem] = []
-            for item in items:
-                bad += self._report(item)
-                if item.index >= 0:
-                    micro.append(item)
-                if len(micro) == accum:
+        with tqdm(desc=f"epoch {self.epoch + 1}/{self.config.epochs}", unit="step",
+                  dynamic_ncols=True, disable=not self.main) as bar:   # closed on errors too
+            while True:
+                micro: list[StreamItem] = []
+                for item in items:
+                    bad += self._report(item)
+                    if item.index >= 0:
+                        micro.append(item)
+                    if len(micro) == accum:
+                        break
+                if bad > limit:
+                    raise InputError(f"{self.corpus.path}: more than {MAX_BAD_FRACTION:.0%} of "
+                                     f"{len(self.corpus)} utterances unreadable (the lines named "
+                                     "above); fix or drop them")
+                if not distributed.all_true(self.context, len(micro) == accum):
                     break
-            if bad > limit:
-                raise InputError(f"{self.corpus.path}: more than {MAX_BAD_FRACTION:.0%} of "
-                                 f"{len(self.corpus)} utterances unreadable (the lines named "
-                                 "above); fix or drop them")
-            if not distributed.all_true(self.context, len(micro) == accum):
-                break
-            loss = self._step(micro)
-            self.losses.append(loss)
-            audio_seconds += sum(item.audio_seconds for item in micro)
-            self.next_batch += self.context.world * accum
-            bar.update()
-            bar.set_postfix(loss=f"{loss:.2f}", step=self.step, refresh=False)
-            if self.step % self.config.save_every_steps == 0:
-                self._save_state()
-        for item in items:      # what is left: reports, and at most accum - 1 batches
-            bad += self._report(item)
-        bar.close()
+                loss = self._step(micro)
+                self.losses.append(loss)
+                audio_seconds += sum(item.audio_seconds for item in micro)
+                self.next_batch += self.context.world * accum
+                bar.update()
+                bar.set_postfix(loss=f"{loss:.2f}", step=self.step, refresh=False)
+                if self.step % self.config.save_every_steps == 0:
+                    self._save_state()
+            for item in items:      # what is left: reports, and at most accum - 1 batches
+                bad += self._report(item)
         bad, audio_seconds = distributed.sum_all(self.context, [bad, audio_seconds])
         elapsed = time.perf_counter() - started
         if self.main:

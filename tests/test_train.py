@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,9 @@ import pytest
 import torch
 
 from tinyasr.model.errors import InputError
-from tinyasr.model.model_dir import DEFAULT_MODEL, load_model_dir
+from tinyasr.model.datadir import read_data_dir
+from tinyasr.model.model_dir import DEFAULT_MODEL, SAMPLES_DIR, load_model_dir
+from tinyasr.model.tokenizer import Tokenizer
 from tinyasr.model.train import Recipe, remove_stale_temp_files
 
 TINY_RECIPE = {
@@ -163,3 +166,47 @@ def test_leftover_temp_files_of_dead_runs_are_removed(tmp_path: Path):
         path.write_bytes(b"x")
     remove_stale_temp_files(tmp_path)
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def samples_corpus(root: Path, train: Path) -> Path:
+    """A corpus dir whose train/ is `train` and dev/ the bundled samples."""
+    root.mkdir()
+    (root / "train").symlink_to(train)
+    (root / "dev").symlink_to(SAMPLES_DIR)
+    return root
+
+
+def test_training_reads_shards(tmp_path: Path):
+    shards = tmp_path / "shards"
+    process = tinyasr("data", "shard", str(SAMPLES_DIR), str(shards), "--per-shard", "4")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({**TINY_RECIPE, "train": {**TINY_RECIPE["train"], "epochs": 1}}))
+    run = tmp_path / "run"
+    process = tinyasr("train", "--data", str(samples_corpus(tmp_path / "corpus", shards)),
+                      "--config", str(recipe), "--out", str(run), "--threads", "1")
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "epoch 1: dev CER" in out and (run / "final").is_dir()
+    assert json.loads((run / "tokens.json").read_text()) == Tokenizer.from_texts(
+        u.text for u in read_data_dir(SAMPLES_DIR)).tokens
+
+
+def test_more_than_one_percent_unreadable_stops_the_run(tmp_path: Path):
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLES_DIR, data)
+    line = (data / "wav.scp").read_text().splitlines()[2]
+    (data / line.split()[1]).write_bytes(b"RIFF")
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(TINY_RECIPE))
+    corpus = samples_corpus(tmp_path / "corpus", data)
+    process = tinyasr("train", "--data", str(corpus), "--config", str(recipe),
+                      "--out", str(tmp_path / "run"), "--threads", "1")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 2
+    lines = [line for line in err.splitlines() if line.startswith("tinyasr:")]
+    assert lines[0].startswith(f"tinyasr: warning: {corpus / 'train' / 'wav.scp'}:3: ")
+    assert lines[0].endswith("unreadable wav (truncated header); skipped")
+    assert lines[-1].startswith(f"tinyasr: error: {corpus / 'train'}: ")
+    assert "more than 1%" in lines[-1] and len(lines) == 2

@@ -142,7 +142,7 @@ class KaldiCorpus(Corpus):
                 samples = check_format(reader, f"{where}: {wav}")
         except (wave.Error, EOFError, OSError) as error:
             raise BadUtterance(f"{where}: {wav}: unreadable wav "
-                               f"({error or 'truncated header'})") from None
+                               f"({str(error) or 'truncated header'})") from None
         return Entry(uid, text, samples, where, str(wav))
 
     def entries(self, seed: int, epoch: int) -> Iterator[Entry | BadUtterance]:
@@ -177,7 +177,7 @@ def read_wav_bytes(data: bytes, where: str) -> np.ndarray:
             frames = check_format(reader, where)
             pcm = reader.readframes(frames)
     except (wave.Error, EOFError) as error:
-        raise BadUtterance(f"{where}: unreadable wav ({error or 'truncated header'})") from None
+        raise BadUtterance(f"{where}: unreadable wav ({str(error) or 'truncated header'})") from None
     if len(pcm) != frames * SAMPLE_WIDTH:
         raise BadUtterance(f"{where}: truncated wav (header says {frames} samples, "
                            f"member holds {len(pcm) // SAMPLE_WIDTH})")
@@ -235,7 +235,7 @@ class ShardCorpus(Corpus):
                                 samples = check_format(reader, where)
                         except (wave.Error, EOFError) as error:
                             yield BadUtterance(f"{where}: unreadable wav "
-                                               f"({error or 'truncated header'})")
+                                               f"({str(error) or 'truncated header'})")
                             continue
                         yield Entry(stem, text[1], samples, where, shard,
                                     member.offset_data, member.size)

@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         preflight(args.data, recipe, args.out)
         return distributed.launch(child_command(args, threads), args.nproc)
     torch.set_num_threads(threads)
+    distributed.fix_mmap_threshold()
     context = distributed.init(device)
     try:
         final = Trainer(args.data, recipe, args.out, context, precision).run()
