@@ -23,6 +23,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -154,26 +155,23 @@ def write_tac(path: Path, header: object, data: bytes) -> None:
 
 # --- the stand-in deployable --------------------------------------------------------------------
 
-def weights_file(tensors: dict[str, np.ndarray]) -> bytes:
-    """TVM's parameter-dict format, written by TVM."""
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"tinyasr-weights-{os.getpid()}.bin"
-    try:
-        tvm.runtime.save_param_dict_to_file({k: tvm.runtime.tensor(v) for k, v in tensors.items()},
-                                            str(path))
+def standin_weights() -> bytes:
+    """Three small tensors in TVM's parameter-dict format, written by TVM."""
+    tensors = {"encode/a": np.ones((4, 3), np.float32), "encode/b": np.zeros(4, np.float32),
+               "decode/c": np.ones((3, 4), np.float32)}
+    with tempfile.TemporaryDirectory() as temp:
+        path = Path(temp) / WEIGHTS_FILE
+        tvm.runtime.save_param_dict_to_file(
+            {name: tvm.runtime.tensor(array) for name, array in tensors.items()}, str(path))
         return path.read_bytes()
-    finally:
-        path.unlink(missing_ok=True)
 
 
-def make_deployable(out: Path, tokens: list[str], weights: bytes | None = None,
-                    checksums: bool = True) -> Path:
+def make_deployable(out: Path, tokens: list[str]) -> Path:
     """A deployable whose manifest, tokens and weights are well formed and whose model.so is
     not a library: every check before the library load passes on it."""
     out.mkdir(parents=True)
     (out / LIBRARY_FILE).write_bytes(b"\x7fELF" + bytes(range(256)) * 4)
-    (out / WEIGHTS_FILE).write_bytes(weights if weights is not None else weights_file(
-        {"encode/a": np.ones((4, 3), np.float32), "encode/b": np.zeros(4, np.float32),
-         "decode/c": np.ones((3, 4), np.float32)}))
+    (out / WEIGHTS_FILE).write_bytes(standin_weights())
     (out / TOKENS_FILE).write_text(json.dumps(tokens))
     manifest = {
         "format": FORMAT, "version": VERSION, "target": "host", "arch": platform.machine(),
@@ -185,10 +183,9 @@ def make_deployable(out: Path, tokens: list[str], weights: bytes | None = None,
         "functions": {"encode": {"inputs": ["sizes", "waveform"],
                                  "weights": ["encode/a", "encode/b"]},
                       "decode": {"inputs": ["tokens"], "weights": ["decode/c"]}},
+        "sha256": {name: hashlib.sha256((out / name).read_bytes()).hexdigest()
+                   for name in (LIBRARY_FILE, WEIGHTS_FILE, TOKENS_FILE)},
     }
-    if checksums:
-        manifest["sha256"] = {name: hashlib.sha256((out / name).read_bytes()).hexdigest()
-                              for name in (LIBRARY_FILE, WEIGHTS_FILE, TOKENS_FILE)}
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return out
 
@@ -358,9 +355,8 @@ def build_corpus(root: Path, model_dir: Path, tokens: list[str]) -> dict[str, Ca
     # deployables (transcribe --lib): a stand-in whose files are checked before any is loaded
     deployables = root / "deployables"
 
-    def bad_lib(name: str, expect: str, names: str, edit: Callable[[Path], None],
-                checksums: bool = True, weights: bytes | None = None) -> None:
-        path = make_deployable(deployables / name, tokens, weights, checksums)
+    def bad_lib(name: str, expect: str, names: str, edit: Callable[[Path], None]) -> None:
+        path = make_deployable(deployables / name, tokens)
         edit(path)
         cases[f"transcribe-lib-{name}"] = Case(
             "transcribe --lib", ("transcribe", "--lib", str(path), good), expect,
@@ -382,9 +378,7 @@ def build_corpus(root: Path, model_dir: Path, tokens: list[str]) -> dict[str, Ca
 
     rng = random.Random(0)
     noise = bytes(rng.randrange(256) for _ in range(4096))
-    names_weights = weights_file({"encode/a": np.ones((4, 3), np.float32),
-                                  "encode/b": np.zeros(4, np.float32),
-                                  "decode/c": np.ones((3, 4), np.float32)})
+    names_weights = standin_weights()
     name_length_at = 24   # magic, reserved, name count, then the first name's length
 
     def unchecked(edit: Callable[[Path], None]) -> Callable[[Path], None]:
