@@ -92,7 +92,8 @@ class ModelConfig:
         """Numbers in AsrModel(self)'s state dict (parameters and CMVN), from the sizes alone."""
         d, v, f, k, c = (self.d_model, self.vocab_size, self.ffn_dim, self.fsmn_kernel,
                          self.subsampling_channels)
-        linear = lambda inputs, outputs: inputs * outputs + outputs  # noqa: E731
+        def linear(inputs: int, outputs: int) -> int:
+            return inputs * outputs + outputs
         freq = ((NUM_MEL_BINS - 1) // 2 - 1) // 2
         subsampling = (9 * c + c) + (9 * c * c + c) + linear(c * freq, d)
         self_attention = linear(d, 3 * d) + linear(d, d) + d * k

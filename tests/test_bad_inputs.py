@@ -732,3 +732,11 @@ def test_compiled_library_transcribes_short_audio_as_empty_text(
     result = run_cli(("transcribe", "--lib", str(out), str(SAMPLE)))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert f"{out / WEIGHTS_FILE}: sha256 differs" in result.stderr
+
+
+def test_parameter_bound_counts_what_the_model_holds(tiny_random_model) -> None:
+    from tinyasr.model.model_dir import DEFAULT_MODEL, load_model_dir
+
+    for model in (tiny_random_model[0], load_model_dir(DEFAULT_MODEL)[0]):
+        assert model.config.parameter_count() == sum(
+            tensor.numel() for tensor in model.state_dict().values())
