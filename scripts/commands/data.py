@@ -22,11 +22,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="make or check labelled speech data")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    synth = actions.add_parser("synth", help="synthesize a train/dev/test corpus split by voice")
+    synth = actions.add_parser("synth", help="synthesize a train/dev/test corpus split by voice and "
+                                             "sentence, plus test_unseen_engine (an engine train never hears)")
     synth.add_argument("out", type=Path, help="output directory (must not exist unless --force)")
     synth.add_argument("--train", type=int, default=4000, help="train utterances (default 4000)")
     synth.add_argument("--dev", type=int, default=200, help="dev utterances (default 200)")
     synth.add_argument("--test", type=int, default=200, help="test utterances (default 200)")
+    synth.add_argument("--test-unseen-engine", type=int, default=None, metavar="N",
+                       help="utterances of test_unseen_engine, the held-out engine's test split "
+                            "(default: as many as --test)")
     synth.add_argument("--seed", type=int, default=0, help="random seed; same seed and sizes give the same corpus")
     synth.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
     synth.add_argument("--force", action="store_true", help="replace OUT once the new corpus is complete")
@@ -76,9 +80,11 @@ def _require_at_least(name: str, value: int, minimum: int) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    if args.test_unseen_engine is None:
+        args.test_unseen_engine = args.test
     sizes = {split: getattr(args, split) for split in SPLITS}
     for split in SPLITS:
-        _require_at_least(split, sizes[split], 0)
+        _require_at_least(split.replace("_", "-"), sizes[split], 0)
     _require_at_least("jobs", args.jobs, 1)
     seconds = synthesize_corpus(args.out, sizes, args.seed, args.jobs, args.force)
     for split in SPLITS:
