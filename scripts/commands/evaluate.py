@@ -1,4 +1,5 @@
-"""`tinyasr evaluate`: CER and WER (with sub/del/ins) of a model on Kaldi data dirs."""
+"""`tinyasr evaluate`: CER and WER (with sub/del/ins) of a model on Kaldi data dirs, in total, per
+TTS engine (the speaker id up to its first `_`) and, with --train-text, by seen/unseen text."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from tinyasr.model.datadir import read_data_dir
-    from tinyasr.model.evaluate import evaluate
+    from tinyasr.model.evaluate import engine_of, evaluate, group_counts
     from tinyasr.model.recognizers import load_recognizer
     from tinyasr.model.tokenizer import normalize_text
     from tinyasr.model.atomic import atomic_write_text
@@ -44,19 +45,23 @@ def run(args: argparse.Namespace) -> int:
     scores = {}
     for data_dir in args.data:
         utterances = read_data_dir(data_dir)
+        result = evaluate(recognizer, utterances)
         groups = {"all": utterances}
+        groups.update({f"engine={engine}": [u for u in utterances if engine_of(u) == engine]
+                       for engine in sorted({engine_of(u) for u in utterances})})
         if seen_texts is not None:
             groups["seen_text"] = [u for u in utterances if normalize_text(u.text) in seen_texts]
             groups["unseen_text"] = [u for u in utterances
                                      if normalize_text(u.text) not in seen_texts]
         scores[str(data_dir)] = {}
+        print(f"{data_dir}: RTF {result.real_time_factor:.3f}")
         for group, members in groups.items():
-            result = evaluate(recognizer, members)
-            print(f"{data_dir} [{group}, {len(members)} utt]: CER {result.cer.summary()}  "
-                  f"WER {result.wer.summary()}  RTF {result.real_time_factor:.3f}")
+            cer, wer = group_counts(result, [u.uid for u in members])
+            print(f"{data_dir} [{group}, {len(members)} utt]: CER {cer.summary()}  "
+                  f"WER {wer.summary()}")
             scores[str(data_dir)][group] = {
-                "utterances": len(members), "cer": result.cer.rate, "wer": result.wer.rate,
-                "cer_counts": vars(result.cer), "wer_counts": vars(result.wer)}
+                "utterances": len(members), "cer": cer.rate, "wer": wer.rate,
+                "cer_counts": vars(cer), "wer_counts": vars(wer)}
     if args.json:
         atomic_write_text(args.json, json.dumps({"model": str(args.model), "mode": args.mode,
                                                  "scores": scores}, indent=2) + "\n")
