@@ -1,9 +1,10 @@
 """Run a compiled deployable on a board behind a TVM tracker and check it against the host.
 
-For every utterance: the board's CTC log-probs against the PyTorch reference model the
-deployable was compiled from (max abs difference within a tolerance), the board's transcript
-against the reference's (identical), and the on-board latency of the encoder (`time_evaluator`,
-median of repeats). With several boards under the key, the utterances are spread across them
+For every utterance: the board's CTC log-probs and transcript against the PyTorch reference
+model the deployable was compiled from, by the rule of compile/parity.py (fp32: log-probs within
+a tolerance and the same transcript; int8, whose per-row roundings may flip on another CPU: the
+same most likely token on nearly every frame and transcripts at most a character in 20 apart),
+and the on-board latency of the encoder (`time_evaluator`, median of repeats). With several boards under the key, the utterances are spread across them
 (one session per board). Results are written to JSON after every utterance, so a failure keeps
 them. A board that fails mid-utterance, or does not answer within the utterance deadline (a hung
 board keeps its socket open, and TVM's RPC client has no timeout of its own), is replaced by
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,10 +24,11 @@ from typing import TypeVar
 
 import numpy as np
 
+from tinyasr.compile.parity import compare, rounds_activations_to_int8
 from tinyasr.model.atomic import atomic_write_text
 from tinyasr.model.errors import InputError
 from tinyasr.targets.boards import Board
-from tinyasr.targets.farm import check_tracker, parse_address
+from tinyasr.targets.farm import check_tracker, parse_address, registered_ports
 from tinyasr.targets.remote import load_library, request_session
 
 SESSION_TIMEOUT = 600.0   # s a board lets one session run
@@ -42,6 +45,7 @@ class UtteranceResult:
     host_text: str          # the PyTorch reference model's transcript
     board_text: str
     max_abs_diff: float     # board vs host CTC log-probs
+    frame_agreement: float  # share of frames with the same most likely token
     latency_ms: float       # on-board encoder, median of repeats
     ok: bool
 
@@ -127,6 +131,10 @@ class _BoardWorker:
             except InputError as error:
                 self.test.fail(error)
                 return
+            except Exception as error:  # noqa: BLE001 - a lost utterance must fail the test
+                self.test.fail(InputError(f"utterance {utterance.uid!r}: "
+                                          f"{type(error).__name__}: {error}"))
+                return
 
     def check(self, utterance) -> UtteranceResult:
         """The utterance on the board vs the host; one retry on a fresh board after an RPC error
@@ -146,10 +154,10 @@ class _BoardWorker:
                     raise InputError(f"utterance {utterance.uid!r} failed on a {test.key!r} "
                                      f"board: {str(error).splitlines()[-1]}") from None
                 self.remote = self.runner = None  # frees the session for the retry
-        frames = min(len(board_log_probs), len(host_log_probs))
-        diff = float(np.abs(board_log_probs[:frames] - host_log_probs[:frames]).max())
-        return UtteranceResult(utterance.uid, utterance.text, host_text, board_text, diff,
-                               latency, diff <= test.tolerance and host_text == board_text)
+        parity = compare(board_log_probs, host_log_probs, board_text, host_text, test.int8,
+                         test.tolerance)
+        return UtteranceResult(utterance.uid, utterance.text, host_text, board_text,
+                               parity.max_abs_diff, parity.frame_agreement, latency, parity.ok)
 
     def on_board(self, samples: np.ndarray) -> tuple[np.ndarray, str, float]:
         """CTC log-probs, transcript and encoder latency of one utterance on this worker's
@@ -175,11 +183,12 @@ class _RpcTest:
     tracker: str
     key: str
     json_path: Path | None
-    tolerance: float
+    tolerance: float       # max |log-prob difference| of an fp32 deployable
     repeat: int
     request_wait: float    # s to wait for a free board
     deadline: float        # s one utterance may take on a board
     host: object           # the PyTorch Recognizer
+    int8: bool             # the reference rounds activations to int8 (compile/parity.py)
     pending: queue.Queue
     results: dict[int, UtteranceResult] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
@@ -224,18 +233,17 @@ def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_di
     from tinyasr.compile.deployable import read_manifest
     from tinyasr.model.datadir import read_data_dir
     from tinyasr.model.recognizer import Recognizer
-    from tinyasr.targets.farm import registered_ports
-
     pending: queue.Queue = queue.Queue()
-    for item in enumerate(read_data_dir(data_dir)):
+    utterances = read_data_dir(data_dir)
+    for item in enumerate(utterances):
         pending.put(item)
     reference = Recognizer.load(Path(read_manifest(deployable)["model"]["path"]))
     test = _RpcTest(deployable, board, tracker, key, json_path, tolerance, repeat, request_wait,
-                    deadline, reference, pending)
+                    deadline, reference, rounds_activations_to_int8(reference.model), pending)
     if boards is None:
         address = parse_address(tracker, "--tracker")
         check_tracker(*address)
-        boards = max(1, len(registered_ports(*address, key)))
+        boards = len(wait_for_boards(*address, key, request_wait))
     workers = [threading.Thread(target=_BoardWorker(test).run) for _ in range(boards)]
     for worker in workers:
         worker.start()
@@ -243,17 +251,33 @@ def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_di
         worker.join()
     if test.errors:
         raise test.errors[0]
+    missing = [u.uid for i, u in enumerate(utterances) if i not in test.results]
+    if missing:   # never a pass over fewer utterances than asked
+        raise InputError(f"{len(missing)} utterance(s) got no result, first {missing[0]!r}")
     return [test.results[i] for i in sorted(test.results)]
+
+
+def wait_for_boards(host: str, port: int, key: str, seconds: float) -> list[int]:
+    """Ports of the boards registered under `key`, waiting up to `seconds` for the first; one
+    line if none comes (a key nobody serves would otherwise wait forever)."""
+    deadline = time.monotonic() + seconds
+    while not (ports := registered_ports(host, port, key)):
+        if time.monotonic() > deadline:
+            raise InputError(f"no board of key {key!r} registered with the tracker at "
+                             f"{host}:{port} within {seconds:g} s")
+        time.sleep(0.5)
+    return ports
 
 
 def format_table(results: list[UtteranceResult]) -> str:
     """One row per utterance, then the CER of the board's transcripts."""
     from tinyasr.model.metrics import ErrorCounts, char_errors
 
-    rows = [f"{'utterance':24s} {'ok':3s} {'max|diff|':>10s} {'ms':>9s}  board transcript"]
+    rows = [f"{'utterance':24s} {'ok':3s} {'max|diff|':>10s} {'frames':>7s} {'ms':>9s}  "
+            "board transcript"]
     for r in results:
         rows.append(f"{r.uid:24s} {'yes' if r.ok else 'NO':3s} {r.max_abs_diff:10.2e} "
-                    f"{r.latency_ms:9.2f}  {r.board_text}")
+                    f"{r.frame_agreement:7.1%} {r.latency_ms:9.2f}  {r.board_text}")
     total = sum((char_errors(r.reference, r.board_text) for r in results), ErrorCounts())
     rows.append(f"CER on board: {total.summary()}")
     return "\n".join(rows)
