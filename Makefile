@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@sh targets/setup_qemu.sh   # qemu-user >= 8.1 for RVV int8 code (Debian 12: from backports)
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check "setuptools>=68" 2>&1 | grep -v "is ignored" || true
 	@$(PY) -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored" || true

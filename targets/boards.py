@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tinyasr.model.errors import InputError
@@ -106,6 +107,26 @@ BOARDS: dict[str, Board] = {board.name: board for board in [
     _riscv64("k230", "Canaan K230 (XuanTie C908, rv64gcv, RVV 1.0 VLEN=128)", "generic-rv64",
              _RV64GC + ["+v"], "rv64,v=true,vlen=128,elen=64,vext_spec=v1.0"),
 ]}
+
+
+def missing_features(llvm_target: dict[str, Any], board: Board) -> list[str]:
+    """Instruction-set attributes (`+v`, `+dotprod`) a deployable's code was generated with
+    that `board`'s own target lacks: that code would die there on an illegal instruction.
+    Boards without a fixed target (the host) are not checked here."""
+    if board.llvm_target is None:
+        return []
+    has = set(board.llvm_target.get("mattr", []))
+    return [feature for feature in llvm_target.get("mattr", [])
+            if feature.startswith("+") and feature not in has]
+
+
+def check_features(deployable: Path, manifest: dict[str, Any], board: Board) -> None:
+    """One line naming what is missing when a deployable's code needs extensions `board` lacks
+    (a k230 deployable's RVV code on a VisionFive 2, an rpi5 one's dot products on a Pi 4)."""
+    missing = missing_features(manifest.get("llvm_target", {}), board)
+    if missing:
+        raise InputError(f"{deployable}: built for {manifest['target']}, whose code uses "
+                         f"{', '.join(missing)}; {board.name} lacks it")
 
 
 def get_board(name: str) -> Board:

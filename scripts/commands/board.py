@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from tinyasr.scripts.arguments import add_decode_arguments
-from tinyasr.targets.boards import BOARDS, get_board
+from tinyasr.targets.boards import BOARDS, check_features, get_board
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     if manifest["arch"] != board.arch:
         raise InputError(f"{args.deployable}: built for {manifest['target']} ({manifest['arch']}), "
                          f"not for {board.name} ({board.arch})")
+    check_features(args.deployable, manifest, board)
     runtime = build_runtime(board, log=lambda line: print(line, file=sys.stderr))  # stdout: text
     command = [*emulator_prefix(board), str(runtime.transcriber),
                "--mode", args.mode, "--beam", str(args.beam), str(args.deployable),

@@ -13,6 +13,7 @@
 // Bad input (no deployable, a foreign or broken one, a wav in the wrong format) gets one line on
 // stderr naming the file and exit code 2.
 
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <tvm/ffi/extra/json.h>
@@ -263,6 +264,25 @@ int64_t IntField(const ffi::json::Object& object, const char* key) {
   return object.at(ffi::String(key)).cast<int64_t>();
 }
 
+/*!
+ * \brief The instruction-set extensions in `mattr` (the manifest's LLVM target attributes) that
+ *  code for this machine may use and that this CPU lacks, from the kernel's AT_HWCAP: a
+ *  deployable for a richer board then stops with one line instead of dying on SIGILL.
+ */
+std::vector<std::string> MissingFeatures(const std::vector<std::string>& mattr) {
+  std::vector<std::string> missing;
+  [[maybe_unused]] const unsigned long hwcap = getauxval(AT_HWCAP);
+  for (const std::string& feature : mattr) {
+#if defined(__riscv)
+    if (feature == "+v" && !(hwcap & (1UL << ('V' - 'A')))) missing.push_back("v (RVV 1.0)");
+#elif defined(__aarch64__)
+    constexpr unsigned long kDotProduct = 1UL << 20;  // HWCAP_ASIMDDP
+    if (feature == "+dotprod" && !(hwcap & kDotProduct)) missing.push_back("dotprod");
+#endif
+  }
+  return missing;
+}
+
 Tensor EmptyTensor(std::vector<int64_t> shape, DLDataType dtype) {
   return tvm::runtime::Tensor::Empty(ffi::Shape(shape), dtype, DLDevice{kDLCPU, 0});
 }
@@ -397,11 +417,30 @@ class Deployable {
     }
     target_ = manifest->at(ffi::String("target")).cast<ffi::String>();
     arch_ = manifest->at(ffi::String("arch")).cast<ffi::String>();
+    ffi::json::Object llvm_target = Field(*manifest, "llvm_target");
+    if (llvm_target.count(ffi::String("mattr"))) {
+      for (const ffi::Any& feature : llvm_target.at(ffi::String("mattr")).cast<ffi::json::Array>()) {
+        mattr_.push_back(feature.cast<ffi::String>());
+      }
+    }
     sos_eos_ = IntField(*manifest, "sos_eos");
     history_width_ = IntField(*manifest, "decoder_history");
     ffi::json::Object audio = Field(*manifest, "audio");
     framing_ = {IntField(audio, "sample_rate"), IntField(audio, "samples_per_frame"),
                 IntField(audio, "samples_for_zero_frames"), IntField(audio, "min_frames")};
+    // Bounds before anything is sized from them: the decoder's history window is the FSMN's
+    // kernel (11 in the shipped models), and the framing is the fbank's (160-sample hop).
+    constexpr int64_t kMaxHistory = 1024, kMaxSamples = 1 << 20;
+    if (history_width_ < 1 || history_width_ > kMaxHistory) {
+      throw InputError(path + ": decoder_history " + std::to_string(history_width_) +
+                       " is not in [1, " + std::to_string(kMaxHistory) + "]");
+    }
+    if (framing_.sample_rate <= 0 || framing_.samples_per_frame <= 0 ||
+        framing_.samples_per_frame > kMaxSamples || framing_.samples_for_zero_frames < 0 ||
+        framing_.samples_for_zero_frames > kMaxSamples || framing_.min_frames < 0 ||
+        framing_.min_frames > kMaxSamples) {
+      throw InputError(path + ": audio framing out of range");
+    }
     ffi::json::Object functions = Field(*manifest, "functions");
     encode_keys_ = FunctionWeights(functions, "encode", {"sizes", "waveform"});
     decode_keys_ = FunctionWeights(functions, "decode",
@@ -431,6 +470,13 @@ class Deployable {
     if (uname(&machine) == 0 && arch_ != machine.machine) {
       throw InputError(dir_ + ": built for " + target_ + " (" + arch_ + "); this machine is " +
                        machine.machine);
+    }
+    std::vector<std::string> missing = MissingFeatures(mattr_);
+    if (!missing.empty()) {
+      std::string names;
+      for (const std::string& name : missing) names += (names.empty() ? "" : ", ") + name;
+      throw InputError(dir_ + ": built for " + target_ + ", whose code uses " + names +
+                       ", which this CPU lacks");
     }
   }
 
@@ -491,6 +537,7 @@ class Deployable {
   std::string dir_;
   std::string target_;
   std::string arch_;
+  std::vector<std::string> mattr_;  // the LLVM target's attributes, e.g. "+v", "+dotprod"
   int64_t sos_eos_ = 0;
   int64_t history_width_ = 0;  // the rows each tree node's FSMN reads (manifest decoder_history)
   Framing framing_{};
