@@ -183,15 +183,28 @@ def _draw_job(rng: random.Random, index: int, split: str, voices: dict[str, list
     )
 
 
+# Utterance numbers start here per split, so a split's ids do not depend on the other splits' sizes.
+SPLIT_INDEX_OFFSET = {"train": 0, "dev": 800_000, "test": 850_000, "test_unseen_engine": 900_000}
+SPLIT_INDEX_LIMIT = {"train": 800_000, "dev": 850_000, "test": 900_000, "test_unseen_engine": 1_000_000}
+
+
 def plan_corpus(sizes: dict[str, int], seed: int) -> list[Job]:
-    """All utterances of a corpus with `sizes[split]` utterances per split, deterministic in `seed`."""
-    rng = random.Random(seed)
+    """All utterances of a corpus with `sizes[split]` utterances per split, deterministic in `seed`.
+
+    Each split draws from its own generator (seeded by seed and split name), so dev and the test
+    splits are the same whatever the train size: a bigger corpus keeps the test sets of a smaller one.
+    """
     sentences = general_sentences()
     voices = split_voices()
     jobs: list[Job] = []
     for split in SPLITS:
-        for _ in range(sizes.get(split, 0)):
-            jobs.append(_draw_job(rng, len(jobs), split, voices[split], sentences, seed))
+        count = sizes.get(split, 0)
+        room = SPLIT_INDEX_LIMIT[split] - SPLIT_INDEX_OFFSET[split]
+        if count > room:
+            raise InputError(f"--{split.replace('_', '-')}: at most {room} utterances, got {count}")
+        rng = random.Random(f"{seed}:{split}")
+        for index in range(count):
+            jobs.append(_draw_job(rng, SPLIT_INDEX_OFFSET[split] + index, split, voices[split], sentences, seed))
     return jobs
 
 

@@ -73,6 +73,13 @@ def test_plan_is_deterministic_in_the_seed() -> None:
     assert synth.plan_corpus(SIZES, seed=3) != synth.plan_corpus(SIZES, seed=4)
 
 
+def test_dev_and_test_splits_do_not_depend_on_the_train_size() -> None:
+    small = synth.plan_corpus(SIZES, seed=3)
+    big = synth.plan_corpus(SIZES | {"train": 5000}, seed=3)
+    assert [job for job in small if job.split != "train"] == [job for job in big if job.split != "train"]
+    assert small[:SIZES["train"]] == big[:SIZES["train"]]
+
+
 def test_prompts_are_lowercase_words() -> None:
     assert number_words(0) == "zero"
     assert number_words(72) == "seventy two"
