@@ -67,7 +67,8 @@ class AugmentConfig:
     def check(self) -> None:
         for name in ("reverb_prob", "noise_prob", "telephone_prob", "gain_prob", "vtlp_prob"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not 0 <= value <= 1):
                 raise ValueError(f"augment.{name} must be in [0, 1], not {value!r}")
         if not isinstance(self.speeds, list) or not all(
                 isinstance(s, (int, float)) and not isinstance(s, bool) and 0.5 <= s <= 2.0

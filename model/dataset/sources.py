@@ -177,7 +177,8 @@ def read_wav_bytes(data: bytes, where: str) -> np.ndarray:
             frames = check_format(reader, where)
             pcm = reader.readframes(frames)
     except (wave.Error, EOFError) as error:
-        raise BadUtterance(f"{where}: unreadable wav ({str(error) or 'truncated header'})") from None
+        reason = str(error) or "truncated header"
+        raise BadUtterance(f"{where}: unreadable wav ({reason})") from None
     if len(pcm) != frames * SAMPLE_WIDTH:
         raise BadUtterance(f"{where}: truncated wav (header says {frames} samples, "
                            f"member holds {len(pcm) // SAMPLE_WIDTH})")

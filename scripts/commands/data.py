@@ -11,11 +11,14 @@ import tempfile
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tinyasr.model.datadir import (SAMPLE_RATE, Utterance, read_data_dir, wav_samples,
-                                   write_data_dir)
 from tinyasr.model.errors import InputError
-from tinyasr.scripts.synth import SPLITS, check_destination, move_into_place, synthesize_corpus
+
+# The data and synthesis modules (numpy, tqdm) are imported where used: the parser is built on
+# every start.
+if TYPE_CHECKING:
+    from tinyasr.model.datadir import Utterance
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -80,6 +83,8 @@ def _require_at_least(name: str, value: int, minimum: int) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from tinyasr.scripts.synth import SPLITS, synthesize_corpus
+
     if args.test_unseen_engine is None:
         args.test_unseen_engine = args.test
     sizes = {split: getattr(args, split) for split in SPLITS}
@@ -93,6 +98,8 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def _seconds(wav: Path) -> float:
+    from tinyasr.model.datadir import SAMPLE_RATE, wav_samples
+
     return wav_samples(wav) / SAMPLE_RATE
 
 
@@ -107,6 +114,9 @@ def pick_spread(utterances: list[Utterance], count: int, max_seconds: float) -> 
 
 
 def run_subset(args: argparse.Namespace) -> int:
+    from tinyasr.model.datadir import read_data_dir, write_data_dir
+    from tinyasr.scripts.synth import check_destination, move_into_place
+
     _require_at_least("count", args.count, 1)
     check_destination(args.out, args.force)
     chosen = pick_spread(read_data_dir(args.source), args.count, args.max_seconds)
@@ -127,6 +137,8 @@ def run_subset(args: argparse.Namespace) -> int:
 
 def describe(data_dir: Path) -> str:
     """One line of statistics for a valid data dir: utterances, hours, mean length, speakers."""
+    from tinyasr.model.datadir import read_data_dir
+
     utterances = read_data_dir(data_dir)
     seconds = sum(_seconds(utterance.wav) for utterance in utterances)
     speakers = Counter(utterance.speaker for utterance in utterances if utterance.speaker is not None)
@@ -141,7 +153,9 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_shard(args: argparse.Namespace) -> int:
+    from tinyasr.model.datadir import read_data_dir
     from tinyasr.model.dataset.sources import write_shards
+    from tinyasr.scripts.synth import check_destination, move_into_place
 
     _require_at_least("per-shard", args.per_shard, 1)
     check_destination(args.out, args.force)
@@ -169,7 +183,7 @@ def run_augment_preview(args: argparse.Namespace) -> int:
 
     from tinyasr.model.dataset import augment
     from tinyasr.model.dataset.sources import BadUtterance, Corpus, Entry
-    from tinyasr.scripts.synth import write_wav
+    from tinyasr.scripts.synth import check_destination, move_into_place, write_wav
 
     _require_at_least("count", args.count, 1)
     if args.config is not None:
@@ -201,8 +215,9 @@ def run_augment_preview(args: argparse.Namespace) -> int:
                        if k not in ("seed", "noise_colour", "noise_file") and v not in (None, False)
                        and not (k == "speed" and v == 1.0)}
             if plan.noise_snr_db is not None:
+                colours = {beta: name for name, beta in augment.COLOURS.items()}
                 effects["noise"] = (str(noise[plan.noise_file].name) if plan.noise_file >= 0
-                                    else {0.0: "white", 1.0: "pink", 2.0: "brown"}[plan.noise_colour])
+                                    else colours[plan.noise_colour])
             lines.append(f"{entry.uid} {json.dumps(effects)}")
         (build / "effects.txt").write_text("".join(line + "\n" for line in lines))
         move_into_place(build, args.out)
