@@ -18,7 +18,7 @@ from tinyasr.model.errors import InputError
 from tinyasr.model.datadir import read_data_dir
 from tinyasr.model.model_dir import DEFAULT_MODEL, SAMPLES_DIR, load_model_dir
 from tinyasr.model.tokenizer import Tokenizer
-from tinyasr.model.train import Recipe, remove_stale_temp_files
+from tinyasr.model.train import Recipe, Trainer, remove_stale_temp_files
 
 TINY_RECIPE = {
     "model": {"d_model": 32, "attention_heads": 2, "ffn_dim": 64, "subsampling_channels": 8,
@@ -210,3 +210,48 @@ def test_more_than_one_percent_unreadable_stops_the_run(tmp_path: Path):
     assert lines[0].endswith("unreadable wav (truncated header); skipped")
     assert lines[-1].startswith(f"tinyasr: error: {corpus / 'train'}: ")
     assert "more than 1%" in lines[-1] and len(lines) == 2
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def one_thread():
+    """DataLoader workers compute fbank on one thread; so does the main process here, since a
+    matmul split over another thread count may round differently."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_resumed_run_continues_the_same_stream(tmp_path: Path, one_thread):
+    """Killed after step 3 and resumed (with DataLoader workers this time), a run ends with the
+    same weights, bit for bit, as one never interrupted: the batches, the augmentation, the
+    SpecAugment masks and dropout are all drawn from (seed, epoch, batch)."""
+    corpus = samples_corpus(tmp_path / "corpus", SAMPLES_DIR)
+    raw = {**TINY_RECIPE, "train": {**TINY_RECIPE["train"], "epochs": 1},
+           "augment": {"speeds": [0.9, 1.0, 1.1], "noise_prob": 0.5, "vtlp_prob": 0.5}}
+    whole = Trainer(corpus, Recipe.from_dict(raw), tmp_path / "whole")
+    whole.train_epoch()
+
+    interrupted = Trainer(corpus, Recipe.from_dict(raw), tmp_path / "resumed")
+    save = interrupted._save_state
+
+    def save_then_die() -> None:
+        save()
+        if interrupted.step == 3:
+            raise Interrupted
+    interrupted._save_state = save_then_die
+    with pytest.raises(Interrupted):
+        interrupted.train_epoch()
+    with_workers = {**raw, "train": {**raw["train"], "data_workers": 2}}
+    resumed = Trainer(corpus, Recipe.from_dict(with_workers), tmp_path / "resumed")
+    assert resumed.step == 3 and resumed.next_batch == 3
+    resumed.train_epoch()
+    assert resumed.step == whole.step > 3
+    expected, got = whole.model.state_dict(), resumed.model.state_dict()
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
