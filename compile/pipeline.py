@@ -2,7 +2,8 @@
 
 Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.py):
 
-    import     torch.export of the encode and decode graphs (front end included), Relax import
+    import     torch.export of the encode and decode graphs (front end included; Whisper's
+               are compile/whisper_graphs.py's log_mel, encode and step), Relax import
                with every weight kept as a function input (nothing bound into the code), the
                dynamic sizes named after what they count (frames, tree nodes), gathers made
                to clip their (caller's) indices
@@ -14,9 +15,11 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
     quantize   matmuls on int8 weights -> int8 x int8 -> int32 kernels of the board's dot ISA
                (VNNI, sdot, RVV), their inputs rounded to int8 per row by one kernel each;
                int8 convs -> im2col + the same kernels; a no-op for fp32
-    dense      the fbank's two-stage DFT and power -> one kernel; fp32 matmuls on weights
-               (the fbank's mel, fp32 linear layers) -> register-tiled fp32 kernels of the
-               board's vector width; fp32 convs -> im2col + the same kernels; multi-head
+    dense      the fbank's two-stage DFT and power -> one kernel; a matmul on a weight that is
+               also gathered from (Whisper's tied embedding) -> a kernel reading it as stored;
+               other fp32 matmuls on weights (the fbank's mel, fp32 linear layers) ->
+               register-tiled fp32 kernels of the board's vector width; fp32 convs (2-d, and
+               1-d as Whisper's) -> im2col + the same kernels; multi-head
                attention (scores, mask, softmax, context) -> one fused kernel, other matmuls
                of two activations -> a batched kernel;
                then every weight matmul kernel's bias add and ReLU move into its store
@@ -67,6 +70,7 @@ from tinyasr.compile.passes.int8_matmul import Int8Matmul
 from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, LiftWeightTransforms
 from tinyasr.compile.passes.name_shape_vars import name_shape_vars
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
+from tinyasr.compile.passes.tied_matmul import TiedMatmul
 from tinyasr.model.san_m import AsrModel
 from tinyasr.schedules.database import AppliedDatabase
 from tinyasr.targets.boards import host_target
@@ -145,17 +149,39 @@ def _slice(node: torch.fx.Node, importer: Any) -> relax.Var:
         x, [axis], [begin], [end], [step], assume_inbound=True))
 
 
+def _index_copy(node: torch.fx.Node, importer: Any) -> relax.Var:
+    """data.index_copy(axis, index (t,), source): source's slices written at `index` along
+    `axis` (Whisper's KV-cache write), as scatter_elements with the index broadcast to the
+    source's shape; TVM's importer turns index_copy into an index_put it cannot type."""
+    data, axis, index, source = importer.retrieve_args(node)
+    ndim = len(importer.shape_of(data))
+    axis = axis if axis >= 0 else axis + ndim
+    shape = [1] * ndim
+    shape[axis] = importer.shape_of(index)[0]
+    indices = relax.op.broadcast_to(relax.op.reshape(index, shape), importer.shape_of(source))
+    return importer.block_builder.emit(relax.op.scatter_elements(data, indices, source, axis))
+
+
 TORCH_OPS = {"amax.default": _amax, "bsr_to_dense.default": import_bsr_to_dense,
-             "slice.Tensor": _slice}
+             "slice.Tensor": _slice, "index_copy.default": _index_copy}
+
+
+KEPT_OPS = (torch.ops.aten.index_copy.default,)   # imported by TORCH_OPS, not decomposed
 
 
 def import_program(program: torch.export.ExportedProgram) -> tvm.IRModule:
     """One exported graph as a Relax module ("main"), parameters kept as inputs, with
-    tinyasr's converters (TORCH_OPS) for what TVM's importer lacks or gets wrong."""
+    tinyasr's converters (TORCH_OPS) for what TVM's importer lacks or gets wrong; torch's
+    core-ATen decompositions run first, but for KEPT_OPS (their decomposition does not
+    import)."""
+    table = torch.export.default_decompositions()
+    for op in KEPT_OPS:
+        table.pop(op, None)
     with warnings.catch_warnings():  # torch's own decomposition code trips its deprecation
         warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
-        return from_exported_program(program, keep_params_as_input=True,
-                                     custom_convert_map=TORCH_OPS)
+        return from_exported_program(program.run_decompositions(table),
+                                     keep_params_as_input=True, custom_convert_map=TORCH_OPS,
+                                     run_ep_decomposition=False)
 
 
 def import_graphs(model: AsrModel) -> tuple[tvm.IRModule, dict[str, list[tvm.runtime.Tensor]]]:
@@ -256,7 +282,8 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
         dump("quantize", mod)
 
         mod = tvm.transform.Sequential([
-            Fp32Conv2d(target), FusedPowerSpectrum(target), Fp32Matmul(target),
+            Fp32Conv2d(target), FusedPowerSpectrum(target), TiedMatmul(target),
+            Fp32Matmul(target),
             FusedAttention(target), BatchedMatmul(target), FuseEpilogues(),
             relax.transform.DeadCodeElimination()])(mod)
         dump("dense", mod)

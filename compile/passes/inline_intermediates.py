@@ -25,6 +25,10 @@ from tinyasr.compile.passes.apply_tuned_schedules import SCHEDULED
 def inline_intermediates(func: tirx.PrimFunc) -> tirx.PrimFunc:
     """`func` with every block that has exactly one consumer computed inside that consumer."""
     schedule = Schedule(func)
+    try:
+        schedule.get_sblock("root")
+    except ScheduleError:   # plain loops without blocks (scatter_elements' legalization)
+        return func
     inlined = True
     while inlined:
         inlined = False
