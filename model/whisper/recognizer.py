@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,13 @@ class WhisperRecognizer:
     """A Whisper model, its tokenizer and search options, ready to transcribe."""
 
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, config: dict,
-                 options: WhisperOptions | None = None):
+                 options: WhisperOptions | None = None,
+                 front_end: Callable[[np.ndarray], torch.Tensor] | None = None):
+        """model: the PyTorch Whisper, or a compiled one (compile/whisper_runner.py) with the
+        same `dims`, `n_frames`, `encoder` and an `open_window` for the search; front_end:
+        samples -> log-mel (default: frontend.log_mel in PyTorch)."""
         self.model, self.tokenizer = model.eval(), tokenizer
+        self.front_end = front_end or (lambda samples: log_mel(torch.from_numpy(samples)))
         self.options = options or WhisperOptions(SearchOptions())
         self.suppression = Suppression(model.dims.n_vocab, tokenizer.specials,
                                        config["suppress_ids"], config["suppress_ids_begin"])
@@ -73,7 +79,7 @@ class WhisperRecognizer:
         samples = np.asarray(samples, dtype=np.float32)
         if len(samples) < HOP:
             return []
-        features = log_mel(torch.from_numpy(samples))
+        features = self.front_end(samples)
         size = self.model.n_frames
         return [(pad_window(features[:, start:start + size], size)[None],
                  _is_silent(samples[start * HOP:(start + size) * HOP]))

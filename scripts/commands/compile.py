@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tinyasr.model.errors import InputError
 from tinyasr.scripts.arguments import add_model_argument, add_target_argument
 
 
@@ -14,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Compile the encoder (with its fbank front end) and the attention decoder "
                     "into one shared library for the board, linked by its cross compiler, with "
                     "the weights beside it (each shared weight stored once).")
-    add_model_argument(parser, "; int8 linear layers of a .tac become int8 kernels")
+    add_model_argument(parser, "; int8 linear layers of a .tac become int8 kernels; "
+                               "whisper-tiny.en or a converted Whisper dir compiles Whisper "
+                               "(log-mel + encoder, and a KV-cached decoder step)")
     add_target_argument(parser)
     parser.add_argument("--out", type=Path, required=True, help="deployable directory to create")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
@@ -26,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "schedules/, e.g. schedules/rpi4/ or schedules/host-<cpu>/)")
     tuning.add_argument("--untuned", action="store_true",
                         help="ignore tuning databases: TVM's default schedules")
+    parser.add_argument("--int8", action="store_true",
+                        help="Whisper only: per-output-channel int8 weights for the linear "
+                             "layers (post-training, no data), run by the int8 kernels; a "
+                             "SAN-M model is made int8 by `tinyasr compress quantize`")
     parser.set_defaults(func=run)
 
 
@@ -34,8 +41,18 @@ def run(args: argparse.Namespace) -> int:
     from tinyasr.targets.boards import get_board
 
     board = get_board(args.target)
-    manifest = build_deployable(args.model, board, args.out, args.force, args.dump_ir,
-                                args.database, args.untuned)
+    whisper = whisper_model_dir(args.model)
+    if whisper is not None:
+        from tinyasr.compile.whisper_deployable import build_whisper_deployable
+
+        manifest = build_whisper_deployable(whisper, board, args.out, args.force, args.dump_ir,
+                                            args.database, args.untuned, args.int8)
+    elif args.int8:
+        raise InputError(f"--int8: {args.model} is a SAN-M model; make it int8 with "
+                         "`tinyasr compress quantize`, then compile the .tac")
+    else:
+        manifest = build_deployable(args.model, board, args.out, args.force, args.dump_ir,
+                                    args.database, args.untuned)
     sizes, database = manifest["bytes"], manifest["tuning_database"]
     print(f"{args.out}: {board.name} ({board.arch})")
     if database is None:
@@ -47,3 +64,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"  weights  {sizes['weights']:>10,d} bytes  {args.out / WEIGHTS_FILE}")
     print(f"  total    {sizes['code'] + sizes['weights']:>10,d} bytes")
     return 0
+
+
+def whisper_model_dir(model: Path) -> Path | None:
+    """The converted Whisper dir for a Whisper name or dir (converted on first use), else None."""
+    from tinyasr.model.recognizers import is_model_name, resolve_model
+    from tinyasr.model.whisper.convert import is_whisper_dir
+
+    if is_model_name(model):
+        return resolve_model(model)
+    return Path(model) if Path(model).is_dir() and is_whisper_dir(model) else None

@@ -1,0 +1,230 @@
+"""A Whisper deployable: `tinyasr compile whisper-tiny.en --target host --out DIR`.
+
+The same directory layout and compiler phases as a SAN-M deployable (deployable.py,
+pipeline.py), with Whisper's three functions (whisper_graphs.py: log_mel, encode, step):
+
+    model.so        the VM executable
+    weights.bin     every weight each function takes, each stored once (the tied token
+                    embedding once: the step's gather and its logits read the same tensor)
+    vocabulary.txt, merges.txt   the tokenizer (model/whisper/tokenizer.py)
+    manifest.json   "family": "whisper", target, hashes and sizes, how to call each function,
+                    and what the decoder needs: the prompt (sot sequence), eot, no-speech and
+                    timestamp ids, the suppress lists, n_text_ctx, the model's dims
+
+`read_whisper_manifest` / `check_whisper_files` check one before TVM reads it, as the SAN-M
+ones do (deployable.py); a deployable of the other family is one InputError.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import tvm
+from tvm import relax
+from tvm.support import cc
+
+from tinyasr.compile.deployable import (FORMAT, LIBRARY_FILE, MANIFEST_FILE, STRIP, VERSION,
+                                        WEIGHTS_FILE, _database_entry, file_sha256, model_hash,
+                                        read_weights_index, staged_directory, tuning_database)
+from tinyasr.compile.family import family_of
+from tinyasr.compile.passes.clip_take_indices import ClipTakeIndices
+from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
+from tinyasr.compile.passes.name_shape_vars import name_shape_vars
+from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, build, import_program
+from tinyasr.compile.whisper_graphs import SHAPE_VARIABLES, cache_names, export_graphs
+from tinyasr.model.errors import InputError
+from tinyasr.model.whisper.convert import FAMILY, load_whisper_dir
+from tinyasr.model.whisper.model import Whisper
+from tinyasr.model.whisper.tokenizer import MERGES_FILE, VOCABULARY_FILE, WhisperTokenizer
+from tinyasr.targets.boards import Board, board_target
+
+FUNCTIONS = ("log_mel", "encode", "step")
+TOKENIZER_FILES = (VOCABULARY_FILE, MERGES_FILE)
+
+
+def shape_roles(layers: int) -> dict[str, dict[tuple[str, int], str]]:
+    """SHAPE_VARIABLES with every self-attention cache's batch axis named too."""
+    roles = {name: dict(axes) for name, axes in SHAPE_VARIABLES.items()}
+    for i in range(layers):
+        roles["step"][(f"caches_{i}", 0)] = "batch"
+    return roles
+
+
+def import_whisper(model: Whisper, dump: IRDumper) -> ImportedModel:
+    """Phase import: the three graphs as one Relax module, weights kept as inputs."""
+    functions, weights = {}, {}
+    for name, program in export_graphs(model).items():
+        imported, params = relax.frontend.detach_params(import_program(program))
+        functions[name] = imported["main"].with_attr("global_symbol", name)
+        weights[name] = params["main"]
+    mod = tvm.transform.Sequential([ExposeShapeVars(), ClipTakeIndices()])(
+        tvm.IRModule(functions))
+    roles = shape_roles(model.dims.n_text_layers)
+    mod = tvm.IRModule({gvar: name_shape_vars(function, roles[gvar.name_hint])
+                        for gvar, function in mod.functions.items()})
+    dump("import", mod)
+    return ImportedModel(mod, weights)
+
+
+def build_whisper_deployable(model_dir: Path, board: Board, out: Path, force: bool = False,
+                             dump_dir: Path | None = None, database: Path | None = None,
+                             untuned: bool = False, int8: bool = False) -> dict[str, Any]:
+    """Compiles a converted Whisper model dir for `board` into the deployable `out`; `int8`:
+    per-output-channel int8 weights for the linear layers (whisper_int8.py)."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists (use --force to replace it)")
+    board.require_cross_compiler()
+    model, tokenizer, config = load_whisper_dir(model_dir)
+    if int8:
+        from tinyasr.compile.whisper_int8 import quantize_linear_layers
+
+        model = quantize_linear_layers(model)
+    applied = None if untuned else tuning_database(board, database)
+    dump = IRDumper(dump_dir)
+    built = build(import_whisper(model, dump), board_target(board), dump, applied)
+    return write_whisper_deployable(built, board, out, model_dir, model, tokenizer, config,
+                                    int8)
+
+
+def write_whisper_deployable(built: BuiltModel, board: Board, out: Path, model_dir: Path,
+                             model: Whisper, tokenizer: WhisperTokenizer, config: dict,
+                             int8: bool = False) -> dict[str, Any]:
+    with staged_directory(Path(out)) as staging:
+        built.executable.export_library(
+            str(staging / LIBRARY_FILE),
+            fcompile=cc.cross_compiler(board.require_cross_compiler(),
+                                       options=[*board.link_flags, *STRIP]))
+        tvm.runtime.save_param_dict_to_file(built.weights, str(staging / WEIGHTS_FILE))
+        tokenizer.save(staging)
+        manifest = _manifest(built, board, model_dir, staging, model, tokenizer, config, int8)
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _manifest(built: BuiltModel, board: Board, model_dir: Path, staging: Path, model: Whisper,
+              tokenizer: WhisperTokenizer, config: dict, int8: bool) -> dict[str, Any]:
+    specials = tokenizer.specials
+    files = (LIBRARY_FILE, WEIGHTS_FILE, *TOKENIZER_FILES)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "family": FAMILY,
+        "name": config.get("name", Path(model_dir).name),
+        "weights_encoding": "int8" if int8 else "fp32",
+        "target": board.name,
+        "arch": board.arch,
+        "llvm_target": json.loads(json.dumps(board_target(board), default=list)),
+        "model": {"path": str(Path(model_dir).resolve()), "sha256": model_hash(model_dir)},
+        "versions": {"tinyasr": importlib.metadata.version("tinyasr"),
+                     "tvm": tvm.__version__, "torch": torch.__version__},
+        "bytes": {"code": (staging / LIBRARY_FILE).stat().st_size,
+                  "weights": (staging / WEIGHTS_FILE).stat().st_size},
+        "sha256": {name: file_sha256(staging / name) for name in files},
+        "tuning_database": _database_entry(built.schedules),
+        "dims": model.dims.to_dict(),
+        "decoder": {"sot_sequence": [specials.sot, specials.no_timestamps],
+                    "eot": specials.eot, "no_speech": specials.no_speech,
+                    "timestamp_begin": specials.timestamp_begin,
+                    "suppress_ids": list(config["suppress_ids"]),
+                    "suppress_ids_begin": list(config["suppress_ids_begin"]),
+                    "n_ctx": model.dims.n_text_ctx,
+                    "caches": cache_names(model.dims.n_text_layers)},
+        "functions": {name: {"inputs": signature.inputs, "weights": signature.weights}
+                      for name, signature in built.signatures.items()},
+    }
+
+
+def read_whisper_manifest(deployable: Path) -> dict[str, Any]:
+    """A Whisper deployable's manifest, checked; anything else is one InputError naming it."""
+    path = Path(deployable) / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise InputError(f"{deployable}: not a tinyasr deployable (no readable {MANIFEST_FILE})"
+                         ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"{path}: not a tinyasr deployable manifest")
+    if family_of(manifest) != FAMILY:
+        raise InputError(f"{deployable}: a {family_of(manifest)} deployable, not Whisper")
+    if manifest.get("version") != VERSION:
+        raise InputError(f"{path}: deployable version {manifest.get('version')}, this tinyasr "
+                         f"reads version {VERSION}: compile it again")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise InputError(f"{path}: corrupt deployable manifest ({problem})")
+    return manifest
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    def ints(value: object) -> bool:
+        return isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+
+    for key in ("target", "arch"):
+        if not isinstance(manifest.get(key), str):
+            return f"{key} must be a string"
+    dims, decoder = manifest.get("dims"), manifest.get("decoder")
+    try:
+        from tinyasr.model.whisper.model import WhisperDims
+
+        dims = WhisperDims(**dims)
+    except TypeError:
+        return "dims must be Whisper's sizes"
+    if not isinstance(decoder, dict):
+        return "decoder must be an object"
+    for key in ("sot_sequence", "suppress_ids", "suppress_ids_begin"):
+        if not ints(decoder.get(key)) or any(v >= dims.n_vocab for v in decoder[key]):
+            return f"decoder.{key} must be token ids below n_vocab {dims.n_vocab}"
+    for key in ("eot", "no_speech", "timestamp_begin"):
+        if not ints([decoder.get(key)]) or decoder[key] >= dims.n_vocab:
+            return f"decoder.{key} must be a token id below n_vocab {dims.n_vocab}"
+    if decoder.get("n_ctx") != dims.n_text_ctx:
+        return "decoder.n_ctx must equal dims.n_text_ctx"
+    if decoder.get("caches") != cache_names(dims.n_text_layers):
+        return "decoder.caches does not match the decoder's layers"
+    functions = manifest.get("functions")
+    if not isinstance(functions, dict) or set(functions) != set(FUNCTIONS):
+        return f"functions must be an object with {', '.join(FUNCTIONS)}"
+    for name, function in functions.items():
+        if (not isinstance(function, dict)
+                or not all(isinstance(function.get(key), list)
+                           and all(isinstance(item, str) for item in function[key])
+                           for key in ("inputs", "weights"))):
+            return f"functions.{name} needs lists of strings 'inputs' and 'weights'"
+    for key in ("bytes", "sha256"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            return f"{key} must be an object"
+    return None
+
+
+def check_whisper_files(deployable: Path, manifest: dict[str, Any]) -> None:
+    """Sizes, sha256 sums, the weights file's structure and every weight a function takes,
+    before TVM reads anything; each problem an InputError naming the file."""
+    deployable = Path(deployable)
+    files = (LIBRARY_FILE, WEIGHTS_FILE, *TOKENIZER_FILES)
+    for name in files:
+        if not (deployable / name).is_file():
+            raise InputError(f"{deployable / name}: missing (compile the deployable again)")
+    for name, key in ((LIBRARY_FILE, "code"), (WEIGHTS_FILE, "weights")):
+        expected = manifest.get("bytes", {}).get(key)
+        actual = (deployable / name).stat().st_size
+        if expected is not None and actual != expected:
+            raise InputError(f"{deployable / name}: {actual} bytes, the manifest says "
+                             f"{expected} (truncated or replaced?)")
+    for name, expected in manifest.get("sha256", {}).items():
+        if name in files and file_sha256(deployable / name) != expected:
+            raise InputError(f"{deployable / name}: sha256 differs from the manifest's "
+                             "(changed after compiling)")
+    stored = read_weights_index(deployable / WEIGHTS_FILE)
+    for function_name, function in manifest["functions"].items():
+        missing = [key for key in function["weights"] if key not in stored]
+        if missing:
+            raise InputError(f"{deployable / WEIGHTS_FILE}: no weight {missing[0]!r} "
+                             f"({function_name} takes {len(missing)} not in the file)")
+
+

@@ -1,0 +1,208 @@
+"""Whisper compiled by TVM (compile/whisper_*.py) against the PyTorch Whisper it came from.
+
+Fast: a 1+1-layer, 64-wide random Whisper from the same model code (a 2 s window, a 64-slot
+cache) built once for the module (~1 min here): log-mel, encoder output, logits and the cache
+after a reorder, within float tolerance of PyTorch; the manifest; each family's reader refusing
+the other family's deployable in one line. Slow (whisper-tiny.en built once, several minutes on
+two loaded cores): encoder output and logits on real speech, and transcripts equal to the
+PyTorch recognizer's on two real utterances.
+
+Tolerances: both sides compute in fp32 with different summation orders (register tiles and
+vector partial sums against PyTorch's BLAS), and TVM's exp/log are polynomial approximations
+(fast-math); per-op relative errors stay near 1e-6, and a few layers of LayerNorm-scaled
+activations of magnitude O(1-10) put the random model's differences near 1e-5 (1e-4 allowed).
+whisper-tiny.en's encoder output reaches magnitudes ~10-40 and its logits ~30 after 4+4
+layers, where measured differences are ~1e-4 to 1e-3 (stated bound 2e-2, still 100x smaller
+than the logit gaps that decide a greedy token, which the transcript test checks directly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tinyasr.model.datadir import load_wav, read_data_dir
+from tinyasr.model.errors import InputError
+from tinyasr.model.whisper.convert import (ensure_whisper_model, load_whisper_dir,
+                                           write_model_dir)
+from tinyasr.model.whisper.decoding import start
+from tinyasr.model.whisper.frontend import log_mel, pad_window
+from tinyasr.model.whisper.model import Whisper, WhisperDims
+from tinyasr.model.whisper.recognizer import WhisperRecognizer
+from tinyasr.targets.boards import get_board
+
+REALSPEECH = Path(__file__).resolve().parent.parent / "model" / "pretrained" / "realspeech"
+SMALL = WhisperDims(n_audio_ctx=100, n_text_ctx=64, d_model=64, n_heads=2, n_audio_layers=1,
+                    n_text_layers=1)
+SMALL_TOLERANCE = 1e-4
+TINY_TOLERANCE = 2e-2
+
+
+def _noise_speech(seconds: float, seed: int = 0) -> np.ndarray:
+    """int16-scale test audio: a few tones under noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    tones = sum(np.sin(2 * np.pi * f * t) for f in (220, 470, 1250))
+    return (3000 * tones + 500 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def whisper_parts():
+    model, tokenizer, config = load_whisper_dir(ensure_whisper_model())
+    return model, tokenizer, config
+
+
+@pytest.fixture(scope="module")
+def small(whisper_parts, tmp_path_factory):
+    """(PyTorch model, compiled model) of a small random Whisper with the real tokenizer."""
+    from tinyasr.compile.whisper_deployable import build_whisper_deployable
+    from tinyasr.compile.whisper_runner import CompiledWhisper
+
+    _, tokenizer, config = whisper_parts
+    torch.manual_seed(0)
+    model = Whisper(SMALL).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.2)
+    root = tmp_path_factory.mktemp("whisper-small")
+    write_model_dir(model, tokenizer, config, root / "model", "small")
+    build_whisper_deployable(root / "model", get_board("host"), root / "lib", untuned=True)
+    return model, CompiledWhisper(root / "lib"), root / "lib"
+
+
+def test_small_log_mel_encoder_and_steps_match_pytorch(small, whisper_parts):
+    model, compiled, _ = small
+    specials = whisper_parts[1].specials
+    audio = _noise_speech(1.5)
+    for length in (160, 333, audio.size):     # one frame, two, many
+        reference = log_mel(torch.from_numpy(audio[:length]))
+        assert compiled.log_mel(audio[:length]).shape == reference.shape
+        assert (compiled.log_mel(audio[:length]) - reference).abs().max() < SMALL_TOLERANCE
+    window = pad_window(reference, model.n_frames)[None]
+    with torch.no_grad():
+        encoded = model.encoder(window)
+        compiled_encoded = compiled.encoder(window)
+        assert np.abs(compiled.encoded(compiled_encoded) - encoded.numpy()).max() < SMALL_TOLERANCE
+        state, logits, no_speech = start(model, encoded, specials)
+        compiled_state, compiled_logits, compiled_no_speech = start(compiled, compiled_encoded,
+                                                                    specials)
+        assert (compiled_logits - logits).abs().max() < SMALL_TOLERANCE
+        assert abs(compiled_no_speech - no_speech) < SMALL_TOLERANCE
+        # beam search's reorder (one row repeated), then a step of two hypotheses
+        for s in (state, compiled_state):
+            s.reorder(torch.tensor([0, 0]))
+        tokens = torch.tensor([[11], [220]])
+        assert (compiled_state.step(tokens) - state.step(tokens)).abs().max() < SMALL_TOLERANCE
+
+
+def test_small_manifest_says_family_and_decoder(small, whisper_parts):
+    _, _, lib = small
+    manifest = json.loads((lib / "manifest.json").read_text())
+    specials = whisper_parts[1].specials
+    assert manifest["family"] == "whisper"
+    assert manifest["decoder"]["sot_sequence"] == [specials.sot, specials.no_timestamps]
+    assert manifest["decoder"]["eot"] == specials.eot
+    assert manifest["decoder"]["n_ctx"] == SMALL.n_text_ctx
+    assert manifest["decoder"]["suppress_ids"] == whisper_parts[2]["suppress_ids"]
+    assert set(manifest["functions"]) == {"log_mel", "encode", "step"}
+    # the tied embedding is stored once: the step's gather and logits read one tensor
+    embedding = [key for key in manifest["functions"]["step"]["weights"]
+                 if "embed_tokens" in key]
+    assert len(embedding) == 1
+
+
+def test_each_family_refuses_the_other_in_one_line(small, tmp_path):
+    from tinyasr.compile.deployable import read_manifest
+    from tinyasr.compile.runner import CompiledModelRunner
+    from tinyasr.compile.whisper_runner import CompiledWhisper
+
+    _, _, lib = small
+    with pytest.raises(InputError, match="whisper deployable, not SAN-M"):
+        read_manifest(lib)
+    with pytest.raises(InputError, match="whisper deployable, not SAN-M"):
+        CompiledModelRunner(lib)
+    sanm = tmp_path / "sanm"
+    sanm.mkdir()
+    manifest = json.loads((lib / "manifest.json").read_text())
+    del manifest["family"]                  # a manifest from before families: SAN-M
+    (sanm / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="san-m deployable, not Whisper"):
+        CompiledWhisper(sanm)
+
+
+def test_transcribe_lib_runs_a_whisper_deployable(small, tmp_path):
+    """The CLI path: `tinyasr transcribe --lib` picks the Whisper runner by the manifest."""
+    import subprocess
+    import sys
+    import wave
+
+    _, _, lib = small
+    wav = tmp_path / "tone.wav"
+    with wave.open(str(wav), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(_noise_speech(1.0).astype(np.int16).tobytes())
+    result = subprocess.run([sys.executable, "-m", "tinyasr.scripts.cli", "transcribe", "--lib",
+                             str(lib), str(wav)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{wav}\t")
+    broken = tmp_path / "broken"
+    shutil.copytree(lib, broken)
+    (broken / "weights.bin").write_bytes(b"")
+    result = subprocess.run([sys.executable, "-m", "tinyasr.scripts.cli", "transcribe", "--lib",
+                             str(broken), str(wav)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def tiny(whisper_parts, tmp_path_factory):
+    """whisper-tiny.en compiled for the host (untuned: no database is shipped for Whisper)."""
+    from tinyasr.compile.whisper_deployable import build_whisper_deployable
+    from tinyasr.compile.whisper_runner import load_compiled_whisper
+
+    lib = tmp_path_factory.mktemp("whisper-tiny") / "lib"
+    build_whisper_deployable(ensure_whisper_model(), get_board("host"), lib, untuned=True)
+    return load_compiled_whisper(lib)
+
+
+@pytest.fixture(scope="module")
+def realspeech() -> dict[str, np.ndarray]:
+    utterances = read_data_dir(REALSPEECH)[:2]
+    return {u.uid: load_wav(u.wav) for u in utterances}
+
+
+@pytest.mark.slow
+def test_tiny_encoder_and_logits_match_pytorch(tiny, whisper_parts, realspeech):
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    model, tokenizer, _ = whisper_parts
+    samples = next(iter(realspeech.values()))
+    reference = WhisperRecognizer(model, tokenizer, whisper_parts[2])
+    (window, _), = reference.windows(samples)
+    (compiled_window, _), = tiny.windows(samples)
+    assert (compiled_window - window).abs().max() < SMALL_TOLERANCE
+    with torch.no_grad():
+        encoded = model.encoder(window)
+        compiled_encoded = tiny.model.encoder(window)
+        assert np.abs(tiny.model.encoded(compiled_encoded) - encoded.numpy()).max() \
+            < TINY_TOLERANCE
+        _, logits, no_speech = start(model, encoded, tokenizer.specials)
+        _, compiled_logits, compiled_no_speech = start(tiny.model, compiled_encoded,
+                                                       tokenizer.specials)
+    assert (compiled_logits - logits).abs().max() < TINY_TOLERANCE
+    assert abs(compiled_no_speech - no_speech) < 1e-3
+
+
+@pytest.mark.slow
+def test_tiny_transcripts_equal_pytorch(tiny, whisper_parts, realspeech):
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    reference = WhisperRecognizer(*whisper_parts)
+    for uid, samples in realspeech.items():
+        assert tiny.transcribe(samples) == reference.transcribe(samples), uid
