@@ -28,22 +28,18 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import tvm
-from tvm.support import cc
-
-from tinyasr.compile.compressed_import import load_for_compile
-from tinyasr.compile.graphs import MIN_FRAMES, SAMPLES_PER_FRAME, samples_read
-from tinyasr.compile.pipeline import (BuiltModel, ImportedModel, IRDumper, ScheduleReport, build,
-                                      import_model)
 from tinyasr.model.errors import InputError
-from tinyasr.model.frontend import SAMPLE_RATE
+from tinyasr.model.framing import MIN_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME, samples_read
 from tinyasr.model.tokenizer import Tokenizer
-from tinyasr.schedules.database import (AppliedDatabase, database_for_compile,
-                                        default_database_dir, device_name)
 from tinyasr.targets.boards import Board, board_target
+
+# Reading and checking a deployable (the runner's part) needs neither torch nor TVM's compiler:
+# those are imported by the functions that build one.
+if TYPE_CHECKING:
+    from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, ScheduleReport
+    from tinyasr.schedules.database import AppliedDatabase
 
 LIBRARY_FILE = "model.so"
 WEIGHTS_FILE = "weights.bin"
@@ -91,6 +87,8 @@ def staged_directory(out: Path) -> Iterator[Path]:
 def tuning_database(board: Board, database: Path | None = None) -> AppliedDatabase | None:
     """The tuning database compile applies for `board`: `database`, else the shipped one for the
     device (schedules/<device>/); None (with a warning saying why) when missing or corrupt."""
+    from tinyasr.schedules.database import database_for_compile, default_database_dir, device_name
+
     target = board_target(board)
     return database_for_compile(Path(database or default_database_dir(board.name, target)),
                                 device_name(board.name, target), target)
@@ -104,6 +102,9 @@ def build_deployable(model_dir: Path, board: Board, out: Path, force: bool = Fal
 
     Every check on user input (output path, cross compiler, model, database) runs before the
     build."""
+    from tinyasr.compile.compressed_import import load_for_compile
+    from tinyasr.compile.pipeline import IRDumper, import_model
+
     out = Path(out)
     if out.exists() and not force:
         raise InputError(f"{out}: already exists (use --force to replace it)")
@@ -119,6 +120,11 @@ def write_deployable(imported: ImportedModel, board: Board, out: Path, model_dir
                      tokenizer: Tokenizer, dump: IRDumper | None = None,
                      database: AppliedDatabase | None = None) -> dict[str, Any]:
     """Builds an imported model for `board` and writes the deployable `out` (replacing it)."""
+    import tvm
+    from tvm.support import cc
+
+    from tinyasr.compile.pipeline import IRDumper, build
+
     target = board_target(board)
     built = build(imported, target, dump or IRDumper(None), database)
     with staged_directory(Path(out)) as staging:
@@ -144,6 +150,9 @@ def _history_width(imported: ImportedModel) -> int:
 
 def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir: Path,
               staging: Path, sos_eos: int, history_width: int) -> dict[str, Any]:
+    import torch
+    import tvm
+
     return {
         "format": FORMAT,
         "version": VERSION,

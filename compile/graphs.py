@@ -26,24 +26,11 @@ import torch
 from torch import nn
 from torch.export import Dim, ExportedProgram
 
-from tinyasr.model.frontend import FRAME_LENGTH, FRAME_SHIFT, num_frames
+# The framing arithmetic is torch-free (the deployable runner uses it); imported from here too.
+from tinyasr.model.framing import (MIN_FRAMES, SAMPLES_PER_FRAME, SUBSAMPLING,  # noqa: F401
+                                   encoder_frames, samples_read)
 from tinyasr.model.prefix_tree import PrefixTree, prefix_tree
-from tinyasr.model.san_m import AsrModel, Conv2dSubsampling4
-
-SUBSAMPLING = 4
-SAMPLES_PER_FRAME = SUBSAMPLING * FRAME_SHIFT   # 640 samples (40 ms) per encoder frame
-MIN_FRAMES = 2                                  # torch.export specializes a length-1 time axis
-
-
-def encoder_frames(num_samples: int) -> int:
-    """Encoder output frames for `num_samples` of audio (0 when too short for one)."""
-    return max(0, int(Conv2dSubsampling4.output_lengths(num_frames(num_samples))))
-
-
-def samples_read(frames: int) -> int:
-    """How many leading samples the encoder reads for `frames` output frames: the two 3x3
-    stride-2 convolutions read SUBSAMPLING * frames + 3 fbank frames."""
-    return FRAME_LENGTH + FRAME_SHIFT * (SUBSAMPLING * frames + 2)
+from tinyasr.model.san_m import AsrModel
 
 
 def buffers_as_parameters(module: nn.Module) -> nn.Module:

@@ -1,8 +1,12 @@
 """Run a deployable on this machine with TVM's Relax VM: the compiled twin of `Recognizer`.
 
-Decoding is shared with the PyTorch reference: `tinyasr.model.recognizer.decode` drives CTC
+Decoding is shared with the PyTorch reference: `tinyasr.model.decoding.decode` drives CTC
 prefix beam search and attention rescoring, and the hypotheses' prefix tree is built and scored
 by the reference's own code (model/prefix_tree.py), the compiled decoder running the tree.
+
+Nothing here imports torch, and only TVM's runtime is used (tvm.runtime, its Relax VM), so a
+process that runs deployables can load TVM without its compiler
+(tinyasr.compile.tvm_runtime.use_runtime_only_tvm).
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm.runtime.vm import VirtualMachine, VMInstrumentReturnKind
 
 from tinyasr.compile.deployable import (LIBRARY_FILE, MANIFEST_FILE, TOKENS_FILE, WEIGHTS_FILE,
                                         check_deployable_files, read_manifest)
-from tinyasr.compile.graphs import MIN_FRAMES, encoder_frames, samples_read
+from tinyasr.model.decoding import DecodeOptions, decode
 from tinyasr.model.errors import InputError
+from tinyasr.model.framing import MIN_FRAMES, encoder_frames, samples_read
 from tinyasr.model.prefix_tree import PrefixTree, tree_decoder_scores
-from tinyasr.model.recognizer import DecodeOptions, decode
 from tinyasr.model.search import Hypothesis
 from tinyasr.model.tokenizer import Tokenizer
 
@@ -41,7 +45,7 @@ class KernelTime:
 ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "riscv64": 243}   # ELF e_machine values
 
 
-def load_host_vm(path: Path, device: tvm.runtime.Device) -> relax.VirtualMachine:
+def load_host_vm(path: Path, device: tvm.runtime.Device) -> VirtualMachine:
     """A deployable's library loaded into this process as a Relax VM; a file that is not a
     VM library for this machine is one line naming it, not TVM's loader error."""
     with open(path, "rb") as handle:
@@ -55,7 +59,7 @@ def load_host_vm(path: Path, device: tvm.runtime.Device) -> relax.VirtualMachine
                      f"ELF machine {machine}")
         raise InputError(f"{path}: a library for {built}, this machine is {platform.machine()}")
     try:
-        return relax.VirtualMachine(tvm.runtime.load_module(str(path)), device)
+        return VirtualMachine(tvm.runtime.load_module(str(path)), device)
     except (RuntimeError, OSError, ValueError, AttributeError) as error:
         lines = [line for line in str(error).splitlines() if line.strip()]
         reason = lines[-1].strip()[:200] if lines else type(error).__name__
@@ -122,7 +126,7 @@ class CompiledModelRunner:
             else:
                 seconds[symbol] += time.perf_counter() - started.pop()
                 calls[symbol] += 1
-            return relax.VMInstrumentReturnKind.NO_OP
+            return VMInstrumentReturnKind.NO_OP
 
         self.vm.set_instrument(instrument)
         try:

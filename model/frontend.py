@@ -25,19 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-SAMPLE_RATE = 16000
-FRAME_LENGTH = 400   # 25 ms
-FRAME_SHIFT = 160    # 10 ms
+from tinyasr.model.framing import FRAME_LENGTH, FRAME_SHIFT, SAMPLE_RATE, num_frames  # noqa: F401
+
 FFT_SIZE = 512
 NUM_MEL_BINS = 80
 PREEMPHASIS = 0.97
 LOW_FREQ = 20.0
 LOG_FLOOR = float(np.finfo(np.float32).eps)
-
-
-def num_frames(num_samples: int) -> int:
-    """Frames Kaldi produces for `num_samples` with snip_edges=True."""
-    return 0 if num_samples < FRAME_LENGTH else 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT
 
 
 # FFT bins 1..256: bin 0 (DC) lies below LOW_FREQ and reaches no mel filter, so it is never

@@ -67,10 +67,8 @@ def load_model_dir(path: Path) -> tuple[AsrModel, Tokenizer]:
     return model.eval(), tokenizer
 
 
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_MODEL = PRETRAINED_DIR / "shared"          # the shipped weight-shared model (fp32)
-COMPRESSED_MODEL = PRETRAINED_DIR / "shared-int8.tac"  # the same, int8: what the demo runs
-SAMPLES_DIR = PRETRAINED_DIR / "samples"           # bundled held-out-voice test utterances
+from tinyasr.model.pretrained_paths import (COMPRESSED_MODEL, DEFAULT_MODEL,  # noqa: E402,F401
+                                            PRETRAINED_DIR, SAMPLES_DIR)
 
 
 def model_bytes(path: Path) -> int:

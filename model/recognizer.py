@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 import torch
 
+# DecodeMode, DecodeOptions and decode live in the torch-free decoding module; imported from
+# here too.
+from tinyasr.model.decoding import DecodeMode, DecodeOptions, decode  # noqa: F401
 from tinyasr.model.model_dir import load_model_dir
 from tinyasr.model.prefix_tree import PrefixTree, tree_decoder_scores
 from tinyasr.model.san_m import AsrModel
-from tinyasr.model.search import (Hypothesis, attention_rescoring, ctc_greedy,
-                                  ctc_prefix_beam_search)
+from tinyasr.model.search import Hypothesis
 from tinyasr.model.tokenizer import Tokenizer
-
-
-class DecodeMode(str, Enum):
-    CTC_GREEDY = "ctc_greedy"
-    CTC_PREFIX_BEAM = "ctc_prefix_beam"
-    ATTENTION_RESCORING = "attention_rescoring"
-
-
-@dataclass
-class DecodeOptions:
-    mode: DecodeMode = DecodeMode.ATTENTION_RESCORING
-    beam: int = 10
-    rescoring_ctc_weight: float = 0.5
 
 
 def decoder_scores(model: AsrModel, encoded: torch.Tensor,
@@ -44,19 +31,6 @@ def decoder_scores(model: AsrModel, encoded: torch.Tensor,
 
     return tree_decoder_scores(hypotheses, model.sos_eos, model.config.fsmn_kernel,
                                tree_log_probs)
-
-
-def decode(log_probs: np.ndarray, options: DecodeOptions,
-           score_hypotheses=None) -> Hypothesis:
-    """One utterance's (frames, vocab) CTC log-probs -> token ids, in the chosen mode."""
-    if options.mode == DecodeMode.CTC_GREEDY:
-        return ctc_greedy(log_probs)
-    nbest = ctc_prefix_beam_search(log_probs, options.beam)
-    if options.mode == DecodeMode.CTC_PREFIX_BEAM:
-        return nbest[0][0]
-    if score_hypotheses is None:
-        raise ValueError("attention rescoring needs a decoder")
-    return attention_rescoring(nbest, score_hypotheses, options.rescoring_ctc_weight)
 
 
 class Recognizer:

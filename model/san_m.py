@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tinyasr.model.framing import subsampled_lengths
 from tinyasr.model.frontend import NUM_MEL_BINS, Fbank, GlobalCMVN, num_frames
 
 IGNORE_ID = -1
@@ -288,7 +289,7 @@ class Conv2dSubsampling4(nn.Module):
 
     @staticmethod
     def output_lengths(lengths: torch.Tensor | int) -> torch.Tensor | int:
-        return ((lengths - 1) // 2 - 1) // 2
+        return subsampled_lengths(lengths)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = self.conv(features.unsqueeze(1))                    # (B, C, T', F')

@@ -29,6 +29,7 @@ from tvm.target import Target
 
 from tinyasr.compile.pipeline import IRDumper, ImportedModel, legalize
 from tinyasr.model.errors import InputError
+from tinyasr.model.progress import progress
 from tinyasr.schedules.measure import Measurement, local_measurement
 from tinyasr.schedules.database import open_database, static_workload, workload_flops
 from tinyasr.schedules.replays import measure_replays
@@ -120,7 +121,7 @@ class ProgressCallback(ms.measure_callback.PyMeasureCallback):
                 latency = 1e6 * sum(float(s) for s in run.run_secs) / len(run.run_secs)
                 if self.result.best_us is None or latency < self.result.best_us:
                     self.result.best_us = latency
-        print(f"  {_status(self.result)} / {self.total} trials", flush=True)
+        progress(f"  {_status(self.result)} / {self.total} trials")
 
 
 def _status(result: TaskResult) -> str:
@@ -154,7 +155,7 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
     if not tasks:
         raise InputError(f"--ops {' '.join(ops or [])}: matches none of the model's "
                          "tunable tasks")
-    started, results = time.monotonic(), []
+    started, results, untunable = time.monotonic(), [], []
     logs = tempfile.mkdtemp(prefix="tinyasr-tune-logs-")
     for number, task in enumerate(tasks, 1):
         task = on_stored_workload(database, task)
@@ -163,11 +164,11 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
         over_budget = (time_budget_min is not None
                        and time.monotonic() - started > 60 * time_budget_min)
         if result.trials >= trials or over_budget:
-            print(f"[{number}/{len(tasks)}] {_status(result)} trials"
-                  f"{' (time budget spent)' if over_budget else ''}", flush=True)
+            progress(f"[{number}/{len(tasks)}] {_status(result)} trials"
+                     f"{' (time budget spent)' if over_budget else ''}")
             continue
-        print(f"[{number}/{len(tasks)}] {task.task_name}: tuning {trials - result.trials} "
-              f"trials", flush=True)
+        progress(f"[{number}/{len(tasks)}] {task.task_name}: tuning {trials - result.trials} "
+                 "trials")
         try:
             _drop_unnamed_log_handlers()
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
@@ -180,10 +181,15 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                    ProgressCallback(result, trials)])
         except (RuntimeError, ValueError) as error:   # TVM errors: e.g. a hand-written kernel
-            print(f"  {task.task_name}: not tunable, keeps its own schedule "
-                  f"({str(error).splitlines()[-1]})", flush=True)
+            progress(f"  {task.task_name}: not tunable, keeps its own schedule "
+                     f"({str(error).splitlines()[-1]})")
+            untunable.append(task.task_name)
         results[-1] = task_result(database, task)
+    if len(untunable) == len(tasks):
+        raise InputError(f"{'--ops ' + ' '.join(ops) if ops else 'the model'}: none of its "
+                         f"{len(tasks)} tasks is tunable (hand-written kernels keep their own "
+                         "schedules); nothing was tuned")
     if on_host:
-        print("timing the tuned schedules on symbolic shapes against the defaults", flush=True)
-        measure_replays(mod, database, target, Path(work_dir))
+        progress("timing the tuned schedules on symbolic shapes against the defaults")
+        measure_replays(mod, database, target, Path(work_dir), progress)
     return results

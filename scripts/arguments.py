@@ -1,4 +1,9 @@
-"""Command-line arguments that several `tinyasr` commands share, declared once."""
+"""Command-line arguments that several `tinyasr` commands share, declared once.
+
+This module and every command module import only light modules at their top (no torch, no
+TVM, no numpy): the whole parser is built on each start, `--help` included. Heavy imports go
+in the commands' `run` functions.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ import os
 from pathlib import Path
 
 from tinyasr.model.errors import InputError
-from tinyasr.model.model_dir import DEFAULT_MODEL
-from tinyasr.model.recognizer import DecodeMode, DecodeOptions
+from tinyasr.model.decoding import DecodeMode, DecodeOptions
+from tinyasr.model.pretrained_paths import DEFAULT_MODEL
 from tinyasr.targets.boards import BOARDS
 
 

@@ -117,7 +117,8 @@ def test_rerun_keeps_the_records_and_tunes_no_more(model_dir: Path, tuned: Path,
     replays = (work_dir / REPLAY_FILE).read_text()
     assert _tune(model_dir, work_dir, task_name, TRIALS) == 0
     assert _records(work_dir) == before
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err   # progress lines are on stderr
     assert f"{task_name}: best" in out
     # nothing it compared changed: the replay is not timed again
     assert "symbolic replay" not in out and (work_dir / REPLAY_FILE).read_text() == replays

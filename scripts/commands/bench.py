@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 
 from tinyasr.model.errors import InputError
-from tinyasr.model.model_dir import COMPRESSED_MODEL, DEFAULT_MODEL
-from tinyasr.model.recognizer import DecodeMode
+from tinyasr.model.decoding import DecodeMode
+from tinyasr.model.pretrained_paths import COMPRESSED_MODEL, DEFAULT_MODEL
 
 
 def lengths(text: str) -> tuple[float, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.model.model_dir import COMPRESSED_MODEL, SAMPLES_DIR
+from tinyasr.model.pretrained_paths import COMPRESSED_MODEL, SAMPLES_DIR
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,8 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from tinyasr.model.model_dir import DEFAULT_MODEL
-from tinyasr.model.recognizer import DecodeMode, DecodeOptions
+from tinyasr.model.decoding import DecodeMode, DecodeOptions
+from tinyasr.model.pretrained_paths import DEFAULT_MODEL
 from tinyasr.scripts.arguments import check_output_path
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.model.recognizer import DecodeMode
+from tinyasr.model.decoding import DecodeMode
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

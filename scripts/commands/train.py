@@ -8,8 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from tinyasr.model.errors import InputError
 from tinyasr.scripts.arguments import check_distill_weight
 
@@ -63,6 +61,8 @@ def child_command(args: argparse.Namespace, threads: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from tinyasr.model import distributed
     from tinyasr.model.train import Recipe, Trainer, preflight
 

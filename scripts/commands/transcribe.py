@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from tinyasr.model.errors import InputError
-from tinyasr.model.model_dir import DEFAULT_MODEL
-from tinyasr.model.recognizer import DecodeMode, DecodeOptions
+from tinyasr.model.decoding import DecodeMode, DecodeOptions
+from tinyasr.model.pretrained_paths import DEFAULT_MODEL
+from tinyasr.model.progress import detail
 from tinyasr.scripts.arguments import add_decode_arguments
 
 
@@ -15,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("transcribe", help="print the text of wav files")
     parser.add_argument("inputs", type=Path, nargs="+", metavar="[MODEL] WAV",
                         help="a model directory or .tac file (default: the shipped fp32 model), "
-                             "then 16 kHz mono 16-bit wav files")
+                             "then 16 kHz mono 16-bit wav files; - reads one from stdin")
     parser.add_argument("--model", metavar="NAME|DIR",
                         help="the model, instead of a leading MODEL: a directory, a .tac file "
                              "or whisper-tiny.en (Whisper decodes greedily; --mode/--beam are "
@@ -28,21 +30,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinyasr.model.datadir import load_wav
-    from tinyasr.model.recognizers import load_recognizer
+    import time
 
     options = DecodeOptions(DecodeMode(args.mode), args.beam)
+    started = time.perf_counter()
     if args.lib is not None:
+        from tinyasr.compile.tvm_runtime import use_runtime_only_tvm
+
+        if getattr(args, "owns_process", False):
+            use_runtime_only_tvm()   # this process runs the deployable and nothing else
         from tinyasr.compile.runner import CompiledRecognizer
 
         recognizer, wavs = CompiledRecognizer.load(args.lib, options), args.inputs
     else:
+        from tinyasr.model.recognizers import load_recognizer
+
         model, wavs = ((args.model, args.inputs) if args.model is not None
                        else split_model_and_wavs(args.inputs))
         recognizer = load_recognizer(model, options)
+    from tinyasr.model.datadir import SAMPLE_RATE, load_wav
+
+    if sum(str(wav) == STDIN for wav in wavs) > 1:
+        raise InputError(f"{STDIN}: given more than once (stdin holds one wav)")
+    detail(f"tinyasr: model loaded in {time.perf_counter() - started:.2f} s")
     for wav in wavs:
-        print(f"{wav}\t{recognizer.transcribe(load_wav(wav))}")
+        started = time.perf_counter()
+        samples = read_stdin_wav() if str(wav) == STDIN else load_wav(wav)
+        print(f"{wav}\t{recognizer.transcribe(samples)}", flush=True)
+        detail(f"tinyasr: {wav}: {len(samples) / SAMPLE_RATE:.2f} s of audio in "
+               f"{time.perf_counter() - started:.2f} s")
     return 0
+
+
+STDIN = "-"
+
+
+def read_stdin_wav():
+    """The one wav on stdin, checked as a wav file is; errors name it `-`."""
+    import tempfile
+
+    from tinyasr.model.datadir import load_wav
+
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise InputError(f"{STDIN}: no wav on stdin")
+    with tempfile.TemporaryDirectory(prefix="tinyasr-stdin-") as tmp:
+        path = Path(tmp) / "stdin.wav"   # the wav reader seeks, which a pipe cannot
+        path.write_bytes(data)
+        try:
+            return load_wav(path)
+        except InputError as error:
+            raise InputError(str(error).replace(str(path), STDIN)) from None
 
 
 def split_model_and_wavs(inputs: list[Path]) -> tuple[Path, list[Path]]:
