@@ -152,6 +152,20 @@ def all_true(context: Context, flag: bool) -> bool:
     return bool(tensor.item())
 
 
+def is_lost_peer(error: BaseException) -> bool:
+    """Whether a collective failed because another rank is gone (closed connection, timeout)."""
+    if isinstance(error, dist.DistError):
+        return True
+    text = str(error)
+    return any(mark in text for mark in ("gloo", "Gloo", "NCCL", "Connection reset",
+                                         "Connection closed", "Timed out"))
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
 def barrier(context: Context) -> None:
     if context.distributed:
         dist.barrier()

@@ -182,3 +182,34 @@ def test_bf16_autocast_trains_on_cpu(corpus: Path, tmp_path: Path):
     trainer = Trainer(corpus, recipe, tmp_path / "run", precision=torch.bfloat16)
     trainer.train_epoch()
     assert trainer.step >= 2 and all(torch.isfinite(torch.tensor(trainer.losses)))
+
+
+def test_without_the_launcher_a_dead_peer_ends_a_rank(corpus: Path, tmp_path: Path):
+    """Ranks started as torchrun starts them, nothing watching them: when rank 1 dies, rank 0's
+    next collective fails (closed connection, or at the latest TINYASR_DIST_TIMEOUT) and it
+    exits instead of waiting for ever."""
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({**RECIPE, "train": {**RECIPE["train"], "epochs": 50}}))
+    run = tmp_path / "run"
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(distributed.free_port()),
+            "WORLD_SIZE": "2", distributed.TIMEOUT_ENV: "20"}
+    ranks = [subprocess.Popen([sys.executable, "-m", "tinyasr.scripts.cli", "train", "--data",
+                               str(corpus), "--config", str(recipe), "--out", str(run),
+                               "--threads", "1"],
+                              env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for rank in range(2)]
+    try:
+        wait_for_step(run, 1, ranks[0])
+        ranks[1].kill()
+        started = time.time()
+        _, err = ranks[0].communicate(timeout=60)
+        assert time.time() - started < 45     # the 20 s timeout, plus a step and teardown
+        assert ranks[0].returncode == 1
+        assert err.strip().splitlines()[-1].startswith("tinyasr: error: rank 0: lost the other "
+                                                        "ranks ("), err[-2000:]
+    finally:
+        for process in ranks:
+            if process.poll() is None:
+                process.kill()
+            process.wait()

@@ -93,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
     context = distributed.init(device)
     try:
         final = Trainer(args.data, recipe, args.out, context, precision).run()
+    except RuntimeError as error:
+        if not (context.distributed and distributed.is_lost_peer(error)):
+            raise
+        print(f"tinyasr: error: rank {context.rank}: lost the other ranks "
+              f"({distributed.first_line(error)})", file=sys.stderr)
+        return 1
     finally:
         distributed.shutdown()
     if final is not None:
