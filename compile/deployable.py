@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyasr.compile.family import SAN_M, family_of
 from tinyasr.model.errors import InputError
 from tinyasr.model.framing import MIN_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME, samples_read
 from tinyasr.model.tokenizer import Tokenizer
@@ -156,6 +157,7 @@ def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir
     return {
         "format": FORMAT,
         "version": VERSION,
+        "family": SAN_M,
         "target": board.name,
         "arch": board.arch,
         "llvm_target": json.loads(json.dumps(target, default=list)),
@@ -195,6 +197,9 @@ def read_manifest(deployable: Path) -> dict[str, Any]:
                          ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{path}: not a tinyasr deployable manifest")
+    if family_of(manifest) != SAN_M:
+        raise InputError(f"{deployable}: a {family_of(manifest)} deployable, not SAN-M (only "
+                         "`tinyasr transcribe --lib` runs Whisper deployables, on the host)")
     if manifest.get("version") != VERSION:
         raise InputError(f"{path}: deployable version {manifest.get('version')}, this tinyasr "
                          f"reads version {VERSION}: compile it again")

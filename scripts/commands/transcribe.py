@@ -34,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     options = DecodeOptions(DecodeMode(args.mode), args.beam)
     started = time.perf_counter()
-    if args.lib is not None:
+    if args.lib is not None and _holds_whisper(args.lib):
+        from tinyasr.compile.whisper_runner import load_compiled_whisper
+
+        recognizer, wavs = load_compiled_whisper(args.lib), args.inputs
+    elif args.lib is not None:
         from tinyasr.compile.tvm_runtime import use_runtime_only_tvm
 
         if getattr(args, "owns_process", False):
@@ -63,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 STDIN = "-"
+
+
+def _holds_whisper(deployable: Path) -> bool:
+    """A Whisper deployable (greedy decoding, PyTorch's search loop around the library)."""
+    from tinyasr.compile.family import WHISPER, deployable_family
+
+    return deployable_family(deployable) == WHISPER
 
 
 def read_stdin_wav():
