@@ -52,6 +52,7 @@ from tinyasr.model.evaluate import evaluate
 from tinyasr.model.frontend import FRAME_SHIFT, SAMPLE_RATE
 from tinyasr.model.metrics import ErrorCounts
 from tinyasr.model.model_dir import load_model_dir, save_model_dir
+from tinyasr.model.progress import verbosity
 from tinyasr.model.recognizer import DecodeMode, DecodeOptions, Recognizer
 from tinyasr.model.san_m import AsrModel, ModelConfig
 from tinyasr.model.tokenizer import Tokenizer
@@ -442,7 +443,8 @@ class Trainer:
         bad, audio_seconds, started = 0, 0.0, time.perf_counter()
         limit = MAX_BAD_FRACTION * len(self.corpus)
         with tqdm(desc=f"epoch {self.epoch + 1}/{self.config.epochs}", unit="step",
-                  dynamic_ncols=True, disable=not self.main) as bar:   # closed on errors too
+                  dynamic_ncols=True,
+                  disable=not self.main or verbosity() < 0) as bar:   # closed on errors too
             while True:
                 micro: list[StreamItem] = []
                 for item in items:

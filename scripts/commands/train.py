@@ -57,6 +57,9 @@ def child_command(args: argparse.Namespace, threads: int) -> list[str]:
         command += ["--teacher", str(args.teacher)]
     if args.distill_weight is not None:
         command += ["--distill-weight", str(args.distill_weight)]
+    if getattr(args, "quiet", False):
+        command.append("-q")
+    command += ["-v"] * getattr(args, "verbose", 0)
     return command
 
 
