@@ -21,16 +21,14 @@ import hashlib
 import importlib.metadata
 import json
 import math
-import os
-import shutil
 import struct
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinyasr.compile.family import SAN_M, family_of
+from tinyasr.model import atomic
 from tinyasr.model.errors import InputError
 from tinyasr.model.framing import MIN_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME, samples_read
 from tinyasr.model.tokenizer import Tokenizer
@@ -73,16 +71,11 @@ def file_sha256(path: Path) -> str:
 
 @contextmanager
 def staged_directory(out: Path) -> Iterator[Path]:
-    """A temp dir beside `out` that replaces `out` when the block succeeds (else vanishes)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    """A temp dir beside `out` that replaces `out` when the block succeeds (else vanishes):
+    the old deployable is renamed aside before the new one is renamed in, and a killed
+    compile's leftovers are cleaned up by the next (tinyasr.model.atomic)."""
+    with atomic.staged_directory(out) as staging:
         yield staging
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def tuning_database(board: Board, database: Path | None = None) -> AppliedDatabase | None:
@@ -107,6 +100,7 @@ def build_deployable(model_dir: Path, board: Board, out: Path, force: bool = Fal
     from tinyasr.compile.pipeline import IRDumper, import_model
 
     out = Path(out)
+    atomic.clean_directory_leftovers(out)   # a killed --force run's old deployable is put back
     if out.exists() and not force:
         raise InputError(f"{out}: already exists (use --force to replace it)")
     board.require_cross_compiler()

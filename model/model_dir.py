@@ -11,13 +11,11 @@ half-written model.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from tinyasr.model.atomic import staged_directory
 from tinyasr.model.errors import InputError
 from tinyasr.model.san_m import AsrModel, ModelConfig
 from tinyasr.model.tokenizer import Tokenizer
@@ -30,21 +28,12 @@ WEIGHTS_FILE = "model.pt"
 def save_model_dir(model: AsrModel, tokenizer: Tokenizer, path: Path,
                    extra_files: dict[str, str] | None = None) -> None:
     """Writes the three files (plus `extra_files`: name -> text, e.g. pruning.json) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with staged_directory(Path(path)) as staging:   # old aside, new in, old deleted
         (staging / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
         tokenizer.save(staging / TOKENS_FILE)
         torch.save(model.state_dict(), staging / WEIGHTS_FILE)
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def load_model_dir(path: Path) -> tuple[AsrModel, Tokenizer]:

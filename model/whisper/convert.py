@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
+from tinyasr.model.atomic import staged_directory
 from tinyasr.model.errors import InputError
 from tinyasr.model.whisper.ct2_reader import read_ct2_model
 from tinyasr.model.whisper.model import Whisper, WhisperDims
@@ -123,22 +122,13 @@ def convert_ct2(source: Path) -> tuple[Whisper, WhisperTokenizer, dict]:
 def write_model_dir(model: Whisper, tokenizer: WhisperTokenizer, ct2_config: dict,
                     path: Path, name: str = MODEL_NAME) -> None:
     """Writes the four files into `path` atomically (a temp dir beside it, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        staging.chmod(0o755)                   # mkdtemp makes it private
+    with staged_directory(Path(path)) as staging:   # old aside, new in, old deleted
         config = {"family": FAMILY, "name": name, "dims": model.dims.to_dict(),
                   "suppress_ids": ct2_config["suppress_ids"],
                   "suppress_ids_begin": ct2_config["suppress_ids_begin"]}
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         tokenizer.save(staging)
         torch.save(model.state_dict(), staging / WEIGHTS_FILE)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def ensure_whisper_model(name: str = MODEL_NAME) -> Path:
