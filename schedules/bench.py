@@ -33,17 +33,14 @@ builtins (allocation, shape bookkeeping) are left out of that list and summed se
 from __future__ import annotations
 
 import io
-import logging
 import os
 import platform
 import re
 import statistics
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -53,8 +50,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinyasr.compile.graphs import (TREE_INPUTS, DecoderGraph, EncoderGraph, encoder_frames,
-                                   example_tree, samples_read)
+from tinyasr.compile.graphs import TREE_INPUTS, EncoderGraph, encoder_frames, samples_read
+from tinyasr.compile.onnx_export import DECODE_ONNX, ENCODE_ONNX, export_onnx, quietly
 from tinyasr.model.atomic import atomic_write_text
 from tinyasr.model.datadir import load_wav, read_data_dir
 from tinyasr.model.frontend import SAMPLE_RATE
@@ -73,8 +70,6 @@ FMA_UNITS = 2                      # assumed FMA pipes per core (see `core_peak`
 # (vendor_id, cpu family) whose cores run a 512-bit FMA on both of their two 256-bit pipes:
 # AMD Zen 4 (family 25, 0x19; Zen 3, the same family, has no AVX-512)
 SPLIT_AVX512_CORES = {("AuthenticAMD", "25")}
-ENCODE_ONNX, DECODE_ONNX = "encode.onnx", "decode.onnx"
-ONNX_OPSET = 17
 PEER_RUNTIMES = ("torch", "onnxruntime")
 PROFILE_RUNS = 3                   # instrumented encodes of the reference utterance per TVM row
 TOP_KERNELS = 10
@@ -231,18 +226,6 @@ def reference_nbest(model: AsrModel, waveform: np.ndarray, beam: int) -> list[Hy
 
 # --- artifacts (made in the parent) -------------------------------------------------------------
 
-@contextmanager
-def quietly() -> Iterator[None]:
-    """Silences the deprecation warnings and log lines the exporters and quantizers print."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(logging.NOTSET)
-
-
 def quantize_torch_dynamic(model: AsrModel) -> AsrModel:
     """PyTorch's dynamic int8: every nn.Linear (int8 weights, activations rounded per call);
     the fbank's fixed matrices are buffers, not Linear layers, and stay fp32."""
@@ -256,54 +239,6 @@ def torch_int8_bytes(model_dir: Path) -> int:
     buffer = io.BytesIO()
     torch.save(quantize_torch_dynamic(load_model_dir(model_dir)[0]).state_dict(), buffer)
     return buffer.tell()
-
-
-def _inline_weight_identities(path: Path) -> None:
-    """The TorchScript exporter reaches a shared weight's second and later uses through Identity
-    nodes, which ORT's quantizer does not see through (those uses would stay fp32 beside an
-    int8 copy): point every use at the initializer itself."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    graph = proto.graph
-    initializers = {tensor.name for tensor in graph.initializer}
-    alias = {node.output[0]: node.input[0] for node in graph.node
-             if node.op_type == "Identity" and node.input[0] in initializers}
-    kept = [node for node in graph.node
-            if not (node.op_type == "Identity" and node.output[0] in alias)]
-    for node in kept:
-        for index, name in enumerate(node.input):
-            node.input[index] = alias.get(name, name)
-    del graph.node[:]
-    graph.node.extend(kept)
-    onnx.save(proto, str(path))
-
-
-def export_onnx(model: AsrModel, out_dir: Path) -> None:
-    """The encode and decode graphs (compile/graphs.py) as ONNX files with dynamic lengths.
-
-    The TorchScript exporter (dynamo=False) needs no dependency beyond `onnx`; the dynamo
-    exporter would add `onnxscript`. Both graphs' outputs match PyTorch to ~1e-5."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frames = 8
-    tree = example_tree(model)
-    with quietly(), torch.no_grad():
-        torch.onnx.export(
-            EncoderGraph(model).eval(), (torch.zeros(1, samples_read(frames)),),
-            str(out_dir / ENCODE_ONNX), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=["waveform"], output_names=["log_probs", "encoded"],
-            dynamic_axes={"waveform": {1: "samples"}, "log_probs": {1: "frames"},
-                          "encoded": {1: "frames"}})
-        torch.onnx.export(
-            DecoderGraph(model).eval(),
-            (*map(torch.from_numpy, tree.arrays()), torch.zeros(1, frames, model.config.d_model)),
-            str(out_dir / DECODE_ONNX), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=[*TREE_INPUTS, "memory"], output_names=["log_probs"],
-            dynamic_axes={"tokens": {0: "nodes"}, "depths": {0: "nodes"},
-                          "ancestors": {0: "nodes", 1: "nodes"}, "history": {0: "nodes"},
-                          "memory": {1: "frames"}, "log_probs": {0: "nodes"}})
-    for name in (ENCODE_ONNX, DECODE_ONNX):
-        _inline_weight_identities(out_dir / name)
 
 
 def quantize_onnx(fp32_dir: Path, out_dir: Path) -> None:

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "evaluate",
     "demo",
     "compile",
+    "export",
     "compress",
     "report",
     "board",
