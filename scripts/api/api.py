@@ -1,0 +1,113 @@
+"""The Python API behind `import tinyasr`: what the command line does, as calls.
+
+Models are named as on the command line: a SAN-M model directory, a compressed `.tac` file, a
+Whisper directory or the name `whisper-tiny.en`; None is the shipped model. Audio is a wav path
+(16 kHz mono 16-bit) or int16-scale float32 samples at 16 kHz (`load_wav` reads one). Bad
+input raises `tinyasr.InputError`, whose message names the file or argument.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
+
+from tinyasr.model.decoding import DecodeMode, DecodeOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+ModelRef = Union[str, "os.PathLike[str]", None]
+Audio = Union[str, "os.PathLike[str]", "np.ndarray"]
+
+
+@runtime_checkable
+class Recognizer(Protocol):
+    """What `load_recognizer` and `load_deployable` return: a model ready to transcribe."""
+
+    def transcribe(self, samples: np.ndarray) -> str:
+        """Text of int16-scale 16 kHz mono samples (float32)."""
+        ...
+
+
+def _options(mode: str | DecodeMode, beam: int) -> DecodeOptions:
+    from tinyasr.model.errors import InputError
+
+    try:
+        mode = DecodeMode(mode)
+    except ValueError:
+        raise InputError(f"mode {mode!r}: not one of "
+                         f"{', '.join(m.value for m in DecodeMode)}") from None
+    if beam < 1:
+        raise InputError(f"beam: must be at least 1, got {beam}")
+    return DecodeOptions(mode, beam)
+
+
+def load_recognizer(model: ModelRef = None, *, mode: str | DecodeMode = "attention_rescoring",
+                    beam: int = 10, whisper_beam: int = 1) -> Recognizer:
+    """A recognizer for `model` on this machine's CPU (PyTorch).
+
+    mode, beam: the SAN-M model's decoding (ctc_greedy, ctc_prefix_beam or attention_rescoring
+    of the CTC `beam`-best). whisper_beam: Whisper's beam, 1 for greedy search."""
+    from tinyasr.model.pretrained_paths import DEFAULT_MODEL
+    from tinyasr.model.recognizers import load_recognizer as load
+
+    return load(DEFAULT_MODEL if model is None else model, _options(mode, beam), whisper_beam)
+
+
+def load_deployable(path: str | os.PathLike[str], *,
+                    mode: str | DecodeMode = "attention_rescoring", beam: int = 10) -> Recognizer:
+    """A deployable compiled for this machine (`compile_model(..., "host", ...)`), run by TVM's
+    runtime; it decodes as `load_recognizer` does."""
+    from tinyasr.compile.runner import CompiledRecognizer
+
+    return CompiledRecognizer.load(Path(path), _options(mode, beam))
+
+
+def transcribe(audio: Audio, model: Recognizer | ModelRef = None) -> str:
+    """The text of one utterance: a wav path or samples; `model` a recognizer from
+    `load_recognizer`/`load_deployable`, or what `load_recognizer` takes (loaded for this
+    call: keep a recognizer to transcribe many)."""
+    from tinyasr.model.datadir import load_wav
+
+    recognizer = model if isinstance(model, Recognizer) else load_recognizer(model)
+    if isinstance(audio, (str, os.PathLike)):
+        audio = load_wav(audio)
+    return recognizer.transcribe(audio)
+
+
+def compile_model(model: ModelRef, target: str, out: str | os.PathLike[str], *,
+                  force: bool = False, database: str | os.PathLike[str] | None = None,
+                  untuned: bool = False) -> Path:
+    """Compiles a SAN-M model (directory or .tac; None: the shipped one) for the board named
+    `target` (see `boards()`; "host" is this machine) into the deployable directory `out`, as
+    `tinyasr compile` does; returns `out`. Its manifest.json records sizes and the tuning used.
+
+    force: replace an existing `out`. database: a tuning database (default: the device's own
+    under schedules/). untuned: TVM's default schedules."""
+    from tinyasr.compile.deployable import build_deployable
+    from tinyasr.model.pretrained_paths import DEFAULT_MODEL
+    from tinyasr.targets.boards import get_board
+
+    out = Path(out)
+    build_deployable(Path(DEFAULT_MODEL if model is None else model), get_board(target), out,
+                     force, None, None if database is None else Path(database), untuned)
+    return out
+
+
+def export_onnx(model: ModelRef, out: str | os.PathLike[str]) -> list[Path]:
+    """Writes a SAN-M model's encode.onnx and decode.onnx into the directory `out`, as
+    `tinyasr export onnx` does (see tinyasr.compile.onnx_export); returns their paths."""
+    from tinyasr.compile.onnx_export import export_onnx as export
+    from tinyasr.model.pretrained_paths import DEFAULT_MODEL
+    from tinyasr.model.recognizer import Recognizer as SanmRecognizer
+
+    return export(SanmRecognizer.load(Path(DEFAULT_MODEL if model is None else model)).model,
+                  Path(out))
+
+
+def boards() -> list[str]:
+    """The names `compile_model` takes as `target`."""
+    from tinyasr.targets.boards import BOARDS
+
+    return list(BOARDS)
