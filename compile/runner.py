@@ -30,6 +30,7 @@ from tinyasr.model.framing import MIN_FRAMES, encoder_frames, samples_read
 from tinyasr.model.prefix_tree import PrefixTree, tree_decoder_scores
 from tinyasr.model.search import Hypothesis
 from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.model.windows import transcribe_in_windows
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,11 @@ class CompiledRecognizer:
         return cls(CompiledModelRunner(deployable), options)
 
     def transcribe(self, samples: np.ndarray) -> str:
+        """The text of int16-scale 16 kHz `samples`, in the same windows as `Recognizer`
+        (model/windows.py: audio past 30 s in windows, texts joined with a space)."""
+        return transcribe_in_windows(samples, self._transcribe_window)
+
+    def _transcribe_window(self, samples: np.ndarray) -> str:
         if encoder_frames(len(samples)) == 0:   # too short for one frame, as in AsrModel
             return ""
         log_probs, encoded = self.runner.ctc_log_probs(samples)

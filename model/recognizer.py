@@ -16,6 +16,7 @@ from tinyasr.model.prefix_tree import PrefixTree, tree_decoder_scores
 from tinyasr.model.san_m import AsrModel
 from tinyasr.model.search import Hypothesis
 from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.model.windows import transcribe_in_windows
 
 
 def decoder_scores(model: AsrModel, encoded: torch.Tensor,
@@ -51,6 +52,13 @@ class Recognizer:
         return cls(*load_model_dir(model), options)
 
     def transcribe(self, samples: np.ndarray) -> str:
+        """The text of int16-scale 16 kHz `samples`. Audio longer than
+        model/windows.MAX_SECONDS (30 s) is transcribed in windows cut at the quietest point
+        near each boundary, the texts joined with a space, so memory stays bounded; shorter
+        audio decodes in one piece."""
+        return transcribe_in_windows(samples, self._transcribe_window)
+
+    def _transcribe_window(self, samples: np.ndarray) -> str:
         with torch.no_grad():
             log_probs, encoded = self.model.ctc_log_probs(torch.from_numpy(samples)[None])
         tokens = decode(log_probs[0].numpy(), self.options,
