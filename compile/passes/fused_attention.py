@@ -1,9 +1,13 @@
 """Multi-head attention, as torch exports model/san_m.py's `attend`, becomes one kernel
 (compile/attention_kernels.py).
 
-Pattern, with heads(x, order) = permute_dims(reshape(x (A, T, H*E), [A, T, H, E]), order):
+Pattern, with heads(x, order) = permute_dims(reshape(x (A, T, H*E), [A, T, H, E]), order)
+(the permute maybe a chain of permutes with that composition: Whisper's keys are split into
+heads, then transposed):
 
     scores  = matmul(heads(q, [0, 2, 1, 3]), heads(k, [0, 2, 3, 1]))     (B, H, M, N)
+              maybe multiply(scores, c), c a scalar constant: Whisper scales the scores, and
+              the kernel takes the query scaled instead (exact for c = 1/sqrt(64) = 1/8)
               maybe where(not(expand_dims(keep, 1)), -1e9, scores)        keep (B, M, N) bool
     context = matmul(softmax(scores, axis=-1), heads(v, [0, 2, 1, 3]))   (B, H, M, E)
     out     = reshape(permute_dims(context, [0, 2, 1, 3]), [B, M, H*E])
@@ -80,6 +84,7 @@ class _Rewriter(Fp32KernelRewriter):
             if keep is None:
                 return None
             scores = self._bound(scores.args[2])
+        scores, scale = self._scaled(scores)
         scores = self.unflattened(scores)
         if not is_op(scores, "relax.matmul"):
             return None
@@ -88,14 +93,29 @@ class _Rewriter(Fp32KernelRewriter):
             (context.args[1], VALUE_ORDER)))
         if not (q and k and v and self._consistent(out, q, k, v, keep)):
             return None
+        if scale is not None:   # the kernel takes q scaled: (q c) . k = c (q . k)
+            q = Heads(self.builder_.emit(relax.op.multiply(q.source, relax.const(scale,
+                                                                               "float32"))),
+                      q.heads, q.head_dim)
         return q, k, v, keep
+
+    def _scaled(self, scores: relax.Expr) -> tuple[relax.Expr, float | None]:
+        """(x, c) when `scores` is multiply(x, c) by a scalar constant (Whisper scales the
+        scores, SAN-M the query), else (scores, None)."""
+        if is_op(scores, "relax.multiply"):
+            for x, c in (scores.args, scores.args[::-1]):
+                value = scalar_constant(c)
+                if value is not None:
+                    return self._bound(x), value
+        return scores, None
 
     def _heads(self, operand: relax.Expr, order: list[int]) -> Heads | None:
         """The (A, T, H*E) source when `operand` is heads(source, order), maybe flattened."""
         permuted = self.unflattened(operand)
-        if not self.permutes(permuted, order):
+        source, axes = self._permutation(permuted)
+        if axes != order:
             return None
-        split = self._bound(permuted.args[0])
+        split = self._bound(source)
         if not is_op(split, "relax.reshape"):
             return None
         source = split.args[0]
@@ -107,6 +127,16 @@ class _Rewriter(Fp32KernelRewriter):
                 and _same(shape[0], source_shape[0]) and _same(shape[1], source_shape[1])):
             return None
         return Heads(source, int(shape[2]), int(shape[3]))
+
+    def _permutation(self, expr: relax.Expr) -> tuple[relax.Expr, list[int] | None]:
+        """(x, axes) when `expr` is x permuted by `axes`, through consecutive permute_dims
+        composed (Whisper's keys: split into heads, then transposed), else (expr, None)."""
+        axes = None
+        while is_op(expr, "relax.permute_dims") and expr.attrs.axes is not None:
+            inner = [int(axis) for axis in expr.attrs.axes]
+            axes = inner if axes is None else [inner[axis] for axis in axes]
+            expr = self._bound(expr.args[0])
+        return expr, axes
 
     def _consistent(self, out: relax.Call, q: Heads, k: Heads, v: Heads,
                     keep: relax.Expr | None) -> bool:
