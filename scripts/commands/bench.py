@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.model.errors import InputError
 from tinyasr.model.decoding import DecodeMode
+from tinyasr.model.errors import InputError
 from tinyasr.model.pretrained_paths import COMPRESSED_MODEL, DEFAULT_MODEL
+from tinyasr.model.progress import progress
 
 
 def lengths(text: str) -> tuple[float, ...]:
@@ -75,6 +76,6 @@ def run(args: argparse.Namespace) -> int:
     settings = BenchSettings(args.fp32_model, args.int8_model, args.sparse_model, args.lengths,
                              args.threads, args.repeats,
                              DecodeOptions(DecodeMode(args.mode), args.beam), args.rounds)
-    write_outputs(run_bench(settings, lambda line: print(line, flush=True)), args.out)
+    write_outputs(run_bench(settings, progress), args.out)   # progress: stderr, silenced by -q
     print(f"bench written to {args.out}/bench.md, bench.json, bench.png")
     return 0

@@ -42,9 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build_runtime(args: argparse.Namespace) -> int:
+    from tinyasr.model.progress import progress
     from tinyasr.targets.runtime_build import build_runtime, describe
 
-    print(describe(build_runtime(get_board(args.target))))
+    # the build's steps are progress (stderr, -q); the runtime's description is the result
+    print(describe(build_runtime(get_board(args.target), log=progress)))
     return 0
 
 
@@ -67,10 +69,10 @@ def _up(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     """The transcripts on stdout, timings on stderr, tinyasr-run's exit code."""
     import subprocess
-    import sys
 
     from tinyasr.compile.deployable import read_manifest
     from tinyasr.model.errors import InputError
+    from tinyasr.model.progress import progress
     from tinyasr.targets.farm import emulator_prefix
     from tinyasr.targets.runtime_build import build_runtime
 
@@ -80,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.deployable}: built for {manifest['target']} ({manifest['arch']}), "
                          f"not for {board.name} ({board.arch})")
     check_features(args.deployable, manifest, board)
-    runtime = build_runtime(board, log=lambda line: print(line, file=sys.stderr))  # stdout: text
+    runtime = build_runtime(board, log=progress)   # stderr, silenced by -q; stdout: the text
     command = [*emulator_prefix(board), str(runtime.transcriber),
                "--mode", args.mode, "--beam", str(args.beam), str(args.deployable),
                *map(str, args.wavs)]
