@@ -11,13 +11,18 @@ import os
 import sys
 
 ENV = "TINYASR_VERBOSITY"
+_QUIET_TQDM = "TQDM_DISABLE"   # tqdm reads its defaults from TQDM_* variables
+_set_by_us: list[str] = []     # environment variables set by -q, undone by the next level set
 
 
 def set_verbosity(level: int) -> None:
     """-1 quiet, 0 normal, 1 or more verbose, for this process and those it starts."""
     os.environ[ENV] = str(level)
-    if level < 0:
-        os.environ["TQDM_DISABLE"] = "1"   # tqdm reads its defaults from TQDM_* variables
+    while _set_by_us:   # a later command in the same process (tests call main repeatedly)
+        os.environ.pop(_set_by_us.pop(), None)
+    if level < 0 and _QUIET_TQDM not in os.environ:
+        os.environ[_QUIET_TQDM] = "1"
+        _set_by_us.append(_QUIET_TQDM)
 
 
 def verbosity() -> int:

@@ -81,6 +81,15 @@ def test_every_command_takes_quiet_and_verbose():
         assert {"-q", "-v", "--quiet", "--verbose"} <= options, parser.prog
 
 
+def test_verbose_details_go_to_stderr_and_results_to_stdout(capsys):
+    assert main(["transcribe", "-v", "--mode", "ctc_greedy", str(WAV)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{WAV}\t") and captured.out.count("\n") == 1
+    assert "model loaded in" in captured.err and f"{WAV}: 2.37 s of audio in" in captured.err
+    assert main(["transcribe", "-q", "--mode", "ctc_greedy", str(WAV)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_quiet_and_verbose_exclude_each_other(capsys):
     with pytest.raises(SystemExit):
         main(["transcribe", "-q", "-v", str(WAV)])
