@@ -150,14 +150,16 @@ def test_transcribe_lib_runs_a_whisper_deployable(small, tmp_path):
         handle.setframerate(16000)
         handle.writeframes(_noise_speech(1.0).astype(np.int16).tobytes())
     result = subprocess.run([sys.executable, "-m", "tinyasr.scripts.cli", "transcribe", "--lib",
-                             str(lib), str(wav)], capture_output=True, text=True, timeout=600)
+                             str(lib), str(wav)], check=False, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{wav}\t")
     broken = tmp_path / "broken"
     shutil.copytree(lib, broken)
     (broken / "weights.bin").write_bytes(b"")
     result = subprocess.run([sys.executable, "-m", "tinyasr.scripts.cli", "transcribe", "--lib",
-                             str(broken), str(wav)], capture_output=True, text=True, timeout=600)
+                             str(broken), str(wav)], check=False, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
