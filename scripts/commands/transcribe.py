@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
+    if sum(str(wav) == STDIN for wav in args.inputs) > 1:   # checked before loading a model
+        raise InputError(f"{STDIN}: given more than once (stdin holds one wav)")
     options = DecodeOptions(DecodeMode(args.mode), args.beam)
     started = time.perf_counter()
     if args.lib is not None and _holds_whisper(args.lib):
@@ -58,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
         recognizer = load_recognizer(model, options)
     from tinyasr.model.datadir import SAMPLE_RATE, load_wav
 
-    if sum(str(wav) == STDIN for wav in wavs) > 1:
-        raise InputError(f"{STDIN}: given more than once (stdin holds one wav)")
     detail(f"tinyasr: model loaded in {time.perf_counter() - started:.2f} s")
     for wav in wavs:
         started = time.perf_counter()
