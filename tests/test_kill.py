@@ -4,8 +4,10 @@ deployables), and each long-running command killed mid-run and run again."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,4 +78,135 @@ def test_stale_atomic_file_temps_are_removed(tmp_path):
     with atomic.atomic_file(target, "w") as handle:
         handle.write("{}")
     assert target.read_text() == "{}" and not stale.exists()
+    assert _hidden(tmp_path) == []
+
+
+# --- commands killed mid-run and run again ----------------------------------------------------
+
+# Runs the command line in this process; with a marker, SIGKILLs itself right after the first
+# os.replace whose destination's name contains it (a kill at an exact point of a write).
+RUNNER = """
+import os, signal, sys
+marker = os.environ.get("TINYASR_TEST_KILL_AFTER_RENAME_TO")
+if marker:
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        real_replace(src, dst, *args, **kwargs)
+        if marker in os.path.basename(str(dst)):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace
+from tinyasr.scripts.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _start(args: list[str], kill_after_rename_to: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if kill_after_rename_to:
+        env["TINYASR_TEST_KILL_AFTER_RENAME_TO"] = kill_after_rename_to
+    return subprocess.Popen([sys.executable, "-c", RUNNER, *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _run(args: list[str], kill_after_rename_to: str | None = None) -> tuple[int, str]:
+    process = _start(args, kill_after_rename_to)
+    out, _ = process.communicate(timeout=900)
+    return process.returncode, out
+
+
+def _kill_when(args: list[str], ready, timeout: float = 600) -> bool:
+    """Starts the command and SIGKILLs it once `ready()` holds; False when it ended first."""
+    process = _start(args)
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if ready():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.02)
+    process.kill()
+    process.communicate()
+    return False
+
+
+def _appears(parent: Path, prefix: str):
+    return lambda: any(p.name.startswith(prefix) for p in parent.iterdir())
+
+
+def _after(seconds: float):
+    start = time.monotonic()
+    return lambda: time.monotonic() - start > seconds
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_random_model, tmp_path_factory) -> Path:
+    from tinyasr.model.model_dir import save_model_dir
+
+    path = tmp_path_factory.mktemp("kill") / "model"
+    save_model_dir(*tiny_random_model, path)
+    return path
+
+
+def _deployable_ok(path: Path) -> dict:
+    from tinyasr.compile.deployable import check_deployable_files, read_manifest
+
+    manifest = read_manifest(path)
+    check_deployable_files(path, manifest)
+    return manifest
+
+
+@pytest.mark.slow  # four compiles of the tiny model: minutes on a loaded machine
+def test_compile_force_killed_anywhere_keeps_a_whole_deployable(model_dir: Path, tmp_path: Path):
+    out = tmp_path / "dep"
+    compile_args = ["compile", model_dir, "--target", "host", "--untuned", "--out", out]
+    # killed during a first compile: nothing at --out, and the rerun makes it whole
+    assert _kill_when(compile_args, _after(3.0))
+    assert not out.exists()
+    code, text = _run(compile_args)
+    assert code == 0, text
+    _deployable_ok(out)
+    (out / "old-marker").write_text("")   # tells the old deployable from a new one
+    assert _hidden(tmp_path) == []
+
+    # --force killed while writing the new one: the old one stays, whole
+    assert _kill_when([*compile_args, "--force"], _appears(tmp_path, ".dep.tmp-"))
+    _deployable_ok(out)
+    assert (out / "old-marker").exists()
+
+    # --force killed between the renames (old aside, new not yet in): the next run puts the old
+    # one back (so a plain compile refuses to overwrite it) and removes the new staging
+    code, _ = _run([*compile_args, "--force"], kill_after_rename_to=".dep.old-")
+    assert code == -signal.SIGKILL and not out.exists()
+    code, text = _run(compile_args)
+    assert code == 2 and "already exists" in text, text
+    _deployable_ok(out)
+    assert (out / "old-marker").exists() and _hidden(tmp_path) == []
+
+    # --force to the end: the new one, nothing left beside it
+    code, text = _run([*compile_args, "--force"])
+    assert code == 0, text
+    _deployable_ok(out)
+    assert not (out / "old-marker").exists() and _hidden(tmp_path) == []
+
+
+def test_compress_killed_mid_write_leaves_no_half_file(model_dir: Path, tmp_path: Path):
+    from tinyasr.model.compressed import load_compressed
+
+    out = tmp_path / "m.tac"
+    args = ["compress", "quantize", model_dir, "--activations", "dynamic", "--out", out]
+    code, _ = _run(args, kill_after_rename_to="never")   # baseline: the run's length
+    assert code == 0 and out.exists()
+    out.unlink()
+    # killed as soon as its temp file exists: no half file at --out
+    assert _kill_when(args, _appears(tmp_path, ".m.tac."))
+    assert not out.exists()
+    # killed right after the rename: the file is whole
+    code, _ = _run(args, kill_after_rename_to="m.tac")
+    assert code == -signal.SIGKILL
+    load_compressed(out)
+    code, text = _run(args)
+    assert code == 0, text
+    load_compressed(out)
     assert _hidden(tmp_path) == []
