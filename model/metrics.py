@@ -1,7 +1,9 @@
 """Error rates with the substitution / deletion / insertion breakdown.
 
-CER aligns characters, spaces included (so a lost word boundary counts; Mandarin text has no
-spaces, so it scores as AISHELL reports it); WER aligns space-separated words.
+CER aligns characters, spaces included (so a lost word boundary counts in English). Scored text
+is normalize_text's, which drops the spaces next to Chinese characters (AISHELL-1's word
+segmentation), so Mandarin CER counts characters without spaces, as AISHELL reports it. WER
+aligns space-separated words (meaningless for Mandarin, whose normalized text has no spaces).
 """
 
 from __future__ import annotations

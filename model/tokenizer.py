@@ -2,7 +2,10 @@
 
 Ids: 0 `<blank>` (CTC), 1 `<unk>`, then every character seen in training sorted, and last
 `<sos/eos>`. Any Unicode text works, Chinese characters included. Transcripts are normalized the
-same way for training and scoring: NFKC, lower case, runs of white space folded to one space.
+same way for training and scoring: NFKC, lower case, runs of white space folded to one space, and
+white space next to a Chinese or Japanese character dropped: AISHELL-1's transcripts put spaces
+between words ("而 对 楼市 成交"), which are word segmentation, not characters the model should
+predict or CER should count; between two Latin words a space stays (it is a character of English).
 """
 
 from __future__ import annotations
@@ -20,8 +23,15 @@ UNK = "<unk>"
 SOS_EOS = "<sos/eos>"
 
 
+# CJK punctuation, kana, CJK ideographs (with extension A and the compatibility block) and the
+# supplementary ideograph planes; not Hangul, which writes spaces between words.
+_CJK = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+_SPACE_BY_CJK = re.compile(f"(?<=[{_CJK}]) | (?=[{_CJK}])")
+
+
 def normalize_text(text: str) -> str:
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).lower()).strip()
+    folded = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).lower()).strip()
+    return _SPACE_BY_CJK.sub("", folded)
 
 
 def _check_tokens(tokens: object) -> None:
