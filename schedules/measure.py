@@ -22,9 +22,11 @@ from tvm.s_tir import meta_schedule as ms
 
 from tinyasr.targets.boards import Board
 from tinyasr.targets.farm import check_tracker, parse_address
+from tinyasr.targets.rpc_test import wait_for_boards
 
 BUILD_TIMEOUT_SEC = 120.0     # generous: the 2-core machine is shared
 SESSION_TIMEOUT_SEC = 120     # one candidate on an emulated board takes seconds, not 10 s
+BOARD_WAIT_SEC = 30.0         # for a first board of the key to register with the tracker
 
 
 def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params) -> tvm.runtime.Module:
@@ -58,6 +60,7 @@ def board_measurement(board: Board, tracker: str, key: str | None) -> Measuremen
     name) behind `tracker`; InputError now if the tracker cannot be reached."""
     host, port = parse_address(tracker, "--tracker")
     check_tracker(host, port)
+    wait_for_boards(host, port, key or board.name, BOARD_WAIT_SEC)  # MetaSchedule would hang
     export = functools.partial(export_for_board, board.require_cross_compiler(),
                                board.link_flags)
     builder = ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_SEC, f_build=build_candidate,

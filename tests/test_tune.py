@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -308,6 +309,20 @@ def test_missing_or_corrupt_database_builds_untuned_with_a_warning(tuned: Path, 
     assert tuning_database(get_board("host"), work_dir) is None
     assert (f"{work_dir / RECORD_FILE}:2: corrupt tuning database: building untuned"
             in capsys.readouterr().err)
+
+
+def test_a_key_no_board_serves_is_one_line_not_a_hang(board, model_dir: Path, tmp_path: Path,
+                                                     capsys, monkeypatch):
+    """MetaSchedule's RPC runner waits for a board forever; tune gives up on an empty key."""
+    monkeypatch.setattr("tinyasr.schedules.measure.BOARD_WAIT_SEC", 2.0)
+    board.start(get_board("rpi4"))   # a tracker with boards, none of them under this key
+    start = time.monotonic()
+    assert main(["tune", str(model_dir), "--target", "rpi4", "--tracker", board.tracker,
+                 "--key", "nobody-serves-this", "--trials", "2",
+                 "--work-dir", str(tmp_path)]) == 2
+    assert time.monotonic() - start < 60
+    error = capsys.readouterr().err
+    assert "no board of key 'nobody-serves-this'" in error and error.count("\n") == 1
 
 
 def test_tuning_on_an_emulated_board_through_the_tracker(board, model_dir: Path, tmp_path: Path):
