@@ -138,3 +138,19 @@ def staged_directory(path: Path) -> Iterator[Path]:
         replace_directory(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def scratch_directory(prefix: str) -> Path:
+    """A new private dir in the system temp dir, named `prefix` + this pid, deleted when this
+    process exits; those a killed process of the same `prefix` left are deleted now."""
+    import atexit
+
+    root = Path(tempfile.gettempdir())
+    pattern = re.compile(rf"{re.escape(prefix)}(\d+)-.*")
+    for entry in root.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match and not _running(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path

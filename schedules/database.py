@@ -29,7 +29,7 @@ import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.analysis import estimate_tir_flops
 
-from tinyasr.model.atomic import atomic_write_text
+from tinyasr.model.atomic import atomic_file, atomic_write_text
 from tinyasr.model.errors import InputError, warn
 
 SCHEDULES_DIR = Path(__file__).resolve().parent
@@ -127,7 +127,8 @@ def repair_database(work_dir: Path) -> list[str]:
         if bad and bad[0] < len(lines):
             raise InputError(f"{path}:{bad[0]}: corrupt tuning record")
         if bad:
-            path.write_bytes(b"".join(line + b"\n" for line in lines[:-1]))
+            with atomic_file(path) as handle:   # a kill now keeps the file as it was
+                handle.write(b"".join(line + b"\n" for line in lines[:-1]))
             repairs.append(f"{path}: dropped a torn last line ({bad[0]})")
     return repairs
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from tinyasr.compile.pipeline import IRDumper, ImportedModel, legalize
+from tinyasr.model.atomic import scratch_directory
 from tinyasr.model.errors import InputError
 from tinyasr.model.progress import progress
 from tinyasr.schedules.measure import Measurement, local_measurement
@@ -156,7 +156,7 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
         raise InputError(f"--ops {' '.join(ops or [])}: matches none of the model's "
                          "tunable tasks")
     started, results, untunable = time.monotonic(), [], []
-    logs = tempfile.mkdtemp(prefix="tinyasr-tune-logs-")
+    logs = str(scratch_directory("tinyasr-tune-logs-"))   # MetaSchedule's logs, thrown away
     for number, task in enumerate(tasks, 1):
         task = on_stored_workload(database, task)
         result = task_result(database, task)

@@ -81,6 +81,16 @@ def test_stale_atomic_file_temps_are_removed(tmp_path):
     assert _hidden(tmp_path) == []
 
 
+def test_scratch_directories_of_killed_processes_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic.tempfile, "tempdir", str(tmp_path))
+    stale = tmp_path / f"tinyasr-x-{_dead_pid()}-abc"
+    stale.mkdir()
+    live = tmp_path / f"tinyasr-x-{os.getpid()}-abc"
+    live.mkdir()
+    made = atomic.scratch_directory("tinyasr-x-")
+    assert made.is_dir() and live.is_dir() and not stale.exists()
+
+
 # --- commands killed mid-run and run again ----------------------------------------------------
 
 # Runs the command line in this process; with a marker, SIGKILLs itself right after the first
