@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from tinyasr.model import windows
 from tinyasr.model.datadir import load_wav
@@ -89,3 +90,32 @@ def test_two_minutes_in_bounded_memory():
     assert len(out["parts"]) == 5
     assert out["text"] == " ".join(p.strip() for p in out["parts"] if p.strip())
     assert out["hwm_mib"] < 700, out["hwm_mib"]   # unwindowed: ~1370 MiB
+
+
+@pytest.mark.slow  # compiles a deployable and builds the host's runtime (minutes, once)
+def test_board_transcriber_windows_long_audio_as_python_does(tiny_random_model, tmp_path):
+    """tinyasr-run cuts long audio where model/windows.py does: on 70 s of bundled samples
+    (three windows) a host deployable prints CompiledRecognizer's transcript."""
+    import wave
+
+    from tinyasr.compile.deployable import build_deployable
+    from tinyasr.compile.runner import CompiledRecognizer
+    from tinyasr.model.model_dir import save_model_dir
+    from tinyasr.targets.boards import get_board
+    from tinyasr.targets.runtime_build import build_runtime
+
+    save_model_dir(*tiny_random_model, tmp_path / "model")
+    build_deployable(tmp_path / "model", get_board("host"), tmp_path / "host")
+    audio = np.concatenate([load_wav(w) for w in _sample_wavs()] * 10)[:70 * SAMPLE_RATE]
+    assert len(windows.window_bounds(audio)) == 3
+    path = tmp_path / "long.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(audio.astype(np.int16).tobytes())
+    transcriber = build_runtime(get_board("host")).transcriber
+    result = subprocess.run([str(transcriber), str(tmp_path / "host"), str(path)],
+                            capture_output=True, text=True, timeout=600, check=True)
+    expected = CompiledRecognizer.load(tmp_path / "host").transcribe(load_wav(path))
+    assert result.stdout.splitlines() == [expected]

@@ -10,6 +10,10 @@
 // prints exactly what the host prints: CTC greedy, CTC prefix beam search, or attention
 // rescoring of the CTC n-best (the default).
 //
+// Audio longer than 30 s is transcribed in windows, exactly as model/windows.py cuts it for the
+// host's recognizers (WindowBounds), the windows' texts joined with a space, so memory stays
+// bounded and a board prints the host's transcript of long audio too.
+//
 // Bad input (no deployable, a foreign or broken one, a wav in the wrong format) gets one line on
 // stderr naming the file and exit code 2.
 
@@ -53,6 +57,8 @@ constexpr const char* kLibraryFile = "/model.so";
 constexpr const char* kWeightsFile = "/weights.bin";
 constexpr const char* kTokensFile = "/tokens.json";
 constexpr double kRescoringCtcWeight = 0.5;  // DecodeOptions.rescoring_ctc_weight
+constexpr double kMaxWindowSeconds = 30.0;   // model/windows.py MAX_SECONDS
+constexpr double kSearchSeconds = 5.0;       // model/windows.py SEARCH_SECONDS
 
 /*! \brief Bad user input: reported as one line and exit code 2. */
 struct InputError : std::runtime_error {
@@ -566,6 +572,44 @@ Hypothesis Decode(const Deployable& model, const Options& opt, const Tensor& log
 }
 
 /*!
+ * \brief [begin, end) sample ranges of the windows audio is transcribed in, as
+ *        model/windows.py window_bounds: at most kMaxWindowSeconds each, each cut in the middle
+ *        of the quietest 10 ms frame (least energy, the latest if tied) in the last
+ *        kSearchSeconds of its window. Energies of int16-scale samples sum exactly in double, so
+ *        the cuts are Python's.
+ */
+std::vector<std::pair<size_t, size_t>> WindowBounds(const std::vector<float>& samples,
+                                                    int64_t sample_rate) {
+  const size_t total = samples.size();
+  const size_t longest = static_cast<size_t>(kMaxWindowSeconds * sample_rate);
+  const size_t search = std::min(static_cast<size_t>(kSearchSeconds * sample_rate), longest / 2);
+  const size_t shift = static_cast<size_t>(sample_rate / 100);  // 10 ms: the fbank's shift
+  std::vector<std::pair<size_t, size_t>> bounds;
+  size_t start = 0;
+  while (total - start > longest) {
+    size_t low = start + longest - search, frames = search / shift, quietest = 0;
+    double least = std::numeric_limits<double>::infinity();
+    for (size_t frame = 0; frame < frames; ++frame) {
+      double energy = 0;
+      for (size_t i = low + frame * shift; i < low + (frame + 1) * shift; ++i) {
+        energy += static_cast<double>(samples[i]) * samples[i];
+      }
+      if (energy <= least) least = energy, quietest = frame;
+    }
+    size_t cut = low + quietest * shift + shift / 2;
+    bounds.emplace_back(start, cut);
+    start = cut;
+  }
+  bounds.emplace_back(start, total);
+  return bounds;
+}
+
+std::string Strip(const std::string& text) {
+  size_t begin = text.find_first_not_of(' '), end = text.find_last_not_of(' ');
+  return begin == std::string::npos ? "" : text.substr(begin, end - begin + 1);
+}
+
+/*!
  * \brief Peak resident set (VmHWM) in MiB, 0 when unknown. Not getrusage's maxrss: Linux carries
  *        that over exec from a forking parent (a Python caller would count itself).
  */
@@ -588,12 +632,28 @@ int Main(int argc, char** argv) {
   double total_audio = 0, total_ms = 0;
   for (const std::string& wav : opt.wavs) {
     std::vector<float> samples = ReadWav(wav, model.framing().sample_rate);
-    Clock::time_point encode_start = Clock::now();
-    auto [log_probs, encoded] = model.Encode(samples);
-    double encode_ms = MillisSince(encode_start);
-    Clock::time_point decode_start = Clock::now();
-    std::string text = model.Detokenize(Decode(model, opt, log_probs, encoded));
-    double decode_ms = MillisSince(decode_start);
+    auto bounds = WindowBounds(samples, model.framing().sample_rate);
+    double encode_ms = 0, decode_ms = 0;
+    std::string text;
+    for (auto [begin, end] : bounds) {
+      const Framing& framing = model.framing();
+      // A window too short for one encoder frame says nothing (CompiledRecognizer's rule).
+      if (bounds.size() > 1 && static_cast<int64_t>(end - begin) < framing.SamplesRead(1)) {
+        continue;
+      }
+      std::vector<float> window(samples.begin() + begin, samples.begin() + end);
+      Clock::time_point encode_start = Clock::now();
+      auto [log_probs, encoded] = model.Encode(window);
+      encode_ms += MillisSince(encode_start);
+      Clock::time_point decode_start = Clock::now();
+      std::string piece = model.Detokenize(Decode(model, opt, log_probs, encoded));
+      decode_ms += MillisSince(decode_start);
+      if (bounds.size() == 1) {
+        text = piece;
+      } else if (!Strip(piece).empty()) {
+        text += (text.empty() ? "" : " ") + Strip(piece);
+      }
+    }
     std::cout << text << std::endl;
     double audio_s = static_cast<double>(samples.size()) / model.framing().sample_rate;
     total_audio += audio_s;
