@@ -145,12 +145,18 @@ def scratch_directory(prefix: str) -> Path:
     process exits; those a killed process of the same `prefix` left are deleted now."""
     import atexit
 
+    path = Path(tempfile.mkdtemp(prefix=scratch_prefix(prefix)))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def scratch_prefix(prefix: str) -> str:
+    """`prefix` + this pid + "-", for a temp dir in the system temp dir that a later process
+    can tell from a live one's; dirs of `prefix` that killed processes left are deleted now."""
     root = Path(tempfile.gettempdir())
     pattern = re.compile(rf"{re.escape(prefix)}(\d+)-.*")
     for entry in root.iterdir():
         match = pattern.fullmatch(entry.name)
         if match and not _running(int(match.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
+    return f"{prefix}{os.getpid()}-"

@@ -52,7 +52,7 @@ from torch import nn
 
 from tinyasr.compile.graphs import TREE_INPUTS, EncoderGraph, encoder_frames, samples_read
 from tinyasr.compile.onnx_export import DECODE_ONNX, ENCODE_ONNX, export_onnx, quietly
-from tinyasr.model.atomic import atomic_write_text
+from tinyasr.model.atomic import atomic_write_text, scratch_prefix
 from tinyasr.model.datadir import load_wav, read_data_dir
 from tinyasr.model.frontend import SAMPLE_RATE
 from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir, model_bytes
@@ -565,7 +565,7 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
     nbest = reference_nbest(model, waveforms[REFERENCE_SECONDS], settings.options.beam)
     peak = core_peak()
     progress(f"core peak: {peak.formula()}")
-    with tempfile.TemporaryDirectory(prefix="tinyasr-bench-") as work:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("tinyasr-bench-")) as work:
         rows = prepare_rows(model, settings.fp32_model, settings.int8_model,
                             settings.sparse_model, Path(work), progress)
         specs = [row for row in rows if isinstance(row, RowSpec)]
