@@ -220,3 +220,32 @@ def test_compress_killed_mid_write_leaves_no_half_file(model_dir: Path, tmp_path
     assert code == 0, text
     load_compressed(out)
     assert _hidden(tmp_path) == []
+
+
+def test_report_killed_mid_run_then_rerun_writes_every_file_whole(model_dir: Path,
+                                                                   tmp_path: Path):
+    import json
+
+    from tinyasr.model.model_dir import SAMPLES_DIR
+
+    data = tmp_path / "corpus"
+    lines = (SAMPLES_DIR / "wav.scp").read_text().splitlines()[:2]
+    texts = dict(line.split(" ", 1) for line in (SAMPLES_DIR / "text").read_text().splitlines())
+    for split in ("dev", "test"):
+        (data / split).mkdir(parents=True)
+        ids = [line.split()[0] for line in lines]
+        (data / split / "wav.scp").write_text("".join(
+            f"{u} {SAMPLES_DIR / line.split()[1]}\n" for u, line in zip(ids, lines)))
+        (data / split / "text").write_text("".join(f"{u} {texts[u]}\n" for u in ids))
+    out = tmp_path / "report"
+    args = ["report", "--data", data, "--out", out, f"fp32={model_dir}"]
+    # killed while decoding (its packed stage file is there) and right after report.json
+    assert _kill_when(args, lambda: (out / "fp32.tac").exists())
+    code, _ = _run(args, kill_after_rename_to="report.json")
+    assert code == -signal.SIGKILL and not (out / "report.png").exists()
+    json.loads((out / "report.json").read_text())
+    code, text = _run(args)
+    assert code == 0, text
+    assert json.loads((out / "report.json").read_text())["stages"][0]["name"] == "fp32"
+    assert (out / "report.md").read_text() and (out / "report.png").stat().st_size > 0
+    assert _hidden(out) == []
