@@ -22,12 +22,12 @@ import importlib.metadata
 import json
 import math
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinyasr.compile.family import SAN_M, family_of
+from tinyasr.compile.family import FAMILY_NAMES, SAN_M, family_of
 from tinyasr.model import atomic
 from tinyasr.model.errors import InputError
 from tinyasr.model.framing import MIN_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME, samples_read
@@ -182,7 +182,15 @@ def _database_entry(schedules: ScheduleReport | None) -> dict[str, Any] | None:
 
 
 def read_manifest(deployable: Path) -> dict[str, Any]:
-    """The manifest of a deployable directory, or a one-line error saying what is wrong."""
+    """The manifest of a SAN-M deployable directory, or a one-line error saying what is wrong."""
+    return read_family_manifest(deployable, SAN_M, _san_m_problem)
+
+
+def read_family_manifest(deployable: Path, family: str,
+                         family_problem: Callable[[dict[str, Any]], str | None]
+                         ) -> dict[str, Any]:
+    """The manifest of a deployable of `family`, its format, family and version checked, then
+    the fields every family has and `family_problem`'s own; each problem one InputError."""
     path = Path(deployable) / MANIFEST_FILE
     try:
         manifest = json.loads(path.read_text())
@@ -191,13 +199,13 @@ def read_manifest(deployable: Path) -> dict[str, Any]:
                          ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{path}: not a tinyasr deployable manifest")
-    if family_of(manifest) != SAN_M:
-        raise InputError(f"{deployable}: a {family_of(manifest)} deployable, not SAN-M (only "
-                         "`tinyasr transcribe --lib` runs Whisper deployables, on the host)")
+    if family_of(manifest) != family:
+        raise InputError(f"{deployable}: a {family_of(manifest)} deployable, not "
+                         f"{FAMILY_NAMES[family]}")
     if manifest.get("version") != VERSION:
         raise InputError(f"{path}: deployable version {manifest.get('version')}, this tinyasr "
                          f"reads version {VERSION}: compile it again")
-    problem = _manifest_problem(manifest)
+    problem = _common_problem(manifest) or family_problem(manifest)
     if problem:
         raise InputError(f"{path}: corrupt deployable manifest ({problem})")
     return manifest
@@ -206,27 +214,14 @@ def read_manifest(deployable: Path) -> dict[str, Any]:
 MAX_HISTORY = 1024   # decoder_history: the FSMN kernel width, a few tens in practice
 
 
-def _manifest_problem(manifest: dict[str, Any]) -> str | None:
-    """What is wrong with a version-2 manifest's fields that loading relies on, or None."""
-    def is_int(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
+def _common_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the fields every family's manifest has, or None."""
     for key in ("target", "arch"):
         if not isinstance(manifest.get(key), str):
             return f"{key} must be a string"
-    for key in ("sos_eos", "decoder_history"):
-        if not is_int(manifest.get(key)) or manifest[key] < 1:
-            return f"{key} must be an integer >= 1, not {manifest.get(key)!r}"
-    if manifest["decoder_history"] > MAX_HISTORY:
-        return f"decoder_history {manifest['decoder_history']} is over {MAX_HISTORY}"
-    audio = manifest.get("audio")
-    expected_audio = {"sample_rate": SAMPLE_RATE, "samples_per_frame": SAMPLES_PER_FRAME,
-                      "samples_for_zero_frames": samples_read(0), "min_frames": MIN_FRAMES}
-    if audio != expected_audio:
-        return f"audio framing {audio!r}, this tinyasr's front end has {expected_audio}"
     functions = manifest.get("functions")
-    if not isinstance(functions, dict) or set(functions) != {"encode", "decode"}:
-        return "functions must be an object with encode and decode"
+    if not isinstance(functions, dict):
+        return "functions must be an object"
     for name, function in functions.items():
         if (not isinstance(function, dict)
                 or not all(isinstance(function.get(key), list)
@@ -239,13 +234,35 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def check_deployable_files(deployable: Path, manifest: dict[str, Any]) -> None:
-    """The files of a deployable against its manifest, before any is loaded: sizes and (in
+def _san_m_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a version-2 SAN-M manifest's own fields, or None."""
+    def is_int(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    for key in ("sos_eos", "decoder_history"):
+        if not is_int(manifest.get(key)) or manifest[key] < 1:
+            return f"{key} must be an integer >= 1, not {manifest.get(key)!r}"
+    if manifest["decoder_history"] > MAX_HISTORY:
+        return f"decoder_history {manifest['decoder_history']} is over {MAX_HISTORY}"
+    audio = manifest.get("audio")
+    expected_audio = {"sample_rate": SAMPLE_RATE, "samples_per_frame": SAMPLES_PER_FRAME,
+                      "samples_for_zero_frames": samples_read(0), "min_frames": MIN_FRAMES}
+    if audio != expected_audio:
+        return f"audio framing {audio!r}, this tinyasr's front end has {expected_audio}"
+    if set(manifest["functions"]) != {"encode", "decode"}:
+        return "functions must be encode and decode"
+    return None
+
+
+def check_deployable_files(deployable: Path, manifest: dict[str, Any],
+                           files: Sequence[str] = (LIBRARY_FILE, WEIGHTS_FILE, TOKENS_FILE)
+                           ) -> None:
+    """The `files` of a deployable against its manifest, before any is loaded: sizes and (in
     deployables that record them) sha256 sums, the weights file's structure (every count and
     size within the file: TVM's loader trusts them) and every weight a function takes in it.
     Each problem is an InputError naming the file."""
     deployable = Path(deployable)
-    for name in (LIBRARY_FILE, WEIGHTS_FILE, TOKENS_FILE):
+    for name in files:
         if not (deployable / name).is_file():
             raise InputError(f"{deployable / name}: missing (compile the deployable again)")
     sizes = {LIBRARY_FILE: manifest.get("bytes", {}).get("code"),
@@ -256,8 +273,7 @@ def check_deployable_files(deployable: Path, manifest: dict[str, Any]) -> None:
             raise InputError(f"{deployable / name}: {actual} bytes, the manifest says "
                              f"{expected} (truncated or replaced?)")
     for name, expected in manifest.get("sha256", {}).items():
-        if name in (LIBRARY_FILE, WEIGHTS_FILE, TOKENS_FILE) and \
-                file_sha256(deployable / name) != expected:
+        if name in files and file_sha256(deployable / name) != expected:
             raise InputError(f"{deployable / name}: sha256 differs from the manifest's "
                              "(changed after compiling)")
     stored = read_weights_index(deployable / WEIGHTS_FILE)

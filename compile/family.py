@@ -9,6 +9,7 @@ from typing import Any
 
 SAN_M = "san-m"
 WHISPER = "whisper"
+FAMILY_NAMES = {SAN_M: "SAN-M", WHISPER: "Whisper"}   # as messages name them
 MANIFEST_FILE = "manifest.json"
 
 

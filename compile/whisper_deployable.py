@@ -28,9 +28,9 @@ from tvm import relax
 from tvm.support import cc
 
 from tinyasr.compile.deployable import (FORMAT, LIBRARY_FILE, MANIFEST_FILE, STRIP, VERSION,
-                                        WEIGHTS_FILE, _database_entry, file_sha256, model_hash,
-                                        read_weights_index, staged_directory, tuning_database)
-from tinyasr.compile.family import family_of
+                                        WEIGHTS_FILE, _database_entry, check_deployable_files,
+                                        file_sha256, model_hash, read_family_manifest,
+                                        staged_directory, tuning_database)
 from tinyasr.compile.passes.clip_take_indices import ClipTakeIndices
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.passes.name_shape_vars import name_shape_vars
@@ -141,33 +141,15 @@ def _manifest(built: BuiltModel, board: Board, model_dir: Path, staging: Path, m
 
 def read_whisper_manifest(deployable: Path) -> dict[str, Any]:
     """A Whisper deployable's manifest, checked; anything else is one InputError naming it."""
-    path = Path(deployable) / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise InputError(f"{deployable}: not a tinyasr deployable (no readable {MANIFEST_FILE})"
-                         ) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InputError(f"{path}: not a tinyasr deployable manifest")
-    if family_of(manifest) != FAMILY:
-        raise InputError(f"{deployable}: a {family_of(manifest)} deployable, not Whisper")
-    if manifest.get("version") != VERSION:
-        raise InputError(f"{path}: deployable version {manifest.get('version')}, this tinyasr "
-                         f"reads version {VERSION}: compile it again")
-    problem = _manifest_problem(manifest)
-    if problem:
-        raise InputError(f"{path}: corrupt deployable manifest ({problem})")
-    return manifest
+    return read_family_manifest(deployable, FAMILY, _whisper_problem)
 
 
-def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+def _whisper_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a Whisper manifest's own fields, or None."""
     def ints(value: object) -> bool:
         return isinstance(value, list) and all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
 
-    for key in ("target", "arch"):
-        if not isinstance(manifest.get(key), str):
-            return f"{key} must be a string"
     dims, decoder = manifest.get("dims"), manifest.get("decoder")
     try:
         from tinyasr.model.whisper.model import WhisperDims
@@ -187,44 +169,14 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         return "decoder.n_ctx must equal dims.n_text_ctx"
     if decoder.get("caches") != cache_names(dims.n_text_layers):
         return "decoder.caches does not match the decoder's layers"
-    functions = manifest.get("functions")
-    if not isinstance(functions, dict) or set(functions) != set(FUNCTIONS):
-        return f"functions must be an object with {', '.join(FUNCTIONS)}"
-    for name, function in functions.items():
-        if (not isinstance(function, dict)
-                or not all(isinstance(function.get(key), list)
-                           and all(isinstance(item, str) for item in function[key])
-                           for key in ("inputs", "weights"))):
-            return f"functions.{name} needs lists of strings 'inputs' and 'weights'"
-    for key in ("bytes", "sha256"):
-        if key in manifest and not isinstance(manifest[key], dict):
-            return f"{key} must be an object"
+    if set(manifest["functions"]) != set(FUNCTIONS):
+        return f"functions must be {', '.join(FUNCTIONS)}"
     return None
 
 
 def check_whisper_files(deployable: Path, manifest: dict[str, Any]) -> None:
     """Sizes, sha256 sums, the weights file's structure and every weight a function takes,
     before TVM reads anything; each problem an InputError naming the file."""
-    deployable = Path(deployable)
-    files = (LIBRARY_FILE, WEIGHTS_FILE, *TOKENIZER_FILES)
-    for name in files:
-        if not (deployable / name).is_file():
-            raise InputError(f"{deployable / name}: missing (compile the deployable again)")
-    for name, key in ((LIBRARY_FILE, "code"), (WEIGHTS_FILE, "weights")):
-        expected = manifest.get("bytes", {}).get(key)
-        actual = (deployable / name).stat().st_size
-        if expected is not None and actual != expected:
-            raise InputError(f"{deployable / name}: {actual} bytes, the manifest says "
-                             f"{expected} (truncated or replaced?)")
-    for name, expected in manifest.get("sha256", {}).items():
-        if name in files and file_sha256(deployable / name) != expected:
-            raise InputError(f"{deployable / name}: sha256 differs from the manifest's "
-                             "(changed after compiling)")
-    stored = read_weights_index(deployable / WEIGHTS_FILE)
-    for function_name, function in manifest["functions"].items():
-        missing = [key for key in function["weights"] if key not in stored]
-        if missing:
-            raise InputError(f"{deployable / WEIGHTS_FILE}: no weight {missing[0]!r} "
-                             f"({function_name} takes {len(missing)} not in the file)")
+    check_deployable_files(deployable, manifest, (LIBRARY_FILE, WEIGHTS_FILE, *TOKENIZER_FILES))
 
 
