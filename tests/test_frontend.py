@@ -29,5 +29,11 @@ def test_fbank_matches_kaldi_on_speech(tiny_corpus: Path):
         reference = kaldi_fbank(samples)
         ours = Fbank()(torch.from_numpy(samples)[None])[0].numpy()
         assert ours.shape == reference.shape == (num_frames(len(samples)), 80)
-        # Silence bins sit at the log floor in both; speech bins agree to float32 rounding.
-        np.testing.assert_allclose(ours, reference, atol=2e-3, rtol=1e-4)
+        # Compared as power, against each frame's loudest bin: a float32 power spectrum is
+        # exact to about 1e-7 of its frame's energy, not of each bin's, so a bin 1e-10 below
+        # its frame's peak (a band the voice leaves empty) can be 0.7% off, 0.007 in the log
+        # (seen on an espeak voice). A wrong filter or window moves the loud bins, by far more
+        # than 0.1%.
+        power, expected = np.exp(ours), np.exp(reference)
+        peak = expected.max(axis=1, keepdims=True)
+        assert np.all(np.abs(power - expected) <= 1e-3 * expected + 1e-6 * peak)
