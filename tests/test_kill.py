@@ -112,28 +112,32 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _start(args: list[str], kill_after_rename_to: str | None = None) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def _start(args: list[str], kill_after_rename_to: str | None = None,
+           **env: str) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", **env)
     if kill_after_rename_to:
         env["TINYASR_TEST_KILL_AFTER_RENAME_TO"] = kill_after_rename_to
     return subprocess.Popen([sys.executable, "-c", RUNNER, *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
 
 
-def _run(args: list[str], kill_after_rename_to: str | None = None) -> tuple[int, str]:
-    process = _start(args, kill_after_rename_to)
+def _run(args: list[str], kill_after_rename_to: str | None = None,
+         **env: str) -> tuple[int, str]:
+    process = _start(args, kill_after_rename_to, **env)
     out, _ = process.communicate(timeout=900)
     return process.returncode, out
 
 
-def _kill_when(args: list[str], ready, timeout: float = 600) -> bool:
-    """Starts the command and SIGKILLs it once `ready()` holds; False when it ended first."""
-    process = _start(args)
+def _kill_when(args: list[str], ready, timeout: float = 600, **env: str) -> bool:
+    """Starts the command and SIGKILLs it (and any process it started) once `ready()` holds;
+    False when it ended first."""
+    process = _start(args, **env)
     deadline = time.monotonic() + timeout
     while process.poll() is None and time.monotonic() < deadline:
         if ready():
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
             return True
         time.sleep(0.02)
     process.kill()
@@ -249,3 +253,28 @@ def test_report_killed_mid_run_then_rerun_writes_every_file_whole(model_dir: Pat
     assert json.loads((out / "report.json").read_text())["stages"][0]["name"] == "fp32"
     assert (out / "report.md").read_text() and (out / "report.png").stat().st_size > 0
     assert _hidden(out) == []
+
+
+@pytest.mark.slow  # tunes a few trials twice: minutes
+def test_tune_killed_while_measuring_keeps_its_records_and_resumes(model_dir: Path,
+                                                                   tmp_path: Path):
+    from tinyasr.schedules.database import RECORD_FILE
+
+    work_dir, temp = tmp_path / "db", tmp_path / "tmp"
+    temp.mkdir()
+    args = ["tune", model_dir, "--target", "host", "--trials", "4", "--work-dir", work_dir,
+            "--ops", "conv2d"]
+    records = work_dir / RECORD_FILE
+
+    def measured() -> bool:
+        return records.exists() and records.read_bytes().count(b"\n") >= 1
+
+    assert _kill_when(args, measured, TMPDIR=str(temp))
+    before = records.read_text().rpartition("\n")[0].splitlines()   # a torn last line dropped
+    assert list(temp.glob("tinyasr-tune-logs-*"))   # the killed run's logs, left behind
+    code, text = _run(args, TMPDIR=str(temp))
+    assert code == 0, text
+    after = records.read_text().splitlines()
+    assert after[:len(before)] == before
+    assert not list(temp.glob("tinyasr-tune-logs-*"))   # removed by the rerun, its own at exit
+    assert _hidden(work_dir) == []
