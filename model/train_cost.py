@@ -188,11 +188,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--measure-steps", type=int, default=0,
                         help="time this many training steps per config on this CPU (0: none)")
     parser.add_argument("--batch-seconds", type=float, default=80.0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for the measured steps (1: on a loaded machine, "
+                             "2 threads in one process ran 5x slower than 1 here)")
     parser.add_argument("--tflops", default=",".join(f"{t:g}" for t in DEFAULT_TFLOPS),
                         help="achieved TFLOP/s assumed for the GPU-hour estimate, "
                              "comma-separated for several columns")
     args = parser.parse_args(argv)
     paths = args.configs or sorted(CONFIG_DIR.glob("*.json"))
+    import torch
+    torch.set_num_threads(args.threads)
     costs = []
     for path in paths:
         costs.append(cost(path, args.measure_steps, args.batch_seconds))
