@@ -118,4 +118,4 @@ def test_board_transcriber_windows_long_audio_as_python_does(tiny_random_model, 
     result = subprocess.run([str(transcriber), str(tmp_path / "host"), str(path)],
                             capture_output=True, text=True, timeout=600, check=True)
     expected = CompiledRecognizer.load(tmp_path / "host").transcribe(load_wav(path))
-    assert result.stdout.splitlines() == [expected]
+    assert expected and result.stdout.splitlines() == [expected]
