@@ -115,24 +115,30 @@ def write_deployable(imported: ImportedModel, board: Board, out: Path, model_dir
                      tokenizer: Tokenizer, dump: IRDumper | None = None,
                      database: AppliedDatabase | None = None) -> dict[str, Any]:
     """Builds an imported model for `board` and writes the deployable `out` (replacing it)."""
-    import tvm
-    from tvm.support import cc
 
     from tinyasr.compile.pipeline import IRDumper, build
 
     target = board_target(board)
     built = build(imported, target, dump or IRDumper(None), database)
     with staged_directory(Path(out)) as staging:
-        built.executable.export_library(
-            str(staging / LIBRARY_FILE),
-            fcompile=cc.cross_compiler(board.require_cross_compiler(),
-                                       options=[*board.link_flags, *STRIP]))
-        tvm.runtime.save_param_dict_to_file(built.weights, str(staging / WEIGHTS_FILE))
+        write_code_and_weights(built, board, staging)
         tokenizer.save(staging / TOKENS_FILE)
         manifest = _manifest(built, board, target, model_dir, staging, tokenizer.sos_eos,
                              _history_width(imported))
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def write_code_and_weights(built: BuiltModel, board: Board, staging: Path) -> None:
+    """model.so linked by the board's compiler (stripped) and weights.bin, into `staging`."""
+    import tvm
+    from tvm.support import cc
+
+    built.executable.export_library(
+        str(staging / LIBRARY_FILE),
+        fcompile=cc.cross_compiler(board.require_cross_compiler(),
+                                   options=[*board.link_flags, *STRIP]))
+    tvm.runtime.save_param_dict_to_file(built.weights, str(staging / WEIGHTS_FILE))
 
 
 def _history_width(imported: ImportedModel) -> int:

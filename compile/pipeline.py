@@ -186,14 +186,23 @@ def import_program(program: torch.export.ExportedProgram) -> tvm.IRModule:
 
 def import_graphs(model: AsrModel) -> tuple[tvm.IRModule, dict[str, list[tvm.runtime.Tensor]]]:
     """Relax module with functions "encode" and "decode", and each function's raw weights."""
+    return import_exported(export_graphs(model), SHAPE_VARIABLES)
+
+
+def import_exported(programs: dict[str, torch.export.ExportedProgram],
+                    shape_variables: dict[str, dict]
+                    ) -> tuple[tvm.IRModule, dict[str, list[tvm.runtime.Tensor]]]:
+    """One Relax function per exported program (named by its key), weights kept as inputs, out
+    of bounds gathers clipped, and each function's symbolic sizes named by `shape_variables`
+    (function -> (input, axis) -> name); with each function's raw weights."""
     functions, weights = {}, {}
-    for name, program in export_graphs(model).items():
+    for name, program in programs.items():
         imported, params = relax.frontend.detach_params(import_program(program))
         functions[name] = imported["main"].with_attr("global_symbol", name)
         weights[name] = params["main"]
     mod = tvm.transform.Sequential([ExposeShapeVars(), ClipTakeIndices()])(
         tvm.IRModule(functions))
-    return tvm.IRModule({gvar: name_shape_vars(function, SHAPE_VARIABLES[gvar.name_hint])
+    return tvm.IRModule({gvar: name_shape_vars(function, shape_variables[gvar.name_hint])
                          for gvar, function in mod.functions.items()}), weights
 
 

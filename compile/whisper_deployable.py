@@ -24,17 +24,13 @@ from typing import Any
 
 import torch
 import tvm
-from tvm import relax
-from tvm.support import cc
 
-from tinyasr.compile.deployable import (FORMAT, LIBRARY_FILE, MANIFEST_FILE, STRIP, VERSION,
+from tinyasr.compile.deployable import (FORMAT, LIBRARY_FILE, MANIFEST_FILE, VERSION,
                                         WEIGHTS_FILE, _database_entry, check_deployable_files,
                                         file_sha256, model_hash, read_family_manifest,
-                                        staged_directory, tuning_database)
-from tinyasr.compile.passes.clip_take_indices import ClipTakeIndices
-from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
-from tinyasr.compile.passes.name_shape_vars import name_shape_vars
-from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, build, import_program
+                                        staged_directory, tuning_database,
+                                        write_code_and_weights)
+from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, build, import_exported
 from tinyasr.compile.whisper_graphs import SHAPE_VARIABLES, cache_names, export_graphs
 from tinyasr.model.errors import InputError
 from tinyasr.model.whisper.convert import FAMILY, load_whisper_dir
@@ -56,16 +52,7 @@ def shape_roles(layers: int) -> dict[str, dict[tuple[str, int], str]]:
 
 def import_whisper(model: Whisper, dump: IRDumper) -> ImportedModel:
     """Phase import: the three graphs as one Relax module, weights kept as inputs."""
-    functions, weights = {}, {}
-    for name, program in export_graphs(model).items():
-        imported, params = relax.frontend.detach_params(import_program(program))
-        functions[name] = imported["main"].with_attr("global_symbol", name)
-        weights[name] = params["main"]
-    mod = tvm.transform.Sequential([ExposeShapeVars(), ClipTakeIndices()])(
-        tvm.IRModule(functions))
-    roles = shape_roles(model.dims.n_text_layers)
-    mod = tvm.IRModule({gvar: name_shape_vars(function, roles[gvar.name_hint])
-                        for gvar, function in mod.functions.items()})
+    mod, weights = import_exported(export_graphs(model), shape_roles(model.dims.n_text_layers))
     dump("import", mod)
     return ImportedModel(mod, weights)
 
@@ -95,11 +82,7 @@ def write_whisper_deployable(built: BuiltModel, board: Board, out: Path, model_d
                              model: Whisper, tokenizer: WhisperTokenizer, config: dict,
                              int8: bool = False) -> dict[str, Any]:
     with staged_directory(Path(out)) as staging:
-        built.executable.export_library(
-            str(staging / LIBRARY_FILE),
-            fcompile=cc.cross_compiler(board.require_cross_compiler(),
-                                       options=[*board.link_flags, *STRIP]))
-        tvm.runtime.save_param_dict_to_file(built.weights, str(staging / WEIGHTS_FILE))
+        write_code_and_weights(built, board, staging)
         tokenizer.save(staging)
         manifest = _manifest(built, board, model_dir, staging, model, tokenizer, config, int8)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
