@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tinyasr.model.datadir import read_data_dir
-from tinyasr.model.model_dir import SAMPLES_DIR
+from tinyasr.model.model_dir import SAMPLES_DIR, save_model_dir
 from tinyasr.model.san_m import AsrModel, ModelConfig
 from tinyasr.model.tokenizer import Tokenizer
 from tinyasr.scripts.synth import synthesize_corpus
@@ -33,3 +33,17 @@ def tiny_random_model() -> tuple[AsrModel, Tokenizer]:
                          subsampling_channels=8, encoder_layers=6, encoder_distinct=2,
                          decoder_layers=2, decoder_distinct=1, dropout=0.0)
     return AsrModel(config, tokenizer.sos_eos).eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smallest random-init model directory: 2 encoder positions over 1 block, 1 decoder
+    layer, over a 2-sentence vocabulary (test files may define their own `model_dir`)."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.from_texts(["turn on the lights", "set a timer"])
+    config = ModelConfig(vocab_size=len(tokenizer), d_model=32, attention_heads=2, ffn_dim=64,
+                         subsampling_channels=8, encoder_layers=2, encoder_distinct=1,
+                         decoder_layers=1, decoder_distinct=1, dropout=0.0)
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    save_model_dir(AsrModel(config, tokenizer.sos_eos), tokenizer, path)
+    return path

@@ -18,9 +18,7 @@ import pytest
 import torch
 
 from tinyasr.model.datadir import load_wav
-from tinyasr.model.model_dir import DEFAULT_MODEL, SAMPLES_DIR, save_model_dir
-from tinyasr.model.san_m import AsrModel, ModelConfig
-from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.model.model_dir import DEFAULT_MODEL, SAMPLES_DIR
 from tinyasr.scripts.cli import build_parser, leaf_parsers, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,19 +37,6 @@ def loaded_modules_check(prefixes: tuple[str, ...]) -> str:
     entry of None in sys.modules is an import that was kept out, not a load)."""
     return ("print(sorted(n for n, m in sys.modules.items() if m is not None and "
             f"n.split('.')[0] in {prefixes!r}))")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-init model: 2 encoder positions over 1 block, 1 decoder layer."""
-    torch.manual_seed(0)
-    tokenizer = Tokenizer.from_texts(["turn on the lights", "set a timer"])
-    config = ModelConfig(vocab_size=len(tokenizer), d_model=32, attention_heads=2, ffn_dim=64,
-                         subsampling_channels=8, encoder_layers=2, encoder_distinct=1,
-                         decoder_layers=1, decoder_distinct=1, dropout=0.0)
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    save_model_dir(AsrModel(config, tokenizer.sos_eos), tokenizer, path)
-    return path
 
 
 @pytest.fixture(scope="module")

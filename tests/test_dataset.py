@@ -15,7 +15,7 @@ import torch
 from tinyasr.model.datadir import load_wav, read_data_dir
 from tinyasr.model.dataset import augment
 from tinyasr.model.dataset.batching import batched, shuffled
-from tinyasr.model.dataset.sources import Corpus, write_shards
+from tinyasr.model.dataset.sources import Corpus
 from tinyasr.model.dataset.stream import SpeechStream, StreamConfig
 from tinyasr.model.frontend import Fbank, num_frames
 from tinyasr.model.model_dir import SAMPLES_DIR

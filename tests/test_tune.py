@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import tvm
 from tvm import te
 from tvm.s_tir import meta_schedule as ms
@@ -21,9 +20,7 @@ from tinyasr.compile.pipeline import IRDumper, import_model
 from tinyasr.compile.runner import CompiledModelRunner
 from tinyasr.model.datadir import load_wav, read_data_dir
 from tinyasr.model.errors import InputError
-from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir, save_model_dir
-from tinyasr.model.san_m import AsrModel, ModelConfig
-from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir
 from tinyasr.schedules.database import (RECORD_FILE, REPLAY_FILE, WORKLOAD_FILE,
                                         database_digest, open_database, repair_database,
                                         static_workload, workload_flops)
@@ -33,19 +30,6 @@ from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import get_board, host_target
 
 TRIALS = 2
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-init model: 2 encoder positions over 1 block, 1 decoder layer."""
-    torch.manual_seed(0)
-    tokenizer = Tokenizer.from_texts(["turn on the lights", "set a timer"])
-    config = ModelConfig(vocab_size=len(tokenizer), d_model=32, attention_heads=2, ffn_dim=64,
-                         subsampling_channels=8, encoder_layers=2, encoder_distinct=1,
-                         decoder_layers=1, decoder_distinct=1, dropout=0.0)
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    save_model_dir(AsrModel(config, tokenizer.sos_eos), tokenizer, path)
-    return path
 
 
 def unique_task(model_dir: Path, target: dict, op: str) -> str:
