@@ -93,17 +93,21 @@ def test_scratch_directories_of_killed_processes_are_removed(tmp_path, monkeypat
 
 # --- commands killed mid-run and run again ----------------------------------------------------
 
-# Runs the command line in this process; with a marker, SIGKILLs itself right after the first
-# os.replace whose destination's name contains it (a kill at an exact point of a write).
+# Runs the command line in this process; with a marker, SIGKILLs itself right before or right
+# after the first os.replace whose destination's name contains it (a kill at an exact point of a
+# write: before, the data is complete in its temp file and the destination untouched).
 RUNNER = """
 import os, signal, sys
-marker = os.environ.get("TINYASR_TEST_KILL_AFTER_RENAME_TO")
-if marker:
+after = os.environ.get("TINYASR_TEST_KILL_AFTER_RENAME_TO")
+before = os.environ.get("TINYASR_TEST_KILL_BEFORE_RENAME_TO")
+if after or before:
     real_replace = os.replace
 
     def replace(src, dst, *args, **kwargs):
+        if before and before in os.path.basename(str(dst)):
+            os.kill(os.getpid(), signal.SIGKILL)
         real_replace(src, dst, *args, **kwargs)
-        if marker in os.path.basename(str(dst)):
+        if after and after in os.path.basename(str(dst)):
             os.kill(os.getpid(), signal.SIGKILL)
 
     os.replace = replace
@@ -113,18 +117,20 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _start(args: list[str], kill_after_rename_to: str | None = None,
-           **env: str) -> subprocess.Popen:
+           kill_before_rename_to: str | None = None, **env: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", **env)
     if kill_after_rename_to:
         env["TINYASR_TEST_KILL_AFTER_RENAME_TO"] = kill_after_rename_to
+    if kill_before_rename_to:
+        env["TINYASR_TEST_KILL_BEFORE_RENAME_TO"] = kill_before_rename_to
     return subprocess.Popen([sys.executable, "-c", RUNNER, *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
 
 def _run(args: list[str], kill_after_rename_to: str | None = None,
-         **env: str) -> tuple[int, str]:
-    process = _start(args, kill_after_rename_to, **env)
+         kill_before_rename_to: str | None = None, **env: str) -> tuple[int, str]:
+    process = _start(args, kill_after_rename_to, kill_before_rename_to, **env)
     out, _ = process.communicate(timeout=900)
     return process.returncode, out
 
@@ -213,9 +219,10 @@ def test_compress_killed_mid_write_leaves_no_half_file(model_dir: Path, tmp_path
     code, _ = _run(args, kill_after_rename_to="never")   # baseline: the run's length
     assert code == 0 and out.exists()
     out.unlink()
-    # killed as soon as its temp file exists: no half file at --out
-    assert _kill_when(args, _appears(tmp_path, ".m.tac."))
-    assert not out.exists()
+    # killed with the whole file in its temp file, before the rename (polling for the temp
+    # file missed it: a small .tac is written in milliseconds): nothing at --out
+    code, _ = _run(args, kill_before_rename_to="m.tac")
+    assert code == -signal.SIGKILL and not out.exists()
     # killed right after the rename: the file is whole
     code, _ = _run(args, kill_after_rename_to="m.tac")
     assert code == -signal.SIGKILL
