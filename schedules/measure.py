@@ -21,8 +21,7 @@ import tvm
 from tvm.s_tir import meta_schedule as ms
 
 from tinyasr.targets.boards import Board
-from tinyasr.targets.farm import check_tracker, parse_address
-from tinyasr.targets.rpc_test import wait_for_boards
+from tinyasr.targets.farm import check_tracker, parse_address, wait_for_boards
 
 BUILD_TIMEOUT_SEC = 120.0     # generous: the 2-core machine is shared
 SESSION_TIMEOUT_SEC = 120     # one candidate on an emulated board takes seconds, not 10 s

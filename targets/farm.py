@@ -239,6 +239,18 @@ def registered_ports(host: str, port: int, key: str) -> list[int]:
     return [int(s["addr"][1]) for s in summary["server_info"] if s["key"] == f"server:{key}"]
 
 
+def wait_for_boards(host: str, port: int, key: str, seconds: float) -> list[int]:
+    """Ports of the boards registered under `key`, waiting up to `seconds` for the first; one
+    line if none comes (a key nobody serves would otherwise wait forever)."""
+    deadline = time.monotonic() + seconds
+    while not (ports := registered_ports(host, port, key)):
+        if time.monotonic() > deadline:
+            raise InputError(f"no board of key {key!r} registered with the tracker at "
+                             f"{host}:{port} within {seconds:g} s")
+        time.sleep(0.5)
+    return ports
+
+
 def wait_registered(host: str, port: int, key: str, process: BoardProcess) -> None:
     """Block until the server is registered with the tracker, or fail naming its log."""
     deadline = time.monotonic() + STARTUP_SECONDS

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from tinyasr.compile.parity import compare, rounds_activations_to_int8
 from tinyasr.model.atomic import atomic_write_text
 from tinyasr.model.errors import InputError
 from tinyasr.targets.boards import Board
-from tinyasr.targets.farm import check_tracker, parse_address, registered_ports
+from tinyasr.targets.farm import check_tracker, parse_address, wait_for_boards
 from tinyasr.targets.remote import load_library, request_session
 
 SESSION_TIMEOUT = 600.0   # s a board lets one session run
@@ -256,17 +255,6 @@ def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_di
         raise InputError(f"{len(missing)} utterance(s) got no result, first {missing[0]!r}")
     return [test.results[i] for i in sorted(test.results)]
 
-
-def wait_for_boards(host: str, port: int, key: str, seconds: float) -> list[int]:
-    """Ports of the boards registered under `key`, waiting up to `seconds` for the first; one
-    line if none comes (a key nobody serves would otherwise wait forever)."""
-    deadline = time.monotonic() + seconds
-    while not (ports := registered_ports(host, port, key)):
-        if time.monotonic() > deadline:
-            raise InputError(f"no board of key {key!r} registered with the tracker at "
-                             f"{host}:{port} within {seconds:g} s")
-        time.sleep(0.5)
-    return ports
 
 
 def format_table(results: list[UtteranceResult]) -> str:
