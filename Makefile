@@ -7,7 +7,7 @@ STAMP     := $(VENV)/.tinyasr-setup
 APT_PKGS  := espeak-ng flite sox file g++ ninja-build g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all model clean-venv
+.PHONY: setup demo lint test test-all model clean-venv
 
 setup: $(STAMP)
 
@@ -21,13 +21,25 @@ $(STAMP): pyproject.toml Makefile
 	@sh targets/setup_qemu.sh   # qemu-user >= 8.1 for RVV int8 code (Debian 12: from backports)
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check "setuptools>=68" 2>&1 | grep -v "is ignored" || true
-	@$(PY) -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored" || true
+	@$(PY) -m pip install -q --disable-pip-version-check -e ".[test,lint]" 2>&1 | grep -v "is ignored" || true
 	@$(PY) -c "import tinyasr.model, torch, tvm, xgboost" || { echo "setup: python environment is broken" >&2; exit 1; }
 	@$(PY) -m tinyasr.model.whisper.convert >/dev/null   # Whisper tiny.en -> ~/.cache/tinyasr/models (once)
 	@touch $(STAMP)
 
 demo: setup
 	$(VENV)/bin/tinyasr demo
+
+# Static checks: import layers (import-linter), lint (ruff), types (basedpyright). The analysers
+# read the package as installed, through a tree of links (build/lint/tinyasr/...), because the
+# package-dir mapping in pyproject.toml hides `tinyasr.*` from tools that read the file system.
+LINT_TREE := build/lint
+lint: setup
+	@rm -rf $(LINT_TREE) && mkdir -p $(LINT_TREE)/tinyasr/scripts
+	@for f in scripts/api/*; do ln -s "$(CURDIR)/$$f" $(LINT_TREE)/tinyasr/; done
+	@for d in model compile schedules targets; do ln -s "$(CURDIR)/$$d" $(LINT_TREE)/tinyasr/$$d; done
+	@for f in scripts/*; do [ "$$f" = scripts/api ] || ln -s "$(CURDIR)/$$f" $(LINT_TREE)/tinyasr/scripts/; done
+	PYTHONPATH=$(LINT_TREE) $(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check .
 
 test: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -25,12 +25,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tinyasr.model.compressed import CompressedModel, from_bsr, load_compressed, read_compressed
-from tinyasr.model.errors import warn
-from tinyasr.model.model_dir import load_model_dir
-from tinyasr.model.quantize import Activations
-from tinyasr.model.san_m import AsrModel
-from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.model.common.errors import warn
+from tinyasr.model.network.compressed import (
+    CompressedModel,
+    from_bsr,
+    load_compressed,
+    read_compressed,
+)
+from tinyasr.model.network.int8 import Activations
+from tinyasr.model.network.model_dir import load_model_dir
+from tinyasr.model.network.san_m import AsrModel
+from tinyasr.model.network.tokenizer import Tokenizer
 
 
 @torch.library.custom_op("tinyasr::bsr_to_dense", mutates_args=())

@@ -28,17 +28,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinyasr.compile.family import FAMILY_NAMES, SAN_M, family_of
-from tinyasr.model import atomic
-from tinyasr.model.errors import InputError
-from tinyasr.model.framing import MIN_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME, samples_read
-from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.model.common import atomic
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.network.framing import MIN_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME, samples_read
+from tinyasr.model.network.tokenizer import Tokenizer
 from tinyasr.targets.boards import Board, board_target
 
 # Reading and checking a deployable (the runner's part) needs neither torch nor TVM's compiler:
 # those are imported by the functions that build one.
 if TYPE_CHECKING:
     from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, ScheduleReport
-    from tinyasr.schedules.database import AppliedDatabase
+    from tinyasr.compile.schedule_database import AppliedDatabase
 
 LIBRARY_FILE = "model.so"
 WEIGHTS_FILE = "weights.bin"
@@ -73,7 +73,7 @@ def file_sha256(path: Path) -> str:
 def staged_directory(out: Path) -> Iterator[Path]:
     """A temp dir beside `out` that replaces `out` when the block succeeds (else vanishes):
     the old deployable is renamed aside before the new one is renamed in, and a killed
-    compile's leftovers are cleaned up by the next (tinyasr.model.atomic)."""
+    compile's leftovers are cleaned up by the next (tinyasr.model.common.atomic)."""
     with atomic.staged_directory(out) as staging:
         yield staging
 
@@ -81,7 +81,11 @@ def staged_directory(out: Path) -> Iterator[Path]:
 def tuning_database(board: Board, database: Path | None = None) -> AppliedDatabase | None:
     """The tuning database compile applies for `board`: `database`, else the shipped one for the
     device (schedules/<device>/); None (with a warning saying why) when missing or corrupt."""
-    from tinyasr.schedules.database import database_for_compile, default_database_dir, device_name
+    from tinyasr.compile.schedule_database import (
+        database_for_compile,
+        default_database_dir,
+        device_name,
+    )
 
     target = board_target(board)
     return database_for_compile(Path(database or default_database_dir(board.name, target)),
@@ -143,7 +147,7 @@ def write_code_and_weights(built: BuiltModel, board: Board, staging: Path) -> No
 
 def _history_width(imported: ImportedModel) -> int:
     """K of the decode function's (nodes, K) history input: the rows each tree node's FSMN
-    reads (model/prefix_tree.py), which its caller builds."""
+    reads (model/decoding/prefix_tree.py), which its caller builds."""
     decode = imported.mod["decode"]
     history = next(param for param in decode.params if param.name == "history")
     return int(history.ty.shape.values[1])

@@ -4,7 +4,7 @@
         the whole front end (fbank + CMVN) included, so the library takes 16 kHz PCM samples;
     decode(tokens (U,), depths (U,), ancestors (U, U), history (U, K), memory (1, F, d))
         -> log-probs (U, vocab): the attention decoder over the U nodes of the prefix tree of
-        one utterance's hypotheses (model/prefix_tree.py).
+        one utterance's hypotheses (model/decoding/prefix_tree.py).
 
 F (encoder frames) and U are dynamic. The waveform length is exported as 640*F + 720: exactly
 the samples the 4x subsampling reads for F output frames (Kaldi frames drop a partial tail, the
@@ -26,11 +26,17 @@ import torch
 from torch import nn
 from torch.export import Dim, ExportedProgram
 
+from tinyasr.model.decoding.prefix_tree import PrefixTree, prefix_tree
+
 # The framing arithmetic is torch-free (the deployable runner uses it); imported from here too.
-from tinyasr.model.framing import (MIN_FRAMES, SAMPLES_PER_FRAME, SUBSAMPLING,  # noqa: F401
-                                   encoder_frames, samples_read)
-from tinyasr.model.prefix_tree import PrefixTree, prefix_tree
-from tinyasr.model.san_m import AsrModel
+from tinyasr.model.network.framing import (  # noqa: F401
+    MIN_FRAMES,
+    SAMPLES_PER_FRAME,
+    SUBSAMPLING,
+    encoder_frames,
+    samples_read,
+)
+from tinyasr.model.network.san_m import AsrModel
 
 
 def buffers_as_parameters(module: nn.Module) -> nn.Module:
@@ -62,7 +68,7 @@ TREE_INPUTS = ("tokens", "depths", "ancestors", "history")   # decode's, before 
 
 
 class DecoderGraph(nn.Module):
-    """The prefix tree of one utterance's hypotheses (model/prefix_tree.py) -> each node's
+    """The prefix tree of one utterance's hypotheses (model/decoding/prefix_tree.py) -> each node's
     decoder log-probs; the (1, frames, d) memory is projected once for all nodes."""
 
     def __init__(self, model: AsrModel):

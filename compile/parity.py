@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tinyasr.model.metrics import char_errors
-from tinyasr.model.quantize import InputQuantizer
+from tinyasr.model.decoding.metrics import char_errors
+from tinyasr.model.network.int8 import InputQuantizer
 
 FP32_LOG_PROB_TOLERANCE = 1e-3
 INT8_FRAME_AGREEMENT = 0.95

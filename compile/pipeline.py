@@ -71,8 +71,8 @@ from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, Lift
 from tinyasr.compile.passes.name_shape_vars import name_shape_vars
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
 from tinyasr.compile.passes.tied_matmul import TiedMatmul
-from tinyasr.model.san_m import AsrModel
-from tinyasr.schedules.database import AppliedDatabase
+from tinyasr.compile.schedule_database import AppliedDatabase
+from tinyasr.model.network.san_m import AsrModel
 from tinyasr.targets.boards import host_target
 
 

@@ -25,14 +25,24 @@ from typing import Any
 import torch
 import tvm
 
-from tinyasr.compile.deployable import (FORMAT, LIBRARY_FILE, MANIFEST_FILE, VERSION,
-                                        WEIGHTS_FILE, _database_entry, check_deployable_files,
-                                        file_sha256, model_hash, read_family_manifest,
-                                        staged_directory, tuning_database,
-                                        write_code_and_weights)
+from tinyasr.compile.deployable import (
+    FORMAT,
+    LIBRARY_FILE,
+    MANIFEST_FILE,
+    VERSION,
+    WEIGHTS_FILE,
+    _database_entry,
+    check_deployable_files,
+    file_sha256,
+    model_hash,
+    read_family_manifest,
+    staged_directory,
+    tuning_database,
+    write_code_and_weights,
+)
 from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, build, import_exported
 from tinyasr.compile.whisper_graphs import SHAPE_VARIABLES, cache_names, export_graphs
-from tinyasr.model.errors import InputError
+from tinyasr.model.common.errors import InputError
 from tinyasr.model.whisper.convert import FAMILY, load_whisper_dir
 from tinyasr.model.whisper.model import Whisper
 from tinyasr.model.whisper.tokenizer import MERGES_FILE, VOCABULARY_FILE, WhisperTokenizer

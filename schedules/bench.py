@@ -52,18 +52,18 @@ from torch import nn
 
 from tinyasr.compile.graphs import TREE_INPUTS, EncoderGraph, encoder_frames, samples_read
 from tinyasr.compile.onnx_export import DECODE_ONNX, ENCODE_ONNX, export_onnx, quietly
-from tinyasr.model.atomic import atomic_write_text, scratch_prefix
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.frontend import SAMPLE_RATE
-from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir, model_bytes
-from tinyasr.model.prefix_tree import PrefixTree, prefix_tree, tree_decoder_scores
-from tinyasr.model.recognizer import DecodeOptions, decode, decoder_scores
-from tinyasr.model.san_m import AsrModel
-from tinyasr.model.search import Hypothesis, ctc_prefix_beam_search
-from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.model.common.atomic import atomic_write_text, scratch_prefix
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.decoding.prefix_tree import PrefixTree, prefix_tree, tree_decoder_scores
+from tinyasr.model.decoding.recognizer import DecodeOptions, decode, decoder_scores
+from tinyasr.model.decoding.search import Hypothesis, ctc_prefix_beam_search
+from tinyasr.model.network.frontend import SAMPLE_RATE
+from tinyasr.model.network.model_dir import SAMPLES_DIR, load_model_dir, model_bytes
+from tinyasr.model.network.san_m import AsrModel
+from tinyasr.model.network.tokenizer import Tokenizer
 
 if TYPE_CHECKING:   # the runner imports TVM, which only TVM rows' processes load
-    from tinyasr.compile.runner import KernelTime
+    from tinyasr.targets.host.runner import KernelTime
 
 REFERENCE_SECONDS = 5.0            # the table's fixed utterance length
 FMA_UNITS = 2                      # assumed FMA pipes per core (see `core_peak`)
@@ -372,7 +372,7 @@ class OnnxEngine:
 
 class TvmEngine:
     def __init__(self, deployable: Path):
-        from tinyasr.compile.runner import CompiledModelRunner
+        from tinyasr.targets.host.runner import CompiledModelRunner
 
         self.runner = CompiledModelRunner(deployable)
 
@@ -674,7 +674,7 @@ def top_kernels_markdown(report: dict[str, Any]) -> list[str]:
 def write_plot(report: dict[str, Any], path: Path) -> None:
     """Bars: encoder, rescoring and pipeline time of the reference utterance per row; lines:
     encoder time against audio length."""
-    from tinyasr.scripts.report import agg_pyplot, save_png
+    from tinyasr.model.compression.report import agg_pyplot, save_png
 
     rows = [r for r in report["rows"] if not r["skipped"]]
     figure, (bars, lines) = agg_pyplot().subplots(1, 2, figsize=(12, 4.5))

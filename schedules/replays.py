@@ -26,10 +26,14 @@ from tvm.target import Target
 
 from tinyasr.compile.passes.apply_tuned_schedules import replay_on_symbolic
 from tinyasr.compile.passes.inline_intermediates import inline_intermediates
-from tinyasr.model.atomic import atomic_write_text
-from tinyasr.model.errors import warn
-from tinyasr.schedules.database import (REPLAY_FILE, static_workload, structural_key,
-                                        tuning_extent)
+from tinyasr.compile.schedule_database import (
+    REPLAY_FILE,
+    static_workload,
+    structural_key,
+    tuning_extent,
+)
+from tinyasr.model.common.atomic import atomic_write_text
+from tinyasr.model.common.errors import warn
 
 
 def _arguments(func: tvm.tirx.PrimFunc, workload: tvm.IRModule, rng: np.random.Generator

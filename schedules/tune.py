@@ -2,7 +2,7 @@
 
 Tasks are the TIR functions of the module that `compile/pipeline.py` builds, taken after its
 legalize phase (before lowering and codegen), so they are exactly what the board runs, each as
-its static workload (`tinyasr.schedules.database.static_workload`), the key compile looks
+its static workload (`tinyasr.compile.schedule_database.static_workload`), the key compile looks
 records up by.
 
 Records go to the device's JSONDatabase, which appends one JSON line per record: a kill -9
@@ -26,12 +26,12 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
-from tinyasr.compile.pipeline import IRDumper, ImportedModel, legalize
-from tinyasr.model.atomic import scratch_directory
-from tinyasr.model.errors import InputError
-from tinyasr.model.progress import progress
+from tinyasr.compile.pipeline import ImportedModel, IRDumper, legalize
+from tinyasr.compile.schedule_database import open_database, static_workload, workload_flops
+from tinyasr.model.common.atomic import scratch_directory
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.common.progress import progress
 from tinyasr.schedules.measure import Measurement, local_measurement
-from tinyasr.schedules.database import open_database, static_workload, workload_flops
 from tinyasr.schedules.replays import measure_replays
 
 NO_RESULT = 1e10              # MetaSchedule's run time for a failed build or run

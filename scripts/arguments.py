@@ -11,9 +11,9 @@ import argparse
 import os
 from pathlib import Path
 
-from tinyasr.model.errors import InputError
-from tinyasr.model.decoding import DecodeMode, DecodeOptions
-from tinyasr.model.pretrained_paths import DEFAULT_MODEL
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
+from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
 from tinyasr.targets.boards import BOARDS
 
 

@@ -14,8 +14,8 @@ import argparse
 import importlib
 import sys
 
-from tinyasr.model.errors import InputError
-from tinyasr.model.progress import set_verbosity
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.common.progress import set_verbosity
 
 COMMAND_MODULES = [
     "data",

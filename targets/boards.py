@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinyasr.model.errors import InputError
+from tinyasr.model.common.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tinyasr.model.atomic import atomic_write_text
-from tinyasr.model.errors import InputError
+from tinyasr.model.common.atomic import atomic_write_text
+from tinyasr.model.common.errors import InputError
 from tinyasr.targets.boards import Board
-from tinyasr.targets.runtime_build import CACHE_ROOT, SERVER_NAME, Runtime
+from tinyasr.targets.native_build import CACHE_ROOT, SERVER_NAME, Runtime
 
 LOOPBACK = "127.0.0.1"
 TRACKER_MAGIC = 0x2F271

@@ -17,8 +17,8 @@ import pytest
 
 from tinyasr.targets.boards import Board, get_board
 from tinyasr.targets.farm import Farm
+from tinyasr.targets.native_build import build_runtime
 from tinyasr.targets.remote import request_session
-from tinyasr.targets.runtime_build import build_runtime
 
 REQUEST_WAIT = 120.0      # seconds to wait for a free board
 SESSION_TIMEOUT = 300.0   # seconds a board lets one session run

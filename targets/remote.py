@@ -17,7 +17,7 @@ import socket
 import struct
 from pathlib import Path
 
-from tinyasr.model.errors import InputError
+from tinyasr.model.common.errors import InputError
 from tinyasr.targets.boards import Board
 from tinyasr.targets.farm import SECRET_ENV, TRACKER_MAGIC, check_tracker, parse_address
 

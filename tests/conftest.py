@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinyasr.model.datadir import read_data_dir
-from tinyasr.model.model_dir import SAMPLES_DIR, save_model_dir
-from tinyasr.model.san_m import AsrModel, ModelConfig
-from tinyasr.model.tokenizer import Tokenizer
-from tinyasr.scripts.synth import synthesize_corpus
+from tinyasr.model.data.datadir import read_data_dir
+from tinyasr.model.data.synth import synthesize_corpus
+from tinyasr.model.network.model_dir import SAMPLES_DIR, save_model_dir
+from tinyasr.model.network.san_m import AsrModel, ModelConfig
+from tinyasr.model.network.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """The fused attention kernel equals numpy's attention for every kind of width, masked or not,
-with keys and values per batch or shared; attention as torch exports model/san_m.py's `attend`
+with keys and values per batch or shared; attention as torch exports model/network/san_m.py's `attend`
 compiles to that one kernel and computes what torch computes."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import tvm
 from torch import nn
 from tvm.target import Target
 
-from tinyasr.compile.attention_kernels import attention_kernel
-from tinyasr.compile.fp32_kernels import vector_unit
+from tinyasr.compile.kernels.attention import attention_kernel
+from tinyasr.compile.kernels.fp32 import vector_unit
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build, import_program
-from tinyasr.model.san_m import attend
+from tinyasr.model.network.san_m import attend
 from tinyasr.targets.boards import board_target, get_board
 
 HOST = board_target(get_board("host"))
@@ -67,7 +67,7 @@ def test_attention_kernel_equals_numpy(masked: bool):
 
 
 class _Attention(nn.Module):
-    """model/san_m.py's attention alone: masked self-attention or shared-memory attention."""
+    """model/network/san_m.py's attention alone: masked self-attention or shared-memory attention."""
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 keep: torch.Tensor | None = None) -> torch.Tensor:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tvm
+
 from tinyasr.compile.deployable import (
     FORMAT,
     LIBRARY_FILE,
@@ -44,15 +45,15 @@ from tinyasr.compile.deployable import (
     read_weights_index,
 )
 from tinyasr.compile.graphs import MIN_FRAMES, SAMPLES_PER_FRAME, samples_read
-from tinyasr.model.compressed import (
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.data.datadir import load_wav, read_data_dir, read_wav_format
+from tinyasr.model.network.compressed import (
     PREFIX,
     load_compressed,
     read_compressed,
     write_compressed,
 )
-from tinyasr.model.datadir import load_wav, read_data_dir, read_wav_format
-from tinyasr.model.errors import InputError
-from tinyasr.model.model_dir import COMPRESSED_MODEL, SAMPLES_DIR, save_model_dir
+from tinyasr.model.network.model_dir import COMPRESSED_MODEL, SAMPLES_DIR, save_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = read_data_dir(SAMPLES_DIR)[0].wav
@@ -256,7 +257,7 @@ def build_corpus(root: Path, model_dir: Path, tokens: list[str]) -> dict[str, Ca
 
     # .tac files
     tac = root / "tiny.tac"
-    from tinyasr.model.model_dir import load_model_dir
+    from tinyasr.model.network.model_dir import load_model_dir
     write_compressed(tac, *load_model_dir(model_dir))
 
     def bad_tac(name: str, expect: str, edit: Callable[[dict], None] | None = None,
@@ -735,7 +736,7 @@ def test_compiled_library_transcribes_short_audio_as_empty_text(
 
 
 def test_parameter_bound_counts_what_the_model_holds(tiny_random_model) -> None:
-    from tinyasr.model.model_dir import DEFAULT_MODEL, load_model_dir
+    from tinyasr.model.network.model_dir import DEFAULT_MODEL, load_model_dir
 
     for model in (tiny_random_model[0], load_model_dir(DEFAULT_MODEL)[0]):
         assert model.config.parameter_count() == sum(

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tinyasr.model.compressed import write_compressed
-from tinyasr.model.model_dir import save_model_dir
-from tinyasr.model.quantize import Activations, Quantization, quantizable_layers
+from tinyasr.model.compression.quantize import quantizable_layers
+from tinyasr.model.network.compressed import write_compressed
+from tinyasr.model.network.int8 import Activations, Quantization
+from tinyasr.model.network.model_dir import save_model_dir
 from tinyasr.schedules.bench import LengthResult, RowResult, core_peak
 from tinyasr.scripts.cli import main
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyasr.model.errors import InputError
+from tinyasr.model.common.errors import InputError
 from tinyasr.targets.boards import Board, board_target, get_board
 from tinyasr.targets.farm import free_port, parse_address
+from tinyasr.targets.native_build import build_runtime
 from tinyasr.targets.remote import load_library, request_session
-from tinyasr.targets.runtime_build import build_runtime
 
 BOARDS = ["rpi4", "k230"]   # one aarch64 and one riscv64 RVV board
 SHAPE = (4, 16)

@@ -14,17 +14,24 @@ import torch
 import tvm
 from tvm.target import Target
 
-from tinyasr.compile.bsr_kernels import EXACT_FP32_SUM, bsr_matmul_kernel
+from tinyasr.compile.kernels.bsr import EXACT_FP32_SUM, bsr_matmul_kernel
 from tinyasr.compile.passes.bsr_matmul import MAX_DENSITY
-from tinyasr.compile.runner import CompiledModelRunner
-from tinyasr.model.compressed import load_compressed, read_compressed, to_bsr, write_compressed
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.model_dir import SAMPLES_DIR
-from tinyasr.model.prefix_tree import prefix_tree
-from tinyasr.model.prune import BlockShape, Pruner, prunable_layers
-from tinyasr.model.quantize import Activations, Quantization, quantizable_layers
+from tinyasr.model.compression.prune import Pruner
+from tinyasr.model.compression.quantize import quantizable_layers
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.decoding.prefix_tree import prefix_tree
+from tinyasr.model.network.compressed import (
+    load_compressed,
+    read_compressed,
+    to_bsr,
+    write_compressed,
+)
+from tinyasr.model.network.int8 import Activations, Quantization
+from tinyasr.model.network.model_dir import SAMPLES_DIR
+from tinyasr.model.network.sparsity import BlockShape, prunable_layers
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import BOARDS, host_target
+from tinyasr.targets.host.runner import CompiledModelRunner
 
 BLOCK = BlockShape(4, 1)
 SPARSITY = 0.9                              # density 0.1: sparse kernels, fp32 and int8

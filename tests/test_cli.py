@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from tinyasr.model.datadir import load_wav
-from tinyasr.model.model_dir import DEFAULT_MODEL, SAMPLES_DIR
+from tinyasr.model.data.datadir import load_wav
+from tinyasr.model.network.model_dir import DEFAULT_MODEL, SAMPLES_DIR
 from tinyasr.scripts.cli import build_parser, leaf_parsers, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def test_the_parser_and_the_package_import_nothing_heavy():
 def test_rpc_test_deadline_default_is_the_modules_own():
     """The command keeps a literal copy so that its parser does not import the module."""
     from tinyasr.scripts.commands import rpc_test as command
-    from tinyasr.targets import rpc_test
+    from tinyasr.targets import rpc_check as rpc_test
 
     assert command.UTTERANCE_DEADLINE == rpc_test.UTTERANCE_DEADLINE
 
@@ -158,7 +158,7 @@ def test_exported_onnx_encoder_matches_pytorch(tmp_path: Path, capsys):
     1e-4 of PyTorch's (measured ~1e-5) on a bundled utterance; decode.onnx loads."""
     import onnxruntime
 
-    from tinyasr.model.recognizer import Recognizer
+    from tinyasr.model.decoding.recognizer import Recognizer
 
     assert main(["export", "onnx", str(DEFAULT_MODEL), str(tmp_path / "onnx")]) == 0
     written = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]

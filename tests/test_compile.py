@@ -21,22 +21,32 @@ from torch import nn
 from tvm import relax
 from tvm.target import Target
 
-from tinyasr.compile.deployable import (LIBRARY_FILE, MANIFEST_FILE, WEIGHTS_FILE,
-                                        model_hash, write_deployable)
-from tinyasr.compile.fp32_kernels import vector_unit
+from tinyasr.compile.deployable import (
+    LIBRARY_FILE,
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    model_hash,
+    write_deployable,
+)
 from tinyasr.compile.graphs import MIN_FRAMES, SAMPLES_PER_FRAME, encoder_frames, samples_read
+from tinyasr.compile.kernels.fp32 import vector_unit
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.pipeline import IRDumper, import_model, import_program
-from tinyasr.compile.runner import CompiledModelRunner, CompiledRecognizer
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.errors import InputError
-from tinyasr.model.model_dir import DEFAULT_MODEL, SAMPLES_DIR, load_model_dir, save_model_dir
-from tinyasr.model.recognizer import Recognizer, decoder_scores
-from tinyasr.model.san_m import AsrModel
-from tinyasr.model.search import ctc_prefix_beam_search
-from tinyasr.schedules.database import RECORD_FILE, database_digest, default_database_dir
+from tinyasr.compile.schedule_database import RECORD_FILE, database_digest, default_database_dir
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.decoding.recognizer import Recognizer, decoder_scores
+from tinyasr.model.decoding.search import ctc_prefix_beam_search
+from tinyasr.model.network.model_dir import (
+    DEFAULT_MODEL,
+    SAMPLES_DIR,
+    load_model_dir,
+    save_model_dir,
+)
+from tinyasr.model.network.san_m import AsrModel
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import BOARDS, board_target, host_target
+from tinyasr.targets.host.runner import CompiledModelRunner, CompiledRecognizer
 
 BOARD_MACHINES = {"rpi4": "ARM aarch64", "visionfive2": "RISC-V", "k230": "RISC-V"}
 
@@ -180,7 +190,7 @@ def packing_padding(model: AsrModel, lanes: int) -> int:
 def test_each_shared_weight_is_stored_once(model: AsrModel, host_deployable: Path):
     """weights.bin holds exactly the model's distinct tensors plus the fbank matrices (and the
     padding of packed weights), and the library no tensor bigger than a small table but the
-    zero bias of each bias-free kernel width (compile/epilogue.py: the fbank's DFT and mel
+    zero bias of each bias-free kernel width (compile/kernels/epilogue.py: the fbank's DFT and mel
     matmuls)."""
     weights = tvm.runtime.load_param_dict_from_file(str(host_deployable / WEIGHTS_FILE))
     stored = sum(tensor.numpy().nbytes for tensor in weights.values())

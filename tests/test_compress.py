@@ -9,20 +9,42 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinyasr.model.compressed import (ALIGN, load_compressed, read_compressed, size_breakdown,
-                                      write_compressed)
-from tinyasr.model.datadir import read_data_dir
-from tinyasr.model.evaluate import evaluate
-from tinyasr.model.model_dir import save_model_dir
-from tinyasr.model.prune import (FIRST_CONV, BlockShape, FineTuning, Pruner, magnitude_mask, prunable_layers,
-                                 prune, ramp_fraction, sparsity_of, teacher_of)
-from tinyasr.model.quantize import (INT8_MAX, Activations, Quantization, calibrate,
-                                    dequantize_per_channel, quantizable_layers,
-                                    quantization_aware_fine_tune, quantize_per_channel)
-from tinyasr.model.recognizer import DecodeMode, DecodeOptions, Recognizer
-from tinyasr.model.san_m import AsrModel, ModelConfig
-from tinyasr.model.tokenizer import Tokenizer
-from tinyasr.model.train import collate, train_step
+from tinyasr.model.compression.prune import (
+    FIRST_CONV,
+    FineTuning,
+    Pruner,
+    magnitude_mask,
+    prune,
+    ramp_fraction,
+    teacher_of,
+)
+from tinyasr.model.compression.quantize import (
+    calibrate,
+    quantizable_layers,
+    quantization_aware_fine_tune,
+)
+from tinyasr.model.data.datadir import read_data_dir
+from tinyasr.model.decoding.evaluate import evaluate
+from tinyasr.model.decoding.recognizer import DecodeMode, DecodeOptions, Recognizer
+from tinyasr.model.network.compressed import (
+    ALIGN,
+    load_compressed,
+    read_compressed,
+    size_breakdown,
+    write_compressed,
+)
+from tinyasr.model.network.int8 import (
+    INT8_MAX,
+    Activations,
+    Quantization,
+    dequantize_per_channel,
+    quantize_per_channel,
+)
+from tinyasr.model.network.model_dir import save_model_dir
+from tinyasr.model.network.san_m import AsrModel, ModelConfig
+from tinyasr.model.network.sparsity import BlockShape, prunable_layers, sparsity_of
+from tinyasr.model.network.tokenizer import Tokenizer
+from tinyasr.model.training.train import collate, train_step
 from tinyasr.scripts.cli import main
 
 TOKENIZER = Tokenizer.from_texts(["turn on the lights", "set a timer for ten minutes"])

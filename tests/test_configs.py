@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from tinyasr.model import train_cost
-from tinyasr.model.metrics import char_errors
-from tinyasr.model.san_m import AsrModel, ModelConfig
-from tinyasr.model.tokenizer import Tokenizer, normalize_text
-from tinyasr.model.train import Recipe
+from tinyasr.model.decoding.metrics import char_errors
+from tinyasr.model.network.san_m import AsrModel, ModelConfig
+from tinyasr.model.network.tokenizer import Tokenizer, normalize_text
+from tinyasr.model.training import train_cost
+from tinyasr.model.training.train import Recipe
 
 CONFIGS = sorted(train_cost.CONFIG_DIR.glob("*.json"))
 

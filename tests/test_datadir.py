@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyasr.model.datadir import SAMPLE_RATE, load_wav, read_data_dir
-from tinyasr.model.errors import InputError
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.data.datadir import SAMPLE_RATE, load_wav, read_data_dir
 from tinyasr.scripts.cli import main
 
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.dataset import augment
-from tinyasr.model.dataset.batching import batched, shuffled
-from tinyasr.model.dataset.sources import Corpus
-from tinyasr.model.dataset.stream import SpeechStream, StreamConfig
-from tinyasr.model.frontend import Fbank, num_frames
-from tinyasr.model.model_dir import SAMPLES_DIR
-from tinyasr.model.tokenizer import Tokenizer
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.network.frontend import Fbank, num_frames
+from tinyasr.model.network.model_dir import SAMPLES_DIR
+from tinyasr.model.network.tokenizer import Tokenizer
+from tinyasr.model.training.dataset import augment
+from tinyasr.model.training.dataset.batching import batched, shuffled
+from tinyasr.model.training.dataset.sources import Corpus
+from tinyasr.model.training.dataset.stream import SpeechStream, StreamConfig
 from tinyasr.scripts.cli import main as tinyasr
 
 EVERYTHING = augment.AugmentConfig.from_dict({
@@ -74,7 +74,7 @@ def test_noise_is_mixed_at_the_requested_snr(snr: float, colour: float):
 
 
 def test_noise_from_a_noise_dir(tmp_path: Path):
-    from tinyasr.scripts.synth import write_wav
+    from tinyasr.model.data.synth import write_wav
     write_wav(tmp_path / "hum.wav", np.rint(tone(50.0, seconds=0.3, amplitude=2000.0)))
     config = augment.AugmentConfig.from_dict({"noise_prob": 1.0, "snr_db": [6.0, 6.0],
                                               "noise_dir": str(tmp_path)})

@@ -15,11 +15,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tinyasr.model import distributed
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.dataset.batching import collate
-from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir
-from tinyasr.model.train import Recipe, Trainer
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.network.model_dir import SAMPLES_DIR, load_model_dir
+from tinyasr.model.training import distributed
+from tinyasr.model.training.dataset.batching import collate
+from tinyasr.model.training.train import Recipe, Trainer
 
 # No SpecAugment and no dropout: the only randomness left is the seeded stream, so one process
 # and two see the same numbers up to the order of float additions.

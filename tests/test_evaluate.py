@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyasr.model.datadir import Utterance, write_data_dir
-from tinyasr.model.evaluate import engine_of
+from tinyasr.model.data.datadir import Utterance, write_data_dir
+from tinyasr.model.data.synth import write_wav
+from tinyasr.model.decoding.evaluate import engine_of
 from tinyasr.scripts.cli import main
-from tinyasr.scripts.synth import write_wav
 
 # (speaker, reference, what the fake recognizer hears)
 UTTERANCES = [
@@ -55,7 +55,7 @@ def test_engine_is_the_speaker_prefix() -> None:
 def test_rows_per_engine_and_seen_text_add_up(data: tuple[Path, Path], tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    import tinyasr.model.recognizers as recognizers
+    import tinyasr.model.decoding.recognizers as recognizers
 
     monkeypatch.setattr(recognizers, "load_recognizer", lambda *args, **kwargs: FakeRecognizer())
     test, train = data

@@ -13,7 +13,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.target import Target
 
-from tinyasr.compile.fp32_kernels import VectorUnit, fp32_matmul_kernel, vector_unit
+from tinyasr.compile.kernels.fp32 import VectorUnit, fp32_matmul_kernel, vector_unit
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build, weight_keys
 from tinyasr.targets.boards import BOARDS, board_target, get_board
 

@@ -8,8 +8,8 @@ import kaldi_native_fbank as knf
 import numpy as np
 import torch
 
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.frontend import Fbank, num_frames
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.network.frontend import Fbank, num_frames
 
 
 def kaldi_fbank(samples: np.ndarray) -> np.ndarray:

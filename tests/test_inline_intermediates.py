@@ -10,7 +10,7 @@ from tvm import relax
 from tvm.s_tir.schedule import Schedule
 from tvm.script import relax as R
 
-from tinyasr.compile.int8_kernels import VNNI, int8_matmul_kernel
+from tinyasr.compile.kernels.int8 import VNNI, int8_matmul_kernel
 from tinyasr.compile.passes.inline_intermediates import InlineIntermediates
 from tinyasr.compile.pipeline import LEGALIZE_PASSES
 

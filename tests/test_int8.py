@@ -13,18 +13,26 @@ import tvm
 from tvm import relax, tirx
 from tvm.target import Target
 
-from tinyasr.compile.int8_kernels import (GENERIC, RVV, SDOT, VNNI, dot_isa, int8_matmul_kernel,
-                                          pack_weights)
-from tinyasr.compile.fp32_kernels import vector_unit
+from tinyasr.compile.kernels.fp32 import vector_unit
+from tinyasr.compile.kernels.int8 import (
+    GENERIC,
+    RVV,
+    SDOT,
+    VNNI,
+    dot_isa,
+    int8_matmul_kernel,
+    pack_weights,
+)
+from tinyasr.compile.kernels.quantize import quantize_rows_kernel
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build
-from tinyasr.compile.quantize_kernels import quantize_rows_kernel
-from tinyasr.compile.runner import CompiledModelRunner
-from tinyasr.model.compressed import load_compressed, write_compressed
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.model_dir import SAMPLES_DIR
-from tinyasr.model.quantize import Activations, Quantization, quantizable_layers
+from tinyasr.model.compression.quantize import quantizable_layers
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.network.compressed import load_compressed, write_compressed
+from tinyasr.model.network.int8 import Activations, Quantization
+from tinyasr.model.network.model_dir import SAMPLES_DIR
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import BOARDS, host_target
+from tinyasr.targets.host.runner import CompiledModelRunner
 
 N, K = 144, 64   # output channels, input features: every ISA's lanes and groups divide them
 X86_VNNI = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"}

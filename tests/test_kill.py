@@ -1,4 +1,4 @@
-"""kill -9 at any moment loses nothing: the directory swap of tinyasr.model.atomic (model dirs,
+"""kill -9 at any moment loses nothing: the directory swap of tinyasr.model.common.atomic (model dirs,
 deployables), and each long-running command killed mid-run and run again."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyasr.model import atomic
+from tinyasr.model.common import atomic
 
 
 def _dead_pid() -> int:
@@ -162,7 +162,7 @@ def _after(seconds: float):
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_random_model, tmp_path_factory) -> Path:
-    from tinyasr.model.model_dir import save_model_dir
+    from tinyasr.model.network.model_dir import save_model_dir
 
     path = tmp_path_factory.mktemp("kill") / "model"
     save_model_dir(*tiny_random_model, path)
@@ -212,7 +212,7 @@ def test_compile_force_killed_anywhere_keeps_a_whole_deployable(model_dir: Path,
 
 
 def test_compress_killed_mid_write_leaves_no_half_file(model_dir: Path, tmp_path: Path):
-    from tinyasr.model.compressed import load_compressed
+    from tinyasr.model.network.compressed import load_compressed
 
     out = tmp_path / "m.tac"
     args = ["compress", "quantize", model_dir, "--activations", "dynamic", "--out", out]
@@ -237,7 +237,7 @@ def test_report_killed_mid_run_then_rerun_writes_every_file_whole(model_dir: Pat
                                                                    tmp_path: Path):
     import json
 
-    from tinyasr.model.model_dir import SAMPLES_DIR
+    from tinyasr.model.network.model_dir import SAMPLES_DIR
 
     data = tmp_path / "corpus"
     lines = (SAMPLES_DIR / "wav.scp").read_text().splitlines()[:2]
@@ -265,7 +265,7 @@ def test_report_killed_mid_run_then_rerun_writes_every_file_whole(model_dir: Pat
 @pytest.mark.slow  # tunes a few trials twice: minutes
 def test_tune_killed_while_measuring_keeps_its_records_and_resumes(model_dir: Path,
                                                                    tmp_path: Path):
-    from tinyasr.schedules.database import RECORD_FILE
+    from tinyasr.compile.schedule_database import RECORD_FILE
 
     work_dir, temp = tmp_path / "db", tmp_path / "tmp"
     temp.mkdir()

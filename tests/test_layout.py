@@ -13,9 +13,9 @@ import tvm
 from tvm import relax, tirx
 from tvm.target import Target
 
-from tinyasr.compile.batched_kernels import batched_matmul_kernel, fixed_width_supported
-from tinyasr.compile.fp32_kernels import vector_unit
-from tinyasr.compile.im2col_kernels import im2col_kernel
+from tinyasr.compile.kernels.batched import batched_matmul_kernel, fixed_width_supported
+from tinyasr.compile.kernels.fp32 import vector_unit
+from tinyasr.compile.kernels.im2col import im2col_kernel
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build
 from tinyasr.targets.boards import board_target, get_board

@@ -8,8 +8,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from tinyasr.model.metrics import char_errors, word_errors
-from tinyasr.model.search import attention_rescoring, ctc_greedy, ctc_prefix_beam_search
+from tinyasr.model.decoding.metrics import char_errors, word_errors
+from tinyasr.model.decoding.search import attention_rescoring, ctc_greedy, ctc_prefix_beam_search
 
 
 def test_error_breakdown():

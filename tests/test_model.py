@@ -8,9 +8,9 @@ import io
 import pytest
 import torch
 
-from tinyasr.model.prefix_tree import prefix_tree
-from tinyasr.model.san_m import AsrModel, ModelConfig, shared_layer_map
-from tinyasr.model.train import collate
+from tinyasr.model.decoding.prefix_tree import prefix_tree
+from tinyasr.model.network.san_m import AsrModel, ModelConfig, shared_layer_map
+from tinyasr.model.training.train import collate
 
 
 def tiny_config(**overrides) -> ModelConfig:

@@ -9,14 +9,24 @@ import pytest
 import torch
 
 from tinyasr.compile.deployable import build_deployable
-from tinyasr.compile.parity import (FP32_LOG_PROB_TOLERANCE, INT8_FRAME_AGREEMENT, compare,
-                                    rounds_activations_to_int8, texts_agree)
-from tinyasr.compile.runner import CompiledModelRunner, CompiledRecognizer
-from tinyasr.model.compressed import load_compressed
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.model_dir import COMPRESSED_MODEL, DEFAULT_MODEL, SAMPLES_DIR, load_model_dir
-from tinyasr.model.recognizer import Recognizer
+from tinyasr.compile.parity import (
+    FP32_LOG_PROB_TOLERANCE,
+    INT8_FRAME_AGREEMENT,
+    compare,
+    rounds_activations_to_int8,
+    texts_agree,
+)
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.decoding.recognizer import Recognizer
+from tinyasr.model.network.compressed import load_compressed
+from tinyasr.model.network.model_dir import (
+    COMPRESSED_MODEL,
+    DEFAULT_MODEL,
+    SAMPLES_DIR,
+    load_model_dir,
+)
 from tinyasr.targets.boards import get_board
+from tinyasr.targets.host.runner import CompiledModelRunner, CompiledRecognizer
 
 
 def _log_probs(frames: int, vocab: int, seed: int) -> np.ndarray:

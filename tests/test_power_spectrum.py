@@ -10,10 +10,10 @@ import tvm
 from torch import nn
 from tvm.target import Target
 
-from tinyasr.compile.fbank_kernels import power_spectrum_kernel
-from tinyasr.compile.fp32_kernels import VectorUnit, vector_unit
+from tinyasr.compile.kernels.fbank import power_spectrum_kernel
+from tinyasr.compile.kernels.fp32 import VectorUnit, vector_unit
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build, import_program
-from tinyasr.model.frontend import FRAME_LENGTH, NUM_BINS, Fbank
+from tinyasr.model.network.frontend import FRAME_LENGTH, NUM_BINS, Fbank
 from tinyasr.targets.boards import board_target, get_board
 
 HOST = board_target(get_board("host"))

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from tinyasr.model.datadir import SAMPLE_RATE, read_data_dir, wav_samples
-from tinyasr.scripts.realspeech import DATA_DIR, normalize, number_words
+from tinyasr.model.data.datadir import SAMPLE_RATE, read_data_dir, wav_samples
+from tinyasr.schedules.realspeech import DATA_DIR, normalize, number_words
 
 COLUMNS = ["utterance", "speaker", "style", "s", "package", "file in package", "trim",
            "sha256 of file (first 12)", "licence", "transcript as the package states it"]

@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
-from tinyasr.model.errors import InputError
+
+from tinyasr.model.common.errors import InputError
 from tinyasr.targets.boards import Board, get_board
 from tinyasr.targets.farm import Farm, emulator_prefix, free_port
+from tinyasr.targets.native_build import build_runtime
 from tinyasr.targets.remote import connect, request_session
-from tinyasr.targets.runtime_build import build_runtime
 
 KEY = "sandbox-test"
 RPC_MAGIC = 0xFF271

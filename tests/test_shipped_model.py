@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.evaluate import evaluate
-from tinyasr.model.model_dir import COMPRESSED_MODEL, DEFAULT_MODEL, PRETRAINED_DIR, SAMPLES_DIR
-from tinyasr.model.recognizer import DecodeMode, DecodeOptions, Recognizer
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.decoding.evaluate import evaluate
+from tinyasr.model.decoding.recognizer import DecodeMode, DecodeOptions, Recognizer
+from tinyasr.model.network.model_dir import (
+    COMPRESSED_MODEL,
+    DEFAULT_MODEL,
+    PRETRAINED_DIR,
+    SAMPLES_DIR,
+)
 
 SPARSE_MODEL = PRETRAINED_DIR / "shared-sparse-int8.tac"
 RECORDED = json.loads((PRETRAINED_DIR / "samples-cer.json").read_text())

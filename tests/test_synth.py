@@ -10,12 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from tinyasr.model.datadir import read_data_dir
-from tinyasr.model.model_dir import SAMPLES_DIR
-from tinyasr.scripts import synth
+from tinyasr.model.data import synth
+from tinyasr.model.data.datadir import read_data_dir
+from tinyasr.model.data.prompts import (
+    ALPHABET_PATTERN,
+    clock_words,
+    general_sentences,
+    make_prompt,
+    number_words,
+    ordinal_words,
+    year_words,
+)
+from tinyasr.model.network.model_dir import SAMPLES_DIR
 from tinyasr.scripts.cli import main
-from tinyasr.scripts.prompts import (ALPHABET_PATTERN, clock_words, general_sentences, make_prompt, number_words,
-                                     ordinal_words, year_words)
 
 SIZES = {"train": 3000, "dev": 300, "test": 300, "test_unseen_engine": 100}
 SMALL = {"train": 4, "dev": 2, "test": 2, "test_unseen_engine": 1}

@@ -9,7 +9,7 @@ from tvm import te
 from tvm.s_tir.schedule import Schedule, Trace
 
 from tinyasr.compile.passes.apply_tuned_schedules import replay_on_symbolic, sound_on_symbolic
-from tinyasr.schedules.database import static_workload
+from tinyasr.compile.schedule_database import static_workload
 
 FRAMES = tvm.tirx.Var("frames", "int64")
 K, N = 40, 64

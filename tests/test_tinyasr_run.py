@@ -20,14 +20,19 @@ import pytest
 
 from tinyasr.compile.deployable import MANIFEST_FILE, WEIGHTS_FILE, build_deployable
 from tinyasr.compile.parity import texts_agree
-from tinyasr.compile.runner import CompiledRecognizer
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.model_dir import COMPRESSED_MODEL, DEFAULT_MODEL, SAMPLES_DIR, save_model_dir
-from tinyasr.model.recognizer import DecodeMode, DecodeOptions, Recognizer
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.decoding.recognizer import DecodeMode, DecodeOptions, Recognizer
+from tinyasr.model.network.model_dir import (
+    COMPRESSED_MODEL,
+    DEFAULT_MODEL,
+    SAMPLES_DIR,
+    save_model_dir,
+)
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import get_board
 from tinyasr.targets.farm import emulator_prefix
-from tinyasr.targets.runtime_build import build_runtime, describe
+from tinyasr.targets.host.runner import CompiledRecognizer
+from tinyasr.targets.native_build import build_runtime, describe
 
 SAMPLES = 3                 # qemu is slow: the shortest few utterances
 # The int8 model on rpi4 (aarch64) and on the RVV k230 (riscv64 vector int8 code: it needs qemu

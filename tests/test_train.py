@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinyasr.model.errors import InputError
-from tinyasr.model.datadir import read_data_dir
-from tinyasr.model.model_dir import DEFAULT_MODEL, SAMPLES_DIR, load_model_dir
-from tinyasr.model.tokenizer import Tokenizer
-from tinyasr.model.train import Recipe, Trainer, remove_stale_temp_files
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.data.datadir import read_data_dir
+from tinyasr.model.network.model_dir import DEFAULT_MODEL, SAMPLES_DIR, load_model_dir
+from tinyasr.model.network.tokenizer import Tokenizer
+from tinyasr.model.training.train import Recipe, Trainer, remove_stale_temp_files
 
 TINY_RECIPE = {
     "model": {"d_model": 32, "attention_heads": 2, "ffn_dim": 64, "subsampling_channels": 8,

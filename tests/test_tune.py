@@ -15,19 +15,25 @@ from tvm import te
 from tvm.s_tir import meta_schedule as ms
 
 from tinyasr.compile.deployable import build_deployable, read_manifest, tuning_database
-from tinyasr.compile.int8_kernels import VNNI, int8_matmul_kernel
+from tinyasr.compile.kernels.int8 import VNNI, int8_matmul_kernel
 from tinyasr.compile.pipeline import IRDumper, import_model
-from tinyasr.compile.runner import CompiledModelRunner
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.errors import InputError
-from tinyasr.model.model_dir import SAMPLES_DIR, load_model_dir
-from tinyasr.schedules.database import (RECORD_FILE, REPLAY_FILE, WORKLOAD_FILE,
-                                        database_digest, open_database, repair_database,
-                                        static_workload, workload_flops)
-from tinyasr.schedules.tune import (extract_tasks, on_stored_workload, task_flops,
-                                    tuning_target)
+from tinyasr.compile.schedule_database import (
+    RECORD_FILE,
+    REPLAY_FILE,
+    WORKLOAD_FILE,
+    database_digest,
+    open_database,
+    repair_database,
+    static_workload,
+    workload_flops,
+)
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.network.model_dir import SAMPLES_DIR, load_model_dir
+from tinyasr.schedules.tune import extract_tasks, on_stored_workload, task_flops, tuning_target
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import get_board, host_target
+from tinyasr.targets.host.runner import CompiledModelRunner
 
 TRIALS = 2
 

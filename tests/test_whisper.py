@@ -13,11 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.errors import InputError
-from tinyasr.model.model_dir import SAMPLES_DIR
-from tinyasr.model.whisper.convert import (convert_ct2, load_whisper_dir, shipped_ct2_dir,
-                                           write_model_dir)
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.network.model_dir import SAMPLES_DIR
+from tinyasr.model.whisper.convert import (
+    convert_ct2,
+    load_whisper_dir,
+    shipped_ct2_dir,
+    write_model_dir,
+)
 from tinyasr.model.whisper.ct2_reader import read_ct2_model
 from tinyasr.model.whisper.decoding import SearchOptions, start
 from tinyasr.model.whisper.frontend import log_mel, mel_filterbank
@@ -88,7 +92,7 @@ def test_ct2_reader_names_a_truncated_file(tmp_path):
 
 
 def test_tokenizer_round_trip_and_reference_ids(converted):
-    from tokenizers import Tokenizer   # faster-whisper's dependency: the reference BPE
+    from tokenizers import Tokenizer  # faster-whisper's dependency: the reference BPE
 
     _, tokenizer, _ = converted
     reference = Tokenizer.from_file(str(shipped_ct2_dir() / "tokenizer.json"))
@@ -244,7 +248,7 @@ def test_converted_dir_round_trip(converted, tmp_path, samples):
 
 
 def test_load_recognizer_names_a_foreign_dir(tmp_path):
-    from tinyasr.model.recognizers import load_recognizer
+    from tinyasr.model.decoding.recognizers import load_recognizer
 
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(InputError, match=str(tmp_path)):

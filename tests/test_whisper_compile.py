@@ -27,10 +27,9 @@ import numpy as np
 import pytest
 import torch
 
-from tinyasr.model.datadir import load_wav, read_data_dir
-from tinyasr.model.errors import InputError
-from tinyasr.model.whisper.convert import (ensure_whisper_model, load_whisper_dir,
-                                           write_model_dir)
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.whisper.convert import ensure_whisper_model, load_whisper_dir, write_model_dir
 from tinyasr.model.whisper.decoding import start
 from tinyasr.model.whisper.frontend import log_mel, pad_window
 from tinyasr.model.whisper.model import Whisper, WhisperDims
@@ -62,7 +61,7 @@ def whisper_parts():
 def small(whisper_parts, tmp_path_factory):
     """(PyTorch model, compiled model) of a small random Whisper with the real tokenizer."""
     from tinyasr.compile.whisper_deployable import build_whisper_deployable
-    from tinyasr.compile.whisper_runner import CompiledWhisper
+    from tinyasr.targets.host.whisper_runner import CompiledWhisper
 
     _, tokenizer, config = whisper_parts
     torch.manual_seed(0)
@@ -119,8 +118,8 @@ def test_small_manifest_says_family_and_decoder(small, whisper_parts):
 
 def test_each_family_refuses_the_other_in_one_line(small, tmp_path):
     from tinyasr.compile.deployable import read_manifest
-    from tinyasr.compile.runner import CompiledModelRunner
-    from tinyasr.compile.whisper_runner import CompiledWhisper
+    from tinyasr.targets.host.runner import CompiledModelRunner
+    from tinyasr.targets.host.whisper_runner import CompiledWhisper
 
     _, _, lib = small
     with pytest.raises(InputError, match="whisper deployable, not SAN-M"):
@@ -168,7 +167,7 @@ def test_transcribe_lib_runs_a_whisper_deployable(small, tmp_path):
 def tiny(whisper_parts, tmp_path_factory):
     """whisper-tiny.en compiled for the host (untuned: no database is shipped for Whisper)."""
     from tinyasr.compile.whisper_deployable import build_whisper_deployable
-    from tinyasr.compile.whisper_runner import load_compiled_whisper
+    from tinyasr.targets.host.whisper_runner import load_compiled_whisper
 
     lib = tmp_path_factory.mktemp("whisper-tiny") / "lib"
     build_whisper_deployable(ensure_whisper_model(), get_board("host"), lib, untuned=True)
@@ -215,7 +214,7 @@ def small_int8(small, tmp_path_factory):
     """The small random Whisper compiled with --int8, and its int8-weight PyTorch twin."""
     from tinyasr.compile.whisper_deployable import build_whisper_deployable
     from tinyasr.compile.whisper_int8 import quantize_linear_layers
-    from tinyasr.compile.whisper_runner import CompiledWhisper
+    from tinyasr.targets.host.whisper_runner import CompiledWhisper
 
     model, _, lib = small
     out = tmp_path_factory.mktemp("whisper-small-int8") / "lib"

@@ -1,4 +1,4 @@
-"""Long audio in windows (model/windows.py): bounded memory, short audio unchanged."""
+"""Long audio in windows (model/network/windows.py): bounded memory, short audio unchanged."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from tinyasr.model import windows
-from tinyasr.model.datadir import load_wav
-from tinyasr.model.framing import SAMPLE_RATE
-from tinyasr.model.model_dir import DEFAULT_MODEL, SAMPLES_DIR
+from tinyasr.model.data.datadir import load_wav
+from tinyasr.model.network import windows
+from tinyasr.model.network.framing import SAMPLE_RATE
+from tinyasr.model.network.model_dir import DEFAULT_MODEL, SAMPLES_DIR
 
 
 def _sample_wavs():
@@ -51,7 +51,7 @@ def test_texts_joined_and_short_audio_passed_whole():
 
 def test_bundled_samples_decode_as_one_window():
     """Every bundled sample is under the maximum, so its transcript is the unwindowed one."""
-    from tinyasr.model.recognizer import Recognizer
+    from tinyasr.model.decoding.recognizer import Recognizer
 
     recognizer = Recognizer.load(DEFAULT_MODEL)
     for wav in _sample_wavs():
@@ -64,9 +64,9 @@ LONG = textwrap.dedent("""
     import json, sys
     import numpy as np
     import torch
-    from tinyasr.model import windows
-    from tinyasr.model.datadir import load_wav
-    from tinyasr.model.recognizer import Recognizer
+    from tinyasr.model.network import windows
+    from tinyasr.model.data.datadir import load_wav
+    from tinyasr.model.decoding.recognizer import Recognizer
     clips = [load_wav(w) for w in sys.argv[2:]]
     audio = np.concatenate(clips * 100)[: int(float(sys.argv[1]) * 16000)]
     torch.set_num_threads(1)
@@ -94,15 +94,15 @@ def test_two_minutes_in_bounded_memory():
 
 @pytest.mark.slow  # compiles a deployable and builds the host's runtime (minutes, once)
 def test_board_transcriber_windows_long_audio_as_python_does(tiny_random_model, tmp_path):
-    """tinyasr-run cuts long audio where model/windows.py does: on 70 s of bundled samples
+    """tinyasr-run cuts long audio where model/network/windows.py does: on 70 s of bundled samples
     (three windows) a host deployable prints CompiledRecognizer's transcript."""
     import wave
 
     from tinyasr.compile.deployable import build_deployable
-    from tinyasr.compile.runner import CompiledRecognizer
-    from tinyasr.model.model_dir import save_model_dir
+    from tinyasr.model.network.model_dir import save_model_dir
     from tinyasr.targets.boards import get_board
-    from tinyasr.targets.runtime_build import build_runtime
+    from tinyasr.targets.host.runner import CompiledRecognizer
+    from tinyasr.targets.native_build import build_runtime
 
     save_model_dir(*tiny_random_model, tmp_path / "model")
     build_deployable(tmp_path / "model", get_board("host"), tmp_path / "host")

@@ -1,6 +1,6 @@
 """TIR functions get their tuned schedules from a MetaSchedule database.
 
-Records were measured on static workloads (`tinyasr.schedules.database.static_workload`: every
+Records were measured on static workloads (`tinyasr.compile.schedule_database.static_workload`: every
 shape variable bound to its TUNING_EXTENTS size), while the model's functions keep symbolic
 frames and n-best sizes. TVM's own MetaScheduleApplyDatabase therefore matches nothing here, so
 this pass looks each function up by its static workload and replays the record's trace on the
@@ -35,8 +35,12 @@ from tvm.sym.analyzer import Analyzer
 
 from tinyasr.compile.passes.tile_padding import pad_symbolic_tiles
 from tinyasr.compile.passes.traces import REDUCE, trace_origins
-from tinyasr.schedules.database import (TUNING_EXTENTS, static_workload, structural_key,
-                                        workload_flops)
+from tinyasr.compile.schedule_database import (
+    TUNING_EXTENTS,
+    static_workload,
+    structural_key,
+    workload_flops,
+)
 
 SCHEDULED = "tirx.is_scheduled"
 EXTRA_WORK = 1.1    # a replay may do this much of the static workload's FLOPs, no more

@@ -1,4 +1,4 @@
-"""fp32 matmuls of two activations, batched, become compile/batched_kernels.py's kernel.
+"""fp32 matmuls of two activations, batched, become compile/kernels/batched.py's kernel.
 
 Pattern: matmul(x (B, M, K) f32, y (B, K, N) f32), one batch size, neither a weight (the
 attention's per-head scores and context, in the encoder and the decoder). Rewrite:
@@ -18,7 +18,7 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from tinyasr.compile.batched_kernels import batched_matmul_kernel, fixed_width_supported
+from tinyasr.compile.kernels.batched import batched_matmul_kernel, fixed_width_supported
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.rewriting import KernelPass, is_op
 

@@ -32,10 +32,10 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from tinyasr.compile.bsr_kernels import bsr_matmul_kernel
+from tinyasr.compile.kernels.bsr import bsr_matmul_kernel
 from tinyasr.compile.passes.int8_matmul import Int8KernelRewriter, int8_weight, linear_weight
 from tinyasr.compile.passes.rewriting import KernelPass, is_op
-from tinyasr.model.compressed import from_bsr
+from tinyasr.model.network.compressed import from_bsr
 
 BSR_TO_DENSE = "tinyasr.bsr_to_dense"
 

@@ -6,7 +6,7 @@ Pattern (after the layout phase made convs channels-last):
                                                                   group, no padding or dilation
 Rewrite:
 
-    columns = im2col of x, (OH * OW, KH * KW * C)       compile/im2col_kernels.py
+    columns = im2col of x, (OH * OW, KH * KW * C)       compile/kernels/im2col.py
     out     = fp32 kernel(columns, W as (KH * KW * C, O)) = (1, OH, OW, O), channels-last
 
 and conv1d(x (1, W, C), W (K, C, O)) in NWC / WIO (Whisper's front convolutions, padding
@@ -23,7 +23,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from tinyasr.compile.im2col_kernels import im2col_kernel
+from tinyasr.compile.kernels.im2col import im2col_kernel
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.rewriting import KernelPass, is_op, plain_channels_last
 

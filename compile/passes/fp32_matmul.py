@@ -1,4 +1,4 @@
-"""fp32 matmuls on a weight become the register-tiled kernels of compile/fp32_kernels.py.
+"""fp32 matmuls on a weight become the register-tiled kernels of compile/kernels/fp32.py.
 
 Pattern (x has a symbolic or static row count; the weight is an fp32 weight, a function input
 after num_input as the import keeps every parameter, or a transpose or reshape of one):
@@ -24,8 +24,8 @@ from tvm import relax
 from tvm.relax.expr_functor import mutator
 from tvm.target import Target
 
-from tinyasr.compile.epilogue import identity_epilogue
-from tinyasr.compile.fp32_kernels import VectorUnit, fp32_matmul_kernel, vector_unit
+from tinyasr.compile.kernels.epilogue import identity_epilogue
+from tinyasr.compile.kernels.fp32 import VectorUnit, fp32_matmul_kernel, vector_unit
 from tinyasr.compile.passes.rewriting import Bound, FunctionRewriter, KernelPass, is_op
 
 LAYOUT_OPS = ("relax.permute_dims", "relax.reshape")

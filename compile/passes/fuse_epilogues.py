@@ -25,7 +25,7 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from tinyasr.compile.epilogue import EPILOGUE_ATTR
+from tinyasr.compile.kernels.epilogue import EPILOGUE_ATTR
 from tinyasr.compile.passes.fp32_matmul import weight_inputs, weight_source
 from tinyasr.compile.passes.rewriting import FunctionRewriter, is_op
 

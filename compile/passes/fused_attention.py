@@ -1,5 +1,5 @@
-"""Multi-head attention, as torch exports model/san_m.py's `attend`, becomes one kernel
-(compile/attention_kernels.py).
+"""Multi-head attention, as torch exports model/network/san_m.py's `attend`, becomes one kernel
+(compile/kernels/attention.py).
 
 Pattern, with heads(x, order) = permute_dims(reshape(x (A, T, H*E), [A, T, H, E]), order)
 (the permute maybe a chain of permutes with that composition: Whisper's keys are split into
@@ -28,10 +28,10 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from tinyasr.compile.attention_kernels import attention_kernel, attention_supported
+from tinyasr.compile.kernels.attention import attention_kernel, attention_supported
+from tinyasr.compile.kernels.softmax import MASKED_SCORE
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.rewriting import KernelPass, is_op, scalar_constant
-from tinyasr.compile.softmax_kernels import MASKED_SCORE
 
 QUERY_ORDER = VALUE_ORDER = [0, 2, 1, 3]
 KEY_ORDER = [0, 2, 3, 1]

@@ -1,5 +1,5 @@
-"""The fbank's power spectrum, as torch exports model/frontend.py's `Fbank.power_spectrum`,
-becomes one kernel (compile/fbank_kernels.py).
+"""The fbank's power spectrum, as torch exports model/network/frontend.py's `Fbank.power_spectrum`,
+becomes one kernel (compile/kernels/fbank.py).
 
 Pattern, seen through the importer's reshapes and broadcasts (unflattened):
 
@@ -22,12 +22,17 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from tinyasr.compile.fbank_kernels import (INNER_COLUMNS, OUTER_COLUMNS, OUTER_INPUTS,
-                                           POWER_COLUMNS, power_spectrum_kernel,
-                                           power_spectrum_supported)
+from tinyasr.compile.kernels.fbank import (
+    INNER_COLUMNS,
+    OUTER_COLUMNS,
+    OUTER_INPUTS,
+    POWER_COLUMNS,
+    power_spectrum_kernel,
+    power_spectrum_supported,
+)
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.rewriting import KernelPass, is_op
-from tinyasr.model.frontend import FRAME_LENGTH, GROUPS, ROWS, STRIDE
+from tinyasr.model.network.frontend import FRAME_LENGTH, GROUPS, ROWS, STRIDE
 
 COLUMNS_ORDER = [0, 1, 3, 2]
 GROUPS_ORDER = [3, 0, 1, 4, 2]

@@ -10,7 +10,7 @@ after the layout phase made the conv channels-last; the rounding may be permuted
 Rewrite:
 
     xq      = int8(clip(round(x / s), -127, 127))              the reference's own integers
-    columns = im2col of xq, (OH * OW, KH * KW * C) int8         compile/im2col_kernels.py
+    columns = im2col of xq, (OH * OW, KH * KW * C) int8         compile/kernels/im2col.py
     out     = int8 kernel(columns, wq as (O, KH * KW * C), s per row, scale)   -> (OH * OW, O)
               = (1, OH, OW, O): already the conv's channels-last output
 

@@ -27,12 +27,17 @@ from tvm import relax, tirx
 from tvm.relax.expr_functor import mutator
 from tvm.target import Target
 
-from tinyasr.compile.epilogue import identity_epilogue
-from tinyasr.compile.fp32_kernels import VectorUnit, vector_unit
-from tinyasr.compile.int8_kernels import DotIsa, dot_isa, int8_matmul_kernel
-from tinyasr.compile.passes.rewriting import (Bound, FunctionRewriter, KernelPass, is_op,
-                                              scalar_constant)
-from tinyasr.compile.quantize_kernels import INT8_MAX, TINY, quantize_rows_kernel
+from tinyasr.compile.kernels.epilogue import identity_epilogue
+from tinyasr.compile.kernels.fp32 import VectorUnit, vector_unit
+from tinyasr.compile.kernels.int8 import DotIsa, dot_isa, int8_matmul_kernel
+from tinyasr.compile.kernels.quantize import INT8_MAX, TINY, quantize_rows_kernel
+from tinyasr.compile.passes.rewriting import (
+    Bound,
+    FunctionRewriter,
+    KernelPass,
+    is_op,
+    scalar_constant,
+)
 
 
 def linear_weight(call: relax.Call, bound: Bound) -> relax.Expr | None:
@@ -63,7 +68,7 @@ def int8_weight(weight: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Exp
 
 def int8_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
     """(integers, s) when `x` is clip(round(x0 / s), -127, 127) * s: the int8 rounding the
-    PyTorch reference applies to a layer's input (tinyasr.model.quantize.fake_quantize)."""
+    PyTorch reference applies to a layer's input (tinyasr.model.compression.quantize.fake_quantize)."""
     product = bound(x)
     if not is_op(product, "relax.multiply"):
         return None
@@ -133,7 +138,7 @@ class Int8KernelRewriter(FunctionRewriter):
 
     def quantize_rows(self, x: relax.Expr, rows: tirx.PrimExpr) -> tuple[relax.Var, relax.Var]:
         """(xq (rows, K) int8, x_scale (rows, 1)): x (..., K) rounded to int8 per row at
-        x_scale = max|row| / 127, by the target's compile/quantize_kernels.py kernel."""
+        x_scale = max|row| / 127, by the target's compile/kernels/quantize.py kernel."""
         k = int(x.ty.shape.values[-1])
         kernel = self._kernel(f"quantize_rows_{self.unit.lanes}_k{k}",
                               lambda: quantize_rows_kernel(self.unit, k))

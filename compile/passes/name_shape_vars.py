@@ -5,7 +5,7 @@ torch.export names every dynamic size after a sympy symbol (`s76`), so an IR dum
 nodes. This pass renames each to its role from `tinyasr.compile.graphs.SHAPE_VARIABLES`
 (`frames`, `nodes`): the dumps read `frames * 4 + 3`, and the TIR functions legalized from
 them carry the same names, which is how the tuner picks a realistic size for each
-(`tinyasr.schedules.database.TUNING_EXTENTS`).
+(`tinyasr.compile.schedule_database.TUNING_EXTENTS`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator
 from tvm.target import Target
 
-from tinyasr.compile.im2col_kernels import im2col_kernel
+from tinyasr.compile.kernels.im2col import im2col_kernel
 
 
 def is_op(expr: relax.Expr, name: str) -> bool:

@@ -7,7 +7,7 @@ Pattern:
                                                       against its token embedding)
 Rewrite:
 
-    out = call_tir(rowdot kernel, x, W)       compile/rowdot_kernels.py
+    out = call_tir(rowdot kernel, x, W)       compile/kernels/rowdot.py
 
 Fp32Matmul would pack W into its kernel's layout, and the weights phase would then store the
 packed copy beside the one the gather reads (80 MB twice for Whisper tiny.en). Run it before
@@ -20,9 +20,9 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
+from tinyasr.compile.kernels.rowdot import rowdot_kernel, rowdot_supported
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.rewriting import KernelPass, is_op
-from tinyasr.compile.rowdot_kernels import rowdot_kernel, rowdot_supported
 
 
 @mutator

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from tinyasr.model.atomic import staged_directory
-from tinyasr.model.errors import InputError
+from tinyasr.model.common.atomic import staged_directory
+from tinyasr.model.common.errors import InputError
 from tinyasr.model.whisper.ct2_reader import read_ct2_model
 from tinyasr.model.whisper.model import Whisper, WhisperDims
 from tinyasr.model.whisper.tokenizer import WhisperTokenizer

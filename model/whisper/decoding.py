@@ -111,7 +111,7 @@ class WindowDecoder:
 
 def open_window(model: Whisper, encoded: Tensor) -> WindowDecoder:
     """The decoder state of one window: a WindowDecoder for the PyTorch model; a compiled model
-    (compile/whisper_runner.py) has its own `open_window(encoded)` giving a state with the same
+    (targets/host/whisper_runner.py) has its own `open_window(encoded)` giving a state with the same
     `step(tokens) -> logits` and `reorder(rows)`, so both decode through the same search."""
     opener = getattr(model, "open_window", None)
     return opener(encoded) if opener is not None else WindowDecoder(model, encoded)

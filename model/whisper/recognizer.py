@@ -60,7 +60,7 @@ class WhisperRecognizer:
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, config: dict,
                  options: WhisperOptions | None = None,
                  front_end: Callable[[np.ndarray], torch.Tensor] | None = None):
-        """model: the PyTorch Whisper, or a compiled one (compile/whisper_runner.py) with the
+        """model: the PyTorch Whisper, or a compiled one (targets/host/whisper_runner.py) with the
         same `dims`, `n_frames`, `encoder` and an `open_window` for the search; front_end:
         samples -> log-mel (default: frontend.log_mel in PyTorch)."""
         self.model, self.tokenizer = model.eval(), tokenizer
@@ -70,7 +70,7 @@ class WhisperRecognizer:
                                        config["suppress_ids"], config["suppress_ids_begin"])
 
     @classmethod
-    def load(cls, path: Path, options: WhisperOptions | None = None) -> "WhisperRecognizer":
+    def load(cls, path: Path, options: WhisperOptions | None = None) -> WhisperRecognizer:
         return cls(*load_whisper_dir(path), options)
 
     def windows(self, samples: np.ndarray) -> list[tuple[torch.Tensor, bool]]:

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinyasr.model.errors import InputError
+from tinyasr.model.common.errors import InputError
 
 VOCABULARY_FILE = "vocabulary.txt"
 MERGES_FILE = "merges.txt"
@@ -75,7 +75,7 @@ class WhisperTokenizer:
         self.specials = self._find_specials()
 
     @classmethod
-    def load(cls, directory: Path) -> "WhisperTokenizer":
+    def load(cls, directory: Path) -> WhisperTokenizer:
         """From `vocabulary.txt` and `merges.txt` in a directory."""
         directory = Path(directory)
         try:

@@ -24,23 +24,30 @@ _EXPORTS = {
     "compile_model": "tinyasr.api",
     "export_onnx": "tinyasr.api",
     "boards": "tinyasr.api",
-    "load_wav": "tinyasr.model.datadir",
-    "DecodeMode": "tinyasr.model.decoding",
-    "DecodeOptions": "tinyasr.model.decoding",
-    "InputError": "tinyasr.model.errors",
-    "DEFAULT_MODEL": "tinyasr.model.pretrained_paths",
+    "load_wav": "tinyasr.model.data.datadir",
+    "DecodeMode": "tinyasr.model.decoding.options",
+    "DecodeOptions": "tinyasr.model.decoding.options",
+    "InputError": "tinyasr.model.common.errors",
+    "DEFAULT_MODEL": "tinyasr.model.network.pretrained_paths",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:   # what type checkers see; at run time __getattr__ imports on first use
     # ruff: noqa: F401
-    from tinyasr.api import (Recognizer, boards, compile_model, export_onnx, load_deployable,
-                             load_recognizer, transcribe)
-    from tinyasr.model.datadir import load_wav
-    from tinyasr.model.decoding import DecodeMode, DecodeOptions
-    from tinyasr.model.errors import InputError
-    from tinyasr.model.pretrained_paths import DEFAULT_MODEL
+    from tinyasr.api import (
+        Recognizer,
+        boards,
+        compile_model,
+        export_onnx,
+        load_deployable,
+        load_recognizer,
+        transcribe,
+    )
+    from tinyasr.model.common.errors import InputError
+    from tinyasr.model.data.datadir import load_wav
+    from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
+    from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
 
     __version__: str
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
 
-from tinyasr.model.decoding import DecodeMode, DecodeOptions
+from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,7 +31,7 @@ class Recognizer(Protocol):
 
 
 def _options(mode: str | DecodeMode, beam: int) -> DecodeOptions:
-    from tinyasr.model.errors import InputError
+    from tinyasr.model.common.errors import InputError
 
     try:
         mode = DecodeMode(mode)
@@ -49,8 +49,8 @@ def load_recognizer(model: ModelRef = None, *, mode: str | DecodeMode = "attenti
 
     mode, beam: the SAN-M model's decoding (ctc_greedy, ctc_prefix_beam or attention_rescoring
     of the CTC `beam`-best). whisper_beam: Whisper's beam, 1 for greedy search."""
-    from tinyasr.model.pretrained_paths import DEFAULT_MODEL
-    from tinyasr.model.recognizers import load_recognizer as load
+    from tinyasr.model.decoding.recognizers import load_recognizer as load
+    from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
 
     return load(DEFAULT_MODEL if model is None else model, _options(mode, beam), whisper_beam)
 
@@ -59,7 +59,7 @@ def load_deployable(path: str | os.PathLike[str], *,
                     mode: str | DecodeMode = "attention_rescoring", beam: int = 10) -> Recognizer:
     """A deployable compiled for this machine (`compile_model(..., "host", ...)`), run by TVM's
     runtime; it decodes as `load_recognizer` does."""
-    from tinyasr.compile.runner import CompiledRecognizer
+    from tinyasr.targets.host.runner import CompiledRecognizer
 
     return CompiledRecognizer.load(Path(path), _options(mode, beam))
 
@@ -68,7 +68,7 @@ def transcribe(audio: Audio, model: Recognizer | ModelRef = None) -> str:
     """The text of one utterance: a wav path or samples; `model` a recognizer from
     `load_recognizer`/`load_deployable`, or what `load_recognizer` takes (loaded for this
     call: keep a recognizer to transcribe many)."""
-    from tinyasr.model.datadir import load_wav
+    from tinyasr.model.data.datadir import load_wav
 
     recognizer = model if isinstance(model, Recognizer) else load_recognizer(model)
     if isinstance(audio, (str, os.PathLike)):
@@ -86,7 +86,7 @@ def compile_model(model: ModelRef, target: str, out: str | os.PathLike[str], *,
     force: replace an existing `out`. database: a tuning database (default: the device's own
     under schedules/). untuned: TVM's default schedules."""
     from tinyasr.compile.deployable import build_deployable
-    from tinyasr.model.pretrained_paths import DEFAULT_MODEL
+    from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
     from tinyasr.targets.boards import get_board
 
     out = Path(out)
@@ -99,8 +99,8 @@ def export_onnx(model: ModelRef, out: str | os.PathLike[str]) -> list[Path]:
     """Writes a SAN-M model's encode.onnx and decode.onnx into the directory `out`, as
     `tinyasr export onnx` does (see tinyasr.compile.onnx_export); returns their paths."""
     from tinyasr.compile.onnx_export import export_onnx as export
-    from tinyasr.model.pretrained_paths import DEFAULT_MODEL
-    from tinyasr.model.recognizer import Recognizer as SanmRecognizer
+    from tinyasr.model.decoding.recognizer import Recognizer as SanmRecognizer
+    from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
 
     return export(SanmRecognizer.load(Path(DEFAULT_MODEL if model is None else model)).model,
                   Path(out))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.model.decoding import DecodeMode
-from tinyasr.model.errors import InputError
-from tinyasr.model.pretrained_paths import COMPRESSED_MODEL, DEFAULT_MODEL
-from tinyasr.model.progress import progress
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.common.progress import progress
+from tinyasr.model.decoding.options import DecodeMode
+from tinyasr.model.network.pretrained_paths import COMPRESSED_MODEL, DEFAULT_MODEL
 
 
 def lengths(text: str) -> tuple[float, ...]:
@@ -62,9 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinyasr.model.compressed import read_compressed
-    from tinyasr.model.model_dir import load_model_dir
-    from tinyasr.model.recognizer import DecodeOptions
+    from tinyasr.model.decoding.recognizer import DecodeOptions
+    from tinyasr.model.network.compressed import read_compressed
+    from tinyasr.model.network.model_dir import load_model_dir
     from tinyasr.schedules.bench import BenchSettings, run_bench, write_outputs
 
     load_model_dir(args.fp32_model)          # bad input fails here, before minutes of work

@@ -42,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build_runtime(args: argparse.Namespace) -> int:
-    from tinyasr.model.progress import progress
-    from tinyasr.targets.runtime_build import build_runtime, describe
+    from tinyasr.model.common.progress import progress
+    from tinyasr.targets.native_build import build_runtime, describe
 
     # the build's steps are progress (stderr, -q); the runtime's description is the result
     print(describe(build_runtime(get_board(args.target), log=progress)))
@@ -51,9 +51,9 @@ def _build_runtime(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from tinyasr.model.errors import InputError
+    from tinyasr.model.common.errors import InputError
     from tinyasr.targets.farm import Farm, check_tracker, parse_address
-    from tinyasr.targets.runtime_build import build_runtime
+    from tinyasr.targets.native_build import build_runtime
 
     if args.count < 1:
         raise InputError(f"--count must be at least 1, got {args.count}")
@@ -71,10 +71,10 @@ def _run(args: argparse.Namespace) -> int:
     import subprocess
 
     from tinyasr.compile.deployable import read_manifest
-    from tinyasr.model.errors import InputError
-    from tinyasr.model.progress import progress
+    from tinyasr.model.common.errors import InputError
+    from tinyasr.model.common.progress import progress
     from tinyasr.targets.farm import emulator_prefix
-    from tinyasr.targets.runtime_build import build_runtime
+    from tinyasr.targets.native_build import build_runtime
 
     board = get_board(args.name)
     manifest = read_manifest(args.deployable)  # before a possibly long runtime build

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.model.errors import InputError
+from tinyasr.model.common.errors import InputError
 from tinyasr.scripts.arguments import add_model_argument, add_target_argument
 
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 def whisper_model_dir(model: Path) -> Path | None:
     """The converted Whisper dir for a Whisper name or dir (converted on first use), else None."""
-    from tinyasr.model.recognizers import is_model_name, resolve_model
+    from tinyasr.model.decoding.recognizers import is_model_name, resolve_model
     from tinyasr.model.whisper.convert import is_whisper_dir
 
     if is_model_name(model):

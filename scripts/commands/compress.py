@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tinyasr.model.errors import InputError
+from tinyasr.model.common.errors import InputError
 from tinyasr.scripts.arguments import check_distill_weight
 
 
@@ -123,13 +123,23 @@ def run_prune(args: argparse.Namespace) -> int:
 
     import torch
 
-    from tinyasr.model.datadir import read_data_dir
-    from tinyasr.model.model_dir import load_model_dir, save_model_dir
-    from tinyasr.model.prune import (FIRST_CONV, PRUNING_FILE, BlockShape, FineTuning,
-                                     check_block_fits, check_sparsity, layer_targets, prune,
-                                     scan_levels, sensitivity_scan, sparsity_of, usable_examples)
-    from tinyasr.model.recognizer import DecodeOptions
-    from tinyasr.model.train import load_examples
+    from tinyasr.model.compression.prune import (
+        FIRST_CONV,
+        PRUNING_FILE,
+        FineTuning,
+        check_block_fits,
+        check_sparsity,
+        layer_targets,
+        prune,
+        scan_levels,
+        sensitivity_scan,
+        usable_examples,
+    )
+    from tinyasr.model.data.datadir import read_data_dir
+    from tinyasr.model.decoding.recognizer import DecodeOptions
+    from tinyasr.model.network.model_dir import load_model_dir, save_model_dir
+    from tinyasr.model.network.sparsity import BlockShape, sparsity_of
+    from tinyasr.model.training.train import load_examples
 
     sparsity = check_sparsity(args.sparsity, "--sparsity")
     block = BlockShape.parse(args.block)
@@ -181,18 +191,6 @@ def run_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def pruned_block(model_dir: Path):
-    """The block shape a model dir was pruned with (pruning.json), or None if it was not."""
-    from tinyasr.model.prune import PRUNING_FILE, BlockShape
-
-    record = model_dir / PRUNING_FILE
-    if not record.is_file():
-        return None
-    try:
-        return BlockShape.parse(json.loads(record.read_text())["block"])
-    except (ValueError, KeyError, InputError) as error:
-        raise InputError(f"{record}: bad pruning record ({error})") from None
-
 
 def check_output_file(path: Path) -> None:
     if path.is_dir():
@@ -204,12 +202,16 @@ def check_output_file(path: Path) -> None:
 def run_quantize(args: argparse.Namespace) -> int:
     import torch
 
-    from tinyasr.model.compressed import write_compressed
-    from tinyasr.model.model_dir import load_model_dir
-    from tinyasr.model.prune import FineTuning, usable_examples
-    from tinyasr.model.quantize import (Activations, Quantization, calibrate,
-                                        quantizable_layers, quantization_aware_fine_tune)
-    from tinyasr.model.train import load_examples
+    from tinyasr.model.compression.prune import FineTuning, pruned_block, usable_examples
+    from tinyasr.model.compression.quantize import (
+        calibrate,
+        quantizable_layers,
+        quantization_aware_fine_tune,
+    )
+    from tinyasr.model.network.compressed import write_compressed
+    from tinyasr.model.network.int8 import Activations, Quantization
+    from tinyasr.model.network.model_dir import load_model_dir
+    from tinyasr.model.training.train import load_examples
 
     check_output_file(args.out)
     activations = Activations(args.activations)
@@ -241,8 +243,9 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 
 def run_pack(args: argparse.Namespace) -> int:
-    from tinyasr.model.compressed import write_compressed
-    from tinyasr.model.model_dir import load_model_dir
+    from tinyasr.model.compression.prune import pruned_block
+    from tinyasr.model.network.compressed import write_compressed
+    from tinyasr.model.network.model_dir import load_model_dir
 
     check_output_file(args.out)
     model, tokenizer = load_model_dir(args.model)

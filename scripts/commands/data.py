@@ -13,12 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tinyasr.model.errors import InputError
+from tinyasr.model.common.errors import InputError
 
 # The data and synthesis modules (numpy, tqdm) are imported where used: the parser is built on
 # every start.
 if TYPE_CHECKING:
-    from tinyasr.model.datadir import Utterance
+    from tinyasr.model.data.datadir import Utterance
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,7 +83,7 @@ def _require_at_least(name: str, value: int, minimum: int) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from tinyasr.scripts.synth import SPLITS, synthesize_corpus
+    from tinyasr.model.data.synth import SPLITS, synthesize_corpus
 
     if args.test_unseen_engine is None:
         args.test_unseen_engine = args.test
@@ -98,7 +98,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def _seconds(wav: Path) -> float:
-    from tinyasr.model.datadir import SAMPLE_RATE, wav_samples
+    from tinyasr.model.data.datadir import SAMPLE_RATE, wav_samples
 
     return wav_samples(wav) / SAMPLE_RATE
 
@@ -114,8 +114,8 @@ def pick_spread(utterances: list[Utterance], count: int, max_seconds: float) -> 
 
 
 def run_subset(args: argparse.Namespace) -> int:
-    from tinyasr.model.datadir import read_data_dir, write_data_dir
-    from tinyasr.scripts.synth import check_destination, move_into_place
+    from tinyasr.model.data.datadir import read_data_dir, write_data_dir
+    from tinyasr.model.data.synth import check_destination, move_into_place
 
     _require_at_least("count", args.count, 1)
     check_destination(args.out, args.force)
@@ -137,7 +137,7 @@ def run_subset(args: argparse.Namespace) -> int:
 
 def describe(data_dir: Path) -> str:
     """One line of statistics for a valid data dir: utterances, hours, mean length, speakers."""
-    from tinyasr.model.datadir import read_data_dir
+    from tinyasr.model.data.datadir import read_data_dir
 
     utterances = read_data_dir(data_dir)
     seconds = sum(_seconds(utterance.wav) for utterance in utterances)
@@ -153,9 +153,9 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_shard(args: argparse.Namespace) -> int:
-    from tinyasr.model.datadir import read_data_dir
-    from tinyasr.model.dataset.sources import write_shards
-    from tinyasr.scripts.synth import check_destination, move_into_place
+    from tinyasr.model.data.datadir import read_data_dir
+    from tinyasr.model.data.synth import check_destination, move_into_place
+    from tinyasr.model.training.dataset.sources import write_shards
 
     _require_at_least("per-shard", args.per_shard, 1)
     check_destination(args.out, args.force)
@@ -181,13 +181,13 @@ def run_augment_preview(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from tinyasr.model.dataset import augment
-    from tinyasr.model.dataset.sources import BadUtterance, Corpus, Entry
-    from tinyasr.scripts.synth import check_destination, move_into_place, write_wav
+    from tinyasr.model.data.synth import check_destination, move_into_place, write_wav
+    from tinyasr.model.training.dataset import augment
+    from tinyasr.model.training.dataset.sources import BadUtterance, Corpus, Entry
 
     _require_at_least("count", args.count, 1)
     if args.config is not None:
-        from tinyasr.model.train import Recipe
+        from tinyasr.model.training.train import Recipe
 
         config = Recipe.load(args.config).augment
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.model.pretrained_paths import COMPRESSED_MODEL, SAMPLES_DIR
+from tinyasr.model.network.pretrained_paths import COMPRESSED_MODEL, SAMPLES_DIR
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,10 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from tinyasr.model.datadir import read_data_dir
-    from tinyasr.model.evaluate import evaluate
-    from tinyasr.model.model_dir import model_bytes
-    from tinyasr.model.recognizer import Recognizer
+    from tinyasr.model.data.datadir import read_data_dir
+    from tinyasr.model.decoding.evaluate import evaluate
+    from tinyasr.model.decoding.recognizer import Recognizer
+    from tinyasr.model.network.model_dir import model_bytes
 
     torch.set_num_threads(1)
     recognizer = Recognizer.load(args.model)

@@ -7,8 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from tinyasr.model.decoding import DecodeMode, DecodeOptions
-from tinyasr.model.pretrained_paths import DEFAULT_MODEL
+from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
+from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
 from tinyasr.scripts.arguments import check_output_path
 
 
@@ -30,11 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from tinyasr.model.datadir import read_data_dir
-    from tinyasr.model.evaluate import engine_of, evaluate, group_counts
-    from tinyasr.model.recognizers import load_recognizer
-    from tinyasr.model.tokenizer import normalize_text
-    from tinyasr.model.atomic import atomic_write_text
+    from tinyasr.model.common.atomic import atomic_write_text
+    from tinyasr.model.data.datadir import read_data_dir
+    from tinyasr.model.decoding.evaluate import engine_of, evaluate, group_counts
+    from tinyasr.model.decoding.recognizers import load_recognizer
+    from tinyasr.model.network.tokenizer import normalize_text
 
     check_output_path(args.json, "--json")   # before the work, not after it
     torch.set_num_threads(1)

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(opset 17): encode.onnx, waveform (1, samples) of int16-scale 16 kHz "
                     "samples -> CTC log_probs (1, frames, vocab) and encoded (1, frames, d), "
                     "the fbank front end inside; decode.onnx, the hypotheses' prefix tree "
-                    "(tokens, depths, ancestors, history; model/prefix_tree.py) and memory -> "
+                    "(tokens, depths, ancestors, history; model/decoding/prefix_tree.py) and memory -> "
                     "log_probs (nodes, vocab). Lengths are dynamic.")
     add_model_argument(onnx)
     onnx.add_argument("out", type=Path, metavar="OUT", help="directory to write the files into")
@@ -26,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_onnx(args: argparse.Namespace) -> int:
     from tinyasr.compile.onnx_export import export_onnx
-    from tinyasr.model.errors import InputError
-    from tinyasr.model.progress import progress
-    from tinyasr.model.recognizer import Recognizer
+    from tinyasr.model.common.errors import InputError
+    from tinyasr.model.common.progress import progress
+    from tinyasr.model.decoding.recognizer import Recognizer
 
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"{args.out}: not a directory")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.model.decoding import DecodeMode
+from tinyasr.model.decoding.options import DecodeMode
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from tinyasr.model.recognizer import DecodeOptions
-    from tinyasr.scripts.report import make_report, parse_stage
+    from tinyasr.model.compression.report import make_report, parse_stage
+    from tinyasr.model.decoding.recognizer import DecodeOptions
 
     torch.set_num_threads(args.threads)
     stages = [parse_stage(stage) for stage in args.stages]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.model.pretrained_paths import SAMPLES_DIR
+from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 
-# tinyasr.targets.rpc_test.UTTERANCE_DEADLINE, kept equal by tests/test_cli.py: that module
+# tinyasr.targets.rpc_check.UTTERANCE_DEADLINE, kept equal by tests/test_cli.py: that module
 # (numpy, TVM's RPC) is imported only when the command runs.
 UTTERANCE_DEADLINE = 300.0
 
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tinyasr.compile.deployable import read_manifest
     from tinyasr.targets.boards import BOARDS, check_features, get_board
-    from tinyasr.targets.rpc_test import format_table, run_rpc_test
+    from tinyasr.targets.rpc_check import format_table, run_rpc_test
 
     # The key names the board when it is one of ours: then a library for another
     # architecture is refused before upload. Otherwise trust the deployable's own target.

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from tinyasr.model.errors import InputError
+from tinyasr.model.common.errors import InputError
 from tinyasr.scripts.arguments import check_distill_weight
 
 
@@ -66,8 +66,8 @@ def child_command(args: argparse.Namespace, threads: int) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from tinyasr.model import distributed
-    from tinyasr.model.train import Recipe, Trainer, preflight
+    from tinyasr.model.training import distributed
+    from tinyasr.model.training.train import Recipe, Trainer, preflight
 
     recipe = Recipe.load(args.config)
     if args.epochs is not None:

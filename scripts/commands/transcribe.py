@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from tinyasr.model.errors import InputError
-from tinyasr.model.decoding import DecodeMode, DecodeOptions
-from tinyasr.model.pretrained_paths import DEFAULT_MODEL
-from tinyasr.model.progress import detail
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.common.progress import detail
+from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
+from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
 from tinyasr.scripts.arguments import add_decode_arguments
 
 
@@ -37,28 +37,28 @@ def run(args: argparse.Namespace) -> int:
     options = DecodeOptions(DecodeMode(args.mode), args.beam)
     started = time.perf_counter()
     if args.lib is not None and _holds_whisper(args.lib):
-        from tinyasr.compile.whisper_runner import load_compiled_whisper
+        from tinyasr.targets.host.whisper_runner import load_compiled_whisper
 
         recognizer, wavs = load_compiled_whisper(args.lib), args.inputs
     elif args.lib is not None:
-        from tinyasr.compile.tvm_runtime import use_runtime_only_tvm
+        from tinyasr.targets.host.tvm_runtime import use_runtime_only_tvm
 
         if getattr(args, "owns_process", False):
             use_runtime_only_tvm()   # this process runs the deployable and nothing else
-        from tinyasr.compile.runner import CompiledRecognizer
+        from tinyasr.targets.host.runner import CompiledRecognizer
 
         recognizer, wavs = CompiledRecognizer.load(args.lib, options), args.inputs
     else:
-        from tinyasr.compile.tvm_runtime import skip_ml_dtypes
+        from tinyasr.targets.host.tvm_runtime import skip_ml_dtypes
 
         if getattr(args, "owns_process", False):
             skip_ml_dtypes()   # tvm_ffi runs only the CTC search here
-        from tinyasr.model.recognizers import load_recognizer
+        from tinyasr.model.decoding.recognizers import load_recognizer
 
         model, wavs = ((args.model, args.inputs) if args.model is not None
                        else split_model_and_wavs(args.inputs))
         recognizer = load_recognizer(model, options)
-    from tinyasr.model.datadir import SAMPLE_RATE, load_wav
+    from tinyasr.model.data.datadir import SAMPLE_RATE, load_wav
 
     detail(f"tinyasr: model loaded in {time.perf_counter() - started:.2f} s")
     for wav in wavs:
@@ -84,7 +84,7 @@ def read_stdin_wav():
     """The one wav on stdin, checked as a wav file is; errors name it `-`."""
     import tempfile
 
-    from tinyasr.model.datadir import load_wav
+    from tinyasr.model.data.datadir import load_wav
 
     data = sys.stdin.buffer.read()
     if not data:
@@ -101,8 +101,8 @@ def read_stdin_wav():
 def split_model_and_wavs(inputs: list[Path]) -> tuple[Path, list[Path]]:
     """`MODEL WAV...` or just `WAV...`: a leading directory, .tac file or model name is the
     model."""
-    from tinyasr.model.compressed import SUFFIX as COMPRESSED_SUFFIX
-    from tinyasr.model.recognizers import is_model_name
+    from tinyasr.model.decoding.recognizers import is_model_name
+    from tinyasr.model.network.compressed import SUFFIX as COMPRESSED_SUFFIX
 
     if inputs[0].is_dir() or inputs[0].suffix == COMPRESSED_SUFFIX or is_model_name(inputs[0]):
         if len(inputs) == 1:

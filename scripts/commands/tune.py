@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tinyasr.compile.compressed_import import load_for_compile
     from tinyasr.compile.pipeline import IRDumper, import_model
-    from tinyasr.model.errors import InputError
-    from tinyasr.schedules.database import default_database_dir, device_name
+    from tinyasr.compile.schedule_database import default_database_dir, device_name
+    from tinyasr.model.common.errors import InputError
     from tinyasr.schedules.measure import board_measurement
     from tinyasr.schedules.tune import tune
     from tinyasr.targets.boards import board_target, get_board

@@ -1,0 +1,161 @@
+"""fp32 batched matmul of two activations: the fbank's per-group DFT, and an attention's scores
+and context where compile/passes/fused_attention.py's pattern does not apply.
+
+    out[b, i, n] = sum_k x[b, i, k] * y[b % G, k, n]        x (B, M, K), y (G, K, N)
+
+Attention multiplies per head: scores = q (heads, frames, d) @ k^T (heads, d, frames), context =
+p (heads, frames, frames) @ v (heads, frames, d). Both are too small and too oddly shaped
+(a symbolic N, or N = 36) for MetaSchedule's replays on symbolic shapes, which ran them at
+about 55 GFLOP/s. Here a tile of R rows times a few column vectors is computed at a time: per
+k, each vector of y is loaded once and multiplied by R broadcast values of x.
+
+y's batch G divides x's: in the decoder's cross-attention, the utterance's keys and values
+(G = heads) are shared by every hypothesis (B = hypotheses x heads), read from one copy rather
+than a broadcast one.
+
+- N fixed (the context, N = d): the tile covers all N columns, as vectors of L lanes and one
+  narrower vector for the rest (36 = 16 + 16 + 4): x is read once.
+- N symbolic (the scores, N = frames): tiles of 4 rows x 4 vectors of L, row blocks outer,
+  so the output is written in memory order; when the vectors do not divide N, the last ones
+  are moved back to end at N (those columns are computed and stored twice, with the same
+  values), so every load and store is a full vector. N < L takes vectors of 4 the same way,
+  N < 4 plain scalars.
+
+Measured with the inputs and output out of cache, as they come in a model (AMD Zen 4, 1 thread,
+scores of 10 hypotheses x 4 heads, 63 steps, over 123 frames | 63 steps | the encoder's 4 heads
+x 123 frames): 300 | 130 | 58 us; with 8 rows x 2 vectors, columns outer, 512 | 301 | 77 us
+(both about 100 GFLOP/s with everything in cache). On the Rocket Lake host (2 vectors): the
+encoder's scores and context 33 and 31 us, the decoder's cross-attention 137 and 130 us; one
+vector per tile ran 43 and 51 us, 176 and 206 us.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from tinyasr.compile.kernels.fp32 import NARROW, VectorUnit, multiply_add
+
+GROUP = 4          # column vectors per tile when N is symbolic
+MAX_ROWS = 8
+GROUP_ROWS = 4     # rows per tile when N is symbolic (16 accumulators)
+
+
+def fixed_width_supported(unit: VectorUnit, n: int) -> bool:
+    """Whether N = n can be covered by the unit's vectors plus one multiple of NARROW, with
+    room for at least two rows of accumulators."""
+    vectors = n // unit.lanes + (1 if n % unit.lanes else 0)
+    return n % NARROW == 0 and 2 * vectors + vectors + 1 <= unit.registers
+
+
+def batched_matmul_kernel(unit: VectorUnit, n: int | None = None) -> tirx.PrimFunc:
+    """(x (B, M, K), y (G, K, N)) -> (B, M, N) float32, batch b times y's batch b % G (G = B,
+    or G heads shared by B / G hypotheses): N = n fixed (see fixed_width_supported), or
+    symbolic when n is None."""
+    if n is not None:
+        return _fixed_width(unit, n)
+    return _symbolic_width(unit)
+
+
+def _fixed_width(unit: VectorUnit, n: int) -> tirx.PrimFunc:
+    lanes = unit.lanes
+    full, rest = n // lanes, n % lanes
+    vectors = full + (1 if rest else 0)
+    tile_rows = min(MAX_ROWS, (unit.registers - vectors - 1) // vectors)
+
+    @T.macro
+    def tile(x, y, out, acc, tail, b, g, first, count, depth):
+        """`count` rows from `first` of batch b (y's batch g) times all n columns."""
+        for i in T.unroll(count * full):
+            acc[T.ramp(i * lanes, 1, lanes)] = T.broadcast(T.float32(0), lanes)
+        if rest > 0:
+            for r in T.unroll(count):
+                tail[T.ramp(r * lanes, 1, rest)] = T.broadcast(T.float32(0), rest)
+        for j in range(depth):
+            for r in T.unroll(count):
+                for v in T.unroll(full):
+                    multiply_add(acc, (r * full + v) * lanes, lanes, x[b, first + r, j],
+                                 y.vload([g, j, v * lanes], f"float32x{lanes}"))
+                if rest > 0:
+                    multiply_add(tail, r * lanes, rest, x[b, first + r, j],
+                                 y.vload([g, j, full * lanes], f"float32x{rest}"))
+        for r in T.unroll(count):
+            for v in T.unroll(full):
+                out.vstore([b, first + r, v * lanes], acc[T.ramp((r * full + v) * lanes, 1,
+                                                                 lanes)])
+            if rest > 0:
+                out.vstore([b, first + r, full * lanes], tail[T.ramp(r * lanes, 1, rest)])
+
+    @T.prim_func(private=True)
+    def kernel(x_handle: T.handle, y_handle: T.handle, out_handle: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        batch, groups, rows, depth = T.int64(), T.int64(), T.int64(), T.int64()
+        x = T.match_buffer(x_handle, (batch, rows, depth), "float32")
+        y = T.match_buffer(y_handle, (groups, depth, n), "float32")
+        out = T.match_buffer(out_handle, (batch, rows, n), "float32")
+        acc = T.alloc_buffer((tile_rows * max(full, 1) * lanes,), "float32", scope="local")
+        tail = T.alloc_buffer((tile_rows * lanes,), "float32", scope="local")
+        for b in range(batch):
+            for block in range(rows // tile_rows):
+                tile(x, y, out, acc, tail, b, b % groups, block * tile_rows, tile_rows, depth)
+            for row in range(rows // tile_rows * tile_rows, rows):
+                tile(x, y, out, acc, tail, b, b % groups, row, 1, depth)
+
+    return kernel
+
+
+def _symbolic_width(unit: VectorUnit) -> tirx.PrimFunc:
+    lanes = unit.lanes
+    tile_rows = min(GROUP_ROWS, (unit.registers - GROUP - 1) // GROUP)
+
+    @T.macro
+    def tile(x, y, out, acc, b, g, first, count, group, n, width, depth):
+        """`count` rows from `first` times the group's GROUP vectors of `width` columns, each
+        moved back to end by n."""
+        for i in T.unroll(count * GROUP):
+            acc[T.ramp(i * lanes, 1, width)] = T.broadcast(T.float32(0), width)
+        for j in range(depth):
+            for r in T.unroll(count):
+                for v in T.unroll(GROUP):
+                    multiply_add(acc, (r * GROUP + v) * lanes, width, x[b, first + r, j],
+                                 y.vload([g, j, T.min((group * GROUP + v) * width, n - width)],
+                                         f"float32x{width}"))
+        for r in T.unroll(count):
+            for v in T.unroll(GROUP):
+                out.vstore([b, first + r, T.min((group * GROUP + v) * width, n - width)],
+                           acc[T.ramp((r * GROUP + v) * lanes, 1, width)])
+
+    @T.macro
+    def row_blocks(x, y, out, acc, b, g, rows, n, column_groups, width, depth):
+        """Row blocks outer, column groups inner: the output is written row block by row
+        block, in the order memory holds it."""
+        for block in range(rows // tile_rows):
+            for group in range(column_groups):
+                tile(x, y, out, acc, b, g, block * tile_rows, tile_rows, group, n, width, depth)
+        for row in range(rows // tile_rows * tile_rows, rows):
+            for group in range(column_groups):
+                tile(x, y, out, acc, b, g, row, 1, group, n, width, depth)
+
+    @T.prim_func(private=True)
+    def kernel(x_handle: T.handle, y_handle: T.handle, out_handle: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        batch, groups, rows, depth, n = T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+        x = T.match_buffer(x_handle, (batch, rows, depth), "float32")
+        y = T.match_buffer(y_handle, (groups, depth, n), "float32")
+        out = T.match_buffer(out_handle, (batch, rows, n), "float32")
+        acc = T.alloc_buffer((tile_rows * GROUP * lanes,), "float32", scope="local")
+        for b in range(batch):
+            if n >= lanes:
+                row_blocks(x, y, out, acc, b, b % groups, rows, n,
+                           (n + GROUP * lanes - 1) // (GROUP * lanes), lanes, depth)
+            elif n >= NARROW:
+                row_blocks(x, y, out, acc, b, b % groups, rows, n,
+                           (n + GROUP * NARROW - 1) // (GROUP * NARROW), NARROW, depth)
+            else:
+                for i in range(rows):
+                    for col in range(n):
+                        out[b, i, col] = T.float32(0)
+                        for j in range(depth):
+                            out[b, i, col] = out[b, i, col] + x[b, i, j] * y[b % groups, j, col]
+
+    return kernel

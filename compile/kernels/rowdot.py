@@ -1,0 +1,50 @@
+"""fp32 matmul on a weight read in its stored (N, K) layout: out[i, n] = sum_k x[i, k] * w[n, k].
+
+For a weight that cannot be repacked because something else reads it as it is: Whisper's tied
+token embedding (51864 x 384, 80 MB in fp32), gathered row by row for the input embedding and
+multiplied for the output logits. The register-tiled kernels (fp32_kernels.py) want their own
+packed copy, which would store the largest tensor of the model twice. Here each output is the
+dot product of two contiguous rows, L lanes of partial sums at a time, then summed across the
+lanes; with a few rows per call (the decoder's hypotheses) the kernel streams the weight once,
+and that memory traffic is what a decoder step's logits cost whatever the kernel.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from tinyasr.compile.kernels.fp32 import VectorUnit
+
+
+def rowdot_supported(unit: VectorUnit, k: int) -> bool:
+    return k % unit.lanes == 0
+
+
+def rowdot_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
+    """(x (rows, k) f32, w (n, k) f32) -> (rows, n) f32, rows symbolic; k a multiple of the
+    unit's lanes."""
+    lanes = unit.lanes
+    chunks = k // lanes
+
+    @T.prim_func(private=True, s_tir=True)
+    def rowdot(x_handle: T.handle, w: T.Buffer((n, k), "float32"), out_handle: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        rows = T.int64()
+        x = T.match_buffer(x_handle, (rows, k), "float32")
+        out = T.match_buffer(out_handle, (rows, n), "float32")
+        with T.sblock("root"):
+            partial = T.alloc_buffer((lanes,), "float32", scope="local")
+            for j in T.parallel(n):
+                for i in range(rows):
+                    for lane in T.vectorized(lanes):
+                        partial[lane] = T.float32(0)
+                    for c in range(chunks):
+                        for lane in T.vectorized(lanes):
+                            partial[lane] = partial[lane] + x[i, c * lanes + lane] * w[
+                                j, c * lanes + lane]
+                    out[i, j] = T.float32(0)
+                    for lane in range(lanes):
+                        out[i, j] = out[i, j] + partial[lane]
+
+    return rowdot

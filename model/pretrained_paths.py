@@ -1,9 +1,0 @@
-"""Where the shipped models and samples lie: plain paths, importable without torch (the command
-line's defaults)."""
-
-from pathlib import Path
-
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_MODEL = PRETRAINED_DIR / "shared"          # the shipped weight-shared model (fp32)
-COMPRESSED_MODEL = PRETRAINED_DIR / "shared-int8.tac"  # the same, int8: what the demo runs
-SAMPLES_DIR = PRETRAINED_DIR / "samples"           # bundled held-out-voice test utterances

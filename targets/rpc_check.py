@@ -1,0 +1,271 @@
+"""Run a compiled deployable on a board behind a TVM tracker and check it against the host.
+
+For every utterance: the board's CTC log-probs and transcript against the PyTorch reference
+model the deployable was compiled from, by the rule of compile/parity.py (fp32: log-probs within
+a tolerance and the same transcript; int8, whose per-row roundings may flip on another CPU: the
+same most likely token on nearly every frame and transcripts at most a character in 20 apart),
+and the on-board latency of the encoder (`time_evaluator`, median of repeats). With several boards under the key, the utterances are spread across them
+(one session per board). Results are written to JSON after every utterance, so a failure keeps
+them. A board that fails mid-utterance, or does not answer within the utterance deadline (a hung
+board keeps its socket open, and TVM's RPC client has no timeout of its own), is replaced by
+another board of the key once; then the test fails naming the utterance.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from tinyasr.compile.parity import compare, rounds_activations_to_int8
+from tinyasr.model.common.atomic import atomic_write_text
+from tinyasr.model.common.errors import InputError
+from tinyasr.targets.boards import Board
+from tinyasr.targets.farm import check_tracker, parse_address, wait_for_boards
+from tinyasr.targets.remote import load_library, request_session
+
+SESSION_TIMEOUT = 600.0   # s a board lets one session run
+REQUEST_WAIT = 120.0      # s to wait for a free board
+UTTERANCE_DEADLINE = 300.0  # s one utterance may take on a board, upload and session included
+
+Result = TypeVar("Result")
+
+
+@dataclass
+class UtteranceResult:
+    uid: str
+    reference: str          # the labelled transcript
+    host_text: str          # the PyTorch reference model's transcript
+    board_text: str
+    max_abs_diff: float     # board vs host CTC log-probs
+    frame_agreement: float  # share of frames with the same most likely token
+    latency_ms: float       # on-board encoder, median of repeats
+    ok: bool
+
+
+class _RemoteVM:
+    """The board's VirtualMachine as CompiledModelRunner calls it. Shapes are made on the board
+    (RPC cannot send ffi.Shape objects), and each function's last arguments are kept so the
+    call can be timed on the board."""
+
+    def __init__(self, vm, remote):
+        self.vm, self.last_args = vm, {}
+        self._make_shape = remote.get_function("ffi.Shape")
+        self._array_size = remote.get_function("ffi.ArraySize")
+        self._array_item = remote.get_function("ffi.ArrayGetItem")
+
+    def __getitem__(self, name: str):
+        import tvm_ffi
+
+        def call(*args):
+            args = tuple(self._make_shape(*arg) if isinstance(arg, tvm_ffi.Shape) else arg
+                         for arg in args)
+            self.last_args[name] = args
+            result = self.vm[name](*args)
+            if not isinstance(result, tvm_ffi.Tensor):  # a tuple, left on the board: fetch items
+                return [self._array_item(result, i) for i in range(self._array_size(result))]
+            return result
+        return call
+
+
+def remote_runner(deployable: Path, remote, board: Board):
+    """A CompiledModelRunner whose VM and weights live on the board."""
+    from tvm import relax
+
+    from tinyasr.compile.deployable import LIBRARY_FILE
+    from tinyasr.targets.host.runner import CompiledModelRunner
+
+    device = remote.cpu()
+    library = load_library(remote, deployable / LIBRARY_FILE, board)
+    return CompiledModelRunner(deployable, device,
+                               _RemoteVM(relax.VirtualMachine(library, device), remote))
+
+
+def encoder_latency_ms(runner, repeat: int) -> float:
+    """On-board time of the last `encode` call, median over `repeat` runs."""
+    vm = runner.vm.vm
+    vm.set_input("encode", *runner.vm.last_args["encode"])
+    timing = vm.time_evaluator("invoke_stateful", runner.device, number=1, repeat=repeat)("encode")
+    return float(timing.median * 1000)
+
+
+def within(seconds: float, work: Callable[[], Result]) -> Result:
+    """`work()`, or TimeoutError when it has not returned after `seconds`: it runs in a daemon
+    thread, which a hung board leaves blocked while the caller moves on."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as error:   # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer from the board within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+class _BoardWorker:
+    """One board session working through the shared queue of utterances."""
+
+    def __init__(self, test: _RpcTest):
+        self.test, self.remote, self.runner = test, None, None
+
+    def run(self) -> None:
+        while (item := self.test.next_utterance()) is not None:
+            index, utterance = item
+            try:
+                self.test.record(index, self.check(utterance))
+            except InputError as error:
+                self.test.fail(error)
+                return
+            except Exception as error:  # noqa: BLE001 - a lost utterance must fail the test
+                self.test.fail(InputError(f"utterance {utterance.uid!r}: "
+                                          f"{type(error).__name__}: {error}"))
+                return
+
+    def check(self, utterance) -> UtteranceResult:
+        """The utterance on the board vs the host; one retry on a fresh board after an RPC error
+        or a missed deadline."""
+        from tinyasr.model.data.datadir import load_wav
+
+        test = self.test
+        samples = load_wav(utterance.wav)
+        host_log_probs, host_text = test.host_reference(samples)
+        for attempt in (1, 2):
+            try:
+                board_log_probs, board_text, latency = within(
+                    test.deadline, lambda: self.on_board(samples))
+                break
+            except Exception as error:  # an RPC failure: the board died, hung up or hangs
+                if isinstance(error, InputError) or attempt == 2:
+                    raise InputError(f"utterance {utterance.uid!r} failed on a {test.key!r} "
+                                     f"board: {str(error).splitlines()[-1]}") from None
+                self.remote = self.runner = None  # frees the session for the retry
+        parity = compare(board_log_probs, host_log_probs, board_text, host_text, test.int8,
+                         test.tolerance)
+        return UtteranceResult(utterance.uid, utterance.text, host_text, board_text,
+                               parity.max_abs_diff, parity.frame_agreement, latency, parity.ok)
+
+    def on_board(self, samples: np.ndarray) -> tuple[np.ndarray, str, float]:
+        """CTC log-probs, transcript and encoder latency of one utterance on this worker's
+        board (a session is requested and the deployable loaded on first use)."""
+        from tinyasr.targets.host.runner import CompiledRecognizer
+
+        test = self.test
+        if self.runner is None:
+            self.remote = request_session(test.tracker, test.key, test.request_wait,
+                                          SESSION_TIMEOUT)
+            self.runner = remote_runner(test.deployable, self.remote, test.board)
+        log_probs, _ = self.runner.ctc_log_probs(samples)
+        text = CompiledRecognizer(self.runner, test.options).transcribe(samples)
+        return log_probs, text, encoder_latency_ms(self.runner, test.repeat)
+
+
+@dataclass
+class _RpcTest:
+    """What the workers share: the job, the queue of utterances and the results so far."""
+
+    deployable: Path
+    board: Board
+    tracker: str
+    key: str
+    json_path: Path | None
+    tolerance: float       # max |log-prob difference| of an fp32 deployable
+    repeat: int
+    request_wait: float    # s to wait for a free board
+    deadline: float        # s one utterance may take on a board
+    host: object           # the PyTorch Recognizer
+    int8: bool             # the reference rounds activations to int8 (compile/parity.py)
+    pending: queue.Queue
+    results: dict[int, UtteranceResult] = field(default_factory=dict)
+    errors: list[InputError] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def options(self):
+        return self.host.options
+
+    def next_utterance(self):
+        try:
+            return None if self.errors else self.pending.get_nowait()
+        except queue.Empty:
+            return None
+
+    def host_reference(self, samples: np.ndarray) -> tuple[np.ndarray, str]:
+        import torch
+
+        with torch.no_grad():
+            log_probs, _ = self.host.model.ctc_log_probs(torch.from_numpy(samples)[None])
+        return log_probs[0].numpy(), self.host.transcribe(samples)
+
+    def record(self, index: int, result: UtteranceResult) -> None:
+        """Keep a result and rewrite the JSON, so partial results survive a later failure."""
+        with self.lock:
+            self.results[index] = result
+            if self.json_path is not None:
+                rows = [asdict(self.results[i]) for i in sorted(self.results)]
+                atomic_write_text(self.json_path, json.dumps(rows, indent=2) + "\n")
+
+    def fail(self, error: InputError) -> None:
+        with self.lock:
+            self.errors.append(error)
+
+
+def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_dir: Path,
+                 json_path: Path | None, tolerance: float = 1e-3, repeat: int = 3,
+                 boards: int | None = None, request_wait: float = REQUEST_WAIT,
+                 deadline: float = UTTERANCE_DEADLINE) -> list[UtteranceResult]:
+    """Every utterance of `data_dir` on boards of `key`, spread over `boards` sessions at once
+    (default: as many as the tracker lists for the key); results also go to `json_path`."""
+    from tinyasr.compile.deployable import read_manifest
+    from tinyasr.model.data.datadir import read_data_dir
+    from tinyasr.model.decoding.recognizer import Recognizer
+    pending: queue.Queue = queue.Queue()
+    utterances = read_data_dir(data_dir)
+    for item in enumerate(utterances):
+        pending.put(item)
+    reference = Recognizer.load(Path(read_manifest(deployable)["model"]["path"]))
+    test = _RpcTest(deployable, board, tracker, key, json_path, tolerance, repeat, request_wait,
+                    deadline, reference, rounds_activations_to_int8(reference.model), pending)
+    if boards is None:
+        address = parse_address(tracker, "--tracker")
+        check_tracker(*address)
+        boards = len(wait_for_boards(*address, key, request_wait))
+    workers = [threading.Thread(target=_BoardWorker(test).run) for _ in range(boards)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if test.errors:
+        raise test.errors[0]
+    missing = [u.uid for i, u in enumerate(utterances) if i not in test.results]
+    if missing:   # never a pass over fewer utterances than asked
+        raise InputError(f"{len(missing)} utterance(s) got no result, first {missing[0]!r}")
+    return [test.results[i] for i in sorted(test.results)]
+
+
+
+def format_table(results: list[UtteranceResult]) -> str:
+    """One row per utterance, then the CER of the board's transcripts."""
+    from tinyasr.model.decoding.metrics import ErrorCounts, char_errors
+
+    rows = [f"{'utterance':24s} {'ok':3s} {'max|diff|':>10s} {'frames':>7s} {'ms':>9s}  "
+            "board transcript"]
+    for r in results:
+        rows.append(f"{r.uid:24s} {'yes' if r.ok else 'NO':3s} {r.max_abs_diff:10.2e} "
+                    f"{r.frame_agreement:7.1%} {r.latency_ms:9.2f}  {r.board_text}")
+    total = sum((char_errors(r.reference, r.board_text) for r in results), ErrorCounts())
+    rows.append(f"CER on board: {total.summary()}")
+    return "\n".join(rows)
