@@ -1,1 +1,2 @@
-"""tinyasr.model: the SAN-M weight-shared speech recognizer (PyTorch), its front end, data and decoding."""
+"""tinyasr.model: the speech recognizers in PyTorch (SAN-M and Whisper), their data, decoding,
+training and compression, one layer a sub-package (see the README's layout)."""

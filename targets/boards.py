@@ -82,7 +82,8 @@ _RV64GC = ["+64bit", "+m", "+a", "+f", "+d", "+c"]
 
 
 def _riscv64(name: str, description: str, cpu: str, mattr: list[str], qemu_cpu: str) -> Board:
-    # riscv64 links need libatomic (facts note); lp64d is the Debian riscv64 ABI.
+    # riscv64 links need libatomic: GCC lowers 1- and 2-byte atomics there to __atomic_* calls.
+    # lp64d is the Debian riscv64 ABI.
     return _cross_board("riscv64", "riscv64-unknown-linux-gnu", name, description, cpu, mattr,
                         qemu_cpu, target_extra={"mabi": "lp64d"}, link_flags=["-latomic"])
 
