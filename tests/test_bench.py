@@ -15,7 +15,8 @@ from tinyasr.model.compression.quantize import quantizable_layers
 from tinyasr.model.network.compressed import write_compressed
 from tinyasr.model.network.int8 import Activations, Quantization
 from tinyasr.model.network.model_dir import save_model_dir
-from tinyasr.schedules.bench import LengthResult, RowResult, core_peak
+from tinyasr.schedules.bench.cpu import core_peak
+from tinyasr.schedules.bench.rows import LengthResult, RowResult
 from tinyasr.scripts.cli import main
 
 ROWS = ["torch eager fp32", "torch dynamic int8", "ORT fp32", "ORT int8", "TVM fp32 baseline",
@@ -49,7 +50,7 @@ def test_bench_json_has_every_row_and_field(bench_out: Path):
     assert 1 <= report["rescoring"]["hypotheses"] <= report["rescoring"]["tree_nodes"]
     row_fields = {f.name for f in dataclasses.fields(RowResult)}
     length_fields = {f.name for f in dataclasses.fields(LengthResult)}
-    rows = dict(zip(row_names(report), report["rows"]))
+    rows = dict(zip(row_names(report), report["rows"], strict=True))
     for row in report["rows"]:
         assert set(row) == row_fields
         if row["name"] == "TVM sparse+int8":

@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="sparse+int8 .tac for its TVM row (skipped when not given)")
     parser.add_argument("--threads", type=positive, default=1)
     parser.add_argument("--lengths", type=lengths, default="1,5,10,20", metavar="S,S,...",
-                        help="audio lengths in seconds for the scaling table (default: %(default)s)")
+                        help="audio lengths in seconds for the scaling table "
+                             "(default: %(default)s)")
     parser.add_argument("--repeats", type=positive, default=10,
                         help="timed runs per length, after one warm-up (median reported)")
     parser.add_argument("--rounds", type=positive, default=3,
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from tinyasr.model.decoding.recognizer import DecodeOptions
     from tinyasr.model.network.compressed import read_compressed
     from tinyasr.model.network.model_dir import load_model_dir
-    from tinyasr.schedules.bench import BenchSettings, run_bench, write_outputs
+    from tinyasr.schedules.bench.report import write_outputs
+    from tinyasr.schedules.bench.run import BenchSettings, run_bench
 
     load_model_dir(args.fp32_model)          # bad input fails here, before minutes of work
     for model in (args.int8_model, args.sparse_model):
