@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tinyasr.model.data.datadir import SAMPLE_RATE, read_data_dir, wav_samples
-from tinyasr.schedules.realspeech import DATA_DIR, normalize, number_words
+from tinyasr.schedules.bench.realspeech import DATA_DIR, normalize, number_words
 
 COLUMNS = ["utterance", "speaker", "style", "s", "package", "file in package", "trim",
            "sha256 of file (first 12)", "licence", "transcript as the package states it"]
@@ -25,7 +25,7 @@ def readme_rows() -> dict[str, dict[str, str]]:
             break
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         assert len(cells) == len(COLUMNS), line
-        rows[cells[0]] = dict(zip(COLUMNS, cells))
+        rows[cells[0]] = dict(zip(COLUMNS, cells, strict=True))
     return rows
 
 

