@@ -1,4 +1,5 @@
-"""Kaldi data dirs: reading, and a one-line error naming file and line for every kind of bad input."""
+"""Kaldi data dirs: reading, and a one-line error naming file and line for every kind of bad
+input."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("speech")
     raw = root / "raw.wav"  # espeak-ng writes 22050 Hz
     subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), "turn on the lights"], check=True)
-    variants = {"good": ["-r", "16000"], "stereo": ["-r", "16000", "-c", "2"], "8bit": ["-r", "16000", "-b", "8"]}
+    variants = {"good": ["-r", "16000"], "stereo": ["-r", "16000", "-c", "2"],
+                "8bit": ["-r", "16000", "-b", "8"]}
     wavs = {"22khz": raw}
     for name, options in variants.items():
         wavs[name] = root / f"{name}.wav"
@@ -42,7 +44,8 @@ def make_dir(root: Path, wav_scp: str, text: str | None, utt2spk: str | None = N
     return data
 
 
-def test_reads_a_good_dir_with_relative_paths_and_unicode(tmp_path: Path, speech: dict[str, Path]) -> None:
+def test_reads_a_good_dir_with_relative_paths_and_unicode(tmp_path: Path,
+                                                          speech: dict[str, Path]) -> None:
     data = make_dir(tmp_path, "\ufeffb ../b.wav\r\na " + str(speech["good"]) + "\n",
                     "a 打开客厅的灯\nb turn on the lights\n", "a alice\nb bob\n")
     shutil.copy(speech["good"], tmp_path / "b.wav")
@@ -94,23 +97,30 @@ def test_missing_wav_file(tmp_path: Path) -> None:
         ("\n", "", r"wav.scp: no utterances"),
         ("a {good}\n", None, r"/text: missing"),
         ("a {good}\nb\n", "a hello\nb hi\n", r"wav.scp:2: expected 'utt-id path'"),
-        ("a {good}\nb {good}\n", "a hello\nb  \n", r"text:2: expected 'utt-id transcript', got 'b' \(empty transcript\?\)"),
-        ("a {good}\nb {good}\na {good}\n", "a hello\nb hi\n", r"wav.scp:3: duplicate utterance id 'a' \(first at .*wav.scp:1\)"),
-        ("a {good}\n", "a hello\na again\n", r"text:2: duplicate utterance id 'a' \(first at .*text:1\)"),
+        ("a {good}\nb {good}\n", "a hello\nb  \n",
+         r"text:2: expected 'utt-id transcript', got 'b' \(empty transcript\?\)"),
+        ("a {good}\nb {good}\na {good}\n", "a hello\nb hi\n",
+         r"wav.scp:3: duplicate utterance id 'a' \(first at .*wav.scp:1\)"),
+        ("a {good}\n", "a hello\na again\n",
+         r"text:2: duplicate utterance id 'a' \(first at .*text:1\)"),
         ("a {good}\n", "a hello\nz stray\n", r"text:2: utterance 'z' is not in wav.scp"),
         ("a {good}\nb {good}\n", "a hello\n", r"wav.scp:2: utterance 'b' has no entry in text"),
         ("a {good}\n", "a hello\n", r"utt2spk:1: utterance 'q' is not in wav.scp"),
     ],
 )
-def test_bad_tables(tmp_path: Path, speech: dict[str, Path], wav_scp: str | None, text: str | None, message: str) -> None:
-    fill = (lambda table: None if table is None else table.format(good=speech["good"]))
+def test_bad_tables(tmp_path: Path, speech: dict[str, Path], wav_scp: str | None, text: str | None,
+                    message: str) -> None:
+    def fill(table: str | None) -> str | None:
+        return None if table is None else table.format(good=speech["good"])
+
     utt2spk = "q nobody\n" if "utt2spk" in message else None
     data = make_dir(tmp_path, fill(wav_scp), text, utt2spk)
     with pytest.raises(InputError, match=message):
         read_data_dir(data)
 
 
-def test_cli_reports_one_line_and_exit_2(tmp_path: Path, speech: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_one_line_and_exit_2(tmp_path: Path, speech: dict[str, Path],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     data = make_dir(tmp_path, f"a {speech['22khz']}\n", "a hello\n")
     assert main(["data", "check", str(data)]) == 2
     err = capsys.readouterr().err
@@ -118,8 +128,10 @@ def test_cli_reports_one_line_and_exit_2(tmp_path: Path, speech: dict[str, Path]
     assert "Traceback" not in err
 
 
-def test_cli_check_prints_stats(tmp_path: Path, speech: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    data = make_dir(tmp_path, f"a {speech['good']}\nb {speech['good']}\n", "a hello\nb world\n", "a x\nb y\n")
+def test_cli_check_prints_stats(tmp_path: Path, speech: dict[str, Path],
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_dir(tmp_path, f"a {speech['good']}\nb {speech['good']}\n", "a hello\nb world\n",
+                    "a x\nb y\n")
     assert main(["data", "check", str(data)]) == 0
     out = capsys.readouterr().out
     assert "2 utterances" in out and "2 speakers" in out

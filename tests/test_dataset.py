@@ -91,7 +91,9 @@ def test_telephone_band_and_reverb_and_gain():
     mixed = tone(100.0) + tone(1000.0) + tone(6000.0)
     phone = augment.apply(augment.AugmentPlan(telephone=True), mixed)
     spectrum = np.abs(np.fft.rfft(phone))
-    at = lambda hz: spectrum[int(hz)]     # 1 s of audio: bin k is k Hz
+    def at(hz: float) -> float:  # 1 s of audio: bin k is k Hz
+        return spectrum[int(hz)]
+
     assert at(100) < 1e-3 * at(1000) and at(6000) < 1e-3 * at(1000)
     wet = augment.apply(augment.AugmentPlan(rt60=0.5, seed=1), mixed)
     assert len(wet) == len(mixed) and not np.allclose(wet, mixed)

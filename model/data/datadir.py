@@ -27,7 +27,8 @@ SAMPLE_WIDTH = 2  # bytes: 16-bit PCM
 
 @dataclass(frozen=True)
 class Utterance:
-    """One labelled utterance. `wav` is resolved; relative paths in wav.scp resolve against the data dir."""
+    """One labelled utterance. `wav` is resolved; relative paths in wav.scp resolve against the
+    data dir."""
 
     uid: str
     wav: Path
@@ -59,16 +60,19 @@ def _read_table(path: Path, what: str) -> dict[str, _Entry]:
         where = f"{path}:{number}"
         fields = line.strip().split(maxsplit=1)
         if len(fields) < 2:
-            raise InputError(f"{where}: expected 'utt-id {what}', got {line.strip()!r} (empty {what}?)")
+            raise InputError(f"{where}: expected 'utt-id {what}', "
+                             f"got {line.strip()!r} (empty {what}?)")
         uid, value = fields[0], fields[1].strip()
         if uid in entries:
-            raise InputError(f"{where}: duplicate utterance id {uid!r} (first at {entries[uid].where})")
+            raise InputError(f"{where}: duplicate utterance id {uid!r} "
+                             f"(first at {entries[uid].where})")
         entries[uid] = _Entry(uid, value, where)
     return entries
 
 
 def _check_ids(entries: dict[str, _Entry], wavs: dict[str, _Entry], table: str) -> None:
-    """Every id in `entries` must be in wav.scp, and (for `text`) every wav.scp id must be in `entries`."""
+    """Every id in `entries` must be in wav.scp, and (for `text`) every wav.scp id must be in
+    `entries`."""
     for entry in entries.values():
         if entry.uid not in wavs:
             raise InputError(f"{entry.where}: utterance {entry.uid!r} is not in wav.scp")
@@ -80,7 +84,8 @@ def _check_ids(entries: dict[str, _Entry], wavs: dict[str, _Entry], table: str) 
 def _resolve_wav(entry: _Entry, data_dir: Path) -> Path:
     """The wav file a wav.scp line points to, checked to be a readable 16 kHz mono 16-bit wav."""
     if entry.value.endswith("|"):
-        raise InputError(f"{entry.where}: piped commands in wav.scp are not supported; give a wav path")
+        raise InputError(f"{entry.where}: piped commands in wav.scp are not supported; "
+                         "give a wav path")
     wav = (data_dir / entry.value).resolve()
     if not wav.is_file():
         raise InputError(f"{entry.where}: wav file not found: {wav}")
@@ -248,7 +253,8 @@ def read_data_dir(path: str | Path) -> list[Utterance]:
 
 
 def load_wav(path: str | Path) -> np.ndarray:
-    """Samples of a 16 kHz mono 16-bit wav as float32 at int16 scale (-32768..32767, as Kaldi reads them)."""
+    """Samples of a 16 kHz mono 16-bit wav as float32 at int16 scale (-32768..32767, as Kaldi
+    reads them)."""
     wav = Path(path)
     if not wav.is_file():
         raise InputError(f"{wav}: wav file not found")
@@ -256,7 +262,8 @@ def load_wav(path: str | Path) -> np.ndarray:
 
 
 def write_data_dir(data_dir: str | Path, utterances: list[Utterance]) -> None:
-    """Write wav.scp (paths relative to `data_dir`), text and, if every utterance has one, utt2spk."""
+    """Write wav.scp (paths relative to `data_dir`), text and, if every utterance has one,
+    utt2spk."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     ordered = sorted(utterances, key=lambda utterance: utterance.uid)

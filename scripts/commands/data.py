@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="make or check labelled speech data")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    synth = actions.add_parser("synth", help="synthesize a train/dev/test corpus split by voice and "
-                                             "sentence, plus test_unseen_engine (an engine train never hears)")
+    synth = actions.add_parser("synth", help="synthesize a train/dev/test corpus split by voice "
+                                             "and sentence, plus test_unseen_engine (an engine "
+                                             "train never hears)")
     synth.add_argument("out", type=Path, help="output directory (must not exist unless --force)")
     synth.add_argument("--train", type=int, default=4000, help="train utterances (default 4000)")
     synth.add_argument("--dev", type=int, default=200, help="dev utterances (default 200)")
@@ -34,16 +35,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--test-unseen-engine", type=int, default=None, metavar="N",
                        help="utterances of test_unseen_engine, the held-out engine's test split "
                             "(default: as many as --test)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed and sizes give the same corpus")
-    synth.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
-    synth.add_argument("--force", action="store_true", help="replace OUT once the new corpus is complete")
+    synth.add_argument("--seed", type=int, default=0,
+                       help="random seed; same seed and sizes give the same corpus")
+    synth.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                       help="worker processes (default: CPU count)")
+    synth.add_argument("--force", action="store_true",
+                       help="replace OUT once the new corpus is complete")
     synth.set_defaults(func=run_synth)
 
-    subset = actions.add_parser("subset", help="copy a few short utterances, spread over the speakers, to a new data dir")
+    subset = actions.add_parser("subset", help="copy a few short utterances, spread over the "
+                                               "speakers, to a new data dir")
     subset.add_argument("source", type=Path, help="data dir to pick from")
     subset.add_argument("out", type=Path, help="new data dir (its wavs go to OUT/wavs)")
     subset.add_argument("--count", type=int, default=12, help="utterances to copy (default 12)")
-    subset.add_argument("--max-seconds", type=float, default=3.0, help="skip longer utterances (default 3.0)")
+    subset.add_argument("--max-seconds", type=float, default=3.0,
+                        help="skip longer utterances (default 3.0)")
     subset.add_argument("--force", action="store_true", help="replace OUT if it exists")
     subset.set_defaults(func=run_subset)
 
@@ -93,7 +99,8 @@ def run_synth(args: argparse.Namespace) -> int:
     _require_at_least("jobs", args.jobs, 1)
     seconds = synthesize_corpus(args.out, sizes, args.seed, args.jobs, args.force)
     for split in SPLITS:
-        print(f"{split}: {sizes[split]} utterances, {seconds[split] / 3600:.2f} h -> {args.out / split}")
+        print(f"{split}: {sizes[split]} utterances, {seconds[split] / 3600:.2f} h "
+              f"-> {args.out / split}")
     return 0
 
 
@@ -125,7 +132,7 @@ def run_subset(args: argparse.Namespace) -> int:
     try:
         (build / "wavs").mkdir()
         copies = [replace(u, wav=build / "wavs" / u.wav.name) for u in chosen]
-        for original, copy in zip(chosen, copies):
+        for original, copy in zip(chosen, copies, strict=True):
             shutil.copyfile(original.wav, copy.wav)
         write_data_dir(build, copies)
         move_into_place(build, args.out)
@@ -141,7 +148,8 @@ def describe(data_dir: Path) -> str:
 
     utterances = read_data_dir(data_dir)
     seconds = sum(_seconds(utterance.wav) for utterance in utterances)
-    speakers = Counter(utterance.speaker for utterance in utterances if utterance.speaker is not None)
+    speakers = Counter(utterance.speaker for utterance in utterances
+                       if utterance.speaker is not None)
     mean = seconds / len(utterances) if utterances else 0.0
     return (f"{data_dir}: {len(utterances)} utterances, {seconds / 3600:.2f} h, "
             f"mean {mean:.2f} s, {len(speakers)} speakers")
