@@ -34,6 +34,7 @@ waveforms, FLOPs and reference n-best every row shares), `artifacts` (the peers'
 a deployable's weight bytes), `rows` (RowSpec, RowResult; `prepare_rows` makes the artifacts),
 `engines` (one Engine per runtime), `harness` (one row measured in a fresh process), `results`
 (a measurement as a RowResult, speedups over the fastest peer), `report` (bench.json, bench.md,
-bench.png) and `run` (BenchSettings, the rounds, `run_bench`). Beside the bench, `realspeech`
-scores WER and CER on the real-speech set (`python -m tinyasr.schedules.bench.realspeech`).
+bench.png) and `run` (BenchSettings, the rounds, `run_bench`; `write_bench`, which `tinyasr
+bench` calls, checks the inputs first). Beside the bench, `realspeech` scores WER and CER on the
+real-speech set (`python -m tinyasr.schedules.bench.realspeech`).
 """

@@ -15,14 +15,17 @@ from typing import Any
 import numpy as np
 
 from tinyasr.model.common.atomic import scratch_prefix
+from tinyasr.model.common.errors import InputError
 from tinyasr.model.decoding.prefix_tree import prefix_tree
 from tinyasr.model.decoding.recognizer import DecodeOptions
 from tinyasr.model.decoding.search import Hypothesis
+from tinyasr.model.network.compressed import read_compressed
 from tinyasr.model.network.frontend import SAMPLE_RATE
 from tinyasr.model.network.model_dir import load_model_dir
 from tinyasr.model.network.tokenizer import Tokenizer
 from tinyasr.schedules.bench.cpu import core_peak, cpu_name
 from tinyasr.schedules.bench.harness import Measurement, measure_row, run_in_child
+from tinyasr.schedules.bench.report import write_outputs
 from tinyasr.schedules.bench.results import add_peer_ratios, progress_line, row_result
 from tinyasr.schedules.bench.rows import RowSpec, prepare_rows
 from tinyasr.schedules.bench.workload import (
@@ -110,3 +113,16 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
         "best_peer": best_peer,
         "rows": [asdict(r) for r in results],
     }
+
+
+def write_bench(settings: BenchSettings, out: Path,
+                progress: Callable[[str], None] = print) -> None:
+    """`tinyasr bench`: checks the models and `out` first (bad input fails here, before minutes
+    of work), runs the bench and writes bench.json, bench.md and bench.png into `out`."""
+    load_model_dir(settings.fp32_model)
+    for model in (settings.int8_model, settings.sparse_model):
+        if model is not None:
+            read_compressed(model)
+    if out.is_file():
+        raise InputError(f"{out}: is a file, --out must be a directory")
+    write_outputs(run_bench(settings, progress), out)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.model.common.errors import InputError
 from tinyasr.model.common.progress import progress
-from tinyasr.model.decoding.options import DecodeMode
+from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
 from tinyasr.model.network.pretrained_paths import COMPRESSED_MODEL, DEFAULT_MODEL
 
 
@@ -63,21 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinyasr.model.decoding.recognizer import DecodeOptions
-    from tinyasr.model.network.compressed import read_compressed
-    from tinyasr.model.network.model_dir import load_model_dir
-    from tinyasr.schedules.bench.report import write_outputs
-    from tinyasr.schedules.bench.run import BenchSettings, run_bench
+    from tinyasr.schedules.bench.run import BenchSettings, write_bench
 
-    load_model_dir(args.fp32_model)          # bad input fails here, before minutes of work
-    for model in (args.int8_model, args.sparse_model):
-        if model is not None:
-            read_compressed(model)
-    if args.out.is_file():
-        raise InputError(f"{args.out}: is a file, --out must be a directory")
     settings = BenchSettings(args.fp32_model, args.int8_model, args.sparse_model, args.lengths,
                              args.threads, args.repeats,
                              DecodeOptions(DecodeMode(args.mode), args.beam), args.rounds)
-    write_outputs(run_bench(settings, progress), args.out)   # progress: stderr, silenced by -q
+    write_bench(settings, args.out, progress)   # progress: stderr, silenced by -q
     print(f"bench written to {args.out}/bench.md, bench.json, bench.png")
     return 0
