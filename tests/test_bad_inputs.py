@@ -499,7 +499,7 @@ def run_batch(argvs: list[tuple[str, ...]]) -> list[subprocess.CompletedProcess]
                           capture_output=True, text=True, env=ENV, timeout=1200, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return [subprocess.CompletedProcess(argv, code, out, err)
-            for argv, (code, out, err) in zip(argvs, json.loads(done.stdout))]
+            for argv, (code, out, err) in zip(argvs, json.loads(done.stdout), strict=True)]
 
 
 @pytest.fixture(scope="module")
@@ -523,8 +523,8 @@ def results(corpus: dict[str, Case]) -> dict[str, subprocess.CompletedProcess]:
     batches = [names[0::2], names[1::2]]
     with ThreadPoolExecutor(max_workers=2) as pool:
         runs = pool.map(run_batch, ([corpus[name].argv for name in batch] for batch in batches))
-        return {name: result for batch, done in zip(batches, runs)
-                for name, result in zip(batch, done)}
+        return {name: result for batch, done in zip(batches, runs, strict=True)
+                for name, result in zip(batch, done, strict=True)}
 
 
 def problem(case: Case, result: subprocess.CompletedProcess) -> str | None:

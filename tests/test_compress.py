@@ -133,7 +133,7 @@ def test_pruning_can_distil_from_the_unpruned_model():
     teacher = teacher_of(model, FineTuning(distill_weight=0.5))
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     assert all(t.data_ptr() != m.data_ptr()
-               for t, m in zip(teacher.parameters(), model.parameters()))
+               for t, m in zip(teacher.parameters(), model.parameters(), strict=True))
 
     block = BlockShape(4, 1)
     targets = {name: 0.5 for name in prunable_layers(model, block)}

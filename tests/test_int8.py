@@ -124,7 +124,7 @@ def test_quantize_rows_kernel_is_the_reference_rounding_bit_for_bit(k: int):
     values[5] = np.r_[127, np.arange(k - 1) + 0.5]       # scale 1: every other value a tie
     outputs = [tvm.runtime.empty((50, k), "int8"), tvm.runtime.empty((50, 1), "float32")]
     library["main"](tvm.runtime.tensor(values), *outputs)
-    for got, expected in zip(outputs, reference(tvm.runtime.tensor(values))):
+    for got, expected in zip(outputs, reference(tvm.runtime.tensor(values)), strict=True):
         np.testing.assert_array_equal(got.numpy(), expected.numpy())
 
 

@@ -246,7 +246,7 @@ def test_report_killed_mid_run_then_rerun_writes_every_file_whole(model_dir: Pat
         (data / split).mkdir(parents=True)
         ids = [line.split()[0] for line in lines]
         (data / split / "wav.scp").write_text("".join(
-            f"{u} {SAMPLES_DIR / line.split()[1]}\n" for u, line in zip(ids, lines)))
+            f"{u} {SAMPLES_DIR / line.split()[1]}\n" for u, line in zip(ids, lines, strict=True)))
         (data / split / "text").write_text("".join(f"{u} {texts[u]}\n" for u in ids))
     out = tmp_path / "report"
     args = ["report", "--data", data, "--out", out, f"fp32={model_dir}"]

@@ -88,7 +88,7 @@ def test_board_prints_the_reference_transcripts(deployable, wavs: list[Path], bo
     printed = out.splitlines()
     expected = reference_transcripts(board, wavs, DecodeOptions())
     assert len(printed) == len(expected)
-    assert all(texts_agree(got, want, int8) for got, want in zip(printed, expected)), \
+    assert all(texts_agree(got, want, int8) for got, want in zip(printed, expected, strict=True)), \
         (printed, expected)
 
 

@@ -126,7 +126,7 @@ def _renamed_blocks(instructions: list, tuned_on: tvm.tirx.PrimFunc,
     `func`: a database record serves every structurally equal function (six layers' abs-max
     reductions, say), but names blocks after the first one's buffers (`lv42_red`, not
     `lv73_red`). Blocks the trace made (`lv42_red_rf`) follow the block they came from."""
-    renames = dict(zip(_block_names(tuned_on.body), _block_names(func.body)))
+    renames = dict(zip(_block_names(tuned_on.body), _block_names(func.body), strict=True))
 
     def renamed(name: str) -> str:
         origin = max((old for old in renames if name.startswith(old)), key=len, default=None)

@@ -57,7 +57,7 @@ class _Rewriter(Fp32KernelRewriter):
         if not (source_shape and len(source_shape) == len(target_shape) >= 3
                 and isinstance(source_shape[0], tvm.tirx.IntImm) and int(source_shape[0]) == 1
                 and all(tvm_ffi.structural_equal(a, b)
-                        for a, b in zip(source_shape[1:], target_shape[1:]))):
+                        for a, b in zip(source_shape[1:], target_shape[1:], strict=True))):
             return y
         groups = 1
         for extent in source_shape[1:-2]:

@@ -147,13 +147,14 @@ class _Rewriter(Fp32KernelRewriter):
         groups, frames = k_shape[0], k_shape[1]
         return (q.heads == k.heads == v.heads and q.head_dim == k.head_dim == v.head_dim
                 and attention_supported(self.unit, q.head_dim)
-                and all(_same(a, b) for a, b in zip(q_shape, (batch, rows, dim)))
-                and all(_same(a, b) for a, b in zip(v_shape, k_shape))
+                and all(_same(a, b) for a, b in zip(q_shape, (batch, rows, dim), strict=True))
+                and all(_same(a, b) for a, b in zip(v_shape, k_shape, strict=True))
                 and int(dim) == q.heads * q.head_dim
                 and ((isinstance(groups, tvm.tirx.IntImm) and int(groups) == 1)
                      or _same(groups, batch))
-                and (keep is None or all(_same(a, b) for a, b in
-                                         zip(keep.ty.shape.values, (batch, rows, frames)))))
+                and (keep is None or all(
+                    _same(a, b) for a, b in
+                    zip(keep.ty.shape.values, (batch, rows, frames), strict=True))))
 
     def _mask(self, where: relax.Call) -> relax.Expr | None:
         """keep (B, M, N) bool when `where` is where(not(expand_dims(keep, 1)), MASKED_SCORE,

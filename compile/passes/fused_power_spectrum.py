@@ -132,7 +132,7 @@ class _Rewriter(Fp32KernelRewriter):
         return (frames_sizes is not None and len(frames_sizes) == 3
                 and frames_sizes[2] == FRAME_LENGTH and _sizes(out)[2] == POWER_COLUMNS
                 and all(tvm_ffi.structural_equal(a, b) for a, b in
-                        zip(frames.ty.shape.values[:2], out.ty.shape.values[:2]))
+                        zip(frames.ty.shape.values[:2], out.ty.shape.values[:2], strict=True))
                 and _sizes(inner_dft) == [ROWS, INNER_COLUMNS]
                 and _sizes(outer_dft) == [GROUPS, OUTER_INPUTS, OUTER_COLUMNS]
                 and all(t.ty.dtype == "float32" for t in (frames, inner_dft, outer_dft)))

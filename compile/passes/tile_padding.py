@@ -97,7 +97,7 @@ def _name_child_blocks(mod: tvm.IRModule, instructions: list, decisions: list,
         if len(names) != len(outputs):
             return None
         rewritten.extend(["GetSBlock", [], [name, "main"], [output]]
-                         for name, output in zip(names, outputs))
+                         for name, output in zip(names, outputs, strict=True))
     return rewritten, [[index, decision] for index, decision in moved.items()]
 
 

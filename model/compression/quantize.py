@@ -108,7 +108,7 @@ def calibrate(model: AsrModel, quantization: Quantization, fbanks: Sequence[torc
     model.eval()
     try:
         with torch.no_grad():
-            for features, tokens in zip(fbanks, token_ids):
+            for features, tokens in zip(fbanks, token_ids, strict=True):
                 model.loss(*collate([features], [tokens]))
     finally:
         for handle in handles:

@@ -41,7 +41,8 @@ class PrefixTree:
         """Per hypothesis, sum of its nodes' log-probs of their targets; log_probs (U, vocab).
         Summed in float64 one term after another (as the boards' tinyasr-run), rounded once."""
         return np.array([np.cumsum(log_probs[path, target], dtype=np.float64)[-1]
-                         for path, target in zip(self.paths, self.targets)], dtype=np.float32)
+                         for path, target in zip(self.paths, self.targets, strict=True)],
+                        dtype=np.float32)
 
 
 def prefix_tree(hypotheses: Sequence[Hypothesis], sos_eos: int, history_width: int) -> PrefixTree:

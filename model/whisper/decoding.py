@@ -182,7 +182,7 @@ def _ranked_candidates(log_probs: Tensor, live: list[tuple[list[int], float]], b
     for row, (_, score) in enumerate(live):
         top = log_probs[row].topk(2 * beam)
         candidates += [(score + value, row, token) for value, token in
-                       zip(top.values.tolist(), top.indices.tolist())]
+                       zip(top.values.tolist(), top.indices.tolist(), strict=True)]
     return sorted(candidates, key=lambda c: -c[0])[:2 * beam]
 
 

@@ -143,7 +143,7 @@ class WhisperTokenizer:
         """Merges every occurrence of the best-ranked adjacent pair, until no pair is ranked."""
         parts = list(chars)
         while len(parts) > 1:
-            best = min(zip(parts, parts[1:]), key=self._rank)
+            best = min(zip(parts, parts[1:], strict=False), key=self._rank)
             if best not in self.ranks:
                 break
             merged, i = [], 0
