@@ -3,7 +3,8 @@ what `tinyasr export onnx` writes and the bench's ONNX Runtime rows run.
 
     encode.onnx  waveform (1, samples) -> log_probs (1, frames, vocab), encoded (1, frames, d)
     decode.onnx  the hypotheses' prefix tree (tokens, depths, ancestors, history; see
-                 model/decoding/prefix_tree.py) and memory (1, frames, d) -> log_probs (nodes, vocab)
+                 model/decoding/prefix_tree.py) and memory (1, frames, d)
+                 -> log_probs (nodes, vocab)
 
 The waveform is int16-scale 16 kHz samples, the fbank front end is inside the encoder; lengths
 (samples, frames, nodes) are dynamic.

@@ -43,7 +43,8 @@ class Process:
     log: str
 
     def alive(self, marker: str) -> bool:
-        """Whether `pid` still runs and is ours (its command line holds `marker`): pids get reused."""
+        """Whether `pid` still runs and is ours (its command line holds `marker`): pids get
+        reused."""
         try:
             return marker in Path(f"/proc/{self.pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
@@ -95,7 +96,8 @@ class Farm:
 
     @contextmanager
     def _locked_state(self) -> Iterator[FarmState]:
-        """The state under an exclusive lock, written back (atomically) on exit; dead entries dropped."""
+        """The state under an exclusive lock, written back (atomically) on exit; dead entries
+        dropped."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.state_dir / "lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -4,11 +4,12 @@ For every utterance: the board's CTC log-probs and transcript against the PyTorc
 model the deployable was compiled from, by the rule of compile/parity.py (fp32: log-probs within
 a tolerance and the same transcript; int8, whose per-row roundings may flip on another CPU: the
 same most likely token on nearly every frame and transcripts at most a character in 20 apart),
-and the on-board latency of the encoder (`time_evaluator`, median of repeats). With several boards under the key, the utterances are spread across them
-(one session per board). Results are written to JSON after every utterance, so a failure keeps
-them. A board that fails mid-utterance, or does not answer within the utterance deadline (a hung
-board keeps its socket open, and TVM's RPC client has no timeout of its own), is replaced by
-another board of the key once; then the test fails naming the utterance.
+and the on-board latency of the encoder (`time_evaluator`, median of repeats). With several boards
+under the key, the utterances are spread across them (one session per board). Results are written to
+JSON after every utterance, so a failure keeps them. A board that fails mid-utterance, or does not
+answer within the utterance deadline (a hung board keeps its socket open, and TVM's RPC client has
+no timeout of its own), is replaced by another board of the key once; then the test fails naming the
+utterance.
 """
 
 from __future__ import annotations

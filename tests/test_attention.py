@@ -1,6 +1,6 @@
 """The fused attention kernel equals numpy's attention for every kind of width, masked or not,
-with keys and values per batch or shared; attention as torch exports model/network/san_m.py's `attend`
-compiles to that one kernel and computes what torch computes."""
+with keys and values per batch or shared; attention as torch exports model/network/san_m.py's
+`attend` compiles to that one kernel and computes what torch computes."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def test_attention_kernel_equals_numpy(masked: bool):
 
 
 class _Attention(nn.Module):
-    """model/network/san_m.py's attention alone: masked self-attention or shared-memory attention."""
+    """model/network/san_m.py's attention alone: masked self-attention or shared-memory
+    attention."""
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 keep: torch.Tensor | None = None) -> torch.Tensor:

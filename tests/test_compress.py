@@ -97,7 +97,8 @@ def test_masks_hold_through_fine_tuning_steps():
     layers = prunable_layers(model, block)
     pruner = Pruner(model, block, {name: 0.75 for name in layers})
     pruner.prune_to(1.0)
-    masks = {name: module.parametrizations.weight[0].mask.clone() for name, module in layers.items()}
+    masks = {name: module.parametrizations.weight[0].mask.clone()
+             for name, module in layers.items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     fbanks, token_ids = fake_examples()
     for _ in range(3):
@@ -162,7 +163,8 @@ def test_first_conv_stays_fp32_and_the_embedding_is_weight_only():
     quantization = Quantization(Activations.STATIC, list(quantizable_layers(model)))
     calibrate(model, quantization, *fake_examples())
     assert "encoder.subsampling.conv.0" not in quantization.layers
-    assert "decoder.embed" in quantization.layers and "decoder.embed" not in quantization.input_scales
+    assert "decoder.embed" in quantization.layers
+    assert "decoder.embed" not in quantization.input_scales
 
 
 def test_reference_runner_computes_integer_matmuls(tmp_path: Path):
@@ -195,7 +197,8 @@ def test_quantization_aware_fine_tuning_keeps_zeros_and_lands_on_the_int8_grid()
     quantization_aware_fine_tune(model, quantization, fbanks, token_ids,
                                  FineTuning(steps=3, lr=1e-2, batch_seconds=4))
     assert not hasattr(model.encoder.blocks[0].ffn[0], "parametrizations")
-    assert model._forward_pre_hooks == {} and model.encoder.blocks[0].ffn[0]._forward_pre_hooks == {}
+    assert model._forward_pre_hooks == {}
+    assert model.encoder.blocks[0].ffn[0]._forward_pre_hooks == {}
     assert (model.encoder.blocks[0].ffn[0].weight[zeros] == 0).all()
     trained = model.encoder.blocks[1].ffn[0].weight.detach()
     assert not torch.equal(trained, before)
@@ -221,7 +224,8 @@ def test_compressed_size_is_the_sum_of_its_parts_with_shared_weights_once(tmp_pa
     assert breakdown["padding"] < ALIGN * parts
     # every state-dict tensor once; the encoder stores its 2 distinct blocks, not 4 positions
     assert list(tensors) == list(model.state_dict())
-    assert {name.split(".")[2] for name in tensors if name.startswith("encoder.blocks.")} == {"0", "1"}
+    assert {name.split(".")[2] for name in tensors
+            if name.startswith("encoder.blocks.")} == {"0", "1"}
     # no hidden fp32 copies: the fp32 values are exactly the tensors left fp32
     int8 = {f"{layer}.weight" for layer in quantization.layers}
     fp32_elements = sum(t.numel() for name, t in model.state_dict().items() if name not in int8)
@@ -265,7 +269,8 @@ def test_prune_quantize_report_and_the_runner_reproduces_the_reported_cer(
                  "--scan-utterances", "1", "--tolerance", "100", "--layer",
                  "encoder.blocks.1.ffn.3=0.3", "--out", str(pruned)]) == 0
     record = json.loads((pruned / "pruning.json").read_text())
-    assert record["block"] == "4x1" and record["layers"]["encoder.blocks.1.ffn.3"] == pytest.approx(0.3, abs=0.01)
+    assert record["block"] == "4x1"
+    assert record["layers"]["encoder.blocks.1.ffn.3"] == pytest.approx(0.3, abs=0.01)
     assert "encoder.blocks.0.ffn.0" in capsys.readouterr().out      # the scan's table
     assert main(["compress", "prune", str(model_dir), "--data", str(tiny_corpus), "--sparsity",
                  "0.6", "--block", "4x1", "--steps", "0", "--scan-from",

@@ -47,5 +47,6 @@ def test_aishell_word_spaces_are_not_tokens_nor_scored():
     assert " " not in Tokenizer.from_texts([aishell1, "打开 IPHONE 的 设置"]).tokens
     assert normalize_text("打开 IPHONE 的 设置") == "打开iphone的设置"
     assert normalize_text("turn on  the Lights") == "turn on the lights"   # English keeps spaces
-    counts = char_errors(normalize_text(aishell1), normalize_text("而对 楼市成交抑制作用最大的限购"))
+    counts = char_errors(normalize_text(aishell1),
+                         normalize_text("而对 楼市成交抑制作用最大的限购"))
     assert (counts.errors, counts.reference_length) == (0, 15)

@@ -42,13 +42,15 @@ def data(tmp_path: Path) -> tuple[Path, Path]:
     write_data_dir(tmp_path / "test", utterances)
     train_wav = tmp_path / "wavs" / "train.wav"
     write_wav(train_wav, np.zeros(1600, dtype=np.int16))
-    write_data_dir(tmp_path / "train", [Utterance("espeak_x-1", train_wav, "What time is it", "espeak_x"),
-                                        Utterance("espeak_x-2", train_wav, "turn on the lights", "espeak_x")])
+    write_data_dir(tmp_path / "train",
+                   [Utterance("espeak_x-1", train_wav, "What time is it", "espeak_x"),
+                    Utterance("espeak_x-2", train_wav, "turn on the lights", "espeak_x")])
     return tmp_path / "test", tmp_path / "train"
 
 
 def test_engine_is_the_speaker_prefix() -> None:
-    assert engine_of(Utterance("espeak_en-us_m3-000001", Path("a.wav"), "", "espeak_en-us_m3")) == "espeak"
+    assert engine_of(Utterance("espeak_en-us_m3-000001", Path("a.wav"), "",
+                               "espeak_en-us_m3")) == "espeak"
     assert engine_of(Utterance("kokoro_jf_alpha-000002", Path("a.wav"), "", None)) == "kokoro"
 
 
@@ -68,8 +70,10 @@ def test_rows_per_engine_and_seen_text_add_up(data: tuple[Path, Path], tmp_path:
     for groups in ([g for g in rows if g.startswith("engine=")], ["seen_text", "unseen_text"]):
         for counts in ("cer_counts", "wer_counts"):
             for key in rows["all"][counts]:
-                assert sum(rows[g][counts][key] for g in groups) == rows["all"][counts][key], (groups, counts, key)
+                assert sum(rows[g][counts][key] for g in groups) == rows["all"][counts][key], \
+                    (groups, counts, key)
         assert sum(rows[g]["utterances"] for g in groups) == rows["all"]["utterances"]
-    assert rows["all"]["wer_counts"]["reference_length"] == sum(len(u[1].split()) for u in UTTERANCES)
+    assert (rows["all"]["wer_counts"]["reference_length"]
+            == sum(len(u[1].split()) for u in UTTERANCES))
     assert rows["engine=flite"]["cer"] == 0.0 and rows["all"]["cer"] > 0
     assert f"{test} [engine=kokoro, 2 utt]: CER" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """int8 kernels: the dot instruction of each ISA in the assembly, exact integer sums, the
-per-row input rounding kernel bit for bit, the Int8Matmul and Int8Conv2d passes on synthetic per-channel int8 weights, and a compressed (.tac)
-model compiled to int8 kernels matching its PyTorch reference runner."""
+per-row input rounding kernel bit for bit, the Int8Matmul and Int8Conv2d passes on synthetic
+per-channel int8 weights, and a compressed (.tac) model compiled to int8 kernels matching its
+PyTorch reference runner."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""kill -9 at any moment loses nothing: the directory swap of tinyasr.model.common.atomic (model dirs,
-deployables), and each long-running command killed mid-run and run again."""
+"""kill -9 at any moment loses nothing: the directory swap of tinyasr.model.common.atomic (model
+dirs, deployables), and each long-running command killed mid-run and run again."""
 
 from __future__ import annotations
 

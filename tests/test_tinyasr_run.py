@@ -165,7 +165,8 @@ def test_bad_input_is_one_line_naming_the_file(deployable, wavs: list[Path], tmp
         (str(no_history), str(wavs[0])):
             f"{no_history / MANIFEST_FILE}: decoder_history 0 is not in [1, 1024]",
         (str(deployable("rpi4")), str(wav_8k)):
-            f"{wav_8k}: sample rate 8000 Hz, expected 16000 Hz (resample with `sox IN -r 16000 OUT`)",
+            f"{wav_8k}: sample rate 8000 Hz, expected 16000 Hz "
+            "(resample with `sox IN -r 16000 OUT`)",
     }
     for args, message in cases.items():
         result = subprocess.run([*transcriber, *args], capture_output=True, text=True)

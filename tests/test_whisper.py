@@ -203,7 +203,8 @@ def test_beam_search_equals_faster_whisper(converted, samples, faster_whisper):
         samples[uid] / 32768.0, beam_size=5, temperature=0.0, without_timestamps=True,
         condition_on_previous_text=False, vad_filter=False, language="en")
     reference = " ".join(segment.text.strip() for segment in segments)
-    assert beam.transcribe(samples[uid]) == reference == "The big hobby is eating the clothes first."
+    assert (beam.transcribe(samples[uid]) == reference
+            == "The big hobby is eating the clothes first.")
 
 
 def test_encoder_and_decoder_step_export(converted):

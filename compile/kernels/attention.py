@@ -1,7 +1,8 @@
 """fp32 multi-head attention in one kernel: scores, (masked) softmax and context per block of
 query rows, the probabilities never leaving the first-level cache.
 
-    out[b, i, h*E:(h+1)*E] = softmax_j(q[b, i, h*E:(h+1)*E] . k[g, j, h*E:(h+1)*E]) @ v[g, :, h*E:(h+1)*E]
+    out[b, i, h*E:(h+1)*E] = softmax_j(q[b, i, h*E:(h+1)*E] . k[g, j, h*E:(h+1)*E])
+                             @ v[g, :, h*E:(h+1)*E]
 
 q (B, M, H*E), keys and values (G, N, H*E) with g = b % G (G = B, or G = 1: the decoder's
 cross-attention reads the utterance's keys and values once for every hypothesis), out

@@ -3,8 +3,8 @@ squared magnitudes per tile of frames, the stage between them kept in the first-
 
     power[t, g*16 + c] = re^2 + im^2,  (re, im) of bin column c of output group g
 
-as model/network/frontend.py's `Fbank.power_spectrum` computes it: frames (T, 400) windowed, viewed as
-25 rows of 16 (sample 16 * n1 + n2); the inner DFT (25, 32) over n1 for each n2, then per group
+as model/network/frontend.py's `Fbank.power_spectrum` computes it: frames (T, 400) windowed, viewed
+as 25 rows of 16 (sample 16 * n1 + n2); the inner DFT (25, 32) over n1 for each n2, then per group
 g the outer DFT (32, 32) over its two inner columns (2g, 2g + 1) at every n2, real parts of its
 16 bins first, then imaginary parts. As matmuls, the graph needs a transpose before each stage
 and one after (frames to columns, inner outputs to groups, groups to frames); here the stages

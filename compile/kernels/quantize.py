@@ -3,12 +3,12 @@
     s[i]    = max(max_k |x[i, k]|, 1e-12) / 127
     xq[i, k] = int8(clip(round(x[i, k] / s[i]), -127, 127))
 
-the same operations, in the same order, as the reference's rounding (tinyasr.model.compression.quantize)
-and the Relax ops it imports as, so the integers are the same bits. Legalized, those ops were
-three kernels per layer (the abs-max, the scale, the rounding), each a pass over the rows or
-their scales, with scalar reductions. Here each row is read from the first-level cache for
-the rounding right after its max: vectors of L lanes, the last one moved back to end at K when
-L does not divide K (its lanes are then computed twice, with the same values).
+the same operations, in the same order, as the reference's rounding
+(tinyasr.model.compression.quantize) and the Relax ops it imports as, so the integers are the same
+bits. Legalized, those ops were three kernels per layer (the abs-max, the scale, the rounding), each
+a pass over the rows or their scales, with scalar reductions. Here each row is read from the
+first-level cache for the rounding right after its max: vectors of L lanes, the last one moved back
+to end at K when L does not divide K (its lanes are then computed twice, with the same values).
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ EXP_LIMIT = 88.3762626647949   # float32's exp overflows above it, underflows be
 EXP_POLYNOMIAL = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                   1.6666665459e-1, 5.0000001201e-1)   # Cephes expf, highest power first
 LOWEST = -3.4028234663852886e38
-MASKED_SCORE = -1e9   # what attention writes over a masked-out score (model/network/san_m.py attend)
+# what attention writes over a masked-out score (model/network/san_m.py attend)
+MASKED_SCORE = -1e9
 MAX_LANES = 16
 TOP, TOTAL = 2 * MAX_LANES, 2 * MAX_LANES + 1   # scratch slots for a row's max and sum
 SCRATCH = 2 * MAX_LANES + 2                     # two vectors, the max and the sum

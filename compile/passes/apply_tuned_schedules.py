@@ -1,7 +1,7 @@
 """TIR functions get their tuned schedules from a MetaSchedule database.
 
-Records were measured on static workloads (`tinyasr.compile.schedule_database.static_workload`: every
-shape variable bound to its TUNING_EXTENTS size), while the model's functions keep symbolic
+Records were measured on static workloads (`tinyasr.compile.schedule_database.static_workload`:
+every shape variable bound to its TUNING_EXTENTS size), while the model's functions keep symbolic
 frames and n-best sizes. TVM's own MetaScheduleApplyDatabase therefore matches nothing here, so
 this pass looks each function up by its static workload and replays the record's trace on the
 symbolic function. The trace replays unchanged except in two places:

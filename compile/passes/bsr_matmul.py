@@ -40,7 +40,8 @@ from tinyasr.model.network.compressed import from_bsr
 BSR_TO_DENSE = "tinyasr.bsr_to_dense"
 
 # Sparse kernel when the layer's density is at most this, else dense. Measured on a 2-core AMD EPYC
-# (Zen 4, AVX-512 VNNI), one thread, 125 frames (5 s), best of 15, ms, for FFN shapes 144->576 | 576->144:
+# (Zen 4, AVX-512 VNNI), one thread, 125 frames (5 s), best of 15, ms, for FFN shapes
+# 144->576 | 576->144:
 #   density            0.1        0.2        0.3        0.5        0.75       1.0
 #   fp32 BSR 4x1       .052|.055  .068|.077  .087|.096  .129|.139  .183|.191  .234|.243
 #   int8 BSR 4x1       .082|.060  .096|.080  .118|.105  .158|.146  .210|.197  .264|.256

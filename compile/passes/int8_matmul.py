@@ -68,7 +68,8 @@ def int8_weight(weight: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Exp
 
 def int8_rounding(x: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
     """(integers, s) when `x` is clip(round(x0 / s), -127, 127) * s: the int8 rounding the
-    PyTorch reference applies to a layer's input (tinyasr.model.compression.quantize.fake_quantize)."""
+    PyTorch reference applies to a layer's input
+    (tinyasr.model.compression.quantize.fake_quantize)."""
     product = bound(x)
     if not is_op(product, "relax.multiply"):
         return None

@@ -20,7 +20,8 @@ class Evaluation:
     cer: ErrorCounts = field(default_factory=ErrorCounts)
     wer: ErrorCounts = field(default_factory=ErrorCounts)
     hypotheses: dict[str, str] = field(default_factory=dict)
-    per_utterance: dict[str, tuple[ErrorCounts, ErrorCounts]] = field(default_factory=dict)  # uid -> (cer, wer)
+    # uid -> (cer, wer)
+    per_utterance: dict[str, tuple[ErrorCounts, ErrorCounts]] = field(default_factory=dict)
     audio_seconds: float = 0.0
     decode_seconds: float = 0.0
 

@@ -1,4 +1,5 @@
-"""Speech to text with the PyTorch model: the reference every compiled library is checked against."""
+"""Speech to text with the PyTorch model: the reference every compiled library is checked
+against."""
 
 from __future__ import annotations
 

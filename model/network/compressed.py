@@ -135,7 +135,8 @@ def write_compressed(path: Path, model: AsrModel, tokenizer: Tokenizer,
     """Writes the model (weights as they are: pruned zeros become BSR when `block` is given;
     `quantization.layers` become int8) atomically to `path`; returns its size in bytes."""
     modules = dict(model.named_modules())
-    int8_weights = {f"{name}.weight": name for name in (quantization.layers if quantization else [])}
+    int8_weights = {f"{name}.weight": name
+                    for name in (quantization.layers if quantization else [])}
     sparse_weights = ({f"{name}.weight" for name in prunable_layers(model, block)}
                       if block else set())
     tensors, blobs, offset = {}, [], 0
@@ -186,7 +187,8 @@ class CompressedModel:
     def quantization(self) -> Quantization | None:
         if self.header["activations"] is None:
             return None
-        int8 = {name.removesuffix(".weight"): entry for name, entry in self.header["tensors"].items()
+        int8 = {name.removesuffix(".weight"): entry
+                for name, entry in self.header["tensors"].items()
                 if entry["encoding"] == "int8"}
         return Quantization(Activations(self.header["activations"]), list(int8),
                             {layer: entry["input_scale"] for layer, entry in int8.items()
@@ -343,7 +345,8 @@ def _read_parts(tensors: object, shapes: dict[str, tuple[int, ...]], int8: set[s
             raise ValueError(f"tensor {name}: only layer weights may be int8")
         stored = entry["parts"]
         if not isinstance(stored, dict) or set(stored) != set(expected):
-            raise ValueError(f"tensor {name} has parts {sorted(stored) if isinstance(stored, dict) else stored!r}, "
+            raise ValueError(f"tensor {name} has parts "
+                             f"{sorted(stored) if isinstance(stored, dict) else stored!r}, "
                              f"expected {sorted(expected)}")
         parts[name] = {}
         for part, (dtypes, shape) in expected.items():

@@ -23,7 +23,8 @@ class BlockShape:
         try:
             rows, cols = (int(n) for n in text.lower().split("x"))
         except ValueError:
-            raise InputError(f"--block: expected ROWSxCOLS such as 1x4 or 4x4, got {text!r}") from None
+            raise InputError(f"--block: expected ROWSxCOLS such as 1x4 or 4x4, "
+                             f"got {text!r}") from None
         if rows < 1 or cols < 1:
             raise InputError(f"--block: sizes must be positive, got {text!r}")
         return cls(rows, cols)

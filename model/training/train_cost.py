@@ -1,7 +1,8 @@
 """What a recipe in model/configs costs: parameters, bytes, FLOPs per second of audio, seconds
 per training step on this CPU, and the GPU hours its epochs would take on AISHELL-2.
 
-    .venv/bin/python -m tinyasr.model.training.train_cost [--measure-steps N] [--tflops T] [CONFIG...]
+    .venv/bin/python -m tinyasr.model.training.train_cost [--measure-steps N] [--tflops T]
+        [CONFIG...]
 
 Numbers per config (default: every model/configs/*.json):
     parameters    ModelConfig.parameter_count(), the numbers in the state dict (shared blocks

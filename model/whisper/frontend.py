@@ -12,8 +12,8 @@ remaining frames (the whole utterance, not per 30 s window), and the first `len 
 frames are the content. A window shorter than 3000 frames is padded with zeros *after*
 normalization (`pad_window`), as faster-whisper does.
 
-Like model/network/frontend.py, frames are cut without a gather (a frame of 400 = 2.5 hops is rows t,
-t+1 and half of row t+2 of the signal viewed as rows of 160) and the DFT is two matmuls (cosine
+Like model/network/frontend.py, frames are cut without a gather (a frame of 400 = 2.5 hops is rows
+t, t+1 and half of row t+2 of the signal viewed as rows of 160) and the DFT is two matmuls (cosine
 and sine parts), so the function exports with `torch.export`.
 """
 

@@ -1,4 +1,5 @@
-"""`tinyasr compress prune|quantize|pack`: sparsify a model dir, or write it as a compressed file."""
+"""`tinyasr compress prune|quantize|pack`: sparsify a model dir, or write it as a compressed
+file."""
 
 from __future__ import annotations
 

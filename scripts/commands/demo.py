@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
           f"{model_bytes(args.model) / 1e6:.2f} MB on disk")
     result = evaluate(recognizer, utterances)
     for utterance in utterances:
-        print(f"{utterance.uid}\n  ref: {utterance.text}\n  hyp: {result.hypotheses[utterance.uid]}")
+        print(f"{utterance.uid}\n  ref: {utterance.text}\n"
+              f"  hyp: {result.hypotheses[utterance.uid]}")
     print(f"CER {result.cer.summary()}")
     print(f"WER {result.wer.summary()}")
     print(f"{len(utterances)} utterances, {result.audio_seconds:.1f} s of audio decoded in "

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(opset 17): encode.onnx, waveform (1, samples) of int16-scale 16 kHz "
                     "samples -> CTC log_probs (1, frames, vocab) and encoded (1, frames, d), "
                     "the fbank front end inside; decode.onnx, the hypotheses' prefix tree "
-                    "(tokens, depths, ancestors, history; model/decoding/prefix_tree.py) and memory -> "
+                    "(tokens, depths, ancestors, history; model/decoding/prefix_tree.py) and "
+                    "memory -> "
                     "log_probs (nodes, vocab). Lengths are dynamic.")
     add_model_argument(onnx)
     onnx.add_argument("out", type=Path, metavar="OUT", help="directory to write the files into")

@@ -1,4 +1,5 @@
-"""`tinyasr rpc-test`: a compiled deployable on a board behind a TVM tracker, checked against the host."""
+"""`tinyasr rpc-test`: a compiled deployable on a board behind a TVM tracker, checked against the
+host."""
 
 from __future__ import annotations
 
