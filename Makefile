@@ -4,7 +4,7 @@
 VENV      := .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.tinyasr-setup
-APT_PKGS  := espeak-ng flite sox file g++ ninja-build g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user
+APT_PKGS  := espeak-ng flite sox file g++ cmake ninja-build g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user
 PYTEST_ARGS ?=
 
 .PHONY: setup demo lint test test-all model clean-venv

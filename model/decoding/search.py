@@ -17,7 +17,9 @@ import numpy as np
 Hypothesis = tuple[int, ...]
 ScoreHypotheses = Callable[[Sequence[Hypothesis]], np.ndarray]
 
-NATIVE_DIR = Path(__file__).resolve().parent.parent / "native"
+# The C++ search's sources: targets/native/src, beside the rest of the project's C++ (one CMake
+# project). A path, not an import: the package tinyasr.targets ships the files (package-data).
+NATIVE_DIR = Path(__file__).resolve().parents[2] / "targets" / "native" / "src"
 # How the C++ search is compiled on the host and into the boards' transcriber: no contracted
 # multiply-adds, so every machine does the same IEEE double arithmetic step by step.
 NATIVE_CFLAGS = ["-ffp-contract=off"]
@@ -42,9 +44,9 @@ def ctc_prefix_beam_search(log_probs: np.ndarray, beam: int = 10,
     Each prefix carries two scores: ending in blank and ending in its last label, so that a
     repeated label is merged unless a blank separates the two. Per frame, only the `beam` most
     likely tokens extend a prefix (ties to the higher token id). log_probs: (frames, vocab),
-    read as float32 like the models' outputs. The search is C++
-    (native/ctc_search.h), the same code the boards' transcriber runs: in numpy it took 7 ms
-    of a 5 s utterance's 19 ms on the host, here 0.6 ms.
+    read as float32 like the models' outputs. The search is C++ (targets/native/src/ctc_search.h),
+    the same code the boards' transcriber runs: in numpy it took 7 ms of a 5 s utterance's 19 ms
+    on the host, here 0.6 ms.
     """
     log_probs = np.ascontiguousarray(log_probs, dtype=np.float32)
     frames = len(log_probs)
@@ -57,8 +59,8 @@ def ctc_prefix_beam_search(log_probs: np.ndarray, beam: int = 10,
 
 @functools.cache
 def _native_search() -> Callable:
-    """native/ctc_search_ffi.cc built with the system C++ compiler on first use, and cached
-    (~/.cache/tvm-ffi, rebuilt by ninja when a source changes)."""
+    """targets/native/src/ctc_search_ffi.cc built with the system C++ compiler on first use, and
+    cached (~/.cache/tvm-ffi, rebuilt by ninja when a source changes)."""
     import tvm_ffi.cpp
 
     module = tvm_ffi.cpp.load("tinyasr_ctc_search", sources=[str(NATIVE_DIR / "ctc_search_ffi.cc")],
@@ -72,5 +74,5 @@ def attention_rescoring(nbest: list[tuple[Hypothesis, float]], score_hypotheses:
     hypotheses = [hypothesis for hypothesis, _ in nbest]
     attention_scores = score_hypotheses(hypotheses)
     totals = [attention + ctc_weight * ctc
-              for attention, (_, ctc) in zip(attention_scores, nbest)]
+              for attention, (_, ctc) in zip(attention_scores, nbest, strict=True)]
     return hypotheses[int(np.argmax(totals))]

@@ -5,14 +5,14 @@
 // Loads a deployable (`tinyasr compile --target BOARD`: model.so, weights.bin, tokens.json,
 // manifest.json) into the runtime's Relax VM and prints one transcript per wav on stdout; timings
 // and sizes go to stderr. The front end (fbank + CMVN) is compiled into model.so, so the program
-// only reads PCM samples. Decoding is the host's: the CTC search is the same C++
-// (model/native/ctc_search.h), attention rescoring ranks as tinyasr.model.search does, so a board
-// prints exactly what the host prints: CTC greedy, CTC prefix beam search, or attention
-// rescoring of the CTC n-best (the default).
+// only reads PCM samples (wav.h). Decoding is the host's: the CTC search is the same C++
+// (ctc_search.h), the prefix tree and attention rescoring (decoding.h) are twins of the host's
+// Python, so a board prints exactly what the host prints: CTC greedy, CTC prefix beam search, or
+// attention rescoring of the CTC n-best (the default).
 //
-// Audio longer than 30 s is transcribed in windows, exactly as model/windows.py cuts it for the
-// host's recognizers (WindowBounds), the windows' texts joined with a space, so memory stays
-// bounded and a board prints the host's transcript of long audio too.
+// Audio longer than 30 s is transcribed in windows, exactly as model/network/windows.py cuts it
+// for the host's recognizers (decoding.h WindowBounds), the windows' texts joined with a space,
+// so memory stays bounded and a board prints the host's transcript of long audio too.
 //
 // Bad input (no deployable, a foreign or broken one, a wav in the wrong format) gets one line on
 // stderr naming the file and exit code 2.
@@ -26,6 +26,8 @@
 #include <tvm/runtime/tensor.h>
 
 #include "ctc_search.h"
+#include "decoding.h"
+#include "wav.h"  // ReadWav, InputError
 
 #include <algorithm>
 #include <chrono>
@@ -56,14 +58,6 @@ constexpr const char* kManifestFile = "/manifest.json";
 constexpr const char* kLibraryFile = "/model.so";
 constexpr const char* kWeightsFile = "/weights.bin";
 constexpr const char* kTokensFile = "/tokens.json";
-constexpr double kRescoringCtcWeight = 0.5;  // DecodeOptions.rescoring_ctc_weight
-constexpr double kMaxWindowSeconds = 30.0;   // model/windows.py MAX_SECONDS
-constexpr double kSearchSeconds = 5.0;       // model/windows.py SEARCH_SECONDS
-
-/*! \brief Bad user input: reported as one line and exit code 2. */
-struct InputError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 // ----------------------------------------------------------------------------- options
 
@@ -151,116 +145,7 @@ std::optional<ffi::json::Value> ReadJSON(const std::string& path) {
   return value;
 }
 
-// ----------------------------------------------------------------------------- wav
-
-uint32_t ReadLE(const std::string& bytes, size_t at, int width) {
-  uint32_t value = 0;
-  for (int i = width - 1; i >= 0; --i) {
-    value = (value << 8) | static_cast<uint8_t>(bytes[at + i]);
-  }
-  return value;
-}
-
-/*!
- * \brief Samples of a 16 kHz mono 16-bit PCM wav as float at int16 scale (as Kaldi reads them),
- *        accepting what tinyasr.model.datadir.load_wav accepts, with the same messages.
- */
-std::vector<float> ReadWav(const std::string& path, int64_t sample_rate) {
-  if (!IsFile(path)) throw InputError(path + ": wav file not found");
-  std::optional<std::string> bytes = ReadFile(path);
-  auto unreadable = [&path](const std::string& why) {
-    return InputError(path + ": unreadable wav (" + why + ")");
-  };
-  if (!bytes) throw unreadable("cannot read the file");
-  const std::string& wav = *bytes;
-  if (wav.size() < 12 || wav.compare(0, 4, "RIFF") != 0 || wav.compare(8, 4, "WAVE") != 0) {
-    throw unreadable("not a RIFF WAVE file");
-  }
-  std::optional<size_t> fmt_at, data_at;
-  uint32_t fmt_size = 0, data_size = 0;
-  for (size_t at = 12; at + 8 <= wav.size();) {
-    uint32_t size = ReadLE(wav, at + 4, 4);
-    if (wav.compare(at, 4, "fmt ") == 0) {
-      fmt_at = at + 8;
-      fmt_size = size;
-    } else if (wav.compare(at, 4, "data") == 0) {
-      data_at = at + 8;
-      data_size = size;
-      break;
-    }
-    at += 8 + static_cast<size_t>(size) + (size & 1);  // chunks are padded to even sizes
-  }
-  if (!fmt_at || fmt_size < 16 || *fmt_at + 16 > wav.size()) throw unreadable("no fmt chunk");
-  if (!data_at) throw unreadable("no data chunk");
-  uint32_t format = ReadLE(wav, *fmt_at, 2);
-  if (format != 1) throw unreadable("unknown format: " + std::to_string(format));  // not PCM
-  uint32_t channels = ReadLE(wav, *fmt_at + 2, 2);
-  uint32_t rate = ReadLE(wav, *fmt_at + 4, 4);
-  uint32_t bits = ReadLE(wav, *fmt_at + 14, 2);
-  if (rate != sample_rate) {
-    throw InputError(path + ": sample rate " + std::to_string(rate) + " Hz, expected " +
-                     std::to_string(sample_rate) + " Hz (resample with `sox IN -r " +
-                     std::to_string(sample_rate) + " OUT`)");
-  }
-  if (channels != 1) {
-    throw InputError(path + ": " + std::to_string(channels) +
-                     " channels, expected mono (convert with `sox IN -c 1 OUT`)");
-  }
-  if (bits != 16) {
-    throw InputError(path + ": " + std::to_string(bits) +
-                     "-bit samples, expected 16-bit (convert with `sox IN -b 16 OUT`)");
-  }
-  size_t declared = data_size / 2;
-  size_t held = (wav.size() - *data_at) / 2;
-  if (held < declared) {
-    throw InputError(path + ": truncated wav (header says " + std::to_string(declared) +
-                     " samples, file holds " + std::to_string(held) + ")");
-  }
-  std::vector<float> samples(declared);
-  for (size_t i = 0; i < declared; ++i) {
-    samples[i] = static_cast<int16_t>(ReadLE(wav, *data_at + 2 * i, 2));
-  }
-  return samples;
-}
-
-// ----------------------------------------------------------------------------- decoding
-
-/*!
- * \brief The n-best entry with the highest decoder score + weight * CTC score. The total is
- *        float32, as numpy computes float32 decoder scores plus a Python float (NEP 50).
- */
-const Hypothesis& AttentionRescoring(const std::vector<Scored>& nbest,
-                                     const std::vector<float>& attention_scores) {
-  size_t best = 0;
-  float best_total = -std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < nbest.size(); ++i) {
-    float total = attention_scores[i] + static_cast<float>(kRescoringCtcWeight * nbest[i].second);
-    if (i == 0 || total > best_total) best = i, best_total = total;
-  }
-  return nbest[best].first;
-}
-
 // ----------------------------------------------------------------------------- deployable
-
-/*! \brief The manifest's audio framing: how many samples the encoder reads for F frames. */
-struct Framing {
-  int64_t sample_rate;
-  int64_t samples_per_frame;
-  int64_t samples_for_zero_frames;
-  int64_t min_frames;
-
-  /*! \brief Encoder frames for `samples` (compile/graphs.py encoder_frames, closed form),
-   *         at least min_frames: shorter audio is zero-padded. */
-  int64_t Frames(int64_t samples) const {
-    int64_t whole = samples < samples_for_zero_frames
-                        ? 0
-                        : (samples - samples_for_zero_frames) / samples_per_frame;
-    return std::max(min_frames, whole);
-  }
-  int64_t SamplesRead(int64_t frames) const {
-    return samples_for_zero_frames + samples_per_frame * frames;
-  }
-};
 
 ffi::json::Object Field(const ffi::json::Object& object, const char* key) {
   return object.at(ffi::String(key)).cast<ffi::json::Object>();
@@ -278,7 +163,7 @@ int64_t IntField(const ffi::json::Object& object, const char* key) {
 std::vector<std::string> MissingFeatures(const std::vector<std::string>& mattr) {
   std::vector<std::string> missing;
   [[maybe_unused]] const unsigned long hwcap = getauxval(AT_HWCAP);
-  for (const std::string& feature : mattr) {
+  for ([[maybe_unused]] const std::string& feature : mattr) {  // none checked on x86-64
 #if defined(__riscv)
     if (feature == "+v" && !(hwcap & (1UL << ('V' - 'A')))) missing.push_back("v (RVV 1.0)");
 #elif defined(__aarch64__)
@@ -339,69 +224,24 @@ class Deployable {
 
   /*!
    * \brief log P(hypothesis + <eos> | audio) per hypothesis, all in one decoder call over the
-   *        hypotheses' prefix tree, built and read as tinyasr.model.prefix_tree does (nodes in
-   *        order of first use, every ancestor before its descendants), sums rounded once.
+   *        hypotheses' prefix tree (decoding.h BuildDecoderTree), sums rounded once.
    */
   std::vector<float> DecoderScores(const Tensor& encoded,
                                    const std::vector<Scored>& hypotheses) const {
-    std::map<std::pair<int64_t, int64_t>, int64_t> children;  // (node, token) -> child
-    std::vector<int64_t> tokens{sos_eos_}, depths{0}, parents{-1};
-    std::vector<std::vector<int64_t>> paths;
-    for (const auto& [hypothesis, _] : hypotheses) {
-      int64_t node = 0;
-      std::vector<int64_t> path{node};
-      for (int64_t token : hypothesis) {
-        auto [child, added] =
-            children.try_emplace({node, token}, static_cast<int64_t>(tokens.size()));
-        if (added) {
-          tokens.push_back(token);
-          depths.push_back(depths[node] + 1);
-          parents.push_back(node);
-        }
-        node = child->second;
-        path.push_back(node);
-      }
-      paths.push_back(std::move(path));
-    }
-    int64_t count = static_cast<int64_t>(tokens.size());
-    int64_t width = history_width_;
+    DecoderTree tree = BuildDecoderTree(hypotheses, sos_eos_, history_width_);
     DLDataType int64{kDLInt, 64, 1};
-    Tensor token_tensor = EmptyTensor({count}, int64);
-    Tensor depth_tensor = EmptyTensor({count}, int64);
-    Tensor ancestors = EmptyTensor({count, count}, DLDataType{kDLBool, 8, 1});
-    Tensor history = EmptyTensor({count, width}, int64);
-    std::copy(tokens.begin(), tokens.end(), Data<int64_t>(token_tensor));
-    std::copy(depths.begin(), depths.end(), Data<int64_t>(depth_tensor));
-    bool* ancestor = Data<bool>(ancestors);
-    int64_t* rows = Data<int64_t>(history);  // [node][i]: the ancestor width-1-i levels up
-    for (int64_t node = 0; node < count; ++node) {
-      int64_t parent = parents[node];
-      if (parent >= 0) {
-        std::copy_n(ancestor + parent * count, count, ancestor + node * count);
-        std::copy_n(rows + parent * width + 1, width - 1, rows + node * width);
-      } else {
-        std::fill_n(ancestor + node * count, count, false);
-        std::fill_n(rows + node * width, width - 1, count);  // the decoder's zero row
-      }
-      ancestor[node * count + node] = true;
-      rows[node * width + width - 1] = node;
-    }
-    auto outputs = Call(decode_, {token_tensor, depth_tensor, ancestors, history, encoded},
-                        decode_weights_)
+    Tensor tokens = EmptyTensor({tree.count}, int64);
+    Tensor depths = EmptyTensor({tree.count}, int64);
+    Tensor ancestors = EmptyTensor({tree.count, tree.count}, DLDataType{kDLBool, 8, 1});
+    Tensor history = EmptyTensor({tree.count, tree.width}, int64);
+    std::copy(tree.tokens.begin(), tree.tokens.end(), Data<int64_t>(tokens));
+    std::copy(tree.depths.begin(), tree.depths.end(), Data<int64_t>(depths));
+    std::copy(tree.ancestors.begin(), tree.ancestors.end(), Data<bool>(ancestors));
+    std::copy(tree.history.begin(), tree.history.end(), Data<int64_t>(history));
+    auto outputs = Call(decode_, {tokens, depths, ancestors, history, encoded}, decode_weights_)
                        .cast<ffi::Array<ffi::Any>>();
     Tensor log_probs = outputs[0].cast<Tensor>();  // (count, vocab)
-    int64_t vocab = log_probs.size(1);
-    std::vector<float> scores;
-    for (size_t row = 0; row < hypotheses.size(); ++row) {
-      const Hypothesis& hypothesis = hypotheses[row].first;
-      double sum = 0;
-      for (size_t step = 0; step < paths[row].size(); ++step) {
-        int64_t target = step < hypothesis.size() ? hypothesis[step] : sos_eos_;
-        sum += Data<float>(log_probs)[paths[row][step] * vocab + target];
-      }
-      scores.push_back(static_cast<float>(sum));
-    }
-    return scores;
+    return tree.Scores(hypotheses, Data<float>(log_probs), log_probs.size(1), sos_eos_);
   }
 
   /*! \brief Token ids -> text, skipping <blank>, <sos/eos> and anything out of range. */
@@ -425,7 +265,8 @@ class Deployable {
     arch_ = manifest->at(ffi::String("arch")).cast<ffi::String>();
     ffi::json::Object llvm_target = Field(*manifest, "llvm_target");
     if (llvm_target.count(ffi::String("mattr"))) {
-      for (const ffi::Any& feature : llvm_target.at(ffi::String("mattr")).cast<ffi::json::Array>()) {
+      auto mattr = llvm_target.at(ffi::String("mattr")).cast<ffi::json::Array>();
+      for (const ffi::Any& feature : mattr) {
         mattr_.push_back(feature.cast<ffi::String>());
       }
     }
@@ -568,40 +409,7 @@ Hypothesis Decode(const Deployable& model, const Options& opt, const Tensor& log
   if (opt.mode == Mode::kCtcGreedy) return CtcGreedy(view);
   std::vector<Scored> nbest = CtcPrefixBeamSearch(view, opt.beam);
   if (opt.mode == Mode::kCtcPrefixBeam) return nbest[0].first;
-  return AttentionRescoring(nbest, model.DecoderScores(encoded, nbest));
-}
-
-/*!
- * \brief [begin, end) sample ranges of the windows audio is transcribed in, as
- *        model/windows.py window_bounds: at most kMaxWindowSeconds each, each cut in the middle
- *        of the quietest 10 ms frame (least energy, the latest if tied) in the last
- *        kSearchSeconds of its window. Energies of int16-scale samples sum exactly in double, so
- *        the cuts are Python's.
- */
-std::vector<std::pair<size_t, size_t>> WindowBounds(const std::vector<float>& samples,
-                                                    int64_t sample_rate) {
-  const size_t total = samples.size();
-  const size_t longest = static_cast<size_t>(kMaxWindowSeconds * sample_rate);
-  const size_t search = std::min(static_cast<size_t>(kSearchSeconds * sample_rate), longest / 2);
-  const size_t shift = static_cast<size_t>(sample_rate / 100);  // 10 ms: the fbank's shift
-  std::vector<std::pair<size_t, size_t>> bounds;
-  size_t start = 0;
-  while (total - start > longest) {
-    size_t low = start + longest - search, frames = search / shift, quietest = 0;
-    double least = std::numeric_limits<double>::infinity();
-    for (size_t frame = 0; frame < frames; ++frame) {
-      double energy = 0;
-      for (size_t i = low + frame * shift; i < low + (frame + 1) * shift; ++i) {
-        energy += static_cast<double>(samples[i]) * samples[i];
-      }
-      if (energy <= least) least = energy, quietest = frame;
-    }
-    size_t cut = low + quietest * shift + shift / 2;
-    bounds.emplace_back(start, cut);
-    start = cut;
-  }
-  bounds.emplace_back(start, total);
-  return bounds;
+  return nbest[AttentionRescoring(nbest, model.DecoderScores(encoded, nbest))].first;
 }
 
 std::string Strip(const std::string& text) {

@@ -155,7 +155,7 @@ inline void RegisterFileFunctions(const std::string& dir) {
         return ffi::String(ResolveInside(root, std::string(name), false));
       }));
   set("tvm.rpc.server.upload",
-      ffi::Function::FromPacked([root](ffi::PackedArgs args, ffi::Any* rv) {
+      ffi::Function::FromPacked([root](ffi::PackedArgs args, ffi::Any* /*rv*/) {
         std::string name = args[0].cast<std::string>();
         std::string path = ResolveInside(root, name, false);
         WriteFile(name, path, args[1].cast<std::string>());
@@ -169,7 +169,7 @@ inline void RegisterFileFunctions(const std::string& dir) {
   // As lenient as the runtime's own (MetaSchedule's cleanup removes "" and files that may not
   // exist): nothing there is no error; a name that escapes still is.
   set("tvm.rpc.server.remove",
-      ffi::Function::FromPacked([root](ffi::PackedArgs args, ffi::Any* rv) {
+      ffi::Function::FromPacked([root](ffi::PackedArgs args, ffi::Any* /*rv*/) {
         std::string name = args[0].cast<std::string>();
         if (name.empty()) return;
         CheckName(name);

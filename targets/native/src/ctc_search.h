@@ -1,8 +1,8 @@
 // CTC search over one utterance's (frames, vocab) log-probabilities: greedy and prefix beam.
 //
 // One implementation for the host and the boards: Python calls it through a tvm-ffi module built
-// on first use (tinyasr.model.search), the board transcriber (tinyasr-run) compiles it in, so a
-// board prints exactly what the host prints.
+// on first use (tinyasr.model.decoding.search), the board transcriber (tinyasr-run) compiles it
+// in, so a board prints exactly what the host prints.
 
 #pragma once
 

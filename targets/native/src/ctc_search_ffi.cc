@@ -1,5 +1,5 @@
-// The CTC prefix beam search as a tvm-ffi function, for Python (tinyasr.model.search builds and
-// loads this file on first use).
+// The CTC prefix beam search as a tvm-ffi function, for Python (tinyasr.model.decoding.search
+// builds and loads this file on first use).
 
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>

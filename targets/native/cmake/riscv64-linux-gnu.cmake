@@ -1,0 +1,13 @@
+# Cross-compiling for riscv64 Linux boards with Debian's riscv64-linux-gnu toolchain
+# (apt-get install g++-riscv64-linux-gnu); targets/native_build.py passes the board's compiler as
+# CMAKE_CXX_COMPILER, and this file's default is Debian's.
+set(CMAKE_SYSTEM_NAME Linux)
+set(CMAKE_SYSTEM_PROCESSOR riscv64)
+if(NOT CMAKE_CXX_COMPILER)
+  set(CMAKE_CXX_COMPILER riscv64-linux-gnu-g++)
+endif()
+set(CMAKE_FIND_ROOT_PATH /usr/riscv64-linux-gnu)
+set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
+set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
