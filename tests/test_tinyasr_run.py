@@ -118,8 +118,10 @@ def test_decoding_options_reach_the_board(deployable, wavs: list[Path], capfd):
 
 @pytest.mark.slow  # builds the host's runtime (minutes, once)
 def test_search_port_matches_python_on_a_random_model(tiny_random_model, tmp_path: Path, capfd):
-    """The decoding port alone: one host deployable decoded by Python (CompiledRecognizer) and by
-    tinyasr-run, on a random model whose long garbage output keeps every beam busy."""
+    """The decoding port alone: one host deployable decoded by Python (CompiledRecognizer:
+    model/decoding/search.py, prefix_tree.py) and by tinyasr-run (targets/native/src/
+    ctc_search.h, decoding.h), on a random model whose long garbage output keeps every beam busy.
+    Each twin alone: tests/test_native_twins.py."""
     save_model_dir(*tiny_random_model, tmp_path / "model")
     build_deployable(tmp_path / "model", get_board("host"), tmp_path / "host")
     wavs = [utterance.wav for utterance in read_data_dir(SAMPLES_DIR)]
