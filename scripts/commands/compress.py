@@ -4,7 +4,6 @@ file."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from tinyasr.model.common.errors import InputError
@@ -81,13 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.set_defaults(func=run_pack)
 
 
-def parse_layer_overrides(values: list[str], known: set[str]) -> dict[str, float]:
+def parse_layer_overrides(values: list[str]) -> dict[str, float]:
+    """--layer NAME=S values; the names are checked against the model's layers once loaded."""
     overrides = {}
     for value in values:
         name, _, sparsity = value.partition("=")
-        if name not in known:
-            raise InputError(f"--layer {value}: no prunable layer {name!r} "
-                             f"(prunable: {', '.join(sorted(known))})")
         try:
             overrides[name] = float(sparsity)
         except ValueError:
@@ -107,40 +104,10 @@ def print_scan(scan: dict, targets: dict[str, float]) -> None:
         print(f"{name:48s} {result['params']:8d} {rises}  {targets.get(name, 0.0):.3f}")
 
 
-def recorded_scan(path: Path, block, layers: set[str]) -> dict:
-    """The sensitivity scan an earlier `compress prune --scan` stored in its pruning.json."""
-    try:
-        record = json.loads(path.read_text())
-        scan, recorded_block = record["scan"], record["block"]
-        if scan is None or set(scan["layers"]) != layers or recorded_block != str(block):
-            raise ValueError(f"holds no scan of these layers with {block} blocks")
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise InputError(f"--scan-from {path}: {error}") from None
-    return scan
-
-
 def run_prune(args: argparse.Namespace) -> int:
-    import random
-
-    import torch
-
-    from tinyasr.model.compression.prune import (
-        FIRST_CONV,
-        PRUNING_FILE,
-        FineTuning,
-        check_block_fits,
-        check_sparsity,
-        layer_targets,
-        prune,
-        scan_levels,
-        sensitivity_scan,
-        usable_examples,
-    )
-    from tinyasr.model.data.datadir import read_data_dir
-    from tinyasr.model.decoding.recognizer import DecodeOptions
-    from tinyasr.model.network.model_dir import load_model_dir, save_model_dir
-    from tinyasr.model.network.sparsity import BlockShape, sparsity_of
-    from tinyasr.model.training.train import load_examples
+    from tinyasr.model.compression.prune import FineTuning, check_sparsity
+    from tinyasr.model.compression.recipes import SensitivityScan, prune_model_dir
+    from tinyasr.model.network.sparsity import BlockShape
 
     sparsity = check_sparsity(args.sparsity, "--sparsity")
     block = BlockShape.parse(args.block)
@@ -151,46 +118,19 @@ def run_prune(args: argparse.Namespace) -> int:
     check_distill_weight(args.distill_weight)
     if args.train_utterances is not None and args.train_utterances < 1:
         raise InputError(f"--train-utterances: must be >= 1, got {args.train_utterances}")
-    torch.set_num_threads(args.threads)
-    model, tokenizer = load_model_dir(args.model)
-    layers = check_block_fits(model, block)
-    overrides = parse_layer_overrides(args.layer, set(layers))
-    targets = {name: sparsity for name in layers if name != FIRST_CONV}
-    scan = None
-    if args.scan_from:
-        scan = recorded_scan(args.scan_from, block, set(layers))
-    elif args.scan:
-        dev = read_data_dir(args.data / "dev")
-        dev = random.Random(0).sample(dev, min(args.scan_utterances, len(dev)))
-        scan = sensitivity_scan(model, tokenizer, dev, block,
-                                scan_levels(sparsity),
-                                DecodeOptions(beam=4))
-    if scan is not None:
-        targets = {name: level for name, level in layer_targets(scan, args.tolerance).items()
-                   if name != FIRST_CONV}
-        print_scan(scan, targets)
-    targets.update(overrides)
-    if args.out is None:
-        return 0
-    fbanks, token_ids = usable_examples(*load_examples(model, tokenizer, args.data / "train",
-                                                       args.train_utterances),
-                                        args.data / "train")
-    prune(model, block, targets, fbanks, token_ids,
-          FineTuning(steps=args.steps, lr=args.lr, batch_seconds=args.batch_seconds,
-                     distill_weight=args.distill_weight))
-    achieved = {name: sparsity_of(module.weight) for name, module in layers.items()}
-    pruned = sum(achieved[name] * module.weight.numel() for name, module in layers.items())
-    total = sum(p.numel() for p in model.parameters())
-    record = {"block": str(block), "target": sparsity, "steps": args.steps,
-              "distill_weight": args.distill_weight,
-              "overall_sparsity": pruned / total, "layers": achieved, "scan": scan,
-              "scan_from": str(args.scan_from) if args.scan_from else None}
-    save_model_dir(model, tokenizer, args.out,
-                   {PRUNING_FILE: json.dumps(record, indent=2) + "\n"})
-    print(f"{args.out}: {pruned / total:.1%} of all {total} parameters are zero "
-          f"({block} blocks, {args.steps} fine-tuning steps)")
+    overrides = parse_layer_overrides(args.layer)
+    scan = (SensitivityScan(args.tolerance, args.scan_utterances, args.scan_from)
+            if args.scan or args.scan_from else None)
+    result = prune_model_dir(
+        args.model, args.data, args.out, sparsity, block,
+        FineTuning(steps=args.steps, lr=args.lr, batch_seconds=args.batch_seconds,
+                   distill_weight=args.distill_weight),
+        train_utterances=args.train_utterances, scan=scan, layer_overrides=overrides,
+        threads=args.threads, on_targets=print_scan)
+    if args.out is not None:
+        print(f"{args.out}: {result.zero_fraction:.1%} of all {result.parameters} parameters "
+              f"are zero ({block} blocks, {args.steps} fine-tuning steps)")
     return 0
-
 
 
 def check_output_file(path: Path) -> None:
@@ -201,18 +141,9 @@ def check_output_file(path: Path) -> None:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    import torch
-
-    from tinyasr.model.compression.prune import FineTuning, pruned_block, usable_examples
-    from tinyasr.model.compression.quantize import (
-        calibrate,
-        quantizable_layers,
-        quantization_aware_fine_tune,
-    )
-    from tinyasr.model.network.compressed import write_compressed
-    from tinyasr.model.network.int8 import Activations, Quantization
-    from tinyasr.model.network.model_dir import load_model_dir
-    from tinyasr.model.training.train import load_examples
+    from tinyasr.model.compression.prune import FineTuning
+    from tinyasr.model.compression.recipes import quantize_model_dir
+    from tinyasr.model.network.int8 import Activations
 
     check_output_file(args.out)
     activations = Activations(args.activations)
@@ -224,32 +155,18 @@ def run_quantize(args: argparse.Namespace) -> int:
     check_distill_weight(args.distill_weight)
     if args.calibration_utterances < 1 or args.qat_steps < 0:
         raise InputError("--calibration-utterances must be >= 1 and --qat-steps >= 0")
-    torch.set_num_threads(args.threads)
-    model, tokenizer = load_model_dir(args.model)
-    quantization = Quantization(activations, list(quantizable_layers(model, args.keep_fp32)))
-    if activations == Activations.STATIC:
-        calibrate(model, quantization, *usable_examples(
-            *load_examples(model, tokenizer, args.data / "train", args.calibration_utterances),
-            args.data / "train"))
-    if args.qat_steps:
-        quantization_aware_fine_tune(
-            model, quantization, *usable_examples(
-                *load_examples(model, tokenizer, args.data / "train"), args.data / "train"),
-            FineTuning(steps=args.qat_steps, lr=args.lr, batch_seconds=args.batch_seconds,
-                       distill_weight=args.distill_weight))
-    size = write_compressed(args.out, model, tokenizer, pruned_block(args.model), quantization)
-    print(f"{args.out}: {size} bytes ({len(quantization.layers)} int8 layers, "
+    qat = FineTuning(steps=args.qat_steps, lr=args.lr, batch_seconds=args.batch_seconds,
+                     distill_weight=args.distill_weight)
+    result = quantize_model_dir(args.model, args.out, activations, args.data,
+                                args.calibration_utterances, args.keep_fp32, qat, args.threads)
+    print(f"{args.out}: {result.size} bytes ({result.int8_layers} int8 layers, "
           f"{activations.value} activations)")
     return 0
 
 
 def run_pack(args: argparse.Namespace) -> int:
-    from tinyasr.model.compression.prune import pruned_block
-    from tinyasr.model.network.compressed import write_compressed
-    from tinyasr.model.network.model_dir import load_model_dir
+    from tinyasr.model.compression.recipes import pack_model_dir
 
     check_output_file(args.out)
-    model, tokenizer = load_model_dir(args.model)
-    size = write_compressed(args.out, model, tokenizer, pruned_block(args.model))
-    print(f"{args.out}: {size} bytes (fp32)")
+    print(f"{args.out}: {pack_model_dir(args.model, args.out)} bytes (fp32)")
     return 0
