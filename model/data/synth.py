@@ -41,7 +41,9 @@ import shutil
 import subprocess
 import tempfile
 import wave
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -447,6 +449,19 @@ def check_destination(out: Path, force: bool) -> None:
     """Refuse to overwrite an existing output unless `force`."""
     if out.exists() and not force:
         raise InputError(f"{out}: already exists (pass --force to replace it)")
+
+
+@contextmanager
+def building(out: Path) -> Iterator[Path]:
+    """A fresh dir beside `out` (its parent made if missing) to build the new `out` in; moved
+    into place (move_into_place) when the block ends without an error, removed in any case."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        yield build
+        move_into_place(build, out)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
 
 
 def move_into_place(build: Path, out: Path) -> None:

@@ -6,19 +6,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
-from collections import Counter
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tinyasr.model.common.errors import InputError
 
 # The data and synthesis modules (numpy, tqdm) are imported where used: the parser is built on
 # every start.
-if TYPE_CHECKING:
-    from tinyasr.model.data.datadir import Utterance
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -104,55 +97,22 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seconds(wav: Path) -> float:
-    from tinyasr.model.data.datadir import SAMPLE_RATE, wav_samples
-
-    return wav_samples(wav) / SAMPLE_RATE
-
-
-def pick_spread(utterances: list[Utterance], count: int, max_seconds: float) -> list[Utterance]:
-    """Up to `count` utterances no longer than `max_seconds`, evenly spaced through the list.
-
-    Ids start with the speaker in Kaldi corpora, so speakers and engines appear in proportion.
-    """
-    short = [utterance for utterance in utterances if _seconds(utterance.wav) <= max_seconds]
-    step = max(len(short) / count, 1.0)
-    return [short[int(index * step)] for index in range(min(count, len(short)))]
-
-
 def run_subset(args: argparse.Namespace) -> int:
-    from tinyasr.model.data.datadir import read_data_dir, write_data_dir
-    from tinyasr.model.data.synth import check_destination, move_into_place
+    from tinyasr.model.data.subset import write_subset
 
     _require_at_least("count", args.count, 1)
-    check_destination(args.out, args.force)
-    chosen = pick_spread(read_data_dir(args.source), args.count, args.max_seconds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=f".{args.out.name}.tmp-"))
-    try:
-        (build / "wavs").mkdir()
-        copies = [replace(u, wav=build / "wavs" / u.wav.name) for u in chosen]
-        for original, copy in zip(chosen, copies, strict=True):
-            shutil.copyfile(original.wav, copy.wav)
-        write_data_dir(build, copies)
-        move_into_place(build, args.out)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
+    write_subset(args.source, args.out, args.count, args.max_seconds, args.force)
     print(describe(args.out))
     return 0
 
 
 def describe(data_dir: Path) -> str:
     """One line of statistics for a valid data dir: utterances, hours, mean length, speakers."""
-    from tinyasr.model.data.datadir import read_data_dir
+    from tinyasr.model.data.subset import data_dir_stats
 
-    utterances = read_data_dir(data_dir)
-    seconds = sum(_seconds(utterance.wav) for utterance in utterances)
-    speakers = Counter(utterance.speaker for utterance in utterances
-                       if utterance.speaker is not None)
-    mean = seconds / len(utterances) if utterances else 0.0
-    return (f"{data_dir}: {len(utterances)} utterances, {seconds / 3600:.2f} h, "
-            f"mean {mean:.2f} s, {len(speakers)} speakers")
+    stats = data_dir_stats(data_dir)
+    return (f"{data_dir}: {stats.utterances} utterances, {stats.seconds / 3600:.2f} h, "
+            f"mean {stats.mean_seconds:.2f} s, {stats.speakers} speakers")
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -161,75 +121,21 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_shard(args: argparse.Namespace) -> int:
-    from tinyasr.model.data.datadir import read_data_dir
-    from tinyasr.model.data.synth import check_destination, move_into_place
-    from tinyasr.model.training.dataset.sources import write_shards
+    from tinyasr.model.training.dataset.shard_dir import write_shard_dir
+    from tinyasr.model.training.dataset.sources import SHARD_LIST
 
     _require_at_least("per-shard", args.per_shard, 1)
-    check_destination(args.out, args.force)
-    utterances = read_data_dir(args.dir)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=f".{args.out.name}.tmp-"))
-    try:
-        count = write_shards(utterances, build, args.per_shard, args.seed)
-        move_into_place(build, args.out)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-    print(f"{args.out}: {len(utterances)} utterances in {count} shards "
-          f"({args.out / 'shards.list'})")
+    utterances, shards = write_shard_dir(args.dir, args.out, args.per_shard, args.seed,
+                                         args.force)
+    print(f"{args.out}: {utterances} utterances in {shards} shards ({args.out / SHARD_LIST})")
     return 0
 
 
-PREVIEW_AUGMENT = {"speeds": [0.9, 1.0, 1.1], "reverb_prob": 0.5, "noise_prob": 0.5,
-                   "telephone_prob": 0.3, "gain_prob": 0.5}
-
-
 def run_augment_preview(args: argparse.Namespace) -> int:
-    import json
-
-    import numpy as np
-
-    from tinyasr.model.data.synth import check_destination, move_into_place, write_wav
-    from tinyasr.model.training.dataset import augment
-    from tinyasr.model.training.dataset.sources import BadUtterance, Corpus, Entry
+    from tinyasr.model.training.dataset.preview import EFFECTS_FILE, write_augment_preview
 
     _require_at_least("count", args.count, 1)
-    if args.config is not None:
-        from tinyasr.model.training.train import Recipe
-
-        config = Recipe.load(args.config).augment
-    else:
-        config = augment.AugmentConfig.from_dict(dict(PREVIEW_AUGMENT))
-    check_destination(args.out, args.force)
-    corpus = Corpus.open(args.dir)
-    noise = augment.noise_wavs(config)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=f".{args.out.name}.tmp-"))
-    lines = []
-    try:
-        for entry in corpus.entries(args.seed, args.epoch):
-            if len(lines) == args.count:
-                break
-            if isinstance(entry, BadUtterance):
-                continue
-            assert isinstance(entry, Entry)
-            try:
-                samples = corpus.load(entry)
-            except BadUtterance:
-                continue
-            plan = augment.plan(config, args.seed, args.epoch, entry.uid, len(noise))
-            write_wav(build / f"{entry.uid}.wav", np.rint(augment.apply(plan, samples, noise)))
-            effects = {k: v for k, v in vars(plan).items()
-                       if k not in ("seed", "noise_colour", "noise_file") and v not in (None, False)
-                       and not (k == "speed" and v == 1.0)}
-            if plan.noise_snr_db is not None:
-                colours = {beta: name for name, beta in augment.COLOURS.items()}
-                effects["noise"] = (str(noise[plan.noise_file].name) if plan.noise_file >= 0
-                                    else colours[plan.noise_colour])
-            lines.append(f"{entry.uid} {json.dumps(effects)}")
-        (build / "effects.txt").write_text("".join(line + "\n" for line in lines))
-        move_into_place(build, args.out)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-    print(f"{args.out}: {len(lines)} augmented wavs, their effects in {args.out / 'effects.txt'}")
+    count = write_augment_preview(args.dir, args.out, args.count, args.config, args.seed,
+                                  args.epoch, args.force)
+    print(f"{args.out}: {count} augmented wavs, their effects in {args.out / EFFECTS_FILE}")
     return 0
