@@ -7,7 +7,7 @@ STAMP     := $(VENV)/.tinyasr-setup
 APT_PKGS  := espeak-ng flite sox file g++ cmake ninja-build g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user
 PYTEST_ARGS ?=
 
-.PHONY: setup demo lint test test-all model clean-venv
+.PHONY: setup demo lint test test-slow test-all model clean-venv
 
 setup: $(STAMP)
 
@@ -43,6 +43,9 @@ lint: setup
 
 test: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 test-all: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
