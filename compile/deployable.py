@@ -326,14 +326,14 @@ def read_weights_index(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
         raise InputError(f"{path}: not a TVM weights file (bad magic)")
     number("<Q", "header")
     names = []
-    for index in range(number("<Q", "name count")):
-        if index >= len(data) // 8:
+    for i in range(number("<Q", "name count")):
+        if i >= len(data) // 8:
             raise InputError(f"{path}: corrupt weights file (more names than the file can hold)")
-        raw = take(number("<Q", "name length"), f"name {index}")
+        raw = take(number("<Q", "name length"), f"name {i}")
         try:
             names.append(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            raise InputError(f"{path}: corrupt weights file (name {index} is not UTF-8)") from None
+            raise InputError(f"{path}: corrupt weights file (name {i} is not UTF-8)") from None
     if number("<Q", "tensor count") != len(names) or len(set(names)) != len(names):
         raise InputError(f"{path}: corrupt weights file (names and tensors do not pair up)")
     index: dict[str, tuple[str, tuple[int, ...]]] = {}

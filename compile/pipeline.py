@@ -101,7 +101,7 @@ class ScheduleReport:
 
 @dataclass
 class BuiltModel:
-    executable: relax.VMExecutable
+    executable: tvm.runtime.Executable   # what tvm.compile returns (a VMExecutable here)
     weights: dict[str, tvm.runtime.Tensor]   # weights-file key -> tensor
     signatures: dict[str, Signature]         # VM function name -> how to call it
     schedules: ScheduleReport | None         # None: built untuned
@@ -139,14 +139,15 @@ def _slice(node: torch.fx.Node, importer: Any) -> relax.Var:
     axis = axis if axis >= 0 else axis + len(shape)
     analyzer = tvm.sym.Analyzer()
     for var in tvm.tirx.analysis.undefined_vars(shape[axis]):
-        analyzer.bind(var, tvm.ir.Range(0, 1 << 40))   # a size is never negative
+        # a size is never negative (Range converts ints; TVM declares it Expr-only)
+        analyzer.bind(var, tvm.ir.Range(0, 1 << 40))  # pyright: ignore[reportArgumentType]
     in_bounds = (isinstance(begin, int) and begin >= 0 and step == 1
                  and tvm.ir.is_prim_expr(end) and not isinstance(end, tvm.tirx.IntImm)
                  and analyzer.can_prove(end <= shape[axis]))
     if not in_bounds:
         return importer._slice(node)
-    return importer.block_builder.emit(relax.op.strided_slice(
-        x, [axis], [begin], [end], [step], assume_inbound=True))
+    return importer.block_builder.emit(relax.op.strided_slice(  # lists: converted by the FFI
+        x, [axis], [begin], [end], [step], assume_inbound=True))  # pyright: ignore[reportArgumentType]
 
 
 def _index_copy(node: torch.fx.Node, importer: Any) -> relax.Var:
@@ -158,7 +159,8 @@ def _index_copy(node: torch.fx.Node, importer: Any) -> relax.Var:
     axis = axis if axis >= 0 else axis + ndim
     shape = [1] * ndim
     shape[axis] = importer.shape_of(index)[0]
-    indices = relax.op.broadcast_to(relax.op.reshape(index, shape), importer.shape_of(source))
+    reshaped = relax.op.reshape(index, shape)  # pyright: ignore[reportArgumentType]  # list: FFI
+    indices = relax.op.broadcast_to(reshaped, importer.shape_of(source))
     return importer.block_builder.emit(relax.op.scatter_elements(data, indices, source, axis))
 
 
@@ -226,7 +228,9 @@ def run_weight_transforms(mod: tvm.IRModule, raw_weights: dict[str, list[tvm.run
     transformed weights by key ("function/param") and each function's signature."""
     transforms = tvm.IRModule({name + TRANSFORM_SUFFIX: mod[name + TRANSFORM_SUFFIX]
                                for name in raw_weights})
-    vm = relax.VirtualMachine(tvm.compile(transforms, Target(host_target())), tvm.cpu())
+    # tvm.cpu() is a tvm_ffi Device, TVM declares tvm.runtime's Device
+    vm = relax.VirtualMachine(tvm.compile(transforms, Target(host_target())),
+                              tvm.cpu())  # pyright: ignore[reportArgumentType]
     weights, signatures = {}, {}
     for name, raw in raw_weights.items():
         function = mod[name]
@@ -234,8 +238,11 @@ def run_weight_transforms(mod: tvm.IRModule, raw_weights: dict[str, list[tvm.run
         keys = weight_keys(name, [param.name for param in function.params[num_input:]])
         weights.update(zip(keys, vm[name + TRANSFORM_SUFFIX](raw), strict=True))
         signatures[name] = Signature([param.name for param in function.params[:num_input]], keys)
-    runtime = tvm.IRModule({gvar: function for gvar, function in mod.functions.items()
-                            if not gvar.name_hint.endswith(TRANSFORM_SUFFIX)}, attrs=mod.attrs)
+    # IRModule.functions and .attrs are reflected from C++, not declared in Python
+    functions = mod.functions.items()  # pyright: ignore[reportAttributeAccessIssue]
+    runtime = tvm.IRModule({gvar: function for gvar, function in functions
+                            if not gvar.name_hint.endswith(TRANSFORM_SUFFIX)},
+                           attrs=mod.attrs)  # pyright: ignore[reportAttributeAccessIssue]
     return runtime, weights, signatures
 
 
@@ -283,7 +290,8 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
             SinkPermutes(), relax.transform.DeadCodeElimination()])(imported.mod)
         dump("layout", mod)
 
-        mod = BsrMatmul(target)(mod)
+        # module_pass classes: TVM's decorator makes their instances callable passes
+        mod = BsrMatmul(target)(mod)  # pyright: ignore[reportCallIssue]
         dump("sparse", mod)
 
         mod = tvm.transform.Sequential([Int8Matmul(target), Int8Conv2d(target),
@@ -314,9 +322,9 @@ def apply_schedules(mod: tvm.IRModule, database: AppliedDatabase | None, target:
     if database is not None:
         schedules = ApplyTunedSchedules(database.database, target,
                                         database.slower_than_default)
-        mod = schedules(mod)
+        mod = schedules(mod)  # pyright: ignore[reportCallIssue]  # a module_pass
         report = ScheduleReport(database, list(schedules.applied), list(schedules.failed))
-    mod = InlineIntermediates()(mod)
+    mod = InlineIntermediates()(mod)  # pyright: ignore[reportCallIssue]  # a module_pass
     dump("schedule", mod)
     return mod, report
 
@@ -325,12 +333,12 @@ def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
           database: AppliedDatabase | None = None) -> BuiltModel:
     """Phases layout to build for one LLVM target dict (see tinyasr.targets.boards), with
     the schedules of a tuning database for it when given."""
-    target = Target(target)
-    mod, weights, signatures = legalize(imported, target, dump)
-    mod, report = apply_schedules(mod, database, target, dump)
-    with target:
+    llvm = Target(target)
+    mod, weights, signatures = legalize(imported, llvm, dump)
+    mod, report = apply_schedules(mod, database, llvm, dump)
+    with llvm:
         mod = tvm.transform.Sequential(LOWER_PASSES)(mod)
         dump("lower", mod)
 
-    return BuiltModel(tvm.compile(mod, target, relax_pipeline=None), weights, signatures,
+    return BuiltModel(tvm.compile(mod, llvm, relax_pipeline=None), weights, signatures,
                       report)

@@ -72,7 +72,8 @@ def tuning_extent(name: str) -> int:
 
 
 def _tuning_extent(var: tvm.tirx.Var) -> tvm.tirx.IntImm:
-    return tvm.tirx.IntImm(var.ty.dtype, tuning_extent(var.name))
+    return tvm.tirx.IntImm(var.ty.dtype,  # pyright: ignore[reportAttributeAccessIssue]  # a PrimType
+                           tuning_extent(var.name))
 
 
 def static_workload(func: tvm.tirx.PrimFunc) -> tvm.IRModule | None:
@@ -80,14 +81,15 @@ def static_workload(func: tvm.tirx.PrimFunc) -> tvm.IRModule | None:
     parameter or buffer dimension) bound to its TUNING_EXTENTS size; None if a shape stays
     symbolic."""
     binding: dict[Any, Any] = {}
-    for param in func.params:
+    # PrimFunc.params and .specialize are reflected from C++; with_attr returns a BaseFunc
+    for param in func.params:  # pyright: ignore[reportAttributeAccessIssue]
         if isinstance(param.ty, tvm.ir.PrimType):
             binding[param] = _tuning_extent(param)
         elif any(isinstance(dim, tvm.tirx.Var) for dim in param.shape):
             shape = [_tuning_extent(dim) if isinstance(dim, tvm.tirx.Var) else dim
                      for dim in param.shape]
             binding[param] = tvm.tirx.decl_buffer(shape, param.dtype, param.name)
-    static = func.with_attr("global_symbol", "main").specialize(binding)
+    static = func.with_attr("global_symbol", "main").specialize(binding)  # pyright: ignore[reportAttributeAccessIssue]
     try:
         ms.arg_info.ArgInfo.from_prim_func(static)
     except TypeError:   # a shape is still symbolic (an expression of a variable it lost)

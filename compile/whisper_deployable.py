@@ -144,6 +144,8 @@ def _whisper_problem(manifest: dict[str, Any]) -> str | None:
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
 
     dims, decoder = manifest.get("dims"), manifest.get("decoder")
+    if not isinstance(dims, dict):
+        return "dims must be Whisper's sizes"
     try:
         from tinyasr.model.whisper.model import WhisperDims
 

@@ -70,11 +70,14 @@ class EncodeGraph(nn.Module):
         self.encoder = buffers_as_parameters(model.encoder)
         # only the cross-attention modules: export lifts every parameter of the graph's
         # modules, used or not, and the step function owns the rest of the decoder
-        self.cross = nn.ModuleList(_only_kv(block.cross_attn) for block in model.decoder.blocks)
+        # ModuleList yields nn.Module, whose __getattr__ torch types as Tensor | Module
+        self.cross = nn.ModuleList(_only_kv(block.cross_attn)  # pyright: ignore[reportArgumentType]
+                                   for block in model.decoder.blocks)
 
     def forward(self, mel: Tensor) -> tuple[Tensor, ...]:
         encoded = self.encoder(mel)
-        pairs = [cross.keys_values(encoded) for cross in self.cross]
+        pairs = [cross.keys_values(encoded)  # pyright: ignore[reportCallIssue]  # see __init__
+                 for cross in self.cross]
         return (encoded, *(k for k, _ in pairs), *(v for _, v in pairs))
 
 
@@ -82,7 +85,7 @@ def _only_kv(cross: nn.Module) -> nn.Module:
     """A shallow copy of a CrossAttention without its query and output projections (export
     lifts every parameter of a graph's modules, used or not)."""
     kept = copy.copy(cross)
-    kept._modules = {"kv": cross.kv}
+    kept._modules = {"kv": cross.kv}  # pyright: ignore[reportAttributeAccessIssue]  # torch: Tensor | Module
     return kept
 
 
@@ -92,7 +95,7 @@ def _without_kv(decoder: nn.Module) -> nn.Module:
     decoder = copy.copy(decoder)
     decoder._modules = dict(decoder._modules)
     blocks = []
-    for block in decoder.blocks:
+    for block in decoder.blocks:  # pyright: ignore[reportGeneralTypeIssues]  # torch: Tensor | Module
         block = copy.copy(block)
         block._modules = dict(block._modules)
         cross = copy.copy(block.cross_attn)

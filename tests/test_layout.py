@@ -171,7 +171,7 @@ def test_cross_attention_reads_the_shared_keys_and_values_once(tmp_path):
     q = relax.Var("q", relax.TensorType([hypotheses, 4, steps, 36], "float32"))
     k, v = (relax.Var(name, relax.TensorType([1, 4, frames, 36], "float32")) for name in "kv")
 
-    def flat(x: relax.Expr, rows: tirx.PrimExpr, columns: tirx.PrimExpr) -> relax.Expr:
+    def flat(x: relax.Expr, rows: tirx.Expr, columns: tirx.Expr) -> relax.Expr:
         shared = relax.op.broadcast_to(x, [hypotheses, 4, rows, columns])
         return builder.emit(relax.op.reshape(shared, [hypotheses * 4, rows, columns]))
 

@@ -106,5 +106,8 @@ def bsr_matmul_kernel(n: int, k: int, block: tuple[int, int], nnz: int, index_dt
 
 def _without_params(function: tirx.PrimFunc, names: set[str]) -> tirx.PrimFunc:
     """`function` minus parameters its body does not use (the fp32 kernel has no scales)."""
-    params = [param for param in function.params if param.name not in names]
-    return tirx.PrimFunc(params, function.body, function.ret_type, function.attrs)
+    # PrimFunc's fields are reflected from C++, not declared in TVM's Python class
+    params = [param for param in function.params  # pyright: ignore[reportAttributeAccessIssue]
+              if param.name not in names]
+    return tirx.PrimFunc(params, function.body,  # pyright: ignore[reportAttributeAccessIssue]
+                         function.ret_type, function.attrs)  # pyright: ignore[reportAttributeAccessIssue]

@@ -13,13 +13,16 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import tvm
 from tvm import relax
 
 EPILOGUE_ATTR = "tinyasr.epilogue"
 
 
 @functools.cache
-def identity_epilogue(n: int) -> tuple[relax.Constant, relax.Constant]:
+def identity_epilogue(n: int) -> tuple[tvm.ir.GenericConst, tvm.ir.GenericConst]:
     """(bias, lower) for the plain product: zeros and -inf. One pair per width, shared by every
     kernel call of that width: the executable's constant pool holds each once."""
-    return relax.const(np.zeros(n, np.float32)), relax.const(np.float32(-np.inf))
+    # relax.const takes numpy scalars too; TVM's annotation lists only Python and array types
+    return (relax.const(np.zeros(n, np.float32)),
+            relax.const(np.float32(-np.inf)))  # pyright: ignore[reportArgumentType]

@@ -65,7 +65,8 @@ def vector_unit(target: Target) -> VectorUnit:
             return VectorUnit(16, 32)
         if codegen.target_has_features("avx"):
             return VectorUnit(8, 16)
-    x86 = str(target.attrs.get("mtriple", "")).startswith("x86")
+    # Target.attrs is a reflected map; TVM's __getattr__ makes it look like a str
+    x86 = str(target.attrs.get("mtriple", "")).startswith("x86")  # pyright: ignore[reportAttributeAccessIssue]
     return VectorUnit(4, 16 if x86 else 32)
 
 

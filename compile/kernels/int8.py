@@ -64,17 +64,19 @@ def dot_isa(target: Target) -> DotIsa:
             return VNNI
         if codegen.target_has_features("dotprod"):
             return SDOT
-        if "riscv" in str(target.attrs.get("mtriple", "")) and codegen.target_has_features("v"):
+        # Target.attrs is a reflected map; TVM's __getattr__ makes it look like a str
+        mtriple = str(target.attrs.get("mtriple", ""))  # pyright: ignore[reportAttributeAccessIssue]
+        if "riscv" in mtriple and codegen.target_has_features("v"):
             return RVV
     return GENERIC
 
 
-def _vnni(acc: tirx.PrimExpr, a_group: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
+def _vnni(acc: tirx.Expr, a_group: tirx.Expr, b: tirx.Expr) -> tirx.Expr:
     return T.call_llvm_pure_intrin("int32x16", "llvm.x86.avx512.vpdpbusd.512", acc,
                                    T.reinterpret("int8x64", T.broadcast(a_group, 16)), b)
 
 
-def _sdot(acc: tirx.PrimExpr, a_group: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
+def _sdot(acc: tirx.Expr, a_group: tirx.Expr, b: tirx.Expr) -> tirx.Expr:
     return T.call_llvm_pure_intrin("int32x4", "llvm.aarch64.neon.sdot.v4i32.v16i8", acc,
                                    T.reinterpret("int8x16", T.broadcast(a_group, 4)), b)
 

@@ -28,10 +28,12 @@ def quantize_rows_kernel(unit: VectorUnit, k: int) -> tirx.PrimFunc:
     lanes = unit.lanes if k >= unit.lanes else NARROW
     full, last = k // lanes, k - lanes
 
-    def rounded(x: tirx.Buffer, scale: tirx.PrimExpr, row: tirx.PrimExpr,
-                column: tirx.PrimExpr) -> tirx.PrimExpr:
+    def rounded(x: tirx.Buffer, scale: tirx.Expr, row: tirx.Expr | int,
+                column: tirx.Expr | int) -> tirx.Expr:
+        # vload: TVM's Python code gives tirx.Buffer the type of a Var, which has none
         return T.Cast(f"int8x{lanes}", T.max(T.min(
-            T.round(x.vload([row, column], f"float32x{lanes}") / T.broadcast(scale, lanes)),
+            T.round(x.vload([row, column], f"float32x{lanes}")  # pyright: ignore[reportAttributeAccessIssue]
+                    / T.broadcast(scale, lanes)),
             T.broadcast(T.float32(INT8_MAX), lanes)), T.broadcast(T.float32(-INT8_MAX), lanes)))
 
     @T.prim_func(private=True, s_tir=True)

@@ -28,7 +28,8 @@ def rowdot_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
     chunks = k // lanes
 
     @T.prim_func(private=True, s_tir=True)
-    def rowdot(x_handle: T.handle, w: T.Buffer((n, k), "float32"), out_handle: T.handle):
+    def rowdot(x_handle: T.handle, w: T.Buffer((n, k), "float32"),  # pyright: ignore[reportInvalidTypeForm]
+               out_handle: T.handle):  # TVMScript: a buffer's type is a call
         T.func_attr({"tirx.noalias": True})
         rows = T.int64()
         x = T.match_buffer(x_handle, (rows, k), "float32")

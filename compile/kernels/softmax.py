@@ -37,11 +37,11 @@ TOP, TOTAL = 2 * MAX_LANES, 2 * MAX_LANES + 1   # scratch slots for a row's max 
 SCRATCH = 2 * MAX_LANES + 2                     # two vectors, the max and the sum
 
 
-def _splat(value: float, lanes: int) -> tirx.PrimExpr:
+def _splat(value: float, lanes: int) -> tirx.Expr:
     return T.float32(value) if lanes == 1 else T.broadcast(T.float32(value), lanes)
 
 
-def exp_polynomial(x: tirx.PrimExpr, lanes: int) -> tirx.PrimExpr:
+def exp_polynomial(x: tirx.Expr, lanes: int) -> tirx.Expr:
     """exp(x) of a float32 TIR expression of `lanes` lanes, as 2^k * p(f)."""
     clamped = T.max(T.min(x, _splat(EXP_LIMIT, lanes)), _splat(-EXP_LIMIT, lanes))
     k = T.floor(clamped * _splat(1 / math.log(2), lanes) + _splat(0.5, lanes))

@@ -155,8 +155,9 @@ def replay_on_symbolic(trace: Trace, func: tvm.tirx.PrimFunc,
             scheduled = None
     if scheduled is None:
         scheduled = _replay(mod, instructions, decisions)
+    # TVM declares with_attr(s) to return a BaseFunc, not the function's own class
     return (scheduled.without_attr("global_symbol").with_attrs(func.attrs)
-            .with_attr(SCHEDULED, True))
+            .with_attr(SCHEDULED, True))  # pyright: ignore[reportReturnType]
 
 
 def _conjuncts(predicate: Any) -> list:

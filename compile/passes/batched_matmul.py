@@ -25,8 +25,8 @@ from tinyasr.compile.passes.rewriting import KernelPass, is_op
 
 @mutator
 class _Rewriter(Fp32KernelRewriter):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        call = super().visit_call_(op)
         if not is_op(call, "relax.matmul"):
             return call
         x, y = call.args

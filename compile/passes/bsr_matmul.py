@@ -80,8 +80,8 @@ def _bsr_arrays(weight: relax.Expr) -> list[relax.Expr] | None:
 
 @mutator
 class _Rewriter(Int8KernelRewriter):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        call = super().visit_call_(op)
         weight = linear_weight(call, self._bound)
         if weight is None:
             return call

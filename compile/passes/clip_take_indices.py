@@ -18,8 +18,8 @@ from tinyasr.compile.passes.rewriting import FunctionRewriter, is_op
 
 @mutator
 class _Rewriter(FunctionRewriter):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        call = super().visit_call_(op)
         if not (is_op(call, "relax.take") and call.attrs.mode == "fast"):
             return call
         return relax.op.take(call.args[0], call.args[1], call.attrs.axis, mode="clip")

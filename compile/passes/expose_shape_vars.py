@@ -31,8 +31,10 @@ def expose_shape_vars(function: relax.Function) -> relax.Function:
     if not hidden:
         return function
     sizes = relax.Var(SHAPE_INPUT, relax.ShapeType(hidden))
-    return relax.Function([sizes, *function.params], function.body, function.ret_ty,
-                          function.is_pure, function.attrs).with_attr("num_input", num_input + 1)
+    exposed = relax.Function([sizes, *function.params], function.body, function.ret_ty,
+                             function.is_pure, function.attrs)
+    # TVM declares with_attr to return a BaseFunc, not the function's own class
+    return exposed.with_attr("num_input", num_input + 1)  # pyright: ignore[reportReturnType]
 
 
 @tvm.transform.module_pass(opt_level=0, name="ExposeShapeVars")

@@ -41,8 +41,8 @@ def plain_conv1d(conv: relax.Call) -> bool:
 
 @mutator
 class _Rewriter(Fp32KernelRewriter):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        call = super().visit_call_(op)
         if (is_op(call, "relax.nn.conv1d") and plain_conv1d(call)
                 and call.args[0].ty.dtype == "float32" and call.ty.dtype == "float32"
                 and self.is_fp32_weight(call.args[1])):

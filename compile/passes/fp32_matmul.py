@@ -37,7 +37,7 @@ def weight_source(expr: relax.Expr, bound: Bound, weights: set[relax.Var]) -> re
     expr = bound(expr)
     while any(is_op(expr, name) for name in LAYOUT_OPS):
         expr = bound(expr.args[0])
-    return expr if expr in weights else None
+    return expr if isinstance(expr, relax.Var) and expr in weights else None
 
 
 def weight_inputs(mod: tvm.IRModule) -> set[relax.Var]:
@@ -94,8 +94,8 @@ class Fp32KernelRewriter(FunctionRewriter):
 
 @mutator
 class _Rewriter(Fp32KernelRewriter):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        call = super().visit_call_(op)
         if not (is_op(call, "relax.matmul") and len(call.args[0].ty.shape.values) == 2
                 and call.args[0].ty.dtype == "float32" and call.ty.dtype == "float32"):
             return call

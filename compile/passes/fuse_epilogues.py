@@ -105,13 +105,13 @@ class _Fuser(FunctionRewriter):
                     self.epilogues[bound[kernel]] = (bias, 0.0)
                     self.aliases[value], fused_into[var] = value.args[0], kernel
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        if call in self.aliases:
-            return self.visit_expr(self.aliases[call])
-        new = super().visit_call_(call)
-        if call not in self.epilogues:
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        if op in self.aliases:
+            return self.visit_expr(self.aliases[op])
+        new = super().visit_call_(op)
+        if op not in self.epilogues:
             return new
-        bias, lower = self.epilogues[call]
+        bias, lower = self.epilogues[op]
         inputs = list(new.args[1].fields)
         inputs[-2:] = [inputs[-2] if bias is None else bias, relax.const(np.float32(lower))]
         return relax.call_tir(new.args[0], inputs, new.ty)

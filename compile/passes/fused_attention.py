@@ -45,14 +45,14 @@ class Heads:
     head_dim: int
 
 
-def _same(a: tvm.ir.PrimExpr, b: tvm.ir.PrimExpr) -> bool:
+def _same(a: tvm.ir.Expr, b: tvm.ir.Expr) -> bool:
     return tvm_ffi.structural_equal(a, b)
 
 
 @mutator
 class _Rewriter(Fp32KernelRewriter):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        call = super().visit_call_(op)
         if not is_op(call, "relax.reshape") or call.ty.ndim != 3 or call.ty.dtype != "float32":
             return call
         matched = self._attention(call)

@@ -39,7 +39,7 @@ GROUPS_ORDER = [3, 0, 1, 4, 2]
 FRAMES_ORDER = [1, 2, 0, 3]
 
 
-def _size(dim: tvm.ir.PrimExpr) -> int | None:
+def _size(dim: tvm.ir.Expr) -> int | None:
     return int(dim) if isinstance(dim, tvm.tirx.IntImm) else None
 
 
@@ -50,8 +50,8 @@ def _sizes(expr: relax.Expr) -> list[int | None] | None:
 
 @mutator
 class _Rewriter(Fp32KernelRewriter):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        call = super().visit_call_(op)
         if not (is_op(call, "relax.reshape") and call.ty.ndim == 3
                 and call.ty.dtype == "float32" and power_spectrum_supported(self.unit)):
             return call
@@ -128,9 +128,10 @@ class _Rewriter(Fp32KernelRewriter):
     def _consistent(self, out: relax.Call, frames: relax.Expr, inner_dft: relax.Expr,
                     outer_dft: relax.Expr) -> bool:
         """frames (B, T, 400) and out (B, T, 256) float32; the two DFTs of the fbank's sizes."""
-        frames_sizes = _sizes(frames)
+        frames_sizes, out_sizes = _sizes(frames), _sizes(out)
         return (frames_sizes is not None and len(frames_sizes) == 3
-                and frames_sizes[2] == FRAME_LENGTH and _sizes(out)[2] == POWER_COLUMNS
+                and frames_sizes[2] == FRAME_LENGTH
+                and out_sizes is not None and out_sizes[2] == POWER_COLUMNS
                 and all(tvm_ffi.structural_equal(a, b) for a, b in
                         zip(frames.ty.shape.values[:2], out.ty.shape.values[:2], strict=True))
                 and _sizes(inner_dft) == [ROWS, INNER_COLUMNS]

@@ -50,10 +50,10 @@ def conv_weight(weight: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Exp
 
 @mutator
 class _Rewriter(Int8KernelRewriter):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        if not is_op(call, "relax.nn.conv2d") or not plain_channels_last(call):
-            return super().visit_call_(call)
-        call = super().visit_call_(call)
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        if not is_op(op, "relax.nn.conv2d") or not plain_channels_last(op):
+            return super().visit_call_(op)
+        call = super().visit_call_(op)
         weight = conv_weight(self._bound(call.args[1]), self._bound)
         x, layout = call.args[0], None
         permuted = self._bound(x)

@@ -137,7 +137,7 @@ class Int8KernelRewriter(FunctionRewriter):
         self.isa: DotIsa = dot_isa(target)
         self.unit: VectorUnit = vector_unit(target)
 
-    def quantize_rows(self, x: relax.Expr, rows: tirx.PrimExpr) -> tuple[relax.Var, relax.Var]:
+    def quantize_rows(self, x: relax.Expr, rows: tirx.Expr) -> tuple[relax.Var, relax.Var]:
         """(xq (rows, K) int8, x_scale (rows, 1)): x (..., K) rounded to int8 per row at
         x_scale = max|row| / 127, by the target's compile/kernels/quantize.py kernel."""
         k = int(x.ty.shape.values[-1])
@@ -150,7 +150,7 @@ class Int8KernelRewriter(FunctionRewriter):
                 self.builder_.emit(relax.TupleGetItem(rounded, 1)))
 
     def int8_matmul(self, xq: relax.Expr, x_scale: relax.Expr, wq: relax.Expr,
-                    scale: relax.Expr, rows: tirx.PrimExpr) -> relax.Expr:
+                    scale: relax.Expr, rows: tirx.Expr) -> relax.Expr:
         """(rows, n) float32 = xq (rows, k) int8 @ wq (n, k) int8 ^T, times x_scale (rows, 1)
         and scale (n,); the caller checked `self.isa.supports(k)`."""
         n, k = (int(d) for d in wq.ty.shape.values)
@@ -167,8 +167,8 @@ class Int8KernelRewriter(FunctionRewriter):
 
 @mutator
 class _Rewriter(Int8KernelRewriter):
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        call = super().visit_call_(op)
         weight = linear_weight(call, self._bound)
         int8 = None if weight is None else int8_weight(weight, self._bound)
         if int8 is None:

@@ -32,5 +32,6 @@ def name_shape_vars(function: relax.Function, roles: Mapping[tuple[str, int], st
     if bounds is None:
         return renamed
     new_names = {old.name: new.name for old, new in renames.items()}
-    return renamed.with_attr(LOWER_BOUND_ATTR, {new_names.get(name, name): bound
-                                                for name, bound in bounds.items()})
+    renamed_bounds = {new_names.get(name, name): bound for name, bound in bounds.items()}
+    # TVM declares with_attr to return a BaseFunc, not the function's own class
+    return renamed.with_attr(LOWER_BOUND_ATTR, renamed_bounds)  # pyright: ignore[reportReturnType]

@@ -4,6 +4,7 @@ once, and running a rewrite for a target as a module pass."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeGuard
 
 import tvm
 from tvm import relax, tirx
@@ -13,7 +14,7 @@ from tvm.target import Target
 from tinyasr.compile.kernels.im2col import im2col_kernel
 
 
-def is_op(expr: relax.Expr, name: str) -> bool:
+def is_op(expr: relax.Expr | None, name: str) -> TypeGuard[relax.Call]:
     return isinstance(expr, relax.Call) and expr.op == tvm.ir.Op.get(name)
 
 
@@ -92,7 +93,7 @@ class KernelPass:
     """A module pass running `rewriter`, a FunctionRewriter made for `target` (whose kernels
     it picks: the dot ISA, the vector unit)."""
 
-    rewriter: type[FunctionRewriter]
+    rewriter: Callable[[tvm.IRModule, Target], FunctionRewriter]   # a FunctionRewriter subclass
 
     def __init__(self, target: Target):
         self.target = target

@@ -39,13 +39,13 @@ class _Sinker(FunctionRewriter):
     def _permute(self, expr: relax.Expr) -> relax.Call | None:
         """The permute_dims call bound to `expr`, if that is what it is."""
         bound = self._bound(expr)
-        is_permute = (isinstance(bound, relax.Call)
-                      and bound.op == tvm.ir.Op.get("relax.permute_dims")
-                      and bound.attrs.axes is not None)
-        return bound if is_permute else None
+        if (isinstance(bound, relax.Call) and bound.op == tvm.ir.Op.get("relax.permute_dims")
+                and bound.attrs.axes is not None):
+            return bound
+        return None
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        call = super().visit_call_(op)
         if not isinstance(call.op, tvm.ir.Op):
             return call
         name = call.op.name

@@ -37,8 +37,8 @@ class _Rewriter(Fp32KernelRewriter):
         relax.analysis.post_order_visit(function, visit)
         self.gathered = gathered
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        call = super().visit_call_(op)
         if not (is_op(call, "relax.matmul") and call.args[0].ty.ndim == 2
                 and call.args[0].ty.dtype == "float32" and call.ty.dtype == "float32"):
             return call
