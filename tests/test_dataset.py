@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import shutil
+import tarfile
 import wave
 from pathlib import Path
 
@@ -214,3 +216,23 @@ def test_augment_preview_writes_wavs(tmp_path: Path):
 def test_frames_of_a_planned_utterance_follow_its_speed():
     plan = augment.AugmentPlan(speed=1.1)
     assert num_frames(plan.length(16000)) == num_frames(round(16000 / 1.1))
+
+
+def test_a_shard_member_that_is_not_a_file_is_a_bad_utterance(tmp_path: Path):
+    """A .txt or .wav entry that is a directory in the tar (extractfile gives None) is named
+    as a bad utterance; it used to end the stream with an AttributeError."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "shards.list").write_text("shard_000000.tar\n")
+    (shards / "text").write_text("a hello\nb world\n")
+    with tarfile.open(shards / "shard_000000.tar", "w") as tar:
+        text = tarfile.TarInfo("a.txt")
+        text.size = 5
+        tar.addfile(text, io.BytesIO(b"hello"))
+        for name in ("a.wav", "b.txt"):
+            directory = tarfile.TarInfo(name)
+            directory.type = tarfile.DIRTYPE
+            tar.addfile(directory)
+    entries = list(Corpus.open(shards).entries(seed=0, epoch=0))
+    assert [type(e).__name__ for e in entries] == ["BadUtterance", "BadUtterance"]
+    assert "a.wav" in str(entries[0]) and "b.txt" in str(entries[1])

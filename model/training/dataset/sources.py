@@ -23,6 +23,7 @@ import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -200,7 +201,7 @@ class ShardCorpus(Corpus):
             raise InputError(f"{self.text_file}: missing (`tinyasr data shard` writes it beside "
                              f"{SHARD_LIST})")
         self._count = sum(1 for _ in self._text_rows())
-        self._open: tuple[str, object] | None = None
+        self._open: tuple[str, BinaryIO] | None = None
 
     def _text_rows(self) -> Iterator[tuple[str, str]]:
         with open(self.text_file, encoding="utf-8") as handle:
@@ -224,15 +225,21 @@ class ShardCorpus(Corpus):
                 for member in tar:
                     stem, _, suffix = member.name.rpartition(".")
                     where = f"{shard}:{member.name}"
+                    if suffix not in ("txt", "wav"):
+                        continue
+                    file = tar.extractfile(member)
+                    if file is None:                    # a directory or a device
+                        yield BadUtterance(f"{where}: not a file")
+                        continue
                     if suffix == "txt":
-                        raw = tar.extractfile(member).read()
+                        raw = file.read()
                         text = (stem, raw.decode("utf-8", errors="replace").strip())
                     elif suffix == "wav":
                         if text is None or text[0] != stem or not text[1]:
                             yield BadUtterance(f"{where}: no transcript ({stem}.txt) before it")
                             continue
                         try:
-                            with wave.open(tar.extractfile(member), "rb") as reader:
+                            with wave.open(file, "rb") as reader:
                                 samples = check_format(reader, where)
                         except (wave.Error, EOFError) as error:
                             yield BadUtterance(f"{where}: unreadable wav "
