@@ -39,7 +39,7 @@ from tinyasr.model.data.datadir import Utterance
 from tinyasr.model.decoding.evaluate import evaluate
 from tinyasr.model.decoding.recognizer import DecodeOptions, Recognizer
 from tinyasr.model.network.san_m import AsrModel, Conv2dSubsampling4
-from tinyasr.model.network.sparsity import BlockShape, prunable_layers, weight_matrix
+from tinyasr.model.network.sparsity import BlockShape, PrunableLayer, prunable_layers, weight_matrix
 from tinyasr.model.network.tokenizer import Tokenizer
 from tinyasr.model.training.train import (
     FRAMES_PER_SECOND,
@@ -75,6 +75,8 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float, block: BlockShape) -> 
 class WeightMask(nn.Module):
     """Parametrization `weight -> weight * mask`; the mask buffer may be updated in place."""
 
+    mask: torch.Tensor            # a buffer, registered in __init__
+
     def __init__(self, mask: torch.Tensor):
         super().__init__()
         self.register_buffer("mask", mask.float())
@@ -103,7 +105,8 @@ class Pruner:
         self.fraction = fraction
         with torch.no_grad():
             for name, module in self.layers.items():
-                mask = module.parametrizations.weight[0].mask
+                # torch.nn.utils.parametrize adds `parametrizations` at run time
+                mask = module.parametrizations.weight[0].mask  # pyright: ignore[reportIndexIssue, reportAttributeAccessIssue]
                 mask.copy_(magnitude_mask(module.weight, fraction * self.targets[name], self.block))
 
     def finish(self) -> None:
@@ -239,7 +242,7 @@ def usable_examples(fbanks: Sequence[torch.Tensor], token_ids: Sequence[list[int
     return [fbanks[i] for i in keep], [token_ids[i] for i in keep]
 
 
-def check_block_fits(model: nn.Module, block: BlockShape) -> dict[str, nn.Module]:
+def check_block_fits(model: nn.Module, block: BlockShape) -> dict[str, PrunableLayer]:
     """The layers `block` can prune (prunable_layers, the first conv aside); an InputError when
     it divides none of them, since pruning would then change nothing, and a warning naming how
     many stay dense when it divides only some."""

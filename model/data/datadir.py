@@ -252,7 +252,7 @@ def read_data_dir(path: str | Path) -> list[Utterance]:
     ]
 
 
-def load_wav(path: str | Path) -> np.ndarray:
+def load_wav(path: str | os.PathLike[str]) -> np.ndarray:
     """Samples of a 16 kHz mono 16-bit wav as float32 at int16 scale (-32768..32767, as Kaldi
     reads them)."""
     wav = Path(path)

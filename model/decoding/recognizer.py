@@ -27,9 +27,10 @@ def decoder_scores(model: AsrModel, encoded: torch.Tensor,
 
     encoded: (1, frames, d) encoder output of one utterance."""
     def tree_log_probs(tree: PrefixTree) -> np.ndarray:
-        inputs = (torch.from_numpy(a) for a in tree.arrays())
+        tokens, depths, ancestors, history = (torch.from_numpy(a) for a in tree.arrays())
         with torch.no_grad():
-            return model.decoder.tree_forward(*inputs, encoded).numpy()
+            return model.decoder.tree_forward(tokens, depths, ancestors, history,
+                                              encoded).numpy()
 
     return tree_decoder_scores(hypotheses, model.sos_eos, model.config.fsmn_kernel,
                                tree_log_probs)

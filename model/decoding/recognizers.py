@@ -11,6 +11,7 @@ Anything else is an InputError naming the path. Every recognizer returned has
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tinyasr.model.common.errors import InputError
@@ -20,12 +21,12 @@ from tinyasr.model.decoding.recognizer import DecodeOptions
 WHISPER_MODELS = ("whisper-tiny.en",)
 
 
-def is_model_name(model: str | Path) -> bool:
+def is_model_name(model: str | os.PathLike[str]) -> bool:
     """A registered model name (resolved to a cached dir) rather than a path."""
     return str(model) in WHISPER_MODELS
 
 
-def resolve_model(model: str | Path) -> Path:
+def resolve_model(model: str | os.PathLike[str]) -> Path:
     """A registered name -> its cached model dir (made on first use); a path -> itself."""
     if is_model_name(model):
         from tinyasr.model.whisper.convert import ensure_whisper_model
@@ -34,7 +35,7 @@ def resolve_model(model: str | Path) -> Path:
     return Path(model)
 
 
-def load_recognizer(model: str | Path, options: DecodeOptions | None = None,
+def load_recognizer(model: str | os.PathLike[str], options: DecodeOptions | None = None,
                     whisper_beam: int = 1, plain_text: bool = False) -> Transcriber:
     """A recognizer for `model` (see the module docstring).
 

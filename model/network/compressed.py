@@ -143,7 +143,7 @@ def write_compressed(path: Path, model: AsrModel, tokenizer: Tokenizer,
     for name, tensor in model.state_dict().items():
         entry, parts = encode_tensor(tensor, name in int8_weights,
                                      block if name in sparse_weights else None)
-        if name in int8_weights:
+        if quantization is not None and name in int8_weights:
             layer = int8_weights[name]
             mode = quantization.input_mode(layer, modules[layer])
             entry["activations"] = mode.value

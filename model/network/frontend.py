@@ -20,6 +20,7 @@ log with a float-epsilon floor. Input samples are at int16 scale, as Kaldi reads
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -58,11 +59,12 @@ def _inner_dft_matrix() -> np.ndarray:
     return matrix.reshape(ROWS, GROUPS * 2)
 
 
-def _group_bins() -> list[list[tuple[int, complex, complex]]]:
+def _group_bins() -> list[Sequence[tuple[int, complex, complex]]]:
     """Per group, its BINS_PER_GROUP output bins as (bin, a, b): the bin's inner value at each
     n2 is a * (group's first input) + b * (its second input)."""
-    groups = [[(INNER * k2, 1, 0) for k2 in range(1, 9)]              # k1 = 0: real input 0
-              + [(GROUPS + INNER * k2, 0, 1) for k2 in range(8)]]     # k1 = 16: real input 1
+    groups: list[Sequence[tuple[int, complex, complex]]] = [
+        [(INNER * k2, 1, 0) for k2 in range(1, 9)]                  # k1 = 0: real input 0
+        + [(GROUPS + INNER * k2, 0, 1) for k2 in range(8)]]         # k1 = 16: real input 1
     for k1 in range(1, GROUPS):
         groups.append([(k1 + INNER * k2, 1, 1j) for k2 in range(8)]               # k1
                       + [(INNER - k1 + INNER * k2, 1, -1j) for k2 in range(8)])   # conjugate
@@ -114,6 +116,11 @@ def _mel_filterbank() -> np.ndarray:
 class Fbank(nn.Module):
     """(batch, samples) int16-scale waveform -> (batch, frames, 80) log-mel features."""
 
+    window: torch.Tensor          # buffers, registered in __init__
+    inner_dft: torch.Tensor
+    outer_dft: torch.Tensor
+    mel_bank: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         group_order = [k - FIRST_BIN for bins in _group_bins() for k, _, _ in bins]
@@ -161,6 +168,9 @@ def frames_of(waveform: torch.Tensor) -> torch.Tensor:
 
 class GlobalCMVN(nn.Module):
     """Normalizes features with mean and inverse std measured once on the training set."""
+
+    mean: torch.Tensor            # buffers, registered in __init__
+    istd: torch.Tensor
 
     def __init__(self, mean: torch.Tensor, istd: torch.Tensor) -> None:
         super().__init__()

@@ -72,6 +72,7 @@ class InputQuantizer:
     def __call__(self, module: nn.Module, args: tuple) -> tuple:
         x = args[0]
         if self.mode == Activations.STATIC:
+            assert self.scale is not None, "a static input quantizer has its scale"
             scale = self.scale
         else:
             peak = x.abs().amax(dim=-1, keepdim=True) if self.per_row else x.abs().amax()

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tinyasr.model.network.framing import subsampled_lengths
+from tinyasr.model.network.framing import Lengths, subsampled_lengths
 from tinyasr.model.network.frontend import NUM_MEL_BINS, Fbank, GlobalCMVN, num_frames
 
 IGNORE_ID = -1
@@ -115,7 +115,7 @@ MAX_PARAMETERS = 10 ** 9   # far above any on-device model; refuses absurd confi
 MAX_LAYERS = 1000
 
 
-def _check_config_value(name: str, value: object, kind: str) -> None:
+def _check_config_value(name: str, value: object, kind: str | type) -> None:
     """One ModelConfig value against its field's type: sizes are integers >= 1, rates are
     numbers in [0, 1] (dropout and label_smoothing below 1), flags are booleans."""
     if kind == "int":
@@ -288,7 +288,7 @@ class Conv2dSubsampling4(nn.Module):
         self.project = nn.Linear(channels * freq, dim)
 
     @staticmethod
-    def output_lengths(lengths: torch.Tensor | int) -> torch.Tensor | int:
+    def output_lengths(lengths: Lengths) -> Lengths:
         return subsampled_lengths(lengths)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -402,7 +402,7 @@ class AsrModel(nn.Module):
         """(B, samples) int16-scale audio -> (B, frames, 80) normalized log-mel."""
         return self.cmvn(self.fbank(waveform))
 
-    def ctc_log_probs(self, waveform: torch.Tensor) -> torch.Tensor:
+    def ctc_log_probs(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference path for one unpadded batch: (B, samples) -> ((B, T/4, vocab), (B, T/4, d)).
         Audio too short for one encoder frame (under 7 fbank frames, 0.085 s) gives T/4 = 0."""
         if Conv2dSubsampling4.output_lengths(num_frames(waveform.shape[1])) < 1:

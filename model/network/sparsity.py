@@ -42,7 +42,10 @@ def weight_matrix(weight: torch.Tensor) -> torch.Tensor:
     return weight.reshape(weight.shape[0], -1)
 
 
-def prunable_layers(model: nn.Module, block: BlockShape) -> dict[str, nn.Module]:
+PrunableLayer = nn.Linear | nn.Conv1d | nn.Conv2d   # the layers a weight matrix is pruned in
+
+
+def prunable_layers(model: nn.Module, block: BlockShape) -> dict[str, PrunableLayer]:
     """Linear and Conv layers whose weight matrix divides into `block`, by module name."""
     return {name: module for name, module in model.named_modules()
             if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and block.fits(module.weight)}

@@ -567,5 +567,6 @@ def _process_alive(pid: int) -> bool:
 def average_weights(checkpoints: list[Path]) -> dict[str, torch.Tensor]:
     states = [torch.load(path, map_location="cpu", weights_only=True)["model"]
               for path in checkpoints]
-    return {name: sum(state[name].double() for state in states).div(len(states))
+    zero = torch.zeros((), dtype=torch.float64)
+    return {name: sum((state[name].double() for state in states), zero).div(len(states))
             .to(states[0][name].dtype) for name in states[0]}

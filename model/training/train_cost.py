@@ -186,7 +186,7 @@ def arithmetic(c: Cost, tflops: float) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tinyasr.model.training.train_cost",
-                                     description=__doc__.split("\n\n")[0])
+                                     description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("configs", nargs="*", type=Path,
                         help="recipe JSON files (default: model/configs/*.json)")
     parser.add_argument("--measure-steps", type=int, default=0,

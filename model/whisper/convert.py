@@ -113,8 +113,8 @@ def convert_ct2(source: Path) -> tuple[Whisper, WhisperTokenizer, dict]:
     model.load_state_dict(state, strict=True)
     tokenizer_json = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
     vocabulary = (source / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
-              for m in tokenizer_json["model"]["merges"]]
+    pairs = (m.split(" ") if isinstance(m, str) else m for m in tokenizer_json["model"]["merges"])
+    merges = [(first, second) for first, second in pairs]
     tokenizer = WhisperTokenizer([v for v in vocabulary if v], merges)
     return model.eval(), tokenizer, json.loads((source / "config.json").read_text())
 

@@ -36,7 +36,7 @@ LOG_FLOOR = 1e-10
 DYNAMIC_RANGE = 8.0      # log10 units kept below the maximum (80 dB)
 
 
-def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale: linear (3 per 200 Hz) below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
     linear = hz / (200.0 / 3)
@@ -46,7 +46,7 @@ def hz_to_mel(hz: np.ndarray) -> np.ndarray:
     return np.where(hz >= 1000.0, log_start_mel + np.log(safe / 1000.0) / log_step, linear)
 
 
-def mel_to_hz(mel: np.ndarray) -> np.ndarray:
+def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     """Inverse of `hz_to_mel`."""
     mel = np.asarray(mel, dtype=np.float64)
     log_start_mel = 1000.0 / (200.0 / 3)

@@ -139,6 +139,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv1d(dims.n_mels, dims.d_model, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(dims.d_model, dims.d_model, kernel_size=3, stride=2, padding=1)
+        self.positions: Tensor   # a buffer
         self.register_buffer("positions", torch.zeros(dims.n_audio_ctx, dims.d_model))
         self.blocks = nn.ModuleList(EncoderBlock(dims.d_model, dims.n_heads)
                                     for _ in range(dims.n_audio_layers))
@@ -202,7 +203,10 @@ class Decoder(nn.Module):
     def cross_cache(self, encoded: Tensor) -> tuple[Caches, Caches]:
         """Every block's cross-attention keys and values for an encoder output, computed once
         per window."""
-        pairs = [block.cross_attn.keys_values(encoded) for block in self.blocks]
+        # ModuleList yields nn.Module, whose __getattr__ torch types as Tensor | Module
+        pairs = [block.cross_attn.keys_values(  # pyright: ignore[reportCallIssue, reportAttributeAccessIssue]
+                     encoded)
+                 for block in self.blocks]
         return tuple(k for k, _ in pairs), tuple(v for _, v in pairs)
 
     def forward(self, tokens: Tensor, positions: Tensor, self_k: Caches, self_v: Caches,

@@ -85,10 +85,10 @@ class WhisperTokenizer:
             raise InputError(f"{directory}: cannot read the Whisper tokenizer ({error})") from None
         if vocabulary and vocabulary[-1] == "":
             vocabulary.pop()
-        merges = [tuple(line.split(" ")) for line in merge_lines if line]
-        if any(len(pair) != 2 for pair in merges):
+        split = [line.split(" ") for line in merge_lines if line]
+        if any(len(pair) != 2 for pair in split):
             raise InputError(f"{directory / MERGES_FILE}: a line is not two tokens")
-        return cls(vocabulary, merges)
+        return cls(vocabulary, [(first, second) for first, second in split])
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)

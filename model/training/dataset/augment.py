@@ -25,6 +25,7 @@ SpecAugment stays in the model (`spec_augment` in the model config): it masks CM
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -130,12 +131,12 @@ def plan(config: AugmentConfig, seed: int, epoch: int, uid: str,
     rng = np.random.default_rng(utterance_seed(seed, epoch, uid))
     speed_index = int(rng.integers(0, max(1, len(config.speeds))))
     draws = rng.random(5)
-    rt60 = float(rng.uniform(*config.rt60))
-    snr = float(rng.uniform(*config.snr_db))
+    rt60 = float(rng.uniform(config.rt60[0], config.rt60[1]))     # pairs: AugmentConfig checks
+    snr = float(rng.uniform(config.snr_db[0], config.snr_db[1]))
     colour = float(list(COLOURS.values())[int(rng.integers(0, len(COLOURS)))])
     noise_file = int(rng.integers(0, max(1, noise_files)))
-    gain = float(rng.uniform(*config.gain_db))
-    warp = float(rng.uniform(*config.vtlp_warp))
+    gain = float(rng.uniform(config.gain_db[0], config.gain_db[1]))
+    warp = float(rng.uniform(config.vtlp_warp[0], config.vtlp_warp[1]))
     samples_seed = int(rng.integers(0, 2 ** 31))
     return AugmentPlan(
         speed=float(config.speeds[speed_index]) if config.speeds else 1.0,
@@ -232,7 +233,8 @@ def band_limit(samples: np.ndarray, low: float = 300.0, high: float = 3400.0) ->
     return np.fft.irfft(spectrum * gain, len(samples))
 
 
-def apply(plan_: AugmentPlan, samples: np.ndarray, noise_files: list[Path] = ()) -> np.ndarray:
+def apply(plan_: AugmentPlan, samples: np.ndarray, noise_files: Sequence[Path] = ()
+          ) -> np.ndarray:
     """The planned waveform effects on int16-scale float samples; clipped to the int16 range
     as a recording would be."""
     rng = np.random.default_rng(plan_.seed)
