@@ -42,7 +42,7 @@ def _arguments(func: tvm.tirx.PrimFunc, workload: tvm.IRModule, rng: np.random.G
     variable its tuning extent, random floats, zero integers (always valid indices)."""
     buffers = iter(workload["main"].params)   # func's buffers, in order, with static shapes
     arguments: list[Any] = []
-    for param in func.params:
+    for param in func.params:  # pyright: ignore[reportAttributeAccessIssue]  # reflected from C++
         if isinstance(param.ty, tvm.ir.PrimType):
             arguments.append(tuning_extent(param.name))
             continue
@@ -85,12 +85,13 @@ def measure_replays(mod: tvm.IRModule, database: ms.database.Database, target: T
     path = work_dir / REPLAY_FILE
     timings = _earlier_timings(path)
     target_key = structural_key(target)
-    for gvar, func in mod.functions.items():
+    for gvar, func in mod.functions.items():  # pyright: ignore[reportAttributeAccessIssue]  # reflected
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         workload = static_workload(func)
-        record = None if workload is None else database.query_tuning_record(
-            workload, target, gvar.name_hint)
+        if workload is None:
+            continue
+        record = database.query_tuning_record(workload, target, gvar.name_hint)
         if record is None:
             continue
         try:

@@ -57,7 +57,9 @@ def static_task(task: ms.ExtractedTask) -> ms.ExtractedTask | None:
 
 def _on_workload(task: ms.ExtractedTask, mod: tvm.IRModule) -> ms.ExtractedTask:
     """`task` with `mod` as its one workload."""
-    return ms.ExtractedTask(task.task_name, mod, task.target, [mod], task.weight)
+    return ms.ExtractedTask(task.task_name, mod,
+                            task.target,  # pyright: ignore[reportAttributeAccessIssue]  # reflected
+                            [mod], task.weight)
 
 
 def on_stored_workload(database: ms.database.Database,
@@ -149,9 +151,9 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
     on_host = measurement is None
     builder, runner = measurement or local_measurement()
     database = open_database(Path(work_dir), device, target)
-    target = tuning_target(target)
-    mod = legalize(imported, target, IRDumper(None))[0]
-    tasks = tasks_of(mod, target, ops)
+    llvm = tuning_target(target)
+    mod = legalize(imported, llvm, IRDumper(None))[0]
+    tasks = tasks_of(mod, llvm, ops)
     if not tasks:
         raise InputError(f"--ops {' '.join(ops or [])}: matches none of the model's "
                          "tunable tasks")
@@ -173,13 +175,14 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
             _drop_unnamed_log_handlers()
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                 [task], work_dir=logs)
+            # ProgressCallback, a derived_object, is a MeasureCallback only at run time
             ms.tune.tune_tasks(
                 tasks=contexts, task_weights=weights, work_dir=logs,
                 max_trials_global=trials - result.trials,
                 num_trials_per_iter=min(64, trials - result.trials),
                 builder=builder, runner=runner, database=database, cost_model="xgb",
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                                   ProgressCallback(result, trials)])
+                                   ProgressCallback(result, trials)])  # pyright: ignore[reportArgumentType]
         except (RuntimeError, ValueError) as error:   # TVM errors: e.g. a hand-written kernel
             progress(f"  {task.task_name}: not tunable, keeps its own schedule "
                      f"({str(error).splitlines()[-1]})")
@@ -191,5 +194,5 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
                          "schedules); nothing was tuned")
     if on_host:
         progress("timing the tuned schedules on symbolic shapes against the defaults")
-        measure_replays(mod, database, target, Path(work_dir), progress)
+        measure_replays(mod, database, llvm, Path(work_dir), progress)
     return results

@@ -35,7 +35,8 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinyasr", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tinyasr",
+                                     description=(__doc__ or "tinyasr").splitlines()[0])
     parser.add_argument("--version", action=VersionAction)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

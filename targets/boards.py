@@ -156,4 +156,6 @@ def host_target() -> dict[str, Any]:
     """The host's LLVM target dict with its real cpu (TVM ignores mcpu=native)."""
     import tvm
 
-    return dict(tvm.target.Target.from_device(tvm.cpu()).export())
+    # tvm.cpu() is a tvm_ffi Device; TVM declares tvm.runtime's Device
+    return dict(tvm.target.Target.from_device(
+        tvm.cpu()).export())  # pyright: ignore[reportArgumentType]

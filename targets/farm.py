@@ -198,7 +198,9 @@ def emulator_prefix(board: Board) -> list[str]:
     """How to run a program built for `board` on this machine: nothing, or qemu-user."""
     if board.is_host:
         return []
-    return [board.qemu_binary, "-L", board.sysroot, *board.qemu_cpu]
+    qemu, sysroot = board.qemu_binary, board.sysroot
+    assert qemu is not None and sysroot is not None, f"{board.name}: emulated without a sysroot"
+    return [qemu, "-L", sysroot, *board.qemu_cpu]
 
 
 def _spawn(command: list[str], log: Path) -> subprocess.Popen:

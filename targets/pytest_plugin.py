@@ -39,9 +39,11 @@ class Boards:
 
     @property
     def tracker(self) -> str:
-        """HOST:PORT of the tracker in use (starting the emulated farm's if needed)."""
+        """HOST:PORT of the tracker in use (the emulated farm's once a board is started)."""
         if self._tracker is None:
             self._tracker = self.farm.tracker_address()
+        if self._tracker is None:
+            raise RuntimeError("no tracker: no emulated board has been started yet")
         return self._tracker
 
     def start(self, board: Board) -> None:

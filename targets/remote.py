@@ -68,7 +68,9 @@ def connect(host: str, port: int, key: str, session_timeout: float = 0.0,
     from tvm import rpc
 
     try:
-        return rpc.connect(host, port, session_key(key, secret), session_timeout)
+        # TVM documents session_timeout as a float and annotates it int
+        return rpc.connect(host, port, session_key(key, secret),
+                           session_timeout)  # pyright: ignore[reportArgumentType]
     except Exception as error:  # TVM raises its own error classes with the key in the text
         if "cannot find server that matches key" in str(error):
             raise InputError(f"board {host}:{port} refused the session for key {key!r}: another "

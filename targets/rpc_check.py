@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from tinyasr.model.common.errors import InputError
 from tinyasr.targets.boards import Board
 from tinyasr.targets.farm import check_tracker, parse_address, wait_for_boards
 from tinyasr.targets.remote import load_library, request_session
+
+if TYPE_CHECKING:   # model.decoding imports torch: loaded where the host reference runs
+    from tinyasr.model.decoding.recognizer import Recognizer
 
 SESSION_TIMEOUT = 600.0   # s a board lets one session run
 REQUEST_WAIT = 120.0      # s to wait for a free board
@@ -99,7 +102,7 @@ def encoder_latency_ms(runner, repeat: int) -> float:
 def within(seconds: float, work: Callable[[], Result]) -> Result:
     """`work()`, or TimeoutError when it has not returned after `seconds`: it runs in a daemon
     thread, which a hung board leaves blocked while the caller moves on."""
-    outcome: dict[str, object] = {}
+    outcome: dict[str, Any] = {}   # "value": what work() returned, or "error": what it raised
 
     def run() -> None:
         try:
@@ -154,6 +157,8 @@ class _BoardWorker:
                     raise InputError(f"utterance {utterance.uid!r} failed on a {test.key!r} "
                                      f"board: {str(error).splitlines()[-1]}") from None
                 self.remote = self.runner = None  # frees the session for the retry
+        else:
+            raise AssertionError("unreachable: the second attempt returns or raises")
         parity = compare(board_log_probs, host_log_probs, board_text, host_text, test.int8,
                          test.tolerance)
         return UtteranceResult(utterance.uid, utterance.text, host_text, board_text,
@@ -187,7 +192,7 @@ class _RpcTest:
     repeat: int
     request_wait: float    # s to wait for a free board
     deadline: float        # s one utterance may take on a board
-    host: object           # the PyTorch Recognizer
+    host: Recognizer       # the PyTorch one
     int8: bool             # the reference rounds activations to int8 (compile/parity.py)
     pending: queue.Queue
     results: dict[int, UtteranceResult] = field(default_factory=dict)

@@ -25,9 +25,11 @@ from tinyasr.schedules.bench.rows import RowSpec
 class Engine(Protocol):
     def encode(self, waveform: np.ndarray) -> tuple[np.ndarray, Any]:
         """(samples,) PCM -> ((frames, vocab) CTC log-probs, encoder output for `score`)."""
+        ...
 
     def score(self, encoded: Any, hypotheses: Sequence[Hypothesis]) -> np.ndarray:
         """Attention-decoder log-probability of each hypothesis."""
+        ...
 
 
 class TorchEngine:
@@ -59,12 +61,13 @@ class OnnxEngine:
 
     def encode(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         log_probs, encoded = self.encoder.run(None, {"waveform": waveform[None]})
-        return log_probs[0], encoded
+        # onnxruntime types each output as any value kind; these two are dense arrays
+        return log_probs[0], encoded  # pyright: ignore[reportIndexIssue, reportReturnType]
 
     def score(self, encoded: np.ndarray, hypotheses: Sequence[Hypothesis]) -> np.ndarray:
         def tree_log_probs(tree: PrefixTree) -> np.ndarray:
-            return self.decoder.run(None, {**dict(zip(TREE_INPUTS, tree.arrays(), strict=True)),
-                                           "memory": encoded})[0]
+            return self.decoder.run(  # pyright: ignore[reportReturnType]  # a dense array
+                None, {**dict(zip(TREE_INPUTS, tree.arrays(), strict=True)), "memory": encoded})[0]
 
         return tree_decoder_scores(hypotheses, self.sos_eos, self.history_width, tree_log_probs)
 

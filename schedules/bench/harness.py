@@ -37,6 +37,7 @@ def time_runs(engine: Engine, waveform: np.ndarray, options: DecodeOptions,
     """Median encoder and pipeline milliseconds over `repeats` runs after a warm-up run, and
     the decoded tokens."""
     encoder_seconds, pipeline_seconds = [], []
+    tokens: Hypothesis = ()
     for _ in range(repeats + 1):
         started = time.perf_counter()
         log_probs, encoded = engine.encode(waveform)
@@ -100,7 +101,10 @@ def peak_rss_bytes() -> int:
     """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over from
     the forking parent across exec, so a spawned child would report the parent's peak."""
     status = Path("/proc/self/status").read_text()
-    return int(re.search(r"^VmHWM:\s*(\d+) kB", status, re.M).group(1)) * 1024
+    peak = re.search(r"^VmHWM:\s*(\d+) kB", status, re.M)
+    if peak is None:
+        raise RuntimeError("/proc/self/status has no VmHWM line")
+    return int(peak.group(1)) * 1024
 
 
 def run_in_child(function: Callable, *args: Any) -> Any:

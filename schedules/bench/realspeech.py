@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from tinyasr.model.data.datadir import read_data_dir
 
     parser = argparse.ArgumentParser(prog="python -m tinyasr.schedules.bench.realspeech",
-                                     description=__doc__.split("\n\n")[0])
+                                     description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA_DIR)
     parser.add_argument("--system", action="append", choices=SYSTEMS,
                         help="a system to score (repeatable; default: all)")

@@ -57,15 +57,21 @@ def add_peer_ratios(results: Sequence[RowResult]) -> str | None:
     peers = [r for r in results if r.runtime in PEER_RUNTIMES and r.skipped is None]
     if not peers:
         return None
-    best_encoder = min(r.encoder_ms for r in peers)
-    best_pipeline = min(r.pipeline_ms for r in peers)
-    best_rescoring = min(r.rescoring_ms for r in peers)
+    best_encoder = min(_measured(r.encoder_ms) for r in peers)
+    best_pipeline = min(_measured(r.pipeline_ms) for r in peers)
+    best_rescoring = min(_measured(r.rescoring_ms) for r in peers)
     for r in results:
         if r.skipped is None:
-            r.encoder_speedup_vs_best_peer = best_encoder / r.encoder_ms
-            r.pipeline_speedup_vs_best_peer = best_pipeline / r.pipeline_ms
-            r.rescoring_speedup_vs_best_peer = best_rescoring / r.rescoring_ms
-    return min(peers, key=lambda r: r.encoder_ms).name
+            r.encoder_speedup_vs_best_peer = best_encoder / _measured(r.encoder_ms)
+            r.pipeline_speedup_vs_best_peer = best_pipeline / _measured(r.pipeline_ms)
+            r.rescoring_speedup_vs_best_peer = best_rescoring / _measured(r.rescoring_ms)
+    return min(peers, key=lambda r: _measured(r.encoder_ms)).name
+
+
+def _measured(value: float | None) -> float:
+    """A time or size of a row that was not skipped, which has them all."""
+    assert value is not None, "a row that was not skipped has every measurement"
+    return value
 
 
 def progress_line(row: RowResult) -> str:
@@ -73,4 +79,5 @@ def progress_line(row: RowResult) -> str:
         return f"{row.name}: skipped ({row.skipped})"
     return (f"{row.name}: encoder {row.encoder_ms:.1f} ms, pipeline {row.pipeline_ms:.1f} ms, "
             f"rescoring {row.rescoring_ms:.1f} ms, RTF {row.rtf:.4f}, {row.gflops:.1f} GFLOP/s, "
-            f"peak RSS {row.peak_rss_bytes / 2**20:.0f} MiB, {row.artifact_bytes:,} bytes")
+            f"peak RSS {_measured(row.peak_rss_bytes) / 2**20:.0f} MiB, "
+            f"{row.artifact_bytes:,} bytes")

@@ -65,8 +65,8 @@ def measure_rounds(specs: Sequence[RowSpec], waveforms: dict[float, np.ndarray],
                      f"{measured[-1].rescoring_ms:.1f} ms")
     merged = []
     for measured in rounds:
-        timings = {seconds: tuple(statistics.median(m.timings[seconds][i] for m in measured)
-                                  for i in range(2))
+        timings = {seconds: (statistics.median(m.timings[seconds][0] for m in measured),
+                             statistics.median(m.timings[seconds][1] for m in measured))
                    for seconds in measured[0].timings}
         last = measured[-1]
         merged.append(Measurement(timings, last.transcript,

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, not {args.threads}")
     launched = "WORLD_SIZE" in os.environ       # a rank of torchrun or of our launcher
-    world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", args.nproc)))
+    world = int(os.environ.get("LOCAL_WORLD_SIZE",
+                               os.environ.get("WORLD_SIZE", str(args.nproc))))
     device = distributed.resolve_device(args.device, 1 if launched else args.nproc)
     precision = distributed.check_precision(args.precision, device)
     threads = args.threads or max(1, min(2, distributed.usable_cores() // max(world, 1)))

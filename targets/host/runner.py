@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import platform
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import tvm
@@ -66,7 +67,9 @@ def load_host_vm(path: Path, device: tvm.runtime.Device) -> VirtualMachine:
                      f"ELF machine {machine}")
         raise InputError(f"{path}: a library for {built}, this machine is {platform.machine()}")
     try:
-        return VirtualMachine(tvm.runtime.load_module(str(path)), device)
+        # load_module's Module is tvm_ffi's, the same object VirtualMachine takes
+        return VirtualMachine(tvm.runtime.load_module(str(path)),  # pyright: ignore[reportArgumentType]
+                              device)
     except (RuntimeError, OSError, ValueError, AttributeError) as error:
         lines = [line for line in str(error).splitlines() if line.strip()]
         reason = lines[-1].strip()[:200] if lines else type(error).__name__
@@ -90,7 +93,7 @@ class CompiledModelRunner:
             if manifest["arch"] != platform.machine():
                 raise InputError(f"{deployable}: built for {manifest['target']} "
                                  f"({manifest['arch']}); this machine is {platform.machine()}")
-            device = tvm.cpu()
+            device = cast(tvm.runtime.Device, tvm.cpu())   # TVM declares tvm_ffi's Device
             vm = load_host_vm(deployable / LIBRARY_FILE, device)
         self.device, self.vm = device, vm
         weights = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
@@ -109,7 +112,7 @@ class CompiledModelRunner:
         waveform = np.zeros((1, samples_read(frames)), dtype=np.float32)
         used = min(len(samples), waveform.shape[1])
         waveform[0, :used] = samples[:used]
-        return [tvm.runtime.ShapeTuple([frames]), tvm.runtime.tensor(waveform, self.device),
+        return [tvm.runtime.ShapeTuple((frames,)), tvm.runtime.tensor(waveform, self.device),
                 *self.weights["encode"]]
 
     def ctc_log_probs(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +126,7 @@ class CompiledModelRunner:
         instruction is timed through the VM's instrument hook, unset again afterwards (an
         instrumented VM is slower)."""
         args = self.encode_args(samples)
-        seconds: Counter[str] = Counter()
+        seconds: defaultdict[str, float] = defaultdict(float)
         calls: Counter[str] = Counter()
         started: list[float] = []
 
@@ -135,14 +138,15 @@ class CompiledModelRunner:
                 calls[symbol] += 1
             return VMInstrumentReturnKind.NO_OP
 
-        self.vm.set_instrument(instrument)
+        # the FFI converts a Python callable (and None, to unset) to the Function TVM declares
+        self.vm.set_instrument(instrument)  # pyright: ignore[reportArgumentType]
         try:
             for _ in range(runs):
                 self.vm["encode"](*args)
         finally:
-            self.vm.set_instrument(None)
+            self.vm.set_instrument(None)  # pyright: ignore[reportArgumentType]
         return [KernelTime(name, total / runs * 1e3, calls[name] // runs)
-                for name, total in seconds.most_common()]
+                for name, total in sorted(seconds.items(), key=lambda item: item[1], reverse=True)]
 
     def tree_log_probs(self, tree: PrefixTree, memory: np.ndarray) -> np.ndarray:
         """A prefix tree's nodes and the (1, frames, d) memory -> (U, vocab) log-probs."""

@@ -81,7 +81,8 @@ class CompiledWhisper:
                 raise InputError(f"{deployable / MANIFEST_FILE}: decoder.{key} {decoder[key]} "
                                  f"is not the tokenizer's ({value})")
         self.device = tvm.cpu()
-        self.vm = load_host_vm(deployable / LIBRARY_FILE, self.device)
+        self.vm = load_host_vm(deployable / LIBRARY_FILE,
+                               self.device)  # pyright: ignore[reportArgumentType]  # tvm.cpu()
         weights = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
         self.weights = {name: [weights[key] for key in function["weights"]]
                         for name, function in manifest["functions"].items()}
@@ -98,7 +99,7 @@ class CompiledWhisper:
         the library on the padded signal."""
         frames = len(samples) // HOP
         signal = tvm.runtime.tensor(padded_signal(samples), self.device)
-        out = self.vm["log_mel"](tvm.runtime.ShapeTuple([frames]), signal,
+        out = self.vm["log_mel"](tvm.runtime.ShapeTuple((frames,)), signal,
                                  *self.weights["log_mel"])[0]
         return torch.from_numpy(out.numpy())
 
@@ -125,7 +126,8 @@ def load_compiled_whisper(deployable: Path, beam: int = 1,
     decoder = model.manifest["decoder"]
     config = {"suppress_ids": decoder["suppress_ids"],
               "suppress_ids_begin": decoder["suppress_ids_begin"]}
-    return WhisperRecognizer(model, model.tokenizer, config,
+    # CompiledWhisper has the members of Whisper the recognizer and its search use
+    return WhisperRecognizer(model, model.tokenizer, config,  # pyright: ignore[reportArgumentType]
                              WhisperOptions(SearchOptions(beam=beam), plain_text),
                              front_end=model.log_mel)
 
