@@ -40,6 +40,7 @@ lint: setup
 	@for f in scripts/*; do [ "$$f" = scripts/api ] || ln -s "$(CURDIR)/$$f" $(LINT_TREE)/tinyasr/scripts/; done
 	PYTHONPATH=$(LINT_TREE) $(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/basedpyright
 
 test: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
