@@ -203,6 +203,7 @@ def test_the_readme_api_example_runs():
 def test_every_exported_name_resolves():
     import tinyasr
 
+    assert sorted(tinyasr.__all__) == sorted([*tinyasr._EXPORTS, "__version__"])
     for name in tinyasr.__all__:
         assert getattr(tinyasr, name) is not None, name
     assert "load_recognizer" in dir(tinyasr)

@@ -31,7 +31,11 @@ _EXPORTS = {
     "DEFAULT_MODEL": "tinyasr.model.network.pretrained_paths",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [   # the names of _EXPORTS and __version__, spelled out: type checkers read a literal
+    "Recognizer", "load_recognizer", "load_deployable", "transcribe", "compile_model",
+    "export_onnx", "boards", "load_wav", "DecodeMode", "DecodeOptions", "InputError",
+    "DEFAULT_MODEL", "__version__",
+]
 
 if TYPE_CHECKING:   # what type checkers see; at run time __getattr__ imports on first use
     # ruff: noqa: F401
