@@ -6,6 +6,10 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.tinyasr-setup
 APT_PKGS  := espeak-ng flite sox file g++ cmake ninja-build g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user
 PYTEST_ARGS ?=
+# make test runs test files on this many worker processes (one file stays on one worker, so its
+# module fixtures are built once); the slow tests, some of them timing kills and deadlines, run
+# in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo lint test test-slow test-all model clean-venv
 
@@ -43,7 +47,7 @@ lint: setup
 	$(VENV)/bin/basedpyright
 
 test: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: setup
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
