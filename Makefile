@@ -44,7 +44,7 @@ lint: setup
 	@for f in scripts/*; do [ "$$f" = scripts/api ] || ln -s "$(CURDIR)/$$f" $(LINT_TREE)/tinyasr/scripts/; done
 	PYTHONPATH=$(LINT_TREE) $(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/basedpyright
+	$(VENV)/bin/basedpyright --project pyproject.toml   # not a pyrightconfig.json found above the clone
 
 test: setup
 	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
