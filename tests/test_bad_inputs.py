@@ -224,6 +224,12 @@ def build_corpus(root: Path, model_dir: Path, tokens: list[str]) -> dict[str, Ca
     for beam in ("0", "-3", "x"):
         cases[f"transcribe-beam-{beam}"] = Case(
             "transcribe", ("transcribe", str(model_dir), good, "--beam", beam), "--beam", "--beam")
+    for command in ("report", "bench"):   # the positive-count arguments of the measuring commands
+        head = (("report", f"fp32={model_dir}", "--data", str(root), "--out", str(root / "r"))
+                if command == "report" else ("bench", "--out", str(root / "b")))
+        for argument in ("--beam", "--threads"):
+            cases[f"{command}{argument}-0"] = Case(command, (*head, argument, "0"), argument,
+                                                   argument)
     cases["transcribe-shipped-int8-tac"] = Case(
         "transcribe", ("transcribe", str(COMPRESSED_MODEL), str(SAMPLE)), None)
 
@@ -552,7 +558,8 @@ def problem(case: Case, result: subprocess.CompletedProcess) -> str | None:
     return None
 
 
-COMMANDS = ["transcribe", "transcribe --lib", "evaluate", "data check", "compress"]
+COMMANDS = ["transcribe", "transcribe --lib", "evaluate", "data check", "compress", "report",
+            "bench"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -9,6 +9,7 @@ from pathlib import Path
 from tinyasr.model.common.progress import progress
 from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
 from tinyasr.model.network.pretrained_paths import COMPRESSED_MODEL, DEFAULT_MODEL
+from tinyasr.scripts.arguments import positive_int
 
 
 def lengths(text: str) -> tuple[float, ...]:
@@ -20,12 +21,6 @@ def lengths(text: str) -> tuple[float, ...]:
     if not values or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected positive seconds like 1,5,10,20")
     return values
-
-
-def positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
-    return int(text)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,18 +40,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="int8 .tac for the TVM int8 row (default: the shipped one)")
     parser.add_argument("--sparse-model", type=Path, metavar="TAC",
                         help="sparse+int8 .tac for its TVM row (skipped when not given)")
-    parser.add_argument("--threads", type=positive, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--lengths", type=lengths, default="1,5,10,20", metavar="S,S,...",
                         help="audio lengths in seconds for the scaling table "
                              "(default: %(default)s)")
-    parser.add_argument("--repeats", type=positive, default=10,
+    parser.add_argument("--repeats", type=positive_int, default=10,
                         help="timed runs per length, after one warm-up (median reported)")
-    parser.add_argument("--rounds", type=positive, default=3,
+    parser.add_argument("--rounds", type=positive_int, default=3,
                         help="rounds of every row in turn; each row's median over its rounds "
                              "is reported (default: %(default)s)")
     parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
                         default=DecodeMode.ATTENTION_RESCORING.value)
-    parser.add_argument("--beam", type=int, default=10)
+    parser.add_argument("--beam", type=positive_int, default=10)
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
     parser.set_defaults(func=run)
 

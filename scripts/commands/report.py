@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from tinyasr.model.decoding.options import DecodeMode
+from tinyasr.scripts.arguments import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,10 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="report directory")
     parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
                         default=DecodeMode.ATTENTION_RESCORING.value)
-    parser.add_argument("--beam", type=int, default=10)
-    parser.add_argument("--max-utterances", type=int,
+    parser.add_argument("--beam", type=positive_int, default=10)
+    parser.add_argument("--max-utterances", type=positive_int,
                         help="decode a fixed random subset of dev and of test (default: all)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.set_defaults(func=run)
 
 
