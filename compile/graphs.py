@@ -27,13 +27,9 @@ from torch import nn
 from torch.export import Dim, ExportedProgram
 
 from tinyasr.model.decoding.prefix_tree import PrefixTree, prefix_tree
-
-# The framing arithmetic is torch-free (the deployable runner uses it); imported from here too.
-from tinyasr.model.network.framing import (  # noqa: F401
+from tinyasr.model.network.framing import (
     MIN_FRAMES,
     SAMPLES_PER_FRAME,
-    SUBSAMPLING,
-    encoder_frames,
     samples_read,
 )
 from tinyasr.model.network.san_m import AsrModel

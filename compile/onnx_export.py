@@ -20,13 +20,8 @@ from pathlib import Path
 
 import torch
 
-from tinyasr.compile.graphs import (
-    TREE_INPUTS,
-    DecoderGraph,
-    EncoderGraph,
-    example_tree,
-    samples_read,
-)
+from tinyasr.compile.graphs import TREE_INPUTS, DecoderGraph, EncoderGraph, example_tree
+from tinyasr.model.network.framing import samples_read
 from tinyasr.model.network.san_m import AsrModel
 
 ENCODE_ONNX, DECODE_ONNX = "encode.onnx", "decode.onnx"

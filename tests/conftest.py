@@ -9,7 +9,8 @@ import torch
 
 from tinyasr.model.data.datadir import read_data_dir
 from tinyasr.model.data.synth import synthesize_corpus
-from tinyasr.model.network.model_dir import SAMPLES_DIR, save_model_dir
+from tinyasr.model.network.model_dir import save_model_dir
+from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 from tinyasr.model.network.san_m import AsrModel, ModelConfig
 from tinyasr.model.network.tokenizer import Tokenizer
 

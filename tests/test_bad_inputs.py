@@ -44,7 +44,6 @@ from tinyasr.compile.deployable import (
     read_manifest,
     read_weights_index,
 )
-from tinyasr.compile.graphs import MIN_FRAMES, SAMPLES_PER_FRAME, samples_read
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import load_wav, read_data_dir, read_wav_format
 from tinyasr.model.network.compressed import (
@@ -53,7 +52,9 @@ from tinyasr.model.network.compressed import (
     read_compressed,
     write_compressed,
 )
-from tinyasr.model.network.model_dir import COMPRESSED_MODEL, SAMPLES_DIR, save_model_dir
+from tinyasr.model.network.framing import MIN_FRAMES, SAMPLES_PER_FRAME, samples_read
+from tinyasr.model.network.model_dir import save_model_dir
+from tinyasr.model.network.pretrained_paths import COMPRESSED_MODEL, SAMPLES_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = read_data_dir(SAMPLES_DIR)[0].wav
@@ -743,7 +744,8 @@ def test_compiled_library_transcribes_short_audio_as_empty_text(
 
 
 def test_parameter_bound_counts_what_the_model_holds(tiny_random_model) -> None:
-    from tinyasr.model.network.model_dir import DEFAULT_MODEL, load_model_dir
+    from tinyasr.model.network.model_dir import load_model_dir
+    from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
 
     for model in (tiny_random_model[0], load_model_dir(DEFAULT_MODEL)[0]):
         assert model.config.parameter_count() == sum(

@@ -27,7 +27,7 @@ from tinyasr.model.network.compressed import (
     write_compressed,
 )
 from tinyasr.model.network.int8 import Activations, Quantization
-from tinyasr.model.network.model_dir import SAMPLES_DIR
+from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 from tinyasr.model.network.sparsity import BlockShape, prunable_layers
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import BOARDS, host_target

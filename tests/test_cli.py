@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tinyasr.model.data.datadir import load_wav
-from tinyasr.model.network.model_dir import DEFAULT_MODEL, SAMPLES_DIR
+from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL, SAMPLES_DIR
 from tinyasr.scripts.cli import build_parser, leaf_parsers, main
 
 ROOT = Path(__file__).resolve().parent.parent

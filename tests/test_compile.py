@@ -28,7 +28,6 @@ from tinyasr.compile.deployable import (
     model_hash,
     write_deployable,
 )
-from tinyasr.compile.graphs import MIN_FRAMES, SAMPLES_PER_FRAME, encoder_frames, samples_read
 from tinyasr.compile.kernels.fp32 import vector_unit
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.pipeline import IRDumper, import_model, import_program
@@ -37,12 +36,14 @@ from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.decoding.recognizer import Recognizer, decoder_scores
 from tinyasr.model.decoding.search import ctc_prefix_beam_search
-from tinyasr.model.network.model_dir import (
-    DEFAULT_MODEL,
-    SAMPLES_DIR,
-    load_model_dir,
-    save_model_dir,
+from tinyasr.model.network.framing import (
+    MIN_FRAMES,
+    SAMPLES_PER_FRAME,
+    encoder_frames,
+    samples_read,
 )
+from tinyasr.model.network.model_dir import load_model_dir, save_model_dir
+from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL, SAMPLES_DIR
 from tinyasr.model.network.san_m import AsrModel
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import BOARDS, board_target, host_target

@@ -25,7 +25,8 @@ from tinyasr.model.compression.quantize import (
 )
 from tinyasr.model.data.datadir import read_data_dir
 from tinyasr.model.decoding.evaluate import evaluate
-from tinyasr.model.decoding.recognizer import DecodeMode, DecodeOptions, Recognizer
+from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
+from tinyasr.model.decoding.recognizer import Recognizer
 from tinyasr.model.network.compressed import (
     ALIGN,
     load_compressed,

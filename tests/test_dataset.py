@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from tinyasr.model.data.datadir import load_wav, read_data_dir
-from tinyasr.model.network.frontend import Fbank, num_frames
-from tinyasr.model.network.model_dir import SAMPLES_DIR
+from tinyasr.model.network.framing import num_frames
+from tinyasr.model.network.frontend import Fbank
+from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 from tinyasr.model.network.tokenizer import Tokenizer
 from tinyasr.model.training.dataset import augment
 from tinyasr.model.training.dataset.batching import batched, shuffled

@@ -16,7 +16,8 @@ import torch
 import torch.multiprocessing as mp
 
 from tinyasr.model.data.datadir import load_wav, read_data_dir
-from tinyasr.model.network.model_dir import SAMPLES_DIR, load_model_dir
+from tinyasr.model.network.model_dir import load_model_dir
+from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 from tinyasr.model.training import distributed
 from tinyasr.model.training.dataset.batching import collate
 from tinyasr.model.training.train import Recipe, Trainer

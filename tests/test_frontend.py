@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from tinyasr.model.data.datadir import load_wav, read_data_dir
-from tinyasr.model.network.frontend import Fbank, num_frames
+from tinyasr.model.network.framing import num_frames
+from tinyasr.model.network.frontend import Fbank
 
 
 def kaldi_fbank(samples: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from tinyasr.model.compression.quantize import quantizable_layers
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.network.compressed import load_compressed, write_compressed
 from tinyasr.model.network.int8 import Activations, Quantization
-from tinyasr.model.network.model_dir import SAMPLES_DIR
+from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import BOARDS, host_target
 from tinyasr.targets.host.runner import CompiledModelRunner

@@ -237,7 +237,7 @@ def test_report_killed_mid_run_then_rerun_writes_every_file_whole(model_dir: Pat
                                                                    tmp_path: Path):
     import json
 
-    from tinyasr.model.network.model_dir import SAMPLES_DIR
+    from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 
     data = tmp_path / "corpus"
     lines = (SAMPLES_DIR / "wav.scp").read_text().splitlines()[:2]

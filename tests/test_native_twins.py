@@ -171,7 +171,7 @@ def test_wav_readers_agree_on_odd_wavs(wav_dump: Path, tmp_path: Path):
 
 def test_wav_readers_agree_on_the_bundled_samples(wav_dump: Path):
     from tinyasr.model.data.datadir import read_data_dir
-    from tinyasr.model.network.model_dir import SAMPLES_DIR
+    from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 
     for utterance in read_data_dir(SAMPLES_DIR):
         assert np.array_equal(_cpp(wav_dump, utterance.wav), load_wav(utterance.wav)), utterance
@@ -180,7 +180,7 @@ def test_wav_readers_agree_on_the_bundled_samples(wav_dump: Path):
 def test_constants_agree():
     """tinyasr_run.cc's deployable file names and format (compile/deployable.py), decoding.h's
     rescoring weight (DecodeOptions.rescoring_ctc_weight) and window lengths (windows.py)."""
-    from tinyasr.model.decoding.recognizer import DecodeOptions
+    from tinyasr.model.decoding.options import DecodeOptions
     from tinyasr.model.network import windows
 
     found = dict(re.findall(r'constexpr const char\* (k\w+) = "([^"]*)";',

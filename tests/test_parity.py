@@ -19,12 +19,8 @@ from tinyasr.compile.parity import (
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.decoding.recognizer import Recognizer
 from tinyasr.model.network.compressed import load_compressed
-from tinyasr.model.network.model_dir import (
-    COMPRESSED_MODEL,
-    DEFAULT_MODEL,
-    SAMPLES_DIR,
-    load_model_dir,
-)
+from tinyasr.model.network.model_dir import load_model_dir
+from tinyasr.model.network.pretrained_paths import COMPRESSED_MODEL, DEFAULT_MODEL, SAMPLES_DIR
 from tinyasr.targets.boards import get_board
 from tinyasr.targets.host.runner import CompiledModelRunner, CompiledRecognizer
 

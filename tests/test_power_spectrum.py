@@ -13,7 +13,8 @@ from tvm.target import Target
 from tinyasr.compile.kernels.fbank import power_spectrum_kernel
 from tinyasr.compile.kernels.fp32 import VectorUnit, vector_unit
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build, import_program
-from tinyasr.model.network.frontend import FRAME_LENGTH, NUM_BINS, Fbank
+from tinyasr.model.network.framing import FRAME_LENGTH
+from tinyasr.model.network.frontend import NUM_BINS, Fbank
 from tinyasr.targets.boards import board_target, get_board
 
 HOST = board_target(get_board("host"))

@@ -14,7 +14,8 @@ import pytest
 from tinyasr.compile.deployable import build_deployable
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import read_data_dir, write_data_dir
-from tinyasr.model.network.model_dir import SAMPLES_DIR, save_model_dir
+from tinyasr.model.network.model_dir import save_model_dir
+from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 from tinyasr.targets.boards import get_board
 from tinyasr.targets.native_build import build_runtime
 from tinyasr.targets.rpc_check import format_table, run_rpc_test

@@ -12,8 +12,9 @@ import pytest
 
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.decoding.evaluate import evaluate
-from tinyasr.model.decoding.recognizer import DecodeMode, DecodeOptions, Recognizer
-from tinyasr.model.network.model_dir import (
+from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
+from tinyasr.model.decoding.recognizer import Recognizer
+from tinyasr.model.network.pretrained_paths import (
     COMPRESSED_MODEL,
     DEFAULT_MODEL,
     PRETRAINED_DIR,

@@ -21,7 +21,7 @@ from tinyasr.model.data.prompts import (
     ordinal_words,
     year_words,
 )
-from tinyasr.model.network.model_dir import SAMPLES_DIR
+from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 from tinyasr.scripts.cli import main
 
 SIZES = {"train": 3000, "dev": 300, "test": 300, "test_unseen_engine": 100}

@@ -21,13 +21,10 @@ import pytest
 from tinyasr.compile.deployable import MANIFEST_FILE, WEIGHTS_FILE, build_deployable
 from tinyasr.compile.parity import texts_agree
 from tinyasr.model.data.datadir import load_wav, read_data_dir
-from tinyasr.model.decoding.recognizer import DecodeMode, DecodeOptions, Recognizer
-from tinyasr.model.network.model_dir import (
-    COMPRESSED_MODEL,
-    DEFAULT_MODEL,
-    SAMPLES_DIR,
-    save_model_dir,
-)
+from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
+from tinyasr.model.decoding.recognizer import Recognizer
+from tinyasr.model.network.model_dir import save_model_dir
+from tinyasr.model.network.pretrained_paths import COMPRESSED_MODEL, DEFAULT_MODEL, SAMPLES_DIR
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import get_board
 from tinyasr.targets.farm import emulator_prefix

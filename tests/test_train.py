@@ -16,7 +16,8 @@ import torch
 
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import read_data_dir
-from tinyasr.model.network.model_dir import DEFAULT_MODEL, SAMPLES_DIR, load_model_dir
+from tinyasr.model.network.model_dir import load_model_dir
+from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL, SAMPLES_DIR
 from tinyasr.model.network.tokenizer import Tokenizer
 from tinyasr.model.training.train import Recipe, Trainer, remove_stale_temp_files
 

@@ -29,7 +29,8 @@ from tinyasr.compile.schedule_database import (
 )
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import load_wav, read_data_dir
-from tinyasr.model.network.model_dir import SAMPLES_DIR, load_model_dir
+from tinyasr.model.network.model_dir import load_model_dir
+from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 from tinyasr.schedules.tune import extract_tasks, on_stored_workload, task_flops, tuning_target
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import get_board, host_target

@@ -15,7 +15,7 @@ import torch
 
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import load_wav, read_data_dir
-from tinyasr.model.network.model_dir import SAMPLES_DIR
+from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 from tinyasr.model.whisper.convert import (
     convert_ct2,
     load_whisper_dir,

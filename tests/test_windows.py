@@ -13,7 +13,7 @@ import pytest
 from tinyasr.model.data.datadir import load_wav
 from tinyasr.model.network import windows
 from tinyasr.model.network.framing import SAMPLE_RATE
-from tinyasr.model.network.model_dir import DEFAULT_MODEL, SAMPLES_DIR
+from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL, SAMPLES_DIR
 
 
 def _sample_wavs():

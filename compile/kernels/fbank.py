@@ -22,7 +22,8 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from tinyasr.compile.kernels.fp32 import MAX_ROWS, VectorUnit, multiply_add
-from tinyasr.model.network.frontend import BINS_PER_GROUP, FRAME_LENGTH, GROUPS, ROWS, STRIDE
+from tinyasr.model.network.framing import FRAME_LENGTH
+from tinyasr.model.network.frontend import BINS_PER_GROUP, GROUPS, ROWS, STRIDE
 
 INNER_COLUMNS = 2 * GROUPS           # the inner DFT's (real, imaginary) column pairs
 OUTER_INPUTS = 2 * STRIDE            # a group's inputs: its two inner columns at every n2

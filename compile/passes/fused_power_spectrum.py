@@ -32,7 +32,8 @@ from tinyasr.compile.kernels.fbank import (
 )
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.rewriting import KernelPass, is_op
-from tinyasr.model.network.frontend import FRAME_LENGTH, GROUPS, ROWS, STRIDE
+from tinyasr.model.network.framing import FRAME_LENGTH
+from tinyasr.model.network.frontend import GROUPS, ROWS, STRIDE
 
 COLUMNS_ORDER = [0, 1, 3, 2]
 GROUPS_ORDER = [3, 0, 1, 4, 2]

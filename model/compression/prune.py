@@ -37,7 +37,8 @@ from tqdm import tqdm
 from tinyasr.model.common.errors import InputError, warn
 from tinyasr.model.data.datadir import Utterance
 from tinyasr.model.decoding.evaluate import evaluate
-from tinyasr.model.decoding.recognizer import DecodeOptions, Recognizer
+from tinyasr.model.decoding.options import DecodeOptions
+from tinyasr.model.decoding.recognizer import Recognizer
 from tinyasr.model.network.san_m import AsrModel, Conv2dSubsampling4
 from tinyasr.model.network.sparsity import BlockShape, PrunableLayer, prunable_layers, weight_matrix
 from tinyasr.model.network.tokenizer import Tokenizer

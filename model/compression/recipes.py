@@ -31,7 +31,7 @@ from tinyasr.model.compression.quantize import (
     quantization_aware_fine_tune,
 )
 from tinyasr.model.data.datadir import read_data_dir
-from tinyasr.model.decoding.recognizer import DecodeOptions
+from tinyasr.model.decoding.options import DecodeOptions
 from tinyasr.model.network.compressed import write_compressed
 from tinyasr.model.network.int8 import Activations, Quantization
 from tinyasr.model.network.model_dir import load_model_dir, save_model_dir

@@ -22,7 +22,8 @@ from tinyasr.model.compression.prune import FIRST_CONV, pruned_block
 from tinyasr.model.data.datadir import Utterance, read_data_dir
 from tinyasr.model.decoding.evaluate import evaluate
 from tinyasr.model.decoding.metrics import ErrorCounts
-from tinyasr.model.decoding.recognizer import DecodeOptions, Recognizer
+from tinyasr.model.decoding.options import DecodeOptions
+from tinyasr.model.decoding.recognizer import Recognizer
 from tinyasr.model.network.compressed import (
     SUFFIX,
     load_compressed,

@@ -11,7 +11,7 @@ import torch
 
 # DecodeMode, DecodeOptions and decode live in the torch-free decoding module; imported from
 # here too.
-from tinyasr.model.decoding.options import DecodeMode, DecodeOptions, decode  # noqa: F401
+from tinyasr.model.decoding.options import DecodeOptions, decode
 from tinyasr.model.decoding.prefix_tree import PrefixTree, tree_decoder_scores
 from tinyasr.model.decoding.search import Hypothesis
 from tinyasr.model.network.model_dir import load_model_dir

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.decoding.evaluate import Transcriber
-from tinyasr.model.decoding.recognizer import DecodeOptions
+from tinyasr.model.decoding.options import DecodeOptions
 
 WHISPER_MODELS = ("whisper-tiny.en",)
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinyasr.model.network.framing import FRAME_LENGTH, FRAME_SHIFT, SAMPLE_RATE, num_frames  # noqa: F401
+from tinyasr.model.network.framing import FRAME_LENGTH, FRAME_SHIFT, SAMPLE_RATE, num_frames
 
 FFT_SIZE = 512
 NUM_MEL_BINS = 80

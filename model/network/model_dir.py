@@ -56,14 +56,6 @@ def load_model_dir(path: Path) -> tuple[AsrModel, Tokenizer]:
     return model.eval(), tokenizer
 
 
-from tinyasr.model.network.pretrained_paths import (  # noqa: E402,F401
-    COMPRESSED_MODEL,
-    DEFAULT_MODEL,
-    PRETRAINED_DIR,
-    SAMPLES_DIR,
-)
-
-
 def model_bytes(path: Path) -> int:
     """Bytes on disk of a model: a compressed file, or the files of a model directory."""
     path = Path(path)

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tinyasr.model.network.framing import Lengths, subsampled_lengths
-from tinyasr.model.network.frontend import NUM_MEL_BINS, Fbank, GlobalCMVN, num_frames
+from tinyasr.model.network.framing import Lengths, num_frames, subsampled_lengths
+from tinyasr.model.network.frontend import NUM_MEL_BINS, Fbank, GlobalCMVN
 
 IGNORE_ID = -1
 

@@ -46,8 +46,9 @@ from tinyasr.model.common.progress import verbosity
 from tinyasr.model.data.datadir import Utterance, load_wav, read_data_dir
 from tinyasr.model.decoding.evaluate import evaluate
 from tinyasr.model.decoding.metrics import ErrorCounts
-from tinyasr.model.decoding.recognizer import DecodeMode, DecodeOptions, Recognizer
-from tinyasr.model.network.frontend import FRAME_SHIFT, SAMPLE_RATE
+from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
+from tinyasr.model.decoding.recognizer import Recognizer
+from tinyasr.model.network.framing import FRAME_SHIFT, SAMPLE_RATE
 from tinyasr.model.network.model_dir import load_model_dir, save_model_dir
 from tinyasr.model.network.san_m import AsrModel, ModelConfig
 from tinyasr.model.network.tokenizer import Tokenizer

@@ -99,7 +99,7 @@ def forward_flops_per_second(model, tokens_per_second: float) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tinyasr.model.network.frontend import num_frames
+    from tinyasr.model.network.framing import num_frames
     model.eval()
     frames = num_frames(16000)
     tokens = max(1, round(tokens_per_second)) + 1        # <sos> + the second's tokens

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from tinyasr.model.decoding.recognizer import DecodeOptions, decode
+from tinyasr.model.decoding.options import DecodeOptions, decode
 from tinyasr.model.decoding.search import Hypothesis
 from tinyasr.model.network.tokenizer import Tokenizer
 from tinyasr.schedules.bench.engines import Engine, TvmEngine, load_engine

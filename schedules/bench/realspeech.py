@@ -113,9 +113,9 @@ def transcribe_sanm(utterances, model: Path | None = None) -> dict[str, str]:
     import torch
 
     from tinyasr.model.data.datadir import load_wav
-    from tinyasr.model.decoding.recognizer import DecodeOptions
+    from tinyasr.model.decoding.options import DecodeOptions
     from tinyasr.model.decoding.recognizers import load_recognizer
-    from tinyasr.model.network.model_dir import DEFAULT_MODEL
+    from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
 
     torch.set_num_threads(1)
     recognizer = load_recognizer(model or DEFAULT_MODEL, DecodeOptions())

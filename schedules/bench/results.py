@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tinyasr.model.network.frontend import SAMPLE_RATE
+from tinyasr.model.network.framing import SAMPLE_RATE
 from tinyasr.schedules.bench.cpu import CorePeak
 from tinyasr.schedules.bench.harness import Measurement
 from tinyasr.schedules.bench.rows import KernelShare, LengthResult, RowResult, RowSpec

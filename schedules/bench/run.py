@@ -16,11 +16,11 @@ import numpy as np
 
 from tinyasr.model.common.atomic import scratch_prefix
 from tinyasr.model.common.errors import InputError
+from tinyasr.model.decoding.options import DecodeOptions
 from tinyasr.model.decoding.prefix_tree import prefix_tree
-from tinyasr.model.decoding.recognizer import DecodeOptions
 from tinyasr.model.decoding.search import Hypothesis
 from tinyasr.model.network.compressed import read_compressed
-from tinyasr.model.network.frontend import SAMPLE_RATE
+from tinyasr.model.network.framing import SAMPLE_RATE
 from tinyasr.model.network.model_dir import load_model_dir
 from tinyasr.model.network.tokenizer import Tokenizer
 from tinyasr.schedules.bench.cpu import core_peak, cpu_name

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from tinyasr.compile.graphs import EncoderGraph, encoder_frames, samples_read
+from tinyasr.compile.graphs import EncoderGraph
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.decoding.search import Hypothesis, ctc_prefix_beam_search
-from tinyasr.model.network.frontend import SAMPLE_RATE
-from tinyasr.model.network.model_dir import SAMPLES_DIR
+from tinyasr.model.network.framing import SAMPLE_RATE, encoder_frames, samples_read
+from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 from tinyasr.model.network.san_m import AsrModel
 
 REFERENCE_SECONDS = 5.0            # the table's fixed utterance length

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from tinyasr.model.compression.report import make_report, parse_stage
-    from tinyasr.model.decoding.recognizer import DecodeOptions
+    from tinyasr.model.decoding.options import DecodeOptions
 
     torch.set_num_threads(args.threads)
     stages = [parse_stage(stage) for stage in args.stages]

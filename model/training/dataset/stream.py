@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from tinyasr.model.network.frontend import SAMPLE_RATE, num_frames
+from tinyasr.model.network.framing import SAMPLE_RATE, num_frames
 from tinyasr.model.training.dataset import augment
 from tinyasr.model.training.dataset.batching import batched, collate, shuffled
 from tinyasr.model.training.dataset.sources import BadUtterance, Corpus, Entry
