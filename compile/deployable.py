@@ -21,6 +21,7 @@ import hashlib
 import importlib.metadata
 import json
 import math
+import shutil
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -138,10 +139,17 @@ def write_code_and_weights(built: BuiltModel, board: Board, staging: Path) -> No
     import tvm
     from tvm.support import cc
 
-    built.executable.export_library(
-        str(staging / LIBRARY_FILE),
-        fcompile=cc.cross_compiler(board.require_cross_compiler(),
-                                   options=[*board.link_flags, *STRIP]))
+    # the object files and the compiler's temp files go to a dir inside the staging, not the
+    # system temp dir, where a killed compile would leave them (a killed staging is deleted)
+    objects = staging / ".objects"
+    objects.mkdir()
+    with atomic.temp_files_in(objects):
+        built.executable.export_library(
+            str(staging / LIBRARY_FILE),
+            fcompile=cc.cross_compiler(board.require_cross_compiler(),
+                                       options=[*board.link_flags, *STRIP]),
+            workspace_dir=str(objects))
+    shutil.rmtree(objects)
     tvm.runtime.save_param_dict_to_file(built.weights, str(staging / WEIGHTS_FILE))
 
 

@@ -42,6 +42,11 @@ a shared block's weights into every fused function that uses them (measured: 2.5
 
 from __future__ import annotations
 
+import atexit
+import os
+import re
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +77,7 @@ from tinyasr.compile.passes.name_shape_vars import name_shape_vars
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
 from tinyasr.compile.passes.tied_matmul import TiedMatmul
 from tinyasr.compile.schedule_database import AppliedDatabase
+from tinyasr.model.common import atomic
 from tinyasr.model.network.san_m import AsrModel
 from tinyasr.targets.boards import host_target
 
@@ -108,18 +114,51 @@ class BuiltModel:
 
 
 class IRDumper:
-    """Writes the module after each phase to DIR/NN-phase.py; does nothing without a DIR."""
+    """Writes the module after each phase as DIR/NN-phase.py; does nothing without a DIR.
+
+    A compile killed midway leaves no dump that looks whole: the phases are written into a
+    hidden staging dir inside DIR (named with this pid; one that a killed compile left is
+    deleted by the next dump into DIR), and `publish` (build() calls it once the last phase is
+    dumped, or on an error with the phases that ran) deletes the previous dump's phase files,
+    then moves the new ones up. Other files in DIR are left alone."""
 
     def __init__(self, directory: Path | None):
         self.directory, self.count = directory, 0
+        self._staging: Path | None = None
         if directory is not None:
             Path(directory).mkdir(parents=True, exist_ok=True)
 
     def __call__(self, phase: str, mod: tvm.IRModule) -> None:
         self.count += 1
         if self.directory is not None:
-            path = Path(self.directory) / f"{self.count:02d}-{phase}.py"
+            path = self._staging_dir() / f"{self.count:02d}-{phase}.py"
             path.write_text(mod.script(show_meta=False))
+
+    def _staging_dir(self) -> Path:
+        if self._staging is None:
+            assert self.directory is not None
+            parent = Path(self.directory)
+            self._staging = Path(tempfile.mkdtemp(
+                prefix=atomic.scratch_prefix(DUMP_STAGING_PREFIX, parent), dir=parent))
+            atexit.register(shutil.rmtree, self._staging, ignore_errors=True)  # unpublished
+        return self._staging
+
+    def publish(self) -> None:
+        """The phases dumped so far replace the previous dump in DIR."""
+        staging, self._staging = self._staging, None
+        if staging is None or self.directory is None:
+            return
+        directory = Path(self.directory)
+        for old in directory.iterdir():
+            if PHASE_FILE.fullmatch(old.name) and old.is_file():
+                old.unlink()
+        for new in sorted(staging.iterdir()):
+            os.replace(new, directory / new.name)
+        staging.rmdir()
+
+
+DUMP_STAGING_PREFIX = ".tinyasr-ir-"
+PHASE_FILE = re.compile(r"\d\d-[a-z_]+\.py")   # what IRDumper writes
 
 
 def _amax(node: torch.fx.Node, importer: Any) -> relax.Var:
@@ -334,11 +373,13 @@ def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
     """Phases layout to build for one LLVM target dict (see tinyasr.targets.boards), with
     the schedules of a tuning database for it when given."""
     llvm = Target(target)
-    mod, weights, signatures = legalize(imported, llvm, dump)
-    mod, report = apply_schedules(mod, database, llvm, dump)
-    with llvm:
-        mod = tvm.transform.Sequential(LOWER_PASSES)(mod)
-        dump("lower", mod)
-
+    try:
+        mod, weights, signatures = legalize(imported, llvm, dump)
+        mod, report = apply_schedules(mod, database, llvm, dump)
+        with llvm:
+            mod = tvm.transform.Sequential(LOWER_PASSES)(mod)
+            dump("lower", mod)
+    finally:
+        dump.publish()   # every phase; on an error, those that ran (a kill: none)
     return BuiltModel(tvm.compile(mod, llvm, relax_pipeline=None), weights, signatures,
                       report)

@@ -150,13 +150,32 @@ def scratch_directory(prefix: str) -> Path:
     return path
 
 
-def scratch_prefix(prefix: str) -> str:
-    """`prefix` + this pid + "-", for a temp dir in the system temp dir that a later process
-    can tell from a live one's; dirs of `prefix` that killed processes left are deleted now."""
-    root = Path(tempfile.gettempdir())
+def scratch_prefix(prefix: str, root: Path | None = None) -> str:
+    """`prefix` + this pid + "-", for a temp dir in `root` (default: the system temp dir) that
+    a later process can tell from a live one's; dirs of `prefix` in `root` that killed
+    processes left are deleted now."""
+    root = Path(root if root is not None else tempfile.gettempdir())
     pattern = re.compile(rf"{re.escape(prefix)}(\d+)-.*")
     for entry in root.iterdir():
         match = pattern.fullmatch(entry.name)
         if match and not _running(int(match.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
     return f"{prefix}{os.getpid()}-"
+
+
+@contextmanager
+def temp_files_in(directory: Path) -> Iterator[None]:
+    """Inside the block the system temp dir is `directory` (a `scratch_directory`), for this
+    process (tempfile) and the processes it starts (TMPDIR): the temp files that libraries and
+    tools make there (TVM's build workspaces, a compiler's) are deleted with it, and a killed
+    run's with its scratch dir by the next run, instead of piling up in /tmp."""
+    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(directory)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved_tempdir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env

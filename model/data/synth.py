@@ -35,7 +35,6 @@ import functools
 import hashlib
 import importlib.util
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -51,6 +50,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from tinyasr.model.common.atomic import (
+    clean_directory_leftovers,
+    scratch_directory,
+    staged_directory,
+    temp_files_in,
+)
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import SAMPLE_RATE, Utterance, write_data_dir
 from tinyasr.model.data.prompts import general_sentences, make_prompt
@@ -406,10 +411,10 @@ def synthesize_corpus(
     """
     check_destination(out, force)
     check_tools()
-    out.parent.mkdir(parents=True, exist_ok=True)
     planned = plan_corpus(sizes, seed)
-    build = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    # the TTS programs' own temp files (a PulseAudio runtime dir, session files) go to a
+    # scratch dir: deleted at exit, and a killed synth's by the next
+    with building(out) as build, temp_files_in(scratch_directory("tinyasr-synth-")):
         wav_dir = build / "wavs"
         wav_dir.mkdir()
         seconds = {split: 0.0 for split in SPLITS}
@@ -423,9 +428,6 @@ def synthesize_corpus(
         record = describe_plan(planned, sizes, seed)
         record["seconds"] = seconds
         (build / "synth.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        move_into_place(build, out)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
     return seconds
 
 
@@ -451,31 +453,18 @@ def describe_plan(jobs: list[Job], sizes: dict[str, int], seed: int) -> dict:
 
 
 def check_destination(out: Path, force: bool) -> None:
-    """Refuse to overwrite an existing output unless `force`."""
+    """Refuse to overwrite an existing output unless `force` (after putting back an old `out`
+    that a build killed between its renames left aside, see `building`)."""
+    clean_directory_leftovers(out)
     if out.exists() and not force:
         raise InputError(f"{out}: already exists (pass --force to replace it)")
 
 
 @contextmanager
 def building(out: Path) -> Iterator[Path]:
-    """A fresh dir beside `out` (its parent made if missing) to build the new `out` in; moved
-    into place (move_into_place) when the block ends without an error, removed in any case."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    """A fresh dir beside `out` (its parent made if missing) to build the new `out` in; it
+    replaces `out` when the block ends without an error (old aside, new in, old deleted), and
+    is removed in any case. A killed build's dir is removed by the next build of `out`, and an
+    old `out` set aside by a kill between the renames is put back (model.common.atomic)."""
+    with staged_directory(out) as build:
         yield build
-        move_into_place(build, out)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-
-
-def move_into_place(build: Path, out: Path) -> None:
-    """Rename the finished `build` to `out`, replacing an old `out` only after the new one is
-    ready."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, old / out.name)
-        os.replace(build, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(build, out)
