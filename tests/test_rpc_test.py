@@ -15,7 +15,8 @@ from tinyasr.compile.deployable import build_deployable
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import read_data_dir, write_data_dir
 from tinyasr.model.network.model_dir import save_model_dir
-from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
+from tinyasr.model.network.pretrained_paths import COMPRESSED_MODEL, SAMPLES_DIR
+from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import get_board
 from tinyasr.targets.native_build import build_runtime
 from tinyasr.targets.rpc_check import format_table, run_rpc_test
@@ -112,3 +113,25 @@ def test_rpc_test_hung_board_misses_the_deadline_and_fails_clearly(board, rpi4_d
     finally:
         os.killpg(hung.pid, signal.SIGCONT)
         board.farm.down("rpi4")
+
+
+@pytest.mark.slow  # compiles the shipped model for rpi4, then 12 utterances under qemu: minutes
+def test_rpc_test_of_the_shipped_int8_model_on_an_emulated_rpi4(board, tmp_path, capsys):
+    """The README's path, as a user runs it: `tinyasr compile` of the shipped int8 model for
+    rpi4, then `tinyasr rpc-test` on an emulated board, every bundled utterance. int8 parity is
+    compile/parity.py's rule (the same most likely token on >= 95% of frames, transcripts at
+    most one character in 20 apart), which holds on whichever CPU computes the reference."""
+    from tinyasr.compile.parity import INT8_FRAME_AGREEMENT, texts_agree
+
+    deployable, results = tmp_path / "rpi4-int8", tmp_path / "results.json"
+    assert main(["compile", str(COMPRESSED_MODEL), "--target", "rpi4", "--out",
+                 str(deployable), "-q"]) == 0
+    board.start(get_board("rpi4"))
+    assert main(["rpc-test", str(deployable), "--tracker", board.tracker, "--key", "rpi4",
+                 "--json", str(results), "-q"]) == 0, capsys.readouterr().out
+    rows = json.loads(results.read_text())
+    assert [row["uid"] for row in rows] == [u.uid for u in read_data_dir(SAMPLES_DIR)]
+    for row in rows:
+        assert row["ok"] and row["frame_agreement"] >= INT8_FRAME_AGREEMENT, row
+        assert texts_agree(row["board_text"], row["host_text"], int8=True), row
+        assert row["latency_ms"] > 0
