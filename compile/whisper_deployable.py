@@ -9,7 +9,11 @@ pipeline.py), with Whisper's three functions (whisper_graphs.py: log_mel, encode
     vocabulary.txt, merges.txt   the tokenizer (model/whisper/tokenizer.py)
     manifest.json   "family": "whisper", target, hashes and sizes, how to call each function,
                     and what the decoder needs: the prompt (sot sequence), eot, no-speech and
-                    timestamp ids, the suppress lists, n_text_ctx, the model's dims
+                    timestamp ids, the suppress lists, n_text_ctx, the token cap and both
+                    no-speech thresholds, the model's dims; and "audio": how log_mel's input
+                    is padded, the window's frames and the silent peak. These are copies of
+                    model/whisper's constants for the board's transcriber (tinyasr-run), which
+                    reads them instead of re-typing the rules
 
 `read_whisper_manifest` / `check_whisper_files` check one before TVM reads it, as the SAN-M
 ones do (deployable.py); a deployable of the other family is one InputError.
@@ -41,10 +45,13 @@ from tinyasr.compile.deployable import (
     write_code_and_weights,
 )
 from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, build, import_exported
-from tinyasr.compile.whisper_graphs import SHAPE_VARIABLES, cache_names, export_graphs
+from tinyasr.compile.whisper_graphs import PAD_SAMPLES, SHAPE_VARIABLES, cache_names, export_graphs
 from tinyasr.model.common.errors import InputError
+from tinyasr.model.whisper import frontend
 from tinyasr.model.whisper.convert import FAMILY, load_whisper_dir
-from tinyasr.model.whisper.model import Whisper
+from tinyasr.model.whisper.decoding import LOG_PROB_THRESHOLD, NO_SPEECH_THRESHOLD, max_new_tokens
+from tinyasr.model.whisper.model import Whisper, WhisperDims
+from tinyasr.model.whisper.recognizer import SILENT_PEAK
 from tinyasr.model.whisper.tokenizer import MERGES_FILE, VOCABULARY_FILE, WhisperTokenizer
 from tinyasr.targets.boards import Board, board_target
 
@@ -126,10 +133,28 @@ def _manifest(built: BuiltModel, board: Board, model_dir: Path, staging: Path, m
                     "suppress_ids": list(config["suppress_ids"]),
                     "suppress_ids_begin": list(config["suppress_ids_begin"]),
                     "n_ctx": model.dims.n_text_ctx,
+                    **stop_rules(model.dims),
                     "caches": cache_names(model.dims.n_text_layers)},
+        "audio": audio_layout(model.dims),
         "functions": {name: {"inputs": signature.inputs, "weights": signature.weights}
                       for name, signature in built.signatures.items()},
     }
+
+
+def stop_rules(dims: WhisperDims) -> dict[str, Any]:
+    """The decoder's token cap and no-speech rule (model/whisper/decoding.py)."""
+    return {"max_new_tokens": max_new_tokens(dims), "no_speech_threshold": NO_SPEECH_THRESHOLD,
+            "log_prob_threshold": LOG_PROB_THRESHOLD}
+
+
+def audio_layout(dims: WhisperDims) -> dict[str, Any]:
+    """What a caller of log_mel and encode needs (frontend.py, whisper_graphs.padded_signal,
+    recognizer.py): log_mel takes the samples with `hop` zeros appended, reflect-padded by
+    `reflect_pad` each side and cut to hop * frames + `pad_samples` (frames = len // hop);
+    encode takes `window_frames` frames; a window whose peak is <= `silent_peak` is silent."""
+    return {"sample_rate": frontend.SAMPLE_RATE, "hop": frontend.HOP,
+            "reflect_pad": frontend.N_FFT // 2, "pad_samples": PAD_SAMPLES,
+            "window_frames": dims.n_frames, "silent_peak": SILENT_PEAK}
 
 
 def read_whisper_manifest(deployable: Path) -> dict[str, Any]:
@@ -147,8 +172,6 @@ def _whisper_problem(manifest: dict[str, Any]) -> str | None:
     if not isinstance(dims, dict):
         return "dims must be Whisper's sizes"
     try:
-        from tinyasr.model.whisper.model import WhisperDims
-
         dims = WhisperDims(**dims)
     except TypeError:
         return "dims must be Whisper's sizes"
@@ -162,6 +185,12 @@ def _whisper_problem(manifest: dict[str, Any]) -> str | None:
             return f"decoder.{key} must be a token id below n_vocab {dims.n_vocab}"
     if decoder.get("n_ctx") != dims.n_text_ctx:
         return "decoder.n_ctx must equal dims.n_text_ctx"
+    for key, value in stop_rules(dims).items():
+        if decoder.get(key) != value:
+            return f"decoder.{key} {decoder.get(key)!r}, this tinyasr's decoder has {value!r}"
+    expected_audio = audio_layout(dims)
+    if manifest.get("audio") != expected_audio:
+        return f"audio {manifest.get('audio')!r}, this tinyasr's front end has {expected_audio}"
     if decoder.get("caches") != cache_names(dims.n_text_layers):
         return "decoder.caches does not match the decoder's layers"
     if set(manifest["functions"]) != set(FUNCTIONS):

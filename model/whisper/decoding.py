@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tinyasr.model.whisper.model import Whisper
+from tinyasr.model.whisper.model import Whisper, WhisperDims
 from tinyasr.model.whisper.tokenizer import SpecialTokens
 
 NO_SPEECH_THRESHOLD = 0.6
@@ -126,8 +126,9 @@ def start(model: Whisper, encoded: Tensor, specials: SpecialTokens
     return state, logits[:, 1], no_speech
 
 
-def max_new_tokens(model: Whisper) -> int:
-    return model.dims.n_text_ctx // 2
+def max_new_tokens(dims: WhisperDims) -> int:
+    """CTranslate2's cap on the tokens one window generates."""
+    return dims.n_text_ctx // 2
 
 
 @torch.no_grad()
@@ -137,7 +138,7 @@ def greedy_search(model: Whisper, encoded: Tensor, specials: SpecialTokens,
     state, logits, no_speech = start(model, encoded, specials)
     tokens: list[int] = []
     total = 0.0
-    for step in range(max_new_tokens(model)):
+    for step in range(max_new_tokens(model.dims)):
         log_probs = suppression.log_probs(logits, first=step == 0)[0]
         token = int(log_probs.argmax())
         total += log_probs[token].item()
@@ -156,7 +157,7 @@ def beam_search(model: Whisper, encoded: Tensor, specials: SpecialTokens,
     state, logits, no_speech = start(model, encoded, specials)
     live: list[tuple[list[int], float]] = [([], 0.0)]
     finished: list[tuple[list[int], float]] = []
-    for step in range(max_new_tokens(model)):
+    for step in range(max_new_tokens(model.dims)):
         ranked = _ranked_candidates(suppression.log_probs(logits, first=step == 0), live, beam)
         finished += [(live[row][0], score) for score, row, token in ranked[:beam]
                      if token == specials.eot]

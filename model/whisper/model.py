@@ -50,6 +50,12 @@ class WhisperDims:
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    @property
+    def n_frames(self) -> int:
+        """Log-mel frames per window (3000: 30 s at 10 ms; the encoder's stride-2 conv halves
+        them to n_audio_ctx)."""
+        return 2 * self.n_audio_ctx
+
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
     """(batch, time, d) -> (batch, heads, time, d / heads)."""
@@ -235,5 +241,5 @@ class Whisper(nn.Module):
 
     @property
     def n_frames(self) -> int:
-        """Log-mel frames per window (3000: 30 s at 10 ms)."""
-        return 2 * self.dims.n_audio_ctx
+        """Log-mel frames per window (WhisperDims.n_frames)."""
+        return self.dims.n_frames

@@ -77,13 +77,13 @@ class WhisperRecognizer:
         """(1, n_mels, 3000) log-mel windows covering the whole utterance, in order, each with
         whether its samples are silent (peak <= SILENT_PEAK)."""
         samples = np.asarray(samples, dtype=np.float32)
-        if len(samples) < HOP:
+        starts = window_starts(samples, self.model.n_frames)
+        if not starts:
             return []
         features = self.front_end(samples)
         size = self.model.n_frames
-        return [(pad_window(features[:, start:start + size], size)[None],
-                 _is_silent(samples[start * HOP:(start + size) * HOP]))
-                for start in range(0, features.shape[1], size)]
+        return [(pad_window(features[:, start:start + size], size)[None], silent)
+                for start, silent in starts]
 
     @torch.no_grad()
     def decode_window(self, window: torch.Tensor) -> SearchResult:
@@ -101,6 +101,16 @@ class WhisperRecognizer:
                 texts.append(self.tokenizer.decode(result.tokens).strip())
         text = " ".join(t for t in texts if t)
         return plain_text(text) if self.options.plain_text else text
+
+
+def window_starts(samples: np.ndarray, size: int) -> list[tuple[int, bool]]:
+    """The windows of an utterance: each one's first log-mel frame (every `size` frames of the
+    len // HOP) and whether its samples are silent (peak <= SILENT_PEAK); none for audio
+    shorter than one hop. tinyasr-run's twin: targets/native/src/whisper_decode.h."""
+    if len(samples) < HOP:
+        return []
+    return [(start, _is_silent(samples[start * HOP:(start + size) * HOP]))
+            for start in range(0, len(samples) // HOP, size)]
 
 
 def _is_silent(samples: np.ndarray) -> bool:

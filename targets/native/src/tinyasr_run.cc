@@ -2,32 +2,31 @@
 //
 //   tinyasr-run [--beam N] [--mode MODE] DEPLOYABLE WAV...
 //
-// Loads a deployable (`tinyasr compile --target BOARD`: model.so, weights.bin, tokens.json,
-// manifest.json) into the runtime's Relax VM and prints one transcript per wav on stdout; timings
-// and sizes go to stderr. The front end (fbank + CMVN) is compiled into model.so, so the program
-// only reads PCM samples (wav.h). Decoding is the host's: the CTC search is the same C++
-// (ctc_search.h), the prefix tree and attention rescoring (decoding.h) are twins of the host's
-// Python, so a board prints exactly what the host prints: CTC greedy, CTC prefix beam search, or
-// attention rescoring of the CTC n-best (the default).
+// Loads a deployable (`tinyasr compile --target BOARD`) into the runtime's Relax VM and prints
+// one transcript per wav on stdout; timings and sizes go to stderr. The manifest's model family
+// picks the code path:
 //
+// SAN-M (model.so, weights.bin, tokens.json, manifest.json): the front end (fbank + CMVN) is
+// compiled into model.so, so the program only reads PCM samples (wav.h). Decoding is the host's:
+// the CTC search is the same C++ (ctc_search.h), the prefix tree and attention rescoring
+// (decoding.h) are twins of the host's Python, so a board prints exactly what the host prints:
+// CTC greedy, CTC prefix beam search, or attention rescoring of the CTC n-best (the default).
 // Audio longer than 30 s is transcribed in windows, exactly as model/network/windows.py cuts it
 // for the host's recognizers (decoding.h WindowBounds), the windows' texts joined with a space,
 // so memory stays bounded and a board prints the host's transcript of long audio too.
 //
+// Whisper (model.so with log_mel, encode and step, weights.bin, vocabulary.txt, manifest.json):
+// greedy decoding with the host's prompt, suppression, token cap and silence gates, byte-level
+// BPE detokenizing and 30 s windows (whisper_deployable.h); --beam and --mode are SAN-M's.
+//
 // Bad input (no deployable, a foreign or broken one, a wav in the wrong format) gets one line on
 // stderr naming the file and exit code 2.
 
-#include <sys/auxv.h>
-#include <sys/stat.h>
-#include <sys/utsname.h>
-#include <tvm/ffi/extra/json.h>
-#include <tvm/ffi/extra/module.h>
-#include <tvm/ffi/function.h>
-#include <tvm/runtime/tensor.h>
-
 #include "ctc_search.h"
 #include "decoding.h"
+#include "deployable_io.h"
 #include "wav.h"  // ReadWav, InputError
+#include "whisper_deployable.h"
 
 #include <algorithm>
 #include <chrono>
@@ -46,18 +45,10 @@
 
 namespace tinyasr {
 
-namespace ffi = tvm::ffi;
-using ffi::Tensor;
-
 constexpr const char* kUsage =
     "usage: tinyasr-run [--beam N] [--mode ctc_greedy|ctc_prefix_beam|attention_rescoring] "
     "DEPLOYABLE WAV...";
-// The deployable's files and format (compile/deployable.py).
-constexpr const char* kDeployableFormat = "tinyasr-deployable";
-constexpr const char* kManifestFile = "/manifest.json";
-constexpr const char* kLibraryFile = "/model.so";
-constexpr const char* kWeightsFile = "/weights.bin";
-constexpr const char* kTokensFile = "/tokens.json";
+constexpr const char* kTokensFile = "/tokens.json";  // a SAN-M deployable's token list
 
 // ----------------------------------------------------------------------------- options
 
@@ -66,6 +57,7 @@ enum class Mode { kCtcGreedy, kCtcPrefixBeam, kAttentionRescoring };
 struct Options {
   int beam = 10;
   Mode mode = Mode::kAttentionRescoring;
+  bool decoding_given = false;  // --beam or --mode on the command line (SAN-M's options)
   std::string deployable;
   std::vector<std::string> wavs;
 };
@@ -86,6 +78,7 @@ Options ParseOptions(int argc, char** argv) {
     }
     if (i + 1 >= argc) throw InputError("missing value for " + arg);
     std::string value = argv[++i];
+    opt.decoding_given = true;
     if (arg == "--beam") {
       size_t used = 0;
       try {
@@ -113,94 +106,28 @@ Options ParseOptions(int argc, char** argv) {
   return opt;
 }
 
-// ----------------------------------------------------------------------------- files
+// ----------------------------------------------------------------------------- SAN-M
 
-bool IsFile(const std::string& path) {
-  struct stat info;
-  return stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
-}
-
-int64_t FileBytes(const std::string& path) {
-  struct stat info;
-  return stat(path.c_str(), &info) == 0 ? static_cast<int64_t>(info.st_size) : 0;
-}
-
-/*! \brief The whole file, or std::nullopt when it cannot be read. */
-std::optional<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  if (in.bad()) return std::nullopt;
-  return bytes.str();
-}
-
-/*! \brief The parsed JSON file (tvm-ffi's parser), or std::nullopt when unreadable or invalid. */
-std::optional<ffi::json::Value> ReadJSON(const std::string& path) {
-  std::optional<std::string> text = ReadFile(path);
-  if (!text) return std::nullopt;
-  ffi::String error;
-  ffi::json::Value value = ffi::json::Parse(*text, &error);
-  if (!error.empty()) return std::nullopt;
-  return value;
-}
-
-// ----------------------------------------------------------------------------- deployable
-
-ffi::json::Object Field(const ffi::json::Object& object, const char* key) {
-  return object.at(ffi::String(key)).cast<ffi::json::Object>();
-}
-
-int64_t IntField(const ffi::json::Object& object, const char* key) {
-  return object.at(ffi::String(key)).cast<int64_t>();
-}
-
-/*!
- * \brief The instruction-set extensions in `mattr` (the manifest's LLVM target attributes) that
- *  code for this machine may use and that this CPU lacks, from the kernel's AT_HWCAP: a
- *  deployable for a richer board then stops with one line instead of dying on SIGILL.
- */
-std::vector<std::string> MissingFeatures(const std::vector<std::string>& mattr) {
-  std::vector<std::string> missing;
-  [[maybe_unused]] const unsigned long hwcap = getauxval(AT_HWCAP);
-  for ([[maybe_unused]] const std::string& feature : mattr) {  // none checked on x86-64
-#if defined(__riscv)
-    if (feature == "+v" && !(hwcap & (1UL << ('V' - 'A')))) missing.push_back("v (RVV 1.0)");
-#elif defined(__aarch64__)
-    constexpr unsigned long kDotProduct = 1UL << 20;  // HWCAP_ASIMDDP
-    if (feature == "+dotprod" && !(hwcap & kDotProduct)) missing.push_back("dotprod");
-#endif
-  }
-  return missing;
-}
-
-Tensor EmptyTensor(std::vector<int64_t> shape, DLDataType dtype) {
-  return tvm::runtime::Tensor::Empty(ffi::Shape(shape), dtype, DLDevice{kDLCPU, 0});
-}
-
-template <typename T>
-T* Data(const Tensor& tensor) {
-  return reinterpret_cast<T*>(static_cast<char*>(tensor.data_ptr()) + tensor.byte_offset());
-}
-
-/*! \brief A deployable loaded into the Relax VM: encode, decoder scores, detokenize. */
+/*! \brief A SAN-M deployable loaded into the Relax VM: encode, decoder scores, detokenize. */
 class Deployable {
  public:
-  explicit Deployable(const std::string& dir) : dir_(dir) {
-    std::string manifest_path = dir + kManifestFile;
-    if (!IsFile(manifest_path)) {
-      throw InputError(dir + ": not a tinyasr deployable (no readable manifest.json)");
-    }
+  explicit Deployable(const ManifestHeader& header) : dir_(header.dir), target_(header.target) {
     try {
-      ReadManifest(manifest_path);
+      ReadManifest(header);
     } catch (const ffi::Error& error) {  // a missing field or one of the wrong type
-      throw InputError(manifest_path + ": not a tinyasr deployable manifest (" + error.message() +
+      throw InputError(header.path + ": not a SAN-M deployable manifest (" + error.message() +
                        ")");
     }
-    CheckMachine();
-    LoadLibrary(dir + kLibraryFile);
-    LoadWeights(dir + kWeightsFile);
-    LoadTokens(dir + kTokensFile);
+    CheckMachine(header);
+    std::vector<ffi::Function> functions =
+        LoadVmFunctions(dir_ + kLibraryFile, {"encode", "decode"});
+    encode_ = functions[0];
+    decode_ = functions[1];
+    std::vector<std::vector<Tensor>> weights =
+        LoadWeights(dir_ + kWeightsFile, {encode_keys_, decode_keys_});
+    encode_weights_ = weights[0];
+    decode_weights_ = weights[1];
+    LoadTokens(dir_ + kTokensFile);
   }
 
   const Framing& framing() const { return framing_; }
@@ -217,7 +144,7 @@ class Deployable {
     size_t used = std::min<size_t>(samples.size(), length);
     std::copy(samples.begin(), samples.begin() + used, out);
     std::fill(out + used, out + length, 0.0f);
-    auto outputs = Call(encode_, {ffi::Shape({frames}), waveform}, encode_weights_)
+    auto outputs = CallWithWeights(encode_, {ffi::Shape({frames}), waveform}, encode_weights_)
                        .cast<ffi::Array<ffi::Any>>();
     return {outputs[0].cast<Tensor>(), outputs[1].cast<Tensor>()};
   }
@@ -238,7 +165,8 @@ class Deployable {
     std::copy(tree.depths.begin(), tree.depths.end(), Data<int64_t>(depths));
     std::copy(tree.ancestors.begin(), tree.ancestors.end(), Data<bool>(ancestors));
     std::copy(tree.history.begin(), tree.history.end(), Data<int64_t>(history));
-    auto outputs = Call(decode_, {tokens, depths, ancestors, history, encoded}, decode_weights_)
+    auto outputs = CallWithWeights(decode_, {tokens, depths, ancestors, history, encoded},
+                                   decode_weights_)
                        .cast<ffi::Array<ffi::Any>>();
     Tensor log_probs = outputs[0].cast<Tensor>();  // (count, vocab)
     return tree.Scores(hypotheses, Data<float>(log_probs), log_probs.size(1), sos_eos_);
@@ -254,22 +182,9 @@ class Deployable {
   }
 
  private:
-  void ReadManifest(const std::string& path) {
-    std::optional<ffi::json::Value> value = ReadJSON(path);
-    auto manifest = value ? value->try_cast<ffi::json::Object>() : std::nullopt;
-    if (!manifest || !manifest->count(ffi::String("format")) ||
-        manifest->at(ffi::String("format")).try_cast<ffi::String>() != kDeployableFormat) {
-      throw InputError(path + ": not a tinyasr deployable manifest");
-    }
-    target_ = manifest->at(ffi::String("target")).cast<ffi::String>();
-    arch_ = manifest->at(ffi::String("arch")).cast<ffi::String>();
-    ffi::json::Object llvm_target = Field(*manifest, "llvm_target");
-    if (llvm_target.count(ffi::String("mattr"))) {
-      auto mattr = llvm_target.at(ffi::String("mattr")).cast<ffi::json::Array>();
-      for (const ffi::Any& feature : mattr) {
-        mattr_.push_back(feature.cast<ffi::String>());
-      }
-    }
+  void ReadManifest(const ManifestHeader& header) {
+    const std::string& path = header.path;
+    const ffi::json::Object* manifest = &header.manifest;
     sos_eos_ = IntField(*manifest, "sos_eos");
     history_width_ = IntField(*manifest, "decoder_history");
     ffi::json::Object audio = Field(*manifest, "audio");
@@ -288,78 +203,9 @@ class Deployable {
         framing_.min_frames > kMaxSamples) {
       throw InputError(path + ": audio framing out of range");
     }
-    ffi::json::Object functions = Field(*manifest, "functions");
-    encode_keys_ = FunctionWeights(functions, "encode", {"sizes", "waveform"});
-    decode_keys_ = FunctionWeights(functions, "decode",
+    encode_keys_ = FunctionWeights(header, "encode", {"sizes", "waveform"});
+    decode_keys_ = FunctionWeights(header, "decode",
                                    {"tokens", "depths", "ancestors", "history", "memory"});
-  }
-
-  /*! \brief The weight keys of `name`, after checking it takes the runtime inputs we pass. */
-  std::vector<std::string> FunctionWeights(const ffi::json::Object& functions, const char* name,
-                                           const std::vector<std::string>& inputs) const {
-    ffi::json::Object function = Field(functions, name);
-    auto declared = function.at(ffi::String("inputs")).cast<ffi::json::Array>();
-    std::vector<std::string> names;
-    for (const ffi::Any& input : declared) names.push_back(input.cast<ffi::String>());
-    if (names != inputs) {
-      throw InputError(dir_ + kManifestFile + ": function " + name +
-                       " takes inputs this tinyasr-run does not know");
-    }
-    std::vector<std::string> keys;
-    for (const ffi::Any& key : function.at(ffi::String("weights")).cast<ffi::json::Array>()) {
-      keys.push_back(key.cast<ffi::String>());
-    }
-    return keys;
-  }
-
-  void CheckMachine() const {
-    utsname machine;
-    if (uname(&machine) == 0 && arch_ != machine.machine) {
-      throw InputError(dir_ + ": built for " + target_ + " (" + arch_ + "); this machine is " +
-                       machine.machine);
-    }
-    std::vector<std::string> missing = MissingFeatures(mattr_);
-    if (!missing.empty()) {
-      std::string names;
-      for (const std::string& name : missing) names += (names.empty() ? "" : ", ") + name;
-      throw InputError(dir_ + ": built for " + target_ + ", whose code uses " + names +
-                       ", which this CPU lacks");
-    }
-  }
-
-  void LoadLibrary(const std::string& path) {
-    if (!IsFile(path)) throw InputError(path + ": missing from the deployable");
-    constexpr int kPooledAllocator = 2;  // tvm::runtime::memory::kPooled, as Python's default
-    try {
-      ffi::Module library = ffi::Module::LoadFromFile(path);
-      auto vm = library->GetFunction("vm_load_executable").value()().cast<ffi::Module>();
-      vm->GetFunction("vm_initialization").value()(static_cast<int>(kDLCPU), 0, kPooledAllocator);
-      encode_ = vm->GetFunction("encode").value();  // each function holds the VM alive
-      decode_ = vm->GetFunction("decode").value();
-    } catch (const ffi::Error& error) {
-      throw InputError(path + ": cannot load the model library (" + error.message() + ")");
-    }
-  }
-
-  void LoadWeights(const std::string& path) {
-    if (!IsFile(path)) throw InputError(path + ": missing from the deployable");
-    ffi::Map<ffi::String, Tensor> weights;
-    try {
-      weights = ffi::Function::GetGlobalRequired("runtime.LoadParamsFromFile")(path)
-                    .cast<ffi::Map<ffi::String, Tensor>>();
-    } catch (const ffi::Error& error) {
-      throw InputError(path + ": not a TVM parameter file (" + error.message() + ")");
-    }
-    auto pick = [&](const std::vector<std::string>& keys) {
-      std::vector<Tensor> picked;
-      for (const std::string& key : keys) {
-        if (!weights.count(key)) throw InputError(path + ": no weight " + key);
-        picked.push_back(weights.at(key));
-      }
-      return picked;
-    };
-    encode_weights_ = pick(encode_keys_);
-    decode_weights_ = pick(decode_keys_);
   }
 
   void LoadTokens(const std::string& path) {
@@ -371,20 +217,8 @@ class Deployable {
     for (const ffi::Any& token : *tokens) tokens_.push_back(token.cast<ffi::String>());
   }
 
-  /*! \brief Call a VM function with its runtime inputs followed by its weights. */
-  static ffi::Any Call(const ffi::Function& function, std::vector<ffi::Any> inputs,
-                       const std::vector<Tensor>& weights) {
-    std::vector<ffi::AnyView> args(inputs.begin(), inputs.end());
-    args.insert(args.end(), weights.begin(), weights.end());
-    ffi::Any result;
-    function.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
-    return result;
-  }
-
   std::string dir_;
   std::string target_;
-  std::string arch_;
-  std::vector<std::string> mattr_;  // the LLVM target's attributes, e.g. "+v", "+dotprod"
   int64_t sos_eos_ = 0;
   int64_t history_width_ = 0;  // the rows each tree node's FSMN reads (manifest decoder_history)
   Framing framing_{};
@@ -429,15 +263,41 @@ double PeakRssMiB() {
   return 0;
 }
 
-int Main(int argc, char** argv) {
-  Options opt = ParseOptions(argc, argv);
-  Clock::time_point start = Clock::now();
-  Deployable model(opt.deployable);
+/*! \brief Totals over the wavs, for the last stderr line. */
+struct Totals {
+  double audio_s = 0, ms = 0;
+
+  void Add(const std::string& wav, double audio, double encode_ms, double decode_ms,
+           const std::string& extra = "") {
+    audio_s += audio;
+    ms += encode_ms + decode_ms;
+    std::fprintf(stderr,
+                 "tinyasr-run: %s: audio %.2f s, encode %.1f ms, decode %.1f ms, RTF %.3f%s\n",
+                 wav.c_str(), audio, encode_ms, decode_ms,
+                 (encode_ms + decode_ms) / 1000.0 / std::max(audio, 1e-9), extra.c_str());
+  }
+
+  void Print() const {
+    std::fprintf(stderr,
+                 "tinyasr-run: total: audio %.2f s, %.1f ms, RTF %.3f, peak RSS %.1f MiB\n",
+                 audio_s, ms, ms / 1000.0 / std::max(audio_s, 1e-9), PeakRssMiB());
+  }
+};
+
+template <typename Model>
+void PrintLoaded(const Options& opt, const Model& model, Clock::time_point start) {
   std::fprintf(stderr, "tinyasr-run: %s (%s): code %lld bytes, weights %lld bytes, load %.1f ms\n",
                opt.deployable.c_str(), model.target().c_str(),
                static_cast<long long>(model.code_bytes()),
                static_cast<long long>(model.weight_bytes()), MillisSince(start));
-  double total_audio = 0, total_ms = 0;
+}
+
+/*! \brief Every wav through a SAN-M deployable, in the chosen decoding mode. */
+void RunSanM(const Options& opt, const ManifestHeader& header) {
+  Clock::time_point start = Clock::now();
+  Deployable model(header);
+  PrintLoaded(opt, model, start);
+  Totals totals;
   for (const std::string& wav : opt.wavs) {
     std::vector<float> samples = ReadWav(wav, model.framing().sample_rate);
     auto bounds = WindowBounds(samples, model.framing().sample_rate);
@@ -463,17 +323,44 @@ int Main(int argc, char** argv) {
       }
     }
     std::cout << text << std::endl;
-    double audio_s = static_cast<double>(samples.size()) / model.framing().sample_rate;
-    total_audio += audio_s;
-    total_ms += encode_ms + decode_ms;
-    std::fprintf(stderr,
-                 "tinyasr-run: %s: audio %.2f s, encode %.1f ms, decode %.1f ms, RTF %.3f\n",
-                 wav.c_str(), audio_s, encode_ms, decode_ms,
-                 (encode_ms + decode_ms) / 1000.0 / std::max(audio_s, 1e-9));
+    totals.Add(wav, static_cast<double>(samples.size()) / model.framing().sample_rate, encode_ms,
+               decode_ms);
   }
-  std::fprintf(stderr, "tinyasr-run: total: audio %.2f s, %.1f ms, RTF %.3f, peak RSS %.1f MiB\n",
-               total_audio, total_ms, total_ms / 1000.0 / std::max(total_audio, 1e-9),
-               PeakRssMiB());
+  totals.Print();
+}
+
+/*! \brief Every wav through a Whisper deployable (greedy; whisper_deployable.h). */
+void RunWhisper(const Options& opt, const ManifestHeader& header) {
+  if (opt.decoding_given) {
+    throw InputError(opt.deployable + ": a Whisper deployable decodes greedily; --beam and "
+                     "--mode are for SAN-M deployables");
+  }
+  Clock::time_point start = Clock::now();
+  WhisperDeployable model(header);
+  PrintLoaded(opt, model, start);
+  Totals totals;
+  for (const std::string& wav : opt.wavs) {
+    std::vector<float> samples = ReadWav(wav, model.audio().sample_rate);
+    WhisperTranscript transcript = model.Transcribe(samples);
+    std::cout << transcript.text << std::endl;
+    char extra[96];
+    std::snprintf(extra, sizeof extra, ", log-mel %.1f ms (in encode), %lld tokens, %.1f ms/token",
+                  transcript.front_end_ms, static_cast<long long>(transcript.tokens),
+                  transcript.decode_ms / std::max<double>(1, transcript.tokens));
+    totals.Add(wav, static_cast<double>(samples.size()) / model.audio().sample_rate,
+               transcript.front_end_ms + transcript.encode_ms, transcript.decode_ms, extra);
+  }
+  totals.Print();
+}
+
+int Main(int argc, char** argv) {
+  Options opt = ParseOptions(argc, argv);
+  ManifestHeader header = ReadManifestHeader(opt.deployable);
+  if (header.family == kFamilyWhisper) {
+    RunWhisper(opt, header);
+  } else {
+    RunSanM(opt, header);
+  }
   return 0;
 }
 

@@ -1,0 +1,264 @@
+// What tinyasr-run's deployable readers share, whatever the model family: files, the manifest's
+// common fields and family (compile/deployable.py, compile/family.py), the machine check, the
+// model library in the Relax VM, the weights file, and calls with weights appended.
+//
+// Every problem with the deployable is an InputError naming the file (one line, exit code 2).
+
+#pragma once
+
+#include <sys/auxv.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <tvm/ffi/extra/json.h>
+#include <tvm/ffi/extra/module.h>
+#include <tvm/ffi/function.h>
+#include <tvm/runtime/tensor.h>
+
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "wav.h"  // InputError
+
+namespace tinyasr {
+
+namespace ffi = tvm::ffi;
+using ffi::Tensor;
+
+// The deployable's files and format (compile/deployable.py, compile/family.py).
+constexpr const char* kDeployableFormat = "tinyasr-deployable";
+constexpr const char* kManifestFile = "/manifest.json";
+constexpr const char* kLibraryFile = "/model.so";
+constexpr const char* kWeightsFile = "/weights.bin";
+constexpr const char* kFamilySanM = "san-m";       // also a manifest without "family"
+constexpr const char* kFamilyWhisper = "whisper";
+
+// ----------------------------------------------------------------------------- files
+
+inline bool IsFile(const std::string& path) {
+  struct stat info;
+  return stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
+}
+
+inline int64_t FileBytes(const std::string& path) {
+  struct stat info;
+  return stat(path.c_str(), &info) == 0 ? static_cast<int64_t>(info.st_size) : 0;
+}
+
+/*! \brief The whole file, or std::nullopt when it cannot be read. */
+inline std::optional<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  if (in.bad()) return std::nullopt;
+  return bytes.str();
+}
+
+/*! \brief The parsed JSON file (tvm-ffi's parser), or std::nullopt when unreadable or invalid. */
+inline std::optional<ffi::json::Value> ReadJSON(const std::string& path) {
+  std::optional<std::string> text = ReadFile(path);
+  if (!text) return std::nullopt;
+  ffi::String error;
+  ffi::json::Value value = ffi::json::Parse(*text, &error);
+  if (!error.empty()) return std::nullopt;
+  return value;
+}
+
+// ----------------------------------------------------------------------------- manifest
+
+// Field access that throws ffi::Error when a field is missing or of the wrong type; the readers
+// turn that into one InputError naming the manifest.
+inline ffi::json::Object Field(const ffi::json::Object& object, const char* key) {
+  return object.at(ffi::String(key)).cast<ffi::json::Object>();
+}
+
+inline int64_t IntField(const ffi::json::Object& object, const char* key) {
+  return object.at(ffi::String(key)).cast<int64_t>();
+}
+
+inline std::vector<int64_t> IntListField(const ffi::json::Object& object, const char* key) {
+  std::vector<int64_t> values;
+  for (const ffi::Any& value : object.at(ffi::String(key)).cast<ffi::json::Array>()) {
+    values.push_back(value.cast<int64_t>());
+  }
+  return values;
+}
+
+/*! \brief A number field, integer or not, as a double. */
+inline double NumberField(const ffi::json::Object& object, const char* key) {
+  const ffi::Any& value = object.at(ffi::String(key));
+  if (auto integer = value.try_cast<int64_t>()) return static_cast<double>(*integer);
+  return value.cast<double>();
+}
+
+/*! \brief The manifest's fields every family has. */
+struct ManifestHeader {
+  std::string dir;
+  std::string path;     // dir + manifest.json
+  std::string family;   // kFamilySanM or kFamilyWhisper (anything else is refused)
+  std::string target;   // the board it was compiled for
+  std::string arch;     // its uname machine
+  std::vector<std::string> mattr;  // the LLVM target's attributes, e.g. "+v", "+dotprod"
+  ffi::json::Object manifest;
+};
+
+/*! \brief The manifest of the deployable `dir`: its format, family, target and attributes. */
+inline ManifestHeader ReadManifestHeader(const std::string& dir) {
+  ManifestHeader header;
+  header.dir = dir;
+  header.path = dir + kManifestFile;
+  if (!IsFile(header.path)) {
+    throw InputError(dir + ": not a tinyasr deployable (no readable manifest.json)");
+  }
+  std::optional<ffi::json::Value> value = ReadJSON(header.path);
+  auto manifest = value ? value->try_cast<ffi::json::Object>() : std::nullopt;
+  if (!manifest || !manifest->count(ffi::String("format")) ||
+      manifest->at(ffi::String("format")).try_cast<ffi::String>() != kDeployableFormat) {
+    throw InputError(header.path + ": not a tinyasr deployable manifest");
+  }
+  header.manifest = *manifest;
+  try {
+    header.family = kFamilySanM;
+    if (manifest->count(ffi::String("family"))) {
+      header.family = manifest->at(ffi::String("family")).cast<ffi::String>();
+    }
+    header.target = manifest->at(ffi::String("target")).cast<ffi::String>();
+    header.arch = manifest->at(ffi::String("arch")).cast<ffi::String>();
+    ffi::json::Object llvm_target = Field(*manifest, "llvm_target");
+    if (llvm_target.count(ffi::String("mattr"))) {
+      auto mattr = llvm_target.at(ffi::String("mattr")).cast<ffi::json::Array>();
+      for (const ffi::Any& feature : mattr) header.mattr.push_back(feature.cast<ffi::String>());
+    }
+  } catch (const ffi::Error& error) {
+    throw InputError(header.path + ": not a tinyasr deployable manifest (" + error.message() + ")");
+  }
+  if (header.family != kFamilySanM && header.family != kFamilyWhisper) {
+    throw InputError(header.path + ": model family \"" + header.family +
+                     "\", this tinyasr-run runs san-m and whisper");
+  }
+  return header;
+}
+
+/*!
+ * \brief The weight keys of the manifest's function `name`, after checking it takes the runtime
+ *        inputs we pass.
+ */
+inline std::vector<std::string> FunctionWeights(const ManifestHeader& header, const char* name,
+                                                const std::vector<std::string>& inputs) {
+  ffi::json::Object function = Field(Field(header.manifest, "functions"), name);
+  auto declared = function.at(ffi::String("inputs")).cast<ffi::json::Array>();
+  std::vector<std::string> names;
+  for (const ffi::Any& input : declared) names.push_back(input.cast<ffi::String>());
+  if (names != inputs) {
+    throw InputError(header.path + ": function " + name +
+                     " takes inputs this tinyasr-run does not know");
+  }
+  std::vector<std::string> keys;
+  for (const ffi::Any& key : function.at(ffi::String("weights")).cast<ffi::json::Array>()) {
+    keys.push_back(key.cast<ffi::String>());
+  }
+  return keys;
+}
+
+// ----------------------------------------------------------------------------- machine
+
+/*!
+ * \brief The instruction-set extensions in `mattr` (the manifest's LLVM target attributes) that
+ *  code for this machine may use and that this CPU lacks, from the kernel's AT_HWCAP: a
+ *  deployable for a richer board then stops with one line instead of dying on SIGILL.
+ */
+inline std::vector<std::string> MissingFeatures(const std::vector<std::string>& mattr) {
+  std::vector<std::string> missing;
+  [[maybe_unused]] const unsigned long hwcap = getauxval(AT_HWCAP);
+  for ([[maybe_unused]] const std::string& feature : mattr) {  // none checked on x86-64
+#if defined(__riscv)
+    if (feature == "+v" && !(hwcap & (1UL << ('V' - 'A')))) missing.push_back("v (RVV 1.0)");
+#elif defined(__aarch64__)
+    constexpr unsigned long kDotProduct = 1UL << 20;  // HWCAP_ASIMDDP
+    if (feature == "+dotprod" && !(hwcap & kDotProduct)) missing.push_back("dotprod");
+#endif
+  }
+  return missing;
+}
+
+/*! \brief Refuses a deployable built for another architecture or for missing extensions. */
+inline void CheckMachine(const ManifestHeader& header) {
+  utsname machine;
+  if (uname(&machine) == 0 && header.arch != machine.machine) {
+    throw InputError(header.dir + ": built for " + header.target + " (" + header.arch +
+                     "); this machine is " + machine.machine);
+  }
+  std::vector<std::string> missing = MissingFeatures(header.mattr);
+  if (!missing.empty()) {
+    std::string names;
+    for (const std::string& name : missing) names += (names.empty() ? "" : ", ") + name;
+    throw InputError(header.dir + ": built for " + header.target + ", whose code uses " + names +
+                     ", which this CPU lacks");
+  }
+}
+
+// ----------------------------------------------------------------------------- VM and weights
+
+inline Tensor EmptyTensor(std::vector<int64_t> shape, DLDataType dtype) {
+  return tvm::runtime::Tensor::Empty(ffi::Shape(shape), dtype, DLDevice{kDLCPU, 0});
+}
+
+template <typename T>
+T* Data(const Tensor& tensor) {
+  return reinterpret_cast<T*>(static_cast<char*>(tensor.data_ptr()) + tensor.byte_offset());
+}
+
+/*! \brief The VM functions `names` of the model library at `path` (each holds the VM alive). */
+inline std::vector<ffi::Function> LoadVmFunctions(const std::string& path,
+                                                  const std::vector<std::string>& names) {
+  if (!IsFile(path)) throw InputError(path + ": missing from the deployable");
+  constexpr int kPooledAllocator = 2;  // tvm::runtime::memory::kPooled, as Python's default
+  try {
+    ffi::Module library = ffi::Module::LoadFromFile(path);
+    auto vm = library->GetFunction("vm_load_executable").value()().cast<ffi::Module>();
+    vm->GetFunction("vm_initialization").value()(static_cast<int>(kDLCPU), 0, kPooledAllocator);
+    std::vector<ffi::Function> functions;
+    for (const std::string& name : names) functions.push_back(vm->GetFunction(name).value());
+    return functions;
+  } catch (const ffi::Error& error) {
+    throw InputError(path + ": cannot load the model library (" + error.message() + ")");
+  }
+}
+
+/*! \brief Per list of keys, the weights of the weights file at `path` under those keys. */
+inline std::vector<std::vector<Tensor>> LoadWeights(
+    const std::string& path, const std::vector<std::vector<std::string>>& key_lists) {
+  if (!IsFile(path)) throw InputError(path + ": missing from the deployable");
+  ffi::Map<ffi::String, Tensor> weights;
+  try {
+    weights = ffi::Function::GetGlobalRequired("runtime.LoadParamsFromFile")(path)
+                  .cast<ffi::Map<ffi::String, Tensor>>();
+  } catch (const ffi::Error& error) {
+    throw InputError(path + ": not a TVM parameter file (" + error.message() + ")");
+  }
+  std::vector<std::vector<Tensor>> picked;
+  for (const std::vector<std::string>& keys : key_lists) {
+    picked.emplace_back();
+    for (const std::string& key : keys) {
+      if (!weights.count(key)) throw InputError(path + ": no weight " + key);
+      picked.back().push_back(weights.at(key));
+    }
+  }
+  return picked;
+}
+
+/*! \brief Call a VM function with its runtime inputs followed by its weights. */
+inline ffi::Any CallWithWeights(const ffi::Function& function, std::vector<ffi::Any> inputs,
+                                const std::vector<Tensor>& weights) {
+  std::vector<ffi::AnyView> args(inputs.begin(), inputs.end());
+  args.insert(args.end(), weights.begin(), weights.end());
+  ffi::Any result;
+  function.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+  return result;
+}
+
+}  // namespace tinyasr
