@@ -67,26 +67,48 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """The transcripts on stdout, timings on stderr, tinyasr-run's exit code."""
+    """The transcripts on stdout, timings on stderr, tinyasr-run's exit code. tinyasr-run picks
+    its code path by the manifest's model family; Whisper decodes greedily (no --mode, --beam)."""
     import subprocess
 
-    from tinyasr.compile.deployable import read_manifest
+    from tinyasr.compile.family import WHISPER, deployable_family
     from tinyasr.model.common.errors import InputError
     from tinyasr.model.common.progress import progress
     from tinyasr.targets.farm import emulator_prefix
     from tinyasr.targets.native_build import build_runtime
 
     board = get_board(args.name)
-    manifest = read_manifest(args.deployable)  # before a possibly long runtime build
+    decoding = ["--mode", args.mode, "--beam", str(args.beam)]
+    # the manifest is checked before a possibly long runtime build
+    if deployable_family(args.deployable) == WHISPER:
+        from tinyasr.compile.whisper_deployable import read_whisper_manifest
+
+        manifest = read_whisper_manifest(args.deployable)
+        if _decoding_given(args):
+            raise InputError(f"{args.deployable}: a Whisper deployable decodes greedily; "
+                             "--mode and --beam are for SAN-M deployables")
+        decoding = []
+    else:
+        from tinyasr.compile.deployable import read_manifest
+
+        manifest = read_manifest(args.deployable)
     if manifest["arch"] != board.arch:
         raise InputError(f"{args.deployable}: built for {manifest['target']} ({manifest['arch']}), "
                          f"not for {board.name} ({board.arch})")
     check_features(args.deployable, manifest, board)
     runtime = build_runtime(board, log=progress)   # stderr, silenced by -q; stdout: the text
-    command = [*emulator_prefix(board), str(runtime.transcriber),
-               "--mode", args.mode, "--beam", str(args.beam), str(args.deployable),
-               *map(str, args.wavs)]
+    command = [*emulator_prefix(board), str(runtime.transcriber), *decoding,
+               str(args.deployable), *map(str, args.wavs)]
     return subprocess.run(command).returncode
+
+
+def _decoding_given(args: argparse.Namespace) -> bool:
+    """Whether --mode or --beam differ from their defaults (argparse cannot tell whether they
+    were typed)."""
+    from tinyasr.model.decoding.options import DecodeOptions
+
+    defaults = DecodeOptions()
+    return args.mode != defaults.mode.value or args.beam != defaults.beam
 
 
 def _ls(args: argparse.Namespace) -> int:
