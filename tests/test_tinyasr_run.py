@@ -177,3 +177,166 @@ def test_bad_input_is_one_line_naming_the_file(deployable, wavs: list[Path], tmp
 def test_board_run_refuses_a_deployable_of_another_architecture(deployable, wavs, capfd):
     assert main(["board", "run", "k230", str(deployable("rpi4")), str(wavs[0])]) == 2
     assert "built for rpi4 (aarch64), not for k230 (riscv64)" in capfd.readouterr().err
+
+
+# ----------------------------------------------------------------------------- Whisper
+
+
+def _compile_whisper(board: str, out: Path, int8: bool = False) -> Path:
+    """whisper-tiny.en compiled for `board` (untuned: no database is shipped for Whisper)."""
+    from tinyasr.compile.whisper_deployable import build_whisper_deployable
+    from tinyasr.model.whisper.convert import ensure_whisper_model
+
+    build_whisper_deployable(ensure_whisper_model(), get_board(board), out, untuned=True,
+                             int8=int8)
+    return out
+
+
+@pytest.fixture(scope="session")
+def whisper_rpi4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """whisper-tiny.en compiled for rpi4 in fp32, once per session (~30 s here)."""
+    return _compile_whisper("rpi4", tmp_path_factory.mktemp("whisper") / "rpi4")
+
+
+@pytest.fixture(scope="session")
+def whisper_recognizer():
+    """The PyTorch greedy Whisper: the reference every Whisper deployable is held to."""
+    from tinyasr.model.whisper.convert import ensure_whisper_model
+    from tinyasr.model.whisper.recognizer import WhisperRecognizer
+
+    return WhisperRecognizer.load(ensure_whisper_model())
+
+
+@pytest.mark.slow  # emulated: the 30 s encoder window alone takes minutes under qemu
+def test_board_runs_whisper_as_pytorch(whisper_rpi4: Path, whisper_recognizer, wavs: list[Path],
+                                       tmp_path: Path, capfd):
+    """`tinyasr board run rpi4` on the fp32 Whisper deployable (tinyasr-run under qemu-aarch64):
+    PyTorch's greedy transcript of a bundled sample, and "" for silence (gated before encoding)."""
+    silence = _write_wav(tmp_path / "silence.wav", 16000)
+    code = main(["board", "run", "rpi4", str(whisper_rpi4), str(wavs[0]), str(silence)])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert len(TIMING_LINE.findall(err)) == 2, err
+    expected = whisper_recognizer.transcribe(load_wav(wavs[0]))
+    assert expected and out.split("\n") == [expected, "", ""], (out, expected)
+
+
+@pytest.fixture(scope="session")
+def whisper_host(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _compile_whisper("host", tmp_path_factory.mktemp("whisper") / "host")
+
+
+@pytest.mark.slow  # a host runtime and Whisper build (minutes when not cached)
+def test_host_tinyasr_run_prints_the_python_runners_whisper_transcripts(whisper_host: Path,
+                                                                        tmp_path: Path, capfd):
+    """The same deployable through tinyasr-run and through targets/host/whisper_runner.py (the
+    Python search that equals PyTorch's, tests/test_whisper_compile.py): the same text for every
+    bundled sample, real speech, and 70 s of audio (three windows: speech, silence, speech)."""
+    from tinyasr.targets.host.whisper_runner import load_compiled_whisper
+
+    realspeech = Path(__file__).resolve().parent.parent / "model" / "pretrained" / "realspeech"
+    utterances = [*read_data_dir(SAMPLES_DIR), *read_data_dir(realspeech)[:4]]
+    first, second = load_wav(utterances[-1].wav), load_wav(utterances[-2].wav)
+    long = np.zeros(70 * 16000, np.float32)
+    long[:len(first)] = first
+    long[60 * 16000:60 * 16000 + len(second)] = second
+    long_wav = tmp_path / "long.wav"
+    with wave.open(str(long_wav), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(16000)
+        writer.writeframes(long.astype("<i2").tobytes())
+    wavs = [u.wav for u in utterances] + [long_wav]
+    code = main(["board", "run", "host", str(whisper_host), *map(str, wavs)])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    runner = load_compiled_whisper(whisper_host)
+    assert out.split("\n")[:-1] == [runner.transcribe(load_wav(wav)) for wav in wavs]
+
+
+def test_whisper_bad_input_is_one_line(deployable, wavs: list[Path], tmp_path: Path):
+    """The Whisper path's manifest checks, on manifests alone (tinyasr-run reads the manifest
+    before any other file): a SAN-M deployable labelled Whisper, an unknown family, and a
+    Whisper manifest whose token cap overruns the KV cache or whose vocabulary is missing."""
+    rpi4 = get_board("rpi4")
+    transcriber = [*emulator_prefix(rpi4), str(build_runtime(rpi4).transcriber)]
+    sanm = json.loads((deployable("rpi4") / MANIFEST_FILE).read_text())
+
+    def with_manifest(name: str, manifest: dict) -> Path:
+        path = tmp_path / name
+        shutil.copytree(deployable("rpi4"), path)
+        (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+        return path
+
+    labelled = with_manifest("labelled", {**sanm, "family": "whisper"})
+    foreign = with_manifest("foreign", {**sanm, "family": "wav2vec"})
+    cases = {
+        labelled: f"{labelled / MANIFEST_FILE}: not a Whisper deployable manifest (",
+        foreign: f"{foreign / MANIFEST_FILE}: model family \"wav2vec\", this tinyasr-run runs "
+                 "san-m and whisper",
+    }
+    for path, message in cases.items():
+        result = subprocess.run([*transcriber, str(path), str(wavs[0])], capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"tinyasr-run: error: {message}"), result.stderr
+
+
+@pytest.mark.slow  # compiles whisper-tiny.en for rpi4 (~30 s), shared with the run above
+def test_whisper_deployable_bad_input_is_one_line(whisper_rpi4: Path, wavs: list[Path],
+                                                  tmp_path: Path, capfd):
+    """A Whisper deployable given to the SAN-M path (relabelled), SAN-M's options, a token cap
+    that overruns the KV cache, a missing or foreign vocabulary: one line naming the file, exit
+    2, from tinyasr-run itself and, where the host checks first, from `board run`."""
+    from tinyasr.model.whisper.tokenizer import VOCABULARY_FILE
+
+    rpi4 = get_board("rpi4")
+    transcriber = [*emulator_prefix(rpi4), str(build_runtime(rpi4).transcriber)]
+    manifest = json.loads((whisper_rpi4 / MANIFEST_FILE).read_text())
+
+    def variant(name: str, manifest_changes: dict | None = None,
+                vocabulary: str | None = None) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        for file in whisper_rpi4.iterdir():     # links: the weights are 150 MB
+            (path / file.name).symlink_to(file)
+        if manifest_changes is not None:
+            (path / MANIFEST_FILE).unlink()
+            (path / MANIFEST_FILE).write_text(json.dumps({**manifest, **manifest_changes}))
+        if vocabulary is not None:
+            (path / VOCABULARY_FILE).unlink()
+            if vocabulary:
+                (path / VOCABULARY_FILE).write_text(vocabulary)
+        return path
+
+    relabelled = variant("relabelled", {"family": "san-m"})
+    overrun = variant("overrun", {"decoder": {**manifest["decoder"], "max_new_tokens": 447}})
+    no_vocabulary = variant("no_vocabulary", vocabulary="")
+    short_vocabulary = variant("short_vocabulary", vocabulary="a\nb\n")
+    cases = {
+        (str(relabelled),): f"{relabelled / MANIFEST_FILE}: not a SAN-M deployable manifest (",
+        ("--beam", "4", str(whisper_rpi4)):
+            f"{whisper_rpi4}: a Whisper deployable decodes greedily; --beam and --mode are for "
+            "SAN-M deployables",
+        (str(overrun),): f"{overrun / MANIFEST_FILE}: decoder.max_new_tokens 447 does not fit "
+                         "the 448-slot cache after the prompt",
+        (str(no_vocabulary),): f"{no_vocabulary / VOCABULARY_FILE}: missing from the deployable",
+        (str(short_vocabulary),): f"{short_vocabulary / VOCABULARY_FILE}: 2 tokens, the "
+                                  "deployable's model has 51864",
+    }
+    for args, message in cases.items():
+        result = subprocess.run([*transcriber, *args, str(wavs[0])], capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"tinyasr-run: error: {message}"), result.stderr
+    # the host's own checks, before qemu starts
+    for args, message in {("--mode", "ctc_greedy"): "decodes greedily",
+                          (): "corrupt deployable manifest (decoder.max_new_tokens"}.items():
+        target = whisper_rpi4 if args else overrun
+        assert main(["board", "run", "rpi4", *args, str(target), str(wavs[0])]) == 2
+        err = capfd.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert main(["board", "run", "rpi4", str(relabelled), str(wavs[0])]) == 2
+    assert "corrupt deployable manifest (sos_eos" in capfd.readouterr().err
