@@ -4,7 +4,12 @@ For every utterance: the board's CTC log-probs and transcript against the PyTorc
 model the deployable was compiled from, by the rule of compile/parity.py (fp32: log-probs within
 a tolerance and the same transcript; int8, whose per-row roundings may flip on another CPU: the
 same most likely token on nearly every frame and transcripts at most a character in 20 apart),
-and the on-board latency of the encoder (`time_evaluator`, median of repeats). With several boards
+and the on-board latency of the encoder (`time_evaluator`, median of repeats). A Whisper
+deployable (the manifest's family) is held to PyTorch's greedy transcript by the same text rule
+(fp32 equal, int8 within a character in 20); its first window's first-step logits are compared
+and reported, not judged (the search's tokens are what the transcript checks), and its encoder
+latency is the board's time for the one 30 s window encode (an emulated one takes minutes, too
+long to repeat). With several boards
 under the key, the utterances are spread across them (one session per board). Results are written to
 JSON after every utterance, so a failure keeps them. A board that fails mid-utterance, or does not
 answer within the utterance deadline (a hung board keeps its socket open, and TVM's RPC client has
@@ -17,14 +22,15 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 
-from tinyasr.compile.parity import compare, rounds_activations_to_int8
+from tinyasr.compile.parity import compare, rounds_activations_to_int8, texts_agree
 from tinyasr.model.common.atomic import atomic_write_text
 from tinyasr.model.common.errors import InputError
 from tinyasr.targets.boards import Board
@@ -33,6 +39,7 @@ from tinyasr.targets.remote import load_library, request_session
 
 if TYPE_CHECKING:   # model.decoding imports torch: loaded where the host reference runs
     from tinyasr.model.decoding.recognizer import Recognizer
+    from tinyasr.model.whisper.recognizer import WhisperRecognizer
 
 SESSION_TIMEOUT = 600.0   # s a board lets one session run
 REQUEST_WAIT = 120.0      # s to wait for a free board
@@ -47,8 +54,8 @@ class UtteranceResult:
     reference: str          # the labelled transcript
     host_text: str          # the PyTorch reference model's transcript
     board_text: str
-    max_abs_diff: float     # board vs host CTC log-probs
-    frame_agreement: float  # share of frames with the same most likely token
+    max_abs_diff: float     # board vs host CTC log-probs (Whisper: first-step logits)
+    frame_agreement: float | None  # share of frames with the same most likely token (SAN-M)
     latency_ms: float       # on-board encoder, median of repeats
     ok: bool
 
@@ -124,7 +131,8 @@ class _BoardWorker:
     """One board session working through the shared queue of utterances."""
 
     def __init__(self, test: _RpcTest):
-        self.test, self.remote, self.runner = test, None, None
+        self.test, self.remote = test, None
+        self.runner: Any = None   # CompiledModelRunner, or for Whisper a WhisperRecognizer
 
     def run(self) -> None:
         while (item := self.test.next_utterance()) is not None:
@@ -159,21 +167,32 @@ class _BoardWorker:
                 self.remote = self.runner = None  # frees the session for the retry
         else:
             raise AssertionError("unreachable: the second attempt returns or raises")
+        if test.whisper:   # the transcript rule alone; the logits are reported
+            ok = texts_agree(board_text, host_text, test.int8)
+            diff = (float(np.abs(board_log_probs - host_log_probs).max())
+                    if board_log_probs.size and host_log_probs.size else 0.0)
+            return UtteranceResult(utterance.uid, utterance.text, host_text, board_text, diff,
+                                   None, latency, ok)
         parity = compare(board_log_probs, host_log_probs, board_text, host_text, test.int8,
                          test.tolerance)
         return UtteranceResult(utterance.uid, utterance.text, host_text, board_text,
                                parity.max_abs_diff, parity.frame_agreement, latency, parity.ok)
 
     def on_board(self, samples: np.ndarray) -> tuple[np.ndarray, str, float]:
-        """CTC log-probs, transcript and encoder latency of one utterance on this worker's
-        board (a session is requested and the deployable loaded on first use)."""
+        """CTC log-probs (Whisper: first-step logits), transcript and encoder latency of one
+        utterance on this worker's board (a session is requested and the deployable loaded on
+        first use)."""
         from tinyasr.targets.host.runner import CompiledRecognizer
 
         test = self.test
         if self.runner is None:
             self.remote = request_session(test.tracker, test.key, test.request_wait,
                                           SESSION_TIMEOUT)
-            self.runner = remote_runner(test.deployable, self.remote, test.board)
+            self.runner = (remote_whisper(test.deployable, self.remote, test.board)
+                           if test.whisper else
+                           remote_runner(test.deployable, self.remote, test.board))
+        if test.whisper:
+            return whisper_transcript(self.runner, samples)
         log_probs, _ = self.runner.ctc_log_probs(samples)
         text = CompiledRecognizer(self.runner, test.options).transcribe(samples)
         return log_probs, text, encoder_latency_ms(self.runner, test.repeat)
@@ -192,8 +211,10 @@ class _RpcTest:
     repeat: int
     request_wait: float    # s to wait for a free board
     deadline: float        # s one utterance may take on a board
-    host: Recognizer       # the PyTorch one
-    int8: bool             # the reference rounds activations to int8 (compile/parity.py)
+    host: Recognizer | WhisperRecognizer   # the PyTorch one
+    int8: bool             # SAN-M: the reference rounds activations to int8 (compile/parity.py);
+    #                        Whisper: the deployable's weights are int8
+    whisper: bool          # the deployable's family is Whisper
     pending: queue.Queue
     results: dict[int, UtteranceResult] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
@@ -201,7 +222,7 @@ class _RpcTest:
 
     @property
     def options(self):
-        return self.host.options
+        return cast("Recognizer", self.host).options   # SAN-M's DecodeOptions
 
     def next_utterance(self):
         try:
@@ -212,9 +233,13 @@ class _RpcTest:
     def host_reference(self, samples: np.ndarray) -> tuple[np.ndarray, str]:
         import torch
 
+        if self.whisper:
+            logits, text, _ = whisper_transcript(cast("WhisperRecognizer", self.host), samples)
+            return logits, text
+        host = cast("Recognizer", self.host)
         with torch.no_grad():
-            log_probs, _ = self.host.model.ctc_log_probs(torch.from_numpy(samples)[None])
-        return log_probs[0].numpy(), self.host.transcribe(samples)
+            log_probs, _ = host.model.ctc_log_probs(torch.from_numpy(samples)[None])
+        return log_probs[0].numpy(), host.transcribe(samples)
 
     def record(self, index: int, result: UtteranceResult) -> None:
         """Keep a result and rewrite the JSON, so partial results survive a later failure."""
@@ -235,16 +260,17 @@ def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_di
                  deadline: float = UTTERANCE_DEADLINE) -> list[UtteranceResult]:
     """Every utterance of `data_dir` on boards of `key`, spread over `boards` sessions at once
     (default: as many as the tracker lists for the key); results also go to `json_path`."""
-    from tinyasr.compile.deployable import read_manifest
+    from tinyasr.compile.family import WHISPER, deployable_family
     from tinyasr.model.data.datadir import read_data_dir
-    from tinyasr.model.decoding.recognizer import Recognizer
     pending: queue.Queue = queue.Queue()
     utterances = read_data_dir(data_dir)
     for item in enumerate(utterances):
         pending.put(item)
-    reference = Recognizer.load(Path(read_manifest(deployable)["model"]["path"]))
+    whisper = deployable_family(deployable) == WHISPER
+    reference, int8 = (_whisper_reference(deployable) if whisper
+                       else _san_m_reference(deployable))
     test = _RpcTest(deployable, board, tracker, key, json_path, tolerance, repeat, request_wait,
-                    deadline, reference, rounds_activations_to_int8(reference.model), pending)
+                    deadline, reference, int8, whisper, pending)
     if boards is None:
         address = parse_address(tracker, "--tracker")
         check_tracker(*address)
@@ -263,15 +289,110 @@ def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_di
 
 
 
-def format_table(results: list[UtteranceResult]) -> str:
-    """One row per utterance, then the CER of the board's transcripts."""
+def _san_m_reference(deployable: Path) -> tuple[Recognizer, bool]:
+    """The PyTorch model a SAN-M deployable was compiled from, and whether it is int8."""
+    from tinyasr.compile.deployable import read_manifest
+    from tinyasr.model.decoding.recognizer import Recognizer
+
+    reference = Recognizer.load(Path(read_manifest(deployable)["model"]["path"]))
+    return reference, rounds_activations_to_int8(reference.model)
+
+
+def _whisper_reference(deployable: Path) -> tuple[WhisperRecognizer, bool]:
+    """The PyTorch greedy Whisper a Whisper deployable was compiled from, and whether the
+    deployable's weights are int8."""
+    from tinyasr.compile.whisper_deployable import read_whisper_manifest
+    from tinyasr.model.whisper.recognizer import WhisperRecognizer
+
+    manifest = read_whisper_manifest(deployable)
+    reference = WhisperRecognizer.load(Path(manifest["model"]["path"]))
+    return reference, manifest["weights_encoding"] == "int8"
+
+
+def remote_whisper(deployable: Path, remote, board: Board) -> WhisperRecognizer:
+    """A greedy Whisper recognizer whose VM and weights live on the board."""
+    from tvm import relax
+
+    from tinyasr.compile.deployable import LIBRARY_FILE
+    from tinyasr.targets.host.whisper_runner import CompiledWhisper, load_compiled_whisper
+
+    device = remote.cpu()
+    library = load_library(remote, deployable / LIBRARY_FILE, board)
+    model = CompiledWhisper(deployable, device,
+                            _RemoteVM(relax.VirtualMachine(library, device), remote))
+    return load_compiled_whisper(deployable, model=model)
+
+
+class _Recorded:
+    """A Whisper model (PyTorch or compiled) that keeps its first window's encode time and the
+    logits after its prompt, while the recognizer's own search decodes through it."""
+
+    def __init__(self, model):
+        self.model, self.encode_ms, self.logits = model, 0.0, np.zeros(0, np.float32)
+        self.windows = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def encoder(self, window):
+        started = time.perf_counter()
+        encoded = self.model.encoder(window)
+        if self.windows == 0:
+            self.encode_ms = (time.perf_counter() - started) * 1000
+        self.windows += 1
+        return encoded
+
+    def open_window(self, encoded):
+        from tinyasr.model.whisper.decoding import open_window
+
+        state, recorder, first = open_window(self.model, encoded), self, self.windows == 1
+        step = state.step
+
+        def recording_step(tokens):
+            logits = step(tokens)
+            if first and not recorder.logits.size:
+                recorder.logits = logits[0, -1].numpy()
+            return logits
+
+        state.step = recording_step
+        return state
+
+
+def whisper_transcript(recognizer: WhisperRecognizer, samples: np.ndarray
+                       ) -> tuple[np.ndarray, str, float]:
+    """The first speech window's logits after the prompt (empty when every window is silent),
+    the transcript and that window's encode time in ms, in one pass of the recognizer (a
+    board's encode outputs stay on the board, so the call's wall time is the board's)."""
+    recorded = _Recorded(recognizer.model)
+    recognizer.model = recorded  # pyright: ignore[reportAttributeAccessIssue]  # duck-typed
+    try:
+        text = recognizer.transcribe(samples)
+    finally:
+        recognizer.model = recorded.model
+    return recorded.logits, text, recorded.encode_ms
+
+
+def _scored_text(text: str, whisper: bool) -> str:
+    """The board's text as CER is scored: Whisper's normalized as `tinyasr evaluate` does."""
+    if not whisper:
+        return text
+    from tinyasr.model.whisper.recognizer import plain_text
+
+    return plain_text(text)
+
+
+def format_table(results: list[UtteranceResult], whisper: bool = False) -> str:
+    """One row per utterance, then the CER of the board's transcripts (Whisper's scored as
+    `tinyasr evaluate` scores them: lowercase, no punctuation)."""
     from tinyasr.model.decoding.metrics import ErrorCounts, char_errors
 
     rows = [f"{'utterance':24s} {'ok':3s} {'max|diff|':>10s} {'frames':>7s} {'ms':>9s}  "
             "board transcript"]
     for r in results:
+        frames = "-" if r.frame_agreement is None else f"{r.frame_agreement:.1%}"
         rows.append(f"{r.uid:24s} {'yes' if r.ok else 'NO':3s} {r.max_abs_diff:10.2e} "
-                    f"{r.frame_agreement:7.1%} {r.latency_ms:9.2f}  {r.board_text}")
-    total = sum((char_errors(r.reference, r.board_text) for r in results), ErrorCounts())
+                    f"{frames:>7s} {r.latency_ms:9.2f}  {r.board_text}")
+    total = sum((char_errors(r.reference, _scored_text(r.board_text, whisper)) for r in results),
+                ErrorCounts())
     rows.append(f"CER on board: {total.summary()}")
     return "\n".join(rows)

@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "rpc-test", help="run a deployable on a board through a TVM tracker and check it",
         description="Request a board from the tracker, upload the deployable, transcribe each "
                     "utterance on the board and compare log-probs and transcripts with the "
-                    "PyTorch reference on this machine; report CER and on-board latency.")
+                    "PyTorch reference on this machine; report CER and on-board latency. A "
+                    "Whisper deployable is held to PyTorch's greedy transcripts (int8: within "
+                    "compile/parity.py's text rule).")
     parser.add_argument("deployable", type=Path, metavar="DEPLOYABLE",
                         help="directory made by `tinyasr compile`")
     parser.add_argument("--tracker", required=True, metavar="HOST:PORT")
@@ -38,16 +40,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinyasr.compile.deployable import read_manifest
+    from tinyasr.compile.family import WHISPER, deployable_family
     from tinyasr.targets.boards import BOARDS, check_features, get_board
     from tinyasr.targets.rpc_check import format_table, run_rpc_test
 
     # The key names the board when it is one of ours: then a library for another
     # architecture is refused before upload. Otherwise trust the deployable's own target.
+    whisper = deployable_family(args.deployable) == WHISPER
+    if whisper:   # checked as its family's runner checks it
+        from tinyasr.compile.whisper_deployable import read_whisper_manifest as read_manifest
+    else:
+        from tinyasr.compile.deployable import read_manifest
     manifest = read_manifest(args.deployable)
     board = get_board(args.key if args.key in BOARDS else manifest["target"])
     check_features(args.deployable, manifest, board)
     results = run_rpc_test(args.deployable, board, args.tracker, args.key, args.data, args.json,
                            args.tolerance, deadline=args.deadline)
-    print(format_table(results))
+    print(format_table(results, whisper))
     return 0 if all(r.ok for r in results) else 1

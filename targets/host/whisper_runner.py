@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -62,13 +63,16 @@ class CompiledWindow:
 
 
 class CompiledWhisper:
-    """A Whisper deployable's functions on this machine's CPU, shaped as the recognizer's model."""
+    """A Whisper deployable's functions, shaped as the recognizer's model: on this machine's
+    CPU, or given the `vm` and `device` of a board (tinyasr.targets.rpc_check), there; the
+    weights go to that device."""
 
-    def __init__(self, deployable: Path):
+    def __init__(self, deployable: Path, device: tvm.runtime.Device | None = None, vm=None):
         deployable = Path(deployable)
         manifest = read_whisper_manifest(deployable)
         check_whisper_files(deployable, manifest)     # before TVM reads any of them
-        if manifest["arch"] != platform.machine():
+        on_host = vm is None
+        if on_host and manifest["arch"] != platform.machine():
             raise InputError(f"{deployable}: built for {manifest['target']} "
                              f"({manifest['arch']}); this machine is {platform.machine()}")
         self.manifest, self.dims = manifest, WhisperDims(**manifest["dims"])
@@ -80,11 +84,14 @@ class CompiledWhisper:
             if decoder[key] != value:
                 raise InputError(f"{deployable / MANIFEST_FILE}: decoder.{key} {decoder[key]} "
                                  f"is not the tokenizer's ({value})")
-        self.device = tvm.cpu()
-        self.vm = load_host_vm(deployable / LIBRARY_FILE,
-                               self.device)  # pyright: ignore[reportArgumentType]  # tvm.cpu()
+        if on_host:
+            device = cast(tvm.runtime.Device, tvm.cpu())   # TVM declares tvm_ffi's Device
+            vm = load_host_vm(deployable / LIBRARY_FILE,
+                              device)  # pyright: ignore[reportArgumentType]  # tvm.cpu()
+        self.device, self.vm = device, vm
         weights = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
-        self.weights = {name: [weights[key] for key in function["weights"]]
+        self.weights = {name: [weights[key] if on_host else weights[key].copyto(device)
+                               for key in function["weights"]]
                         for name, function in manifest["functions"].items()}
 
     @property
@@ -117,12 +124,13 @@ class CompiledWhisper:
         return CompiledWindow(self, encoded[1:])
 
 
-def load_compiled_whisper(deployable: Path, beam: int = 1,
-                          plain_text: bool = False) -> WhisperRecognizer:
-    """A recognizer running a Whisper deployable, decoding as the PyTorch recognizer does."""
+def load_compiled_whisper(deployable: Path, beam: int = 1, plain_text: bool = False,
+                          model: CompiledWhisper | None = None) -> WhisperRecognizer:
+    """A recognizer running a Whisper deployable (on this machine, or the board's `model`),
+    decoding as the PyTorch recognizer does."""
     from tinyasr.model.whisper.decoding import SearchOptions
 
-    model = CompiledWhisper(deployable)
+    model = model or CompiledWhisper(deployable)
     decoder = model.manifest["decoder"]
     config = {"suppress_ids": decoder["suppress_ids"],
               "suppress_ids_begin": decoder["suppress_ids_begin"]}
