@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@sh targets/setup_qemu.sh   # qemu-user >= 8.1 for RVV int8 code (Debian 12: from backports)
+	@sh targets/setup_sysroot.sh   # Debian 11's glibc 2.31 + libstdc++ 10: the boards' runtime floor
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check "setuptools>=68" 2>&1 | grep -v "is ignored" || true
 	@$(PY) -m pip install -q --disable-pip-version-check -e ".[test,lint]" 2>&1 | grep -v "is ignored" || true

@@ -9,6 +9,10 @@ Outputs land in `~/.cache/tinyasr/runtime/<arch>-<hash>/`, keyed by a hash of ev
 second build of the same inputs is instant. CMake's build tree stays in
 `~/.cache/tinyasr/runtime/build/<arch>-<toolchain>/` between builds, so an edit of our code
 recompiles only what it touches (the TVM libraries are not rebuilt).
+
+Board runtimes are built against Debian 11's C and C++ runtime (`BOARD_SYSROOT`, unpacked by
+`targets/setup_sysroot.sh`; `cmake/board-sysroot.cmake` says how), so they run on glibc 2.31
+images; the manifest records the newest symbol versions each file requires.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinyasr.model.common.errors import InputError
 from tinyasr.model.decoding.search import NATIVE_CFLAGS, NATIVE_DIR
 from tinyasr.targets.boards import Board
 
@@ -37,7 +43,12 @@ PROJECT = NATIVE_DIR.parent          # targets/native: CMakeLists.txt, src/, tvm
 SERVER_NAME = "tinyasr-rpc-server"
 TRANSCRIBER_NAME = "tinyasr-run"
 # Bump when the way this module drives CMake changes in a way the hashed files do not show.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
+# Debian 11's glibc 2.31 and libstdc++ 10 for both board architectures (targets/setup_sysroot.sh).
+BOARD_SYSROOT = CACHE_ROOT / "sysroot" / "bullseye"
+SYSROOT_SETUP = Path(__file__).resolve().parent / "setup_sysroot.sh"   # unpacks BOARD_SYSROOT
+# The symbol version families a dynamically linked program asks of its C and C++ runtime.
+RUNTIME_VERSION_FAMILIES = ("GLIBC", "GLIBCXX", "CXXABI", "GCC")
 # The transcriber's CTC search is compiled as the host's is (identical transcripts everywhere).
 TRANSCRIBER_FLAGS = NATIVE_CFLAGS
 REBUILDS = 3   # builds tried when our sources change while one runs
@@ -73,6 +84,7 @@ class _Inputs:
     wheel_runtime: Path    # tvm/src/runtime
     wheel_include: Path    # tvm/include
     ffi_sdist: Path        # unpacked apache-tvm-ffi sdist
+    sysroot: Path | None   # the older C/C++ runtime built against (boards), None on the host
 
 
 def _wheel_root() -> Path:
@@ -112,7 +124,9 @@ def _hash_inputs(inputs: _Inputs) -> str:
     version = subprocess.run([inputs.compiler, "--version"], capture_output=True, text=True,
                              check=True).stdout.splitlines()[0]
     recipe = [RECIPE_VERSION, TRANSCRIBER_FLAGS, _cmake_version()]
-    identity = [recipe, inputs.board.arch, version, inputs.board.link_flags]
+    # The sysroot by its packages' versions (packages.txt, written when it was unpacked).
+    sysroot = (inputs.sysroot / "packages.txt").read_text() if inputs.sysroot else None
+    identity = [recipe, inputs.board.arch, version, inputs.board.link_flags, sysroot]
     digest.update(json.dumps(identity).encode())
     trees = [inputs.wheel_runtime, inputs.wheel_include, inputs.ffi_sdist / "src",
              inputs.ffi_sdist / "include", inputs.ffi_sdist / "3rdparty" / "dlpack" / "include",
@@ -131,6 +145,43 @@ def toolchain_file(board: Board) -> Path | None:
     return None if board.is_host else PROJECT / "cmake" / f"{board.arch}-linux-gnu.cmake"
 
 
+def board_sysroot(board: Board) -> Path | None:
+    """The older C/C++ runtime a cross board's runtime is built against; None for the host.
+    A missing one is a one-line error naming the set-up step that unpacks it."""
+    if board.is_host:
+        return None
+    if not (BOARD_SYSROOT / "packages.txt").is_file():
+        raise InputError(f"the board sysroot (glibc 2.31) is missing at {BOARD_SYSROOT}: "
+                         f"run sh {SYSROOT_SETUP} (make setup does)")
+    return BOARD_SYSROOT
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """GLIBC_2.27 -> (2, 27): symbol versions compared as numbers."""
+    return tuple(int(part) for part in version.rpartition("_")[2].split("."))
+
+
+def _newest(versions: list[str]) -> dict[str, str]:
+    """The newest version of each family (GLIBC, GLIBCXX, ...) among `versions`."""
+    newest: dict[str, str] = {}
+    for version in versions:
+        family = version.rpartition("_")[0]
+        if family not in newest or version_key(version) > version_key(newest[family]):
+            newest[family] = version
+    return dict(sorted(newest.items()))
+
+
+def required_versions(path: Path, arch: str) -> dict[str, str]:
+    """The newest version of each runtime symbol family (GLIBC_2.27, GLIBCXX_3.4.26, ...) that
+    the ELF file at `path` requires, read from its dynamic symbols with binutils' objdump (the
+    board's cross objdump, which reads that architecture's ELF)."""
+    objdump = shutil.which(f"{arch}-linux-gnu-objdump") or "objdump"
+    table = subprocess.run([objdump, "-T", str(path)], capture_output=True, text=True,
+                           check=True).stdout
+    families = "|".join(RUNTIME_VERSION_FAMILIES)
+    return _newest(re.findall(rf"\b(?:{families})_[0-9][0-9.]*\b", table))
+
+
 def cmake_commands(inputs: _Inputs, build: Path, prefix: Path, workers: int) -> list[list[str]]:
     """Configure (Ninja), build and install the runtime into `prefix`: lib/, bin/."""
     toolchain = toolchain_file(inputs.board)
@@ -140,7 +191,8 @@ def cmake_commands(inputs: _Inputs, build: Path, prefix: Path, workers: int) -> 
                  f"-DTVM_WHEEL_DIR={inputs.wheel_runtime.parent.parent}",
                  f"-DTVM_FFI_SOURCE_DIR={inputs.ffi_sdist}",
                  f"-DTINYASR_LINK_LIBS={';'.join(inputs.board.link_flags)}",
-                 f"-DTINYASR_SEARCH_FLAGS={' '.join(TRANSCRIBER_FLAGS)}"]
+                 f"-DTINYASR_SEARCH_FLAGS={' '.join(TRANSCRIBER_FLAGS)}",
+                 f"-DTINYASR_SYSROOT={inputs.sysroot or ''}"]
     return [configure,
             ["nice", "-n", "10", "cmake", "--build", str(build), "-j", str(workers)],
             ["cmake", "--install", str(build), "--prefix", str(prefix)]]
@@ -191,12 +243,13 @@ def build_runtime(board: Board, workers: int = 2, log: Callable[[str], None] = p
     compiler = board.require_cross_compiler()
     wheel = _wheel_root()
     inputs = _Inputs(board, compiler, wheel / "src" / "runtime", wheel / "include",
-                     ffi_sdist(log))
+                     ffi_sdist(log), board_sysroot(board))
     key = _hash_inputs(inputs)
     out = CACHE_ROOT / "runtime" / f"{board.arch}-{key}"
     if (out / "manifest.json").is_file():
         return Runtime(out)
-    tools = hashlib.sha256(json.dumps([compiler, board.link_flags]).encode()).hexdigest()[:8]
+    tools = hashlib.sha256(json.dumps([compiler, board.link_flags, str(inputs.sysroot)])
+                           .encode()).hexdigest()[:8]
     build = CACHE_ROOT / "runtime" / "build" / f"{board.arch}-{tools}"
     with _locked(build.with_suffix(".lock")):
         for _ in range(REBUILDS):
@@ -214,7 +267,9 @@ def build_runtime(board: Board, workers: int = 2, log: Callable[[str], None] = p
                     continue
                 manifest = {"arch": board.arch, "compiler": compiler,
                             "build_seconds": round(time.monotonic() - start, 1),
-                            "sizes": _sizes(staged)}
+                            "sizes": _sizes(staged),
+                            "requires": {name: required_versions(staged / name, board.arch)
+                                         for name in _sizes(staged)}}
                 (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
                 try:
                     os.replace(staged, out)
@@ -232,5 +287,14 @@ def describe(runtime: Runtime) -> str:
     lines += [f"  {size / 1024:9.1f} KiB  {name}" for name, size in manifest["sizes"].items()]
     total = sum(manifest["sizes"].values())
     lines.append(f"  {total / 1024:9.1f} KiB  total")
+    floor = runtime_floor(runtime)
+    if floor:
+        lines.append(f"  requires at most {', '.join(floor.values())}")
     return "\n".join(lines)
 
+
+def runtime_floor(runtime: Runtime) -> dict[str, str]:
+    """The newest symbol version of each family any file of the runtime requires: what the
+    board's image must provide (its glibc and libstdc++)."""
+    requires = runtime.manifest.get("requires", {})
+    return _newest([version for versions in requires.values() for version in versions.values()])
