@@ -2,8 +2,11 @@
 
 Each board is our RPC server (`tinyasr-rpc-server`, from the board runtime build) running under
 `qemu-<arch> -L <sysroot> -cpu ...` (the host board runs natively), registered with a tracker
-under the board's name as its key. Everything listens on 127.0.0.1 only. When no tracker is
-given, one is started (`python -m tvm.exec.rpc_tracker`). With a secret (`up(secret=...)`, or
+under the board's name as its key. Everything listens on 127.0.0.1 unless told (`listen`):
+boards registered with a tracker on another machine must listen where that tracker's clients
+reach them, and register the address they are reached at (`custom_addr`; by default the one the
+tracker sees them connect from). When no tracker is given, one is started on 127.0.0.1
+(`python -m tvm.exec.rpc_tracker`). With a secret (`up(secret=...)`, or
 $TINYASR_RPC_SECRET), each server gets it in a file only we can read (`--secret-file`) and
 serves only clients that present it (`remote.request_session` does, from the same variable).
 What runs is recorded in a small JSON state file (in $TINYASR_BOARDS, default
@@ -13,6 +16,7 @@ What runs is recorded in a small JSON state file (in $TINYASR_BOARDS, default
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import json
 import os
 import signal
@@ -118,10 +122,12 @@ class Farm:
             return state.tracker.address if state.tracker else None
 
     def up(self, board: Board, runtime: Runtime, tracker: str | None = None,
-           count: int = 1, secret: str | None = None) -> list[BoardProcess]:
+           count: int = 1, secret: str | None = None, listen: str = LOOPBACK,
+           custom_addr: str | None = None) -> list[BoardProcess]:
         """Start `count` servers for `board`, registered under its name with `tracker`
-        (default: the tracker this farm started, starting one if needed); with `secret`
-        (default: $TINYASR_RPC_SECRET) they serve only clients that present it."""
+        (default: the tracker this farm started, starting one if needed), listening on `listen`
+        and registered as `custom_addr` (see registered_address); with `secret` (default:
+        $TINYASR_RPC_SECRET) they serve only clients that present it."""
         secret = os.environ.get(SECRET_ENV) if secret is None else secret
         with self._locked_state() as state:
             if tracker is None:
@@ -129,8 +135,10 @@ class Farm:
                     state.tracker = self._start_tracker()
                 tracker = state.tracker.address
             host, port = parse_address(tracker, "--tracker")
+            custom_addr = registered_address(host, listen, custom_addr)
             check_tracker(host, port)
-            started = [self._start_server(board, runtime, tracker, secret) for _ in range(count)]
+            started = [self._start_server(board, runtime, tracker, secret, listen, custom_addr)
+                       for _ in range(count)]
             state.boards.extend(started)
         for process in started:
             wait_registered(host, port, board.name, process)
@@ -166,14 +174,15 @@ class Farm:
                 time.sleep(0.2)
 
     def _start_server(self, board: Board, runtime: Runtime, tracker: str,
-                      secret: str | None = None) -> BoardProcess:
+                      secret: str | None, listen: str, custom_addr: str | None) -> BoardProcess:
         port = free_port()
         log = self.state_dir / f"{board.name}-{port}.log"
         work_dir = self.state_dir / "work"
         work_dir.mkdir(exist_ok=True)
-        command = [str(runtime.server), "--host", LOOPBACK, "--port", str(port),
+        command = [str(runtime.server), "--host", listen, "--port", str(port),
                    "--port-end", str(port + 1), "--tracker", tracker, "--key", board.name,
-                   "--custom-addr", LOOPBACK, "--work-dir", str(work_dir)]
+                   *(["--custom-addr", custom_addr] if custom_addr else []),
+                   "--work-dir", str(work_dir)]
         if secret:
             command += ["--secret-file", str(_write_secret(_secret_file(log), secret))]
         process = _spawn(emulator_prefix(board) + command, log)
@@ -208,6 +217,32 @@ def _spawn(command: list[str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` names is this machine's loopback (127.0.0.1, ::1)."""
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(found) and all(ipaddress.ip_address(address.split("%")[0]).is_loopback
+                               for address in found)
+
+
+def registered_address(tracker_host: str, listen: str, custom_addr: str | None) -> str | None:
+    """The address boards register with the tracker at `tracker_host` (None: the one the
+    tracker sees them connect from). Loopback serves a loopback tracker's clients only, so it
+    is the default only there; a tracker elsewhere needs boards listening on the network."""
+    if custom_addr is not None:
+        return custom_addr
+    if is_loopback(tracker_host):
+        return LOOPBACK
+    if is_loopback(listen):
+        raise InputError(f"--tracker {tracker_host} is another machine, whose clients cannot "
+                         f"reach boards listening on {listen}: give --host 0.0.0.0 (or an "
+                         "address of this machine), and --custom-addr ADDR if the tracker's "
+                         "clients reach this machine at another address")
+    return None
 
 
 def parse_address(text: str, what: str) -> tuple[str, int]:

@@ -22,7 +22,7 @@ import pytest
 from tinyasr.model.common.errors import InputError
 from tinyasr.targets.boards import Board, get_board
 from tinyasr.targets.farm import Farm, emulator_prefix, free_port
-from tinyasr.targets.native_build import build_runtime
+from tinyasr.targets.native_build import PROJECT, build_runtime
 from tinyasr.targets.remote import connect, request_session
 
 KEY = "sandbox-test"
@@ -46,9 +46,10 @@ class Server:
         self.port = free_port()
         self.work_dir = work_dir
         work_dir.mkdir(parents=True, exist_ok=True)
+        standalone = [] if "--tracker" in args else ["--standalone"]
         self.process = subprocess.Popen(
             [*server_command(board), "--key", KEY, "--port", str(self.port), "--port-end",
-             str(self.port + 1), "--work-dir", str(work_dir), *args],
+             str(self.port + 1), "--work-dir", str(work_dir), *standalone, *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.banner = self._read_banner()
 
@@ -220,6 +221,15 @@ def test_no_key_refuses_to_start(server_board: Board):
         "tinyasr-rpc-server: error: --key KEY is required (see --help)"]
 
 
+def test_no_tracker_refuses_to_start_unless_standalone(server_board: Board):
+    """A server nobody announced is a mistake unless asked for: --standalone."""
+    result = subprocess.run([*server_command(server_board), "--key", "k"], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "--tracker HOST:PORT" in line and "--standalone" in line
+
+
 @pytest.mark.parametrize("args, named", [
     (["--key"], "--key"),
     (["--key", "k", "--port", "abc"], "--port"),
@@ -234,6 +244,7 @@ def test_no_key_refuses_to_start(server_board: Board):
     (["--key", "k", "--work-dir", "/nonexistent/dir"], "--work-dir"),
     (["--key", "k", "--secret-file", "/nonexistent/secret"], "--secret-file"),
     (["--key", "two words"], "--key"),
+    (["--key", "k", "--standalone", "--tracker", "127.0.0.1:9190"], "--standalone"),
     (["--key", "k", "--bogus", "1"], "--bogus"),
 ])
 def test_bad_arguments_are_one_line_exit_2(server_board: Board, args: list[str], named: str):
@@ -298,3 +309,34 @@ def test_secret_through_a_tracker(server_board: Board, tmp_path: Path):
     finally:
         farm.down()
     assert not list((tmp_path / "farm").glob("*.secret"))
+
+
+def test_systemd_unit_passes_only_options_the_server_knows(tmp_path: Path):
+    """The shipped unit's ExecStart, with its EnvironmentFile's variables filled in as the
+    README does, is accepted by the server itself: every option exists and every value is well
+    formed, so it goes on to the tracker (here a socket that answers with the wrong magic)."""
+    unit = (PROJECT / "tinyasr-rpc-server.service").read_text()
+    (exec_start,) = [line.split("=", 1)[1] for line in unit.splitlines()
+                     if line.startswith("ExecStart=")]
+    secret = tmp_path / "secret"
+    secret.write_text("0123456789abcdef\n")
+    with socket.create_server(("127.0.0.1", 0)) as not_a_tracker:
+        values = {"${TINYASR_KEY}": "rpi4",
+                  "${TINYASR_TRACKER}": f"127.0.0.1:{not_a_tracker.getsockname()[1]}",
+                  "${TINYASR_CUSTOM_ADDR}": "192.168.1.20", "${TINYASR_ALLOW}": "192.168.1.10",
+                  "/etc/tinyasr/secret": str(secret), "/var/lib/tinyasr": str(tmp_path),
+                  "--host 0.0.0.0": "--host 127.0.0.1"}   # a test listens on loopback only
+        for name, value in values.items():
+            assert name in exec_start, name
+            exec_start = exec_start.replace(name, value)
+        program, *args = exec_start.split()
+        assert program == "/opt/tinyasr/bin/tinyasr-rpc-server"
+        server = subprocess.Popen([*server_command(get_board("rpi4")), *args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        not_a_tracker.settimeout(60)
+        connection, _ = not_a_tracker.accept()
+        with connection:
+            connection.recv(4)
+            connection.sendall(struct.pack("<i", 0))
+        _, err = server.communicate(timeout=60)
+    assert server.returncode == 2 and "is not a TVM RPC tracker" in err, err

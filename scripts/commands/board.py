@@ -23,6 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--tracker", metavar="HOST:PORT",
                     help="register with this tracker (default: start one on 127.0.0.1)")
     up.add_argument("--count", type=int, default=1, help="how many boards of this key")
+    up.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                    help="address the boards listen on (default 127.0.0.1; a tracker on "
+                         "another machine needs one its clients reach, e.g. 0.0.0.0)")
+    up.add_argument("--custom-addr", metavar="ADDR",
+                    help="address the tracker hands its clients for these boards (default: "
+                         "127.0.0.1 with a loopback tracker, else the address it sees)")
     up.set_defaults(func=_up)
 
     run = actions.add_parser("run", help="transcribe wav files with tinyasr-run on an emulated "
@@ -51,16 +57,32 @@ def _build_runtime(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
     from tinyasr.model.common.errors import InputError
-    from tinyasr.targets.farm import Farm, check_tracker, parse_address
+    from tinyasr.targets.farm import (
+        SECRET_ENV,
+        Farm,
+        check_tracker,
+        is_loopback,
+        parse_address,
+        registered_address,
+    )
     from tinyasr.targets.native_build import build_runtime
 
     if args.count < 1:
         raise InputError(f"--count must be at least 1, got {args.count}")
     board = get_board(args.name)
     if args.tracker:  # before a possibly long runtime build
-        check_tracker(*parse_address(args.tracker, "--tracker"))
-    started = Farm().up(board, build_runtime(board), args.tracker, args.count)
+        tracker_host, tracker_port = parse_address(args.tracker, "--tracker")
+        registered_address(tracker_host, args.host, args.custom_addr)
+        check_tracker(tracker_host, tracker_port)
+    started = Farm().up(board, build_runtime(board), args.tracker, args.count,
+                        listen=args.host, custom_addr=args.custom_addr)
+    if not is_loopback(args.host) and not os.environ.get(SECRET_ENV):
+        print(f"warning: the boards listen on {args.host}: anyone who reaches them can run code "
+              f"there; set {SECRET_ENV} (or keep them on a trusted network)", file=sys.stderr)
     for process in started:
         print(f"{board.name}: pid {process.pid}, port {process.port}, tracker {process.tracker}")
     return 0

@@ -78,6 +78,7 @@ struct Options {
   sandbox::AllowList allow;
   std::string allow_text;
   std::string secret;  // empty: none required
+  bool standalone = false;  // serve without a tracker: asked for, never a silent default
 };
 
 [[noreturn]] void Fail(const std::string& message) {
@@ -86,10 +87,11 @@ struct Options {
 }
 
 const char kUsage[] =
-    "usage: tinyasr-rpc-server --key KEY [options]\n"
+    "usage: tinyasr-rpc-server --key KEY (--tracker HOST:PORT | --standalone) [options]\n"
     "\n"
-    "A TVM RPC server for a board: registers with a tracker under KEY (or, without --tracker,\n"
-    "serves clients that connect with KEY) and runs each session in a fresh directory.\n"
+    "A TVM RPC server for a board: registers with a tracker under KEY (or, --standalone, serves\n"
+    "clients that connect with KEY) and runs each session in a fresh directory. It listens on\n"
+    "the first free port of 9090-9198 (--port, --port-end) and prints where.\n"
     "Anyone who can connect can run code here (an uploaded library runs when loaded): keep it\n"
     "on a trusted network (loopback + SSH tunnel, --allow, --secret-file).\n"
     "\n"
@@ -99,6 +101,7 @@ const char kUsage[] =
     "  --port PORT               first port to try (default 9090)\n"
     "  --port-end PORT           first port not to try (default PORT+109)\n"
     "  --tracker HOST:PORT       register with this TVM RPC tracker\n"
+    "  --standalone              no tracker: clients connect to this server directly\n"
     "  --custom-addr ADDR        address the tracker hands to clients (default: as it sees us)\n"
     "  --work-dir DIR            where session directories are made (default /tmp)\n"
     "  --handshake-timeout S     drop a connection that has not finished its handshake in S\n"
@@ -167,6 +170,10 @@ Options ParseOptions(int argc, char** argv) {
   }
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
+    if (arg == "--standalone") {
+      opt.standalone = true;
+      continue;
+    }
     static const char* const kOptions[] = {
         "--host", "--port", "--port-end", "--tracker", "--key", "--custom-addr", "--work-dir",
         "--handshake-timeout", "--max-session", "--allow", "--secret-file"};
@@ -231,6 +238,13 @@ Options ParseOptions(int argc, char** argv) {
       Fail("--tracker: cannot resolve '" + opt.tracker_host + "'");
     }
   }
+  // Without a tracker nobody can find the server through one, and a server started with no
+  // arguments by mistake would otherwise sit on its port unannounced.
+  if (opt.tracker_host.empty() && !opt.standalone) {
+    Fail("give --tracker HOST:PORT to register with a tracker, or --standalone to serve "
+         "clients that connect directly (see --help)");
+  }
+  if (!opt.tracker_host.empty() && opt.standalone) Fail("--standalone: not with --tracker");
   return opt;
 }
 
