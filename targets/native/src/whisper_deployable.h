@@ -87,6 +87,10 @@ class WhisperDeployable {
         std::fill(to + used, to + audio_.window_frames, 0.0f);  // frontend.pad_window
       }
       auto encoded = CallWithWeights(encode_, {window}, weights_[1]).cast<ffi::Array<ffi::Any>>();
+      if (static_cast<int64_t>(encoded.size()) != 1 + 2 * n_layers_) {
+        throw InputError(dir_ + kLibraryFile + ": encode does not return the encoding and " +
+                         "every decoder layer's cross-attention keys and values");
+      }
       transcript.encode_ms += since(start);
       start = Clock::now();
       WhisperResult result = DecodeWindow(encoded);
@@ -172,8 +176,25 @@ class WhisperDeployable {
     std::copy(padded.begin(), padded.end(), Data<float>(signal));
     const int64_t frames = static_cast<int64_t>(samples.size()) / audio_.hop;
     auto outputs = CallWithWeights(log_mel_, {ffi::Shape({frames}), signal}, weights_[0]);
-    if (auto tensor = outputs.try_cast<Tensor>()) return *tensor;
-    return outputs.cast<ffi::Array<ffi::Any>>()[0].cast<Tensor>();
+    auto tensor = outputs.try_cast<Tensor>();
+    Tensor features = tensor ? *tensor : outputs.cast<ffi::Array<ffi::Any>>()[0].cast<Tensor>();
+    CheckShape(features, {n_mels_, frames}, "log_mel's output");
+    return features;
+  }
+
+  /*!
+   * \brief Refuses a library output whose shape is not what the manifest says (float32): the
+   *        loops that read it are sized from the manifest.
+   */
+  void CheckShape(const Tensor& tensor, const std::vector<int64_t>& shape,
+                  const char* what) const {
+    bool same = tensor.ndim() == static_cast<int>(shape.size()) &&
+                tensor.dtype() == kFloat32;
+    for (size_t i = 0; same && i < shape.size(); ++i) same = tensor.size(i) == shape[i];
+    if (!same) {
+      throw InputError(dir_ + kLibraryFile + ": " + what +
+                       " does not have the shape the manifest's dims give");
+    }
   }
 
   /*! \brief Greedy decoding of one encoded window ([encoded, cross_k..., cross_v...]). */
@@ -204,6 +225,7 @@ class WhisperDeployable {
         self_caches[i] = outputs[i + 1].cast<Tensor>();
       }
       Tensor logits = outputs[0].cast<Tensor>();  // (1, count, n_vocab)
+      CheckShape(logits, {1, count, n_vocab_}, "step's logits");
       return std::vector<float>(Data<float>(logits), Data<float>(logits) + count * n_vocab_);
     };
     return GreedyWindow(rules_, n_vocab_, *suppression_, step);
