@@ -47,6 +47,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,7 @@ from tinyasr.compile.passes.sink_permutes import SinkPermutes
 from tinyasr.compile.passes.tied_matmul import TiedMatmul
 from tinyasr.compile.schedule_database import AppliedDatabase
 from tinyasr.model.common import atomic
+from tinyasr.model.common.progress import progress
 from tinyasr.model.network.san_m import AsrModel
 from tinyasr.targets.boards import host_target
 
@@ -125,11 +127,13 @@ class IRDumper:
     def __init__(self, directory: Path | None):
         self.directory, self.count = directory, 0
         self._staging: Path | None = None
+        self._started = time.monotonic()   # for the progress line each phase prints
         if directory is not None:
             Path(directory).mkdir(parents=True, exist_ok=True)
 
     def __call__(self, phase: str, mod: tvm.IRModule) -> None:
         self.count += 1
+        progress(f"compile: {phase} done ({time.monotonic() - self._started:.1f} s)")
         if self.directory is not None:
             path = self._staging_dir() / f"{self.count:02d}-{phase}.py"
             path.write_text(mod.script(show_meta=False))
@@ -381,5 +385,6 @@ def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
             dump("lower", mod)
     finally:
         dump.publish()   # every phase; on an error, those that ran (a kill: none)
+    progress("compile: build (LLVM code generation, the longest phase)")
     return BuiltModel(tvm.compile(mod, llvm, relax_pipeline=None), weights, signatures,
                       report)
