@@ -164,19 +164,25 @@ def save_png(figure, path: Path) -> None:
 
 
 def write_plot(results: Sequence[StageResult], path: Path) -> None:
-    figure, axes = agg_pyplot().subplots(figsize=(6.5, 4.2))
-    for split, marker in (("dev", "s"), ("test", "o")):
-        axes.plot([r.bytes / 1e3 for r in results], [getattr(r, split).rate for r in results],
-                  marker=marker, linestyle="none", label=f"{split} CER")
-    for r in results:
-        axes.annotate(r.name, (r.bytes / 1e3, r.test.rate), textcoords="offset points",
-                      xytext=(4, 6), fontsize=8)
-    axes.set_xscale("log")
-    axes.set_xlabel("model file size (KB, log scale)")
-    axes.set_ylabel("CER (%)")
-    axes.set_title("tinyasr compression: size vs CER per stage")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
+    """One row per stage, largest file at the top, named on the axis with its size and
+    compression ratio; its dev and test CER on that row (square, circle), joined, so no point
+    needs a label of its own and none can sit under another stage's."""
+    rows = sorted(results, key=lambda r: r.bytes)
+    figure, axes = agg_pyplot().subplots(figsize=(8, 1.4 + 0.45 * len(rows)))
+    positions = range(len(rows))
+    for y, r in zip(positions, rows, strict=True):
+        axes.plot([r.dev.rate, r.test.rate], [y, y], color="0.75", linewidth=2, zorder=1)
+    for split, marker, color in (("dev", "s", "tab:blue"), ("test", "o", "tab:orange")):
+        axes.scatter([getattr(r, split).rate for r in rows], list(positions), marker=marker,
+                     color=color, label=f"{split} CER", zorder=2)
+    axes.set_yticks(list(positions), [f"{r.name}  ({r.bytes / 1e3:,.0f} KB, {r.ratio:.1f}x)"
+                                      for r in rows], fontsize=8)
+    axes.set_ylim(-0.6, len(rows) - 0.4)
+    axes.set_xlabel("character error rate, CER (%)")
+    axes.set_ylabel("stage (model file size, compression ratio)")
+    axes.set_title("tinyasr compression: CER per stage (smaller files lower)")
+    axes.grid(True, axis="x", alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
     figure.tight_layout()
     save_png(figure, path)
 

@@ -76,6 +76,10 @@ def top_kernels_markdown(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+PLOT_MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*"]
+PLOT_DASHES = ["-", "--", "-.", ":"]
+
+
 def write_plot(report: dict[str, Any], path: Path) -> None:
     """Bars: encoder, rescoring and pipeline time of the reference utterance per row; lines:
     encoder time against audio length."""
@@ -90,16 +94,19 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
         bars.barh(positions + offset, [r[key] for r in rows], height=0.27, label=label)
     bars.set_yticks(positions, [r["name"] for r in rows], fontsize=8)
     bars.invert_yaxis()
-    bars.set_xlabel(f"ms for {report['reference_audio_seconds']:.1f} s of audio")
-    bars.set_title(f"latency, {report['threads']} thread(s)")
+    bars.set_xlabel(f"latency (ms) for {report['reference_audio_seconds']:.1f} s of audio")
+    threads = report["threads"]
+    bars.set_title(f"latency, {threads} thread{'s' if threads != 1 else ''}")
     bars.legend(loc="lower right", fontsize=8)
-    for r in rows:
+    # Rows whose lines coincide (int8 and sparse int8) stay apart by marker and dash.
+    for number, r in enumerate(rows):
         lines.plot([p["seconds"] for p in r["scaling"]], [p["encoder_ms"] for p in r["scaling"]],
-                   marker="o", label=r["name"])
+                   marker=PLOT_MARKERS[number % len(PLOT_MARKERS)],
+                   linestyle=PLOT_DASHES[number % len(PLOT_DASHES)], label=r["name"])
     lines.set_yscale("log")
     lines.set_xlabel("audio length (s)")
-    lines.set_ylabel("encoder ms (log scale)")
-    lines.set_title("scaling")
+    lines.set_ylabel("encoder latency (ms, log scale)")
+    lines.set_title("encoder latency against audio length")
     lines.grid(True, which="both", alpha=0.3)
     lines.legend(fontsize=7)
     figure.tight_layout()
