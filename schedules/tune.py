@@ -28,7 +28,7 @@ from tvm.target import Target
 
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, legalize
 from tinyasr.compile.schedule_database import open_database, static_workload, workload_flops
-from tinyasr.model.common.atomic import scratch_directory
+from tinyasr.model.common.atomic import scratch_directory, temp_files_in
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.common.progress import progress
 from tinyasr.schedules.measure import Measurement, local_measurement
@@ -158,41 +158,46 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
         raise InputError(f"--ops {' '.join(ops or [])}: matches none of the model's "
                          "tunable tasks")
     started, results, untunable = time.monotonic(), [], []
-    logs = str(scratch_directory("tinyasr-tune-logs-"))   # MetaSchedule's logs, thrown away
-    for number, task in enumerate(tasks, 1):
-        task = on_stored_workload(database, task)
-        result = task_result(database, task)
-        results.append(result)
-        over_budget = (time_budget_min is not None
-                       and time.monotonic() - started > 60 * time_budget_min)
-        if result.trials >= trials or over_budget:
-            progress(f"[{number}/{len(tasks)}] {_status(result)} trials"
-                     f"{' (time budget spent)' if over_budget else ''}")
-            continue
-        progress(f"[{number}/{len(tasks)}] {task.task_name}: tuning {trials - result.trials} "
-                 "trials")
-        try:
-            _drop_unnamed_log_handlers()
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                [task], work_dir=logs)
-            # ProgressCallback, a derived_object, is a MeasureCallback only at run time
-            ms.tune.tune_tasks(
-                tasks=contexts, task_weights=weights, work_dir=logs,
-                max_trials_global=trials - result.trials,
-                num_trials_per_iter=min(64, trials - result.trials),
-                builder=builder, runner=runner, database=database, cost_model="xgb",
-                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                                   ProgressCallback(result, trials)])  # pyright: ignore[reportArgumentType]
-        except (RuntimeError, ValueError) as error:   # TVM errors: e.g. a hand-written kernel
-            progress(f"  {task.task_name}: not tunable, keeps its own schedule "
-                     f"({str(error).splitlines()[-1]})")
-            untunable.append(task.task_name)
-        results[-1] = task_result(database, task)
-    if len(untunable) == len(tasks):
-        raise InputError(f"{'--ops ' + ' '.join(ops) if ops else 'the model'}: none of its "
-                         f"{len(tasks)} tasks is tunable (hand-written kernels keep their own "
-                         "schedules); nothing was tuned")
-    if on_host:
-        progress("timing the tuned schedules on symbolic shapes against the defaults")
-        measure_replays(mod, database, llvm, Path(work_dir), progress)
+    # MetaSchedule's logs, and every temp file of its builders and runners (candidate
+    # libraries, build workspaces), go to one scratch dir: deleted at exit, and a killed
+    # run's by the next
+    scratch = scratch_directory("tinyasr-tune-logs-")
+    logs = str(scratch)
+    with temp_files_in(scratch):
+        for number, task in enumerate(tasks, 1):
+            task = on_stored_workload(database, task)
+            result = task_result(database, task)
+            results.append(result)
+            over_budget = (time_budget_min is not None
+                           and time.monotonic() - started > 60 * time_budget_min)
+            if result.trials >= trials or over_budget:
+                progress(f"[{number}/{len(tasks)}] {_status(result)} trials"
+                         f"{' (time budget spent)' if over_budget else ''}")
+                continue
+            progress(f"[{number}/{len(tasks)}] {task.task_name}: tuning {trials - result.trials} "
+                     "trials")
+            try:
+                _drop_unnamed_log_handlers()
+                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    [task], work_dir=logs)
+                # ProgressCallback, a derived_object, is a MeasureCallback only at run time
+                ms.tune.tune_tasks(
+                    tasks=contexts, task_weights=weights, work_dir=logs,
+                    max_trials_global=trials - result.trials,
+                    num_trials_per_iter=min(64, trials - result.trials),
+                    builder=builder, runner=runner, database=database, cost_model="xgb",
+                    measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                                       ProgressCallback(result, trials)])  # pyright: ignore[reportArgumentType]
+            except (RuntimeError, ValueError) as error:   # TVM errors: e.g. a hand-written kernel
+                progress(f"  {task.task_name}: not tunable, keeps its own schedule "
+                         f"({str(error).splitlines()[-1]})")
+                untunable.append(task.task_name)
+            results[-1] = task_result(database, task)
+        if len(untunable) == len(tasks):
+            raise InputError(f"{'--ops ' + ' '.join(ops) if ops else 'the model'}: none of its "
+                             f"{len(tasks)} tasks is tunable (hand-written kernels keep their own "
+                             "schedules); nothing was tuned")
+        if on_host:
+            progress("timing the tuned schedules on symbolic shapes against the defaults")
+            measure_replays(mod, database, llvm, Path(work_dir), progress)
     return results

@@ -3,6 +3,7 @@ dirs, deployables), and each long-running command killed mid-run and run again."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -235,8 +236,6 @@ def test_compress_killed_mid_write_leaves_no_half_file(model_dir: Path, tmp_path
 
 def test_report_killed_mid_run_then_rerun_writes_every_file_whole(model_dir: Path,
                                                                    tmp_path: Path):
-    import json
-
     from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 
     data = tmp_path / "corpus"
@@ -278,10 +277,184 @@ def test_tune_killed_while_measuring_keeps_its_records_and_resumes(model_dir: Pa
 
     assert _kill_when(args, measured, TMPDIR=str(temp))
     before = records.read_text().rpartition("\n")[0].splitlines()   # a torn last line dropped
-    assert list(temp.glob("tinyasr-tune-logs-*"))   # the killed run's logs, left behind
+    # the killed run's logs, and its builders' temp files with them, left behind in its scratch
+    logs = sorted(p.name for p in temp.glob("tinyasr-tune-logs-*"))
+    assert logs and _litter(temp) == logs
     code, text = _run(args, TMPDIR=str(temp))
     assert code == 0, text
     after = records.read_text().splitlines()
     assert after[:len(before)] == before
-    assert not list(temp.glob("tinyasr-tune-logs-*"))   # removed by the rerun, its own at exit
+    assert _litter(temp) == []   # removed by the rerun, its own at exit
     assert _hidden(work_dir) == []
+
+
+def _litter(temp: Path) -> list[str]:
+    """What a run left in its temp dir, but torch's per-user compile cache
+    (torchinductor_USER: made by torch.export, written atomically and reused by every run)."""
+    return sorted(p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_"))
+
+
+def _scratch_dirs(temp: Path, prefix: str) -> list[Path]:
+    return sorted(p for p in temp.iterdir() if p.name.startswith(prefix))
+
+
+def _measuring() -> bool:
+    """Whether a process this test started has spawned one (the bench measures every row in
+    a freshly spawned process)."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
+@pytest.mark.slow  # about two benches of the tiny model, in pieces: minutes
+def test_bench_killed_anywhere_loses_nothing_and_leaves_only_its_scratch(
+        model_dir: Path, tiny_random_model, tmp_path: Path):
+    """bench killed mid-export, mid-link of a deployable and mid-measure: nothing at --out (or
+    the previous results, byte for byte), and every file it made in the temp dir (ONNX, TVM
+    deployables and their object files, ORT's quantizer's temps) inside its one scratch dir,
+    which the next bench deletes."""
+    from tinyasr.model.compression.quantize import quantizable_layers
+    from tinyasr.model.network.compressed import write_compressed
+    from tinyasr.model.network.int8 import Activations, Quantization
+
+    model, tokenizer = tiny_random_model
+    int8 = tmp_path / "int8.tac"
+    write_compressed(int8, model, tokenizer, None,
+                     Quantization(Activations.DYNAMIC, list(quantizable_layers(model))))
+    temp, out = tmp_path / "tmp", tmp_path / "bench"
+    temp.mkdir()
+    args = ["bench", "--fp32-model", model_dir, "--int8-model", int8, "--lengths", "1",
+            "--repeats", "1", "--rounds", "1", "--out", out, "-q"]
+
+    def in_scratch(name: str):
+        return lambda: any(any(p.name.startswith(name) for p in d.iterdir())
+                           for d in _scratch_dirs(temp, "tinyasr-bench-"))
+
+    killed = []
+    for ready in (in_scratch("onnx-fp32"), in_scratch(".tvm-fp32.tmp-")):
+        assert _kill_when(args, ready, TMPDIR=str(temp))
+        left = _scratch_dirs(temp, "tinyasr-bench-")
+        assert _litter(temp) == [p.name for p in left]   # nothing else
+        assert len(left) == 1 and left[0] not in killed   # the last run's; the one before: gone
+        killed.extend(left)
+        assert not out.exists() or not any(out.iterdir())
+
+    code, text = _run(args, TMPDIR=str(temp))
+    assert code == 0, text
+    assert _litter(temp) == []   # its own scratch deleted, the killed runs' too
+    results = {name: (out / name).read_bytes() for name in ("bench.json", "bench.md", "bench.png")}
+    assert json.loads(results["bench.json"])["rounds"] == 1
+    assert _hidden(out) == []
+
+    # killed while a row is being measured: the finished results stay as they were
+    assert _kill_when(args, _measuring, TMPDIR=str(temp))
+    assert {name: (out / name).read_bytes() for name in results} == results
+    assert _hidden(out) == []
+    left = _scratch_dirs(temp, "tinyasr-bench-")
+    assert len(left) == 1 and _litter(temp) == [left[0].name]
+
+
+def _data_args(command: str, out: Path) -> list:
+    from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
+
+    extra = {"subset": ["--count", "3"], "shard": ["--per-shard", "4"],
+             "augment-preview": ["--count", "2"]}[command]
+    return ["data", command, SAMPLES_DIR, out, *extra, "-q"]
+
+
+@pytest.mark.parametrize("command", ["subset", "shard", "augment-preview"])
+def test_data_command_killed_at_its_renames_keeps_a_whole_output(command: str, tmp_path: Path):
+    """A data command's OUT is built beside it and swapped in: killed before the new one goes
+    in, nothing (or the old one) is at OUT; killed with the old one set aside, the next run
+    puts it back (so a run without --force refuses it); no temp dir outlives a rerun."""
+    out = tmp_path / "made"
+    args = _data_args(command, out)
+    code, _ = _run(args, kill_before_rename_to="made")
+    assert code == -signal.SIGKILL and not out.exists() and len(_hidden(tmp_path)) == 1
+    code, text = _run(args)
+    assert code == 0, text
+    made = sorted(p.name for p in out.iterdir())
+    assert made and _hidden(tmp_path) == []
+    (out / "old-marker").write_text("")
+
+    code, _ = _run([*args, "--force"], kill_before_rename_to="made")   # before the old goes
+    assert code == -signal.SIGKILL and (out / "old-marker").exists()
+    code, _ = _run([*args, "--force"], kill_after_rename_to=".made.old-")   # between renames
+    assert code == -signal.SIGKILL and not out.exists()
+    code, text = _run(args)
+    assert code == 2 and "already exists" in text, text
+    assert (out / "old-marker").exists() and _hidden(tmp_path) == []
+
+    code, text = _run([*args, "--force"])
+    assert code == 0, text
+    assert sorted(p.name for p in out.iterdir()) == made and _hidden(tmp_path) == []
+
+
+def test_data_synth_killed_while_rendering_then_rerun(tmp_path: Path):
+    out, temp = tmp_path / "corpus", tmp_path / "tmp"
+    temp.mkdir()
+    args = ["data", "synth", out, "--train", "3", "--dev", "1", "--test", "1",
+            "--test-unseen-engine", "1", "--jobs", "1", "-q"]
+
+    def rendering() -> bool:
+        return any(len(list((build / "wavs").glob("*.wav"))) >= 1
+                   for build in tmp_path.glob(".corpus.tmp-*") if (build / "wavs").is_dir())
+
+    assert _kill_when(args, rendering, TMPDIR=str(temp))
+    assert not out.exists() and len(_hidden(tmp_path)) == 1
+    code, text = _run(args, TMPDIR=str(temp))
+    assert code == 0, text
+    assert (out / "synth.json").exists() and _hidden(tmp_path) == []
+    assert list(temp.iterdir()) == []
+
+
+@pytest.mark.slow  # three compiles of the tiny model, two of them to the end
+def test_compile_dump_ir_killed_leaves_no_partial_dump(model_dir: Path, tmp_path: Path):
+    """--dump-ir's phases are staged inside DIR and published when the last is written: a
+    compile killed midway leaves DIR as it was (nothing, or the previous whole dump), its
+    staging is deleted by the next dump, and no temp file (TVM's build workspace, the
+    linker's) is left in the temp dir."""
+    from tinyasr.compile.pipeline import PHASE_FILE
+
+    out, dumps, temp = tmp_path / "dep", tmp_path / "ir", tmp_path / "tmp"
+    temp.mkdir()
+    args = ["compile", model_dir, "--target", "host", "--untuned", "--out", out,
+            "--dump-ir", dumps]
+
+    def phases() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in dumps.iterdir() if PHASE_FILE.fullmatch(p.name)}
+
+    def staged(count: int):
+        return lambda: any(len(list(d.iterdir())) >= count for d in dumps.glob(".tinyasr-ir-*"))
+
+    assert _kill_when(args, staged(3), TMPDIR=str(temp))
+    assert phases() == {} and len(_hidden(dumps)) == 1 and not out.exists()
+    assert _litter(temp) == []
+    code, text = _run(args, TMPDIR=str(temp))
+    assert code == 0, text
+    whole = phases()
+    names = sorted(whole)
+    assert names[-1].endswith("-lower.py") and [n[:2] for n in names] == [
+        f"{i:02d}" for i in range(1, len(names) + 1)]
+    assert _hidden(dumps) == [] and _litter(temp) == []
+    (dumps / "notes.txt").write_text("mine")   # not a phase file: left alone
+
+    # --force killed after some phases (the old dump stays, whole), then killed while linking
+    # the new deployable (the dump is published by then; the link's temp files are in the
+    # deployable's staging, which the next compile deletes)
+    assert _kill_when([*args, "--force"], staged(3), TMPDIR=str(temp))
+    assert phases() == whole and len(_hidden(dumps)) == 1
+    assert _kill_when([*args, "--force"], _appears(tmp_path, ".dep.tmp-"), TMPDIR=str(temp))
+    assert sorted(phases()) == names and _hidden(dumps) == []
+    assert _litter(temp) == []
+    code, text = _run([*args, "--force"], TMPDIR=str(temp))
+    assert code == 0, text
+    assert sorted(phases()) == names and (dumps / "notes.txt").read_text() == "mine"
+    assert _hidden(dumps) == [] and _hidden(tmp_path) == [] and _litter(temp) == []
+    _deployable_ok(out)

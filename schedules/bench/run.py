@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyasr.model.common.atomic import scratch_prefix
+from tinyasr.model.common.atomic import scratch_prefix, temp_files_in
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.decoding.options import DecodeOptions
 from tinyasr.model.decoding.prefix_tree import prefix_tree
@@ -84,7 +84,10 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
     nbest = reference_nbest(model, waveforms[REFERENCE_SECONDS], settings.options.beam)
     peak = core_peak()
     progress(f"core peak: {peak.formula()}")
-    with tempfile.TemporaryDirectory(prefix=scratch_prefix("tinyasr-bench-")) as work:
+    # every artifact, and every temp file of the exporters, compilers and measuring processes,
+    # in one scratch dir: deleted at the end, and a killed bench's by the next bench
+    with (tempfile.TemporaryDirectory(prefix=scratch_prefix("tinyasr-bench-")) as work,
+          temp_files_in(Path(work))):
         rows = prepare_rows(model, settings.fp32_model, settings.int8_model,
                             settings.sparse_model, Path(work), progress)
         specs = [row for row in rows if isinstance(row, RowSpec)]
