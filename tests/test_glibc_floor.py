@@ -65,7 +65,8 @@ def _shortest_sample() -> Path:
 @pytest.mark.slow   # compiles the int8 model for rpi4 and runs it under qemu twice (~1 min)
 def test_a_deployable_transcribes_on_debian_11_as_on_debian_12(tmp_path: Path):
     rpi4 = get_board("rpi4")
-    deployable = build_deployable(COMPRESSED_MODEL, rpi4, tmp_path / "rpi4")
+    deployable = tmp_path / "rpi4"
+    build_deployable(COMPRESSED_MODEL, rpi4, deployable)
     transcriber = str(build_runtime(rpi4).transcriber)
     wav = str(_shortest_sample())
     runs = [subprocess.run([*prefix, transcriber, str(deployable), wav], capture_output=True,
