@@ -13,6 +13,8 @@ The waveform is int16-scale 16 kHz samples, the fbank front end is inside the en
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 
 from tinyasr.compile.graphs import TREE_INPUTS, DecoderGraph, EncoderGraph, example_tree
+from tinyasr.model.common.atomic import scratch_prefix
 from tinyasr.model.network.framing import samples_read
 from tinyasr.model.network.san_m import AsrModel
 
@@ -65,27 +68,34 @@ def export_onnx(model: AsrModel, out_dir: Path) -> list[Path]:
     """Writes encode.onnx and decode.onnx into `out_dir` (made if missing); returns their paths.
 
     The TorchScript exporter (dynamo=False) needs no dependency beyond `onnx`; the dynamo
-    exporter would add `onnxscript`. Both graphs' outputs match PyTorch to ~1e-5."""
+    exporter would add `onnxscript`. Both graphs' outputs match PyTorch to ~1e-5. Each file is
+    written whole in a pid-named hidden dir inside `out_dir`, then renamed into place: a kill
+    leaves no half graph (the staging dir of a killed export is deleted by the next)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = 8
     tree = example_tree(model)
-    with quietly(), torch.no_grad():
-        torch.onnx.export(
-            EncoderGraph(model).eval(), (torch.zeros(1, samples_read(frames)),),
-            str(out_dir / ENCODE_ONNX), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=["waveform"], output_names=["log_probs", "encoded"],
-            dynamic_axes={"waveform": {1: "samples"}, "log_probs": {1: "frames"},
-                          "encoded": {1: "frames"}})
-        torch.onnx.export(
-            DecoderGraph(model).eval(),
-            (*map(torch.from_numpy, tree.arrays()), torch.zeros(1, frames, model.config.d_model)),
-            str(out_dir / DECODE_ONNX), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=[*TREE_INPUTS, "memory"], output_names=["log_probs"],
-            dynamic_axes={"tokens": {0: "nodes"}, "depths": {0: "nodes"},
-                          "ancestors": {0: "nodes", 1: "nodes"}, "history": {0: "nodes"},
-                          "memory": {1: "frames"}, "log_probs": {0: "nodes"}})
-    paths = [out_dir / ENCODE_ONNX, out_dir / DECODE_ONNX]
-    for path in paths:
-        _inline_weight_identities(path)
-    return paths
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix(".tinyasr-onnx-", out_dir),
+                                     dir=out_dir) as temp:
+        staging = Path(temp)
+        with quietly(), torch.no_grad():
+            torch.onnx.export(
+                EncoderGraph(model).eval(), (torch.zeros(1, samples_read(frames)),),
+                str(staging / ENCODE_ONNX), dynamo=False, opset_version=ONNX_OPSET,
+                input_names=["waveform"], output_names=["log_probs", "encoded"],
+                dynamic_axes={"waveform": {1: "samples"}, "log_probs": {1: "frames"},
+                              "encoded": {1: "frames"}})
+            torch.onnx.export(
+                DecoderGraph(model).eval(),
+                (*map(torch.from_numpy, tree.arrays()),
+                 torch.zeros(1, frames, model.config.d_model)),
+                str(staging / DECODE_ONNX), dynamo=False, opset_version=ONNX_OPSET,
+                input_names=[*TREE_INPUTS, "memory"], output_names=["log_probs"],
+                dynamic_axes={"tokens": {0: "nodes"}, "depths": {0: "nodes"},
+                              "ancestors": {0: "nodes", 1: "nodes"}, "history": {0: "nodes"},
+                              "memory": {1: "frames"}, "log_probs": {0: "nodes"}})
+        for name in (ENCODE_ONNX, DECODE_ONNX):
+            _inline_weight_identities(staging / name)
+        for name in (ENCODE_ONNX, DECODE_ONNX):
+            os.replace(staging / name, out_dir / name)
+    return [out_dir / ENCODE_ONNX, out_dir / DECODE_ONNX]

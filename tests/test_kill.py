@@ -458,3 +458,18 @@ def test_compile_dump_ir_killed_leaves_no_partial_dump(model_dir: Path, tmp_path
     assert sorted(phases()) == names and (dumps / "notes.txt").read_text() == "mine"
     assert _hidden(dumps) == [] and _hidden(tmp_path) == [] and _litter(temp) == []
     _deployable_ok(out)
+
+
+def test_export_onnx_killed_before_its_renames_leaves_no_half_graph(model_dir: Path,
+                                                                    tmp_path: Path):
+    import onnx
+
+    out = tmp_path / "onnx"
+    args = ["export", "onnx", model_dir, out, "-q"]
+    code, _ = _run(args, kill_before_rename_to="encode.onnx")   # both graphs whole, staged
+    assert code == -signal.SIGKILL and len(list(out.iterdir())) == len(_hidden(out)) == 1
+    code, text = _run(args)
+    assert code == 0, text
+    assert sorted(p.name for p in out.iterdir()) == ["decode.onnx", "encode.onnx"]
+    for graph in out.iterdir():
+        onnx.checker.check_model(onnx.load(str(graph)))
