@@ -17,7 +17,11 @@ import pytest
 
 from tinyasr.compile.deployable import build_deployable
 from tinyasr.model.data.datadir import read_data_dir
-from tinyasr.model.network.pretrained_paths import COMPRESSED_MODEL, SAMPLES_DIR
+from tinyasr.model.network.pretrained_paths import (
+    COMPRESSED_MODEL,
+    DEFAULT_MODEL,
+    SAMPLES_DIR,
+)
 from tinyasr.targets.boards import Board, get_board
 from tinyasr.targets.farm import emulator_prefix
 from tinyasr.targets.native_build import (
@@ -31,6 +35,8 @@ from tinyasr.targets.native_build import (
 # What Debian 11 ships: glibc 2.31; libstdc++ of GCC 10 (GLIBCXX_3.4.28, CXXABI_1.3.12).
 DEBIAN_11 = {"GLIBC": "GLIBC_2.31", "GLIBCXX": "GLIBCXX_3.4.28", "CXXABI": "CXXABI_1.3.12"}
 BOARDS = ["rpi4", "visionfive2"]   # one per architecture: aarch64, riscv64
+# as tests/test_tinyasr_run.py runs them: int8 on the Pi, fp32 on the scalar rv64gc board
+BOARD_MODELS = {"rpi4": COMPRESSED_MODEL, "visionfive2": DEFAULT_MODEL}
 
 
 def on_debian_11(board: Board) -> list[str]:
@@ -62,16 +68,17 @@ def _shortest_sample() -> Path:
                key=lambda wav: wav.stat().st_size)
 
 
-@pytest.mark.slow   # compiles the int8 model for rpi4 and runs it under qemu twice (~1 min)
-def test_a_deployable_transcribes_on_debian_11_as_on_debian_12(tmp_path: Path):
-    rpi4 = get_board("rpi4")
-    deployable = tmp_path / "rpi4"
-    build_deployable(COMPRESSED_MODEL, rpi4, deployable)
-    transcriber = str(build_runtime(rpi4).transcriber)
+@pytest.mark.slow   # compiles a model for each board and runs it under qemu twice (~1.5 min)
+@pytest.mark.parametrize("name", BOARDS)
+def test_a_deployable_transcribes_on_debian_11_as_on_debian_12(name: str, tmp_path: Path):
+    board = get_board(name)
+    deployable = tmp_path / name
+    build_deployable(BOARD_MODELS[name], board, deployable)
+    transcriber = str(build_runtime(board).transcriber)
     wav = str(_shortest_sample())
     runs = [subprocess.run([*prefix, transcriber, str(deployable), wav], capture_output=True,
-                           text=True, timeout=300)
-            for prefix in [on_debian_11(rpi4), emulator_prefix(rpi4)]]
+                           text=True, timeout=600)
+            for prefix in [on_debian_11(board), emulator_prefix(board)]]
     for run in runs:
         assert run.returncode == 0, run.stderr
     old, new = (run.stdout for run in runs)
