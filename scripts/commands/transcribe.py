@@ -34,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
     if sum(str(wav) == STDIN for wav in args.inputs) > 1:   # checked before loading a model
         raise InputError(f"{STDIN}: given more than once (stdin holds one wav)")
+    if args.lib is not None and args.model is not None:
+        raise InputError("--lib and --model: give one (a deployable, or a model to run in "
+                         "PyTorch)")
     options = DecodeOptions(DecodeMode(args.mode), args.beam)
     started = time.perf_counter()
     if args.lib is not None and _holds_whisper(args.lib):
