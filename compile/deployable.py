@@ -246,10 +246,34 @@ def _common_problem(manifest: dict[str, Any]) -> str | None:
                            and all(isinstance(item, str) for item in function[key])
                            for key in ("inputs", "weights"))):
             return f"functions.{name} needs lists of strings 'inputs' and 'weights'"
-    for key in ("bytes", "sha256"):
-        if key in manifest and not isinstance(manifest[key], dict):
+    for key, kind, what in (("bytes", int, "byte counts"), ("sha256", str, "hex digests")):
+        if key not in manifest:
+            continue
+        if not isinstance(manifest[key], dict):
             return f"{key} must be an object"
+        if not all(isinstance(value, kind) and not isinstance(value, bool)
+                   for value in manifest[key].values()):
+            return f"{key} must map file names to {what}"
+    llvm_target = manifest.get("llvm_target", {})
+    if not isinstance(llvm_target, dict) or not (
+            isinstance(llvm_target.get("mattr", []), list)
+            and all(isinstance(item, str) for item in llvm_target.get("mattr", []))):
+        return "llvm_target must be an object whose mattr is a list of strings"
     return None
+
+
+def source_model(deployable: Path, manifest: dict[str, Any]) -> Path:
+    """The model a deployable was compiled from (model.path: the reference rpc-test compares
+    against), checked to be there."""
+    model = manifest.get("model")
+    path = model.get("path") if isinstance(model, dict) else None
+    if not isinstance(path, str):
+        raise InputError(f"{Path(deployable) / MANIFEST_FILE}: no model.path (the model it was "
+                         "compiled from)")
+    if not Path(path).exists():
+        raise InputError(f"{Path(deployable) / MANIFEST_FILE}: the model it was compiled from, "
+                         f"{path}, is gone")
+    return Path(path)
 
 
 def _san_m_problem(manifest: dict[str, Any]) -> str | None:

@@ -252,6 +252,14 @@ def read_data_dir(path: str | Path) -> list[Utterance]:
     ]
 
 
+def check_wav(path: str | os.PathLike[str]) -> None:
+    """A 16 kHz mono 16-bit wav file, checked from its header (the samples are not read)."""
+    wav = Path(path)
+    if not wav.is_file():
+        raise InputError(f"{wav}: wav file not found")
+    _checked_format(wav, None)
+
+
 def load_wav(path: str | os.PathLike[str]) -> np.ndarray:
     """Samples of a 16 kHz mono 16-bit wav as float32 at int16 scale (-32768..32767, as Kaldi
     reads them)."""

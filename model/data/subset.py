@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import (
     SAMPLE_RATE,
     Utterance,
@@ -15,7 +16,7 @@ from tinyasr.model.data.datadir import (
     wav_samples,
     write_data_dir,
 )
-from tinyasr.model.data.synth import building, check_destination
+from tinyasr.model.data.synth import building, check_destination, check_not_inside
 
 
 def utterance_seconds(wav: Path) -> float:
@@ -59,7 +60,11 @@ def write_subset(source: Path, out: Path, count: int, max_seconds: float,
     (pick_spread), to a new data dir `out` (wavs in `out`/wavs), built beside it and renamed into
     place; an existing `out` only with `force`. Returns the chosen utterances (as in `source`)."""
     check_destination(out, force)
+    check_not_inside(source, out)
     chosen = pick_spread(read_data_dir(source), count, max_seconds)
+    if not chosen:
+        raise InputError(f"{source}: no utterance is {max_seconds:g} s or shorter "
+                         "(--max-seconds)")
     with building(out) as build:
         (build / "wavs").mkdir()
         copies = [replace(u, wav=build / "wavs" / u.wav.name) for u in chosen]

@@ -456,8 +456,25 @@ def check_destination(out: Path, force: bool) -> None:
     """Refuse to overwrite an existing output unless `force` (after putting back an old `out`
     that a build killed between its renames left aside, see `building`)."""
     clean_directory_leftovers(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: not a directory (the output is one; --force replaces an "
+                         "old output dir, not a file)")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{out}: {parent} is not a directory")
     if out.exists() and not force:
         raise InputError(f"{out}: already exists (pass --force to replace it)")
+
+
+def check_not_inside(source: Path, out: Path) -> None:
+    """An output dir that is, holds or lies in the dir it is made from would delete or
+    re-read its own source when it replaces itself."""
+    source, target = Path(source).resolve(), Path(out).resolve()
+    if source == target or source in target.parents or target in source.parents:
+        raise InputError(f"{out}: the output dir overlaps its source {source}; "
+                         "give another output dir")
 
 
 @contextmanager

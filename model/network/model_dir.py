@@ -11,12 +11,13 @@ half-written model.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
 
 from tinyasr.model.common.atomic import staged_directory
-from tinyasr.model.common.errors import InputError
+from tinyasr.model.common.errors import InputError, first_line
 from tinyasr.model.network.san_m import AsrModel, ModelConfig
 from tinyasr.model.network.tokenizer import Tokenizer
 
@@ -47,12 +48,18 @@ def load_model_dir(path: Path) -> tuple[AsrModel, Tokenizer]:
     except (ValueError, TypeError) as error:
         raise InputError(f"{path / CONFIG_FILE}: bad model config ({error})") from None
     tokenizer = Tokenizer.load(path / TOKENS_FILE)
+    if len(tokenizer) != config.vocab_size:   # ids past the list, or tokens never predicted
+        raise InputError(f"{path / TOKENS_FILE}: {len(tokenizer)} tokens, but {CONFIG_FILE} "
+                         f"has vocab_size {config.vocab_size}")
     model = AsrModel(config, tokenizer.sos_eos)
     try:
-        state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # a foreign pickle's warnings would print pages
+            warnings.simplefilter("ignore")
+            state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as error:  # torch raises many types for a foreign or truncated file
-        raise InputError(f"{path / WEIGHTS_FILE}: cannot load weights ({error})") from None
+        raise InputError(f"{path / WEIGHTS_FILE}: cannot load weights "
+                         f"({first_line(error)})") from None
     return model.eval(), tokenizer
 
 

@@ -30,6 +30,7 @@ import pickle
 import random
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -41,7 +42,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from tinyasr.model.common.atomic import atomic_file, atomic_write_text
-from tinyasr.model.common.errors import InputError
+from tinyasr.model.common.errors import InputError, first_line
 from tinyasr.model.common.progress import verbosity
 from tinyasr.model.data.datadir import Utterance, load_wav, read_data_dir
 from tinyasr.model.decoding.evaluate import evaluate
@@ -100,8 +101,21 @@ class TrainConfig:
                 or self.data_workers < 0):
             raise ValueError(f"train.data_workers must be an integer >= 0, "
                              f"not {self.data_workers!r}")
-        if not 0.0 <= self.distill_weight <= 1.0:
-            raise ValueError(f"train.distill_weight must be in [0, 1], not {self.distill_weight}")
+        for key in ("peak_lr", "grad_clip"):
+            value = getattr(self, key)
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not 0 < value < math.inf):
+                raise ValueError(f"train.{key} must be a positive number, not {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"train.seed must be an integer >= 0, not {self.seed!r}")
+        if self.teacher is not None and not isinstance(self.teacher, str):
+            raise ValueError(f"train.teacher must be a model directory path, not "
+                             f"{self.teacher!r}")
+        if (isinstance(self.distill_weight, bool)
+                or not isinstance(self.distill_weight, (int, float))
+                or not 0.0 <= self.distill_weight <= 1.0):
+            raise ValueError(f"train.distill_weight must be in [0, 1], not "
+                             f"{self.distill_weight!r}")
 
 
 @dataclass
@@ -117,6 +131,16 @@ class Recipe:
         """ValueError/TypeError naming what is wrong."""
         if not isinstance(raw, dict):
             raise ValueError("expected a JSON object")
+        for section in cls.SECTIONS:
+            if not isinstance(raw.get(section, {}), dict):
+                raise ValueError(f"{section} must be a JSON object, not "
+                                 f"{type(raw[section]).__name__}")
+        if "vocab_size" in raw.get("model", {}):
+            raise ValueError("model.vocab_size is not set by a recipe: it is the token count "
+                             "of the training text")
+        # every model key and size checked now, with the smallest vocabulary (the real one
+        # is known from the data; the parameter bound is checked again then)
+        ModelConfig.from_dict({**raw.get("model", {}), "vocab_size": 3})
         known = {f.name for f in fields(TrainConfig)}
         unknown = set(raw.get("train", {})) - known
         if unknown or set(raw) - set(cls.SECTIONS):
@@ -266,6 +290,16 @@ def check_same_recipe(out_dir: Path, recipe: Recipe) -> None:
         raise InputError(f"{out_dir}: holds a run with a different config; use another --out")
 
 
+def recipe_model_config(recipe: Recipe, vocab_size: int) -> ModelConfig:
+    """The recipe's model with the data's vocabulary; sizes the vocabulary makes too big are
+    one line (every other key was checked when the recipe was read)."""
+    try:
+        return ModelConfig.from_dict({**recipe.model, "vocab_size": vocab_size})
+    except ValueError as error:
+        raise InputError(f"the recipe's model with the data's {vocab_size} tokens: "
+                         f"{error}") from None
+
+
 def preflight(data_dir: Path, recipe: Recipe, out_dir: Path) -> None:
     """The input checks every rank's Trainer makes, without building anything: run once by a
     launcher before it starts the ranks, so bad input is one line, said once."""
@@ -278,7 +312,7 @@ def preflight(data_dir: Path, recipe: Recipe, out_dir: Path) -> None:
     tokens_file = Path(out_dir) / "tokens.json"
     tokenizer = (Tokenizer.load(tokens_file) if tokens_file.exists()
                  else Tokenizer.from_texts(corpus.texts()))
-    ModelConfig.from_dict({**recipe.model, "vocab_size": len(tokenizer)})
+    recipe_model_config(recipe, len(tokenizer))
     if recipe.train.teacher is not None:
         _, teacher_tokens = load_model_dir(Path(recipe.train.teacher))
         if teacher_tokens.tokens != tokenizer.tokens:
@@ -308,7 +342,7 @@ class Trainer:
         if not self.main:
             self._check_same_recipe()
             self.tokenizer = Tokenizer.load(self.out_dir / "tokens.json")
-        model_config = ModelConfig.from_dict({**recipe.model, "vocab_size": len(self.tokenizer)})
+        model_config = recipe_model_config(recipe, len(self.tokenizer))
         torch.manual_seed(self.config.seed)
         self.model = AsrModel(model_config, self.tokenizer.sos_eos)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.peak_lr,
@@ -370,8 +404,12 @@ class Trainer:
         return tokenizer
 
     def _resume(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise InputError(f"{self.out_dir / STATE_FILE}: not a training state of this run's "
+                             f"model ({first_line(error)})") from None
         self.epoch, self.next_batch, self.step = state["epoch"], state["next_batch"], state["step"]
         self.train_seconds = state["train_seconds"]
         if self.scaler is not None and "scaler" in state:
@@ -529,7 +567,9 @@ def load_state(path: Path) -> dict:
     """A run's resume state, loaded without unpickling code (weights_only): tensors, numbers,
     strings and containers of them. Anything else, or a state missing a key, is one InputError."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # a foreign pickle's warnings would print pages
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise InputError(f"{path}: not a training state (it holds Python objects other than "
                          "tensors, numbers, strings and containers; not loaded, since unpickling "
@@ -543,6 +583,12 @@ def load_state(path: Path) -> dict:
     missing = [key for key in STATE_KEYS if key not in state]
     if missing:
         raise InputError(f"{path}: not a training state (missing {', '.join(missing)})")
+    for key in ("epoch", "next_batch", "step"):
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(f"{path}: not a training state ({key} is {value!r})")
+    if not all(isinstance(state[key], dict) for key in ("model", "optimizer")):
+        raise InputError(f"{path}: not a training state (model and optimizer must be dicts)")
     return state
 
 

@@ -57,6 +57,8 @@ class AugmentConfig:
     @classmethod
     def from_dict(cls, values: dict) -> AugmentConfig:
         """ValueError naming the first unknown or out-of-range key."""
+        if not isinstance(values, dict):
+            raise ValueError(f"augment must be a JSON object, not {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -86,6 +88,9 @@ class AugmentConfig:
                 raise ValueError(f"augment.{name} must be [low, high] within [{low}, {high}], "
                                  f"not {pair!r}")
         if self.noise_dir is not None:
+            if not isinstance(self.noise_dir, str):
+                raise ValueError(f"augment.noise_dir must be a directory path, not "
+                                 f"{self.noise_dir!r}")
             directory = Path(self.noise_dir)
             if not directory.is_dir() or not any(directory.glob("*.wav")):
                 raise ValueError(f"augment.noise_dir: {directory} is not a directory of wavs")

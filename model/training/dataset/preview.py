@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyasr.model.data.synth import building, check_destination, write_wav
+from tinyasr.model.common.errors import warn
+from tinyasr.model.data.synth import building, check_destination, check_not_inside, write_wav
 from tinyasr.model.training.dataset import augment
 from tinyasr.model.training.dataset.sources import BadUtterance, Corpus, Entry
 from tinyasr.model.training.train import Recipe
@@ -33,6 +34,7 @@ def write_augment_preview(source: Path, out: Path, count: int, recipe: Path | No
     and renamed into place (an existing one only with `force`). Returns the wavs written."""
     config = preview_config(recipe)
     check_destination(out, force)
+    check_not_inside(source, out)
     corpus = Corpus.open(source)
     noise = augment.noise_wavs(config)
     lines = []
@@ -40,12 +42,14 @@ def write_augment_preview(source: Path, out: Path, count: int, recipe: Path | No
         for entry in corpus.entries(seed, epoch):
             if len(lines) == count:
                 break
-            if isinstance(entry, BadUtterance):
+            if isinstance(entry, BadUtterance):   # skipped, as training skips it
+                warn(f"{entry}; skipped")
                 continue
             assert isinstance(entry, Entry)
             try:
                 samples = corpus.load(entry)
-            except BadUtterance:
+            except BadUtterance as bad:
+                warn(f"{bad}; skipped")
                 continue
             plan = augment.plan(config, seed, epoch, entry.uid, len(noise))
             write_wav(build / f"{entry.uid}.wav", np.rint(augment.apply(plan, samples, noise)))

@@ -68,6 +68,17 @@ def _read_table(path: Path) -> list[tuple[str, str, int]]:
     return rows
 
 
+def _refuse_duplicates(path: Path, rows: list[tuple[str, str, int]]) -> None:
+    """An id on two lines of a table is a corpus error (which line is meant?), not a bad
+    utterance to skip."""
+    first: dict[str, int] = {}
+    for uid, _, number in rows:
+        if uid in first:
+            raise InputError(f"{path}:{number}: duplicate utterance id {uid!r} "
+                             f"(first at {path}:{first[uid]})")
+        first[uid] = number
+
+
 def check_format(reader: wave.Wave_read, where: str) -> int:
     """Samples in a wav, after checking it is 16 kHz mono 16-bit."""
     rate, channels, width = reader.getframerate(), reader.getnchannels(), reader.getsampwidth()
@@ -117,7 +128,10 @@ class KaldiCorpus(Corpus):
         rows = _read_table(wav_scp)
         if not rows:
             raise InputError(f"{wav_scp}: no utterances")
-        self.texts_by_id = {uid: text for uid, text, _ in _read_table(self.path / TEXT)}
+        _refuse_duplicates(wav_scp, rows)
+        texts = _read_table(self.path / TEXT)
+        _refuse_duplicates(self.path / TEXT, texts)
+        self.texts_by_id = {uid: text for uid, text, _ in texts}
         # Sorted by id, as read_data_dir returns them: the epoch shuffles start from one order.
         self.rows = sorted(rows, key=lambda row: row[0])
         self.wav_scp = wav_scp
