@@ -9,7 +9,9 @@ from pathlib import Path
 from tinyasr.model.common.progress import progress
 from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
 from tinyasr.model.network.pretrained_paths import COMPRESSED_MODEL, DEFAULT_MODEL
-from tinyasr.scripts.arguments import positive_int
+from tinyasr.scripts.arguments import beam_width, check_output_dir, positive_int
+
+MAX_SECONDS = 600.0   # the encoder's attention is quadratic in length: longer is not a bench
 
 
 def lengths(text: str) -> tuple[float, ...]:
@@ -18,8 +20,9 @@ def lengths(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         values = ()
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected positive seconds like 1,5,10,20")
+    if not values or not all(0 < value <= MAX_SECONDS for value in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds in (0, {MAX_SECONDS}] "
+                                         "like 1,5,10,20")
     return values
 
 
@@ -51,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "is reported (default: %(default)s)")
     parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
                         default=DecodeMode.ATTENTION_RESCORING.value)
-    parser.add_argument("--beam", type=positive_int, default=10)
+    parser.add_argument("--beam", type=beam_width, default=10)
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
     parser.set_defaults(func=run)
 
@@ -59,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tinyasr.schedules.bench.run import BenchSettings, write_bench
 
+    check_output_dir(args.out, "--out")   # before minutes of measuring
     settings = BenchSettings(args.fp32_model, args.int8_model, args.sparse_model, args.lengths,
                              args.threads, args.repeats,
                              DecodeOptions(DecodeMode(args.mode), args.beam), args.rounds)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.scripts.arguments import add_decode_arguments
+from tinyasr.scripts.arguments import add_decode_arguments, tracker_address
 from tinyasr.targets.boards import BOARDS, check_features, get_board
 
 
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     up = actions.add_parser("up", help="start emulated boards registered with a tracker")
     up.add_argument("name", help=f"board: {', '.join(BOARDS)}")
-    up.add_argument("--tracker", metavar="HOST:PORT",
+    up.add_argument("--tracker", metavar="HOST:PORT", type=tracker_address,
                     help="register with this tracker (default: start one on 127.0.0.1)")
     up.add_argument("--count", type=int, default=1, help="how many boards of this key")
     up.add_argument("--host", default="127.0.0.1", metavar="ADDR",
@@ -96,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
     from tinyasr.compile.family import WHISPER, deployable_family
     from tinyasr.model.common.errors import InputError
     from tinyasr.model.common.progress import progress
+    from tinyasr.model.data.datadir import check_wav
     from tinyasr.targets.farm import emulator_prefix
     from tinyasr.targets.native_build import build_runtime
 
@@ -118,6 +119,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.deployable}: built for {manifest['target']} ({manifest['arch']}), "
                          f"not for {board.name} ({board.arch})")
     check_features(args.deployable, manifest, board)
+    for wav in args.wavs:   # as tinyasr-run reads them, but before the runtime build
+        check_wav(wav)
     runtime = build_runtime(board, log=progress)   # stderr, silenced by -q; stdout: the text
     command = [*emulator_prefix(board), str(runtime.transcriber), *decoding,
                str(args.deployable), *map(str, args.wavs)]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tinyasr.model.common.errors import InputError
-from tinyasr.scripts.arguments import add_model_argument, add_target_argument
+from tinyasr.scripts.arguments import add_model_argument, add_target_argument, check_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
     from tinyasr.targets.boards import get_board
 
     board = get_board(args.target)
+    check_output_dir(args.out, "--out")   # before the build, not after it
+    if args.dump_ir is not None:
+        check_output_dir(args.dump_ir, "--dump-ir")
+    if args.database is not None and not args.database.is_dir():
+        raise InputError(f"--database {args.database}: not a directory (a tuning database is "
+                         "a folder, e.g. schedules/rpi4)")
     whisper = whisper_model_dir(args.model)
     if whisper is not None:
         from tinyasr.compile.whisper_deployable import build_whisper_deployable

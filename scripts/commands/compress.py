@@ -7,7 +7,13 @@ import argparse
 from pathlib import Path
 
 from tinyasr.model.common.errors import InputError
-from tinyasr.scripts.arguments import check_distill_weight
+from tinyasr.scripts.arguments import (
+    check_distill_weight,
+    check_output_dir,
+    non_negative_number,
+    positive_int,
+    positive_number,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,27 +32,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--out", type=Path, help="output model directory (optional with --scan)")
     prune.add_argument("--steps", type=int, default=300,
                        help="fine-tuning steps (0: one-shot pruning; default 300)")
-    prune.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
+    prune.add_argument("--lr", type=positive_number, default=3e-4, help="fine-tuning learning rate")
     prune.add_argument("--distill-weight", type=float, default=0.0, metavar="W",
                        help="share of the fine-tuning loss that is the KL to the unpruned "
                             "model (knowledge distillation; default 0: none)")
-    prune.add_argument("--batch-seconds", type=float, default=80.0, help="audio per batch")
+    prune.add_argument("--batch-seconds", type=positive_number, default=80.0,
+                       help="audio per batch")
     prune.add_argument("--train-utterances", type=int, metavar="N",
                        help="fine-tune on a seeded sample of N training utterances (default: "
                             "all; their features are computed up front)")
     prune.add_argument("--scan", action="store_true",
                        help="measure each layer's dev-CER sensitivity and set per-layer targets")
-    prune.add_argument("--tolerance", type=float, default=1.0,
+    prune.add_argument("--tolerance", type=non_negative_number, default=1.0,
                        help="with --scan: largest one-shot dev CER rise (absolute %%) a layer may "
                             "take at its sparsity (default 1.0)")
-    prune.add_argument("--scan-utterances", type=int, default=100,
+    prune.add_argument("--scan-utterances", type=positive_int, default=100,
                        help="dev utterances the scan decodes (default 100)")
     prune.add_argument("--scan-from", type=Path, metavar="PRUNING_JSON",
                        help="reuse the scan recorded in an earlier run's pruning.json "
                             "(same block shape) instead of measuring again")
     prune.add_argument("--layer", action="append", default=[], metavar="NAME=S",
                        help="per-layer sparsity override (0 keeps the layer dense); repeatable")
-    prune.add_argument("--threads", type=int, default=2)
+    prune.add_argument("--threads", type=positive_int, default=2)
     prune.set_defaults(func=run_prune)
 
     quantize = actions.add_parser(
@@ -60,18 +67,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     quantize.add_argument("--activations", choices=["static", "dynamic", "none"],
                           default="static", help="int8 activations: per tensor calibrated "
                           "(static), per row at run time (dynamic), or fp32 (none)")
-    quantize.add_argument("--calibration-utterances", type=int, default=300)
+    quantize.add_argument("--calibration-utterances", type=positive_int, default=300)
     quantize.add_argument("--keep-fp32", action="append", default=[], metavar="LAYER",
                           help="keep this layer's weights fp32 (module name); repeatable")
     quantize.add_argument("--qat-steps", type=int, default=0,
                           help="quantization-aware fine-tuning steps after calibration, for "
                                "when post-training rounding costs too much (default 0)")
-    quantize.add_argument("--lr", type=float, default=1e-4, help="QAT learning rate")
+    quantize.add_argument("--lr", type=positive_number, default=1e-4, help="QAT learning rate")
     quantize.add_argument("--distill-weight", type=float, default=0.0, metavar="W",
                           help="share of the QAT loss that is the KL to the fp32 model "
                                "(knowledge distillation; default 0: none)")
-    quantize.add_argument("--batch-seconds", type=float, default=80.0, help="QAT audio per batch")
-    quantize.add_argument("--threads", type=int, default=2)
+    quantize.add_argument("--batch-seconds", type=positive_number, default=80.0,
+                          help="QAT audio per batch")
+    quantize.add_argument("--threads", type=positive_int, default=2)
     quantize.set_defaults(func=run_quantize)
 
     pack = actions.add_parser("pack", help="fp32 compressed file (BSR for pruned weights)")
@@ -113,6 +121,8 @@ def run_prune(args: argparse.Namespace) -> int:
     block = BlockShape.parse(args.block)
     if args.out is None and not args.scan:
         raise InputError("--out: required unless --scan only measures sensitivity")
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
     if args.steps < 0:
         raise InputError(f"--steps: must be >= 0, got {args.steps}")
     check_distill_weight(args.distill_weight)

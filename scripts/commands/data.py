@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from tinyasr.model.common.errors import InputError
+from tinyasr.scripts.arguments import positive_number
 
 # The data and synthesis modules (numpy, tqdm) are imported where used: the parser is built on
 # every start.
@@ -41,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     subset.add_argument("source", type=Path, help="data dir to pick from")
     subset.add_argument("out", type=Path, help="new data dir (its wavs go to OUT/wavs)")
     subset.add_argument("--count", type=int, default=12, help="utterances to copy (default 12)")
-    subset.add_argument("--max-seconds", type=float, default=3.0,
+    subset.add_argument("--max-seconds", type=positive_number, default=3.0,
                         help="skip longer utterances (default 3.0)")
     subset.add_argument("--force", action="store_true", help="replace OUT if it exists")
     subset.set_defaults(func=run_subset)
@@ -135,6 +136,7 @@ def run_augment_preview(args: argparse.Namespace) -> int:
     from tinyasr.model.training.dataset.preview import EFFECTS_FILE, write_augment_preview
 
     _require_at_least("count", args.count, 1)
+    _require_at_least("epoch", args.epoch, 0)
     count = write_augment_preview(args.dir, args.out, args.count, args.config, args.seed,
                                   args.epoch, args.force)
     print(f"{args.out}: {count} augmented wavs, their effects in {args.out / EFFECTS_FILE}")

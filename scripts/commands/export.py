@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.scripts.arguments import add_model_argument
+from tinyasr.scripts.arguments import add_model_argument, check_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,12 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_onnx(args: argparse.Namespace) -> int:
     from tinyasr.compile.onnx_export import export_onnx
-    from tinyasr.model.common.errors import InputError
     from tinyasr.model.common.progress import progress
     from tinyasr.model.decoding.recognizer import Recognizer
 
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"{args.out}: not a directory")
+    check_output_dir(args.out, "OUT")
     model = Recognizer.load(args.model).model
     progress(f"exporting {args.model}")
     for path in export_onnx(model, args.out):

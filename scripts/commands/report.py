@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from tinyasr.model.decoding.options import DecodeMode
-from tinyasr.scripts.arguments import positive_int
+from tinyasr.scripts.arguments import beam_width, check_output_dir, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="report directory")
     parser.add_argument("--mode", choices=[m.value for m in DecodeMode],
                         default=DecodeMode.ATTENTION_RESCORING.value)
-    parser.add_argument("--beam", type=positive_int, default=10)
+    parser.add_argument("--beam", type=beam_width, default=10)
     parser.add_argument("--max-utterances", type=positive_int,
                         help="decode a fixed random subset of dev and of test (default: all)")
     parser.add_argument("--threads", type=positive_int, default=1)
@@ -36,7 +36,28 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     stages = [parse_stage(stage) for stage in args.stages]
+    check_stages(stages)
+    check_output_dir(args.out, "--out")
     make_report(stages, args.data, args.out, DecodeOptions(DecodeMode(args.mode), args.beam),
                 args.max_utterances)
     print(f"report written to {args.out}/report.md, report.json, report.png")
     return 0
+
+
+def check_stages(stages: list[tuple[str, Path]]) -> None:
+    """Every stage's name once and its model readable, before the first is measured (a later
+    stage's typo would otherwise cost every earlier stage's decoding)."""
+    from tinyasr.model.common.errors import InputError
+    from tinyasr.model.network.compressed import read_compressed
+    from tinyasr.model.network.model_dir import load_model_dir
+
+    names = [name for name, _ in stages]
+    for name in names:
+        if names.count(name) > 1:
+            raise InputError(f"stage {name!r}: named more than once (each row needs its own "
+                             "name)")
+    for _, path in stages:
+        if path.is_file():
+            read_compressed(path)
+        else:
+            load_model_dir(path)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tinyasr.model.common.errors import InputError
-from tinyasr.scripts.arguments import check_distill_weight
+from tinyasr.scripts.arguments import check_distill_weight, check_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from tinyasr.model.training.train import Recipe, Trainer, preflight
 
     recipe = Recipe.load(args.config)
+    check_output_dir(args.out, "--out")
     if args.epochs is not None:
         if args.epochs < 1:
             raise InputError(f"--epochs must be at least 1, not {args.epochs}")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tinyasr.scripts.arguments import add_model_argument, add_target_argument
+from tinyasr.scripts.arguments import (
+    add_model_argument,
+    add_target_argument,
+    check_output_dir,
+    positive_number,
+    tracker_address,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the device's JSON database; re-running continues from the records there.")
     add_model_argument(parser)
     add_target_argument(parser)
-    parser.add_argument("--tracker", metavar="HOST:PORT",
+    parser.add_argument("--tracker", metavar="HOST:PORT", type=tracker_address,
                         help="measure on boards behind this tracker (needed for a board this "
                              "machine cannot run)")
     parser.add_argument("--key", help="the boards' tracker key (default: the target's name)")
@@ -27,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--work-dir", type=Path, metavar="DIR",
                         help="database directory (default: the device's own, "
                              "schedules/<board>/ or schedules/host-<cpu>/, which compile applies)")
-    parser.add_argument("--time-budget", type=float, metavar="MIN",
+    parser.add_argument("--time-budget", type=positive_number, metavar="MIN",
                         help="start no new task after MIN minutes")
     parser.add_argument("--ops", nargs="+", metavar="NAME",
                         help="tune only tasks whose name contains one of these (e.g. matmul)")
@@ -53,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     measurement = board_measurement(board, args.tracker, args.key) if args.tracker else None
     target = board_target(board)
     work_dir = args.work_dir or default_database_dir(board.name, target)
+    check_output_dir(work_dir, "--work-dir")
     model, _ = load_for_compile(args.model)
     results = tune(import_model(model, IRDumper(None)), device_name(board.name, target),
                    target, work_dir, args.trials, args.ops, args.time_budget, measurement)
