@@ -425,9 +425,6 @@ def test_compiled_library_transcribes_short_audio_as_empty_text(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="tinyasr-run (targets/native/src/tinyasr_run.cc) pads "
-                   "audio shorter than one encoder frame up to min_frames and decodes it ('f' "
-                   "from the tiny model), where the host runners give '' (encoder_frames == 0)")
 def test_board_run_transcribes_degenerate_wavs(tmp_path: Path, model_dir: Path, capfd) -> None:
     """tinyasr-run under qemu (rpi4) on every wav the fast corpus expects a result for: one
     line each, empty for audio shorter than one frame (the bad wavs are refused before the

@@ -19,7 +19,9 @@ def test_whisper_bench_json_has_every_row(tmp_path: Path):
     assert list(rows) == list(SYSTEMS) and report["threads"] == 1
     for system in MEASURED:
         row = rows[system]
-        assert row["encoder_ms"] > 0 and row["ms_per_token"] > 0, row
+        assert row["encoder_ms"] > 0, row
+        # 1-2 s utterances emit a few tokens: too few to time (see ms_per_token)
+        assert row["ms_per_token"] is None or row["ms_per_token"] > 0, row
         assert set(row["whole_ms"]) == {"1", "2"} and all(v > 0 for v in row["whole_ms"].values())
         assert row["peak_rss_mib"] > 50 and row["artifact_bytes"] > 50e6, row
         assert row["utterances"] == 1 and 0 <= row["wer"] <= 100, row
@@ -28,3 +30,12 @@ def test_whisper_bench_json_has_every_row(tmp_path: Path):
     table = (tmp_path / "whisper_bench.md").read_text()
     assert all(f"| {system} |" in table for system in SYSTEMS) and "fastest peer" in table
     assert (tmp_path / "whisper_bench.png").stat().st_size > 1000
+
+
+def test_ms_per_token_is_measured_only_over_enough_tokens():
+    from tinyasr.schedules.bench.whisper import MIN_TIMED_TOKENS, ms_per_token
+
+    assert ms_per_token(1300.0, 500.0, 40) == pytest.approx(20.0)
+    assert ms_per_token(264.0, 459.0, 3) is None                  # the jitter CI once met
+    assert ms_per_token(264.0, 459.0, MIN_TIMED_TOKENS) is None   # a time that is not positive
+    assert ms_per_token(600.0, 400.0, MIN_TIMED_TOKENS - 1) is None

@@ -13,10 +13,11 @@ Systems (rows), all greedy, English, no timestamps, no previous text as a prompt
       GGML converter exist here yet)
 
 Each system runs in a process of its own, so its peak RSS (VmHWM: loading included) is its own.
-Columns: encoder ms (one 30 s window, after one warm-up encode), whole transcription ms of a 5 s
-and a 20 s utterance (real speech from model/pretrained/realspeech, concatenated and cut to the
-length; one run each after the warm-up), decoder ms per token (the longest utterance's time less
-its encode, over the tokens its windows emitted, <|endoftext|> included), peak RSS, artifact
+Columns: encoder ms (one 30 s window, the median of 3 after one warm-up encode), whole
+transcription ms of a 5 s and a 20 s utterance (real speech from model/pretrained/realspeech,
+concatenated and cut to the length; one run each after the warm-up), decoder ms per token (the
+longest utterance's time less its encodes, over the tokens its windows emitted, <|endoftext|>
+included; "-" under 8 tokens, where one run's jitter outweighs the decoding), peak RSS, artifact
 bytes (what the engine loads: CTranslate2's fp16 model.bin, converted on load; the torch
 model.pt; model.so + weights.bin), and WER / CER on the real-speech set under
 schedules/bench/realspeech.py's one normalization. Writes whisper_bench.json, whisper_bench.md
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -38,6 +40,7 @@ from tinyasr.schedules.bench.realspeech import DATA_DIR, score, whisper_model_di
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30
+MIN_TIMED_TOKENS = 8   # ms/token is timed over at least this many tokens
 MEASURED = ("faster-whisper-int8", "faster-whisper-fp32", "torch-fp32", "tvm-fp32", "tvm-int8")
 UNAVAILABLE = {
     "onnxruntime": "no ONNX export of Whisper's log_mel/encode/step yet (tinyasr export onnx is "
@@ -132,6 +135,22 @@ def _engine(system: str, libs: dict[str, Path]):
     return _Tinyasr(libs.get(system))
 
 
+def _timed_ms(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return (time.perf_counter() - started) * 1000
+
+
+def ms_per_token(whole_ms: float, encode_ms: float, tokens: int) -> float | None:
+    """Decoder time per token: a transcription's time less its encodes, over its tokens; None
+    (not measured) below MIN_TIMED_TOKENS tokens or when the rest is not positive, where one
+    run's jitter outweighs the decoding (a 2 s utterance of 3 tokens gave -65 ms/token)."""
+    rest = whole_ms - encode_ms
+    if tokens < MIN_TIMED_TOKENS or rest <= 0:
+        return None
+    return rest / tokens
+
+
 def _peak_rss_mib() -> float:
     with open("/proc/self/status") as status:
         for line in status:
@@ -150,9 +169,7 @@ def measure(system: str, libs: dict[str, Path], lengths: list[float], data: Path
     audio = {length: bench_audio(length, utterances) for length in lengths}
     window = bench_audio(WINDOW_SECONDS, utterances)
     engine.encode(window)                       # warm-up
-    started = time.perf_counter()
-    engine.encode(window)
-    encoder_ms = (time.perf_counter() - started) * 1000
+    encoder_ms = statistics.median(_timed_ms(engine.encode, window) for _ in range(3))
     engine.transcribe(audio[lengths[0]])        # warm-up
     whole_ms, tokens = {}, {}
     for length in lengths:
@@ -166,8 +183,8 @@ def measure(system: str, libs: dict[str, Path], lengths: list[float], data: Path
     return {"system": system, "encoder_ms": encoder_ms,
             "whole_ms": {f"{length:g}": whole_ms[length] for length in lengths},
             "tokens": {f"{length:g}": tokens[length] for length in lengths},
-            "ms_per_token": (whole_ms[longest] - windows * encoder_ms)
-            / max(1, tokens[longest]),
+            "ms_per_token": ms_per_token(whole_ms[longest], windows * encoder_ms,
+                                         tokens[longest]),
             "peak_rss_mib": _peak_rss_mib(), "artifact_bytes": engine.artifact_bytes(),
             "wer": scores["wer"], "cer": scores["cer"], "utterances": len(utterances),
             "hypotheses": hypotheses}
@@ -203,6 +220,10 @@ def build_deployables(out: Path, systems: list[str]) -> dict[str, Path]:
     return libs
 
 
+def _optional(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def format_table(rows: list[dict[str, Any]], lengths: list[float]) -> str:
     """A markdown table, ratios against the fastest peer's whole transcription (TVM rows)."""
     header = ["system", "encoder ms", *(f"{x:g} s ms" for x in lengths), "ms/token",
@@ -216,7 +237,7 @@ def format_table(rows: list[dict[str, Any]], lengths: list[float]) -> str:
             continue
         cells = [row["system"], f"{row['encoder_ms']:.0f}",
                  *(f"{row['whole_ms'][f'{x:g}']:.0f}" for x in lengths),
-                 f"{row['ms_per_token']:.1f}", f"{row['peak_rss_mib']:.0f}",
+                 _optional(row['ms_per_token'], ".1f"), f"{row['peak_rss_mib']:.0f}",
                  f"{row['artifact_bytes'] / 1e6:.1f}", f"{row['wer']:.2f}", f"{row['cer']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     peers = [r for r in rows if "unavailable" not in r and not r["system"].startswith("tvm")]

@@ -87,12 +87,13 @@ def read_stdin_wav():
     """The one wav on stdin, checked as a wav file is; errors name it `-`."""
     import tempfile
 
+    from tinyasr.model.common.atomic import scratch_prefix
     from tinyasr.model.data.datadir import load_wav
 
     data = sys.stdin.buffer.read()
     if not data:
         raise InputError(f"{STDIN}: no wav on stdin")
-    with tempfile.TemporaryDirectory(prefix="tinyasr-stdin-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("tinyasr-stdin-")) as tmp:
         path = Path(tmp) / "stdin.wav"   # the wav reader seeks, which a pipe cannot
         path.write_bytes(data)
         try:

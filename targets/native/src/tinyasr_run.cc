@@ -306,7 +306,7 @@ void RunSanM(const Options& opt, const ManifestHeader& header) {
     for (auto [begin, end] : bounds) {
       const Framing& framing = model.framing();
       // A window too short for one encoder frame says nothing (CompiledRecognizer's rule).
-      if (bounds.size() > 1 && static_cast<int64_t>(end - begin) < framing.SamplesRead(1)) {
+      if (static_cast<int64_t>(end - begin) < framing.SamplesRead(1)) {
         continue;
       }
       std::vector<float> window(samples.begin() + begin, samples.begin() + end);
