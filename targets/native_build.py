@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinyasr.model.common.atomic import scratch_prefix
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.decoding.search import NATIVE_CFLAGS, NATIVE_DIR
 from tinyasr.targets.boards import Board
@@ -106,7 +107,8 @@ def ffi_sdist(log: Callable[[str], None] = print) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
                     "--no-binary", "apache-tvm-ffi", f"apache-tvm-ffi=={version}",
                     "-d", str(root)], check=True)
-    with tempfile.TemporaryDirectory(dir=root) as temp:
+    # a killed unpack's folder is reclaimed by the next (scratch_prefix)
+    with tempfile.TemporaryDirectory(dir=root, prefix=scratch_prefix(".unpack-", root)) as temp:
         with tarfile.open(root / f"apache_tvm_ffi-{version}.tar.gz") as archive:
             archive.extractall(temp, filter="data")
         os.replace(Path(temp) / unpacked.name, unpacked)
@@ -258,7 +260,8 @@ def build_runtime(board: Board, workers: int = 2, log: Callable[[str], None] = p
             log(f"building the {board.arch} runtime with CMake and {Path(compiler).name} "
                 f"({workers} jobs) in {build} ...")
             start = time.monotonic()
-            with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as temp:
+            with tempfile.TemporaryDirectory(  # a killed build's staging is reclaimed
+                    dir=out.parent, prefix=scratch_prefix(f".{out.name}.", out.parent)) as temp:
                 staged = Path(temp) / "out"
                 _build(inputs, build, staged, workers)
                 if _hash_inputs(inputs) != key:   # a source changed during the build
