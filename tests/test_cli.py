@@ -7,6 +7,7 @@ runs a deployable without torch.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -121,6 +122,17 @@ def test_transcribe_reads_one_wav_from_stdin(deployable: Path):
                                 timeout=600)
     assert from_file.returncode == from_stdin.returncode == 0, from_stdin.stderr
     assert from_stdin.stdout.decode() == from_file.stdout.replace(str(WAV), "-", 1)
+
+
+def test_transcribe_json_holds_what_it_printed(deployable: Path, tmp_path: Path, capsys):
+    out = tmp_path / "new" / "texts.json"   # a parent that does not exist yet is made
+    assert main(["transcribe", "--lib", str(deployable), str(WAV), str(WAV),
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    report = json.loads(out.read_text())
+    assert report["model"] == str(deployable)
+    assert [f"{r['wav']}\t{r['text']}" for r in report["results"]] == printed
+    assert all(r["audio_seconds"] > 0.5 and r["seconds"] > 0 for r in report["results"])
 
 
 @pytest.mark.parametrize("data, message", [

@@ -10,7 +10,7 @@ from tinyasr.model.common.errors import InputError
 from tinyasr.model.common.progress import detail
 from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
 from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
-from tinyasr.scripts.arguments import add_decode_arguments
+from tinyasr.scripts.arguments import add_decode_arguments, check_output_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lib", type=Path, metavar="DIR",
                         help="run a deployable from `tinyasr compile --target host` instead of "
                              "PyTorch (then every input is a wav file)")
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="also write each wav's text, audio seconds and transcription "
+                             "seconds here (once every wav is done)")
     parser.set_defaults(func=run)
 
 
@@ -37,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     if args.lib is not None and args.model is not None:
         raise InputError("--lib and --model: give one (a deployable, or a model to run in "
                          "PyTorch)")
+    check_output_path(args.json, "--json")   # before the work, not after it
     options = DecodeOptions(DecodeMode(args.mode), args.beam)
+    source = args.lib   # what the texts came from, for --json
     started = time.perf_counter()
     if args.lib is not None and _holds_whisper(args.lib):
         from tinyasr.targets.host.whisper_runner import load_compiled_whisper
@@ -61,15 +66,28 @@ def run(args: argparse.Namespace) -> int:
         model, wavs = ((args.model, args.inputs) if args.model is not None
                        else split_model_and_wavs(args.inputs))
         recognizer = load_recognizer(model, options)
+        source = model
     from tinyasr.model.data.datadir import SAMPLE_RATE, load_wav
 
     detail(f"tinyasr: model loaded in {time.perf_counter() - started:.2f} s")
+    results = []
     for wav in wavs:
         started = time.perf_counter()
         samples = read_stdin_wav() if str(wav) == STDIN else load_wav(wav)
-        print(f"{wav}\t{recognizer.transcribe(samples)}", flush=True)
+        text = recognizer.transcribe(samples)
+        print(f"{wav}\t{text}", flush=True)
+        seconds = time.perf_counter() - started
+        results.append({"wav": str(wav), "text": text,
+                        "audio_seconds": len(samples) / SAMPLE_RATE, "seconds": seconds})
         detail(f"tinyasr: {wav}: {len(samples) / SAMPLE_RATE:.2f} s of audio in "
-               f"{time.perf_counter() - started:.2f} s")
+               f"{seconds:.2f} s")
+    if args.json:
+        import json
+
+        from tinyasr.model.common.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"model": str(source), "results": results},
+                                                indent=2) + "\n")
     return 0
 
 

@@ -59,5 +59,11 @@ def add_cases(c: Corpus) -> None:
     c.add("transcribe-lib-and-model", Case(
         "transcribe", ("transcribe", "--lib", str(c.root / "lib"), "--model", model, good),
         "--lib", "--model"))
+    c.add("transcribe-json-is-a-directory", Case(
+        "transcribe", ("transcribe", model, good, "--json", str(c.root)), "is a directory",
+        "--json"))
+    c.add("transcribe-json-under-a-file", Case(
+        "transcribe", ("transcribe", model, good, "--json", f"{good}/x.json"), "--json",
+        "--json"))
     c.add("transcribe-unknown-option", Case("transcribe", ("transcribe", good, "--fast"),
                                             "unrecognized arguments", "--fast"))
