@@ -8,6 +8,7 @@ reference prints for bundled samples.
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -160,7 +161,7 @@ def test_bad_input_is_one_line_naming_the_file(deployable, wavs: list[Path], tmp
     cases = {
         (str(tmp_path / "nothing"), str(wavs[0])):
             f"{tmp_path / 'nothing'}: not a tinyasr deployable (no readable manifest.json)",
-        (str(broken), str(wavs[0])): f"{broken / WEIGHTS_FILE}: not a TVM parameter file",
+        (str(broken), str(wavs[0])): f"{broken / WEIGHTS_FILE}: not a TVM weights file (bad magic)",
         (str(no_history), str(wavs[0])):
             f"{no_history / MANIFEST_FILE}: decoder_history 0 is not in [1, 1024]",
         (str(deployable("rpi4")), str(wav_8k)):
@@ -340,3 +341,39 @@ def test_whisper_deployable_bad_input_is_one_line(whisper_rpi4: Path, wavs: list
         assert err.count("\n") == 1 and message in err, err
     assert main(["board", "run", "rpi4", str(relabelled), str(wavs[0])]) == 2
     assert "corrupt deployable manifest (sos_eos" in capfd.readouterr().err
+
+
+@pytest.mark.slow  # a host runtime build when not cached, then 300 runs of tinyasr-run (~1 min)
+def test_host_tinyasr_run_survives_300_mutated_deployables(tmp_path: Path, wavs: list[Path]):
+    """tinyasr-run's own deployable readers (manifest, weights.bin: it checks no sha256, so
+    every mutation reaches the parsers) on seeded mutations of the shipped int8 model's
+    deployable: a transcript (exit 0) or one line naming a file (exit 2), never a crash, a hang
+    or a traceback-like dump."""
+    from bad_inputs.files import mutate_json, mutations
+
+    runtime = build_runtime(get_board("host"), log=lambda _: None)
+    good = tmp_path / "good"
+    build_deployable(COMPRESSED_MODEL, get_board("host"), good)
+    manifest = json.loads((good / MANIFEST_FILE).read_text())
+    rng = random.Random(5)
+    cases = [(WEIGHTS_FILE, data) for data in mutations(
+        (good / WEIGHTS_FILE).read_bytes(), 200, seed=6, header_bytes=4096)]
+    cases += [(MANIFEST_FILE, json.dumps(mutate_json(manifest, rng)).encode())
+              for _ in range(100)]
+    outcomes = {"text": 0, "error": 0}
+    case_dir = tmp_path / "case"
+    shutil.copytree(good, case_dir)
+    for index, (name, data) in enumerate(cases):
+        for restored in (WEIGHTS_FILE, MANIFEST_FILE):
+            shutil.copyfile(good / restored, case_dir / restored)
+        (case_dir / name).write_bytes(data)
+        run = subprocess.run([str(runtime.transcriber), str(case_dir), str(wavs[0])],
+                             capture_output=True, text=True, errors="replace", timeout=120)
+        assert run.returncode in (0, 2), (index, name, run.returncode, run.stderr[-2000:])
+        if run.returncode == 2:
+            assert run.stderr.count("\n") == 1 and str(case_dir) in run.stderr, (
+                index, name, run.stderr[-2000:])
+            outcomes["error"] += 1
+        else:
+            outcomes["text"] += 1
+    assert min(outcomes.values()) > 5, outcomes

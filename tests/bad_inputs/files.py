@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import random
 import struct
 import tempfile
 from collections.abc import Callable
@@ -180,3 +181,48 @@ def write_data_dir(path: Path, wav_scp: str | bytes, text: str | bytes,
             (path / name).write_bytes(content if isinstance(content, bytes)
                                       else content.encode())
     return path
+
+
+def mutations(good: bytes, count: int, seed: int, header_bytes: int) -> list[bytes]:
+    """Seeded mutations of a file: bit flips, truncations, inserted bytes, and 4- or 8-byte
+    fields set to huge, negative or zero values, mostly within its first `header_bytes`."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        data = bytearray(good)
+        kind = rng.randrange(5)
+        span = min(len(data), header_bytes)
+        if kind == 0:
+            for _ in range(rng.randint(1, 6)):
+                at = rng.randrange(span)
+                data[at] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            data = data[:rng.randrange(len(data))]
+        elif kind == 2:
+            at = rng.randrange(span)
+            data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 12)))
+        else:
+            width = 4 if kind == 3 else 8
+            value = rng.choice([0, 1, -1, 2**31 - 1, 2**31, 2**32 - 1, 2**62, -2**40])
+            at = rng.randrange(max(1, span - width))
+            data[at:at + width] = (value % 2**(8 * width)).to_bytes(width, "little")
+        out.append(bytes(data))
+    return out
+
+
+def random_value(rng: random.Random) -> object:
+    return rng.choice([-1, 0, 1, 10**12, -10**12, 1.5, "x", None, True, [], {}, [1, 2],
+                       {"a": 1}, float("nan")])
+
+
+def mutate_json(value: object, rng: random.Random) -> object:
+    """The JSON value with one randomly chosen node (at any depth) replaced or removed."""
+    if isinstance(value, dict) and value and rng.random() < 0.85:
+        key = rng.choice(list(value))
+        if rng.random() < 0.1:
+            return {k: v for k, v in value.items() if k != key}
+        return {**value, key: mutate_json(value[key], rng)}
+    if isinstance(value, list) and value and rng.random() < 0.85:
+        index = rng.randrange(len(value))
+        return [*value[:index], mutate_json(value[index], rng), *value[index + 1:]]
+    return random_value(rng)

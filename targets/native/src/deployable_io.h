@@ -14,7 +14,9 @@
 #include <tvm/ffi/function.h>
 #include <tvm/runtime/tensor.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -230,9 +232,128 @@ inline std::vector<ffi::Function> LoadVmFunctions(const std::string& path,
 }
 
 /*! \brief Per list of keys, the weights of the weights file at `path` under those keys. */
+/*!
+ * \brief Every count, length and size in a TVM parameter-dict file checked against what is left
+ *        of the file, as compile/deployable.py read_weights_index does (the same messages), so
+ *        TVM's own loader, which allocates whatever the file says, only reads a sound file.
+ *        Tensor data is skipped, not read.
+ */
+class WeightsFileCheck {
+ public:
+  explicit WeightsFileCheck(const std::string& path)
+      : path_(path), in_(path, std::ios::binary), size_(FileBytes(path)) {}
+
+  void Run() {
+    if (!in_) throw InputError(path_ + ": unreadable weights file");
+    if (size_ == 0) throw InputError(path_ + ": empty weights file");
+    if (Number<uint64_t>("header") != kParamsMagic) {
+      throw InputError(path_ + ": not a TVM weights file (bad magic)");
+    }
+    Number<uint64_t>("header");
+    uint64_t name_count = Number<uint64_t>("name count");
+    std::vector<std::string> names;
+    for (uint64_t i = 0; i < name_count; ++i) {
+      if (i >= static_cast<uint64_t>(size_ / 8)) {
+        Corrupt("more names than the file can hold");
+      }
+      uint64_t length = Number<uint64_t>("name length");
+      std::string name = Take(length, "name " + std::to_string(i));
+      names.push_back(name);
+    }
+    std::vector<std::string> sorted = names;
+    std::sort(sorted.begin(), sorted.end());
+    if (Number<uint64_t>("tensor count") != names.size() ||
+        std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+      Corrupt("names and tensors do not pair up");
+    }
+    for (const std::string& name : names) {
+      std::string what = "tensor '" + name + "'";
+      std::string header = Take(kTensorHeaderBytes, what);
+      uint64_t magic;
+      int32_t device_type, ndim;
+      uint8_t code = static_cast<uint8_t>(header[28]), bits = static_cast<uint8_t>(header[29]);
+      uint16_t lanes;
+      std::memcpy(&magic, header.data(), 8);
+      std::memcpy(&device_type, header.data() + 16, 4);
+      std::memcpy(&ndim, header.data() + 24, 4);
+      std::memcpy(&lanes, header.data() + 30, 2);
+      if (magic != kTensorMagic || device_type != kDLCPU || ndim < 0 || ndim > kMaxNdim ||
+          code > 2 || (bits != 8 && bits != 16 && bits != 32 && bits != 64) ||
+          (code == 2 && bits == 8) || lanes != 1) {
+        Corrupt(what + " has a bad header");
+      }
+      std::vector<int64_t> shape(ndim);
+      for (int64_t& dim : shape) dim = Number<int64_t>(what + " shape");
+      int64_t nbytes = Number<int64_t>(what + " size");
+      if (!SizeAgrees(shape, bits, nbytes)) Corrupt(what + ": shape and size disagree");
+      Skip(static_cast<uint64_t>(nbytes), what);
+    }
+    if (position_ != size_) {
+      Corrupt(std::to_string(size_ - position_) + " bytes after the last tensor");
+    }
+  }
+
+ private:
+  static constexpr uint64_t kParamsMagic = 0xF7E58D4F05049CB7ULL;
+  static constexpr uint64_t kTensorMagic = 0xDD5E40F096B4A13FULL;
+  static constexpr uint64_t kTensorHeaderBytes = 32;  // magic, reserved, device, ndim, dtype
+  static constexpr int32_t kMaxNdim = 8;
+
+  [[noreturn]] void Corrupt(const std::string& why) const {
+    throw InputError(path_ + ": corrupt weights file (" + why + ")");
+  }
+
+  void Bound(uint64_t bytes, const std::string& what) const {
+    if (bytes > static_cast<uint64_t>(size_ - position_)) {
+      Corrupt(what + " runs past the end of the file at byte " + std::to_string(position_));
+    }
+  }
+
+  std::string Take(uint64_t bytes, const std::string& what) {
+    Bound(bytes, what);
+    std::string out(bytes, '\0');
+    in_.read(out.data(), static_cast<std::streamsize>(bytes));
+    if (!in_) Corrupt(what + " could not be read");
+    position_ += static_cast<int64_t>(bytes);
+    return out;
+  }
+
+  void Skip(uint64_t bytes, const std::string& what) {
+    Bound(bytes, what);
+    position_ += static_cast<int64_t>(bytes);
+    in_.seekg(position_);
+  }
+
+  template <typename T>
+  T Number(const std::string& what) {
+    std::string bytes = Take(sizeof(T), what);
+    T value;
+    std::memcpy(&value, bytes.data(), sizeof(T));
+    return value;
+  }
+
+  /*! \brief nbytes == prod(shape) * bits / 8, without overflow (it is bounded by the file). */
+  bool SizeAgrees(const std::vector<int64_t>& shape, int bits, int64_t nbytes) const {
+    if (nbytes < 0) return false;
+    int64_t elements = 1;
+    for (int64_t dim : shape) {
+      if (dim < 0) return false;
+      if (dim != 0 && elements > (size_ * 8 / bits) / dim) return false;  // larger than the file
+      elements *= dim;
+    }
+    return elements * bits / 8 == nbytes;
+  }
+
+  std::string path_;
+  std::ifstream in_;
+  int64_t size_;
+  int64_t position_ = 0;
+};
+
 inline std::vector<std::vector<Tensor>> LoadWeights(
     const std::string& path, const std::vector<std::vector<std::string>>& key_lists) {
   if (!IsFile(path)) throw InputError(path + ": missing from the deployable");
+  WeightsFileCheck(path).Run();
   ffi::Map<ffi::String, Tensor> weights;
   try {
     weights = ffi::Function::GetGlobalRequired("runtime.LoadParamsFromFile")(path)
