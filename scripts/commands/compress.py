@@ -10,6 +10,7 @@ from tinyasr.model.common.errors import InputError
 from tinyasr.scripts.arguments import (
     check_distill_weight,
     check_output_dir,
+    check_output_path,
     non_negative_number,
     positive_int,
     positive_number,
@@ -144,10 +145,11 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def check_output_file(path: Path) -> None:
+    """A .tac file to write: not a directory; missing parent directories are made, as for
+    every other output (check_output_path)."""
     if path.is_dir():
         raise InputError(f"--out {path}: is a directory; give a file name such as model.tac")
-    if not path.parent.is_dir():
-        raise InputError(f"--out {path}: directory {path.parent} does not exist")
+    check_output_path(path, "--out")
 
 
 def run_quantize(args: argparse.Namespace) -> int:
