@@ -16,6 +16,8 @@ from tvm.script import tirx as T
 
 from tinyasr.compile.kernels.fp32 import VectorUnit
 
+TASK_COLUMNS = 64   # weight rows per parallel task (each task declares its own partial sums)
+
 
 def rowdot_supported(unit: VectorUnit, k: int) -> bool:
     return k % unit.lanes == 0
@@ -35,17 +37,23 @@ def rowdot_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
         x = T.match_buffer(x_handle, (rows, k), "float32")
         out = T.match_buffer(out_handle, (rows, n), "float32")
         with T.sblock("root"):
-            partial = T.alloc_buffer((lanes,), "float32", scope="local")
-            for j in T.parallel(n):
-                for i in range(rows):
-                    for lane in T.vectorized(lanes):
-                        partial[lane] = T.float32(0)
-                    for c in range(chunks):
+            for outer in T.parallel(-(-n // TASK_COLUMNS)):
+                # declared in the parallel body: one per task. Allocated at the root it was one
+                # buffer that all the pool's threads summed into at once: wrong logits wherever
+                # the partial sums stay in memory, as with RVV's vp.load/vp.store
+                partial = T.decl_buffer((lanes,), "float32", scope="local")
+                for column in range(T.min(TASK_COLUMNS, n - outer * TASK_COLUMNS)):
+                    for i in range(rows):
                         for lane in T.vectorized(lanes):
-                            partial[lane] = partial[lane] + x[i, c * lanes + lane] * w[
-                                j, c * lanes + lane]
-                    out[i, j] = T.float32(0)
-                    for lane in range(lanes):
-                        out[i, j] = out[i, j] + partial[lane]
+                            partial[lane] = T.float32(0)
+                        for c in range(chunks):
+                            for lane in T.vectorized(lanes):
+                                partial[lane] = partial[lane] + x[
+                                    i, c * lanes + lane] * w[
+                                    outer * TASK_COLUMNS + column, c * lanes + lane]
+                        out[i, outer * TASK_COLUMNS + column] = T.float32(0)
+                        for lane in range(lanes):
+                            out[i, outer * TASK_COLUMNS + column] = (
+                                out[i, outer * TASK_COLUMNS + column] + partial[lane])
 
     return rowdot
