@@ -41,7 +41,7 @@ if TYPE_CHECKING:   # model.decoding imports torch: loaded where the host refere
     from tinyasr.model.decoding.recognizer import Recognizer
     from tinyasr.model.whisper.recognizer import WhisperRecognizer
 
-SESSION_TIMEOUT = 600.0   # s a board lets one session run
+SESSION_TIMEOUT = 600.0   # s a board lets one session run, beyond its utterances' deadlines
 REQUEST_WAIT = 120.0      # s to wait for a free board
 UTTERANCE_DEADLINE = 300.0  # s one utterance may take on a board, upload and session included
 
@@ -187,7 +187,7 @@ class _BoardWorker:
         test = self.test
         if self.runner is None:
             self.remote = request_session(test.tracker, test.key, test.request_wait,
-                                          SESSION_TIMEOUT)
+                                          test.session_timeout)
             self.runner = (remote_whisper(test.deployable, self.remote, test.board)
                            if test.whisper else
                            remote_runner(test.deployable, self.remote, test.board))
@@ -219,6 +219,9 @@ class _RpcTest:
     results: dict[int, UtteranceResult] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # a worker's session may hold every utterance, each within its deadline (an emulated k230
+    # encodes one Whisper window in ~1000 s: a fixed 600 s session ended it mid-utterance)
+    session_timeout: float = SESSION_TIMEOUT
 
     @property
     def options(self):
@@ -270,7 +273,8 @@ def run_rpc_test(deployable: Path, board: Board, tracker: str, key: str, data_di
     reference, int8 = (_whisper_reference(deployable) if whisper
                        else _san_m_reference(deployable))
     test = _RpcTest(deployable, board, tracker, key, json_path, tolerance, repeat, request_wait,
-                    deadline, reference, int8, whisper, pending)
+                    deadline, reference, int8, whisper, pending,
+                    session_timeout=SESSION_TIMEOUT + deadline * len(utterances))
     if boards is None:
         address = parse_address(tracker, "--tracker")
         check_tracker(*address)
