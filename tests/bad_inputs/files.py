@@ -210,6 +210,18 @@ def mutations(good: bytes, count: int, seed: int, header_bytes: int) -> list[byt
     return out
 
 
+def mutated_wavs(directory: Path, count: int = 300) -> list[Path]:
+    """`count` seeded mutations of one wav (a LIST chunk before its data, a junk chunk after),
+    written to `directory` as 0.wav, 1.wav, ...: the wav fuzz every wav reader is put through."""
+    good = wav_bytes(sample_pcm()[:32000], before=chunk(b"LIST", b"INFOISFT\0\0\0\0"),
+                     after=chunk(b"junk", b"\1" * 9))
+    paths = []
+    for index, data in enumerate(mutations(good, count, seed=1, header_bytes=80)):
+        paths.append(directory / f"{index}.wav")
+        paths[-1].write_bytes(data)
+    return paths
+
+
 def random_value(rng: random.Random) -> object:
     return rng.choice([-1, 0, 1, 10**12, -10**12, 1.5, "x", None, True, [], {}, [1, 2],
                        {"a": 1}, float("nan")])
