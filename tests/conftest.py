@@ -23,6 +23,15 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def samples_train_dev(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled samples as a corpus: train/ and dev/ are both the samples' data dir."""
+    root = tmp_path_factory.mktemp("samples")
+    for split in ("train", "dev"):
+        (root / split).symlink_to(SAMPLES_DIR)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_random_model() -> tuple[AsrModel, Tokenizer]:
     """A random-init weight-shared model (6 encoder positions over 2 blocks, 2 decoder positions

@@ -35,15 +35,6 @@ RECIPE = {
 }
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled samples as train and dev."""
-    root = tmp_path_factory.mktemp("samples")
-    for split in ("train", "dev"):
-        (root / split).symlink_to(SAMPLES_DIR)
-    return root
-
-
 def train_rank(rank: int, world: int, port: int, data: str, recipe: dict, out: str,
                result: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
@@ -77,9 +68,9 @@ def run_ranks(world: int, corpus: Path, recipe: dict, tmp: Path) -> list[dict]:
     return [torch.load(f"{result}.{rank}", weights_only=True) for rank in range(world)]
 
 
-def test_two_ranks_agree_and_learn_and_match_one_rank_accumulating(corpus: Path,
+def test_two_ranks_agree_and_learn_and_match_one_rank_accumulating(samples_train_dev: Path,
                                                                    tmp_path: Path):
-    two = run_ranks(2, corpus, RECIPE, tmp_path / "two")
+    two = run_ranks(2, samples_train_dev, RECIPE, tmp_path / "two")
     assert two[0]["step"] == two[1]["step"] >= 6
     for name, weight in two[0]["model"].items():
         assert torch.equal(weight, two[1]["model"][name]), name   # DDP: same bits on each rank
@@ -87,7 +78,7 @@ def test_two_ranks_agree_and_learn_and_match_one_rank_accumulating(corpus: Path,
     assert two[0]["after"] < 0.85 * two[0]["before"], (two[0]["before"], two[0]["after"])
 
     accumulating = {**RECIPE, "train": {**RECIPE["train"], "accum_grad": 2}}
-    one = run_ranks(1, corpus, accumulating, tmp_path / "one")[0]
+    one = run_ranks(1, samples_train_dev, accumulating, tmp_path / "one")[0]
     assert one["step"] == two[0]["step"]
     # The same batches in each step, gradients averaged over them. Here the weights come out
     # bit-identical (halving is exact in binary floating point and a sum of two has one order);
@@ -115,11 +106,11 @@ def wait_for_step(run: Path, step: int, process: subprocess.Popen, seconds: floa
     assert process.poll() is None and saved_step(run) >= step, "training ended too early"
 
 
-def test_kill_9_of_two_ranks_resumes_on_one(corpus: Path, tmp_path: Path):
+def test_kill_9_of_two_ranks_resumes_on_one(samples_train_dev: Path, tmp_path: Path):
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({**RECIPE, "train": {**RECIPE["train"], "epochs": 6}}))
     run = tmp_path / "run"
-    args = ("train", "--data", str(corpus), "--config", str(recipe), "--out", str(run),
+    args = ("train", "--data", str(samples_train_dev), "--config", str(recipe), "--out", str(run),
             "--threads", "1")
     first = tinyasr(*args, "--nproc", "2")
     wait_for_step(run, 2, first)
@@ -141,12 +132,12 @@ def test_kill_9_of_two_ranks_resumes_on_one(corpus: Path, tmp_path: Path):
     assert model.encoder.layer_map == [0, 0]
 
 
-def test_a_dead_rank_stops_the_others(corpus: Path, tmp_path: Path):
+def test_a_dead_rank_stops_the_others(samples_train_dev: Path, tmp_path: Path):
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({**RECIPE, "train": {**RECIPE["train"], "epochs": 50}}))
     run = tmp_path / "run"
-    process = tinyasr("train", "--data", str(corpus), "--config", str(recipe), "--out", str(run),
-                      "--threads", "1", "--nproc", "2")
+    process = tinyasr("train", "--data", str(samples_train_dev), "--config", str(recipe),
+                      "--out", str(run), "--threads", "1", "--nproc", "2")
     wait_for_step(run, 1, process)
     rank0, rank1 = psutil.Process(process.pid).children()
     rank1.kill()
@@ -165,12 +156,13 @@ def test_a_dead_rank_stops_the_others(corpus: Path, tmp_path: Path):
     (("--precision", "fp16", "--device", "cpu"), "--precision fp16: needs a CUDA device"),
     (("--nproc", "0"), "--nproc must be at least 1"),
 ])
-def test_what_the_machine_cannot_do_is_one_line(corpus: Path, tmp_path: Path, option, message):
+def test_what_the_machine_cannot_do_is_one_line(samples_train_dev: Path, tmp_path: Path, option,
+                                                message):
     if option[:2] == ("--device", "cuda") and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps(RECIPE))
-    process = tinyasr("train", "--data", str(corpus), "--config", str(recipe),
+    process = tinyasr("train", "--data", str(samples_train_dev), "--config", str(recipe),
                       "--out", str(tmp_path / "run"), *option)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2
@@ -178,14 +170,14 @@ def test_what_the_machine_cannot_do_is_one_line(corpus: Path, tmp_path: Path, op
     assert len(lines) == 1 and lines[0].startswith(f"tinyasr: error: {message}"), lines
 
 
-def test_bf16_autocast_trains_on_cpu(corpus: Path, tmp_path: Path):
+def test_bf16_autocast_trains_on_cpu(samples_train_dev: Path, tmp_path: Path):
     recipe = Recipe.from_dict({**RECIPE, "train": {**RECIPE["train"], "epochs": 1}})
-    trainer = Trainer(corpus, recipe, tmp_path / "run", precision=torch.bfloat16)
+    trainer = Trainer(samples_train_dev, recipe, tmp_path / "run", precision=torch.bfloat16)
     trainer.train_epoch()
     assert trainer.step >= 2 and all(torch.isfinite(torch.tensor(trainer.losses)))
 
 
-def test_without_the_launcher_a_dead_peer_ends_a_rank(corpus: Path, tmp_path: Path):
+def test_without_the_launcher_a_dead_peer_ends_a_rank(samples_train_dev: Path, tmp_path: Path):
     """Ranks started as torchrun starts them, nothing watching them: when rank 1 dies, rank 0's
     next collective fails (closed connection, or at the latest TINYASR_DIST_TIMEOUT) and it
     exits instead of waiting for ever."""
@@ -195,7 +187,7 @@ def test_without_the_launcher_a_dead_peer_ends_a_rank(corpus: Path, tmp_path: Pa
     base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(distributed.free_port()),
             "WORLD_SIZE": "2", distributed.TIMEOUT_ENV: "20"}
     ranks = [subprocess.Popen([sys.executable, "-m", "tinyasr.scripts.cli", "train", "--data",
-                               str(corpus), "--config", str(recipe), "--out", str(run),
+                               str(samples_train_dev), "--config", str(recipe), "--out", str(run),
                                "--threads", "1"],
                               env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

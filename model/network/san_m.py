@@ -166,7 +166,8 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: i
 
     scores = split(query / math.sqrt(head_dim)) @ split(key).transpose(-2, -1)
     if mask is not None:
-        scores = scores.masked_fill(~mask.unsqueeze(1), -1e9)
+        # -1e9, or the lowest finite value where the dtype cannot hold it (fp16 autocast)
+        scores = scores.masked_fill(~mask.unsqueeze(1), max(-1e9, torch.finfo(scores.dtype).min))
     weights = dropout(torch.softmax(scores, dim=-1))
     return (weights @ split(value)).transpose(1, 2).reshape(batch, q_len, dim)
 

@@ -364,6 +364,10 @@ class Trainer:
                 estimate_cmvn(self.model, (self.model.fbank(torch.from_numpy(
                     self.corpus.load(entry))[None])[0] for entry in sample))
         self.model.to(device)
+        if state is not None and device.type != "cpu":
+            # Adam's moments follow their parameters: load_state_dict puts each state tensor
+            # on its parameter's device, which is the GPU only from here on.
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.teacher is not None:
             self.teacher.to(device)
         self.forward = LossForward(self.model, self.teacher, self.config.distill_weight)
@@ -406,6 +410,8 @@ class Trainer:
     def _resume(self, state: dict) -> None:
         try:
             self.model.load_state_dict(state["model"])
+            # Checks the optimizer state against the model now, for a one-line error; loaded
+            # again once the model is on its device.
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
             raise InputError(f"{self.out_dir / STATE_FILE}: not a training state of this run's "

@@ -16,11 +16,15 @@ Numbers per config (default: every model/configs/*.json):
                   convolutions; softmax, norms and elementwise not counted) of the encoder on 1 s
                   of features plus the teacher-forced decoder on that second's tokens
                   (TOKENS_PER_SECOND: characters per second of speech, spaces included for English)
-    s/step CPU    measured: AdamW steps of the joint loss on one batch of `--batch-seconds` of
-                  padded audio (the bundled samples repeated), after one warm-up step
+    s/step        measured: AdamW steps of the joint loss on one batch of `--batch-seconds` of
+                  padded audio (the bundled samples repeated), after warm-up steps, on
+                  `--device` (cpu or cuda) in `--precision` (autocast, as `tinyasr train` runs it)
     GPU h         AISHELL_2_HOURS x PAPER_EPOCHS x forward FLOPs per second of audio x 3 (forward +
                   backward ~ 3x forward) / the assumed achieved `--tflops`; one GPU, padding,
                   data loading and evaluation not counted
+    measured GPU h  with `--device cuda`: AISHELL_2_HOURS x PAPER_EPOCHS / the batch's audio
+                  seconds x the measured seconds per step, i.e. the same steps timed on this GPU
+                  (padding as in the timed batch; data loading and evaluation not counted)
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tinyasr.model.network.pretrained_paths import CONFIG_DIR, SAMPLES_DIR
@@ -63,6 +67,15 @@ class Cost:
     epochs: int
     step_seconds: float | None = None
     batch_audio_seconds: float | None = None
+    step_device: str = "cpu"
+    step_precision: str = "fp32"
+
+    def measured_gpu_hours(self, epochs: int = PAPER_EPOCHS) -> float | None:
+        """Hours of the timed steps over AISHELL-2's epochs, when they were timed on a GPU."""
+        if self.step_seconds is None or not self.batch_audio_seconds or self.step_device != "cuda":
+            return None
+        steps = AISHELL_2_HOURS * 3600 * epochs / self.batch_audio_seconds
+        return steps * self.step_seconds / 3600
 
     def gpu_hours(self, tflops: float, epochs: int = PAPER_EPOCHS) -> float:
         train_flops = AISHELL_2_HOURS * 3600 * epochs * self.forward_flops_per_second * 3
@@ -132,23 +145,49 @@ def sample_batch(batch_seconds: float, vocab: int):
     return batch, count * longest
 
 
-def measure_step_seconds(model, batch, steps: int) -> float:
-    """Median wall seconds of `steps` AdamW steps (after one warm-up step) on `batch`."""
+def measure_step_seconds(model, batch, steps: int, device: str = "cpu",
+                         precision: str = "fp32") -> float:
+    """Median wall seconds of `steps` AdamW steps (after two warm-up steps) on `batch`, on
+    `device` under autocast to `precision` (fp16 with loss scaling), as the trainer steps."""
     import torch
 
-    from tinyasr.model.training.train import train_step
+    from tinyasr.model.training.distributed import PRECISIONS
+    dtype = PRECISIONS[precision]
+    where = torch.device(device)
     torch.manual_seed(0)
+    model.to(where).train()
+    batch = tuple(t.to(where) for t in batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    train_step(model, optimizer, batch, 1e-4, 5.0)
+    scaler = torch.amp.GradScaler(where.type) if dtype == torch.float16 else None
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(where.type, dtype=dtype, enabled=dtype is not None):
+            loss, _ = model.loss(*batch)
+        (scaler.scale(loss.float()) if scaler else loss.float()).backward()
+        if scaler:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if where.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(2):
+        step()
     times = []
     for _ in range(steps):
         started = time.perf_counter()
-        train_step(model, optimizer, batch, 1e-4, 5.0)
+        step()
         times.append(time.perf_counter() - started)
     return sorted(times)[len(times) // 2]
 
 
-def cost(path: Path, measure_steps: int = 0, batch_seconds: float = 80.0) -> Cost:
+def cost(path: Path, measure_steps: int = 0, batch_seconds: float = 80.0, device: str = "cpu",
+         precision: str = "fp32") -> Cost:
     name = Path(path).stem
     model = build(path)
     config = model.config
@@ -160,21 +199,29 @@ def cost(path: Path, measure_steps: int = 0, batch_seconds: float = 80.0) -> Cos
                   epochs=raw.get("train", {}).get("epochs", PAPER_EPOCHS))
     if measure_steps:
         batch, audio = sample_batch(batch_seconds, config.vocab_size)
-        result.step_seconds = measure_step_seconds(model, batch, measure_steps)
+        result.step_seconds = measure_step_seconds(model, batch, measure_steps, device, precision)
         result.batch_audio_seconds = audio
+        result.step_device, result.step_precision = device, precision
     return result
 
 
 def table(costs: list[Cost], tflops: tuple[float, ...]) -> str:
     gpu = "".join(f" AISHELL-2 GPU h at {t:g} TFLOP/s |" for t in tflops)
+    on = {f"{c.step_device} {c.step_precision}" for c in costs if c.step_seconds is not None}
+    where = f" ({', '.join(sorted(on))})" if on else ""
+    measured = any(c.measured_gpu_hours() is not None for c in costs)
+    extra = " AISHELL-2 GPU h measured |" if measured else ""
     lines = [f"| config | vocab | parameters | fp32 MB | int8 MB | GFLOP per s of audio (fwd) "
-             f"| CPU s/step |{gpu}", "|---|---|---|---|---|---|---|" + "---|" * len(tflops)]
+             f"| s/step{where} |{gpu}{extra}",
+             "|---|---|---|---|---|---|---|" + "---|" * (len(tflops) + measured)]
     for c in costs:
         step = ("-" if c.step_seconds is None
-                else f"{c.step_seconds:.2f} ({c.batch_audio_seconds:.0f} s batch)")
+                else f"{c.step_seconds:.3g} ({c.batch_audio_seconds:.0f} s batch)")
+        hours = c.measured_gpu_hours()
         lines.append(f"| {c.name} | {c.vocab} | {c.parameters:,} | {c.fp32_bytes / 1e6:.2f} | "
                      f"{c.int8_bytes / 1e6:.2f} | {c.forward_flops_per_second / 1e9:.3f} | "
-                     f"{step} |" + "".join(f" {c.gpu_hours(t):.2f} |" for t in tflops))
+                     f"{step} |" + "".join(f" {c.gpu_hours(t):.2f} |" for t in tflops)
+                     + ((" -" if hours is None else f" {hours:.2f}") + " |" if measured else ""))
     return "\n".join(lines)
 
 
@@ -193,6 +240,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--measure-steps", type=int, default=0,
                         help="time this many training steps per config on this CPU (0: none)")
     parser.add_argument("--batch-seconds", type=float, default=80.0)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="where the measured steps run (cuda: also the measured GPU hours)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="autocast precision of the measured steps, as `tinyasr train` has")
+    parser.add_argument("--json", type=Path, help="also write the numbers here as JSON")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the measured steps (1: on a loaded machine, "
                              "2 threads in one process ran 5x slower than 1 here)")
@@ -202,16 +254,28 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     paths = args.configs or sorted(CONFIG_DIR.glob("*.json"))
     import torch
+
+    from tinyasr.model.common.errors import InputError
+    from tinyasr.model.training.distributed import check_precision, resolve_device
+    try:
+        check_precision(args.precision, resolve_device(args.device, 1))
+    except InputError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     torch.set_num_threads(args.threads)
     costs = []
     for path in paths:
-        costs.append(cost(path, args.measure_steps, args.batch_seconds))
+        costs.append(cost(path, args.measure_steps, args.batch_seconds, args.device,
+                          args.precision))
         print(f"done {path.stem}", flush=True, file=sys.stderr)
     tflops = tuple(float(t) for t in str(args.tflops).split(","))
     print(table(costs, tflops))
     print()
     for c in costs:
         print(arithmetic(c, tflops[0]))
+    if args.json:
+        args.json.write_text(json.dumps(
+            [{**asdict(c), "measured_gpu_hours": c.measured_gpu_hours()} for c in costs],
+            indent=2) + "\n")
 
 
 if __name__ == "__main__":
