@@ -2,7 +2,7 @@
 leaves around `clip`, the channels-last im2col kernel equals numpy's, an fp32 conv on a weight
 compiles to im2col + the fp32 kernel and computes torch's conv2d; the batched kernel of the
 attention's matmuls equals numpy's for every kind of width, and attention not in torch's export
-layout compiles to it."""
+layout compiles to it; scores against the decoder's key caches read them untransposed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ import tvm
 from tvm import relax, tirx
 from tvm.target import Target
 
-from tinyasr.compile.kernels.batched import batched_matmul_kernel, fixed_width_supported
+from tinyasr.compile.kernels.batched import (
+    batched_matmul_kernel,
+    batched_matmul_transposed_kernel,
+    fixed_width_supported,
+    transposed_supported,
+)
 from tinyasr.compile.kernels.fp32 import vector_unit
 from tinyasr.compile.kernels.im2col import im2col_kernel
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
@@ -196,6 +201,68 @@ def test_cross_attention_reads_the_shared_keys_and_values_once(tmp_path):
     scores = arrays[0] @ arrays[1].transpose(0, 1, 3, 2)
     expected = (_softmax(scores) @ arrays[2]).reshape(12, 7, 36)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n", [1500, 29, 4, 3])
+def test_transposed_batched_kernel_equals_numpy(n: int):
+    """y read as (G, N, K) rows: N a multiple of the column group (1500), not (29: the last
+    columns moved back), exactly one group (4), below it (3: one column at a time); x's batch
+    b reads y's batch b % G (G = B, a shared G = heads, one)."""
+    unit = vector_unit(Target(HOST))
+    depth = 4 * unit.lanes
+    assert transposed_supported(unit, depth)
+    library = _batched_library(batched_matmul_transposed_kernel(unit, depth))
+    rng = np.random.default_rng(n)
+    for batch, rows, groups in [(6, 1, 6), (12, 2, 6), (3, 5, 1)]:
+        x = rng.standard_normal((batch, rows, depth)).astype(np.float32)
+        y = rng.standard_normal((groups, n, depth)).astype(np.float32)
+        out = tvm.runtime.tensor(np.zeros((batch, rows, n), np.float32))
+        library["batched"](tvm.runtime.tensor(x), tvm.runtime.tensor(y), out)
+        # float64 reference; fp32 sums of 64 products of O(1) values: ~1e-6 relative each
+        expected = np.einsum("bik,bnk->bin", x.astype(np.float64),
+                             y[np.arange(batch) % groups].astype(np.float64))
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_scores_against_key_caches_read_them_untransposed(tmp_path):
+    """The decoder's scores as torch exports them, q @ k.transpose(-1, -2) per head, against a
+    shared (1, heads, frames, E) cross-attention key cache and a per-hypothesis (hypotheses,
+    heads, slots, E) self-attention one: the transposed kernel reads both as stored, no
+    transposed copy is left."""
+    hypotheses, steps, frames = (tirx.Var(name, "int64") for name in ("hypotheses", "steps",
+                                                                          "frames"))
+    head_dim = 32   # whole vectors for 4, 8 and 16 lanes
+    q = relax.Var("q", relax.TensorType([hypotheses, 4, steps, head_dim], "float32"))
+    cross = relax.Var("cross", relax.TensorType([1, 4, frames, head_dim], "float32"))
+    own = relax.Var("own", relax.TensorType([hypotheses, 4, 11, head_dim], "float32"))
+    builder = relax.BlockBuilder()
+
+    def scores(keys: relax.Expr, slots: tirx.Expr) -> relax.Expr:
+        transposed = relax.op.permute_dims(keys, [0, 1, 3, 2])
+        shared = relax.op.broadcast_to(transposed, [hypotheses, 4, head_dim, slots])
+        flat = builder.emit(relax.op.reshape(shared, [hypotheses * 4, head_dim, slots]))
+        queries = builder.emit(relax.op.reshape(q, [hypotheses * 4, steps, head_dim]))
+        return builder.emit(relax.op.matmul(queries, flat))
+
+    with builder.function("main", [q, cross, own], attrs={"num_input": 3}):
+        with builder.dataflow():
+            both = builder.emit(relax.op.concat([scores(cross, frames), scores(own, 11)], 2))
+            out = builder.emit_output(both)
+        builder.emit_func_output(out)
+    built = build(ImportedModel(builder.get(), {"main": []}), HOST, IRDumper(tmp_path))
+    dense = next(tmp_path.glob("*-dense.py")).read_text()
+    assert "R.matmul" not in dense and "permute_dims" not in dense
+    assert dense.count(f"cls.batched_matmul_t_{vector_unit(Target(HOST)).lanes}_k{head_dim}, ") == 2
+
+    rng = np.random.default_rng(7)
+    arrays = [rng.standard_normal(shape).astype(np.float32) for shape in
+              [(3, 4, 2, head_dim), (1, 4, 29, head_dim), (3, 4, 11, head_dim)]]
+    vm = relax.VirtualMachine(built.executable, tvm.cpu())
+    out = vm["main"](*(tvm.runtime.tensor(a) for a in arrays)).numpy()
+    q64, cross64, own64 = (a.astype(np.float64) for a in arrays)
+    expected = np.concatenate([q64 @ cross64.transpose(0, 1, 3, 2),
+                               q64 @ own64.transpose(0, 1, 3, 2)], axis=3).reshape(12, 2, 40)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_permutes_around_pad_and_abs_max_cancel():

@@ -34,7 +34,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from tinyasr.compile.kernels.fp32 import NARROW, VectorUnit, multiply_add
+from tinyasr.compile.kernels.fp32 import NARROW, VectorUnit, halve_lanes, multiply_add
 
 GROUP = 4          # column vectors per tile when N is symbolic
 MAX_ROWS = 8
@@ -157,5 +157,68 @@ def _symbolic_width(unit: VectorUnit) -> tirx.PrimFunc:
                         out[b, i, col] = T.float32(0)
                         for j in range(depth):
                             out[b, i, col] = out[b, i, col] + x[b, i, j] * y[b % groups, j, col]
+
+    return kernel
+
+
+TRANSPOSED_COLUMNS = 4   # output columns (rows of y) whose dot products run interleaved
+
+
+def transposed_supported(unit: VectorUnit, depth: int) -> bool:
+    """Whether K = depth is whole vectors (the transposed kernel's rows are read as vectors)
+    of 4 to 32 lanes (fp32.halve_lanes)."""
+    return 4 <= unit.lanes <= 32 and depth % unit.lanes == 0 and depth > 0
+
+
+def batched_matmul_transposed_kernel(unit: VectorUnit, depth: int) -> tirx.PrimFunc:
+    """(x (B, M, K), y (G, N, K)) -> (B, M, N) float32 with K = depth (transposed_supported),
+    M and N symbolic:
+
+        out[b, i, n] = sum_k x[b, i, k] * y[b % G, n, k]
+
+    y as the decoder's key caches hold it, (frames, head_dim) per head: the scores read each
+    key row as stored instead of a transposed (head_dim, frames) copy made every step (for
+    Whisper tiny.en's 1500-frame cross-attention keys that copy cost more than everything
+    else of a step but the logits). Each output is the dot product of two contiguous rows:
+    K / L vector products summed into one accumulator, then its L lanes summed by halving
+    (fp32.halve_lanes). TRANSPOSED_COLUMNS columns at a time, so the products of
+    independent accumulators overlap; the last columns are moved back to end at N as in the
+    symbolic-width kernel (computed twice, same values)."""
+    lanes = unit.lanes
+    chunks = depth // lanes
+    group = TRANSPOSED_COLUMNS
+
+    @T.macro
+    def columns(x, y, out, acc, b, g, i, first, count):
+        """out[b, i, first : first + count] from `count` accumulators of L lanes."""
+        for c in T.unroll(count):
+            acc[T.ramp(c * lanes, 1, lanes)] = T.broadcast(T.float32(0), lanes)
+        for chunk in T.unroll(chunks):
+            for c in T.unroll(count):
+                acc[T.ramp(c * lanes, 1, lanes)] = (
+                    acc[T.ramp(c * lanes, 1, lanes)]
+                    + x.vload([b, i, chunk * lanes], f"float32x{lanes}")
+                    * y.vload([g, first + c, chunk * lanes], f"float32x{lanes}"))
+        for c in T.unroll(count):
+            halve_lanes(acc, c * lanes, lanes)
+            out[b, i, first + c] = acc[c * lanes] + acc[c * lanes + 1]
+
+    @T.prim_func(private=True)
+    def kernel(x_handle: T.handle, y_handle: T.handle, out_handle: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        batch, groups, rows, n = T.int64(), T.int64(), T.int64(), T.int64()
+        x = T.match_buffer(x_handle, (batch, rows, depth), "float32")
+        y = T.match_buffer(y_handle, (groups, n, depth), "float32")
+        out = T.match_buffer(out_handle, (batch, rows, n), "float32")
+        acc = T.alloc_buffer((group * lanes,), "float32", scope="local")
+        for b in range(batch):
+            for i in range(rows):
+                if n >= group:
+                    for block in range((n + group - 1) // group):
+                        columns(x, y, out, acc, b, b % groups, i,
+                                T.min(block * group, n - group), group)
+                else:
+                    for column in range(n):
+                        columns(x, y, out, acc, b, b % groups, i, column, 1)
 
     return kernel

@@ -77,6 +77,21 @@ def multiply_add(acc, start, width, value, vector):
                                     + T.broadcast(value, width) * vector)
 
 
+@T.macro
+def halve_lanes(acc, start, lanes):
+    """Sums acc[start : start + lanes] (lanes a power of two, 4 to 32) down to two lanes by
+    adding the upper half onto the lower (vector adds, where a scalar loop would extract every
+    lane): the sum is then acc[start] + acc[start + 1]. A ramp's lanes must be constants,
+    hence one step per possible width."""
+    if lanes >= 32:
+        acc[T.ramp(start, 1, 16)] = acc[T.ramp(start, 1, 16)] + acc[T.ramp(start + 16, 1, 16)]
+    if lanes >= 16:
+        acc[T.ramp(start, 1, 8)] = acc[T.ramp(start, 1, 8)] + acc[T.ramp(start + 8, 1, 8)]
+    if lanes >= 8:
+        acc[T.ramp(start, 1, 4)] = acc[T.ramp(start, 1, 4)] + acc[T.ramp(start + 4, 1, 4)]
+    acc[T.ramp(start, 1, 2)] = acc[T.ramp(start, 1, 2)] + acc[T.ramp(start + 2, 1, 2)]
+
+
 def fp32_matmul_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
     """(x (rows, k), packed w (blocks, k, L), bias (n,), lower ()) -> (rows, n) float32."""
     lanes, blocks, whole = unit.lanes, unit.blocks(n), n // unit.lanes
