@@ -170,6 +170,22 @@ def test_what_the_machine_cannot_do_is_one_line(samples_train_dev: Path, tmp_pat
     assert len(lines) == 1 and lines[0].startswith(f"tinyasr: error: {message}"), lines
 
 
+@pytest.mark.parametrize("value", ["lots", "-1"])
+def test_a_bad_mmap_threshold_is_one_line(samples_train_dev: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch, value: str):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(RECIPE))
+    monkeypatch.setenv(distributed.MMAP_THRESHOLD_ENV, value)
+    process = tinyasr("train", "--data", str(samples_train_dev), "--config", str(recipe),
+                      "--out", str(tmp_path / "run"), "--nproc", "2")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert err.strip().splitlines() == [
+        f"tinyasr: error: {distributed.MMAP_THRESHOLD_ENV}: expected bytes"
+        f"{' >= 0' if value == '-1' else ''}, not {value!r}"]
+    assert not (tmp_path / "run").exists()
+
+
 def test_bf16_autocast_trains_on_cpu(samples_train_dev: Path, tmp_path: Path):
     recipe = Recipe.from_dict({**RECIPE, "train": {**RECIPE["train"], "epochs": 1}})
     trainer = Trainer(samples_train_dev, recipe, tmp_path / "run", precision=torch.bfloat16)

@@ -90,11 +90,12 @@ def run(args: argparse.Namespace) -> int:
     device = distributed.resolve_device(args.device, 1 if launched else args.nproc)
     precision = distributed.check_precision(args.precision, device)
     threads = args.threads or max(1, min(2, distributed.usable_cores() // max(world, 1)))
+    mmap_threshold = distributed.mmap_threshold()
     if args.nproc > 1 and not launched:
         preflight(args.data, recipe, args.out)
         return distributed.launch(child_command(args, threads), args.nproc)
     torch.set_num_threads(threads)
-    distributed.fix_mmap_threshold()
+    distributed.fix_mmap_threshold(mmap_threshold)
     context = distributed.init(device)
     try:
         final = Trainer(args.data, recipe, args.out, context, precision).run()
