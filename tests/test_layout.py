@@ -19,7 +19,7 @@ from tinyasr.compile.kernels.batched import (
     fixed_width_supported,
     transposed_supported,
 )
-from tinyasr.compile.kernels.fp32 import vector_unit
+from tinyasr.compile.kernels.fp32 import VectorUnit, vector_unit
 from tinyasr.compile.kernels.im2col import im2col_kernel
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build
@@ -203,12 +203,14 @@ def test_cross_attention_reads_the_shared_keys_and_values_once(tmp_path):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("lanes", [4, 8, 16])
 @pytest.mark.parametrize("n", [1500, 29, 4, 3])
-def test_transposed_batched_kernel_equals_numpy(n: int):
+def test_transposed_batched_kernel_equals_numpy(n: int, lanes: int):
     """y read as (G, N, K) rows: N a multiple of the column group (1500), not (29: the last
     columns moved back), exactly one group (4), below it (3: one column at a time); x's batch
-    b reads y's batch b % G (G = B, a shared G = heads, one)."""
-    unit = vector_unit(Target(HOST))
+    b reads y's batch b % G (G = B, a shared G = heads, one). Every vector width a board has
+    (NEON and RVV 4 lanes, AVX 8, AVX-512 16: each its own lane sum), built for this host."""
+    unit = VectorUnit(lanes, 32)
     depth = 4 * unit.lanes
     assert transposed_supported(unit, depth)
     library = _batched_library(batched_matmul_transposed_kernel(unit, depth))
