@@ -78,16 +78,17 @@ def build_whisper_deployable(model_dir: Path, board: Board, out: Path, force: bo
                              dump_dir: Path | None = None, database: Path | None = None,
                              untuned: bool = False, int8: bool = False) -> dict[str, Any]:
     """Compiles a converted Whisper model dir for `board` into the deployable `out`; `int8`:
-    per-output-channel int8 weights for the linear layers (whisper_int8.py)."""
+    per-output-channel int8 weights for the linear layers and the tied token embedding
+    (whisper_int8.py)."""
     out = Path(out)
     if out.exists() and not force:
         raise InputError(f"{out}: already exists (use --force to replace it)")
     board.require_cross_compiler()
     model, tokenizer, config = load_whisper_dir(model_dir)
     if int8:
-        from tinyasr.compile.whisper_int8 import quantize_linear_layers
+        from tinyasr.compile.whisper_int8 import quantize_whisper
 
-        model = quantize_linear_layers(model)
+        model = quantize_whisper(model)
     applied = None if untuned else tuning_database(board, database)
     dump = IRDumper(dump_dir)
     built = build(import_whisper(model, dump), board_target(board), dump, applied)

@@ -4,8 +4,13 @@ Every nn.Linear of the encoder and decoder blocks (the attention projections and
 becomes compile/compressed_import.py's Int8Linear: int8 values with one fp32 scale per output
 channel, scale = max |row| / 127 (symmetric, no data needed), so the exported graph shows the
 pattern passes/int8_matmul.py turns into the int8 kernels, which also round each layer's input
-to int8 per row at run time. The convolutions, LayerNorms, the position tables and the tied
-token embedding (a gather as well as the logits' matmul) stay fp32.
+to int8 per row at run time. The tied token embedding (`quantize_whisper`) becomes
+Int8Embedding: int8 values with one fp32 scale per token row, the same rule, read by both its
+uses: the gather dequantizes the rows it takes, and the logits multiply the fp32 activations
+by the int8 rows (passes/tied_matmul.py: compile/kernels/rowdot.py's int8 kernel) and scale
+each token's column. Stored once either way, a quarter of the fp32 matrix's 80 MB to read each
+decoder step, which had been half of an int8 step's time. The convolutions, LayerNorms and the
+position tables stay fp32.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tinyasr.compile.compressed_import import Int8Linear
@@ -40,4 +46,35 @@ def quantize_linear_layers(model: Whisper) -> Whisper:
             parent, _, attribute = name.rpartition(".")
             setattr(blocks.get_submodule(parent), attribute,
                     Int8Linear(values, scale, module.bias))
+    return model.eval()
+
+
+class Int8Embedding(nn.Module):
+    """A tied token embedding as int8 rows with one fp32 scale each (int8_per_channel):
+    forward(tokens) gathers and dequantizes rows (what nn.Embedding returns), logits(x) is
+    x @ weight^T with the scale applied per output column after the sum, the form
+    passes/tied_matmul.py gives to the int8 row-dot kernel."""
+
+    def __init__(self, values: torch.Tensor, scale: torch.Tensor):
+        super().__init__()
+        self.values = nn.Parameter(values, requires_grad=False)
+        self.scale = nn.Parameter(scale, requires_grad=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        rows = F.embedding(tokens, self.values).to(torch.float32)
+        return rows * F.embedding(tokens, self.scale[:, None])
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.values.to(torch.float32).t()) * self.scale
+
+
+def quantize_whisper(model: Whisper) -> Whisper:
+    """`tinyasr compile --int8`: a copy of `model` with int8 block linear layers
+    (quantize_linear_layers) and an int8 tied token embedding (Int8Embedding)."""
+    model = quantize_linear_layers(model)
+    values, scale = int8_per_channel(model.decoder.embed_tokens.weight.detach())
+    # an nn.Module where Decoder declares nn.Embedding: Int8Embedding has its call and the
+    # logits(x) that model.tied_logits asks for
+    model.decoder.embed_tokens = Int8Embedding(  # pyright: ignore[reportAttributeAccessIssue]
+        values, scale)
     return model.eval()

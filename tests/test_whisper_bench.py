@@ -23,7 +23,9 @@ def test_whisper_bench_json_has_every_row(tmp_path: Path):
         # 1-2 s utterances emit a few tokens: too few to time (see ms_per_token)
         assert row["ms_per_token"] is None or row["ms_per_token"] > 0, row
         assert set(row["whole_ms"]) == {"1", "2"} and all(v > 0 for v in row["whole_ms"].values())
-        assert row["peak_rss_mib"] > 50 and row["artifact_bytes"] > 50e6, row
+        # every artifact holds the 39 M weights: int8 everywhere (tvm-int8, its embedding
+        # too) is the smallest, 43.6 MB
+        assert row["peak_rss_mib"] > 50 and row["artifact_bytes"] > 35e6, row
         assert row["utterances"] == 1 and 0 <= row["wer"] <= 100, row
     for system, reason in UNAVAILABLE.items():
         assert rows[system] == {"system": system, "unavailable": reason}

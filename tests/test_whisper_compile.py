@@ -213,21 +213,22 @@ def test_tiny_transcripts_equal_pytorch(tiny, whisper_parts, realspeech):
 def small_int8(small, tmp_path_factory):
     """The small random Whisper compiled with --int8, and its int8-weight PyTorch twin."""
     from tinyasr.compile.whisper_deployable import build_whisper_deployable
-    from tinyasr.compile.whisper_int8 import quantize_linear_layers
+    from tinyasr.compile.whisper_int8 import quantize_whisper
     from tinyasr.targets.host.whisper_runner import CompiledWhisper
 
     model, _, lib = small
     out = tmp_path_factory.mktemp("whisper-small-int8") / "lib"
     build_whisper_deployable(Path(json.loads((lib / "manifest.json").read_text())["model"]
                                   ["path"]), get_board("host"), out, untuned=True, int8=True)
-    return quantize_linear_layers(model), CompiledWhisper(out), out
+    return quantize_whisper(model), CompiledWhisper(out), out
 
 
 def test_small_int8_runs_int8_weights_near_its_reference(small_int8, whisper_parts):
-    """Every block linear layer's weight is stored int8 (one fp32 scale per output channel);
-    the compiled model also rounds each layer's input to int8 per row, which the PyTorch twin
-    (int8 weights, fp32 activations) does not: measured differences ~1e-2 of logits of
-    magnitude ~3; 5% of the largest logit allowed."""
+    """Every block linear layer's weight and the tied token embedding are stored int8 (one
+    fp32 scale per output channel / token row), the embedding once for its gather and the
+    logits; the compiled model also rounds each layer's input to int8 per row, which the
+    PyTorch twin (the same int8 weights, fp32 activations) does not: measured differences
+    ~1e-2 of logits of magnitude ~3; 5% of the largest logit allowed."""
     from tinyasr.compile.deployable import read_weights_index
 
     reference, compiled, lib = small_int8
@@ -235,10 +236,32 @@ def test_small_int8_runs_int8_weights_near_its_reference(small_int8, whisper_par
     assert manifest["weights_encoding"] == "int8"
     dtypes = [dtype for dtype, _ in read_weights_index(lib / "weights.bin").values()]
     # encoder blocks: qkv, out, fc1, fc2; decoder blocks also the cross query, kv and out
-    assert dtypes.count("int8") == 4 * SMALL.n_audio_layers + 7 * SMALL.n_text_layers
+    assert dtypes.count("int8") == 4 * SMALL.n_audio_layers + 7 * SMALL.n_text_layers + 1
+    embedding = sorted(key for key in manifest["functions"]["step"]["weights"]
+                       if "embed_tokens" in key)
+    assert embedding == ["step/p_decoder_embed_tokens_scale",
+                         "step/p_decoder_embed_tokens_values"]
     window = pad_window(log_mel(torch.from_numpy(_noise_speech(1.5))), reference.n_frames)[None]
     with torch.no_grad():
         _, logits, _ = start(reference, reference.encoder(window), whisper_parts[1].specials)
         _, compiled_logits, _ = start(compiled, compiled.encoder(window),
                                       whisper_parts[1].specials)
     assert (compiled_logits - logits).abs().max() < 0.05 * logits.abs().max()
+
+
+def test_int8_embedding_is_the_dequantized_embedding(small):
+    """The int8 twin's token embedding (whisper_int8.Int8Embedding) gathers and multiplies as an
+    fp32 nn.Embedding holding values * scale would: the same logits up to fp32 summation order
+    (the scale applied after the sum, not to each weight): ~1e-6 of logits of magnitude ~3."""
+    from tinyasr.compile.whisper_int8 import Int8Embedding, int8_per_channel
+
+    model = small[0]
+    embedding = Int8Embedding(*int8_per_channel(model.decoder.embed_tokens.weight.detach()))
+    dequantized = torch.nn.Embedding.from_pretrained(
+        embedding.values.float() * embedding.scale[:, None])
+    tokens = torch.tensor([[3, 50257], [0, 51863]])
+    x = torch.randn(2, 2, SMALL.d_model)
+    with torch.no_grad():
+        assert torch.equal(embedding(tokens), dequantized(tokens))
+        expected = x @ dequantized.weight.t()
+        assert (embedding.logits(x) - expected).abs().max() < 1e-5 * expected.abs().max()

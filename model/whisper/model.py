@@ -24,7 +24,9 @@ zero in the key third.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -226,8 +228,18 @@ class Decoder(nn.Module):
             x, k, v = block(x, positions, mask, self_k[i], self_v[i], cross_k[i], cross_v[i])
             new_k.append(k)
             new_v.append(v)
-        logits = self.ln(x) @ self.embed_tokens.weight.t()
+        logits = tied_logits(self.embed_tokens, self.ln(x))
         return logits, tuple(new_k), tuple(new_v)
+
+
+def tied_logits(embedding: nn.Module, x: Tensor) -> Tensor:
+    """x against the token embedding, the tied output layer: x @ weight^T, or the embedding's
+    own `logits(x)` when it stores its rows otherwise (compile/whisper_int8.py's int8 rows)."""
+    if isinstance(embedding, nn.Embedding):
+        return x @ embedding.weight.t()
+    # nn.Module's __getattr__ is typed Tensor | Module: the method, as the int8 one declares it
+    own = cast(Callable[[Tensor], Tensor], embedding.logits)
+    return own(x)
 
 
 class Whisper(nn.Module):
