@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.slow   # compiles two host deployables (~1 min) and loads five engines
+@pytest.mark.slow   # compiles two host deployables (~1 min), exports ONNX, loads seven engines
 def test_whisper_bench_json_has_every_row(tmp_path: Path):
     from tinyasr.schedules.bench.whisper import MEASURED, SYSTEMS, UNAVAILABLE, main
 
@@ -27,6 +27,9 @@ def test_whisper_bench_json_has_every_row(tmp_path: Path):
         # too) is the smallest, 43.6 MB
         assert row["peak_rss_mib"] > 50 and row["artifact_bytes"] > 35e6, row
         assert row["utterances"] == 1 and 0 <= row["wer"] <= 100, row
+    # ONNX Runtime's rows load the three exported graphs; int8 is the smaller
+    assert (rows["onnxruntime-int8"]["artifact_bytes"]
+            < rows["onnxruntime-fp32"]["artifact_bytes"] < 160e6)
     for system, reason in UNAVAILABLE.items():
         assert rows[system] == {"system": system, "unavailable": reason}
     table = (tmp_path / "whisper_bench.md").read_text()

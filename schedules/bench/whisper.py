@@ -9,8 +9,10 @@ Systems (rows), all greedy, English, no timestamps, no previous text as a prompt
   torch-fp32      tinyasr's PyTorch Whisper (model/whisper), torch.set_num_threads(1)
   tvm-fp32, tvm-int8   host deployables of `tinyasr compile whisper-tiny.en [--int8]` (built by
       this run, untuned: no database holds Whisper's functions), TVM_NUM_THREADS=1
-  onnxruntime, whisper.cpp   rows without numbers, saying why (no Whisper ONNX export and no
-      GGML converter exist here yet)
+  onnxruntime-fp32, onnxruntime-int8   ONNX Runtime (CPUExecutionProvider, intra_op_num_threads
+      1, inter_op 1) on the same three graphs exported to ONNX (compile/whisper_onnx.py, built
+      by this run): fp32, and ORT's dynamic int8 (quantize_dynamic, per channel) of it
+  whisper.cpp     a row without numbers, saying why (no GGML converter exists here yet)
 
 Each system runs in a process of its own, so its peak RSS (VmHWM: loading included) is its own.
 Columns: encoder ms (one 30 s window, the median of 3 after one warm-up encode), whole
@@ -19,8 +21,8 @@ concatenated and cut to the length; one run each after the warm-up), decoder ms 
 longest utterance's time less its encodes, over the tokens its windows emitted, <|endoftext|>
 included; "-" under 8 tokens, where one run's jitter outweighs the decoding), peak RSS, artifact
 bytes (what the engine loads: CTranslate2's fp16 model.bin, converted on load; the torch
-model.pt; model.so + weights.bin), and WER / CER on the real-speech set under
-schedules/bench/realspeech.py's one normalization. Writes whisper_bench.json, whisper_bench.md
+model.pt; model.so + weights.bin; the three .onnx files), and WER / CER on the real-speech set
+under schedules/bench/realspeech.py's one normalization. Writes whisper_bench.json, whisper_bench.md
 and whisper_bench.png to --out.
 """
 
@@ -41,10 +43,9 @@ from tinyasr.schedules.bench.realspeech import DATA_DIR, score, whisper_model_di
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30
 MIN_TIMED_TOKENS = 8   # ms/token is timed over at least this many tokens
-MEASURED = ("faster-whisper-int8", "faster-whisper-fp32", "torch-fp32", "tvm-fp32", "tvm-int8")
+MEASURED = ("faster-whisper-int8", "faster-whisper-fp32", "torch-fp32", "tvm-fp32", "tvm-int8",
+            "onnxruntime-fp32", "onnxruntime-int8")
 UNAVAILABLE = {
-    "onnxruntime": "no ONNX export of Whisper's log_mel/encode/step yet (tinyasr export onnx is "
-                   "SAN-M's)",
     "whisper.cpp": "not run: needs a GGML converter of our own (pywhispercpp 1.5.1 is on PyPI)",
 }
 SYSTEMS = (*MEASURED, *UNAVAILABLE)
@@ -94,13 +95,20 @@ class _FasterWhisper:
 
 
 class _Tinyasr:
-    """tinyasr's Whisper recognizer: PyTorch, or a host deployable."""
+    """tinyasr's Whisper recognizer: PyTorch, a host deployable, or an ONNX directory run by
+    ONNX Runtime; all decode through model/whisper/decoding.py."""
 
-    def __init__(self, lib: Path | None):
+    def __init__(self, lib: Path | None, onnx: bool = False):
         import torch
 
         torch.set_num_threads(1)
-        if lib is None:
+        if onnx and lib is not None:
+            from tinyasr.compile.whisper_onnx import GRAPH_FILES
+            from tinyasr.targets.host.whisper_onnx_runner import load_onnx_whisper
+
+            self.recognizer = load_onnx_whisper(lib, threads=1)
+            self.files = [lib / name for name in GRAPH_FILES]
+        elif lib is None:
             from tinyasr.model.whisper.convert import WEIGHTS_FILE, ensure_whisper_model
             from tinyasr.model.whisper.recognizer import WhisperRecognizer
 
@@ -132,7 +140,7 @@ class _Tinyasr:
 def _engine(system: str, libs: dict[str, Path]):
     if system.startswith("faster-whisper"):
         return _FasterWhisper(system.removeprefix("faster-whisper-").replace("fp32", "float32"))
-    return _Tinyasr(libs.get(system))
+    return _Tinyasr(libs.get(system), onnx=system.startswith("onnxruntime"))
 
 
 def _timed_ms(function, *args) -> float:
@@ -205,12 +213,18 @@ def run_worker(system: str, libs: dict[str, Path], lengths: list[float], data: P
 
 
 def build_deployables(out: Path, systems: list[str]) -> dict[str, Path]:
-    """The host deployables the TVM rows run, compiled into `out` (reused when there)."""
+    """The host deployables the TVM rows run, compiled into `out`, and the ONNX directories
+    the ONNX Runtime rows run, exported there (each reused when there)."""
     from tinyasr.compile.whisper_deployable import build_whisper_deployable
-    from tinyasr.model.whisper.convert import ensure_whisper_model
+    from tinyasr.compile.whisper_onnx import write_whisper_onnx
+    from tinyasr.model.whisper.convert import CONFIG_FILE, ensure_whisper_model
     from tinyasr.targets.boards import get_board
 
-    libs = {}
+    libs = {system: out / system for system in systems if system.startswith("onnxruntime")}
+    missing = {system.removeprefix("onnxruntime-"): lib for system, lib in libs.items()
+               if not (lib / CONFIG_FILE).is_file()}
+    if missing:
+        write_whisper_onnx(ensure_whisper_model(), **missing)   # one export for both
     for system in (s for s in systems if s.startswith("tvm-")):
         lib = out / system
         if not (lib / "manifest.json").is_file():
