@@ -152,24 +152,30 @@ def test_bias_and_relu_move_into_the_kernel(tmp_path):
 
 
 @pytest.mark.parametrize("lanes", [4, 16])
-@pytest.mark.parametrize("n, k", [(51864, 384), (130, 64), (3, 32)])
-def test_rowdot_kernels_sum_like_numpy(n: int, k: int, lanes: int):
-    """Whisper tiny.en's tied logits (51864 rows: tasks of 64, the last of 24), a task whose
-    last group of 4 rows is moved back (130 = 2 * 64 + 2: a 2-row task, taken one row at a
-    time), fewer rows than a group (3); with AVX-512's 16 lanes and the 4 of NEON and RVV
-    (built for this host). fp32 sums of k products of O(1) x and O(100) int8 values (O(1)
-    fp32 ones): relative errors ~1e-7 measured, 1e-5 allowed."""
+@pytest.mark.parametrize("n, k, group", [(51864, 384, 128), (130, 64, 32), (3, 32, 32)])
+def test_rowdot_kernels_sum_like_numpy(n: int, k: int, group: int, lanes: int):
+    """Whisper tiny.en's tied logits (51864 rows: tasks of 64, the last of 24; 3 scale groups
+    of 128 columns a row), a task whose last group of 4 rows is moved back (130 = 2 * 64 + 2:
+    a 2-row task, taken one row at a time; 2 scale groups), fewer rows than a group (3; one
+    scale a row); with AVX-512's 16 lanes and the 4 of NEON and RVV (built for this host).
+    fp32 sums of k products of O(1) x and O(100) int8 values times scales (O(1) fp32 values
+    for the fp32 kernel): relative errors ~1e-7 measured, 1e-5 allowed."""
     unit = VectorUnit(lanes, 32)
     rng = np.random.default_rng(n)
-    for kernel, w in [(rowdot_int8_kernel(unit, n, k),
-                       rng.integers(-127, 128, (n, k)).astype(np.int8)),
-                      (rowdot_kernel(unit, n, k), rng.standard_normal((n, k)).astype(np.float32))]:
+    values = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    scale = rng.uniform(1e-3, 1e-1, (n, k // group)).astype(np.float32)
+    dequantized = (values.astype(np.float64).reshape(n, k // group, group)
+                   * scale[:, :, None]).reshape(n, k)
+    weight = rng.standard_normal((n, k)).astype(np.float32)
+    for kernel, w, expected_w in [(rowdot_int8_kernel(unit, n, k, group), [values, scale],
+                                   dequantized),
+                                  (rowdot_kernel(unit, n, k), [weight], weight)]:
         library = tvm.compile(tvm.IRModule({"rowdot": kernel.with_attr(
             "global_symbol", "rowdot")}), Target(HOST)).mod
         for rows in (1, 2, 5):
             x = rng.standard_normal((rows, k)).astype(np.float32)
             out = tvm.runtime.tensor(np.zeros((rows, n), np.float32))
-            library["rowdot"](tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
-            expected = x.astype(np.float64) @ w.astype(np.float64).T
+            library["rowdot"](tvm.runtime.tensor(x), *map(tvm.runtime.tensor, w), out)
+            expected = x.astype(np.float64) @ expected_w.astype(np.float64).T
             np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5,
                                        atol=1e-5 * np.abs(expected).max())

@@ -211,24 +211,30 @@ def test_tiny_transcripts_equal_pytorch(tiny, whisper_parts, realspeech):
 
 @pytest.fixture(scope="module")
 def small_int8(small, tmp_path_factory):
-    """The small random Whisper compiled with --int8, and its int8-weight PyTorch twin."""
+    """The small random Whisper compiled with --int8, and its int8-weight PyTorch twin; the
+    token embedding's scales per 32 columns (EMBEDDING_GROUP's 128 would be one per row of
+    d_model 64), so that the kernel's groups are what runs."""
+    from unittest import mock
+
+    from tinyasr.compile import whisper_int8
     from tinyasr.compile.whisper_deployable import build_whisper_deployable
-    from tinyasr.compile.whisper_int8 import quantize_whisper
     from tinyasr.targets.host.whisper_runner import CompiledWhisper
 
     model, _, lib = small
     out = tmp_path_factory.mktemp("whisper-small-int8") / "lib"
-    build_whisper_deployable(Path(json.loads((lib / "manifest.json").read_text())["model"]
-                                  ["path"]), get_board("host"), out, untuned=True, int8=True)
-    return quantize_whisper(model), CompiledWhisper(out), out
+    with mock.patch.object(whisper_int8, "EMBEDDING_GROUP", 32):
+        build_whisper_deployable(Path(json.loads((lib / "manifest.json").read_text())["model"]
+                                      ["path"]), get_board("host"), out, untuned=True, int8=True)
+        twin = whisper_int8.quantize_whisper(model)
+    return twin, CompiledWhisper(out), out
 
 
 def test_small_int8_runs_int8_weights_near_its_reference(small_int8, whisper_parts):
     """Every block linear layer's weight and the tied token embedding are stored int8 (one
-    fp32 scale per output channel / token row), the embedding once for its gather and the
-    logits; the compiled model also rounds each layer's input to int8 per row, which the
-    PyTorch twin (the same int8 weights, fp32 activations) does not: measured differences
-    ~1e-2 of logits of magnitude ~3; 5% of the largest logit allowed."""
+    fp32 scale per output channel / per 32 columns of a token row), the embedding once for
+    its gather and the logits; the compiled model also rounds each layer's input to int8 per
+    row, which the PyTorch twin (the same int8 weights, fp32 activations) does not: measured
+    differences ~1e-2 of logits of magnitude ~3; 5% of the largest logit allowed."""
     from tinyasr.compile.deployable import read_weights_index
 
     reference, compiled, lib = small_int8
@@ -241,6 +247,8 @@ def test_small_int8_runs_int8_weights_near_its_reference(small_int8, whisper_par
                        if "embed_tokens" in key)
     assert embedding == ["step/p_decoder_embed_tokens_scale",
                          "step/p_decoder_embed_tokens_values"]
+    shapes = {key: shape for key, (_, shape) in read_weights_index(lib / "weights.bin").items()}
+    assert list(shapes["step/p_decoder_embed_tokens_scale"]) == [SMALL.n_vocab, 2]
     window = pad_window(log_mel(torch.from_numpy(_noise_speech(1.5))), reference.n_frames)[None]
     with torch.no_grad():
         _, logits, _ = start(reference, reference.encoder(window), whisper_parts[1].specials)
@@ -250,15 +258,20 @@ def test_small_int8_runs_int8_weights_near_its_reference(small_int8, whisper_par
 
 
 def test_int8_embedding_is_the_dequantized_embedding(small):
-    """The int8 twin's token embedding (whisper_int8.Int8Embedding) gathers and multiplies as an
-    fp32 nn.Embedding holding values * scale would: the same logits up to fp32 summation order
-    (the scale applied after the sum, not to each weight): ~1e-6 of logits of magnitude ~3."""
-    from tinyasr.compile.whisper_int8 import Int8Embedding, int8_per_channel
+    """The int8 twin's token embedding (whisper_int8.Int8Embedding, scales per 16 columns:
+    4 a row of d_model 64) gathers and multiplies as an fp32 nn.Embedding holding values *
+    scale would: the same rows, the same logits up to fp32 summation order: ~1e-6 of logits of
+    magnitude ~3; each scale is its group's max |weight| / 127, so every weight is within half
+    a step of its group's scale (up to fp32 rounding of the values near 127 steps)."""
+    from tinyasr.compile.whisper_int8 import Int8Embedding, int8_per_group
 
     model = small[0]
-    embedding = Int8Embedding(*int8_per_channel(model.decoder.embed_tokens.weight.detach()))
-    dequantized = torch.nn.Embedding.from_pretrained(
-        embedding.values.float() * embedding.scale[:, None])
+    weight = model.decoder.embed_tokens.weight.detach()
+    embedding = Int8Embedding(*int8_per_group(weight, 16))
+    assert embedding.scale.shape == (SMALL.n_vocab, SMALL.d_model // 16)
+    steps = embedding.scale.repeat_interleave(16, dim=1)
+    dequantized = torch.nn.Embedding.from_pretrained(embedding.values.float() * steps)
+    assert ((dequantized.weight - weight).abs() <= 0.5 * steps + 1e-6 * weight.abs()).all()
     tokens = torch.tensor([[3, 50257], [0, 51863]])
     x = torch.randn(2, 2, SMALL.d_model)
     with torch.no_grad():

@@ -62,47 +62,66 @@ def rowdot_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
 INT8_COLUMNS = 4   # weight rows whose dot products run interleaved in the int8 kernel
 
 
-def rowdot_int8_supported(unit: VectorUnit, k: int) -> bool:
-    """Whole vectors along K, of 4 to 32 lanes (fp32.halve_lanes)."""
-    return 4 <= unit.lanes <= 32 and k % unit.lanes == 0
+def rowdot_int8_supported(unit: VectorUnit, k: int, group: int) -> bool:
+    """Whole vectors along K and in each group of columns sharing a scale, of 4 to 32 lanes
+    (fp32.halve_lanes)."""
+    return (4 <= unit.lanes <= 32 and k % group == 0 and group % unit.lanes == 0)
 
 
-def rowdot_int8_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
-    """(x (rows, k) f32, w (n, k) int8) -> (rows, n) f32, out[i, c] = sum_j x[i, j] * w[c, j],
-    rows symbolic; k whole vectors (rowdot_int8_supported).
+def rowdot_int8_kernel(unit: VectorUnit, n: int, k: int, group: int) -> tirx.PrimFunc:
+    """(x (rows, k) f32, w (n, k) int8, scale (n, k / group) f32) -> (rows, n) f32,
+    out[i, c] = sum_g scale[c, g] * sum_{j in group g} x[i, j] * w[c, j], rows symbolic;
+    groups of whole vectors (rowdot_int8_supported).
 
-    The int8 tied embedding's logits (compile/whisper_int8.py): a quarter of the fp32
-    matrix's bytes to stream each decoder step, the activations staying fp32 (each weight
-    vector widened to fp32 in registers); the per-row scale is the caller's multiply on the
-    (rows, n) result. INT8_COLUMNS weight rows at a time, each with its own accumulator so that
-    their multiply-adds overlap (one accumulator chains all k / L of them), each summed across
-    its lanes by halving. Parallel tasks of TASK_COLUMNS rows, each with its own partial sums
-    (see rowdot_kernel); a task's last group is moved back to end at the task's last row
+    The int8 tied embedding's logits (compile/whisper_int8.py: one scale per `group` columns
+    of a token row): a quarter of the fp32 matrix's bytes to stream each decoder step, the
+    activations staying fp32 (each weight vector widened to fp32 in registers). INT8_COLUMNS
+    weight rows at a time, each with its own accumulator so that their multiply-adds overlap
+    (one accumulator chains all k / L of them); at the end of each group the accumulator,
+    times that group's scale broadcast, is added to the row's total (one vector multiply-add
+    per group, not a scale per weight), and the totals are summed across their lanes by
+    halving. Parallel tasks of TASK_COLUMNS rows, each with its own partial sums (see
+    rowdot_kernel); a task's last group of rows is moved back to end at the task's last row
     (rows computed twice, with the same values), a task of fewer rows than a group takes them
     one at a time."""
     lanes = unit.lanes
-    chunks = k // lanes
-    group = INT8_COLUMNS
+    groups, chunks = k // group, group // lanes
+    columns_at_once = INT8_COLUMNS
     tasks = -(-n // TASK_COLUMNS)
+    vector = f"float32x{lanes}"
+
+    def acc(c):
+        """Accumulator c's lanes (a ramp's lanes must be constants: built here, in Python)."""
+        return T.ramp(c * lanes, 1, lanes)
+
+    def total(c):
+        """The total of column c, after the INT8_COLUMNS accumulators."""
+        return T.ramp((columns_at_once + c) * lanes, 1, lanes)
 
     @T.macro
-    def columns(x, w, out, partial, i, first, count):
-        """out[i, first : first + count] from `count` accumulators of L lanes."""
+    def columns(x, w, scale, out, partial, i, first, count):
+        """out[i, first : first + count] from `count` accumulators and totals of L lanes."""
         for c in T.unroll(count):
-            partial[T.ramp(c * lanes, 1, lanes)] = T.broadcast(T.float32(0), lanes)
-        for chunk in T.unroll(chunks):
+            partial[total(c)] = T.broadcast(T.float32(0), lanes)
+        for g in T.unroll(groups):
             for c in T.unroll(count):
-                partial[T.ramp(c * lanes, 1, lanes)] = (
-                    partial[T.ramp(c * lanes, 1, lanes)]
-                    + x.vload([i, chunk * lanes], f"float32x{lanes}")
-                    * T.Cast(f"float32x{lanes}",
-                             w.vload([first + c, chunk * lanes], f"int8x{lanes}")))
+                partial[acc(c)] = T.broadcast(T.float32(0), lanes)
+            for chunk in T.unroll(chunks):
+                for c in T.unroll(count):
+                    partial[acc(c)] = partial[acc(c)] + x.vload(
+                        [i, g * group + chunk * lanes], vector) * T.Cast(
+                        vector, w.vload([first + c, g * group + chunk * lanes], f"int8x{lanes}"))
+            for c in T.unroll(count):
+                partial[total(c)] = partial[total(c)] + partial[acc(c)] * T.broadcast(
+                    scale[first + c, g], lanes)
         for c in T.unroll(count):
-            halve_lanes(partial, c * lanes, lanes)
-            out[i, first + c] = partial[c * lanes] + partial[c * lanes + 1]
+            halve_lanes(partial, (columns_at_once + c) * lanes, lanes)
+            out[i, first + c] = (partial[(columns_at_once + c) * lanes]
+                                 + partial[(columns_at_once + c) * lanes + 1])
 
     @T.prim_func(private=True)
     def rowdot_int8(x_handle: T.handle, w: T.Buffer((n, k), "int8"),  # pyright: ignore[reportInvalidTypeForm]
+                    scale: T.Buffer((n, groups), "float32"),  # pyright: ignore[reportInvalidTypeForm]
                     out_handle: T.handle):  # TVMScript: a buffer's type is a call
         T.func_attr({"tirx.noalias": True})
         rows = T.int64()
@@ -110,17 +129,18 @@ def rowdot_int8_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
         out = T.match_buffer(out_handle, (rows, n), "float32")
         for outer in T.parallel(tasks):
             # declared in the parallel body: one per task (see rowdot_kernel)
-            partial = T.decl_buffer((group * lanes,), "float32", scope="local")
+            partial = T.decl_buffer((2 * columns_at_once * lanes,), "float32", scope="local")
             count = T.min(TASK_COLUMNS, n - outer * TASK_COLUMNS)
-            if count >= group:
-                for block in range((count + group - 1) // group):
+            if count >= columns_at_once:
+                for block in range((count + columns_at_once - 1) // columns_at_once):
                     for i in range(rows):
-                        columns(x, w, out, partial, i,
-                                outer * TASK_COLUMNS + T.min(block * group, count - group),
-                                group)
+                        columns(x, w, scale, out, partial, i,
+                                outer * TASK_COLUMNS
+                                + T.min(block * columns_at_once, count - columns_at_once),
+                                columns_at_once)
             else:
                 for column in range(count):
                     for i in range(rows):
-                        columns(x, w, out, partial, i, outer * TASK_COLUMNS + column, 1)
+                        columns(x, w, scale, out, partial, i, outer * TASK_COLUMNS + column, 1)
 
     return rowdot_int8

@@ -5,15 +5,18 @@ Pattern:
     matmul(x (rows, K) f32, permute_dims(W (N, K)))   W an fp32 weight input that some
                                                       `take` also reads (Whisper's logits
                                                       against its token embedding)
-    matmul(x (rows, K) f32, permute_dims(astype(Wq (N, K) int8, f32)))
-                                              Wq int8 rows that some `take` also reads
-                                              (compile/whisper_int8.py's Int8Embedding: its
-                                              per-row scale multiplies the result after)
+    matmul(x (rows, K) f32, permute_dims(reshape(multiply(
+        reshape(astype(Wq (N, K) int8, f32), (N, G, K / G)), expand_dims(S (N, G), 2)),
+        (N, K))))                             Wq int8 rows that some `take` also reads, S
+                                              their scales per group of K / G columns
+                                              (compile/whisper_int8.py's Int8Embedding)
 Rewrite:
 
     out = call_tir(rowdot kernel, x, W)       compile/kernels/rowdot.py
-    out = call_tir(int8 rowdot kernel, x, Wq) the int8 rows read as stored, widened in
-                                              registers: no fp32 copy of them is made
+    out = call_tir(int8 rowdot kernel, x, Wq, S)
+                                              the int8 rows read as stored, widened in
+                                              registers, each group's sum scaled: no fp32
+                                              copy of them is made
 
 Fp32Matmul would pack W into its kernel's layout, and the weights phase would then store the
 packed copy beside the one the gather reads (80 MB twice for Whisper tiny.en). Run it before
@@ -57,7 +60,7 @@ class _Rewriter(Fp32KernelRewriter):
         if not self.permutes(transposed, [1, 0]):
             return call
         weight = self._bound(transposed.args[0])
-        if is_op(weight, "relax.astype") and weight.ty.dtype == "float32":
+        if is_op(weight, "relax.reshape"):
             return self._int8_rows(call, self._bound(weight.args[0]))
         if weight not in self.gathered or weight.ty.dtype != "float32":
             return call
@@ -68,17 +71,39 @@ class _Rewriter(Fp32KernelRewriter):
                               lambda: rowdot_kernel(self.unit, n, k))
         return relax.call_tir(kernel, [call.args[0], weight], call.ty)
 
-    def _int8_rows(self, call: relax.Call, values: relax.Expr) -> relax.Expr:
-        """The matmul on astype(values, f32): the int8 kernel when `values` are gathered int8
-        rows, else the call unchanged."""
-        if values not in self.gathered or values.ty.dtype != "int8":
+    def _int8_rows(self, call: relax.Call, scaled: relax.Expr) -> relax.Expr:
+        """The matmul on the dequantized rows `scaled` (the multiply of the pattern): the
+        int8 kernel when they are gathered int8 rows times per-group weight scales, else the
+        call unchanged."""
+        if not is_op(scaled, "relax.multiply"):
             return call
-        n, k = (int(d) for d in values.ty.shape.values)
-        if not rowdot_int8_supported(self.unit, k):
-            return call
-        kernel = self._kernel(f"rowdot_int8_{self.unit.lanes}_{n}x{k}",
-                              lambda: rowdot_int8_kernel(self.unit, n, k))
-        return relax.call_tir(kernel, [call.args[0], values], call.ty)
+        for grouped, expanded in (scaled.args, reversed(scaled.args)):
+            grouped, expanded = self._bound(grouped), self._bound(expanded)
+            if not (is_op(grouped, "relax.reshape") and is_op(expanded, "relax.expand_dims")):
+                continue
+            widened, scale = self._bound(grouped.args[0]), expanded.args[0]
+            if not (is_op(widened, "relax.astype") and widened.ty.dtype == "float32"):
+                continue
+            values = widened.args[0]
+            if (values not in self.gathered or values.ty.dtype != "int8"
+                    or scale not in self.weights or scale.ty.dtype != "float32"):
+                continue
+            n, k = (int(d) for d in values.ty.shape.values)
+            scale_shape = [int(d) for d in scale.ty.shape.values]
+            # the reshape splits each row into the scale's groups, the scale gets a unit axis
+            if (scale_shape[0] != n or k % scale_shape[1]
+                    or [int(d) for d in grouped.ty.shape.values]
+                    != [n, scale_shape[1], k // scale_shape[1]]
+                    or [int(a) for a in expanded.attrs.axis] != [2]):
+                continue
+            group = k // scale_shape[1]
+            if not rowdot_int8_supported(self.unit, k, group):
+                return call
+            kernel = self._kernel(f"rowdot_int8_{self.unit.lanes}_{n}x{k}_g{group}",
+                                  lambda n=n, k=k, group=group:
+                                  rowdot_int8_kernel(self.unit, n, k, group))
+            return relax.call_tir(kernel, [call.args[0], values, scale], call.ty)
+        return call
 
 
 @tvm.transform.module_pass(opt_level=0, name="TiedMatmul")
