@@ -174,16 +174,15 @@ def test_board_cli_up_ls_down(tmp_path):
     assert tinyasr("ls") == ""
 
 
-@pytest.mark.slow   # an 80 MB weight uploaded to an emulated k230: ~30 s with the board up
-@pytest.mark.parametrize("weights", ["fp32", "int8"])
-def test_rowdot_logits_kernel_on_rvv_board(board, tmp_path, weights: str):
-    """Whisper's logits kernels ((51864, 384) tied embedding) on the k230 under qemu: fp32
-    (`--int8` off) and int8 rows with one scale per 128 columns (`--int8`). The fp32 kernel's
-    partial sums were once one buffer shared by every parallel task, so the threads' sums
-    mixed (18% of the logits wrong on one row, errors up to 105 for values up to 84: the k230
-    int8 Whisper deployable's wrong transcript). fp32 sums of 384 products of N(0, 1) values
-    are within 1e-4 of float64's; the int8 rows times their scales are the same sums of values
-    up to 127x larger, so 127 x 1e-4 for those."""
+@pytest.mark.slow   # 80 + 20 MB of weights uploaded to an emulated k230: ~1 min with the board up
+def test_rowdot_logits_kernels_on_rvv_board(board, tmp_path):
+    """Whisper's logits kernels ((51864, 384) tied embedding) on the k230 under qemu, in one
+    board session: fp32 (`--int8` off) and int8 rows with one scale per 128 columns (`--int8`).
+    The fp32 kernel's partial sums were once one buffer shared by every parallel task, so the
+    threads' sums mixed (18% of the logits wrong on one row, errors up to 105 for values up to
+    84: the k230 int8 Whisper deployable's wrong transcript). fp32 sums of 384 products of
+    N(0, 1) values are within 1e-4 of float64's; the int8 rows times their scales are the same
+    sums of values up to 127x larger, so 127 x 1e-4 for those."""
     import tvm
     from tvm.target import Target
 
@@ -194,27 +193,24 @@ def test_rowdot_logits_kernel_on_rvv_board(board, tmp_path, weights: str):
     target = Target(k230.llvm_target)
     n, k, group = 51864, 384, 128
     rng = np.random.default_rng(0)
-    if weights == "fp32":
-        kernel = rowdot_kernel(vector_unit(target), n, k)
-        arrays = [rng.standard_normal((n, k)).astype(np.float32)]
-        dense, atol = arrays[0].astype(np.float64), 1e-4
-    else:
-        kernel = rowdot_int8_kernel(vector_unit(target), n, k, group)
-        values = rng.integers(-127, 128, (n, k)).astype(np.int8)
-        scale = rng.uniform(0.5, 1.0, (n, k // group)).astype(np.float32)
-        arrays = [values, scale]
-        dense = (values.astype(np.float64).reshape(n, k // group, group)
-                 * scale[:, :, None]).reshape(n, k)
-        atol = 127 * 1e-4
-    path = tmp_path / "rowdot.so"
-    tvm.compile(tvm.IRModule({"rowdot": kernel.with_attr("global_symbol", "rowdot")}),
-                target).export_library(str(path), fcompile=k230.library_compiler())
+    values = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    scale = rng.uniform(0.5, 1.0, (n, k // group)).astype(np.float32)
+    weight = rng.standard_normal((n, k)).astype(np.float32)
+    cases = [("fp32", rowdot_kernel(vector_unit(target), n, k), [weight],
+              weight.astype(np.float64), 1e-4),
+             ("int8", rowdot_int8_kernel(vector_unit(target), n, k, group), [values, scale],
+              (values.astype(np.float64).reshape(n, k // group, group)
+               * scale[:, :, None]).reshape(n, k), 127 * 1e-4)]
     remote = board("k230")
-    function = load_library(remote, path, k230)["rowdot"]
-    w = [tvm.runtime.tensor(array, remote.cpu()) for array in arrays]
-    for rows in (1, 3):   # a greedy step's one hypothesis, a few beams
-        x = rng.standard_normal((rows, k)).astype(np.float32)
-        out = tvm.runtime.tensor(np.zeros((rows, n), np.float32), remote.cpu())
-        function(tvm.runtime.tensor(x, remote.cpu()), *w, out)
-        expected = x.astype(np.float64) @ dense.T
-        np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=atol)
+    for name, kernel, arrays, dense, atol in cases:
+        path = tmp_path / f"rowdot_{name}.so"
+        tvm.compile(tvm.IRModule({"rowdot": kernel.with_attr("global_symbol", "rowdot")}),
+                    target).export_library(str(path), fcompile=k230.library_compiler())
+        function = load_library(remote, path, k230)["rowdot"]
+        w = [tvm.runtime.tensor(array, remote.cpu()) for array in arrays]
+        for rows in (1, 3):   # a greedy step's one hypothesis, a few beams
+            x = rng.standard_normal((rows, k)).astype(np.float32)
+            out = tvm.runtime.tensor(np.zeros((rows, n), np.float32), remote.cpu())
+            function(tvm.runtime.tensor(x, remote.cpu()), *w, out)
+            expected = x.astype(np.float64) @ dense.T
+            np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=atol, err_msg=name)
