@@ -34,8 +34,9 @@ def test_rpc_test_holds_whisper_to_pytorch(board, int8: bool, tmp_path: Path, ca
     capsys.readouterr()
     code = main(["rpc-test", str(lib), "--tracker", board.tracker, "--key", "host",
                  "--data", str(data), "--json", str(tmp_path / "results.json")])
-    out = capsys.readouterr().out
-    assert code == 0, out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, out + captured.err
     rows = json.loads((tmp_path / "results.json").read_text())
     assert sorted(row["uid"] for row in rows) == sorted(u.uid for u in shortest)
     assert all(row["ok"] and row["board_text"] and row["frame_agreement"] is None
