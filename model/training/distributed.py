@@ -87,16 +87,25 @@ def check_precision(precision: str, device: str) -> torch.dtype | None:
     return PRECISIONS[precision]
 
 
+def env_number(name: str, kind: type, default: float, unit: str, positive: bool) -> float:
+    """The number in environment variable `name` (`default` when unset or empty), parsed as
+    `kind`; InputError naming it when it does not parse or is negative (or zero, if
+    `positive`)."""
+    value = os.environ.get(name, "")
+    try:
+        number = kind(value) if value else default
+    except ValueError:
+        raise InputError(f"{name}: expected {unit}, not {value!r}") from None
+    if number < 0 or (positive and number == 0):
+        bound = f"positive {unit}" if positive else f"{unit} >= 0"
+        raise InputError(f"{name}: expected {bound}, not {value!r}")
+    return number
+
+
 def mmap_threshold() -> int:
     """The threshold for fix_mmap_threshold: MMAP_THRESHOLD_ENV's bytes, else 128 KiB."""
-    value = os.environ.get(MMAP_THRESHOLD_ENV, "")
-    try:
-        limit = int(value) if value else DEFAULT_MMAP_THRESHOLD
-    except ValueError:
-        raise InputError(f"{MMAP_THRESHOLD_ENV}: expected bytes, not {value!r}") from None
-    if limit < 0:
-        raise InputError(f"{MMAP_THRESHOLD_ENV}: expected bytes >= 0, not {value!r}")
-    return limit
+    return int(env_number(MMAP_THRESHOLD_ENV, int, DEFAULT_MMAP_THRESHOLD, "bytes",
+                          positive=False))
 
 
 def fix_mmap_threshold(limit: int) -> None:
@@ -123,14 +132,7 @@ def fix_mmap_threshold(limit: int) -> None:
 
 
 def timeout_seconds() -> float:
-    value = os.environ.get(TIMEOUT_ENV, "")
-    try:
-        seconds = float(value) if value else DEFAULT_TIMEOUT
-    except ValueError:
-        raise InputError(f"{TIMEOUT_ENV}: expected seconds, not {value!r}") from None
-    if seconds <= 0:
-        raise InputError(f"{TIMEOUT_ENV}: expected positive seconds, not {value!r}")
-    return seconds
+    return env_number(TIMEOUT_ENV, float, DEFAULT_TIMEOUT, "seconds", positive=True)
 
 
 def init(device: str) -> Context:

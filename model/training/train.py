@@ -231,9 +231,28 @@ def train_step(model: AsrModel, optimizer: torch.optim.Optimizer,
     loss, parts = model.loss(*batch, teacher=teacher, distill_weight=distill_weight)
     optimizer.zero_grad()
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+    clip_and_step(model, optimizer, grad_clip, None)
     return loss.item(), parts
+
+
+def loss_scaler(device: torch.device, precision: torch.dtype | None
+                ) -> torch.amp.GradScaler | None:
+    """fp16 autocast's loss scaling (its gradients underflow without it); None otherwise."""
+    return torch.amp.GradScaler(device.type) if precision == torch.float16 else None
+
+
+def clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float,
+                  scaler: torch.amp.GradScaler | None) -> None:
+    """The optimizer step after backward: gradients unscaled (fp16), clipped to `grad_clip`
+    total norm, then stepped (the scaler skips a step whose gradients overflowed)."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
 
 
 def epoch_batches(batches: list[list[int]], seed: int, epoch: int) -> list[list[int]]:
@@ -355,8 +374,11 @@ class Trainer:
         self.losses: list[float] = []     # this process's loss per optimizer step, this session
         self.precision = precision
         device = self.context.device
-        self.scaler = (torch.amp.GradScaler(device.type) if precision == torch.float16 else None)
+        self.scaler = loss_scaler(device, precision)
         if state is not None:
+            # on its device first: loading the optimizer state puts Adam's moments on their
+            # parameters' device
+            self.model.to(device)
             self._resume(state)
         elif self.main:
             sample = self.corpus.first(self.config.cmvn_utterances, self.config.seed)
@@ -364,10 +386,6 @@ class Trainer:
                 estimate_cmvn(self.model, (self.model.fbank(torch.from_numpy(
                     self.corpus.load(entry))[None])[0] for entry in sample))
         self.model.to(device)
-        if state is not None and device.type != "cpu":
-            # Adam's moments follow their parameters: load_state_dict puts each state tensor
-            # on its parameter's device, which is the GPU only from here on.
-            self.optimizer.load_state_dict(state["optimizer"])
         if self.teacher is not None:
             self.teacher.to(device)
         self.forward = LossForward(self.model, self.teacher, self.config.distill_weight)
@@ -410,8 +428,6 @@ class Trainer:
     def _resume(self, state: dict) -> None:
         try:
             self.model.load_state_dict(state["model"])
-            # Checks the optimizer state against the model now, for a one-line error; loaded
-            # again once the model is on its device.
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
             raise InputError(f"{self.out_dir / STATE_FILE}: not a training state of this run's "
@@ -457,14 +473,7 @@ class Trainer:
                 scaled = loss.float() * (weight / len(micro))
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total += loss.item() * weight
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        clip_and_step(self.model, self.optimizer, self.config.grad_clip, self.scaler)
         self.step += 1
         self.train_seconds += time.perf_counter() - started
         return total / len(micro)

@@ -152,27 +152,21 @@ def measure_step_seconds(model, batch, steps: int, device: str = "cpu",
     import torch
 
     from tinyasr.model.training.distributed import PRECISIONS
+    from tinyasr.model.training.train import clip_and_step, loss_scaler
     dtype = PRECISIONS[precision]
     where = torch.device(device)
     torch.manual_seed(0)
     model.to(where).train()
     batch = tuple(t.to(where) for t in batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(where.type) if dtype == torch.float16 else None
+    scaler = loss_scaler(where, dtype)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(where.type, dtype=dtype, enabled=dtype is not None):
             loss, _ = model.loss(*batch)
         (scaler.scale(loss.float()) if scaler else loss.float()).backward()
-        if scaler:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        clip_and_step(model, optimizer, 5.0, scaler)
         if where.type == "cuda":
             torch.cuda.synchronize()
 
