@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     # The process's own command line (not a call from Python): a command may then set up the
     # process for itself alone (transcribe --lib loads TVM's runtime without torch).
     args.owns_process = argv is None
+    args.argv = list(argv) if argv is not None else sys.argv[1:]   # for the ranks it starts
     try:
         set_verbosity(verbosity_level(args))
         return args.func(args) or 0

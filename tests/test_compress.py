@@ -4,15 +4,20 @@ the reference runner, the report, and one-line errors for bad input."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from tinyasr.model.compression.prune import (
     FIRST_CONV,
     FineTuning,
     Pruner,
+    fine_tune,
     magnitude_mask,
     prune,
     ramp_fraction,
@@ -42,22 +47,35 @@ from tinyasr.model.network.int8 import (
     quantize_per_channel,
 )
 from tinyasr.model.network.model_dir import save_model_dir
+from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 from tinyasr.model.network.san_m import AsrModel, ModelConfig
 from tinyasr.model.network.sparsity import BlockShape, prunable_layers, sparsity_of
 from tinyasr.model.network.tokenizer import Tokenizer
-from tinyasr.model.training.train import collate, train_step
+from tinyasr.model.training import distributed
+from tinyasr.model.training.dataset.sources import Corpus
 from tinyasr.scripts.cli import main
 
 TOKENIZER = Tokenizer.from_texts(["turn on the lights", "set a timer for ten minutes"])
+# fine-tuning streams the bundled samples: a model over their characters
+SAMPLES_TOKENIZER = Tokenizer.from_texts(u.text for u in read_data_dir(SAMPLES_DIR))
 
 
-def tiny_model(encoder_distinct: int = 2, decoder_distinct: int = 1, seed: int = 0) -> AsrModel:
+def tiny_model(encoder_distinct: int = 2, decoder_distinct: int = 1, seed: int = 0,
+               tokenizer: Tokenizer = TOKENIZER) -> AsrModel:
     torch.manual_seed(seed)
-    config = ModelConfig(vocab_size=len(TOKENIZER), d_model=32, attention_heads=2, ffn_dim=64,
+    config = ModelConfig(vocab_size=len(tokenizer), d_model=32, attention_heads=2, ffn_dim=64,
                          subsampling_channels=8, encoder_layers=4,
                          encoder_distinct=encoder_distinct, decoder_layers=2,
                          decoder_distinct=decoder_distinct, dropout=0.0)
-    return AsrModel(config, TOKENIZER.sos_eos).eval()
+    return AsrModel(config, tokenizer.sos_eos).eval()
+
+
+def samples_model() -> AsrModel:
+    return tiny_model(tokenizer=SAMPLES_TOKENIZER)
+
+
+def samples_corpus() -> Corpus:
+    return Corpus.open(SAMPLES_DIR)
 
 
 def fake_examples(count: int = 4) -> tuple[list[torch.Tensor], list[list[int]]]:
@@ -93,19 +111,23 @@ def test_cubic_ramp_rises_to_the_target_before_the_ramp_ends():
 
 
 def test_masks_hold_through_fine_tuning_steps():
-    model = tiny_model()
+    model = samples_model()
     block = BlockShape(1, 4)
     layers = prunable_layers(model, block)
     pruner = Pruner(model, block, {name: 0.75 for name in layers})
     pruner.prune_to(1.0)
     masks = {name: module.parametrizations.weight[0].mask.clone()
              for name, module in layers.items()}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    fbanks, token_ids = fake_examples()
-    for _ in range(3):
-        train_step(model, optimizer, collate(fbanks, token_ids), 1e-2, 5.0)
+    before = {name: module.weight.detach().clone() for name, module in layers.items()}
+
+    def masked_weights_stay_zero(step: int) -> None:
         for name, module in layers.items():
-            assert (module.weight[masks[name] == 0] == 0).all(), name
+            assert (module.weight[masks[name] == 0] == 0).all(), (step, name)
+
+    fine_tune(model, SAMPLES_TOKENIZER, samples_corpus(),
+              FineTuning(steps=4, lr=1e-2, batch_seconds=4), masked_weights_stay_zero)
+    masked_weights_stay_zero(4)
+    assert any(not torch.equal(module.weight, before[name]) for name, module in layers.items())
     pruner.finish()
     for name, module in layers.items():
         assert not hasattr(module, "parametrizations")
@@ -114,13 +136,13 @@ def test_masks_hold_through_fine_tuning_steps():
 
 
 def test_prune_reaches_per_layer_targets_and_prunes_shared_blocks_once():
-    model = tiny_model()
+    model = samples_model()
     block = BlockShape(4, 1)
     layers = prunable_layers(model, block)
     targets = {name: 0.5 for name in layers}
     targets["encoder.blocks.0.ffn.0"] = 0.9
-    fbanks, token_ids = fake_examples()
-    prune(model, block, targets, fbanks, token_ids, FineTuning(steps=6, batch_seconds=4))
+    prune(model, SAMPLES_TOKENIZER, block, targets, samples_corpus(),
+          FineTuning(steps=6, batch_seconds=4))
     for name, module in layers.items():
         assert sparsity_of(module.weight) == pytest.approx(targets[name], abs=0.02), name
     # positions 0 and 1 run block 0: one tensor, pruned once
@@ -130,7 +152,7 @@ def test_prune_reaches_per_layer_targets_and_prunes_shared_blocks_once():
 
 
 def test_pruning_can_distil_from_the_unpruned_model():
-    model = tiny_model()
+    model = samples_model()
     assert teacher_of(model, FineTuning(distill_weight=0.0)) is None
     teacher = teacher_of(model, FineTuning(distill_weight=0.5))
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
@@ -139,10 +161,66 @@ def test_pruning_can_distil_from_the_unpruned_model():
 
     block = BlockShape(4, 1)
     targets = {name: 0.5 for name in prunable_layers(model, block)}
-    prune(model, block, targets, *fake_examples(),
+    prune(model, SAMPLES_TOKENIZER, block, targets, samples_corpus(),
           FineTuning(steps=4, batch_seconds=4, distill_weight=0.5))
     for name, module in prunable_layers(model, block).items():
         assert sparsity_of(module.weight) == pytest.approx(0.5, abs=0.02), name
+
+
+def prune_rank(rank: int, world: int, port: int, accum_grad: int, result: str) -> None:
+    """One rank of a pruning fine-tune of samples_model() on the bundled samples."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    context = distributed.init("cpu")
+    model = samples_model()
+    block = BlockShape(1, 4)
+    prune(model, SAMPLES_TOKENIZER, block, dict.fromkeys(prunable_layers(model, block), 0.5),
+          samples_corpus(), FineTuning(steps=6, lr=1e-2, batch_seconds=4, accum_grad=accum_grad),
+          context)
+    torch.save(model.state_dict(), f"{result}.{rank}")
+    distributed.shutdown()
+
+
+def run_prune_ranks(world: int, accum_grad: int, tmp: Path) -> list[dict]:
+    result = str(tmp / f"pruned-{world}")
+    mp.spawn(prune_rank, args=(world, distributed.free_port(), accum_grad, result), nprocs=world)
+    return [torch.load(f"{result}.{rank}", weights_only=True) for rank in range(world)]
+
+
+def test_pruning_fine_tune_runs_data_parallel_as_training_does(tmp_path: Path):
+    """Two ranks end with the same pruned weights, which are those of one rank taking the same
+    batches two at a time (gradients averaged over the same pairs)."""
+    two = run_prune_ranks(2, 1, tmp_path)
+    one = run_prune_ranks(1, 2, tmp_path)[0]
+    for name, weight in two[0].items():
+        assert torch.equal(weight, two[1][name]), name
+        # float sums in another order, carried by Adam through 6 steps: far below lr = 1e-2
+        torch.testing.assert_close(weight, one[name], rtol=0, atol=1e-5)
+    model = samples_model()
+    model.load_state_dict(two[0])
+    for name, module in prunable_layers(model, BlockShape(1, 4)).items():
+        assert sparsity_of(module.weight) == pytest.approx(0.5, abs=0.02), name
+
+
+def test_qat_runs_on_two_ranks_from_the_command_line(tmp_path: Path):
+    model_dir = tmp_path / "model"
+    save_model_dir(samples_model(), SAMPLES_TOKENIZER, model_dir)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train").symlink_to(SAMPLES_DIR)
+    out = tmp_path / "qat.tac"
+    done = subprocess.run(
+        [sys.executable, "-m", "tinyasr.scripts.cli", "compress", "quantize", str(model_dir),
+         "--out", str(out), "--data", str(corpus), "--activations", "dynamic",
+         "--qat-steps", "3", "--batch-seconds", "4", "--nproc", "2", "--threads", "1"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, distributed.TIMEOUT_ENV: "60"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(f"{out}:") == 1          # rank 0 alone reports (and writes)
+    runner, _ = load_compressed(out)
+    assert runner is not None
+    assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob("*.tmp"))
 
 
 # --- quantization ----------------------------------------------------------------------------
@@ -185,7 +263,7 @@ def test_reference_runner_computes_integer_matmuls(tmp_path: Path):
 
 
 def test_quantization_aware_fine_tuning_keeps_zeros_and_lands_on_the_int8_grid():
-    model = tiny_model()
+    model = samples_model()
     block = BlockShape(4, 1)
     pruner = Pruner(model, block, {"encoder.blocks.0.ffn.0": 0.5})
     pruner.prune_to(1.0)
@@ -195,7 +273,7 @@ def test_quantization_aware_fine_tuning_keeps_zeros_and_lands_on_the_int8_grid()
     quantization = Quantization(Activations.STATIC, list(quantizable_layers(model)))
     fbanks, token_ids = fake_examples()
     calibrate(model, quantization, fbanks, token_ids)
-    quantization_aware_fine_tune(model, quantization, fbanks, token_ids,
+    quantization_aware_fine_tune(model, SAMPLES_TOKENIZER, quantization, samples_corpus(),
                                  FineTuning(steps=3, lr=1e-2, batch_seconds=4))
     assert not hasattr(model.encoder.blocks[0].ffn[0], "parametrizations")
     assert model._forward_pre_hooks == {}

@@ -156,6 +156,28 @@ def test_shards_stream_the_same_utterances_and_features(tmp_path: Path, tokenize
             assert torch.equal(features, expected[uid])
 
 
+def test_a_seeded_sample_streams_just_its_utterances_from_a_dir_or_shards(tmp_path: Path,
+                                                                          tokenizer: Tokenizer):
+    """`compress prune --train-utterances N`: the same N ids from a data dir and its shards;
+    a problem with an utterance outside the sample is not the sample's."""
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLES_DIR, data)
+    assert tinyasr(["data", "shard", str(SAMPLES_DIR), str(tmp_path / "shards"),
+                    "--per-shard", "5"]) == 0
+    samples = [Corpus.open(path).sample(5, seed=3) for path in (data, tmp_path / "shards")]
+    assert samples[0].ids() == sorted(samples[0].ids()) and len(samples[0]) == 5
+    assert set(samples[0].ids()) == set(samples[1].ids())
+    assert Corpus.open(data).sample(12, seed=3).ids() == Corpus.open(data).ids()
+    left_out = sorted(set(Corpus.open(data).ids()) - set(samples[0].ids()))[0]
+    wav = next(line.split()[1] for line in (data / "wav.scp").read_text().splitlines()
+               if line.split()[0] == left_out)
+    (data / wav).write_bytes(b"torn")
+    for sample in samples:
+        items = list(make_stream(sample, tokenizer))
+        assert sorted(uid for item in items for uid in item.uids) == sorted(samples[0].ids())
+        assert not [line for item in items for line in item.bad]
+
+
 def test_ranks_and_workers_split_one_global_batch_sequence(tokenizer: Tokenizer):
     corpus = Corpus.open(SAMPLES_DIR)
     whole = {item.index: item.uids for item in make_stream(corpus, tokenizer, config=EVERYTHING)}

@@ -146,7 +146,7 @@ def nccl_rank(rank: int, port: int, data: str, recipe: dict, out: str, result: s
     flags = (distributed.all_true(context, True), distributed.all_true(context, False))
     distributed.barrier(context)
     trainer = Trainer(Path(data), Recipe.from_dict(recipe), Path(out), context)
-    wrapped = type(trainer.forward).__name__
+    wrapped = type(trainer.loop.forward).__name__
     trainer.run()
     torch.save({"backend": dist.get_backend(), "sums": sums, "flags": flags, "wrapped": wrapped,
                 "losses": trainer.losses}, result)

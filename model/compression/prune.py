@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,20 +35,19 @@ from torch.nn.utils import parametrize
 from tqdm import tqdm
 
 from tinyasr.model.common.errors import InputError, warn
+from tinyasr.model.common.progress import verbosity
 from tinyasr.model.data.datadir import Utterance
 from tinyasr.model.decoding.evaluate import evaluate
 from tinyasr.model.decoding.options import DecodeOptions
 from tinyasr.model.decoding.recognizer import Recognizer
+from tinyasr.model.network.framing import num_frames
 from tinyasr.model.network.san_m import AsrModel, Conv2dSubsampling4
 from tinyasr.model.network.sparsity import BlockShape, PrunableLayer, prunable_layers, weight_matrix
 from tinyasr.model.network.tokenizer import Tokenizer
-from tinyasr.model.training.train import (
-    FRAMES_PER_SECOND,
-    collate,
-    epoch_batches,
-    make_batches,
-    train_step,
-)
+from tinyasr.model.training import distributed
+from tinyasr.model.training.dataset.augment import AugmentConfig
+from tinyasr.model.training.dataset.sources import BadUtterance, Corpus
+from tinyasr.model.training.loop import LoopConfig, StepLoop
 
 RAMP_FRACTION = 2 / 3
 MASK_UPDATES = 10
@@ -124,22 +123,23 @@ def ramp_fraction(step: int, ramp_steps: int) -> float:
     return 1.0 - (1.0 - progress) ** 3
 
 
-def batch_stream(fbanks: Sequence[torch.Tensor], batch_seconds: float,
-                 seed: int) -> Iterator[list[int]]:
-    """Endless shuffled batches, epoch after epoch, grouped as `tinyasr train` groups them."""
-    batches = make_batches([len(f) for f in fbanks], int(batch_seconds * FRAMES_PER_SECOND))
-    for epoch in itertools.count():
-        yield from epoch_batches(batches, seed, epoch)
-
-
 @dataclass
 class FineTuning:
+    """A compression fine-tune: `steps` optimizer steps at a constant `lr` on the streamed
+    training corpus (no waveform augmentation; SpecAugment as the model trains), on this
+    process's ranks (`tinyasr compress ... --nproc N`), as `tinyasr train` takes its steps."""
+
     steps: int = 300
     lr: float = 3e-4
     batch_seconds: float = 80.0
     grad_clip: float = 5.0
     seed: int = 0
     distill_weight: float = 0.0   # > 0: distil from the model as it was before compression
+    accum_grad: int = 1
+
+    def loop_config(self) -> LoopConfig:
+        return LoopConfig(seed=self.seed, batch_seconds=self.batch_seconds,
+                          accum_grad=self.accum_grad, grad_clip=self.grad_clip)
 
 
 def teacher_of(model: AsrModel, fine_tuning: FineTuning) -> AsrModel | None:
@@ -152,38 +152,54 @@ def teacher_of(model: AsrModel, fine_tuning: FineTuning) -> AsrModel | None:
     return teacher
 
 
-def fine_tune(model: AsrModel, fbanks: Sequence[torch.Tensor],
-              token_ids: Sequence[list[int]], fine_tuning: FineTuning,
+def fine_tune(model: AsrModel, tokenizer: Tokenizer, corpus: Corpus, fine_tuning: FineTuning,
               before_step: Callable[[int], None] = lambda step: None,
-              description: str = "fine-tune", teacher: AsrModel | None = None) -> None:
-    """`fine_tuning.steps` optimizer steps on shuffled batches, `before_step(step)` before each,
-    distilled from `teacher` if given; the optimizer is made here, after any parametrization
-    has been registered."""
+              description: str = "fine-tune", teacher: AsrModel | None = None,
+              context: distributed.Context | None = None,
+              precision: torch.dtype | None = None) -> None:
+    """`fine_tuning.steps` optimizer steps on `corpus`, epoch after epoch of its stream,
+    `before_step(step)` before each, distilled from `teacher` if given. The optimizer is made
+    here, after any parametrization has been registered; the model ends on the CPU."""
+    context = context or distributed.Context()
     optimizer = torch.optim.AdamW(model.parameters(), lr=fine_tuning.lr, weight_decay=0.0)
-    batches = batch_stream(fbanks, fine_tuning.batch_seconds, fine_tuning.seed)
-    bar = tqdm(range(fine_tuning.steps), desc=description, dynamic_ncols=True)
-    for step in bar:
-        before_step(step)
-        batch = next(batches)
-        loss, _ = train_step(model, optimizer,
-                             collate([fbanks[i] for i in batch], [token_ids[i] for i in batch]),
-                             fine_tuning.lr, fine_tuning.grad_clip,
-                             teacher, fine_tuning.distill_weight)
-        bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
-    model.eval()
+    loop = StepLoop(model, optimizer, tokenizer, corpus, AugmentConfig(),
+                    fine_tuning.loop_config(), context, precision, teacher,
+                    fine_tuning.distill_weight)
+    step = 0
+    with tqdm(total=fine_tuning.steps, desc=description, dynamic_ncols=True,
+              disable=not context.main or verbosity() < 0) as bar:
+        for epoch in itertools.count():
+            taken = step
+            for micro in loop.epoch(epoch):
+                before_step(step)
+                loss = loop.step(micro, fine_tuning.lr, epoch)
+                step += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
+                if step == fine_tuning.steps:
+                    break
+            if step == fine_tuning.steps:
+                break
+            if step == taken:
+                raise InputError(f"{corpus.path}: too little audio for one fine-tuning step on "
+                                 f"{context.world} process(es) ({loop.batches_per_step} batches "
+                                 f"of up to {fine_tuning.batch_seconds:g} s needed)")
+    model.cpu().eval()
 
 
-def prune(model: AsrModel, block: BlockShape, targets: dict[str, float],
-          fbanks: Sequence[torch.Tensor], token_ids: Sequence[list[int]],
-          fine_tuning: FineTuning) -> None:
+def prune(model: AsrModel, tokenizer: Tokenizer, block: BlockShape, targets: dict[str, float],
+          corpus: Corpus, fine_tuning: FineTuning, context: distributed.Context | None = None,
+          precision: torch.dtype | None = None) -> None:
     """Prunes `model` in place to the per-layer `targets` along the cubic ramp while
-    fine-tuning on (fbanks, token_ids); steps=0 prunes in one shot without fine-tuning."""
+    fine-tuning on `corpus`; steps=0 prunes in one shot without fine-tuning. Every rank prunes
+    its copy alike (the masks follow the weights, which DDP keeps equal)."""
     teacher = teacher_of(model, fine_tuning)
     pruner = Pruner(model, block, targets)
-    ramp_steps = round(fine_tuning.steps * RAMP_FRACTION)
-    fine_tune(model, fbanks, token_ids, fine_tuning,
-              lambda step: pruner.prune_to(ramp_fraction(step, ramp_steps)), "prune + fine-tune",
-              teacher)
+    if fine_tuning.steps:
+        ramp_steps = round(fine_tuning.steps * RAMP_FRACTION)
+        fine_tune(model, tokenizer, corpus, fine_tuning,
+                  lambda step: pruner.prune_to(ramp_fraction(step, ramp_steps)),
+                  "prune + fine-tune", teacher, context, precision)
     pruner.prune_to(1.0)
     pruner.finish()
 
@@ -241,6 +257,17 @@ def usable_examples(fbanks: Sequence[torch.Tensor], token_ids: Sequence[list[int
         warn(f"{where}: left out {len(fbanks) - len(keep)} utterances under 0.085 s "
              "(too short for one encoder frame)")
     return [fbanks[i] for i in keep], [token_ids[i] for i in keep]
+
+
+def check_usable_corpus(corpus: Corpus, seed: int) -> None:
+    """An InputError unless `corpus` holds an utterance long enough for one encoder frame
+    (wav headers are read until the first one is found)."""
+    for entry in corpus.entries(seed, 0):
+        if (not isinstance(entry, BadUtterance)
+                and Conv2dSubsampling4.output_lengths(num_frames(entry.samples)) >= 1):
+            return
+    raise InputError(f"{corpus.path}: no utterance is long enough to train on "
+                     f"(all {len(corpus)} are under 0.085 s or unreadable)")
 
 
 def check_block_fits(model: nn.Module, block: BlockShape) -> dict[str, PrunableLayer]:

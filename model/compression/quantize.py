@@ -39,6 +39,9 @@ from tinyasr.model.network.int8 import (
 )
 from tinyasr.model.network.san_m import AsrModel
 from tinyasr.model.network.sparsity import BlockShape, prunable_layers
+from tinyasr.model.network.tokenizer import Tokenizer
+from tinyasr.model.training import distributed
+from tinyasr.model.training.dataset.sources import Corpus
 from tinyasr.model.training.train import collate
 
 
@@ -64,10 +67,11 @@ class FakeQuantizedWeight(nn.Module):
         return weight + (rounded - weight).detach()
 
 
-def quantization_aware_fine_tune(model: AsrModel, quantization: Quantization,
-                                 fbanks: Sequence[torch.Tensor],
-                                 token_ids: Sequence[list[int]],
-                                 fine_tuning: FineTuning) -> None:
+def quantization_aware_fine_tune(model: AsrModel, tokenizer: Tokenizer,
+                                 quantization: Quantization, corpus: Corpus,
+                                 fine_tuning: FineTuning,
+                                 context: distributed.Context | None = None,
+                                 precision: torch.dtype | None = None) -> None:
     """Fine-tunes with int8-rounded weights and layer inputs in the forward pass, so the weights
     adapt to the rounding. Zero weights (pruned) stay zero under masks; static input scales stay
     as calibrated. The weights left are fp32 whose int8 rounding is what was trained."""
@@ -80,8 +84,9 @@ def quantization_aware_fine_tune(model: AsrModel, quantization: Quantization,
         parametrize.register_parametrization(modules[name], "weight", FakeQuantizedWeight())
     handles = attach_input_quantizers(model, quantization)
     try:
-        fine_tune(model, fbanks, token_ids, fine_tuning, description="quantization-aware fine-tune",
-                  teacher=teacher)
+        fine_tune(model, tokenizer, corpus, fine_tuning,
+                  description="quantization-aware fine-tune", teacher=teacher, context=context,
+                  precision=precision)
     finally:
         for handle in handles:
             handle.remove()

@@ -18,6 +18,7 @@ from tinyasr.model.compression.prune import (
     PRUNING_FILE,
     FineTuning,
     check_block_fits,
+    check_usable_corpus,
     layer_targets,
     prune,
     pruned_block,
@@ -36,6 +37,8 @@ from tinyasr.model.network.compressed import write_compressed
 from tinyasr.model.network.int8 import Activations, Quantization
 from tinyasr.model.network.model_dir import load_model_dir, save_model_dir
 from tinyasr.model.network.sparsity import BlockShape, sparsity_of
+from tinyasr.model.training import distributed
+from tinyasr.model.training.dataset.sources import Corpus
 from tinyasr.model.training.train import load_examples
 
 
@@ -70,6 +73,15 @@ def recorded_scan(path: Path, block: BlockShape, layers: set[str]) -> dict:
     return scan
 
 
+def training_corpus(data: Path, utterances: int | None, seed: int) -> Corpus:
+    """`data`/train as the trainer streams it (a Kaldi data dir or shards), or a seeded sample
+    of `utterances` of it."""
+    corpus = Corpus.open(data / "train")
+    corpus = corpus if utterances is None else corpus.sample(utterances, seed)
+    check_usable_corpus(corpus, seed)
+    return corpus
+
+
 def check_layer_names(overrides: Mapping[str, float], known: set[str]) -> None:
     """Every overridden layer is one `known` (prunable) layer."""
     for name, sparsity in overrides.items():
@@ -85,11 +97,14 @@ def prune_model_dir(model_dir: Path, data: Path, out: Path | None, sparsity: flo
                     layer_overrides: Mapping[str, float] | None = None,
                     threads: int | None = None,
                     on_targets: Callable[[dict, dict[str, float]], None] | None = None,
-                    ) -> PruneResult:
+                    context: distributed.Context | None = None,
+                    precision: torch.dtype | None = None) -> PruneResult:
     """Prunes the model in `model_dir` to `sparsity` in `block`s (every layer but the first
     conv, or per-layer targets from `scan`; `layer_overrides` on top) while fine-tuning on
-    `data`/train, and writes it with pruning.json to `out`. `on_targets(scan, targets)` is
+    `data`/train (streamed; a seeded sample of `train_utterances` if given) on `context`'s
+    ranks, and writes it with pruning.json to `out` (rank 0). `on_targets(scan, targets)` is
     called once a scan has set the targets, before fine-tuning; `out` None stops there."""
+    context = context or distributed.Context()
     if threads is not None:
         torch.set_num_threads(threads)
     model, tokenizer = load_model_dir(model_dir)
@@ -97,6 +112,8 @@ def prune_model_dir(model_dir: Path, data: Path, out: Path | None, sparsity: flo
     overrides = dict(layer_overrides or {})
     check_layer_names(overrides, set(layers))
     targets = {name: sparsity for name in layers if name != FIRST_CONV}
+    corpus = (training_corpus(data, train_utterances, fine_tuning.seed)
+              if out is not None else None)
     measured = None
     if scan is not None and scan.recorded is not None:
         measured = recorded_scan(scan.recorded, block, set(layers))
@@ -113,12 +130,9 @@ def prune_model_dir(model_dir: Path, data: Path, out: Path | None, sparsity: flo
             on_targets(measured, targets)
     targets.update(overrides)
     result = PruneResult(targets, measured)
-    if out is None:
+    if out is None or corpus is None:
         return result
-    fbanks, token_ids = usable_examples(*load_examples(model, tokenizer, data / "train",
-                                                       train_utterances),
-                                        data / "train")
-    prune(model, block, targets, fbanks, token_ids, fine_tuning)
+    prune(model, tokenizer, block, targets, corpus, fine_tuning, context, precision)
     achieved = {name: sparsity_of(module.weight) for name, module in layers.items()}
     pruned = sum(achieved[name] * module.weight.numel() for name, module in layers.items())
     total = sum(p.numel() for p in model.parameters())
@@ -126,7 +140,9 @@ def prune_model_dir(model_dir: Path, data: Path, out: Path | None, sparsity: flo
               "distill_weight": fine_tuning.distill_weight,
               "overall_sparsity": pruned / total, "layers": achieved, "scan": measured,
               "scan_from": str(scan.recorded) if scan is not None and scan.recorded else None}
-    save_model_dir(model, tokenizer, out, {PRUNING_FILE: json.dumps(record, indent=2) + "\n"})
+    if context.main:
+        save_model_dir(model, tokenizer, out,
+                       {PRUNING_FILE: json.dumps(record, indent=2) + "\n"})
     result.zero_fraction, result.parameters = pruned / total, total
     return result
 
@@ -140,10 +156,13 @@ class QuantizeResult:
 def quantize_model_dir(model_dir: Path, out: Path, activations: Activations,
                        data: Path | None = None, calibration_utterances: int = 300,
                        keep_fp32: Sequence[str] = (), qat: FineTuning | None = None,
-                       threads: int | None = None) -> QuantizeResult:
+                       threads: int | None = None, context: distributed.Context | None = None,
+                       precision: torch.dtype | None = None) -> QuantizeResult:
     """Writes the model in `model_dir` as a compressed int8 file `out` (BSR for weights pruned in
-    blocks): static activation scales calibrated on `data`/train, then `qat.steps` of
-    quantization-aware fine-tuning there if `qat` is given."""
+    blocks; rank 0 writes): static activation scales calibrated on `data`/train, then
+    `qat.steps` of quantization-aware fine-tuning there (streamed, on `context`'s ranks) if
+    `qat` is given. Every rank calibrates alike: the scales depend only on the data."""
+    context = context or distributed.Context()
     if threads is not None:
         torch.set_num_threads(threads)
     model, tokenizer = load_model_dir(model_dir)
@@ -155,10 +174,11 @@ def quantize_model_dir(model_dir: Path, out: Path, activations: Activations,
             data / "train"))
     if qat is not None and qat.steps:
         assert data is not None
-        quantization_aware_fine_tune(
-            model, quantization, *usable_examples(
-                *load_examples(model, tokenizer, data / "train"), data / "train"),
-            qat)
+        quantization_aware_fine_tune(model, tokenizer, quantization,
+                                     training_corpus(data, None, qat.seed), qat, context,
+                                     precision)
+    if not context.main:
+        return QuantizeResult(0, len(quantization.layers))
     size = write_compressed(out, model, tokenizer, pruned_block(model_dir), quantization)
     return QuantizeResult(size, len(quantization.layers))
 

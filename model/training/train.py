@@ -28,17 +28,12 @@ import math
 import os
 import pickle
 import random
-import sys
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from tinyasr.model.common.atomic import atomic_file, atomic_write_text
@@ -49,7 +44,6 @@ from tinyasr.model.decoding.evaluate import evaluate
 from tinyasr.model.decoding.metrics import ErrorCounts
 from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
 from tinyasr.model.decoding.recognizer import Recognizer
-from tinyasr.model.network.framing import FRAME_SHIFT, SAMPLE_RATE
 from tinyasr.model.network.model_dir import load_model_dir, save_model_dir
 from tinyasr.model.network.san_m import AsrModel, ModelConfig
 from tinyasr.model.network.tokenizer import Tokenizer
@@ -57,33 +51,31 @@ from tinyasr.model.training import distributed
 from tinyasr.model.training.dataset.augment import AugmentConfig
 from tinyasr.model.training.dataset.batching import collate
 from tinyasr.model.training.dataset.sources import Corpus
-from tinyasr.model.training.dataset.stream import SpeechStream, StreamConfig, StreamItem
+from tinyasr.model.training.dataset.stream import StreamItem
+from tinyasr.model.training.loop import (
+    LoopConfig,
+    StepLoop,
+    loss_scaler,
+)
 
-__all__ = ["collate"]   # re-exported: compression fine-tuning collates as training does
+__all__ = ["collate"]   # re-exported: calibration and tests collate as training does
 
-FRAMES_PER_SECOND = SAMPLE_RATE // FRAME_SHIFT
 STATE_FILE = "state.pt"
 RUN_FILE = "run.json"
-MAX_BAD_FRACTION = 0.01     # more unreadable utterances than this in an epoch stops the run
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(LoopConfig):
+    """The recipe's "train" section: the steps' settings (LoopConfig) and the run's."""
+
     epochs: int = 30
-    batch_seconds: float = 80.0       # padded audio per batch (per process, per accumulation)
     peak_lr: float = 2e-3
     warmup_steps: int = 500           # optimizer steps
-    grad_clip: float = 5.0
     average_last: int = 5             # final model = mean of the last N epochs' weights
     save_every_steps: int = 100
     cmvn_utterances: int = 500
-    seed: int = 0
     teacher: str | None = None        # model directory to distill from (same tokens)
     distill_weight: float = 0.5       # share of the loss that is the KL to the teacher
-    accum_grad: int = 1               # batches per optimizer step in each process
-    shuffle_buffer: int = 1000        # utterances (ids and lengths only) shuffled at a time
-    sort_buffer: int = 500            # utterances sorted by length before batching
-    data_workers: int = 0             # DataLoader processes per rank (0: in the training one)
 
     POSITIVE_INTS = ("epochs", "warmup_steps", "average_last", "save_every_steps",
                      "cmvn_utterances", "accum_grad", "shuffle_buffer", "sort_buffer")
@@ -184,17 +176,6 @@ def estimate_cmvn(model: AsrModel, fbanks) -> None:
     model.cmvn.istd.copy_((1.0 / std).float())
 
 
-def make_batches(lengths: list[int], batch_frames: int) -> list[list[int]]:
-    """Utterance indices grouped by similar length, each batch's padded size <= batch_frames."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = [[]]
-    for index in order:
-        if batches[-1] and lengths[index] * (len(batches[-1]) + 1) > batch_frames:
-            batches.append([])
-        batches[-1].append(index)
-    return [batch for batch in batches if batch]
-
-
 def compute_fbanks(model: AsrModel, utterances: list[Utterance]) -> list[torch.Tensor]:
     """Raw log-mel features of every utterance, computed once: they are deterministic (no
     dither). For compression fine-tuning's few hundred utterances; training streams instead."""
@@ -217,74 +198,6 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     """Linear warm-up to peak_lr, then inverse square-root decay; `step` counts optimizer steps."""
     step = max(step, 1)
     return config.peak_lr * min(step / config.warmup_steps, math.sqrt(config.warmup_steps / step))
-
-
-def train_step(model: AsrModel, optimizer: torch.optim.Optimizer,
-               batch: tuple[torch.Tensor, ...], lr: float, grad_clip: float,
-               teacher: AsrModel | None = None,
-               distill_weight: float = 0.0) -> tuple[float, dict[str, float]]:
-    """One optimizer step on a collated batch, distilled from `teacher` if given (compression
-    fine-tuning; training runs Trainer._step, which adds ranks, accumulation and precision)."""
-    model.train()
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    loss, parts = model.loss(*batch, teacher=teacher, distill_weight=distill_weight)
-    optimizer.zero_grad()
-    loss.backward()
-    clip_and_step(model, optimizer, grad_clip, None)
-    return loss.item(), parts
-
-
-def loss_scaler(device: torch.device, precision: torch.dtype | None
-                ) -> torch.amp.GradScaler | None:
-    """fp16 autocast's loss scaling (its gradients underflow without it); None otherwise."""
-    return torch.amp.GradScaler(device.type) if precision == torch.float16 else None
-
-
-def clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float,
-                  scaler: torch.amp.GradScaler | None) -> None:
-    """The optimizer step after backward: gradients unscaled (fp16), clipped to `grad_clip`
-    total norm, then stepped (the scaler skips a step whose gradients overflowed)."""
-    if scaler is not None:
-        scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-
-
-def epoch_batches(batches: list[list[int]], seed: int, epoch: int) -> list[list[int]]:
-    shuffled = list(batches)
-    random.Random(seed * 1000 + epoch).shuffle(shuffled)
-    return shuffled
-
-
-def batch_seed(seed: int, epoch: int, index: int) -> int:
-    """The torch seed for global batch `index` of `epoch` (SpecAugment, dropout)."""
-    return ((seed * 1_000_003 + epoch) * 1_000_003 + index) % (2 ** 63)
-
-
-class LossForward(nn.Module):
-    """model.loss as a forward pass, so DistributedDataParallel sees it (it syncs gradients of
-    what its forward ran). The teacher is held outside the module tree: it is not trained."""
-
-    def __init__(self, model: AsrModel, teacher: AsrModel | None, distill_weight: float):
-        super().__init__()
-        self.model = model
-        self.teacher = [teacher]
-        self.distill_weight = distill_weight
-
-    def forward(self, features, frame_lengths, targets, target_lengths):
-        return self.model.loss(features, frame_lengths, targets, target_lengths,
-                               teacher=self.teacher[0], distill_weight=self.distill_weight)
-
-
-def placeholder_batch() -> tuple[torch.Tensor, ...]:
-    """A one-utterance batch run with weight 0 when all of a rank's batch was unreadable: every
-    rank must run the forward and backward pass for the gradient all-reduce to match."""
-    return collate([torch.zeros(100, 80)], [[1]])
 
 
 def check_same_recipe(out_dir: Path, recipe: Recipe) -> None:
@@ -385,21 +298,9 @@ class Trainer:
             with torch.no_grad():
                 estimate_cmvn(self.model, (self.model.fbank(torch.from_numpy(
                     self.corpus.load(entry))[None])[0] for entry in sample))
-        self.model.to(device)
-        if self.teacher is not None:
-            self.teacher.to(device)
-        self.forward = LossForward(self.model, self.teacher, self.config.distill_weight)
-        if self.context.distributed:
-            # Broadcasts rank 0's weights and CMVN to every rank, then averages gradients.
-            self.forward = DistributedDataParallel(
-                self.forward, device_ids=[device.index] if device.type == "cuda" else None)
-        self.stream = SpeechStream(
-            self.corpus, self.tokenizer, copy.deepcopy(self.model.fbank).cpu(),
-            StreamConfig(seed=self.config.seed,
-                         batch_frames=int(self.config.batch_seconds * FRAMES_PER_SECOND),
-                         shuffle_buffer=self.config.shuffle_buffer,
-                         sort_buffer=self.config.sort_buffer),
-            recipe.augment, rank=self.context.rank, world=self.context.world)
+        self.loop = StepLoop(self.model, self.optimizer, self.tokenizer, self.corpus,
+                             recipe.augment, self.config, self.context, precision,
+                             self.teacher, self.config.distill_weight, self.scaler)
 
     def _check_same_recipe(self) -> None:
         check_same_recipe(self.out_dir, self.recipe)
@@ -451,89 +352,33 @@ class Trainer:
         atomic_save(state, self.out_dir / STATE_FILE)
 
     def _step(self, micro: list[StreamItem]) -> float:
-        """One optimizer step over this rank's `micro` batches (accum_grad of them)."""
+        """One optimizer step over this rank's `micro` batches, on the schedule's learning rate."""
         started = time.perf_counter()
-        self.forward.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step + 1, self.config)
-        self.optimizer.zero_grad(set_to_none=True)
-        device = self.context.device
-        total = 0.0
-        for position, item in enumerate(micro):
-            torch.manual_seed(batch_seed(self.config.seed, self.epoch, item.index))
-            last = position == len(micro) - 1
-            sync = (self.forward.no_sync() if isinstance(self.forward, DistributedDataParallel)
-                    and not last else nullcontext())
-            batch, weight = ((item.batch, 1.0) if item.batch is not None
-                             else (placeholder_batch(), 0.0))
-            with sync:
-                with torch.autocast(device.type, dtype=self.precision,
-                                    enabled=self.precision is not None):
-                    loss, _ = self.forward(*(t.to(device, non_blocking=True) for t in batch))
-                scaled = loss.float() * (weight / len(micro))
-                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-            total += loss.item() * weight
-        clip_and_step(self.model, self.optimizer, self.config.grad_clip, self.scaler)
+        loss = self.loop.step(micro, learning_rate(self.step + 1, self.config), self.epoch)
         self.step += 1
         self.train_seconds += time.perf_counter() - started
-        return total / len(micro)
-
-    def _loader(self) -> DataLoader:
-        workers = self.config.data_workers
-        return DataLoader(self.stream, batch_size=None, num_workers=workers,
-                          prefetch_factor=2 if workers else None,
-                          pin_memory=self.context.device.type == "cuda")
-
-    def _report(self, item: StreamItem) -> int:
-        for line in item.bad:       # tqdm.write: on a line of its own, not after the bar
-            tqdm.write(f"tinyasr: warning: {line}; skipped", file=sys.stderr)
-        return len(item.bad)
+        return loss
 
     def train_epoch(self) -> None:
         """The rest of the current epoch: steps while every rank has accum_grad batches left."""
-        self.stream.set_epoch(self.epoch, self.next_batch)
-        items = iter(self._loader())
-        accum = self.config.accum_grad
-        bad, audio_seconds, started = 0, 0.0, time.perf_counter()
-        limit = MAX_BAD_FRACTION * len(self.corpus)
+        started = time.perf_counter()
         with tqdm(desc=f"epoch {self.epoch + 1}/{self.config.epochs}", unit="step",
                   dynamic_ncols=True,
                   disable=not self.main or verbosity() < 0) as bar:   # closed on errors too
-            while True:
-                micro: list[StreamItem] = []
-                for item in items:
-                    bad += self._report(item)
-                    if item.index >= 0:
-                        micro.append(item)
-                    if len(micro) == accum:
-                        break
-                if bad > limit:
-                    raise InputError(f"{self.corpus.path}: more than {MAX_BAD_FRACTION:.0%} of "
-                                     f"{len(self.corpus)} utterances unreadable (the lines named "
-                                     "above); fix or drop them")
-                if not distributed.all_true(self.context, len(micro) == accum):
-                    break
+            for micro in self.loop.epoch(self.epoch, self.next_batch):
                 loss = self._step(micro)
                 self.losses.append(loss)
-                audio_seconds += sum(item.audio_seconds for item in micro)
-                self.next_batch += self.context.world * accum
+                self.next_batch += self.loop.batches_per_step
                 bar.update()
                 bar.set_postfix(loss=f"{loss:.2f}", step=self.step, refresh=False)
                 if self.step % self.config.save_every_steps == 0:
                     self._save_state()
-            for item in items:      # what is left: reports, and at most accum - 1 batches
-                bad += self._report(item)
-        bad, audio_seconds = distributed.sum_all(self.context, [bad, audio_seconds])
         elapsed = time.perf_counter() - started
         if self.main:
-            skipped = f", {int(bad)} unreadable utterances skipped" if bad else ""
-            print(f"epoch {self.epoch + 1}: {audio_seconds / 3600:.2f} h of audio at "
-                  f"{audio_seconds / max(elapsed, 1e-9):.1f} s/s on {self.context.world} "
-                  f"process(es){skipped}")
-        if bad > limit:
-            raise InputError(f"{self.corpus.path}: {int(bad)} of {len(self.corpus)} utterances "
-                             f"unreadable in epoch {self.epoch + 1} (more than "
-                             f"{MAX_BAD_FRACTION:.0%}; the lines named above); fix or drop them")
+            skipped = f", {self.loop.bad} unreadable utterances skipped" if self.loop.bad else ""
+            print(f"epoch {self.epoch + 1}: {self.loop.audio_seconds / 3600:.2f} h of audio at "
+                  f"{self.loop.audio_seconds / max(elapsed, 1e-9):.1f} s/s on "
+                  f"{self.context.world} process(es){skipped}")
 
     def dev_cer(self, shared: bool = True) -> float:
         """Greedy-CTC CER on the dev set; `shared`: each rank decodes its share, counts summed."""

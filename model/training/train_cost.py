@@ -152,7 +152,7 @@ def measure_step_seconds(model, batch, steps: int, device: str = "cpu",
     import torch
 
     from tinyasr.model.training.distributed import PRECISIONS
-    from tinyasr.model.training.train import clip_and_step, loss_scaler
+    from tinyasr.model.training.loop import clip_and_step, loss_scaler
     dtype = PRECISIONS[precision]
     where = torch.device(device)
     torch.manual_seed(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinyasr.model.common.errors import InputError
 from tinyasr.scripts.arguments import (
@@ -15,6 +16,10 @@ from tinyasr.scripts.arguments import (
     positive_int,
     positive_number,
 )
+from tinyasr.scripts.ranks import add_rank_arguments, launch_ranks, plan_ranks, run_as_rank
+
+if TYPE_CHECKING:
+    from tinyasr.model.training.distributed import Context
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="audio per batch")
     prune.add_argument("--train-utterances", type=int, metavar="N",
                        help="fine-tune on a seeded sample of N training utterances (default: "
-                            "all; their features are computed up front)")
+                            "all; streamed, as training streams them)")
     prune.add_argument("--scan", action="store_true",
                        help="measure each layer's dev-CER sensitivity and set per-layer targets")
     prune.add_argument("--tolerance", type=non_negative_number, default=1.0,
@@ -54,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "(same block shape) instead of measuring again")
     prune.add_argument("--layer", action="append", default=[], metavar="NAME=S",
                        help="per-layer sparsity override (0 keeps the layer dense); repeatable")
-    prune.add_argument("--threads", type=positive_int, default=2)
+    add_rank_arguments(prune, "fine-tuning")
     prune.set_defaults(func=run_prune)
 
     quantize = actions.add_parser(
@@ -80,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "(knowledge distillation; default 0: none)")
     quantize.add_argument("--batch-seconds", type=positive_number, default=80.0,
                           help="QAT audio per batch")
-    quantize.add_argument("--threads", type=positive_int, default=2)
+    add_rank_arguments(quantize, "fine-tuning (with --qat-steps)")
     quantize.set_defaults(func=run_quantize)
 
     pack = actions.add_parser("pack", help="fp32 compressed file (BSR for pruned weights)")
@@ -132,16 +137,25 @@ def run_prune(args: argparse.Namespace) -> int:
     overrides = parse_layer_overrides(args.layer)
     scan = (SensitivityScan(args.tolerance, args.scan_utterances, args.scan_from)
             if args.scan or args.scan_from else None)
-    result = prune_model_dir(
-        args.model, args.data, args.out, sparsity, block,
-        FineTuning(steps=args.steps, lr=args.lr, batch_seconds=args.batch_seconds,
-                   distill_weight=args.distill_weight),
-        train_utterances=args.train_utterances, scan=scan, layer_overrides=overrides,
-        threads=args.threads, on_targets=print_scan)
-    if args.out is not None:
-        print(f"{args.out}: {result.zero_fraction:.1%} of all {result.parameters} parameters "
-              f"are zero ({block} blocks, {args.steps} fine-tuning steps)")
-    return 0
+    ranks = plan_ranks(args)
+    if ranks.launch and args.out is not None:     # a scan alone runs in one process
+        return launch_ranks(args, ranks)
+
+    def prune(context: Context) -> int:
+        # every rank scans alike (the scan decodes on one core; ranks run side by side)
+        result = prune_model_dir(
+            args.model, args.data, args.out, sparsity, block,
+            FineTuning(steps=args.steps, lr=args.lr, batch_seconds=args.batch_seconds,
+                       distill_weight=args.distill_weight),
+            train_utterances=args.train_utterances, scan=scan, layer_overrides=overrides,
+            on_targets=print_scan if context.main else None, context=context,
+            precision=ranks.precision)
+        if args.out is not None and context.main:
+            print(f"{args.out}: {result.zero_fraction:.1%} of all {result.parameters} "
+                  f"parameters are zero ({block} blocks, {args.steps} fine-tuning steps)")
+        return 0
+
+    return run_as_rank(ranks, prune)
 
 
 def check_output_file(path: Path) -> None:
@@ -169,11 +183,20 @@ def run_quantize(args: argparse.Namespace) -> int:
         raise InputError("--calibration-utterances must be >= 1 and --qat-steps >= 0")
     qat = FineTuning(steps=args.qat_steps, lr=args.lr, batch_seconds=args.batch_seconds,
                      distill_weight=args.distill_weight)
-    result = quantize_model_dir(args.model, args.out, activations, args.data,
-                                args.calibration_utterances, args.keep_fp32, qat, args.threads)
-    print(f"{args.out}: {result.size} bytes ({result.int8_layers} int8 layers, "
-          f"{activations.value} activations)")
-    return 0
+    ranks = plan_ranks(args)
+    if ranks.launch and args.qat_steps:
+        return launch_ranks(args, ranks)
+
+    def quantize(context: Context) -> int:
+        result = quantize_model_dir(args.model, args.out, activations, args.data,
+                                    args.calibration_utterances, args.keep_fp32, qat,
+                                    context=context, precision=ranks.precision)
+        if context.main:
+            print(f"{args.out}: {result.size} bytes ({result.int8_layers} int8 layers, "
+                  f"{activations.value} activations)")
+        return 0
+
+    return run_as_rank(ranks, quantize)    # without QAT, one process whatever --nproc
 
 
 def run_pack(args: argparse.Namespace) -> int:

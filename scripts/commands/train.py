@@ -4,12 +4,11 @@ several (data-parallel, `--nproc`, or under torchrun)."""
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
 from tinyasr.model.common.errors import InputError
 from tinyasr.scripts.arguments import check_distill_weight, check_output_dir
+from tinyasr.scripts.ranks import add_rank_arguments, launch_ranks, plan_ranks, run_as_rank
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,40 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "resuming a run, to go on training it with distillation")
     parser.add_argument("--distill-weight", type=float, metavar="W",
                         help="share of the loss that is the KL to the teacher (default 0.5)")
-    parser.add_argument("--nproc", type=int, default=1,
-                        help="data-parallel training processes on this machine (default 1; at "
-                             "most one per core, or per GPU with --device cuda)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="auto (default): cuda if a GPU is visible, else cpu")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                        help="autocast precision (default fp32; fp16 needs cuda and uses loss "
-                             "scaling)")
-    parser.add_argument("--threads", type=int,
-                        help="torch threads per process (default: 2, or the cores shared out "
-                             "over --nproc)")
+    add_rank_arguments(parser, "training")
     parser.set_defaults(func=run)
 
 
-def child_command(args: argparse.Namespace, threads: int) -> list[str]:
-    """The command each rank runs: this one, its options spelt out, without the launcher's."""
-    command = [sys.executable, "-m", "tinyasr.scripts.cli", "train", "--data", str(args.data),
-               "--config", str(args.config), "--out", str(args.out), "--device", args.device,
-               "--precision", args.precision, "--threads", str(threads)]
-    if args.epochs is not None:
-        command += ["--epochs", str(args.epochs)]
-    if args.teacher is not None:
-        command += ["--teacher", str(args.teacher)]
-    if args.distill_weight is not None:
-        command += ["--distill-weight", str(args.distill_weight)]
-    if getattr(args, "quiet", False):
-        command.append("-q")
-    command += ["-v"] * getattr(args, "verbose", 0)
-    return command
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from tinyasr.model.training import distributed
     from tinyasr.model.training.train import Recipe, Trainer, preflight
 
@@ -80,33 +50,15 @@ def run(args: argparse.Namespace) -> int:
     if args.distill_weight is not None:
         check_distill_weight(args.distill_weight)
         recipe.train.distill_weight = args.distill_weight
-    if args.nproc < 1:
-        raise InputError(f"--nproc must be at least 1, not {args.nproc}")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be at least 1, not {args.threads}")
-    launched = "WORLD_SIZE" in os.environ       # a rank of torchrun or of our launcher
-    world = int(os.environ.get("LOCAL_WORLD_SIZE",
-                               os.environ.get("WORLD_SIZE", str(args.nproc))))
-    device = distributed.resolve_device(args.device, 1 if launched else args.nproc)
-    precision = distributed.check_precision(args.precision, device)
-    threads = args.threads or max(1, min(2, distributed.usable_cores() // max(world, 1)))
-    mmap_threshold = distributed.mmap_threshold()
-    if args.nproc > 1 and not launched:
+    ranks = plan_ranks(args)
+    if ranks.launch:
         preflight(args.data, recipe, args.out)
-        return distributed.launch(child_command(args, threads), args.nproc)
-    torch.set_num_threads(threads)
-    distributed.fix_mmap_threshold(mmap_threshold)
-    context = distributed.init(device)
-    try:
-        final = Trainer(args.data, recipe, args.out, context, precision).run()
-    except RuntimeError as error:
-        if not (context.distributed and distributed.is_lost_peer(error)):
-            raise
-        print(f"tinyasr: error: rank {context.rank}: lost the other ranks "
-              f"({distributed.first_line(error)})", file=sys.stderr)
-        return 1
-    finally:
-        distributed.shutdown()
-    if final is not None:
-        print(f"model written to {final}")
-    return 0
+        return launch_ranks(args, ranks)
+
+    def train(context: distributed.Context) -> int:
+        final = Trainer(args.data, recipe, args.out, context, ranks.precision).run()
+        if final is not None:
+            print(f"model written to {final}")
+        return 0
+
+    return run_as_rank(ranks, train)

@@ -35,7 +35,12 @@ TEXT = "text"
 
 
 class BadUtterance(Exception):
-    """One utterance cannot be used; the message starts with where it is."""
+    """One utterance cannot be used; the message starts with where it is. `uid` is its id
+    where the corpus knows it (None for a torn shard)."""
+
+    def __init__(self, message: str, uid: str | None = None):
+        super().__init__(message)
+        self.uid = uid
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,18 @@ class Corpus:
     def texts(self) -> Iterator[str]:
         raise NotImplementedError
 
+    def ids(self) -> list[str]:
+        """Every utterance id, in the corpus's own order."""
+        raise NotImplementedError
+
+    def sample(self, count: int, seed: int) -> Corpus:
+        """A seeded sample of `count` utterances, streamed as this corpus streams them (the whole
+        corpus when it has no more than `count`)."""
+        ids = self.ids()
+        if count >= len(ids):
+            return self
+        return SampledCorpus(self, random.Random(seed).sample(ids, count))
+
     def __len__(self) -> int:
         raise NotImplementedError
 
@@ -142,6 +159,9 @@ class KaldiCorpus(Corpus):
     def texts(self) -> Iterator[str]:
         return (self.texts_by_id[uid] for uid, _, _ in self.rows if uid in self.texts_by_id)
 
+    def ids(self) -> list[str]:
+        return [uid for uid, _, _ in self.rows]
+
     def _entry(self, row: tuple[str, str, int]) -> Entry:
         uid, value, number = row
         where = f"{self.wav_scp}:{number}"
@@ -167,6 +187,7 @@ class KaldiCorpus(Corpus):
             try:
                 yield self._entry(row)
             except BadUtterance as bad:
+                bad.uid = row[0]
                 yield bad
 
     def load(self, entry: Entry) -> np.ndarray:
@@ -230,6 +251,9 @@ class ShardCorpus(Corpus):
     def texts(self) -> Iterator[str]:
         return (text for _, text in self._text_rows())
 
+    def ids(self) -> list[str]:
+        return [uid for uid, _ in self._text_rows()]
+
     def _shard_entries(self, shard: str) -> Iterator[Entry | BadUtterance]:
         """The utterances of one shard in order; a torn tar ends the shard with one bad entry."""
         name = Path(shard).name
@@ -243,21 +267,22 @@ class ShardCorpus(Corpus):
                         continue
                     file = tar.extractfile(member)
                     if file is None:                    # a directory or a device
-                        yield BadUtterance(f"{where}: not a file")
+                        yield BadUtterance(f"{where}: not a file", stem)
                         continue
                     if suffix == "txt":
                         raw = file.read()
                         text = (stem, raw.decode("utf-8", errors="replace").strip())
                     elif suffix == "wav":
                         if text is None or text[0] != stem or not text[1]:
-                            yield BadUtterance(f"{where}: no transcript ({stem}.txt) before it")
+                            yield BadUtterance(f"{where}: no transcript ({stem}.txt) before it",
+                                               stem)
                             continue
                         try:
                             with wave.open(file, "rb") as reader:
                                 samples = check_format(reader, where)
                         except (wave.Error, EOFError) as error:
                             yield BadUtterance(f"{where}: unreadable wav "
-                                               f"({str(error) or 'truncated header'})")
+                                               f"({str(error) or 'truncated header'})", stem)
                             continue
                         yield Entry(stem, text[1], samples, where, shard,
                                     member.offset_data, member.size)
@@ -298,6 +323,32 @@ class ShardCorpus(Corpus):
                     if len(good) == count:
                         return good
         return good
+
+
+class SampledCorpus(Corpus):
+    """The utterances of `inner` whose ids are in `ids`, in `inner`'s stream order; a problem
+    with one of the others is not reported (a torn shard, which may hold some of `ids`, is)."""
+
+    def __init__(self, inner: Corpus, ids: list[str]):
+        super().__init__(inner.path)
+        self.inner, self.wanted = inner, frozenset(ids)
+
+    def __len__(self) -> int:
+        return len(self.wanted)
+
+    def ids(self) -> list[str]:
+        return [uid for uid in self.inner.ids() if uid in self.wanted]
+
+    def entries(self, seed: int, epoch: int) -> Iterator[Entry | BadUtterance]:
+        return (entry for entry in self.inner.entries(seed, epoch)
+                if entry.uid in self.wanted or entry.uid is None)
+
+    def load(self, entry: Entry) -> np.ndarray:
+        return self.inner.load(entry)
+
+    def first(self, count: int, seed: int) -> list[Entry]:
+        return [entry for entry in self.inner.first(len(self.inner), seed)
+                if entry.uid in self.wanted][:count]
 
 
 def write_shards(utterances: list, out: Path, per_shard: int, seed: int = 0) -> int:
