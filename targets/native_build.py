@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyasr.model.common.atomic import scratch_prefix
+from tinyasr.model.common.cache import CACHE_ROOT
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.decoding.search import NATIVE_CFLAGS, NATIVE_DIR
 from tinyasr.targets.boards import Board
 
-CACHE_ROOT = Path(os.environ.get("TINYASR_CACHE", Path.home() / ".cache" / "tinyasr"))
 PROJECT = NATIVE_DIR.parent          # targets/native: CMakeLists.txt, src/, tvm_shims/, cmake/
 SERVER_NAME = "tinyasr-rpc-server"
 TRANSCRIBER_NAME = "tinyasr-run"

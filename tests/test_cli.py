@@ -113,6 +113,18 @@ def test_transcribe_lib_imports_no_torch(deployable: Path, capsys):
     assert capsys.readouterr().out.splitlines() == [text]
 
 
+def test_transcribe_with_pytorch_imports_no_tvm():
+    """The PyTorch path decodes with the C++ prefix beam search through ctypes: neither TVM nor
+    tvm_ffi is imported (tvm_ffi's import alone cost 0.7 s of start-up)."""
+    argv = ["tinyasr", "transcribe", str(WAV)]
+    result = run_python(f"import sys\nsys.argv = {argv!r}\n"
+                        "from tinyasr.scripts.cli import main\nrc = main()\n"
+                        + loaded_modules_check(("tvm", "tvm_ffi", "ml_dtypes")) + "\nprint(rc)")
+    assert result.returncode == 0, result.stderr
+    text, loaded, rc = result.stdout.splitlines()
+    assert text.startswith(f"{WAV}\t") and loaded == "[]" and rc == "0"
+
+
 def test_transcribe_reads_one_wav_from_stdin(deployable: Path):
     command = [sys.executable, "-m", "tinyasr.scripts.cli", "transcribe", "--lib",
                str(deployable)]

@@ -15,13 +15,13 @@ downloaded. `ensure_whisper_model` converts once into ~/.cache/tinyasr/models/wh
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
 from tinyasr.model.common.atomic import staged_directory
+from tinyasr.model.common.cache import CACHE_ROOT
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.whisper.ct2_reader import read_ct2_model
 from tinyasr.model.whisper.model import Whisper, WhisperDims
@@ -31,7 +31,6 @@ MODEL_NAME = "whisper-tiny.en"
 FAMILY = "whisper"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.pt"
-CACHE_ROOT = Path(os.environ.get("TINYASR_CACHE", Path.home() / ".cache" / "tinyasr"))
 
 
 def cached_model_dir(name: str = MODEL_NAME) -> Path:

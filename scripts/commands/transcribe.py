@@ -57,10 +57,6 @@ def run(args: argparse.Namespace) -> int:
 
         recognizer, wavs = CompiledRecognizer.load(args.lib, options), args.inputs
     else:
-        from tinyasr.targets.host.tvm_runtime import skip_ml_dtypes
-
-        if getattr(args, "owns_process", False):
-            skip_ml_dtypes()   # tvm_ffi runs only the CTC search here
         from tinyasr.model.decoding.recognizers import load_recognizer
 
         model, wavs = ((args.model, args.inputs) if args.model is not None

@@ -27,13 +27,3 @@ def use_runtime_only_tvm() -> bool:
         sys.modules[name] = None  # type: ignore[assignment]   # import raises ImportError
     return True
 
-
-def skip_ml_dtypes() -> bool:
-    """For a process whose only use of tvm_ffi is the native CTC search (model/decoding/search.py),
-    with PyTorch running the model: keep ml_dtypes out of it (0.6 s of CPU at tvm_ffi's import).
-    True if it took effect; False, changing nothing, when tvm_ffi or ml_dtypes is already
-    imported."""
-    if any(name in sys.modules for name in ("tvm", "tvm_ffi", "ml_dtypes")):
-        return False
-    sys.modules["ml_dtypes"] = None  # type: ignore[assignment]   # import raises ImportError
-    return True
