@@ -46,7 +46,9 @@ WEIGHTS_FILE = "weights.bin"
 TOKENS_FILE = "tokens.json"
 MANIFEST_FILE = "manifest.json"
 FORMAT = "tinyasr-deployable"
-VERSION = 2   # 2: decode takes the hypotheses' prefix tree (1: a padded batch)
+# 2: decode takes the hypotheses' prefix tree (1: a padded batch); 3: Whisper's step writes its
+# self-attention caches in place (a runner may keep passing the tensors it made)
+VERSION = 3
 STRIP = ["-s"]   # LLVM's debug info is half the library; the VM needs only dynamic symbols
 
 

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tinyasr.model.decoding.metrics import char_errors
+from tinyasr.model.decoding.metrics import char_errors, word_errors
 from tinyasr.model.network.int8 import InputQuantizer
 
 FP32_LOG_PROB_TOLERANCE = 1e-3
 INT8_FRAME_AGREEMENT = 0.95
 INT8_CHARACTERS_PER_EDIT = 20
+WHISPER_INT8_WORDS_PER_EDIT = 10
 
 
 def rounds_activations_to_int8(model: torch.nn.Module) -> bool:
@@ -66,6 +67,19 @@ def compare(compiled_log_probs: np.ndarray, reference_log_probs: np.ndarray,
     else:
         ok = diff <= log_prob_tolerance and edits == 0
     return Comparison(diff, agreement, edits, edits == 0, ok)
+
+
+def whisper_texts_agree(compiled_text: str, reference_text: str, int8: bool) -> bool:
+    """A Whisper deployable's transcript against PyTorch's fp32 one: equal for fp32; for int8,
+    at most one word in WHISPER_INT8_WORDS_PER_EDIT apart (at least one). Its int8 weights are
+    not PyTorch's weights and its layer inputs are rounded to int8 per row at run time: a token
+    near a tie can come out another word, and which one flips follows the CPU's float order
+    (the same int8 deployable said "Walk in the front door." on an Intel Xeon and "Walk the
+    front door." on an AMD EPYC host, 3 characters of 23). A broken kernel garbles most words."""
+    if not int8:
+        return compiled_text == reference_text
+    allowed = max(1, len(reference_text.split()) // WHISPER_INT8_WORDS_PER_EDIT)
+    return word_errors(reference_text, compiled_text).errors <= allowed
 
 
 def texts_agree(compiled_text: str, reference_text: str, int8: bool) -> bool:

@@ -63,6 +63,7 @@ from tinyasr.compile.graphs import SHAPE_VARIABLES, export_graphs
 from tinyasr.compile.passes.apply_tuned_schedules import ApplyTunedSchedules
 from tinyasr.compile.passes.batched_matmul import BatchedMatmul
 from tinyasr.compile.passes.bsr_matmul import BsrMatmul, import_bsr_to_dense
+from tinyasr.compile.passes.cache_write import CacheWrite
 from tinyasr.compile.passes.clip_take_indices import ClipTakeIndices
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.passes.fp32_conv2d import Fp32Conv2d
@@ -70,6 +71,7 @@ from tinyasr.compile.passes.fp32_matmul import Fp32Matmul
 from tinyasr.compile.passes.fuse_epilogues import FuseEpilogues
 from tinyasr.compile.passes.fused_attention import FusedAttention
 from tinyasr.compile.passes.fused_power_spectrum import FusedPowerSpectrum
+from tinyasr.compile.passes.identity_broadcast import IdentityBroadcast
 from tinyasr.compile.passes.inline_intermediates import InlineIntermediates
 from tinyasr.compile.passes.int8_conv2d import Int8Conv2d
 from tinyasr.compile.passes.int8_matmul import Int8Matmul
@@ -330,7 +332,8 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
         mod = tvm.transform.Sequential([
             relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"],
                                            "relax.nn.conv1d": ["NWC", "WIO"]}),
-            SinkPermutes(), relax.transform.DeadCodeElimination()])(imported.mod)
+            SinkPermutes(), IdentityBroadcast(),
+            relax.transform.DeadCodeElimination()])(imported.mod)
         dump("layout", mod)
 
         # module_pass classes: TVM's decorator makes their instances callable passes
@@ -344,7 +347,7 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
         mod = tvm.transform.Sequential([
             Fp32Conv2d(target), FusedPowerSpectrum(target), TiedMatmul(target),
             Fp32Matmul(target),
-            FusedAttention(target), BatchedMatmul(target), FuseEpilogues(),
+            FusedAttention(target), BatchedMatmul(target), FuseEpilogues(), CacheWrite(target),
             relax.transform.DeadCodeElimination()])(mod)
         dump("dense", mod)
 

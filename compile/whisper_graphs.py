@@ -14,6 +14,12 @@
         one decoder step against the fixed n_text_ctx-slot self-attention cache (model.py's
         Decoder.forward); `batch` (hypotheses) and `t` (tokens per step: 2 for the prompt, then
         1) are dynamic; the cross keys and values keep batch 1 and broadcast over hypotheses.
+        Compiled, the step writes its tokens' keys and values into the self_k / self_v tensors
+        it is given and returns those same tensors (passes/cache_write.py: no copy of the
+        448-slot caches a step; deployable version 3): a runner may pass its own tensors to
+        every step (the Python runner does: over RPC, a tensor passed in cannot be returned)
+        or the returned ones (tinyasr-run), and copies a cache before a step if its old
+        contents are still wanted (beam search's reorder makes new tensors anyway).
 
 The DFT and mel matrices are registered as parameters so the importer keeps them as function
 inputs: every tensor lands in the weights file and the library holds only code.

@@ -23,14 +23,14 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import numpy as np
 
-from tinyasr.compile.parity import compare, rounds_activations_to_int8, texts_agree
+from tinyasr.compile.parity import compare, rounds_activations_to_int8, whisper_texts_agree
 from tinyasr.model.common.atomic import atomic_write_text
 from tinyasr.model.common.errors import InputError
 from tinyasr.targets.boards import Board
@@ -79,10 +79,35 @@ class _RemoteVM:
                          for arg in args)
             self.last_args[name] = args
             result = self.vm[name](*args)
-            if not isinstance(result, tvm_ffi.Tensor):  # a tuple, left on the board: fetch items
-                return [self._array_item(result, i) for i in range(self._array_size(result))]
+            if not isinstance(result, tvm_ffi.Tensor):  # a tuple, left on the board
+                return _RemoteTuple(result, self._array_size(result), self._array_item)
             return result
         return call
+
+
+class _RemoteTuple(Sequence):
+    """A function's tuple result, left on the board; an item is fetched when it is read. Only
+    what the caller reads crosses the RPC link, and an item that is one of the call's own
+    arguments (Whisper's self-attention caches, written in place and returned) is never
+    fetched: TVM's RPC cannot send back a tensor it received as an argument."""
+
+    def __init__(self, handle, size: int, fetch: Callable):
+        self.handle, self.size, self.fetch = handle, size, fetch
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self.fetch(self.handle, i) for i in range(*index.indices(self.size))]
+        if not -self.size <= index < self.size:
+            raise IndexError(index)
+        return self.fetch(self.handle, index % self.size)
 
 
 def remote_runner(deployable: Path, remote, board: Board):
@@ -168,7 +193,7 @@ class _BoardWorker:
         else:
             raise AssertionError("unreachable: the second attempt returns or raises")
         if test.whisper:   # the transcript rule alone; the logits are reported
-            ok = texts_agree(board_text, host_text, test.int8)
+            ok = whisper_texts_agree(board_text, host_text, test.int8)
             diff = (float(np.abs(board_log_probs - host_log_probs).max())
                     if board_log_probs.size and host_log_probs.size else 0.0)
             return UtteranceResult(utterance.uid, utterance.text, host_text, board_text, diff,

@@ -100,6 +100,44 @@ def test_small_log_mel_encoder_and_steps_match_pytorch(small, whisper_parts):
         assert (compiled_state.step(tokens) - state.step(tokens)).abs().max() < SMALL_TOLERANCE
 
 
+def test_small_step_writes_its_caches_in_place(small):
+    """The compiled step writes its tokens' keys and values into the caches it is given and
+    returns those tensors (passes/cache_write.py): the same storage, the step's slots equal to
+    PyTorch's cache after the same step (fp32, ~1e-6 measured, SMALL_TOLERANCE allowed), every
+    other slot exactly as given."""
+    import tvm
+
+    model, compiled, _ = small
+    dims = model.dims
+    rng = np.random.default_rng(1)
+    shape = (2, dims.n_heads, dims.n_text_ctx, dims.d_model // dims.n_heads)
+    given = [rng.standard_normal(shape).astype(np.float32) for _ in range(2 * dims.n_text_layers)]
+    cross = [rng.standard_normal((1, dims.n_heads, dims.n_audio_ctx, shape[3])).astype(np.float32)
+             for _ in range(2 * dims.n_text_layers)]
+    tokens, positions = np.array([[5, 7, 9], [11, 13, 15]]), np.array([3, 4, 5])
+    caches = [tvm.runtime.tensor(c) for c in given]
+    outputs = compiled.vm["step"](
+        tvm.runtime.tensor(tokens), tvm.runtime.tensor(positions), *caches,
+        *(tvm.runtime.tensor(c) for c in cross), *compiled.weights["step"])
+    n = dims.n_text_layers
+    with torch.no_grad():
+        logits, self_k, self_v = model.decoder(
+            torch.from_numpy(tokens), torch.from_numpy(positions),
+            tuple(torch.from_numpy(c) for c in given[:n]),
+            tuple(torch.from_numpy(c) for c in given[n:]),
+            tuple(torch.from_numpy(c) for c in cross[:n]),
+            tuple(torch.from_numpy(c) for c in cross[n:]))
+    assert np.abs(outputs[0].numpy() - logits.numpy()).max() < SMALL_TOLERANCE
+    others = np.setdiff1d(np.arange(dims.n_text_ctx), positions)
+    for cache, out, expected, before in zip(caches, list(outputs)[1:], (*self_k, *self_v),
+                                            given, strict=True):
+        assert out.data_ptr() == cache.data_ptr()   # returned as given: no copy
+        written = out.numpy()
+        assert np.abs(written[:, :, positions] - expected.numpy()[:, :, positions]).max() < (
+            SMALL_TOLERANCE)
+        assert np.array_equal(written[:, :, others], before[:, :, others])
+
+
 def test_small_manifest_says_family_and_decoder(small, whisper_parts):
     _, _, lib = small
     manifest = json.loads((lib / "manifest.json").read_text())

@@ -46,11 +46,12 @@ class CompiledWindow:
         """tokens (batch, t) at the next t positions -> logits (batch, t, vocab)."""
         device = self.model.device
         positions = np.arange(self.position, self.position + tokens.shape[1], dtype=np.int64)
+        # the step writes its rows into self_caches in place and returns them too; they are
+        # not read back (over RPC a tensor passed in cannot be returned)
         outputs = self.model.vm["step"](
             tvm.runtime.tensor(tokens.numpy().astype(np.int64), device),
             tvm.runtime.tensor(positions, device), *self.self_caches, *self.cross,
             *self.model.weights["step"])
-        self.self_caches = list(outputs[1:])
         self.position += tokens.shape[1]
         return torch.from_numpy(outputs[0].numpy())
 
