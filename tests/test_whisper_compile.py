@@ -138,6 +138,32 @@ def test_small_step_writes_its_caches_in_place(small):
         assert np.array_equal(written[:, :, others], before[:, :, others])
 
 
+def test_gelu_legalizes_to_a_vectorizable_erf_within_float_rounding():
+    """passes/gelu_erf.py then the pipeline's legalization: no libm erf call is left, and the
+    compiled GELU agrees with torch's exact GELU."""
+    import tvm
+    from tvm import relax
+
+    from tinyasr.compile.pipeline import LEGALIZE_PASSES
+    from tinyasr.targets.boards import host_target
+
+    builder = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((64, 96), "float32"))
+    with builder.function("main", [x]):
+        with builder.dataflow():
+            y = builder.emit_output(relax.op.nn.gelu(x))
+        builder.emit_func_output(y)
+    target = tvm.target.Target(host_target())
+    with target:
+        mod = tvm.transform.Sequential(LEGALIZE_PASSES)(builder.get())
+    assert "T.erf(" not in mod.script()
+    vm = relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())
+    values = np.linspace(-8, 8, 64 * 96, dtype=np.float32).reshape(64, 96)
+    got = vm["main"](tvm.runtime.tensor(values)).numpy()
+    want = torch.nn.functional.gelu(torch.from_numpy(values)).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+
+
 def test_small_manifest_says_family_and_decoder(small, whisper_parts):
     _, _, lib = small
     manifest = json.loads((lib / "manifest.json").read_text())
