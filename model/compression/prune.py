@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,25 +165,26 @@ def fine_tune(model: AsrModel, tokenizer: Tokenizer, corpus: Corpus, fine_tuning
     loop = StepLoop(model, optimizer, tokenizer, corpus, AugmentConfig(),
                     fine_tuning.loop_config(), context, precision, teacher,
                     fine_tuning.distill_weight)
-    step = 0
-    with tqdm(total=fine_tuning.steps, desc=description, dynamic_ncols=True,
-              disable=not context.main or verbosity() < 0) as bar:
+    def stream() -> Iterator[tuple[int, list]]:
+        """(epoch, micro-batches) for step after step, epoch after epoch."""
         for epoch in itertools.count():
-            taken = step
+            stepped = False
             for micro in loop.epoch(epoch):
-                before_step(step)
-                loss = loop.step(micro, fine_tuning.lr, epoch)
-                step += 1
-                bar.update()
-                bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
-                if step == fine_tuning.steps:
-                    break
-            if step == fine_tuning.steps:
-                break
-            if step == taken:
+                stepped = True
+                yield epoch, micro
+            if not stepped:
                 raise InputError(f"{corpus.path}: too little audio for one fine-tuning step on "
                                  f"{context.world} process(es) ({loop.batches_per_step} batches "
                                  f"of up to {fine_tuning.batch_seconds:g} s needed)")
+
+    with tqdm(total=fine_tuning.steps, desc=description, dynamic_ncols=True,
+              disable=not context.main or verbosity() < 0) as bar:
+        # range first: zip stops before asking the stream for a step past the last
+        for step, (epoch, micro) in zip(range(fine_tuning.steps), stream(), strict=False):
+            before_step(step)
+            loss = loop.step(micro, fine_tuning.lr, epoch)
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
     model.cpu().eval()
 
 

@@ -95,7 +95,6 @@ def prune_model_dir(model_dir: Path, data: Path, out: Path | None, sparsity: flo
                     train_utterances: int | None = None,
                     scan: SensitivityScan | None = None,
                     layer_overrides: Mapping[str, float] | None = None,
-                    threads: int | None = None,
                     on_targets: Callable[[dict, dict[str, float]], None] | None = None,
                     context: distributed.Context | None = None,
                     precision: torch.dtype | None = None) -> PruneResult:
@@ -105,8 +104,6 @@ def prune_model_dir(model_dir: Path, data: Path, out: Path | None, sparsity: flo
     ranks, and writes it with pruning.json to `out` (rank 0). `on_targets(scan, targets)` is
     called once a scan has set the targets, before fine-tuning; `out` None stops there."""
     context = context or distributed.Context()
-    if threads is not None:
-        torch.set_num_threads(threads)
     model, tokenizer = load_model_dir(model_dir)
     layers = check_block_fits(model, block)
     overrides = dict(layer_overrides or {})
@@ -156,15 +153,13 @@ class QuantizeResult:
 def quantize_model_dir(model_dir: Path, out: Path, activations: Activations,
                        data: Path | None = None, calibration_utterances: int = 300,
                        keep_fp32: Sequence[str] = (), qat: FineTuning | None = None,
-                       threads: int | None = None, context: distributed.Context | None = None,
+                       context: distributed.Context | None = None,
                        precision: torch.dtype | None = None) -> QuantizeResult:
     """Writes the model in `model_dir` as a compressed int8 file `out` (BSR for weights pruned in
     blocks; rank 0 writes): static activation scales calibrated on `data`/train, then
     `qat.steps` of quantization-aware fine-tuning there (streamed, on `context`'s ranks) if
     `qat` is given. Every rank calibrates alike: the scales depend only on the data."""
     context = context or distributed.Context()
-    if threads is not None:
-        torch.set_num_threads(threads)
     model, tokenizer = load_model_dir(model_dir)
     quantization = Quantization(activations, list(quantizable_layers(model, keep_fp32)))
     if activations == Activations.STATIC:
