@@ -198,7 +198,8 @@ def _database_entry(schedules: ScheduleReport | None) -> dict[str, Any] | None:
     database = schedules.database
     return {"path": str(database.path.resolve()), "sha256": database.sha256,
             "records": database.records, "tuned_functions": sorted(schedules.applied),
-            "replay_failed": sorted(schedules.failed)}
+            "replay_failed": sorted(schedules.failed),
+            "tuned_kernels": dict(sorted(schedules.kernels.items()))}
 
 
 def read_manifest(deployable: Path) -> dict[str, Any]:

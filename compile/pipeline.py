@@ -60,6 +60,7 @@ from tvm.relax.frontend.torch import from_exported_program
 from tvm.target import Target
 
 from tinyasr.compile.graphs import SHAPE_VARIABLES, export_graphs
+from tinyasr.compile.kernels.tunable import KernelChoices
 from tinyasr.compile.passes.apply_tuned_schedules import ApplyTunedSchedules
 from tinyasr.compile.passes.batched_matmul import BatchedMatmul
 from tinyasr.compile.passes.bsr_matmul import BsrMatmul, import_bsr_to_dense
@@ -103,11 +104,13 @@ class ImportedModel:
 
 @dataclass
 class ScheduleReport:
-    """Which TIR functions took a tuned schedule from the database, and which records failed
-    to replay (those functions keep TVM's default schedule)."""
+    """Which TIR functions took a tuned schedule from the database, which records failed to
+    replay (those functions keep TVM's default schedule), and which hand-written kernels were
+    built with tuned parameters (kernel -> parameters)."""
     database: AppliedDatabase
     applied: list[str]
     failed: list[str]
+    kernels: dict[str, dict[str, int]]
 
 
 @dataclass
@@ -327,10 +330,12 @@ def import_model(model: AsrModel, dump: IRDumper) -> ImportedModel:
     return ImportedModel(mod, raw_weights)
 
 
-def legalize(imported: ImportedModel, target: Target, dump: IRDumper
+def legalize(imported: ImportedModel, target: Target, dump: IRDumper,
+             choices: KernelChoices | None = None
              ) -> tuple[tvm.IRModule, dict[str, tvm.runtime.Tensor], dict[str, Signature]]:
     """Phases layout to legalize: the TIR-level module (what MetaSchedule tunes), the
-    weights and the signatures."""
+    weights and the signatures; the tunable kernels built with `choices` (which records
+    them; default parameters without it)."""
     with target:
         mod = tvm.transform.Sequential([
             relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"],
@@ -340,17 +345,18 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
         dump("layout", mod)
 
         # module_pass classes: TVM's decorator makes their instances callable passes
-        mod = BsrMatmul(target)(mod)  # pyright: ignore[reportCallIssue]
+        mod = BsrMatmul(target, choices)(mod)  # pyright: ignore[reportCallIssue]
         dump("sparse", mod)
 
-        mod = tvm.transform.Sequential([Int8Matmul(target), Int8Conv2d(target),
+        mod = tvm.transform.Sequential([Int8Matmul(target, choices), Int8Conv2d(target, choices),
                                         relax.transform.DeadCodeElimination()])(mod)
         dump("quantize", mod)
 
         mod = tvm.transform.Sequential([
-            Fp32Conv2d(target), FusedPowerSpectrum(target), TiedMatmul(target),
-            Fp32Matmul(target),
-            FusedAttention(target), BatchedMatmul(target), FuseEpilogues(), CacheWrite(target),
+            Fp32Conv2d(target, choices), FusedPowerSpectrum(target, choices),
+            TiedMatmul(target, choices), Fp32Matmul(target, choices),
+            FusedAttention(target, choices), BatchedMatmul(target, choices), FuseEpilogues(),
+            CacheWrite(target, choices),
             relax.transform.DeadCodeElimination()])(mod)
         dump("dense", mod)
 
@@ -364,15 +370,19 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper
 
 
 def apply_schedules(mod: tvm.IRModule, database: AppliedDatabase | None, target: Target,
-                    dump: IRDumper) -> tuple[tvm.IRModule, ScheduleReport | None]:
+                    dump: IRDumper, kernels: dict[str, dict[str, int]] | None = None
+                    ) -> tuple[tvm.IRModule, ScheduleReport | None]:
     """Phase schedule: the tuned schedules the database has for the module's functions (none
-    without a database), then the default schedule's intermediates inlined in the others."""
+    without a database), then the default schedule's intermediates inlined in the others.
+    `kernels`: the hand-written kernels legalize built with the database's parameters, for
+    the report."""
     report = None
     if database is not None:
         schedules = ApplyTunedSchedules(database.database, target,
                                         database.slower_than_default)
         mod = schedules(mod)  # pyright: ignore[reportCallIssue]  # a module_pass
-        report = ScheduleReport(database, list(schedules.applied), list(schedules.failed))
+        report = ScheduleReport(database, list(schedules.applied), list(schedules.failed),
+                                dict(kernels or {}))
     mod = InlineIntermediates()(mod)  # pyright: ignore[reportCallIssue]  # a module_pass
     dump("schedule", mod)
     return mod, report
@@ -384,8 +394,9 @@ def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
     the schedules of a tuning database for it when given."""
     llvm = Target(target)
     try:
-        mod, weights, signatures = legalize(imported, llvm, dump)
-        mod, report = apply_schedules(mod, database, llvm, dump)
+        choices = KernelChoices(None if database is None else database.kernel_params)
+        mod, weights, signatures = legalize(imported, llvm, dump, choices)
+        mod, report = apply_schedules(mod, database, llvm, dump, choices.applied)
         with llvm:
             mod = tvm.transform.Sequential(LOWER_PASSES)(mod)
             dump("lower", mod)

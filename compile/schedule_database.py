@@ -5,6 +5,8 @@
     device.json                   the device the trials ran on: its name and LLVM target
     symbolic_replays.json         each tuned function's replay on its symbolic shapes timed
                                   against TVM's default schedule (host tuning only)
+    kernel_params.json            one line per timed point of a hand-written kernel's space
+                                  (compile/kernels/tunable.py): kernel, parameters, run time
 
 `tinyasr compile` refuses a database tuned for another target, warns and builds untuned when the
 database is missing or unreadable (saying which file), and names the database and its hash in
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,7 @@ WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 DEVICE_FILE = "device.json"
 REPLAY_FILE = "symbolic_replays.json"   # tuned replays timed against the default (replays.py)
+KERNEL_FILE = "kernel_params.json"      # timed parameters of the hand-written kernels
 TARGET_KEYS = ("kind", "mtriple", "mcpu", "mattr", "mabi")   # what makes code run the same
 
 
@@ -71,15 +76,16 @@ def tuning_extent(name: str) -> int:
     return TUNING_EXTENTS.get(name, DEFAULT_TUNING_EXTENT)
 
 
-def _tuning_extent(var: tvm.tirx.Var) -> tvm.tirx.IntImm:
-    return tvm.tirx.IntImm(var.ty.dtype,  # pyright: ignore[reportAttributeAccessIssue]  # a PrimType
-                           tuning_extent(var.name))
-
-
-def static_workload(func: tvm.tirx.PrimFunc) -> tvm.IRModule | None:
+def static_workload(func: tvm.tirx.PrimFunc, extent: Callable[[str], int] = tuning_extent
+                    ) -> tvm.IRModule | None:
     """`func` as the static workload MetaSchedule tunes: every symbolic shape variable (scalar
-    parameter or buffer dimension) bound to its TUNING_EXTENTS size; None if a shape stays
-    symbolic."""
+    parameter or buffer dimension) bound to the size `extent` gives its name (by default its
+    TUNING_EXTENTS size); None if a shape stays symbolic."""
+
+    def _tuning_extent(var: tvm.tirx.Var) -> tvm.tirx.IntImm:
+        return tvm.tirx.IntImm(var.ty.dtype,  # pyright: ignore[reportAttributeAccessIssue]  # a PrimType
+                               extent(var.name))
+
     binding: dict[Any, Any] = {}
     # PrimFunc.params and .specialize are reflected from C++; with_attr returns a BaseFunc
     for param in func.params:  # pyright: ignore[reportAttributeAccessIssue]
@@ -123,7 +129,7 @@ def repair_database(work_dir: Path) -> list[str]:
     """Drops a torn last line (a write killed midway) from the database files; returns one
     message per repair. A bad line anywhere else is an InputError naming the file and line."""
     repairs = []
-    for path in (work_dir / WORKLOAD_FILE, work_dir / RECORD_FILE):
+    for path in (work_dir / WORKLOAD_FILE, work_dir / RECORD_FILE, work_dir / KERNEL_FILE):
         if not path.exists():
             continue
         lines, bad = _records_of(path)
@@ -204,12 +210,13 @@ class AppliedDatabase:
     sha256: str
     records: int
     slower_than_default: frozenset[str]   # workload keys: keep the default schedule
+    kernel_params: dict[str, dict[str, int]]   # hand-written kernel -> its fastest parameters
 
 
 def database_digest(work_dir: Path) -> str:
     """sha256 over the database's files (names and contents)."""
     digest = hashlib.sha256()
-    for name in (DEVICE_FILE, WORKLOAD_FILE, RECORD_FILE, REPLAY_FILE):
+    for name in (DEVICE_FILE, WORKLOAD_FILE, RECORD_FILE, REPLAY_FILE, KERNEL_FILE):
         path = work_dir / name
         if path.exists():
             digest.update(name.encode() + b"\0" + path.read_bytes())
@@ -225,17 +232,68 @@ def database_for_compile(work_dir: Path, device: str, target: dict[str, Any]
               "building untuned")
         return None
     check_device(work_dir, device, target)
-    for path in (work_dir / WORKLOAD_FILE, work_dir / RECORD_FILE):
+    for path in (work_dir / WORKLOAD_FILE, work_dir / RECORD_FILE, work_dir / KERNEL_FILE):
         bad = _records_of(path)[1] if path.exists() else None
-        if bad is None or bad:
+        if (bad is None and path.name != KERNEL_FILE) or bad:
             where = f"{path} missing" if bad is None else f"{path}:{bad[0]}"
             warn(f"{where}: corrupt tuning database: building untuned")
             return None
     try:
         database = _load(work_dir)
+        kernels = fastest_kernel_params(read_kernel_records(work_dir))
     except InputError as error:
         warn(f"{error}: building untuned")
         return None
     return AppliedDatabase(database, work_dir, database_digest(work_dir),
                            len(database.get_all_tuning_records()),
-                           slower_than_default(work_dir))
+                           slower_than_default(work_dir), kernels)
+
+
+@dataclass(frozen=True)
+class KernelRecord:
+    """One timed point of a hand-written kernel's space; `us` None when it failed to build or
+    run (`error` says why)."""
+    kernel: str
+    params: dict[str, int]
+    us: float | None
+    error: str | None = None
+
+
+def read_kernel_records(work_dir: Path) -> list[KernelRecord]:
+    """KERNEL_FILE's records (none without the file); InputError naming the file and line of
+    a line that is not one."""
+    path = work_dir / KERNEL_FILE
+    if not path.exists():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            fields = json.loads(line)
+            record = KernelRecord(str(fields["kernel"]),
+                                  {str(key): int(value) for key, value in fields["params"].items()},
+                                  None if fields["us"] is None else float(fields["us"]),
+                                  fields.get("error"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InputError(f"{path}:{number}: not a kernel parameter record") from None
+        records.append(record)
+    return records
+
+
+def append_kernel_records(work_dir: Path, records: list[KernelRecord]) -> None:
+    """Appends records to KERNEL_FILE, one JSON line each (a kill loses at most a torn last
+    line, which repair_database drops)."""
+    with open(work_dir / KERNEL_FILE, "a") as handle:
+        for record in records:
+            fields = {"kernel": record.kernel, "params": record.params, "us": record.us}
+            if record.error is not None:
+                fields["error"] = record.error
+            handle.write(json.dumps(fields) + "\n")
+
+
+def fastest_kernel_params(records: list[KernelRecord]) -> dict[str, dict[str, int]]:
+    """Each kernel's parameters of the least recorded run time."""
+    best: dict[str, tuple[float, dict[str, int]]] = {}
+    for record in records:
+        if record.us is not None and record.us < best.get(record.kernel, (math.inf, {}))[0]:
+            best[record.kernel] = (record.us, record.params)
+    return {kernel: params for kernel, (_, params) in best.items()}

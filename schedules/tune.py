@@ -1,4 +1,5 @@
-"""Per-device tuning: MetaSchedule with the XGBoost cost model over the compiled model's tasks.
+"""Per-device tuning: the hand-written kernels' parameters searched (kernel_search.py), then
+MetaSchedule with the XGBoost cost model over the compiled model's other tasks.
 
 Tasks are the TIR functions of the module that `compile/pipeline.py` builds, taken after its
 legalize phase (before lowering and codegen), so they are exactly what the board runs, each as
@@ -26,11 +27,13 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
+from tinyasr.compile.kernels.tunable import KernelChoices
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, legalize
 from tinyasr.compile.schedule_database import open_database, static_workload, workload_flops
 from tinyasr.model.common.atomic import scratch_directory, temp_files_in
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.common.progress import progress
+from tinyasr.schedules.kernel_search import search_kernels
 from tinyasr.schedules.measure import Measurement, local_measurement
 from tinyasr.schedules.replays import measure_replays
 
@@ -144,17 +147,21 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
          measurement: Measurement | None = None) -> list[TaskResult]:
     """Tunes each task of the model for `device` (its LLVM `target`) up to `trials` recorded
     trials (earlier runs' records count), measuring with `measurement` (default: on this
-    machine); stops starting tasks after the time budget. A trial that fails (a board gone, a
-    tracker down) is recorded as failed and tuning goes on. Measuring on this machine, it then
-    times each tuned function's replay on its symbolic shapes against the default schedule
-    (tinyasr.schedules.replays)."""
+    machine): first the hand-written kernels' parameters (tinyasr.schedules.kernel_search),
+    then MetaSchedule's tasks, heaviest first; stops starting tasks after the time budget. A
+    trial that fails (a board gone, a tracker down) is recorded as failed and tuning goes on.
+    Measuring on this machine, it then times each tuned function's replay on its symbolic
+    shapes against the default schedule (tinyasr.schedules.replays)."""
     on_host = measurement is None
     builder, runner = measurement or local_measurement()
     database = open_database(Path(work_dir), device, target)
     llvm = tuning_target(target)
-    mod = legalize(imported, llvm, IRDumper(None))[0]
-    tasks = tasks_of(mod, llvm, ops)
-    if not tasks:
+    choices = KernelChoices()   # records the kernel templates legalize makes
+    mod = legalize(imported, llvm, IRDumper(None), choices)[0]
+    kernels = [tunable for name, tunable in sorted(choices.made.items())
+               if not ops or any(op in name for op in ops)]
+    tasks = [task for task in tasks_of(mod, llvm, ops) if task.task_name not in choices.made]
+    if not tasks and not kernels:
         raise InputError(f"--ops {' '.join(ops or [])}: matches none of the model's "
                          "tunable tasks")
     started, results, untunable = time.monotonic(), [], []
@@ -164,6 +171,9 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
     scratch = scratch_directory("tinyasr-tune-logs-")
     logs = str(scratch)
     with temp_files_in(scratch):
+        results += [TaskResult(kernel.name, kernel.trials, kernel.best_us) for kernel in
+                    search_kernels(kernels, Path(work_dir), llvm, trials, (builder, runner),
+                                   progress)]
         for number, task in enumerate(tasks, 1):
             task = on_stored_workload(database, task)
             result = task_result(database, task)
@@ -193,7 +203,7 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
                          f"({str(error).splitlines()[-1]})")
                 untunable.append(task.task_name)
             results[-1] = task_result(database, task)
-        if len(untunable) == len(tasks):
+        if not kernels and len(untunable) == len(tasks):
             raise InputError(f"{'--ops ' + ' '.join(ops) if ops else 'the model'}: none of its "
                              f"{len(tasks)} tasks is tunable (hand-written kernels keep their own "
                              "schedules); nothing was tuned")

@@ -11,7 +11,7 @@ import tvm
 from torch import nn
 from tvm.target import Target
 
-from tinyasr.compile.kernels.attention import attention_kernel
+from tinyasr.compile.kernels.attention import attention_kernel, attention_tiles
 from tinyasr.compile.kernels.fp32 import vector_unit
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build, import_program
 from tinyasr.model.network.san_m import attend
@@ -40,13 +40,17 @@ def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, keep: np.ndarray | N
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_attention_kernel_equals_numpy(masked: bool):
+@pytest.mark.parametrize("point", [0, 5, -1])   # the template's default, other tiles
+def test_attention_kernel_equals_numpy(masked: bool, point: int):
     """Key columns of several vectors and an overlapping last one (123, 63), one vector (16),
     narrow vectors (9), scalars (3, 1); query rows in blocks and left over (63, 13, 5, 2);
     keys and values per batch (G = B) and shared (G = 1); masked, a causal mask with one
-    batch's later columns cut, and a row with no kept column (equal weights, as in torch)."""
+    batch's later columns cut, and a row with no kept column (equal weights, as in torch);
+    at points of the template's space."""
     unit = vector_unit(Target(HOST))
-    kernel = attention_kernel(unit, HEADS, HEAD_DIM, masked).with_attr("global_symbol", "main")
+    params = attention_tiles(unit, HEAD_DIM)[point]
+    kernel = attention_kernel(unit, HEADS, HEAD_DIM, masked, params).with_attr(
+        "global_symbol", "main")
     library = tvm.compile(tvm.IRModule({"main": kernel}), Target(HOST)).mod
     rng = np.random.default_rng(int(masked))
     for batch, groups, rows, n in [(3, 3, 63, 63), (3, 1, 13, 123), (2, 2, 5, 16),

@@ -14,7 +14,12 @@ import tvm
 from tvm import relax, tirx
 from tvm.target import Target
 
-from tinyasr.compile.kernels.fp32 import VectorUnit, fp32_matmul_kernel, vector_unit
+from tinyasr.compile.kernels.fp32 import (
+    VectorUnit,
+    fp32_matmul_kernel,
+    fp32_matmul_tunable,
+    vector_unit,
+)
 from tinyasr.compile.kernels.rowdot import rowdot_int8_kernel, rowdot_kernel
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build, weight_keys
 from tinyasr.targets.boards import BOARDS, board_target, get_board
@@ -37,6 +42,13 @@ def test_register_tile_fills_the_registers():
     assert VectorUnit(8, 16).tile(64) == (6, 2)    # AVX2: 12 accumulators of 16 registers
 
 
+def test_the_tile_space_fits_the_registers_and_starts_at_the_default():
+    unit = VectorUnit(8, 16)
+    tiles = unit.tiles(64)
+    assert tiles[0] == unit.tile(64) and len(set(tiles)) == len(tiles) > 10
+    assert all(rows * width + width + 1 <= 16 and 64 % width == 0 for rows, width in tiles)
+
+
 def _packed(w: np.ndarray, unit: VectorUnit) -> np.ndarray:
     k, n = w.shape
     padded = np.zeros((k, unit.blocks(n) * unit.lanes), np.float32)
@@ -46,11 +58,14 @@ def _packed(w: np.ndarray, unit: VectorUnit) -> np.ndarray:
 
 @pytest.mark.parametrize("n, k, lower", [(80, 256, -np.inf), (64, 37, 0.0), (31, 144, 0.0),
                                          (3, 9, -np.inf)])
-def test_kernel_sums_like_numpy(n: int, k: int, lower: float):
+@pytest.mark.parametrize("point", [0, 1, -1])   # the template's default, another tile, the least
+def test_kernel_sums_like_numpy(n: int, k: int, lower: float, point: int):
     """With a bias, with the ReLU clamp (lower 0) of a fused epilogue, and with a last partial
-    block of lanes (31 columns: the decoder's output layer)."""
+    block of lanes (31 columns: the decoder's output layer); at tiles of the template's space."""
     unit = vector_unit(Target(HOST))
-    kernel = fp32_matmul_kernel(unit, n, k).with_attr("global_symbol", "kernel")
+    space = fp32_matmul_tunable(unit, n, k).space
+    kernel = fp32_matmul_kernel(unit, n, k, space[point % len(space)]).with_attr(
+        "global_symbol", "kernel")
     library = tvm.compile(tvm.IRModule({"kernel": kernel}), Target(HOST)).mod
     rng = np.random.default_rng(0)
     w = rng.standard_normal((k, n)).astype(np.float32)

@@ -22,6 +22,7 @@ from tinyasr.compile.kernels.int8 import (
     VNNI,
     dot_isa,
     int8_matmul_kernel,
+    int8_tiles,
     pack_weights,
 )
 from tinyasr.compile.kernels.quantize import quantize_rows_kernel
@@ -64,7 +65,8 @@ def test_boards_without_a_dot_isa_get_the_generic_kernel():
 
 @pytest.mark.parametrize("isa", [VNNI, GENERIC])
 @pytest.mark.parametrize("n", [N, 31])   # 31: a last partial block of lanes (output layers)
-def test_kernel_sums_exactly_on_the_host(isa, n):
+@pytest.mark.parametrize("point", [0, 1, -1])   # the template's default, another tile, the least
+def test_kernel_sums_exactly_on_the_host(isa, n, point):
     target = host_target()
     if isa is VNNI and not _has_vnni(target):
         pytest.skip("this host has no AVX-512 VNNI")
@@ -74,7 +76,8 @@ def test_kernel_sums_exactly_on_the_host(isa, n):
     wq = rng.integers(-127, 128, (n, K), dtype=np.int8)
     x_scale = rng.random((rows, 1), dtype=np.float32)
     w_scale = rng.random(n, dtype=np.float32)
-    kernel = int8_matmul_kernel(isa, n, K).with_attr("global_symbol", "kernel")
+    params = int8_tiles(isa, n, K)[point]
+    kernel = int8_matmul_kernel(isa, n, K, params).with_attr("global_symbol", "kernel")
     library = tvm.compile(tvm.IRModule({"kernel": kernel}), Target(target)).mod
     out = tvm.runtime.tensor(np.zeros((rows, n), np.float32))
     bias = rng.standard_normal(n).astype(np.float32)

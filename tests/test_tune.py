@@ -16,13 +16,16 @@ from tvm.s_tir import meta_schedule as ms
 
 from tinyasr.compile.deployable import build_deployable, read_manifest, tuning_database
 from tinyasr.compile.kernels.int8 import VNNI, int8_matmul_kernel
-from tinyasr.compile.pipeline import IRDumper, import_model
+from tinyasr.compile.kernels.tunable import KernelChoices, Tunable
+from tinyasr.compile.pipeline import IRDumper, import_model, legalize
 from tinyasr.compile.schedule_database import (
+    KERNEL_FILE,
     RECORD_FILE,
     REPLAY_FILE,
     WORKLOAD_FILE,
     database_digest,
     open_database,
+    read_kernel_records,
     repair_database,
     static_workload,
     workload_flops,
@@ -204,6 +207,88 @@ def test_ops_matching_no_task_is_an_error(model_dir: Path, tmp_path: Path, capsy
     assert "--ops no_such_op: matches none of the model" in capsys.readouterr().err
 
 
+# The hand-written kernels' parameters (compile/kernels/tunable.py).
+
+def kernel_templates(model_dir: Path, target: dict) -> dict[str, Tunable]:
+    """The model's tunable kernels for `target`, by name."""
+    choices = KernelChoices()
+    legalize(import_model(load_model_dir(model_dir)[0], IRDumper(None)), tuning_target(target),
+             IRDumper(None), choices)
+    return choices.made
+
+
+@pytest.fixture(scope="module")
+def kernel_tuned(model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                 ) -> tuple[Path, Tunable]:
+    """A database with KERNEL_TRIALS points of the tiny model's first fp32 matmul kernel."""
+    tunable = next(t for name, t in sorted(kernel_templates(model_dir, host_target()).items())
+                   if name.startswith("fp32_matmul"))
+    work_dir = tmp_path_factory.mktemp("kernels") / "db"
+    assert main(["tune", str(model_dir), "--target", "host", "--trials", str(KERNEL_TRIALS),
+                 "--work-dir", str(work_dir), "--ops", tunable.name]) == 0
+    return work_dir, tunable
+
+
+KERNEL_TRIALS = 3
+
+
+def test_kernel_search_times_the_default_first_then_others(kernel_tuned, model_dir: Path,
+                                                           capsys):
+    work_dir, tunable = kernel_tuned
+    records = read_kernel_records(work_dir)
+    assert [r.kernel for r in records] == [tunable.name] * KERNEL_TRIALS
+    assert records[0].params == tunable.default
+    assert len({json.dumps(r.params) for r in records}) == KERNEL_TRIALS
+    assert all(r.params in tunable.space and r.us is not None and r.us > 0 for r in records)
+    # MetaSchedule tuned nothing: the kernel is not one of its tasks
+    assert (work_dir / RECORD_FILE).read_text() == ""
+    # re-run: the points recorded count, none is timed again
+    assert main(["tune", str(model_dir), "--target", "host", "--trials", str(KERNEL_TRIALS),
+                 "--work-dir", str(work_dir), "--ops", tunable.name]) == 0
+    assert read_kernel_records(work_dir) == records
+    assert f"{tunable.name}: best" in capsys.readouterr().err
+
+
+def test_compile_builds_each_kernel_with_its_fastest_recorded_parameters(
+        kernel_tuned, model_dir: Path, tmp_path: Path):
+    """A non-default point recorded fastest: the deployable's kernel is built with it (the
+    manifest names it, the dump has its tile of accumulators) and computes what the untuned
+    deployable computes."""
+    tuned_db, tunable = kernel_tuned
+    work_dir = tmp_path / "db"
+    shutil.copytree(tuned_db, work_dir)
+    chosen = tunable.space[-1]   # the smallest tile: never the default
+    (work_dir / KERNEL_FILE).write_text("".join(
+        json.dumps({"kernel": tunable.name, "params": params, "us": us}) + "\n"
+        for params, us in [(tunable.default, 2.0), (chosen, 1.0), (tunable.space[1], None)]))
+    build_deployable(model_dir, get_board("host"), tmp_path / "tuned", database=work_dir,
+                     dump_dir=tmp_path / "ir")
+    build_deployable(model_dir, get_board("host"), tmp_path / "untuned", untuned=True)
+    entry = read_manifest(tmp_path / "tuned")["tuning_database"]
+    assert entry["tuned_kernels"] == {tunable.name: chosen}
+    dense = next((tmp_path / "ir").glob("*-dense.py")).read_text()
+    kernel = dense[dense.index(f"def {tunable.name}("):]
+    lanes = int(tunable.name.split("_")[2].split("x")[0])
+    accumulators = chosen["rows"] * chosen["blocks"] * lanes
+    assert f"acc = T.alloc_local(({accumulators},))" in kernel[:kernel.find("\n    @")]
+    samples = load_wav(read_data_dir(SAMPLES_DIR)[0].wav)
+    tuned, _ = CompiledModelRunner(tmp_path / "tuned").ctc_log_probs(samples)
+    untuned, _ = CompiledModelRunner(tmp_path / "untuned").ctc_log_probs(samples)
+    np.testing.assert_allclose(tuned, untuned, atol=1e-4)
+
+
+def test_a_corrupt_kernel_record_builds_untuned_with_a_warning(kernel_tuned, tmp_path: Path,
+                                                               capsys):
+    work_dir = tmp_path / "db"
+    shutil.copytree(kernel_tuned[0], work_dir)
+    with open(work_dir / KERNEL_FILE, "a") as handle:
+        handle.write('{"kernel": "x", "params": 3, "us": 1.0}\n')
+    assert tuning_database(get_board("host"), work_dir) is None
+    lines = len(read_kernel_records(kernel_tuned[0])) + 1
+    assert (f"{work_dir / KERNEL_FILE}:{lines}: not a kernel parameter record: building untuned"
+            in capsys.readouterr().err)
+
+
 # Applying a database at compile time.
 
 @pytest.fixture(scope="module")
@@ -328,4 +413,19 @@ def test_tuning_on_an_emulated_board_through_the_tracker(board, model_dir: Path,
     database = open_database(work_dir, "rpi4", get_board("rpi4").llvm_target)
     seconds = [float(s) for r in database.get_all_tuning_records() for s in r.run_secs]
     assert len(seconds) == TRIALS and min(seconds) < 1.0   # measured on the board, not failed
+
+
+def test_kernel_search_on_an_emulated_board_through_the_tracker(board, model_dir: Path,
+                                                               tmp_path: Path):
+    """The hand-written kernels' points cross-linked here and timed on an (emulated) rpi4:
+    its 4-lane fp32 matmul kernel at the default and another register tile."""
+    board.start(get_board("rpi4"))
+    work_dir = tmp_path / "rpi4"
+    tunable = next(t for name, t in sorted(kernel_templates(
+        model_dir, get_board("rpi4").llvm_target).items()) if name.startswith("fp32_matmul_4x"))
+    assert main(["tune", str(model_dir), "--target", "rpi4", "--tracker", board.tracker,
+                 "--trials", str(TRIALS), "--work-dir", str(work_dir), "--ops", tunable.name]) == 0
+    records = read_kernel_records(work_dir)
+    assert [r.params for r in records] == list(tunable.space[:TRIALS])
+    assert all(r.us is not None and 0 < r.us < 1e6 for r in records), records
     assert '"mcpu": "cortex-a72"' in (work_dir / "device.json").read_text()

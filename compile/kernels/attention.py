@@ -12,11 +12,13 @@ where keep[b, i, j] is False is MASKED_SCORE before the softmax (the decoder's c
 self-attention).
 
 Per head and batch, the head's keys are transposed to (E, N) in a workspace (once per head when
-G = 1), so that the scores are vectors along N. Per block of BLOCK_ROWS query rows: the scores
-(tiles of rows x GROUP vectors along N, the last vectors moved back to end at N as in
+G = 1), so that the scores are vectors along N. Per block of B query rows: the scores
+(tiles of S rows x V vectors along N, the last vectors moved back to end at N as in
 compile/kernels/batched.py), each row's softmax in place (compile/kernels/softmax.py), then the
 context (tiles of rows x the vectors of E, as the batched kernel's fixed width) from those
-probabilities, stored at the head's columns.
+probabilities, stored at the head's columns; (B, S, V, and C rows per context tile) are the
+template's parameters (compile/kernels/tunable.py), the default B = 4, V = 4 and S, C as many
+rows up to B as the vector registers hold.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from tinyasr.compile.kernels.batched import GROUP  # score vectors along N per tile
+from tinyasr.compile.kernels.batched import GROUP  # default score vectors along N per tile
 from tinyasr.compile.kernels.fp32 import NARROW, VectorUnit, multiply_add
 from tinyasr.compile.kernels.softmax import (
     LOWEST,
@@ -34,8 +36,11 @@ from tinyasr.compile.kernels.softmax import (
     TOTAL,
     exponentials_macro,
 )
+from tinyasr.compile.kernels.tunable import Params, Tunable
 
-BLOCK_ROWS = 4   # query rows whose scores, softmax and context are computed together
+BLOCK_ROWS = 4   # default query rows whose scores, softmax and context are computed together
+BLOCKS = (2, 4, 6, 8)    # the block rows the template ranges over
+SCORE_GROUPS = (2, 4, 8)   # score vectors along N per tile
 
 
 def attention_supported(unit: VectorUnit, head_dim: int) -> bool:
@@ -44,16 +49,58 @@ def attention_supported(unit: VectorUnit, head_dim: int) -> bool:
         head_dim // unit.lanes + (1 if head_dim % unit.lanes else 0)) + 1
 
 
-def attention_kernel(unit: VectorUnit, heads: int, head_dim: int,
-                     masked: bool) -> tirx.PrimFunc:
+def _fitting_rows(unit: VectorUnit, block: int, vectors: int) -> int:
+    """Rows (up to `block`) of a tile of `vectors` accumulators per row that fit the vector
+    registers beside the tile's `vectors` loads and one broadcast; at least 1."""
+    return max(1, min(block, (unit.registers - vectors - 1) // vectors))
+
+
+def attention_tiles(unit: VectorUnit, head_dim: int) -> list[Params]:
+    """The template's space: block rows B, score rows S and context rows C (the fitting rows
+    up to B, or half of them), score vectors V; the default first."""
+    vectors = -(-head_dim // unit.lanes)
+
+    def point(block: int, score_rows: int, group: int, context_rows: int) -> Params:
+        return {"block": block, "score_rows": score_rows, "group": group,
+                "context_rows": context_rows}
+
+    default = point(BLOCK_ROWS, _fitting_rows(unit, BLOCK_ROWS, GROUP), GROUP,
+                    _fitting_rows(unit, BLOCK_ROWS, vectors))
+    space = [default]
+    for block in BLOCKS:
+        for group in SCORE_GROUPS:
+            score, context = _fitting_rows(unit, block, group), _fitting_rows(unit, block, vectors)
+            for s in sorted({score, max(1, score // 2)}, reverse=True):
+                for c in sorted({context, max(1, context // 2)}, reverse=True):
+                    if point(block, s, group, c) not in space:
+                        space.append(point(block, s, group, c))
+    # the most accumulators (latency hidden) first, the larger block first among equals
+    space[1:] = sorted(space[1:], key=lambda p: (p["score_rows"] * p["group"]
+                                                 + p["context_rows"] * vectors, p["block"]),
+                       reverse=True)
+    return space
+
+
+def attention_tunable(unit: VectorUnit, heads: int, head_dim: int, masked: bool) -> Tunable:
+    """The kernel as a template over its tiles."""
+    return Tunable(f"attention_{unit.lanes}_h{heads}x{head_dim}{'_masked' if masked else ''}",
+                   lambda params: attention_kernel(unit, heads, head_dim, masked, params),
+                   tuple(attention_tiles(unit, head_dim)))
+
+
+def attention_kernel(unit: VectorUnit, heads: int, head_dim: int, masked: bool,
+                     params: Params | None = None) -> tirx.PrimFunc:
     """(q (B, M, H*E), k (G, N, H*E), v (G, N, H*E)[, keep (B, M, N) bool]) -> (B, M, H*E)
-    float32, H = heads, E = head_dim (see attention_supported), G dividing B."""
+    float32, H = heads, E = head_dim (see attention_supported), G dividing B; `params` the
+    tiles (default: the first of `attention_tiles`)."""
     lanes = unit.lanes
     full, rest = head_dim // lanes, head_dim % lanes
-    vectors = full + (1 if rest else 0)
-    score_rows = max(1, min(BLOCK_ROWS, (unit.registers - GROUP - 1) // GROUP))
-    context_rows = max(1, min(BLOCK_ROWS, (unit.registers - vectors - 1) // vectors))
-    accumulators = max(score_rows * GROUP, context_rows * max(full, 1)) * lanes
+    params = params or attention_tiles(unit, head_dim)[0]
+    block_rows, score_rows = params["block"], params["score_rows"]
+    score_group, context_rows = params["group"], params["context_rows"]
+    if not (1 <= score_rows <= block_rows and 1 <= context_rows <= block_rows):
+        raise ValueError(f"{params}: tiles of more rows than the block")
+    accumulators = max(score_rows * score_group, context_rows * max(full, 1)) * lanes
     dim = heads * head_dim
     exponentials = exponentials_macro(lanes)
 
@@ -65,40 +112,40 @@ def attention_kernel(unit: VectorUnit, heads: int, head_dim: int,
     @T.macro
     def score_tile(q, key_t, keep, probs, acc, tops, b, head, first, row0, count, group, n,
                    width):
-        """probs[row0 : row0 + count, the group's GROUP vectors of `width` columns, each moved
+        """probs[row0 : row0 + count, the group's V vectors of `width` columns, each moved
         back to end by n] = the queries of rows first + row0 ... times the head's keys."""
-        for i in T.unroll(count * GROUP):
+        for i in T.unroll(count * score_group):
             acc[T.ramp(i * lanes, 1, width)] = T.broadcast(T.float32(0), width)
         for e in range(head_dim):
             for r in T.unroll(count):
-                for u in T.unroll(GROUP):
-                    multiply_add(acc, (r * GROUP + u) * lanes, width,
+                for u in T.unroll(score_group):
+                    multiply_add(acc, (r * score_group + u) * lanes, width,
                                  q[b, first + row0 + r, head * head_dim + e],
-                                 key_t.vload([e, T.min((group * GROUP + u) * width, n - width)],
-                                             f"float32x{width}"))
+                                 key_t.vload([e, T.min((group * score_group + u) * width,
+                                                       n - width)], f"float32x{width}"))
         for r in T.unroll(count):
-            for u in T.unroll(GROUP):
+            for u in T.unroll(score_group):
                 if masked:
-                    acc[T.ramp((r * GROUP + u) * lanes, 1, width)] = T.Select(
+                    acc[T.ramp((r * score_group + u) * lanes, 1, width)] = T.Select(
                         keep.vload([b, first + row0 + r,
-                                    T.min((group * GROUP + u) * width, n - width)],
+                                    T.min((group * score_group + u) * width, n - width)],
                                    f"boolx{width}"),
-                        acc[T.ramp((r * GROUP + u) * lanes, 1, width)],
+                        acc[T.ramp((r * score_group + u) * lanes, 1, width)],
                         T.broadcast(T.float32(MASKED_SCORE), width))
-                probs.vstore([0, row0 + r, T.min((group * GROUP + u) * width, n - width)],
-                             acc[T.ramp((r * GROUP + u) * lanes, 1, width)])
+                probs.vstore([0, row0 + r, T.min((group * score_group + u) * width, n - width)],
+                             acc[T.ramp((r * score_group + u) * lanes, 1, width)])
                 tops[T.ramp((row0 + r) * lanes, 1, width)] = T.max(
                     tops[T.ramp((row0 + r) * lanes, 1, width)],
-                    acc[T.ramp((r * GROUP + u) * lanes, 1, width)])
+                    acc[T.ramp((r * score_group + u) * lanes, 1, width)])
 
     @T.macro
     def score_rows_of(q, key_t, keep, probs, acc, tops, b, head, first, row0, count, n):
         if n >= lanes:
-            for group in range((n + GROUP * lanes - 1) // (GROUP * lanes)):
+            for group in range((n + score_group * lanes - 1) // (score_group * lanes)):
                 score_tile(q, key_t, keep, probs, acc, tops, b, head, first, row0, count, group,
                            n, lanes)
         elif n >= NARROW:
-            for group in range((n + GROUP * NARROW - 1) // (GROUP * NARROW)):
+            for group in range((n + score_group * NARROW - 1) // (score_group * NARROW)):
                 score_tile(q, key_t, keep, probs, acc, tops, b, head, first, row0, count, group,
                            n, NARROW)
         else:
@@ -143,7 +190,7 @@ def attention_kernel(unit: VectorUnit, heads: int, head_dim: int,
     @T.macro
     def row_block(q, key_t, v, keep, out, probs, acc, tail, scratch, tops, inverse, b, g, head,
                   first, count, n):
-        """Rows first ... first + count - 1 (count: BLOCK_ROWS or 1) of batch b, one head, over
+        """Rows first ... first + count - 1 (count: block_rows or 1) of batch b, one head, over
         the first n key columns."""
         for r in T.unroll(count):
             tops[T.ramp(r * lanes, 1, lanes)] = T.broadcast(T.float32(LOWEST), lanes)
@@ -193,21 +240,21 @@ def attention_kernel(unit: VectorUnit, heads: int, head_dim: int,
     @T.macro
     def body(q, k, v, keep, out, batch, groups, rows, n):
         key_t = T.alloc_buffer((head_dim, n), "float32")
-        probs = T.alloc_buffer((1, BLOCK_ROWS, n), "float32")
+        probs = T.alloc_buffer((1, block_rows, n), "float32")
         acc = T.alloc_buffer((accumulators,), "float32", scope="local")
         tail = T.alloc_buffer((context_rows * lanes,), "float32", scope="local")
         scratch = T.alloc_buffer((SCRATCH,), "float32", scope="local")
         columns = T.alloc_buffer((2,), "int64", scope="local")
-        tops = T.alloc_buffer((BLOCK_ROWS * lanes,), "float32", scope="local")
-        inverse = T.alloc_buffer((BLOCK_ROWS,), "float32", scope="local")
+        tops = T.alloc_buffer((block_rows * lanes,), "float32", scope="local")
+        inverse = T.alloc_buffer((block_rows,), "float32", scope="local")
         for head in range(heads):
             for b in range(batch):
                 if groups > 1 or b == 0:
                     transpose_key(k, key_t, b % groups, head, n)
-                for first in range(0, rows // BLOCK_ROWS * BLOCK_ROWS, BLOCK_ROWS):
+                for first in range(0, rows // block_rows * block_rows, block_rows):
                     block(q, key_t, v, keep, out, probs, acc, tail, scratch, tops, inverse,
-                          columns, b, b % groups, head, first, BLOCK_ROWS, n)
-                for row in range(rows // BLOCK_ROWS * BLOCK_ROWS, rows):
+                          columns, b, b % groups, head, first, block_rows, n)
+                for row in range(rows // block_rows * block_rows, rows):
                     block(q, key_t, v, keep, out, probs, acc, tail, scratch, tops, inverse,
                           columns, b, b % groups, head, row, 1, n)
 

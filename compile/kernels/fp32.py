@@ -6,10 +6,10 @@ The weight is packed once, at compile time, as (ceil(N/L), K, L): L = the target
 lanes (16 with AVX-512, 8 with AVX2, 4 with NEON or 128-bit RVV), a last partial block padded
 with zero columns and stored lane by lane (the decoder's 31-word output layer). A register
 tile of R rows x T blocks of L columns keeps R * T vector accumulators: per k, T weight
-vectors are loaded and
-each is multiplied by R broadcast inputs. R and T fill the vector registers (R * T
-accumulators + T weights + 1 broadcast), so the multiply-adds of different accumulators
-overlap. Rows past the last full tile take one-row tiles.
+vectors are loaded and each is multiplied by R broadcast inputs. Rows past the last full tile
+take one-row tiles. (R, T) is the template's parameter (compile/kernels/tunable.py): any pair
+that fits the vector registers (R * T accumulators + T weights + 1 broadcast), T dividing the
+blocks; the default fills them, so the multiply-adds of different accumulators overlap.
 
 Why not MetaSchedule: its schedules are tuned at a static row count and replayed on the
 symbolic one (frames), where the fbank's DFT matmul ran at 114 GFLOP/s even with its rows
@@ -26,6 +26,7 @@ from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
 from tinyasr.compile.kernels.epilogue import EPILOGUE_ATTR
+from tinyasr.compile.kernels.tunable import Params, Tunable
 
 MAX_ROWS = 8      # rows per register tile at most
 MAX_BLOCKS = 5    # column blocks per register tile at most
@@ -47,13 +48,18 @@ class VectorUnit:
         of a tiny model) would mostly compute padding; it stays a matmul for MetaSchedule."""
         return n >= self.lanes
 
-    def tile(self, blocks: int) -> tuple[int, int]:
-        """(rows, column blocks) of the register tile for a weight of `blocks` column blocks:
-        the most accumulators that fit beside the tile's weight vectors and one broadcast."""
+    def tiles(self, blocks: int) -> list[tuple[int, int]]:
+        """Every (rows, column blocks) register tile for a weight of `blocks` column blocks
+        whose accumulators fit beside its weight vectors and one broadcast; the default
+        first: the most accumulators (then the widest)."""
         fits = [(rows, width) for width in range(1, MAX_BLOCKS + 1) if blocks % width == 0
                 for rows in range(1, MAX_ROWS + 1)
                 if rows * width + width + 1 <= self.registers]
-        return max(fits, key=lambda tile: (tile[0] * tile[1], tile[1]))
+        return sorted(fits, key=lambda tile: (tile[0] * tile[1], tile[1]), reverse=True)
+
+    def tile(self, blocks: int) -> tuple[int, int]:
+        """The default register tile (see `tiles`)."""
+        return self.tiles(blocks)[0]
 
 
 def vector_unit(target: Target) -> VectorUnit:
@@ -92,10 +98,23 @@ def halve_lanes(acc, start, lanes):
     acc[T.ramp(start, 1, 2)] = acc[T.ramp(start, 1, 2)] + acc[T.ramp(start + 2, 1, 2)]
 
 
-def fp32_matmul_kernel(unit: VectorUnit, n: int, k: int) -> tirx.PrimFunc:
-    """(x (rows, k), packed w (blocks, k, L), bias (n,), lower ()) -> (rows, n) float32."""
+def fp32_matmul_tunable(unit: VectorUnit, n: int, k: int) -> Tunable:
+    """The kernel as a template over its register tile (params rows, blocks)."""
+    return Tunable(f"fp32_matmul_{unit.lanes}x{n}x{k}",
+                   lambda params: fp32_matmul_kernel(unit, n, k, params),
+                   tuple({"rows": rows, "blocks": width}
+                         for rows, width in unit.tiles(unit.blocks(n))))
+
+
+def fp32_matmul_kernel(unit: VectorUnit, n: int, k: int,
+                       params: Params | None = None) -> tirx.PrimFunc:
+    """(x (rows, k), packed w (blocks, k, L), bias (n,), lower ()) -> (rows, n) float32;
+    `params` the register tile (default: `VectorUnit.tile`)."""
     lanes, blocks, whole = unit.lanes, unit.blocks(n), n // unit.lanes
-    tile_rows, tile = unit.tile(blocks)
+    tile_rows, tile = ((params["rows"], params["blocks"]) if params is not None
+                       else unit.tile(blocks))
+    if blocks % tile:
+        raise ValueError(f"a tile of {tile} blocks does not divide {blocks}")
 
     @T.macro
     def store_vector(out, bias, lower, row, block, vector):

@@ -15,9 +15,11 @@ instruction that does exactly that sum:
     rvv           vwmacc    L=16 G=1   LLVM widens i8 products into i16/i32 accumulators
     generic       (scalar)  L=16 G=1   any other CPU: plain int32 loops
 
-The dot-instruction kernels (G=4) compute a register tile of 4 rows x up to 4 column blocks at
-a time: 16 independent accumulators keep the instruction's pipeline full (one accumulator per
-row ran VNNI at 17% of its peak; the tile runs at 65-70%, measured on the host).
+The dot-instruction kernels (G=4) compute a register tile of R rows x T column blocks at a
+time: by default 4 x up to 4, whose 16 independent accumulators keep the instruction's
+pipeline full (one accumulator per row ran VNNI at 17% of its peak; the tile runs at 65-70%,
+measured on an Intel Xeon). The G=1 kernels take R rows per weight vector loaded (default 1).
+(R, T) is the template's parameter (compile/kernels/tunable.py), tuned per device.
 
 Kernels take a symbolic row count (frames), K and N fixed per layer. The layer's bias and a
 lower clamp (-inf, or 0 for a ReLU) are inputs: passes/fuse_epilogues.py moves the layer's bias
@@ -34,6 +36,7 @@ from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
 from tinyasr.compile.kernels.epilogue import EPILOGUE_ATTR
+from tinyasr.compile.kernels.tunable import Params, Tunable
 
 SIGN_BITS = -0x7F7F7F80   # 0x80808080 as int32: one 0x80 byte per lane of a 4-byte group
 
@@ -43,6 +46,7 @@ class DotIsa:
     name: str
     lanes: int      # L: int32 results per instruction
     group: int      # G: int8 products summed into each of them
+    registers: int  # vector registers (a G=4 tile's accumulators, weights, offsets must fit)
 
     def packed_shape(self, n: int, k: int) -> tuple[int, int, int, int]:
         return (-(-n // self.lanes), k // self.group, self.lanes, self.group)
@@ -51,10 +55,10 @@ class DotIsa:
         return k % self.group == 0
 
 
-VNNI = DotIsa("avx512-vnni", 16, 4)
-SDOT = DotIsa("neon-dotprod", 4, 4)
-RVV = DotIsa("rvv", 16, 1)
-GENERIC = DotIsa("generic", 16, 1)
+VNNI = DotIsa("avx512-vnni", 16, 4, 32)
+SDOT = DotIsa("neon-dotprod", 4, 4, 32)
+RVV = DotIsa("rvv", 16, 1, 32)
+GENERIC = DotIsa("generic", 16, 1, 16)
 
 
 def dot_isa(target: Target) -> DotIsa:
@@ -81,22 +85,42 @@ def _sdot(acc: tirx.Expr, a_group: tirx.Expr, b: tirx.Expr) -> tirx.Expr:
                                    T.reinterpret("int8x16", T.broadcast(a_group, 4)), b)
 
 
-ROW_TILE = 4                # rows per register tile of the dot-instruction kernels
-BLOCK_TILES = (4, 3, 2, 1)  # column blocks per register tile: the first that divides the layer's
+ROW_TILE = 4                # default rows per register tile of the dot-instruction kernels
+BLOCK_TILES = (4, 3, 2, 1)  # default column blocks per tile: the first that divides the layer's
+MAX_ROWS = 8                # rows per tile at most (dot-instruction kernels)
+MAX_BLOCKS = 6              # column blocks per tile at most
+WIDENING_ROWS = (1, 2, 3, 4)   # rows per tile of the G=1 kernels (default 1: one row at a time)
 
 
-def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
-    """G=4 ISAs: a register tile of ROW_TILE rows x `tile` blocks of L columns, so that
-    ROW_TILE * tile independent accumulators hide the dot instruction's latency (one
-    accumulator chain per row and block ran at 17% of the VNNI peak); each weight vector loaded
-    serves ROW_TILE rows, and rows past the last full tile take a one-row tile. The VNNI sign
-    offsets of the tile's blocks are computed once per block.
-    G=1 ISAs: for each block of L columns, for each row, a vector multiply-add per k that LLVM
-    widens (vwmacc on RVV). Both end in the fused requantize."""
+def int8_tiles(isa: DotIsa, n: int, k: int) -> list[Params]:
+    """The template's space for a layer: (rows, blocks) tiles, the default first. G=4: T
+    dividing the blocks, the R * T accumulators, T weight vectors, T sign offsets (VNNI) and
+    one broadcast within the vector registers. G=1: R rows of one block."""
+    blocks = isa.packed_shape(n, k)[0]
+    if isa.group == 1:
+        return [{"rows": rows, "blocks": 1} for rows in WIDENING_ROWS]
+    default = (ROW_TILE, next(size for size in BLOCK_TILES if blocks % size == 0))
+    fits = [(rows, width) for width in range(1, MAX_BLOCKS + 1) if blocks % width == 0
+            for rows in range(1, MAX_ROWS + 1)
+            if rows * width + 2 * width + 1 <= isa.registers and (rows, width) != default]
+    fits.sort(key=lambda tile: (tile[0] * tile[1], tile[1]), reverse=True)
+    return [{"rows": rows, "blocks": width} for rows, width in [default, *fits]]
+
+
+def _kernel(isa: DotIsa, n: int, k: int, params: Params) -> tirx.PrimFunc:
+    """G=4 ISAs: a register tile of R rows x T blocks of L columns, so that R * T independent
+    accumulators hide the dot instruction's latency (one accumulator chain per row and block
+    ran at 17% of the VNNI peak); each weight vector loaded serves R rows, and rows past the
+    last full tile take a one-row tile. The VNNI sign offsets of the tile's blocks are
+    computed once per block.
+    G=1 ISAs: for each block of L columns, for each tile of R rows, a vector multiply-add per
+    row and k that LLVM widens (vwmacc on RVV). Both end in the fused requantize."""
     blocks, groups, lanes, group = isa.packed_shape(n, k)
     whole = n // lanes   # blocks of L columns; a last partial block has n % L
-    tile = next(size for size in BLOCK_TILES if blocks % size == 0) if group == 4 else 1
-    accumulators = ROW_TILE * tile if group == 4 else 1
+    row_tile, tile = params["rows"], params["blocks"]
+    if blocks % tile or (group == 1 and tile != 1):
+        raise ValueError(f"{params}: not a tile of {isa.name} for {n} columns")
+    accumulators = row_tile * tile
     dot = _vnni if isa is VNNI else _sdot
     sign_bits = SIGN_BITS if isa is VNNI else 0   # u8 activations = s8 with the sign bit flipped
 
@@ -124,7 +148,7 @@ def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
                            lane)
 
     @T.macro
-    def row_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer, first, count):
+    def dot_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer, first, count):
         """`count` rows from row `first` times the tile's blocks: dot sums, then requantize."""
         for i in T.unroll(count * tile):
             acc[T.ramp(i * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
@@ -155,22 +179,33 @@ def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
                         offset[T.ramp(b * lanes, 1, lanes)] = dot(
                             offset[T.ramp(b * lanes, 1, lanes)], T.int32(sign_bits),
                             w.vload([outer * tile + b, g, 0, 0], f"int8x{lanes * 4}"))
-            for full in range(rows // ROW_TILE):
-                row_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer,
-                         full * ROW_TILE, ROW_TILE)
-            for row in range(rows // ROW_TILE * ROW_TILE, rows):
-                row_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer, row, 1)
+            for full in range(rows // row_tile):
+                dot_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer,
+                         full * row_tile, row_tile)
+            for row in range(rows // row_tile * row_tile, rows):
+                dot_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer, row, 1)
+
+    @T.macro
+    def widening_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, block, first, count):
+        """`count` rows from row `first` times block `block`: widened sums, requantized."""
+        for r in T.unroll(count):
+            acc[T.ramp(r * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
+        for j in range(k):
+            for r in T.unroll(count):
+                for lane in T.vectorized(lanes):
+                    acc[r * lanes + lane] = acc[r * lanes + lane] + (
+                        T.Cast("int32", xq[first + r, j]) * T.Cast("int32", w[block, j, lane, 0]))
+        for r in T.unroll(count):
+            store(out, acc, r * lanes, x_scale, w_scale, bias, lower, first + r, block)
 
     @T.macro
     def widening_rows(xq, w, x_scale, w_scale, bias, lower, out, acc, rows):
         for block in range(blocks):
-            for row in range(rows):
-                acc[T.ramp(0, 1, lanes)] = T.broadcast(T.int32(0), lanes)
-                for j in range(k):
-                    for lane in T.vectorized(lanes):
-                        acc[lane] = acc[lane] + (T.Cast("int32", xq[row, j])
-                                                 * T.Cast("int32", w[block, j, lane, 0]))
-                store(out, acc, 0, x_scale, w_scale, bias, lower, row, block)
+            for full in range(rows // row_tile):
+                widening_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, block,
+                              full * row_tile, row_tile)
+            for row in range(rows // row_tile * row_tile, rows):
+                widening_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, block, row, 1)
 
     @T.prim_func(private=True)
     def kernel(xq_handle: T.handle, w_handle: T.handle, x_scale_handle: T.handle,
@@ -195,12 +230,20 @@ def _kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
     return kernel
 
 
-def int8_matmul_kernel(isa: DotIsa, n: int, k: int) -> tirx.PrimFunc:
+def int8_matmul_kernel(isa: DotIsa, n: int, k: int,
+                       params: Params | None = None) -> tirx.PrimFunc:
     """(xq (rows, k) int8, packed w, x_scale (rows, 1), w_scale (n,), bias (n,), lower ())
-    -> (rows, n) float32."""
+    -> (rows, n) float32; `params` the register tile (default: the first of `int8_tiles`)."""
     if not isa.supports(k):
         raise ValueError(f"{isa.name} needs k % {isa.group} == 0")
-    return _kernel(isa, n, k)
+    return _kernel(isa, n, k, params or int8_tiles(isa, n, k)[0])
+
+
+def int8_matmul_tunable(isa: DotIsa, n: int, k: int) -> Tunable:
+    """The kernel as a template over its register tile."""
+    return Tunable(f"int8_matmul_{isa.name.replace('-', '_')}_{n}x{k}",
+                   lambda params: int8_matmul_kernel(isa, n, k, params),
+                   tuple(int8_tiles(isa, n, k)))
 
 
 def pack_weights(isa: DotIsa, wq: np.ndarray) -> np.ndarray:

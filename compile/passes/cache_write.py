@@ -25,13 +25,14 @@ from tvm.relax.expr_functor import mutator
 from tvm.target import Target
 
 from tinyasr.compile.kernels.cache_write import cache_write_kernel
+from tinyasr.compile.kernels.tunable import KernelChoices
 from tinyasr.compile.passes.rewriting import FunctionRewriter, KernelPass, is_op
 
 
 @mutator
 class _Rewriter(FunctionRewriter):
-    def __init__(self, mod: tvm.IRModule, _target: Target):
-        super().__init__(mod)
+    def __init__(self, mod: tvm.IRModule, _target: Target, choices: KernelChoices | None = None):
+        super().__init__(mod, choices)
 
     def before_function(self, function: relax.Function) -> None:
         """The function's inputs (weights excluded) and how often each is read."""

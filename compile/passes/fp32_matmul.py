@@ -25,7 +25,8 @@ from tvm.relax.expr_functor import mutator
 from tvm.target import Target
 
 from tinyasr.compile.kernels.epilogue import identity_epilogue
-from tinyasr.compile.kernels.fp32 import VectorUnit, fp32_matmul_kernel, vector_unit
+from tinyasr.compile.kernels.fp32 import VectorUnit, fp32_matmul_tunable, vector_unit
+from tinyasr.compile.kernels.tunable import KernelChoices
 from tinyasr.compile.passes.rewriting import Bound, FunctionRewriter, KernelPass, is_op
 
 LAYOUT_OPS = ("relax.permute_dims", "relax.reshape")
@@ -52,8 +53,8 @@ def weight_inputs(mod: tvm.IRModule) -> set[relax.Var]:
 class Fp32KernelRewriter(FunctionRewriter):
     """A rewrite into the fp32 kernels of one vector unit."""
 
-    def __init__(self, mod: tvm.IRModule, target: Target):
-        super().__init__(mod)
+    def __init__(self, mod: tvm.IRModule, target: Target, choices: KernelChoices | None = None):
+        super().__init__(mod, choices)
         self.unit: VectorUnit = vector_unit(target)
         self.weights = weight_inputs(mod)
 
@@ -86,8 +87,7 @@ class Fp32KernelRewriter(FunctionRewriter):
             matrix = relax.op.nn.pad(matrix, [0, 0, 0, blocks * lanes - n])
         packed = self.builder_.emit(relax.op.permute_dims(
             relax.op.reshape(matrix, [k, blocks, lanes]), [1, 0, 2]))
-        kernel = self._kernel(f"fp32_matmul_{lanes}x{n}x{k}",
-                              lambda: fp32_matmul_kernel(self.unit, n, k))
+        kernel = self._tunable(fp32_matmul_tunable(self.unit, n, k))
         return relax.call_tir(kernel, [x, packed, *identity_epilogue(n)],
                               relax.TensorType([rows, n], "float32"))
 

@@ -28,7 +28,7 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from tinyasr.compile.kernels.attention import attention_kernel, attention_supported
+from tinyasr.compile.kernels.attention import attention_supported, attention_tunable
 from tinyasr.compile.kernels.softmax import MASKED_SCORE
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.rewriting import KernelPass, is_op, scalar_constant
@@ -60,9 +60,7 @@ class _Rewriter(Fp32KernelRewriter):
             return call
         q, k, v, keep = matched
         masked = keep is not None
-        kernel = self._kernel(
-            f"attention_{self.unit.lanes}_h{q.heads}x{q.head_dim}{'_masked' if masked else ''}",
-            lambda: attention_kernel(self.unit, q.heads, q.head_dim, masked))
+        kernel = self._tunable(attention_tunable(self.unit, q.heads, q.head_dim, masked))
         inputs = [q.source, k.source, v.source, *([keep] if keep is not None else [])]
         return relax.call_tir(kernel, inputs, call.ty)
 

@@ -12,6 +12,7 @@ from tvm.relax.expr_functor import PyExprMutator
 from tvm.target import Target
 
 from tinyasr.compile.kernels.im2col import im2col_kernel
+from tinyasr.compile.kernels.tunable import KernelChoices, Tunable
 
 
 def is_op(expr: relax.Expr | None, name: str) -> TypeGuard[relax.Call]:
@@ -29,11 +30,13 @@ def scalar_constant(expr: relax.Expr) -> float | None:
 
 
 class FunctionRewriter(PyExprMutator):
-    """Base of the rewrites: visits every Relax function of `mod`; each kernel added once."""
+    """Base of the rewrites: visits every Relax function of `mod`; each kernel added once, a
+    tunable one with the parameters `choices` has for it."""
 
-    def __init__(self, mod: tvm.IRModule):
+    def __init__(self, mod: tvm.IRModule, choices: KernelChoices | None = None):
         super().__init__(mod)
         self.mod, self.kernels = mod, {}
+        self.choices = choices or KernelChoices()
 
     def transform(self) -> tvm.IRModule:
         for gvar, function in self.mod.functions.items():
@@ -61,6 +64,10 @@ class FunctionRewriter(PyExprMutator):
         if name not in self.kernels:
             self.kernels[name] = self.builder_.add_func(make(), name)
         return self.kernels[name]
+
+    def _tunable(self, tunable: Tunable) -> relax.GlobalVar:
+        """The kernel of a template, made on first use with the parameters chosen for it."""
+        return self._kernel(tunable.name, lambda: self.choices.make(tunable))
 
     def conv_columns(self, x: relax.Expr, conv: relax.Call) -> relax.Var:
         """The im2col (OH * OW, KH * KW * C) of `conv`'s channels-last input `x` (x's dtype),
@@ -91,12 +98,13 @@ def plain_channels_last(conv: relax.Call) -> bool:
 
 class KernelPass:
     """A module pass running `rewriter`, a FunctionRewriter made for `target` (whose kernels
-    it picks: the dot ISA, the vector unit)."""
+    it picks: the dot ISA, the vector unit) and the tuned kernel parameters `choices`."""
 
-    rewriter: Callable[[tvm.IRModule, Target], FunctionRewriter]   # a FunctionRewriter subclass
+    # a FunctionRewriter subclass
+    rewriter: Callable[[tvm.IRModule, Target, KernelChoices | None], FunctionRewriter]
 
-    def __init__(self, target: Target):
-        self.target = target
+    def __init__(self, target: Target, choices: KernelChoices | None = None):
+        self.target, self.choices = target, choices
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return self.rewriter(mod, self.target).transform()
+        return self.rewriter(mod, self.target, self.choices).transform()
