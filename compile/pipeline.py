@@ -394,7 +394,7 @@ def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
     the schedules of a tuning database for it when given."""
     llvm = Target(target)
     try:
-        choices = KernelChoices(None if database is None else database.kernel_params)
+        choices = KernelChoices(None if database is None else database.kernel_timings)
         mod, weights, signatures = legalize(imported, llvm, dump, choices)
         mod, report = apply_schedules(mod, database, llvm, dump, choices.applied)
         with llvm:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.analysis import estimate_tir_flops
 
+from tinyasr.compile.kernels.tunable import KernelTimings
 from tinyasr.model.common.atomic import atomic_file, atomic_write_text
 from tinyasr.model.common.errors import InputError, warn
 
@@ -210,7 +210,7 @@ class AppliedDatabase:
     sha256: str
     records: int
     slower_than_default: frozenset[str]   # workload keys: keep the default schedule
-    kernel_params: dict[str, dict[str, int]]   # hand-written kernel -> its fastest parameters
+    kernel_timings: KernelTimings   # hand-written kernel -> its timed parameters
 
 
 def database_digest(work_dir: Path) -> str:
@@ -240,7 +240,7 @@ def database_for_compile(work_dir: Path, device: str, target: dict[str, Any]
             return None
     try:
         database = _load(work_dir)
-        kernels = fastest_kernel_params(read_kernel_records(work_dir))
+        kernels = kernel_timings(read_kernel_records(work_dir))
     except InputError as error:
         warn(f"{error}: building untuned")
         return None
@@ -290,10 +290,10 @@ def append_kernel_records(work_dir: Path, records: list[KernelRecord]) -> None:
             handle.write(json.dumps(fields) + "\n")
 
 
-def fastest_kernel_params(records: list[KernelRecord]) -> dict[str, dict[str, int]]:
-    """Each kernel's parameters of the least recorded run time."""
-    best: dict[str, tuple[float, dict[str, int]]] = {}
+def kernel_timings(records: list[KernelRecord]) -> KernelTimings:
+    """Each kernel's timed parameters with their run times (us)."""
+    timings: KernelTimings = {}
     for record in records:
-        if record.us is not None and record.us < best.get(record.kernel, (math.inf, {}))[0]:
-            best[record.kernel] = (record.us, record.params)
-    return {kernel: params for kernel, (_, params) in best.items()}
+        if record.us is not None:
+            timings.setdefault(record.kernel, []).append((record.params, record.us))
+    return timings

@@ -4,8 +4,9 @@ machine, or a board behind a tracker: the builders and runners of MetaSchedule's
 every timing appended to the database's KERNEL_FILE. compile then builds each kernel with its
 fastest recorded parameters.
 
-A kernel is timed on random inputs at the row count it mostly runs at: its symbolic rows
-bound to a 5 s utterance's encoder frames (TUNING_EXTENTS). The default parameters are timed
+A kernel is timed on random inputs at the size it mostly runs at: one utterance (attention's
+batch and key-value groups 1), its symbolic rows and key columns a 5 s utterance's encoder
+frames (TUNING_EXTENTS). The default parameters are timed
 first, then the others, the most accumulators first, so that a small `trials` budget tries
 the likely winners. Re-running continues: recorded points count against `trials` and are not
 timed again.
@@ -33,7 +34,8 @@ from tinyasr.compile.schedule_database import (
 )
 from tinyasr.schedules.measure import Measurement
 
-KERNEL_ROWS = TUNING_EXTENTS["frames"]   # every symbolic size of a kernel, while timing it
+KERNEL_ROWS = TUNING_EXTENTS["frames"]   # a kernel's symbolic sizes while timing it, but
+KERNEL_SIZES = {"batch": 1, "groups": 1}  # these (attention's), by the kernel's variable name
 
 
 @dataclass
@@ -46,8 +48,10 @@ class KernelResult:
 
 
 def kernel_workload(tunable: Tunable, params: Params) -> tvm.IRModule:
-    """The kernel made with `params`, every symbolic size bound to KERNEL_ROWS."""
-    workload = static_workload(tunable.make(params), lambda _name: KERNEL_ROWS)
+    """The kernel made with `params`, its symbolic sizes bound to KERNEL_SIZES or
+    KERNEL_ROWS."""
+    workload = static_workload(tunable.make(params),
+                               lambda name: KERNEL_SIZES.get(name, KERNEL_ROWS))
     if workload is None:
         raise ValueError(f"{tunable.name}: a shape stays symbolic")
     return workload

@@ -15,8 +15,9 @@ from tvm import te
 from tvm.s_tir import meta_schedule as ms
 
 from tinyasr.compile.deployable import build_deployable, read_manifest, tuning_database
+from tinyasr.compile.kernels.fp32 import VectorUnit, fp32_matmul_tunable
 from tinyasr.compile.kernels.int8 import VNNI, int8_matmul_kernel
-from tinyasr.compile.kernels.tunable import KernelChoices, Tunable
+from tinyasr.compile.kernels.tunable import MIN_GAIN, KernelChoices, Tunable
 from tinyasr.compile.pipeline import IRDumper, import_model, legalize
 from tinyasr.compile.schedule_database import (
     KERNEL_FILE,
@@ -230,6 +231,20 @@ def kernel_tuned(model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 KERNEL_TRIALS = 3
+
+
+def test_a_timed_choice_replaces_the_default_only_when_clearly_faster():
+    """MIN_GAIN faster than the default's own timing, and still in the kernel's space."""
+    tunable = fp32_matmul_tunable(VectorUnit(16, 32), 144, 144)
+    default, other = tunable.space[0], tunable.space[3]
+
+    def chosen(timings: list) -> dict:
+        return KernelChoices({tunable.name: timings}).choose(tunable)
+
+    assert chosen([(default, 10.0), (other, 10.0 / MIN_GAIN)]) == other
+    assert chosen([(default, 10.0), (other, 9.9)]) == default            # within the noise
+    assert chosen([(other, 1.0)]) == default                            # default never timed
+    assert chosen([(default, 10.0), ({"rows": 99, "blocks": 1}, 1.0)]) == default   # gone
 
 
 def test_kernel_search_times_the_default_first_then_others(kernel_tuned, model_dir: Path,
