@@ -16,6 +16,7 @@ from tvm.target import Target
 
 from tinyasr.compile.kernels.fp32 import vector_unit
 from tinyasr.compile.kernels.int8 import (
+    AVX2,
     GENERIC,
     RVV,
     SDOT,
@@ -49,6 +50,7 @@ def _has_vnni(target: dict) -> bool:
     (X86_VNNI, VNNI, "vpdpbusd"),
     (BOARDS["rpi5"].llvm_target, SDOT, "sdot"),
     (BOARDS["k230"].llvm_target, RVV, "vwmacc"),
+    (BOARDS["x86-64-v3"].llvm_target, AVX2, "vpmaddwd"),
 ])
 def test_kernel_uses_the_dot_instruction(target: dict, isa, instruction: str):
     assert dot_isa(Target(target)) is isa
@@ -63,13 +65,16 @@ def test_boards_without_a_dot_isa_get_the_generic_kernel():
     assert dot_isa(Target(BOARDS["visionfive2"].llvm_target)) is GENERIC
 
 
-@pytest.mark.parametrize("isa", [VNNI, GENERIC])
+@pytest.mark.parametrize("isa", [VNNI, AVX2, GENERIC])
 @pytest.mark.parametrize("n", [N, 31])   # 31: a last partial block of lanes (output layers)
 @pytest.mark.parametrize("point", [0, 1, -1])   # the template's default, another tile, the least
 def test_kernel_sums_exactly_on_the_host(isa, n, point):
     target = host_target()
     if isa is VNNI and not _has_vnni(target):
         pytest.skip("this host has no AVX-512 VNNI")
+    with Target(target):
+        if isa is AVX2 and not tvm.target.codegen.target_has_features("avx2"):
+            pytest.skip("this host has no AVX2")
     rng = np.random.default_rng(0)
     rows = 37
     xq = rng.integers(-127, 128, (rows, K), dtype=np.int8)

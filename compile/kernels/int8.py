@@ -12,13 +12,17 @@ instruction that does exactly that sum:
                                        and 128 * column sums (the same instruction on 0x80
                                        bytes, once per column block) are subtracted
     neon-dotprod  sdot      L=4  G=4   (Cortex-A76/A55: rpi5)
+    avx2          vpmaddwd  L=8  G=2   x86 without VNNI (x86-64-v3, Zen 2/3): both sign-extended
+                                       to int16 (the weights as loaded), products summed in
+                                       pairs into int32, exact (|pair| <= 2 * 127 * 127)
     rvv           vwmacc    L=16 G=1   LLVM widens i8 products into i16/i32 accumulators
     generic       (scalar)  L=16 G=1   any other CPU: plain int32 loops
 
-The dot-instruction kernels (G=4) compute a register tile of R rows x T column blocks at a
+The dot-instruction kernels (G > 1) compute a register tile of R rows x T column blocks at a
 time: by default 4 x up to 4, whose 16 independent accumulators keep the instruction's
 pipeline full (one accumulator per row ran VNNI at 17% of its peak; the tile runs at 65-70%,
-measured on an Intel Xeon). The G=1 kernels take R rows per weight vector loaded (default 1).
+measured on an Intel Xeon), or as many as fit AVX2's 16 registers. The G=1 kernels take R rows
+per weight vector loaded (default 1).
 (R, T) is the template's parameter (compile/kernels/tunable.py), tuned per device.
 
 Kernels take a symbolic row count (frames), K and N fixed per layer. The layer's bias and a
@@ -28,6 +32,7 @@ add and ReLU into the kernel's store (compile/kernels/epilogue.py).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +62,7 @@ class DotIsa:
 
 VNNI = DotIsa("avx512-vnni", 16, 4, 32)
 SDOT = DotIsa("neon-dotprod", 4, 4, 32)
+AVX2 = DotIsa("avx2", 8, 2, 16)
 RVV = DotIsa("rvv", 16, 1, 32)
 GENERIC = DotIsa("generic", 16, 1, 16)
 
@@ -72,6 +78,8 @@ def dot_isa(target: Target) -> DotIsa:
         mtriple = str(target.attrs.get("mtriple", ""))  # pyright: ignore[reportAttributeAccessIssue]
         if "riscv" in mtriple and codegen.target_has_features("v"):
             return RVV
+        if codegen.target_has_features("avx2"):
+            return AVX2
     return GENERIC
 
 
@@ -83,6 +91,26 @@ def _vnni(acc: tirx.Expr, a_group: tirx.Expr, b: tirx.Expr) -> tirx.Expr:
 def _sdot(acc: tirx.Expr, a_group: tirx.Expr, b: tirx.Expr) -> tirx.Expr:
     return T.call_llvm_pure_intrin("int32x4", "llvm.aarch64.neon.sdot.v4i32.v16i8", acc,
                                    T.reinterpret("int8x16", T.broadcast(a_group, 4)), b)
+
+
+def _pmaddwd(acc: tirx.Expr, a_group: tirx.Expr, b: tirx.Expr) -> tirx.Expr:
+    """acc + the pairwise sums of a_group's two int16 (one int32, broadcast) times b's 16
+    int8 sign-extended to int16."""
+    return acc + T.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.pmadd.wd",
+                                         T.reinterpret("int16x16", T.broadcast(a_group, 8)),
+                                         T.Cast("int16x16", b))
+
+
+DOT_INSTRUCTIONS = {VNNI: _vnni, SDOT: _sdot, AVX2: _pmaddwd}
+
+
+def _activation_group(isa: DotIsa, xq, row: tirx.Expr, g: tirx.Expr) -> tirx.Expr:
+    """Row `row`'s G activations of group g as the one int32 the dot instruction broadcasts:
+    4 bytes, their sign bits flipped for VNNI (u8 operand), or 2 sign-extended int16 (AVX2)."""
+    if isa is AVX2:
+        return T.reinterpret("int32", T.Cast("int16x2", xq.vload([row, g * 2], "int8x2")))
+    group = T.reinterpret("int32", xq.vload([row, g * 4], "int8x4"))
+    return T.bitwise_xor(group, T.int32(SIGN_BITS)) if isa is VNNI else group
 
 
 ROW_TILE = 4                # default rows per register tile of the dot-instruction kernels
@@ -99,11 +127,15 @@ def int8_tiles(isa: DotIsa, n: int, k: int) -> list[Params]:
     blocks = isa.packed_shape(n, k)[0]
     if isa.group == 1:
         return [{"rows": rows, "blocks": 1} for rows in WIDENING_ROWS]
-    default = (ROW_TILE, next(size for size in BLOCK_TILES if blocks % size == 0))
+    offsets = 1 if isa is VNNI else 0   # vectors of sign offsets per block
     fits = [(rows, width) for width in range(1, MAX_BLOCKS + 1) if blocks % width == 0
             for rows in range(1, MAX_ROWS + 1)
-            if rows * width + 2 * width + 1 <= isa.registers and (rows, width) != default]
+            if rows * width + (1 + offsets) * width + 1 <= isa.registers]
     fits.sort(key=lambda tile: (tile[0] * tile[1], tile[1]), reverse=True)
+    default = (ROW_TILE, next(size for size in BLOCK_TILES if blocks % size == 0))
+    if default not in fits:   # (AVX2's 16 registers) the most accumulators that fit
+        default = fits[0]
+    fits.remove(default)
     return [{"rows": rows, "blocks": width} for rows, width in [default, *fits]]
 
 
@@ -121,7 +153,8 @@ def _kernel(isa: DotIsa, n: int, k: int, params: Params) -> tirx.PrimFunc:
     if blocks % tile or (group == 1 and tile != 1):
         raise ValueError(f"{params}: not a tile of {isa.name} for {n} columns")
     accumulators = row_tile * tile
-    dot = _vnni if isa is VNNI else _sdot
+    dot = DOT_INSTRUCTIONS.get(isa, _sdot)   # (G > 1)
+    activation = functools.partial(_activation_group, isa)
     sign_bits = SIGN_BITS if isa is VNNI else 0   # u8 activations = s8 with the sign bit flipped
 
     @T.macro
@@ -157,15 +190,14 @@ def _kernel(isa: DotIsa, n: int, k: int, params: Params) -> tirx.PrimFunc:
                 for b in T.unroll(tile):
                     acc[T.ramp((r * tile + b) * lanes, 1, lanes)] = dot(
                         acc[T.ramp((r * tile + b) * lanes, 1, lanes)],
-                        T.bitwise_xor(T.reinterpret("int32", xq.vload([first + r, g * 4],
-                                                                      "int8x4")),
-                                      T.int32(sign_bits)),
-                        w.vload([outer * tile + b, g, 0, 0], f"int8x{lanes * 4}"))
+                        activation(xq, first + r, g),
+                        w.vload([outer * tile + b, g, 0, 0], f"int8x{lanes * group}"))
         for r in T.unroll(count):
             for b in T.unroll(tile):
-                acc[T.ramp((r * tile + b) * lanes, 1, lanes)] = (
-                    acc[T.ramp((r * tile + b) * lanes, 1, lanes)]
-                    - offset[T.ramp(b * lanes, 1, lanes)])
+                if sign_bits != 0:
+                    acc[T.ramp((r * tile + b) * lanes, 1, lanes)] = (
+                        acc[T.ramp((r * tile + b) * lanes, 1, lanes)]
+                        - offset[T.ramp(b * lanes, 1, lanes)])
                 store(out, acc, (r * tile + b) * lanes, x_scale, w_scale, bias, lower,
                       first + r, outer * tile + b)
 
@@ -178,7 +210,7 @@ def _kernel(isa: DotIsa, n: int, k: int, params: Params) -> tirx.PrimFunc:
                     for g in range(groups):
                         offset[T.ramp(b * lanes, 1, lanes)] = dot(
                             offset[T.ramp(b * lanes, 1, lanes)], T.int32(sign_bits),
-                            w.vload([outer * tile + b, g, 0, 0], f"int8x{lanes * 4}"))
+                            w.vload([outer * tile + b, g, 0, 0], f"int8x{lanes * group}"))
             for full in range(rows // row_tile):
                 dot_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer,
                          full * row_tile, row_tile)
@@ -222,7 +254,7 @@ def _kernel(isa: DotIsa, n: int, k: int, params: Params) -> tirx.PrimFunc:
         out = T.match_buffer(out_handle, (rows, n), "float32")
         acc = T.alloc_buffer((accumulators * lanes,), "int32", scope="local")
         offset = T.alloc_buffer((tile * lanes,), "int32", scope="local")
-        if group == 4:
+        if group > 1:
             dot_tiles(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, rows)
         else:
             widening_rows(xq, w, x_scale, w_scale, bias, lower, out, acc, rows)
