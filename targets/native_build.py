@@ -43,6 +43,7 @@ from tinyasr.targets.boards import Board
 PROJECT = NATIVE_DIR.parent          # targets/native: CMakeLists.txt, src/, tvm_shims/, cmake/
 SERVER_NAME = "tinyasr-rpc-server"
 TRANSCRIBER_NAME = "tinyasr-run"
+STATIC_TRANSCRIBER_NAME = "tinyasr-run-static"   # the same, the runtime linked in
 # Bump when the way this module drives CMake changes in a way the hashed files do not show.
 RECIPE_VERSION = 4
 # Debian 11's glibc 2.31 and libstdc++ 10 for both board architectures (targets/setup_sysroot.sh).
@@ -72,6 +73,11 @@ class Runtime:
     @property
     def transcriber(self) -> Path:
         return self.directory / "bin" / TRANSCRIBER_NAME
+
+    @property
+    def static_transcriber(self) -> Path:
+        """tinyasr-run with the runtime linked in: the one file to copy besides a deployable."""
+        return self.directory / "bin" / STATIC_TRANSCRIBER_NAME
 
     @property
     def manifest(self) -> dict:

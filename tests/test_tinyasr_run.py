@@ -90,6 +90,20 @@ def test_board_prints_the_reference_transcripts(deployable, wavs: list[Path], bo
         (printed, expected)
 
 
+def test_the_static_transcriber_prints_what_the_shared_one_prints(deployable, wavs: list[Path],
+                                                                  capfd):
+    """tinyasr-run-static (the runtime linked in, -Os, unreachable code dropped) on the emulated
+    rpi4: the same text as tinyasr-run with its libraries, in one smaller file."""
+    shared = run_on_board("rpi4", deployable("rpi4"), DecodeOptions(), wavs, capfd)
+    code = main(["board", "run", "rpi4", "--static", str(deployable("rpi4")), *map(str, wavs)])
+    out, err = capfd.readouterr()
+    assert code == 0 and out == shared, err
+    assert len(TIMING_LINE.findall(err)) == len(wavs), err
+    sizes = build_runtime(get_board("rpi4")).manifest["sizes"]
+    assert sizes["bin/tinyasr-run-static"] < 0.8 * (
+        sizes["bin/tinyasr-run"] + sizes["lib/libtvm_runtime.so"] + sizes["lib/libtvm_ffi.so"])
+
+
 def test_a_vector_deployable_is_refused_where_the_cpu_lacks_the_extension(deployable, wavs,
                                                                          capfd):
     """A k230 (RVV) deployable on a VisionFive 2 (rv64gc): one line naming the extension, from

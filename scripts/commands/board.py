@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("name", help=f"board: {', '.join(BOARDS)}")
     run.add_argument("deployable", type=Path, help="from `tinyasr compile --target NAME`")
     run.add_argument("wavs", type=Path, nargs="+", metavar="WAV")
+    run.add_argument("--static", action="store_true",
+                     help="run tinyasr-run-static, the transcriber with the runtime linked in "
+                          "(one file instead of tinyasr-run and its two libraries)")
     add_decode_arguments(run)
     run.set_defaults(func=_run)
 
@@ -122,7 +125,8 @@ def _run(args: argparse.Namespace) -> int:
     for wav in args.wavs:   # as tinyasr-run reads them, but before the runtime build
         check_wav(wav)
     runtime = build_runtime(board, log=progress)   # stderr, silenced by -q; stdout: the text
-    command = [*emulator_prefix(board), str(runtime.transcriber), *decoding,
+    transcriber = runtime.static_transcriber if args.static else runtime.transcriber
+    command = [*emulator_prefix(board), str(transcriber), *decoding,
                str(args.deployable), *map(str, args.wavs)]
     return subprocess.run(command).returncode
 
