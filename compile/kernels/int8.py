@@ -22,8 +22,8 @@ The dot-instruction kernels (G > 1) compute a register tile of R rows x T column
 time: by default 4 x up to 4, whose 16 independent accumulators keep the instruction's
 pipeline full (one accumulator per row ran VNNI at 17% of its peak; the tile runs at 65-70%,
 measured on an Intel Xeon), or as many as fit AVX2's 16 registers. The G=1 kernels take R rows
-per weight vector loaded (default 1).
-(R, T) is the template's parameter (compile/kernels/tunable.py), tuned per device.
+per weight vector loaded (default 1). (R, T) is the template's parameter
+(compile/kernels/tunable.py), tuned per device.
 
 Kernels take a symbolic row count (frames), K and N fixed per layer. The layer's bias and a
 lower clamp (-inf, or 0 for a ReLU) are inputs: passes/fuse_epilogues.py moves the layer's bias
@@ -51,7 +51,7 @@ class DotIsa:
     name: str
     lanes: int      # L: int32 results per instruction
     group: int      # G: int8 products summed into each of them
-    registers: int  # vector registers (a G=4 tile's accumulators, weights, offsets must fit)
+    registers: int  # vector registers (a G > 1 tile's accumulators, weights, offsets fit)
 
     def packed_shape(self, n: int, k: int) -> tuple[int, int, int, int]:
         return (-(-n // self.lanes), k // self.group, self.lanes, self.group)
@@ -121,7 +121,7 @@ WIDENING_ROWS = (1, 2, 3, 4)   # rows per tile of the G=1 kernels (default 1: on
 
 
 def int8_tiles(isa: DotIsa, n: int, k: int) -> list[Params]:
-    """The template's space for a layer: (rows, blocks) tiles, the default first. G=4: T
+    """The template's space for a layer: (rows, blocks) tiles, the default first. G > 1: T
     dividing the blocks, the R * T accumulators, T weight vectors, T sign offsets (VNNI) and
     one broadcast within the vector registers. G=1: R rows of one block."""
     blocks = isa.packed_shape(n, k)[0]
@@ -140,7 +140,7 @@ def int8_tiles(isa: DotIsa, n: int, k: int) -> list[Params]:
 
 
 def _kernel(isa: DotIsa, n: int, k: int, params: Params) -> tirx.PrimFunc:
-    """G=4 ISAs: a register tile of R rows x T blocks of L columns, so that R * T independent
+    """G > 1 ISAs: a register tile of R rows x T blocks of L columns, so that R * T independent
     accumulators hide the dot instruction's latency (one accumulator chain per row and block
     ran at 17% of the VNNI peak); each weight vector loaded serves R rows, and rows past the
     last full tile take a one-row tile. The VNNI sign offsets of the tile's blocks are
