@@ -292,7 +292,7 @@ def append_kernel_records(work_dir: Path, records: list[KernelRecord]) -> None:
 
 def kernel_timings(records: list[KernelRecord]) -> KernelTimings:
     """Each kernel's timed parameters with their run times (us)."""
-    timings: KernelTimings = {}
+    timings: dict[str, list[tuple[dict[str, int], float]]] = {}
     for record in records:
         if record.us is not None:
             timings.setdefault(record.kernel, []).append((record.params, record.us))

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from tvm import tirx
+from tvm.ir.expr import ExprWithOp
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
@@ -104,7 +105,8 @@ def _pmaddwd(acc: tirx.Expr, a_group: tirx.Expr, b: tirx.Expr) -> tirx.Expr:
 DOT_INSTRUCTIONS = {VNNI: _vnni, SDOT: _sdot, AVX2: _pmaddwd}
 
 
-def _activation_group(isa: DotIsa, xq, row: tirx.Expr, g: tirx.Expr) -> tirx.Expr:
+def _activation_group(isa: DotIsa, xq, row: ExprWithOp | int,
+                      g: ExprWithOp | int) -> tirx.Expr:
     """Row `row`'s G activations of group g as the one int32 the dot instruction broadcasts:
     4 bytes, their sign bits flipped for VNNI (u8 operand), or 2 sign-extended int16 (AVX2)."""
     if isa is AVX2:
