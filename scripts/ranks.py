@@ -56,6 +56,7 @@ def plan_ranks(args: argparse.Namespace) -> Ranks:
         raise InputError(f"--nproc must be at least 1, not {args.nproc}")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, not {args.threads}")
+    distributed.mmap_threshold()   # a bad value: one line here, before any rank starts
     launched = "WORLD_SIZE" in os.environ       # a rank of torchrun or of our launcher
     world = int(os.environ.get("LOCAL_WORLD_SIZE",
                                os.environ.get("WORLD_SIZE", str(args.nproc))))

@@ -229,6 +229,9 @@ def _forward(stream, held: list[str]) -> None:
             sys.stderr.flush()
 
 
+SETTLE_SECONDS = 1.0   # how long the other ranks may take to exit on their own after a failure
+
+
 def launch(command: list[str], nproc: int, grace: float = 5.0) -> int:
     """Runs `command` as ranks 0..nproc-1 of one process group on this machine; returns rank 0's
     exit code, or the first failing rank's. When one rank fails the others are ended (SIGTERM,
@@ -275,6 +278,11 @@ def launch(command: list[str], nproc: int, grace: float = 5.0) -> int:
                     break
             time.sleep(0.1)
         if failed is not None:
+            # ranks failing alike (bad input) exit on their own: let them finish printing
+            # before the others are stopped, so rank 0's one line is not cut off mid-exit
+            settle = time.time() + SETTLE_SECONDS
+            while time.time() < settle and any(p.poll() is None for p in processes):
+                time.sleep(0.05)
             stop_all()
         for thread in threads:
             thread.join(timeout=grace)
