@@ -26,7 +26,7 @@ from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
 from tinyasr.compile.kernels.epilogue import EPILOGUE_ATTR
-from tinyasr.compile.kernels.tunable import Params, Tunable
+from tinyasr.compile.kernels.tunable import Params, Tunable, register_tiles
 
 MAX_ROWS = 8      # rows per register tile at most
 MAX_BLOCKS = 5    # column blocks per register tile at most
@@ -52,10 +52,8 @@ class VectorUnit:
         """Every (rows, column blocks) register tile for a weight of `blocks` column blocks
         whose accumulators fit beside its weight vectors and one broadcast; the default
         first: the most accumulators (then the widest)."""
-        fits = [(rows, width) for width in range(1, MAX_BLOCKS + 1) if blocks % width == 0
-                for rows in range(1, MAX_ROWS + 1)
-                if rows * width + width + 1 <= self.registers]
-        return sorted(fits, key=lambda tile: (tile[0] * tile[1], tile[1]), reverse=True)
+        return register_tiles(blocks, MAX_ROWS, MAX_BLOCKS,
+                              lambda rows, width: rows * width + width + 1 <= self.registers)
 
     def tile(self, blocks: int) -> tuple[int, int]:
         """The default register tile (see `tiles`)."""

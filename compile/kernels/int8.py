@@ -42,7 +42,7 @@ from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
 from tinyasr.compile.kernels.epilogue import EPILOGUE_ATTR
-from tinyasr.compile.kernels.tunable import Params, Tunable
+from tinyasr.compile.kernels.tunable import Params, Tunable, register_tiles
 
 SIGN_BITS = -0x7F7F7F80   # 0x80808080 as int32: one 0x80 byte per lane of a 4-byte group
 
@@ -130,10 +130,9 @@ def int8_tiles(isa: DotIsa, n: int, k: int) -> list[Params]:
     if isa.group == 1:
         return [{"rows": rows, "blocks": 1} for rows in WIDENING_ROWS]
     offsets = 1 if isa is VNNI else 0   # vectors of sign offsets per block
-    fits = [(rows, width) for width in range(1, MAX_BLOCKS + 1) if blocks % width == 0
-            for rows in range(1, MAX_ROWS + 1)
-            if rows * width + (1 + offsets) * width + 1 <= isa.registers]
-    fits.sort(key=lambda tile: (tile[0] * tile[1], tile[1]), reverse=True)
+    fits = register_tiles(
+        blocks, MAX_ROWS, MAX_BLOCKS,
+        lambda rows, width: rows * width + (1 + offsets) * width + 1 <= isa.registers)
     default = (ROW_TILE, next(size for size in BLOCK_TILES if blocks % size == 0))
     if default not in fits:   # (AVX2's 16 registers) the most accumulators that fit
         default = fits[0]

@@ -40,6 +40,16 @@ class Tunable:
         return self.space[0]
 
 
+def register_tiles(blocks: int, max_rows: int, max_blocks: int,
+                   fits: Callable[[int, int], bool]) -> list[tuple[int, int]]:
+    """Every (rows, column blocks) register tile of a matmul kernel whose column blocks divide
+    the weight's `blocks` and that `fits` the vector registers; the most accumulators (rows x
+    blocks) first, then the widest."""
+    tiles = [(rows, width) for width in range(1, max_blocks + 1) if blocks % width == 0
+             for rows in range(1, max_rows + 1) if fits(rows, width)]
+    return sorted(tiles, key=lambda tile: (tile[0] * tile[1], tile[1]), reverse=True)
+
+
 class KernelChoices:
     """The parameters a compile builds each tunable kernel with, from the device's timings
     (`choose`), and every tunable kernel it made: what the tuner searches."""
