@@ -33,6 +33,7 @@ from tinyasr.model.common import atomic
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.network.framing import MIN_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME, samples_read
 from tinyasr.model.network.tokenizer import Tokenizer
+from tinyasr.model.network.windows import MAX_FRAMES
 from tinyasr.targets.boards import Board, board_target
 
 # Reading and checking a deployable (the runner's part) needs neither torch nor TVM's compiler:
@@ -47,8 +48,14 @@ TOKENS_FILE = "tokens.json"
 MANIFEST_FILE = "manifest.json"
 FORMAT = "tinyasr-deployable"
 # 2: decode takes the hypotheses' prefix tree (1: a padded batch); 3: Whisper's step writes its
-# self-attention caches in place (a runner may keep passing the tensors it made)
-VERSION = 3
+# self-attention caches in place (a runner may keep passing the tensors it made); 4: SAN-M's
+# memory is planned for audio.max_frames encoder frames, which encode checks
+VERSION = 4
+# How encode frames its input; max_frames: its memory is planned for at most that many frames
+# (a 30 s window's, model/network/windows.py), and encode refuses more.
+AUDIO = {"sample_rate": SAMPLE_RATE, "samples_per_frame": SAMPLES_PER_FRAME,
+         "samples_for_zero_frames": samples_read(0), "min_frames": MIN_FRAMES,
+         "max_frames": MAX_FRAMES}
 STRIP = ["-s"]   # LLVM's debug info is half the library; the VM needs only dynamic symbols
 
 
@@ -183,8 +190,7 @@ def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir
         "sha256": {name: file_sha256(staging / name)
                    for name in (LIBRARY_FILE, WEIGHTS_FILE, TOKENS_FILE)},
         "tuning_database": _database_entry(built.schedules),
-        "audio": {"sample_rate": SAMPLE_RATE, "samples_per_frame": SAMPLES_PER_FRAME,
-                  "samples_for_zero_frames": samples_read(0), "min_frames": MIN_FRAMES},
+        "audio": AUDIO,
         "sos_eos": sos_eos,
         "decoder_history": history_width,
         "functions": {name: {"inputs": signature.inputs, "weights": signature.weights}
@@ -290,10 +296,8 @@ def _san_m_problem(manifest: dict[str, Any]) -> str | None:
     if manifest["decoder_history"] > MAX_HISTORY:
         return f"decoder_history {manifest['decoder_history']} is over {MAX_HISTORY}"
     audio = manifest.get("audio")
-    expected_audio = {"sample_rate": SAMPLE_RATE, "samples_per_frame": SAMPLES_PER_FRAME,
-                      "samples_for_zero_frames": samples_read(0), "min_frames": MIN_FRAMES}
-    if audio != expected_audio:
-        return f"audio framing {audio!r}, this tinyasr's front end has {expected_audio}"
+    if audio != AUDIO:
+        return f"audio framing {audio!r}, this tinyasr's front end has {AUDIO}"
     if set(manifest["functions"]) != {"encode", "decode"}:
         return "functions must be encode and decode"
     return None

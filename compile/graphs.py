@@ -6,11 +6,15 @@
         -> log-probs (U, vocab): the attention decoder over the U nodes of the prefix tree of
         one utterance's hypotheses (model/decoding/prefix_tree.py).
 
-F (encoder frames) and U are dynamic. The waveform length is exported as 640*F + 720: exactly
-the samples the 4x subsampling reads for F output frames (Kaldi frames drop a partial tail, the
-stride-2 convolutions drop one more), so trimming audio to that length changes no output, and
-every shape in the graph stays an affine function of F (a free sample count gives floor
-divisions that neither torch.export's guard solver nor TVM's reshape analysis can handle).
+F (encoder frames) and U are dynamic; F is at most MAX_FRAMES, a 30 s window's frames
+(callers cut longer audio into windows, model/network/windows.py), which lets the compiler
+plan memory for the longest window once (compile/passes/bound_shape_vars.py).
+
+The waveform length is exported as 640*F + 720: exactly the samples the 4x subsampling reads
+for F output frames (Kaldi frames drop a partial tail, the stride-2 convolutions drop one more),
+so trimming audio to that length changes no output, and every shape in the graph stays an
+affine function of F (a free sample count gives floor divisions that neither torch.export's
+guard solver nor TVM's reshape analysis can handle).
 
 Buffers (fbank matrices, CMVN statistics) are re-registered as parameters, because the TVM
 importer binds buffers into the code as constants and keeps only parameters as inputs: this way
@@ -33,6 +37,7 @@ from tinyasr.model.network.framing import (
     samples_read,
 )
 from tinyasr.model.network.san_m import AsrModel
+from tinyasr.model.network.windows import MAX_FRAMES
 
 
 def buffers_as_parameters(module: nn.Module) -> nn.Module:
@@ -89,6 +94,11 @@ SHAPE_VARIABLES: dict[str, dict[tuple[str, int], str]] = {
     "decode": {("tokens", 0): "nodes", ("depths", 0): "nodes", ("ancestors", 0): "nodes",
                ("ancestors", 1): "nodes", ("history", 0): "nodes", ("memory", 1): "frames"},
 }
+
+
+# The largest value of each dynamic size a caller passes; the tree's nodes grow with the beam,
+# which the caller chooses, so they stay unbounded.
+SHAPE_BOUNDS = {"frames": MAX_FRAMES}
 
 
 def _dynamic_shapes(graph: str) -> dict[str, dict[int, Any]]:

@@ -33,7 +33,9 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
                divide (passes/tile_padding.py); the others keep TVM's default schedule, with
                each fused intermediate computed inside its consumer
                (passes/inline_intermediates.py)
-    lower      dataflow lowering, static memory planning, VM shape lowering
+    lower      dataflow lowering, static memory planning (each bounded size at its bound, so
+               storage is planned once and shared: passes/bound_shape_vars.py), VM shape
+               lowering
     build      LLVM code generation for the board's target
 
 Weights stay VM function inputs all the way: binding them as constants before fusion would copy
@@ -49,9 +51,9 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import tvm
@@ -59,10 +61,11 @@ from tvm import relax
 from tvm.relax.frontend.torch import from_exported_program
 from tvm.target import Target
 
-from tinyasr.compile.graphs import SHAPE_VARIABLES, export_graphs
+from tinyasr.compile.graphs import SHAPE_BOUNDS, SHAPE_VARIABLES, export_graphs
 from tinyasr.compile.kernels.tunable import KernelChoices
 from tinyasr.compile.passes.apply_tuned_schedules import ApplyTunedSchedules
 from tinyasr.compile.passes.batched_matmul import BatchedMatmul
+from tinyasr.compile.passes.bound_shape_vars import BoundShapeVars
 from tinyasr.compile.passes.bsr_matmul import BsrMatmul, import_bsr_to_dense
 from tinyasr.compile.passes.cache_write import CacheWrite
 from tinyasr.compile.passes.clip_take_indices import ClipTakeIndices
@@ -97,9 +100,11 @@ class Signature:
 
 @dataclass
 class ImportedModel:
-    """The target-independent part: the imported module and each function's raw weights."""
+    """The target-independent part: the imported module, each function's raw weights and the
+    largest value of each symbolic size the deployable's callers pass (passes/bound_shape_vars)."""
     mod: tvm.IRModule
     raw_weights: dict[str, list[tvm.runtime.Tensor]]
+    bounds: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -308,10 +313,20 @@ LEGALIZE_PASSES = [
     relax.transform.FuseTIR(),
 ]
 
-LOWER_PASSES = [
-    relax.transform.RewriteDataflowReshape(),
-    relax.transform.ToNonDataflow(),
-    relax.transform.RemovePurityChecking(),
+
+def lower_passes(bounds: dict[str, int]) -> list[tvm.transform.Pass]:
+    """Phase lower; `bounds` (size name -> largest value) let the memory planner size every
+    intermediate for the longest input and share storage between all of them."""
+    return [
+        relax.transform.RewriteDataflowReshape(),
+        relax.transform.ToNonDataflow(),
+        relax.transform.RemovePurityChecking(),
+        cast(tvm.transform.Pass, BoundShapeVars(bounds)),   # a module_pass instance
+        *PLANNING_PASSES,
+    ]
+
+
+PLANNING_PASSES = [
     relax.transform.CallTIRRewrite(),
     relax.transform.StaticPlanBlockMemory(),
     relax.transform.LowerAllocTensor(),
@@ -327,7 +342,7 @@ def import_model(model: AsrModel, dump: IRDumper) -> ImportedModel:
     """Phase import: the same for every board."""
     mod, raw_weights = import_graphs(model)
     dump("import", mod)
-    return ImportedModel(mod, raw_weights)
+    return ImportedModel(mod, raw_weights, dict(SHAPE_BOUNDS))
 
 
 def legalize(imported: ImportedModel, target: Target, dump: IRDumper,
@@ -398,7 +413,7 @@ def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
         mod, weights, signatures = legalize(imported, llvm, dump, choices)
         mod, report = apply_schedules(mod, database, llvm, dump, choices.applied)
         with llvm:
-            mod = tvm.transform.Sequential(LOWER_PASSES)(mod)
+            mod = tvm.transform.Sequential(lower_passes(imported.bounds))(mod)
             dump("lower", mod)
     finally:
         dump.publish()   # every phase; on an error, those that ran (a kill: none)

@@ -45,6 +45,7 @@ from tinyasr.model.network.framing import (
 from tinyasr.model.network.model_dir import load_model_dir, save_model_dir
 from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL, SAMPLES_DIR
 from tinyasr.model.network.san_m import AsrModel
+from tinyasr.model.network.windows import MAX_FRAMES
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import BOARDS, board_target, host_target
 from tinyasr.targets.host.runner import CompiledModelRunner, CompiledRecognizer
@@ -155,6 +156,27 @@ def test_encoder_matches_pytorch_on_real_audio(model: AsrModel, runner: Compiled
         assert log_probs.shape == reference[0].shape
         assert np.abs(log_probs - reference[0].numpy()).max() < 1e-4
         assert np.abs(encoded - reference_encoded.numpy()).max() < 1e-4
+
+
+def test_encode_takes_a_whole_window_and_refuses_more(model: AsrModel, runner: CompiledModelRunner):
+    """Memory is planned for a 30 s window's frames (audio.max_frames): encode computes what
+    PyTorch computes at the bound, the runner refuses more audio in one line, and the
+    deployable's own check stops a call past the bound before anything is written."""
+    assert runner.max_frames == MAX_FRAMES == encoder_frames(30 * 16000)
+    samples = np.random.default_rng(0).normal(0, 2000, samples_read(MAX_FRAMES)).astype(np.float32)
+    log_probs, _ = runner.ctc_log_probs(samples)
+    with torch.no_grad():
+        reference, _ = model.ctc_log_probs(torch.from_numpy(samples)[None])
+    assert log_probs.shape[0] == MAX_FRAMES
+    assert np.abs(log_probs - reference[0].numpy()).max() < 1e-4
+    longer = np.zeros(samples_read(MAX_FRAMES + 1), np.float32)
+    with pytest.raises(InputError, match=f"{MAX_FRAMES + 1} encoder frames, over the {MAX_FRAMES}"):
+        runner.ctc_log_probs(longer)
+    args = runner.encode_args(samples)
+    args[:2] = [tvm.runtime.ShapeTuple((MAX_FRAMES + 1,)), tvm.runtime.tensor(longer[None])]
+    bound = f"encode: frames over this deployable's bound of {MAX_FRAMES}"
+    with pytest.raises(ValueError, match=bound):
+        runner.vm["encode"](*args)
 
 
 def test_decoder_scores_match_pytorch(model: AsrModel, runner: CompiledModelRunner,

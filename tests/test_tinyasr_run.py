@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyasr.compile.deployable import MANIFEST_FILE, WEIGHTS_FILE, build_deployable
+from tinyasr.compile.deployable import MANIFEST_FILE, VERSION, WEIGHTS_FILE, build_deployable
 from tinyasr.compile.parity import texts_agree
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
@@ -171,6 +171,11 @@ def test_bad_input_is_one_line_naming_the_file(deployable, wavs: list[Path], tmp
     shutil.copytree(deployable("rpi4"), no_history)
     manifest = json.loads((no_history / MANIFEST_FILE).read_text())
     (no_history / MANIFEST_FILE).write_text(json.dumps({**manifest, "decoder_history": 0}))
+    short_bound, old = tmp_path / "short_bound", tmp_path / "old"
+    for path, edit in ((short_bound, {"audio": {**manifest["audio"], "max_frames": 100}}),
+                       (old, {"version": VERSION - 1})):
+        shutil.copytree(deployable("rpi4"), path)
+        (path / MANIFEST_FILE).write_text(json.dumps({**manifest, **edit}))
     wav_8k = _write_wav(tmp_path / "8k.wav", 8000)
     cases = {
         (str(tmp_path / "nothing"), str(wavs[0])):
@@ -178,6 +183,12 @@ def test_bad_input_is_one_line_naming_the_file(deployable, wavs: list[Path], tmp
         (str(broken), str(wavs[0])): f"{broken / WEIGHTS_FILE}: not a TVM weights file (bad magic)",
         (str(no_history), str(wavs[0])):
             f"{no_history / MANIFEST_FILE}: decoder_history 0 is not in [1, 1024]",
+        (str(short_bound), str(wavs[0])):
+            f"{short_bound / MANIFEST_FILE}: max_frames 100 is under the 748 frames of a 30 s "
+            "window",
+        (str(old), str(wavs[0])):
+            f"{old / MANIFEST_FILE}: deployable version {VERSION - 1}, this tinyasr-run reads "
+            f"version {VERSION}: compile it again",
         (str(deployable("rpi4")), str(wav_8k)):
             f"{wav_8k}: sample rate 8000 Hz, expected 16000 Hz "
             "(resample with `sox IN -r 16000 OUT`)",

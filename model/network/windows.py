@@ -16,9 +16,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tinyasr.model.network.framing import FRAME_SHIFT, SAMPLE_RATE
+from tinyasr.model.network.framing import FRAME_SHIFT, SAMPLE_RATE, encoder_frames
 
 MAX_SECONDS = 30.0      # longest audio transcribed in one piece
+MAX_FRAMES = encoder_frames(int(MAX_SECONDS * SAMPLE_RATE))   # its encoder frames: 748
 SEARCH_SECONDS = 5.0    # where a cut may fall: this much before a window's end
 
 

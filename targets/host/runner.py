@@ -35,7 +35,7 @@ from tinyasr.model.common.errors import InputError
 from tinyasr.model.decoding.options import DecodeOptions, decode
 from tinyasr.model.decoding.prefix_tree import PrefixTree, tree_decoder_scores
 from tinyasr.model.decoding.search import Hypothesis
-from tinyasr.model.network.framing import MIN_FRAMES, encoder_frames, samples_read
+from tinyasr.model.network.framing import MIN_FRAMES, SAMPLE_RATE, encoder_frames, samples_read
 from tinyasr.model.network.tokenizer import Tokenizer
 from tinyasr.model.network.windows import transcribe_in_windows
 
@@ -102,13 +102,20 @@ class CompiledModelRunner:
                         for name, function in manifest["functions"].items()}
         self.sos_eos = manifest["sos_eos"]
         self.history_width = manifest["decoder_history"]
+        self.max_frames = manifest["audio"]["max_frames"]
+        self.name = deployable
 
     def encode_args(self, samples: np.ndarray) -> list[object]:
         """The encode function's arguments for int16-scale 16 kHz samples: frame count,
         (1, samples read) waveform, weights. Audio shorter than MIN_FRAMES encoder frames
-        (0.125 s) is zero-padded up to it."""
+        (0.125 s) is zero-padded up to it; audio longer than the deployable's longest window
+        (audio.max_frames, 30 s) is refused: transcribe cuts it into windows."""
         samples = np.asarray(samples, dtype=np.float32)
         frames = max(MIN_FRAMES, encoder_frames(len(samples)))
+        if frames > self.max_frames:
+            raise InputError(f"{self.name}: {len(samples) / SAMPLE_RATE:.2f} s of audio is "
+                             f"{frames} encoder frames, over the {self.max_frames} it was "
+                             f"compiled for (transcribe cuts long audio into windows)")
         waveform = np.zeros((1, samples_read(frames)), dtype=np.float32)
         used = min(len(samples), waveform.shape[1])
         waveform[0, :used] = samples[:used]

@@ -17,6 +17,7 @@ import numpy as np
 import tvm
 
 from tinyasr.compile.deployable import (
+    AUDIO,
     FORMAT,
     LIBRARY_FILE,
     MANIFEST_FILE,
@@ -26,7 +27,6 @@ from tinyasr.compile.deployable import (
 )
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.network.compressed import PREFIX
-from tinyasr.model.network.framing import MIN_FRAMES, SAMPLES_PER_FRAME, samples_read
 from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 
 SAMPLE = read_data_dir(SAMPLES_DIR)[0].wav
@@ -152,8 +152,7 @@ def make_deployable(out: Path, tokens: list[str], model: Path | None = None) -> 
         "format": FORMAT, "version": VERSION, "target": "host", "arch": platform.machine(),
         "bytes": {"code": (out / LIBRARY_FILE).stat().st_size,
                   "weights": (out / WEIGHTS_FILE).stat().st_size},
-        "audio": {"sample_rate": 16000, "samples_per_frame": SAMPLES_PER_FRAME,
-                  "samples_for_zero_frames": samples_read(0), "min_frames": MIN_FRAMES},
+        "audio": AUDIO,
         "model": {"path": str(model or out / "no-model"), "sha256": "0" * 64},
         "sos_eos": len(tokens) - 1, "decoder_history": 11,
         "functions": {"encode": {"inputs": ["sizes", "waveform"],

@@ -32,6 +32,7 @@ using ffi::Tensor;
 
 // The deployable's files and format (compile/deployable.py, compile/family.py).
 constexpr const char* kDeployableFormat = "tinyasr-deployable";
+constexpr int64_t kDeployableVersion = 4;  // compile/deployable.py VERSION
 constexpr const char* kManifestFile = "/manifest.json";
 constexpr const char* kLibraryFile = "/model.so";
 constexpr const char* kWeightsFile = "/weights.bin";
@@ -127,6 +128,12 @@ inline ManifestHeader ReadManifestHeader(const std::string& dir) {
     header.family = kFamilySanM;
     if (manifest->count(ffi::String("family"))) {
       header.family = manifest->at(ffi::String("family")).cast<ffi::String>();
+    }
+    int64_t version = manifest->at(ffi::String("version")).cast<int64_t>();
+    if (version != kDeployableVersion) {
+      throw InputError(header.path + ": deployable version " + std::to_string(version) +
+                       ", this tinyasr-run reads version " + std::to_string(kDeployableVersion) +
+                       ": compile it again");
     }
     header.target = manifest->at(ffi::String("target")).cast<ffi::String>();
     header.arch = manifest->at(ffi::String("arch")).cast<ffi::String>();

@@ -135,14 +135,21 @@ class Deployable {
   int64_t code_bytes() const { return FileBytes(dir_ + kLibraryFile); }
   int64_t weight_bytes() const { return FileBytes(dir_ + kWeightsFile); }
 
-  /*! \brief int16-scale samples -> (1, frames, vocab) CTC log-probs, (1, frames, d) encoding. */
-  std::pair<Tensor, Tensor> Encode(const std::vector<float>& samples) const {
-    int64_t frames = framing_.Frames(static_cast<int64_t>(samples.size()));
+  /*!
+   * \brief `count` int16-scale samples -> (1, frames, vocab) CTC log-probs, (1, frames, d)
+   *        encoding; the samples are copied once, into the VM's input.
+   */
+  std::pair<Tensor, Tensor> Encode(const float* samples, size_t count) const {
+    int64_t frames = framing_.Frames(static_cast<int64_t>(count));
+    if (frames > max_frames_) {  // the windows stay inside it (checked on load)
+      throw std::invalid_argument("encode: " + std::to_string(frames) +
+                                  " frames, over the deployable's " + std::to_string(max_frames_));
+    }
     int64_t length = framing_.SamplesRead(frames);
     Tensor waveform = EmptyTensor({1, length}, DLDataType{kDLFloat, 32, 1});
     float* out = Data<float>(waveform);
-    size_t used = std::min<size_t>(samples.size(), length);
-    std::copy(samples.begin(), samples.begin() + used, out);
+    size_t used = std::min<size_t>(count, length);
+    std::copy(samples, samples + used, out);
     std::fill(out + used, out + length, 0.0f);
     auto outputs = CallWithWeights(encode_, {ffi::Shape({frames}), waveform}, encode_weights_)
                        .cast<ffi::Array<ffi::Any>>();
@@ -203,6 +210,15 @@ class Deployable {
         framing_.min_frames > kMaxSamples) {
       throw InputError(path + ": audio framing out of range");
     }
+    // encode's memory is planned for at most max_frames frames: every window must fit.
+    max_frames_ = IntField(audio, "max_frames");
+    int64_t window_frames =
+        framing_.Frames(static_cast<int64_t>(kMaxWindowSeconds * framing_.sample_rate));
+    if (max_frames_ < window_frames) {
+      throw InputError(path + ": max_frames " + std::to_string(max_frames_) + " is under the " +
+                       std::to_string(window_frames) + " frames of a " +
+                       std::to_string(static_cast<int>(kMaxWindowSeconds)) + " s window");
+    }
     encode_keys_ = FunctionWeights(header, "encode", {"sizes", "waveform"});
     decode_keys_ = FunctionWeights(header, "decode",
                                    {"tokens", "depths", "ancestors", "history", "memory"});
@@ -221,6 +237,7 @@ class Deployable {
   std::string target_;
   int64_t sos_eos_ = 0;
   int64_t history_width_ = 0;  // the rows each tree node's FSMN reads (manifest decoder_history)
+  int64_t max_frames_ = 0;     // the most encoder frames encode takes (manifest audio.max_frames)
   Framing framing_{};
   std::vector<std::string> encode_keys_, decode_keys_;
   ffi::Function encode_, decode_;
@@ -309,9 +326,8 @@ void RunSanM(const Options& opt, const ManifestHeader& header) {
       if (static_cast<int64_t>(end - begin) < framing.SamplesRead(1)) {
         continue;
       }
-      std::vector<float> window(samples.begin() + begin, samples.begin() + end);
       Clock::time_point encode_start = Clock::now();
-      auto [log_probs, encoded] = model.Encode(window);
+      auto [log_probs, encoded] = model.Encode(samples.data() + begin, end - begin);
       encode_ms += MillisSince(encode_start);
       Clock::time_point decode_start = Clock::now();
       std::string piece = model.Detokenize(Decode(model, opt, log_probs, encoded));
