@@ -15,9 +15,10 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
     quantize   matmuls on int8 weights -> int8 x int8 -> int32 kernels of the board's dot ISA
                (VNNI, sdot, RVV), their inputs rounded to int8 per row by one kernel each;
                int8 convs -> im2col + the same kernels; a no-op for fp32
-    dense      the fbank's two-stage DFT and power -> one kernel; a matmul on a weight that is
-               also gathered from (Whisper's tied embedding) -> a kernel reading it as stored;
-               other fp32 matmuls on weights (the fbank's mel, fp32 linear layers) ->
+    dense      the decoder FSMN's gather of each tree node's window and its depthwise conv ->
+               one kernel reading through the index; the fbank's two-stage DFT and power ->
+               one kernel; a matmul on a weight that is also gathered from (Whisper's tied
+               embedding) -> a kernel reading it as stored; other fp32 matmuls on weights (the fbank's mel, fp32 linear layers) ->
                register-tiled fp32 kernels of the board's vector width; fp32 convs (2-d, and
                1-d as Whisper's) -> im2col + the same kernels; multi-head
                attention (scores, mask, softmax, context) -> one fused kernel, other matmuls
@@ -84,6 +85,7 @@ from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, Lift
 from tinyasr.compile.passes.name_shape_vars import name_shape_vars
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
 from tinyasr.compile.passes.tied_matmul import TiedMatmul
+from tinyasr.compile.passes.tree_fsmn import TreeFsmn
 from tinyasr.compile.schedule_database import AppliedDatabase
 from tinyasr.model.common import atomic
 from tinyasr.model.common.progress import progress
@@ -368,7 +370,8 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper,
         dump("quantize", mod)
 
         mod = tvm.transform.Sequential([
-            Fp32Conv2d(target, choices), FusedPowerSpectrum(target, choices),
+            TreeFsmn(target, choices), Fp32Conv2d(target, choices),
+            FusedPowerSpectrum(target, choices),
             TiedMatmul(target, choices), Fp32Matmul(target, choices),
             FusedAttention(target, choices), BatchedMatmul(target, choices), FuseEpilogues(),
             CacheWrite(target, choices),
