@@ -13,12 +13,24 @@ Pattern, seen through the importer's reshapes and broadcasts (unflattened):
 Rewrite: power = call_tir(the kernel, frames as (B*T, 400), inner_dft, outer_dft) as
 (B, T, 256): the three transposes, the split and both stages' outputs go. Run it before
 Fp32Matmul and BatchedMatmul, which would take the two matmuls.
+
+When the frames are `Fbank.windowed(frames_of(waveform))` of one utterance:
+
+    rows     = reshape(padded (1, S), [1, R, 160])
+    raw      = concat(rows[:, 0:T], rows[:, 1:T+1], rows[:, 2:T+2][:, :, 0:80], axis=2)
+    centred  = raw - mean(raw, axis=2, keepdims)
+    frames   = (centred - 0.97 * concat(centred[:, :, 0:1], centred[:, :, 0:-1], axis=2))
+               * window (400,)
+
+the kernel that cuts and windows each tile of frames itself takes `padded` and `window`
+instead (compile/kernels/fbank.py waveform_power_spectrum_kernel): the raw, centred and
+windowed frames are never stored; nor is `padded` where it pads zeros at the end that no
+frame reads (the encoder's waveform is exactly as long as its frames read).
 """
 
 from __future__ import annotations
 
 import tvm
-import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
@@ -29,11 +41,12 @@ from tinyasr.compile.kernels.fbank import (
     POWER_COLUMNS,
     power_spectrum_kernel,
     power_spectrum_supported,
+    waveform_power_spectrum_kernel,
 )
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
-from tinyasr.compile.passes.rewriting import KernelPass, is_op
-from tinyasr.model.network.framing import FRAME_LENGTH
-from tinyasr.model.network.frontend import GROUPS, ROWS, STRIDE
+from tinyasr.compile.passes.rewriting import KernelPass, is_op, scalar_constant
+from tinyasr.model.network.framing import FRAME_LENGTH, FRAME_SHIFT
+from tinyasr.model.network.frontend import GROUPS, PREEMPHASIS, ROWS, STRIDE
 
 COLUMNS_ORDER = [0, 1, 3, 2]
 GROUPS_ORDER = [3, 0, 1, 4, 2]
@@ -49,6 +62,28 @@ def _sizes(expr: relax.Expr) -> list[int | None] | None:
     return None if expr.ty.shape is None else [_size(d) for d in expr.ty.shape.values]
 
 
+def _equal(a: tvm.ir.Expr, b: tvm.ir.Expr) -> bool:
+    """Two sizes provably equal (the importer may leave one unsimplified: 1 + (160 n) // 160)."""
+    return tvm.sym.Analyzer().can_prove_equal(a, b)
+
+
+def _close(value: float | None, expected: float) -> bool:
+    return value is not None and abs(value - expected) <= 1e-6 * abs(expected)
+
+
+def _slice(expr: relax.Expr) -> tuple[relax.Expr, int, int, int | None] | None:
+    """(source, axis, begin, end) of a one-axis, unit-stride strided_slice with a constant
+    begin (end None when symbolic), else None."""
+    if not is_op(expr, "relax.strided_slice"):
+        return None
+    axes, begins, ends, strides = (list(arg.fields) for arg in expr.args[1:5])
+    if len(axes) != 1 or not all(isinstance(v, tvm.tirx.IntImm)
+                                 for v in (axes[0], begins[0], strides[0])) or int(strides[0]) != 1:
+        return None
+    end = int(ends[0]) if isinstance(ends[0], tvm.tirx.IntImm) else None
+    return expr.args[0], int(axes[0]), int(begins[0]), end
+
+
 @mutator
 class _Rewriter(Fp32KernelRewriter):
     def visit_call_(self, op: relax.Call) -> relax.Expr:
@@ -62,13 +97,97 @@ class _Rewriter(Fp32KernelRewriter):
         frames, inner_dft, outer_dft = matched
         batch, count, _ = frames.ty.shape.values
         rows = batch * count
+        out_ty = relax.TensorType([rows, POWER_COLUMNS], "float32")
+        source = self._waveform_source(frames)
+        if source is not None:
+            kernel = self._kernel(f"waveform_power_spectrum_{self.unit.lanes}",
+                                  lambda: waveform_power_spectrum_kernel(self.unit))
+            power = self.builder_.emit(relax.call_tir(
+                kernel, [*source, inner_dft, outer_dft], out_ty))
+            return relax.op.reshape(power, call.ty.shape)
         flat = self.builder_.emit(relax.op.reshape(frames, [rows, FRAME_LENGTH]))
         kernel = self._kernel(f"power_spectrum_{self.unit.lanes}",
                               lambda: power_spectrum_kernel(self.unit))
-        power = self.builder_.emit(relax.call_tir(
-            kernel, [flat, inner_dft, outer_dft],
-            relax.TensorType([rows, POWER_COLUMNS], "float32")))
+        power = self.builder_.emit(relax.call_tir(kernel, [flat, inner_dft, outer_dft], out_ty))
         return relax.op.reshape(power, call.ty.shape)
+
+    def _waveform_source(self, frames: relax.Expr) -> tuple[relax.Expr, relax.Expr] | None:
+        """(padded waveform (1, S), window (400,)) when `frames` (1, T, 400) are the windowed
+        frames cut from it (the module docstring's pattern), else None."""
+        windowed = self._bound(frames)
+        if not (is_op(windowed, "relax.multiply") and _sizes(windowed.args[1]) == [FRAME_LENGTH]
+                and _sizes(frames) is not None and _sizes(frames)[0] == 1):
+            return None
+        emphasized = self._bound(windowed.args[0])
+        if not is_op(emphasized, "relax.subtract"):
+            return None
+        centred_var = emphasized.args[0]
+        centred, scaled = self._bound(centred_var), self._bound(emphasized.args[1])
+        if not (is_op(scaled, "relax.multiply") and self._previous_of(scaled.args[0], centred_var)
+                and _close(scalar_constant(scaled.args[1]), PREEMPHASIS)):
+            return None
+        if not is_op(centred, "relax.subtract"):
+            return None
+        raw_var, mean = centred.args[0], self._bound(centred.args[1])
+        if not (is_op(mean, "relax.mean") and mean.args[0].same_as(raw_var)
+                and [int(a) % 3 for a in mean.attrs.axis] == [2] and bool(mean.attrs.keepdims)):
+            return None
+        padded = self._framed_waveform(self._bound(raw_var), frames.ty.shape.values[1])
+        return None if padded is None else (padded, windowed.args[1])
+
+    def _previous_of(self, shifted: relax.Expr, centred: relax.Expr) -> bool:
+        """`shifted` is concat(centred[:, :, 0:1], centred[:, :, 0:-1], axis=2)."""
+        joined = self._bound(shifted)
+        if not (is_op(joined, "relax.concat") and int(joined.attrs.axis) % 3 == 2):
+            return False
+        parts = [_slice(self._bound(part)) for part in joined.args[0].fields]
+        return (len(parts) == 2 and all(p is not None and p[0].same_as(centred) for p in parts)
+                and parts[0][1:] == (2, 0, 1) and parts[1][1:] in ((2, 0, -1),
+                                                                    (2, 0, FRAME_LENGTH - 1)))
+
+    def _framed_waveform(self, raw: relax.Expr, count: tvm.ir.Expr) -> relax.Expr | None:
+        """The padded waveform (1, S) when `raw` is its frames 0 .. count - 1 cut as
+        `frames_of` cuts them (frame t: rows t, t + 1 and half of t + 2 of 160 samples)."""
+        if not (is_op(raw, "relax.concat") and int(raw.attrs.axis) % 3 == 2
+                and len(raw.args[0].fields) == 3):
+            return None
+        first, second, tail = (self._bound(part) for part in raw.args[0].fields)
+        tail_slice = _slice(tail)
+        if tail_slice is None or tail_slice[1:] != (2, 0, FRAME_LENGTH - 2 * FRAME_SHIFT):
+            return None
+        slices = [_slice(first), _slice(second), _slice(self._bound(tail_slice[0]))]
+        if any(s is None for s in slices):
+            return None
+        rows_var = slices[0][0]
+        if not all(s[0].same_as(rows_var) and s[1] == 1 and s[2] == offset
+                   for offset, s in enumerate(slices)):
+            return None
+        if not all(_equal(part.ty.shape.values[1], count) for part in raw.args[0].fields):
+            return None
+        rows = self._bound(rows_var)
+        if not (is_op(rows, "relax.reshape") and _sizes(rows) is not None
+                and _sizes(rows)[0] == 1 and _sizes(rows)[2] == FRAME_SHIFT):
+            return None
+        padded = rows.args[0]
+        sizes = _sizes(padded)
+        if sizes is None or len(sizes) != 2 or sizes[0] != 1:
+            return None
+        return self._unpadded(padded, FRAME_SHIFT * (count - 1) + FRAME_LENGTH)
+
+    def _unpadded(self, padded: relax.Expr, read: tvm.ir.Expr) -> relax.Expr:
+        """The input of `padded` when that is a zero padding at the end that the first `read`
+        samples never reach (frames_of pads to whole rows of 160); else `padded` itself."""
+        pad = self._bound(padded)
+        if not (is_op(pad, "relax.nn.pad") and str(pad.attrs.pad_mode) == "constant"
+                and float(pad.attrs.pad_value) == 0.0
+                and [int(w) for w in pad.attrs.pad_width][:3] == [0, 0, 0]):
+            return padded
+        analyzer = tvm.sym.Analyzer()
+        length = pad.args[0].ty.shape.values[1]
+        for var in tvm.tirx.analysis.undefined_vars(length):
+            # a size is never negative (Range converts ints; TVM declares it Expr-only)
+            analyzer.bind(var, tvm.ir.Range(0, 1 << 40))  # pyright: ignore[reportArgumentType]
+        return pad.args[0] if analyzer.can_prove(read <= length) else padded
 
     def _power_spectrum(self, out: relax.Call
                         ) -> tuple[relax.Expr, relax.Expr, relax.Expr] | None:
@@ -133,7 +252,7 @@ class _Rewriter(Fp32KernelRewriter):
         return (frames_sizes is not None and len(frames_sizes) == 3
                 and frames_sizes[2] == FRAME_LENGTH
                 and out_sizes is not None and out_sizes[2] == POWER_COLUMNS
-                and all(tvm_ffi.structural_equal(a, b) for a, b in
+                and all(_equal(a, b) for a, b in
                         zip(frames.ty.shape.values[:2], out.ty.shape.values[:2], strict=True))
                 and _sizes(inner_dft) == [ROWS, INNER_COLUMNS]
                 and _sizes(outer_dft) == [GROUPS, OUTER_INPUTS, OUTER_COLUMNS]
