@@ -16,11 +16,13 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
                (VNNI, sdot, RVV), their inputs rounded to int8 per row by one kernel each;
                int8 convs -> im2col + the same kernels; a no-op for fp32
     dense      the decoder FSMN's gather of each tree node's window and its depthwise conv ->
-               one kernel reading through the index; the fbank's two-stage DFT and power ->
-               one kernel; a matmul on a weight that is also gathered from (Whisper's tied
-               embedding) -> a kernel reading it as stored; other fp32 matmuls on weights (the fbank's mel, fp32 linear layers) ->
-               register-tiled fp32 kernels of the board's vector width; fp32 convs (2-d, and
-               1-d as Whisper's) -> im2col + the same kernels; multi-head
+               one kernel reading through the index; an fp32 conv only rounded to int8 at one
+               scale -> two kernels computing it twice instead of storing it; the fbank's
+               cutting and windowing of frames, two-stage DFT and power -> one kernel; a
+               matmul on a weight that is also gathered from (Whisper's tied embedding) -> a
+               kernel reading it as stored; other fp32 matmuls on weights (the fbank's mel,
+               fp32 linear layers) -> register-tiled fp32 kernels of the board's vector width;
+               fp32 convs (2-d, and 1-d as Whisper's) -> im2col + the same kernels; multi-head
                attention (scores, mask, softmax, context) -> one fused kernel, other matmuls
                of two activations -> a batched kernel;
                then every weight matmul kernel's bias add and ReLU move into its store
@@ -70,6 +72,7 @@ from tinyasr.compile.passes.bound_shape_vars import BoundShapeVars
 from tinyasr.compile.passes.bsr_matmul import BsrMatmul, import_bsr_to_dense
 from tinyasr.compile.passes.cache_write import CacheWrite
 from tinyasr.compile.passes.clip_take_indices import ClipTakeIndices
+from tinyasr.compile.passes.conv_rounding import ConvRounding
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.passes.fp32_conv2d import Fp32Conv2d
 from tinyasr.compile.passes.fp32_matmul import Fp32Matmul
@@ -370,8 +373,8 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper,
         dump("quantize", mod)
 
         mod = tvm.transform.Sequential([
-            TreeFsmn(target, choices), Fp32Conv2d(target, choices),
-            FusedPowerSpectrum(target, choices),
+            TreeFsmn(target, choices), ConvRounding(target, choices),
+            Fp32Conv2d(target, choices), FusedPowerSpectrum(target, choices),
             TiedMatmul(target, choices), Fp32Matmul(target, choices),
             FusedAttention(target, choices), BatchedMatmul(target, choices), FuseEpilogues(),
             CacheWrite(target, choices),
