@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "rpc_test",
     "tune",
     "bench",
+    "footprint",
 ]
 
 

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 # The table's rows, in order: every command the issue names.
 COMMANDS = ["transcribe", "transcribe --lib", "evaluate", "data check", "data shard",
             "data synth", "data subset", "data augment-preview", "train", "compress", "compile",
-            "board run", "rpc-test", "tune", "bench", "report", "export", "demo"]
+            "board run", "rpc-test", "tune", "bench", "footprint", "report", "export", "demo"]
 
 
 class Corpus:

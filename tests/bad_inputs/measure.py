@@ -1,5 +1,5 @@
-"""`bench` and `report`: counts, lengths, stages, data and output dirs, refused before minutes
-of measuring."""
+"""`bench`, `footprint` and `report`: counts, boards, lengths, stages, data and output dirs,
+refused before minutes of measuring."""
 
 from __future__ import annotations
 
@@ -35,6 +35,21 @@ def add_cases(c: Corpus) -> None:
         "bench", "--out", str(c.a_file("bench-under") / "b")), "not a directory",
         str(c.a_file("bench-under"))))
     c.add("bench-no-out", Case("bench", ("bench",), "required", "--out"))
+
+    footprint_out = str(out / "footprint")
+    for name, argv, expect, names in [
+            ("board-unknown", ("--boards", "host,nope"), "unknown target 'nope'", "nope"),
+            ("boards-empty", ("--boards", ""), "unknown target ''", "''"),
+            ("lengths-negative", ("--lengths", "-5"), "--lengths", "--lengths"),
+            ("mode-unknown", ("--mode", "x"), "--mode", "--mode"),
+            ("model-missing", ("--model", str(root / "gone")), "not a tinyasr model directory",
+             str(root / "gone")),
+            ("model-is-a-wav", ("--model", c.good_wav), "bad magic", c.good_wav)]:
+        c.add(f"footprint-{name}", Case("footprint", ("footprint", "--out", footprint_out,
+                                                      "--boards", "host", *argv), expect, names))
+    c.add("footprint-out-is-a-file", Case("footprint", (
+        "footprint", "--out", str(c.a_file("footprint"))), "not a directory",
+        str(c.a_file("footprint"))))
 
     data, report_out = str(c.corpus), str(out / "report")
     for name, argv, expect, names in [
