@@ -114,9 +114,9 @@ class _Rewriter(Fp32KernelRewriter):
     def _waveform_source(self, frames: relax.Expr) -> tuple[relax.Expr, relax.Expr] | None:
         """(padded waveform (1, S), window (400,)) when `frames` (1, T, 400) are the windowed
         frames cut from it (the module docstring's pattern), else None."""
-        windowed = self._bound(frames)
+        windowed, frame_sizes = self._bound(frames), _sizes(frames)
         if not (is_op(windowed, "relax.multiply") and _sizes(windowed.args[1]) == [FRAME_LENGTH]
-                and _sizes(frames) is not None and _sizes(frames)[0] == 1):
+                and frame_sizes is not None and frame_sizes[0] == 1):
             return None
         emphasized = self._bound(windowed.args[0])
         if not is_op(emphasized, "relax.subtract"):
@@ -141,11 +141,12 @@ class _Rewriter(Fp32KernelRewriter):
         if not (is_op(joined, "relax.concat") and int(joined.attrs.axis) % 3 == 2):
             return False
         parts = [_slice(self._bound(part)) for part in joined.args[0].fields]
-        return (len(parts) == 2 and all(p is not None and p[0].same_as(centred) for p in parts)
-                and parts[0][1:] == (2, 0, 1) and parts[1][1:] in ((2, 0, -1),
+        found = [part for part in parts if part is not None]
+        return (len(parts) == len(found) == 2 and all(p[0].same_as(centred) for p in found)
+                and found[0][1:] == (2, 0, 1) and found[1][1:] in ((2, 0, -1),
                                                                     (2, 0, FRAME_LENGTH - 1)))
 
-    def _framed_waveform(self, raw: relax.Expr, count: tvm.ir.Expr) -> relax.Expr | None:
+    def _framed_waveform(self, raw: relax.Expr, count: tvm.ir.expr.ExprWithOp) -> relax.Expr | None:
         """The padded waveform (1, S) when `raw` is its frames 0 .. count - 1 cut as
         `frames_of` cuts them (frame t: rows t, t + 1 and half of t + 2 of 160 samples)."""
         if not (is_op(raw, "relax.concat") and int(raw.attrs.axis) % 3 == 2
@@ -156,23 +157,26 @@ class _Rewriter(Fp32KernelRewriter):
         if tail_slice is None or tail_slice[1:] != (2, 0, FRAME_LENGTH - 2 * FRAME_SHIFT):
             return None
         slices = [_slice(first), _slice(second), _slice(self._bound(tail_slice[0]))]
-        if any(s is None for s in slices):
+        found = [s for s in slices if s is not None]
+        if len(found) != len(slices):
             return None
-        rows_var = slices[0][0]
+        rows_var = found[0][0]
         if not all(s[0].same_as(rows_var) and s[1] == 1 and s[2] == offset
-                   for offset, s in enumerate(slices)):
+                   for offset, s in enumerate(found)):
             return None
         if not all(_equal(part.ty.shape.values[1], count) for part in raw.args[0].fields):
             return None
-        rows = self._bound(rows_var)
-        if not (is_op(rows, "relax.reshape") and _sizes(rows) is not None
-                and _sizes(rows)[0] == 1 and _sizes(rows)[2] == FRAME_SHIFT):
+        rows, row_sizes = self._bound(rows_var), _sizes(self._bound(rows_var))
+        if not (is_op(rows, "relax.reshape") and row_sizes is not None
+                and row_sizes[0] == 1 and row_sizes[2] == FRAME_SHIFT):
             return None
         padded = rows.args[0]
         sizes = _sizes(padded)
         if sizes is None or len(sizes) != 2 or sizes[0] != 1:
             return None
-        return self._unpadded(padded, FRAME_SHIFT * (count - 1) + FRAME_LENGTH)
+        # the last frame's end; TVM declares its operators to return Expr | NotImplemented
+        read = count * FRAME_SHIFT + (FRAME_LENGTH - FRAME_SHIFT)  # pyright: ignore[reportOperatorIssue]
+        return self._unpadded(padded, read)
 
     def _unpadded(self, padded: relax.Expr, read: tvm.ir.Expr) -> relax.Expr:
         """The input of `padded` when that is a zero padding at the end that the first `read`
