@@ -15,7 +15,8 @@ import tvm
 from tvm.target import Target
 
 from tinyasr.compile.kernels.bsr import EXACT_FP32_SUM, bsr_matmul_kernel
-from tinyasr.compile.passes.bsr_matmul import MAX_DENSITY
+from tinyasr.compile.kernels.int8 import AVX2
+from tinyasr.compile.passes.bsr_matmul import max_density
 from tinyasr.model.compression.prune import Pruner
 from tinyasr.model.compression.quantize import quantizable_layers
 from tinyasr.model.data.datadir import load_wav, read_data_dir
@@ -35,7 +36,10 @@ from tinyasr.targets.host.runner import CompiledModelRunner
 
 BLOCK = BlockShape(4, 1)
 SPARSITY = 0.9                              # density 0.1: sparse kernels, fp32 and int8
-FALLBACK_LAYER = "encoder.blocks.0.ffn.0"   # pruned to 0.5: stored as BSR, compiled dense
+FALLBACK_LAYER = "encoder.blocks.0.ffn.0"   # pruned to 0.75: stored as BSR, compiled dense
+# x86-64-v3 (AVX2), where int8 BSR kernels win below 0.6 density (on AVX-512 VNNI they never
+# do); its code runs on any x86-64 host of the last decade
+TARGET = "x86-64-v3"
 FP32_LAYERS = "decoder."                    # left fp32 (BSR fp32 kernels), the rest int8
 
 
@@ -98,7 +102,7 @@ def pruned_model(tmp_path_factory: pytest.TempPathFactory, tiny_random_model) ->
     model = copy.deepcopy(model)
     layers = [name for name, layer in prunable_layers(model, BLOCK).items()
               if isinstance(layer, torch.nn.Linear)]
-    pruner = Pruner(model, BLOCK, {name: 0.5 if name == FALLBACK_LAYER else SPARSITY
+    pruner = Pruner(model, BLOCK, {name: 0.25 if name == FALLBACK_LAYER else SPARSITY
                                    for name in layers})
     pruner.prune_to(1.0)
     pruner.finish()
@@ -111,7 +115,7 @@ def pruned_model(tmp_path_factory: pytest.TempPathFactory, tiny_random_model) ->
 @pytest.fixture(scope="module")
 def compiled(pruned_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bsr")
-    assert main(["compile", str(pruned_model), "--target", "host", "--out", str(out / "deploy"),
+    assert main(["compile", str(pruned_model), "--target", TARGET, "--out", str(out / "deploy"),
                  "--dump-ir", str(out / "ir")]) == 0
     return out
 
@@ -148,7 +152,7 @@ def test_dense_fallback_above_the_threshold(pruned_model: Path):
     entry = read_compressed(pruned_model).header["tensors"][f"{FALLBACK_LAYER}.weight"]
     values = read_compressed(pruned_model).parts[f"{FALLBACK_LAYER}.weight"]["values"]
     density = values.size / np.prod(entry["shape"])
-    assert entry["layout"] == "bsr" and density > MAX_DENSITY[entry["encoding"]]
+    assert entry["layout"] == "bsr" and density > max_density(entry["encoding"], AVX2)
 
 
 def test_compiled_bsr_model_matches_the_reference(compiled: Path, pruned_model: Path):

@@ -8,8 +8,8 @@ converts its `tinyasr::bsr_to_dense` node):
         W = call_dps_packed(BSR_TO_DENSE, (data, indices, indptr))                  fp32
          or W = astype(that int8, f32) * expand_dims(scale, 1)                      int8
 
-Rewrite, when the layer's density (nonzero blocks / all blocks) is at most MAX_DENSITY for its
-values' dtype:
+Rewrite, when the layer's density (nonzero blocks / all blocks) is at most `max_density` for
+its values' dtype and the target's dot ISA:
 
     fp32:  out = call_tir(bsr_matmul_fp32 kernel, x, data, indices, indptr)
     int8:  xq, x_scale = x rounded to int8 per row (as for the dense int8 kernels)
@@ -33,24 +33,31 @@ from tvm import relax
 from tvm.relax.expr_functor import mutator
 
 from tinyasr.compile.kernels.bsr import bsr_matmul_kernel
+from tinyasr.compile.kernels.int8 import AVX2, VNNI, DotIsa
 from tinyasr.compile.passes.int8_matmul import Int8KernelRewriter, int8_weight, linear_weight
 from tinyasr.compile.passes.rewriting import KernelPass, is_op
 from tinyasr.model.network.compressed import from_bsr
 
 BSR_TO_DENSE = "tinyasr.bsr_to_dense"
 
-# Sparse kernel when the layer's density is at most this, else dense. Measured on a 2-core AMD EPYC
-# (Zen 4, AVX-512 VNNI), one thread, 125 frames (5 s), best of 15, ms, for FFN shapes
-# 144->576 | 576->144:
-#   density            0.1        0.2        0.3        0.5        0.75       1.0
-#   fp32 BSR 4x1       .052|.055  .068|.077  .087|.096  .129|.139  .183|.191  .234|.243
-#   int8 BSR 4x1       .082|.060  .096|.080  .118|.105  .158|.146  .210|.197  .264|.256
-#   (4x4 blocks: the same within 5%; 1x4: 10-20% slower; 1x1: 1.5-3x slower)
-#   dense fp32: untuned 13.9|19.2, MetaSchedule-tuned about 0.2 (105 GFLOP/s);
-#   dense int8 (VNNI kernel) .092|.165.
-# fp32: sparse beats tuned dense code up to about 0.8. int8: the dense VNNI kernel wins above
-# 0.2 on 144->576 and 0.55 on 576->144; 0.3 splits the difference.
+# Sparse kernel when the layer's density is at most this, else dense: where the BSR kernel
+# (4x1 blocks) is faster than the dense kernel of the same values, measured at 128 rows (5 s) on
+# the FFN shapes 144->576 and 576->144 by `python -m tinyasr.schedules.bench.sparsity`
+# (model/pretrained/sparsity/, a 2-core AMD EPYC, Zen 4, one thread). fp32: the BSR kernel beats
+# the dense fp32 kernel up to about 0.75 on both ISAs. int8: with AVX-512 VNNI the dense kernel
+# (0.05 ms) beats the BSR one at every density down to 0.05 (0.06-0.08 ms), so int8 layers stay
+# dense; with AVX2 (x86-64-v3, vpmaddwd) the dense kernel takes 0.19 ms and the BSR one wins up
+# to about 0.6 (0.16 ms at 0.5, 0.19-0.21 at 0.75). Dot ISAs not measured on hardware (the
+# boards' sdot, RVV and the scalar kernels: qemu's timings say nothing) keep 0.3.
 MAX_DENSITY = {"float32": 0.75, "int8": 0.3}
+INT8_MAX_DENSITY = {VNNI.name: 0.0, AVX2.name: 0.6}
+
+
+def max_density(dtype: str, isa: DotIsa) -> float:
+    """The density up to which a layer of `dtype` values takes the BSR kernel on `isa`."""
+    if dtype == "int8":
+        return INT8_MAX_DENSITY.get(isa.name, MAX_DENSITY["int8"])
+    return MAX_DENSITY[dtype]
 
 
 @tvm.register_global_func(BSR_TO_DENSE)
@@ -92,7 +99,7 @@ class _Rewriter(Int8KernelRewriter):
         data, indices, indptr = arrays
         n, k = (int(d) for d in weight.ty.shape.values)
         nnz, block_r, block_c = (int(d) for d in data.ty.shape.values)
-        if nnz * block_r * block_c / (n * k) > MAX_DENSITY[str(data.ty.dtype)]:
+        if nnz * block_r * block_c / (n * k) > max_density(str(data.ty.dtype), self.isa):
             return call
         x = call.args[0]
         index_dtype = str(indices.ty.dtype)
