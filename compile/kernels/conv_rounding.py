@@ -16,6 +16,8 @@ replace does, so they see the same y.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -28,10 +30,34 @@ def conv_rounding_supported(unit: VectorUnit, channels_out: int) -> bool:
     return channels_out % unit.lanes == 0
 
 
-def _conv_vector(unit: VectorUnit, width: int, channels: int, kernel: tuple[int, int],
-                 strides: tuple[int, int], relu: bool):
+@dataclass(frozen=True)
+class _Conv:
+    """What both kernels are shaped by."""
+    unit: VectorUnit
+    width: int
+    channels: int
+    channels_out: int
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    relu: bool
+
+    @property
+    def out_width(self) -> int:
+        return (self.width - self.kernel[1]) // self.strides[1] + 1
+
+    @property
+    def vectors(self) -> int:
+        return self.channels_out // self.unit.lanes
+
+    @property
+    def taps(self) -> int:
+        return self.kernel[0] * self.kernel[1] * self.channels
+
+
+def _conv_vector(conv: _Conv):
     """The macro leaving y[0, oh, ow, v*L : (v+1)*L] in acc[0 : L]."""
-    lanes, (kh, kw), (sh, sw) = unit.lanes, kernel, strides
+    lanes, (kh, kw), (sh, sw) = conv.unit.lanes, conv.kernel, conv.strides
+    channels, relu = conv.channels, conv.relu
 
     @T.macro
     def conv_vector(x, weight, bias, acc, oh, ow, v):
@@ -55,10 +81,10 @@ def conv_abs_max_kernel(unit: VectorUnit, width: int, channels: int, channels_ou
                         kernel: tuple[int, int], strides: tuple[int, int],
                         relu: bool) -> tirx.PrimFunc:
     """(x, weight, bias) -> () float32; H symbolic (see the module docstring)."""
-    lanes, (kh, kw), (sh, sw) = unit.lanes, kernel, strides
-    out_w, vectors = (width - kw) // sw + 1, channels_out // lanes
-    taps = kh * kw * channels
-    conv_vector = _conv_vector(unit, width, channels, kernel, strides, relu)
+    conv = _Conv(unit, width, channels, channels_out, kernel, strides, relu)
+    lanes, (kh, _), (sh, _) = unit.lanes, kernel, strides
+    out_w, vectors, taps = conv.out_width, conv.vectors, conv.taps
+    conv_vector = _conv_vector(conv)
 
     @T.prim_func(private=True)
     def conv_abs_max(x_handle: T.handle, weight_handle: T.handle, bias_handle: T.handle,
@@ -88,10 +114,10 @@ def conv_rounded_kernel(unit: VectorUnit, width: int, channels: int, channels_ou
                         kernel: tuple[int, int], strides: tuple[int, int],
                         relu: bool) -> tirx.PrimFunc:
     """(x, weight, bias, scale ()) -> (1, OH, OW, N) int8; H symbolic."""
-    lanes, (kh, kw), (sh, sw) = unit.lanes, kernel, strides
-    out_w, vectors = (width - kw) // sw + 1, channels_out // lanes
-    taps = kh * kw * channels
-    conv_vector = _conv_vector(unit, width, channels, kernel, strides, relu)
+    conv = _Conv(unit, width, channels, channels_out, kernel, strides, relu)
+    lanes, (kh, _), (sh, _) = unit.lanes, kernel, strides
+    out_w, vectors, taps = conv.out_width, conv.vectors, conv.taps
+    conv_vector = _conv_vector(conv)
 
     @T.prim_func(private=True)
     def conv_rounded(x_handle: T.handle, weight_handle: T.handle, bias_handle: T.handle,
