@@ -12,6 +12,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.target import Target
 
+from tinyasr.compile.passes.name_shape_vars import name_shape_vars
 from tinyasr.compile.pipeline import lower_passes
 from tinyasr.targets.boards import host_target
 
@@ -60,3 +61,18 @@ def test_a_bounded_function_computes_up_to_the_bound_and_refuses_past_it():
         np.testing.assert_allclose(got, np.exp(x) * 2 + x.sum(), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=f"main: n over this deployable's bound of {BOUND}"):
         vm["main"](tvm.runtime.tensor(np.zeros(BOUND + 1, np.float32)))
+
+
+def test_the_importers_upper_bounds_are_dropped_with_the_rename():
+    """A torch.export Dim's max is not a size to plan memory for (Whisper's step would plan its
+    logits for 64 x 448 tokens): only the compiler's own bounds reach the planner."""
+    n = tirx.Var("s15", "int64")
+    x = relax.Var("x", relax.TensorType([n], "float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x], attrs={"tir_var_lower_bound": {"s15": 1},
+                                              "tir_var_upper_bound": {"s15": 64}}):
+        builder.emit_func_output(relax.op.exp(x))
+    named = name_shape_vars(builder.get()["main"], {("x", 0): "tokens"})
+    assert dict(named.attrs["tir_var_lower_bound"]) == {"tokens": 1}
+    assert "tir_var_upper_bound" not in named.attrs
+    assert [str(d) for d in named.params[0].ty.shape.values] == ["tokens"]
