@@ -86,6 +86,7 @@ from tinyasr.compile.passes.int8_conv2d import Int8Conv2d
 from tinyasr.compile.passes.int8_matmul import Int8Matmul
 from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, LiftWeightTransforms
 from tinyasr.compile.passes.name_shape_vars import name_shape_vars
+from tinyasr.compile.passes.rewriting import provable_for_sizes
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
 from tinyasr.compile.passes.tied_matmul import TiedMatmul
 from tinyasr.compile.passes.tree_fsmn import TreeFsmn
@@ -196,13 +197,9 @@ def _slice(node: torch.fx.Node, importer: Any) -> relax.Var:
     begin, step = begin or 0, rest[0] or 1
     shape = importer.shape_of(x)
     axis = axis if axis >= 0 else axis + len(shape)
-    analyzer = tvm.sym.Analyzer()
-    for var in tvm.tirx.analysis.undefined_vars(shape[axis]):
-        # a size is never negative (Range converts ints; TVM declares it Expr-only)
-        analyzer.bind(var, tvm.ir.Range(0, 1 << 40))  # pyright: ignore[reportArgumentType]
     in_bounds = (isinstance(begin, int) and begin >= 0 and step == 1
                  and tvm.ir.is_prim_expr(end) and not isinstance(end, tvm.tirx.IntImm)
-                 and analyzer.can_prove(end <= shape[axis]))
+                 and provable_for_sizes(end <= shape[axis], shape[axis]))
     if not in_bounds:
         return importer._slice(node)
     return importer.block_builder.emit(relax.op.strided_slice(  # lists: converted by the FFI

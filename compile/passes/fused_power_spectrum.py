@@ -44,7 +44,12 @@ from tinyasr.compile.kernels.fbank import (
     waveform_power_spectrum_kernel,
 )
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
-from tinyasr.compile.passes.rewriting import KernelPass, is_op, scalar_constant
+from tinyasr.compile.passes.rewriting import (
+    KernelPass,
+    is_op,
+    provable_for_sizes,
+    scalar_constant,
+)
 from tinyasr.model.network.framing import FRAME_LENGTH, FRAME_SHIFT
 from tinyasr.model.network.frontend import GROUPS, PREEMPHASIS, ROWS, STRIDE
 
@@ -186,12 +191,8 @@ class _Rewriter(Fp32KernelRewriter):
                 and float(pad.attrs.pad_value) == 0.0
                 and [int(w) for w in pad.attrs.pad_width][:3] == [0, 0, 0]):
             return padded
-        analyzer = tvm.sym.Analyzer()
         length = pad.args[0].ty.shape.values[1]
-        for var in tvm.tirx.analysis.undefined_vars(length):
-            # a size is never negative (Range converts ints; TVM declares it Expr-only)
-            analyzer.bind(var, tvm.ir.Range(0, 1 << 40))  # pyright: ignore[reportArgumentType]
-        return pad.args[0] if analyzer.can_prove(read <= length) else padded
+        return pad.args[0] if provable_for_sizes(read <= length, length) else padded
 
     def _power_spectrum(self, out: relax.Call
                         ) -> tuple[relax.Expr, relax.Expr, relax.Expr] | None:

@@ -22,6 +22,16 @@ def is_op(expr: relax.Expr | None, name: str) -> TypeGuard[relax.Call]:
 Bound = Callable[[relax.Expr], relax.Expr]   # a variable -> the expression bound to it
 
 
+def provable_for_sizes(condition: tvm.ir.Expr, size: tvm.ir.Expr) -> bool:
+    """Whether `condition` holds for every value of the symbolic variables of `size`, each a
+    size (never negative)."""
+    analyzer = tvm.sym.Analyzer()
+    for var in tvm.tirx.analysis.undefined_vars(size):
+        # Range converts ints; TVM declares it Expr-only
+        analyzer.bind(var, tvm.ir.Range(0, 1 << 40))  # pyright: ignore[reportArgumentType]
+    return analyzer.can_prove(condition)
+
+
 def scalar_constant(expr: relax.Expr) -> float | None:
     """The value of a scalar constant, else None."""
     if isinstance(expr, tvm.ir.expr.GenericConst) and expr.value.numpy().size == 1:
