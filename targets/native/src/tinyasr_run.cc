@@ -140,11 +140,8 @@ class Deployable {
    *        encoding; the samples are copied once, into the VM's input.
    */
   std::pair<Tensor, Tensor> Encode(const float* samples, size_t count) const {
+    // at most max_frames: every window fits (checked on load), and model.so checks it too
     int64_t frames = framing_.Frames(static_cast<int64_t>(count));
-    if (frames > max_frames_) {  // the windows stay inside it (checked on load)
-      throw std::invalid_argument("encode: " + std::to_string(frames) +
-                                  " frames, over the deployable's " + std::to_string(max_frames_));
-    }
     int64_t length = framing_.SamplesRead(frames);
     Tensor waveform = EmptyTensor({1, length}, DLDataType{kDLFloat, 32, 1});
     float* out = Data<float>(waveform);
@@ -211,11 +208,11 @@ class Deployable {
       throw InputError(path + ": audio framing out of range");
     }
     // encode's memory is planned for at most max_frames frames: every window must fit.
-    max_frames_ = IntField(audio, "max_frames");
+    int64_t max_frames = IntField(audio, "max_frames");
     int64_t window_frames =
         framing_.Frames(static_cast<int64_t>(kMaxWindowSeconds * framing_.sample_rate));
-    if (max_frames_ < window_frames) {
-      throw InputError(path + ": max_frames " + std::to_string(max_frames_) + " is under the " +
+    if (max_frames < window_frames) {
+      throw InputError(path + ": max_frames " + std::to_string(max_frames) + " is under the " +
                        std::to_string(window_frames) + " frames of a " +
                        std::to_string(static_cast<int>(kMaxWindowSeconds)) + " s window");
     }
@@ -237,7 +234,6 @@ class Deployable {
   std::string target_;
   int64_t sos_eos_ = 0;
   int64_t history_width_ = 0;  // the rows each tree node's FSMN reads (manifest decoder_history)
-  int64_t max_frames_ = 0;     // the most encoder frames encode takes (manifest audio.max_frames)
   Framing framing_{};
   std::vector<std::string> encode_keys_, decode_keys_;
   ffi::Function encode_, decode_;
