@@ -4,12 +4,13 @@ int8 and fp32 kernels of the same layer, at a range of densities, on this machin
     python -m tinyasr.schedules.bench.sparsity --out DIR [--targets host,x86-64-v3]
 
 For each target (x86 ones run here; a board's timings under qemu would say nothing) and each
-of the SAN-M feed-forward shapes (144 -> 576, 576 -> 144) at a 5 s utterance's 128 rows: the
-dense int8 kernel of the target's dot ISA (default register tile), the dense fp32 kernel, and
-the int8 and fp32 BSR kernels (4x1 blocks, the pruner's default) at each density, blocks kept
-at random. Median of `repeat` runs of `number` calls each. The crossover is the highest
-measured density at which the int8 BSR kernel is still faster than the dense int8 kernel
-(compile/passes/bsr_matmul.py MAX_DENSITY). Writes sparsity.json, sparsity.md, sparsity.png.
+of the SAN-M feed-forward shapes (144 -> 576, 576 -> 144) at a 5 s utterance's rows (the
+kernel search's KERNEL_ROWS, 128): the dense int8 kernel of the target's dot ISA (default
+register tile), the dense fp32 kernel, and the int8 and fp32 BSR kernels (4x1 blocks, the
+pruner's default) at each density, blocks kept at random. Median of `repeat` runs of `number`
+calls each. The crossover is the highest measured density at which the int8 BSR kernel is still
+faster than the dense int8 kernel (compile/passes/bsr_matmul.py max_density). Writes
+sparsity.json, sparsity.md, sparsity.png.
 """
 
 from __future__ import annotations
@@ -28,30 +29,37 @@ from tvm.target import Target
 from tinyasr.compile.kernels.bsr import bsr_matmul_kernel
 from tinyasr.compile.kernels.fp32 import fp32_matmul_kernel, vector_unit
 from tinyasr.compile.kernels.int8 import dot_isa, int8_matmul_kernel
+from tinyasr.compile.schedule_database import static_workload
 from tinyasr.model.common.atomic import atomic_write_text
 from tinyasr.model.network.compressed import to_bsr
 from tinyasr.model.network.sparsity import BlockShape
 from tinyasr.schedules.bench.cpu import cpu_name
+from tinyasr.schedules.kernel_search import KERNEL_ROWS
 from tinyasr.targets.boards import board_target, get_board
 
-ROWS = 128                                   # a 5 s utterance's encoder frames
 SHAPES = ((576, 144), (144, 576))            # (n, k): the FFN's two layers
 DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 BLOCK = (4, 1)
 
 
-def _arrays(function: tirx.PrimFunc, given: dict[str, np.ndarray], rng: np.random.Generator
+def _workload(function: tirx.PrimFunc) -> tvm.IRModule:
+    """`function` with its symbolic rows bound to KERNEL_ROWS, as the kernel search times it."""
+    workload = static_workload(function, lambda _name: KERNEL_ROWS)
+    assert workload is not None, "a kernel's only symbolic size is its rows"
+    return workload
+
+
+def _arrays(workload: tvm.IRModule, given: dict[str, np.ndarray], rng: np.random.Generator
             ) -> list[np.ndarray]:
-    """An array per buffer parameter: `given` by name, others random of the buffer's shape
-    (the symbolic row count set to ROWS) and dtype."""
+    """An array per buffer parameter of the workload: `given` by name, others random of the
+    buffer's shape and dtype."""
     arrays = []
     # a parameter is a Var typed by its buffer (reflected from C++, not declared in Python)
-    for param in function.params:  # pyright: ignore[reportAttributeAccessIssue]
+    for param in workload["main"].params:  # pyright: ignore[reportAttributeAccessIssue]
         if param.name in given:
             arrays.append(given[param.name])
             continue
-        shape = [ROWS if not isinstance(d, tirx.IntImm) else int(d) for d in param.ty.shape]
-        dtype = str(param.ty.dtype)
+        shape, dtype = [int(d) for d in param.ty.shape], str(param.ty.dtype)
         if dtype == "int8":
             arrays.append(rng.integers(-127, 128, shape).astype(np.int8))
         else:
@@ -59,13 +67,13 @@ def _arrays(function: tirx.PrimFunc, given: dict[str, np.ndarray], rng: np.rando
     return arrays
 
 
-def time_kernel(function: tirx.PrimFunc, arrays: list[np.ndarray], target: Target,
-                number: int, repeat: int) -> float:
-    """Median ms of one call of `function` on `arrays`."""
-    library = tvm.compile(tvm.IRModule({"main": function.with_attr("global_symbol", "main")}),
-                          target)
+def time_kernel(function: tirx.PrimFunc, given: dict[str, np.ndarray], rng: np.random.Generator,
+                target: Target, number: int, repeat: int) -> float:
+    """Median ms of one call of `function` at KERNEL_ROWS rows on `given` and random inputs."""
+    workload = _workload(function)
+    library = tvm.compile(workload, target)
     device = tvm.cpu()
-    tensors = [tvm.runtime.tensor(a, device) for a in arrays]
+    tensors = [tvm.runtime.tensor(a, device) for a in _arrays(workload, given, rng)]
     timer = library.jit().time_evaluator("main", device, number=number, repeat=repeat)
     return statistics.median(timer(*tensors).results) * 1e3
 
@@ -80,10 +88,8 @@ def measure_target(name: str, number: int, repeat: int) -> dict[str, Any]:
         dense_fp32 = fp32_matmul_kernel(unit, n, k)
         row: dict[str, Any] = {
             "n": n, "k": k,
-            "dense_int8_ms": time_kernel(dense_int8, _arrays(dense_int8, {}, rng), target,
-                                         number, repeat),
-            "dense_fp32_ms": time_kernel(dense_fp32, _arrays(dense_fp32, {}, rng), target,
-                                         number, repeat),
+            "dense_int8_ms": time_kernel(dense_int8, {}, rng, target, number, repeat),
+            "dense_fp32_ms": time_kernel(dense_fp32, {}, rng, target, number, repeat),
             "bsr": []}
         for density in DENSITIES:
             keep = rng.random((n // BLOCK[0], k // BLOCK[1])) < density
@@ -98,7 +104,7 @@ def measure_target(name: str, number: int, repeat: int) -> dict[str, Any]:
                 kernel = bsr_matmul_kernel(n, k, BLOCK, len(data), str(indices.dtype), int8)
                 given = {"data": data, "indices": indices, "indptr": bsr["row_pointers"]}
                 point["int8_ms" if int8 else "fp32_ms"] = time_kernel(
-                    kernel, _arrays(kernel, given, rng), target, number, repeat)
+                    kernel, given, rng, target, number, repeat)
             row["bsr"].append(point)
         faster = [p["density"] for p in row["bsr"] if p["int8_ms"] < row["dense_int8_ms"]]
         row["int8_crossover_density"] = max(faster) if faster else None
@@ -107,8 +113,8 @@ def measure_target(name: str, number: int, repeat: int) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"CPU: {report['cpu']}; {ROWS} rows, BSR blocks {BLOCK[0]}x{BLOCK[1]}, median of "
-             f"{report['repeat']} x {report['number']} calls, ms.", ""]
+    lines = [f"CPU: {report['cpu']}; {KERNEL_ROWS} rows, BSR blocks {BLOCK[0]}x{BLOCK[1]}, "
+             f"median of {report['repeat']} x {report['number']} calls, ms.", ""]
     for target in report["targets"]:
         for shape in target["shapes"]:
             crossover = shape["int8_crossover_density"]
