@@ -87,6 +87,20 @@ class Int8Conv2d(nn.Module):
         return F.conv2d(x, weight, self.bias, self.stride, self.padding)
 
 
+class Int8Conv1d(nn.Module):
+    """nn.Conv1d on int8 weights (one fp32 scale per output channel)."""
+
+    def __init__(self, values: torch.Tensor, scale: torch.Tensor, conv: nn.Conv1d):
+        super().__init__()
+        self.values = nn.Parameter(values, requires_grad=False)
+        self.scale = nn.Parameter(scale, requires_grad=False)
+        self.bias, self.stride, self.padding = conv.bias, conv.stride, conv.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.values.float() * self.scale.reshape(-1, 1, 1)
+        return F.conv1d(x, weight, self.bias, self.stride, self.padding)
+
+
 class BsrLinear(nn.Module):
     """nn.Linear on a BSR weight: values (nnz, R, C) fp32 or int8 (then with per-channel
     scales), col_indices (uint8 when they fit, else int32), row_pointers int32."""

@@ -67,11 +67,12 @@ def shape_roles(layers: int) -> dict[str, dict[tuple[str, int], str]]:
     return roles
 
 
-def import_whisper(model: Whisper, dump: IRDumper) -> ImportedModel:
-    """Phase import: the three graphs as one Relax module, weights kept as inputs."""
+def import_whisper(model: Whisper, dump: IRDumper, int8: bool = False) -> ImportedModel:
+    """Phase import: the three graphs as one Relax module, weights kept as inputs; `int8`:
+    the encoder's attention on int8 dot products too."""
     mod, weights = import_exported(export_graphs(model), shape_roles(model.dims.n_text_layers))
     dump("import", mod)
-    return ImportedModel(mod, weights)
+    return ImportedModel(mod, weights, int8_attention=int8)
 
 
 def build_whisper_deployable(model_dir: Path, board: Board, out: Path, force: bool = False,
@@ -91,7 +92,7 @@ def build_whisper_deployable(model_dir: Path, board: Board, out: Path, force: bo
         model = quantize_whisper(model)
     applied = None if untuned else tuning_database(board, database)
     dump = IRDumper(dump_dir)
-    built = build(import_whisper(model, dump), board_target(board), dump, applied)
+    built = build(import_whisper(model, dump, int8), board_target(board), dump, applied)
     return write_whisper_deployable(built, board, out, model_dir, model, tokenizer, config,
                                     int8)
 

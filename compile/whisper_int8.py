@@ -11,8 +11,10 @@ logits multiply the fp32 activations by the int8 rows group by group, each group
 (passes/tied_matmul.py: compile/kernels/rowdot.py's int8 kernel). Stored once either way, a
 quarter of the fp32 matrix's 80 MB to read each decoder step, which had been half of an int8
 step's time. One scale per whole row had cost a word on real speech (tiny.en: WER 11.29 ->
-12.37 %), groups of 128 columns keep fp32's transcripts (see README). The convolutions,
-LayerNorms and the position tables stay fp32.
+12.37 %), groups of 128 columns keep fp32's transcripts (see README). The encoder's two
+convolutions become compressed_import.Int8Conv1d (int8 per output channel over its C x K
+inputs; passes/int8_conv1d.py rounds each output frame's inputs per row, as for the linear
+layers). The LayerNorms and the position tables stay fp32.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinyasr.compile.compressed_import import Int8Linear
+from tinyasr.compile.compressed_import import Int8Conv1d, Int8Linear
 from tinyasr.model.whisper.model import Whisper
 
 LEVELS = 127.0     # symmetric int8: -127..127, as the SAN-M quantizer and the kernels use
@@ -53,6 +55,17 @@ def quantize_linear_layers(model: Whisper) -> Whisper:
             setattr(blocks.get_submodule(parent), attribute,
                     Int8Linear(values, scale, module.bias))
     return model.eval()
+
+
+def quantize_convolutions(model: Whisper) -> Whisper:
+    """`model` (changed in place) with int8 front convolutions (Int8Conv1d, one scale per
+    output channel)."""
+    for name in ("conv1", "conv2"):
+        conv = getattr(model.encoder, name)
+        weight = conv.weight.detach()
+        values, scale = int8_per_channel(weight.reshape(weight.shape[0], -1))
+        setattr(model.encoder, name, Int8Conv1d(values.reshape(weight.shape), scale, conv))
+    return model
 
 
 def embedding_group(k: int) -> int:
@@ -96,9 +109,9 @@ class Int8Embedding(nn.Module):
 
 def quantize_whisper(model: Whisper) -> Whisper:
     """`tinyasr compile --int8`: a copy of `model` with int8 block linear layers
-    (quantize_linear_layers) and an int8 tied token embedding (Int8Embedding, scales per
-    embedding_group columns)."""
-    model = quantize_linear_layers(model)
+    (quantize_linear_layers), int8 front convolutions (quantize_convolutions) and an int8 tied
+    token embedding (Int8Embedding, scales per embedding_group columns)."""
+    model = quantize_convolutions(quantize_linear_layers(model))
     weight = model.decoder.embed_tokens.weight.detach()
     values, scale = int8_per_group(weight, embedding_group(weight.shape[1]))
     # an nn.Module where Decoder declares nn.Embedding: Int8Embedding has its call and the

@@ -1,6 +1,8 @@
 """The fused attention kernel equals numpy's attention for every kind of width, masked or not,
 with keys and values per batch or shared; attention as torch exports model/network/san_m.py's
-`attend` compiles to that one kernel and computes what torch computes."""
+`attend` compiles to that one kernel and computes what torch computes. The int8 attention
+kernel computes its numpy reference and stays near float attention; the pass gives it only
+long unmasked attentions of models compiled for it."""
 
 from __future__ import annotations
 
@@ -13,12 +15,20 @@ from tvm.target import Target
 
 from tinyasr.compile.kernels.attention import attention_kernel, attention_tiles
 from tinyasr.compile.kernels.fp32 import vector_unit
+from tinyasr.compile.kernels.int8 import VNNI, dot_isa
+from tinyasr.compile.kernels.int8_attention import (
+    int8_attention_kernel,
+    int8_attention_reference,
+    int8_attention_tiles,
+)
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build, import_program
 from tinyasr.model.network.san_m import attend
 from tinyasr.targets.boards import board_target, get_board
 
 HOST = board_target(get_board("host"))
 HEADS, HEAD_DIM = 4, 36
+X86_VNNI = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"}
+INT8_HEADS, INT8_HEAD_DIM = 3, 32
 
 
 def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, keep: np.ndarray | None
@@ -107,3 +117,75 @@ def test_attention_as_torch_exports_it_is_one_kernel(masked: bool, tmp_path):
     with torch.no_grad():
         expected = _Attention()(*inputs).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def _float_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int) -> np.ndarray:
+    """Unmasked attention in float64 (keys and values of batch b % G)."""
+    batch, rows, dim = q.shape
+    width = dim // heads
+    out = np.zeros((batch, rows, dim))
+    for b in range(batch):
+        for head in range(heads):
+            columns = slice(head * width, (head + 1) * width)
+            scores = q[b, :, columns].astype(np.float64) @ k[b % len(k), :, columns].T
+            weights = np.exp(scores - scores.max(-1, keepdims=True))
+            out[b, :, columns] = weights / weights.sum(-1, keepdims=True) @ v[b % len(v), :,
+                                                                               columns]
+    return out
+
+
+@pytest.mark.parametrize("point", [0, 3, -1])   # the template's default, other tiles
+def test_int8_attention_kernel_equals_its_reference(point: int):
+    """Keys of whole blocks of 16 and not (50, 16, 3, 1), query rows in blocks and left over
+    (37, 5, 9, 1), keys and values per batch and shared: the kernel computes its numpy
+    reference (within the 16-bit probabilities' last level: the kernel's exponential is a
+    float32 polynomial) and stays within 2 % (RMS) of float attention. It runs vpdpbusd, so
+    it runs where the host has AVX-512 VNNI; elsewhere it is only compiled."""
+    params = int8_attention_tiles(VNNI, INT8_HEAD_DIM)[point]
+    kernel = int8_attention_kernel(VNNI, INT8_HEADS, INT8_HEAD_DIM, params).with_attr(
+        "global_symbol", "main")
+    assembly = tvm.compile(tvm.IRModule({"main": kernel}), Target(X86_VNNI)).mod.inspect_source(
+        "asm")
+    assert "vpdpbusd" in assembly
+    if dot_isa(Target(HOST)) is not VNNI:
+        pytest.skip("this host has no AVX-512 VNNI to run it")
+    library = tvm.compile(tvm.IRModule({"main": kernel}), Target(HOST)).mod
+    rng = np.random.default_rng(abs(point))
+    dim = INT8_HEADS * INT8_HEAD_DIM
+    for batch, groups, rows, n in [(1, 1, 37, 50), (2, 1, 5, 16), (2, 2, 9, 3), (1, 1, 1, 1)]:
+        q = (rng.standard_normal((batch, rows, dim)) / 3).astype(np.float32)
+        k, v = (rng.standard_normal((groups, n, dim)).astype(np.float32) for _ in "kv")
+        out = tvm.runtime.tensor(np.zeros((batch, rows, dim), np.float32))
+        library["main"](*(tvm.runtime.tensor(a) for a in (q, k, v)), out)
+        got = out.numpy()
+        np.testing.assert_allclose(got, int8_attention_reference(q, k, v, INT8_HEADS),
+                                   rtol=1e-4, atol=1e-4)
+        exact = _float_attention(q, k, v, INT8_HEADS)
+        assert np.sqrt(((got - exact) ** 2).mean() / (exact ** 2).mean()) < 0.02
+
+
+class _Unmasked(nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return attend(q, k, v, INT8_HEADS, None, nn.Identity())
+
+
+@pytest.mark.parametrize("rows, int8", [(80, True), (80, False), (8, True)])
+def test_int8_attention_is_for_long_attention_of_int8_models(rows: int, int8: bool,
+                                                             tmp_path):
+    """Compiled for int8 attention (ImportedModel.int8_attention) on a VNNI target, an unmasked
+    attention of 80 query rows becomes the int8 kernel; without the flag, or over 8 rows
+    (fewer than INT8_MIN_ROWS: a decoder step), it stays the fp32 kernel."""
+    from tinyasr.compile.passes.fused_attention import INT8_MIN_ROWS
+
+    assert rows >= INT8_MIN_ROWS or rows == 8 < INT8_MIN_ROWS
+    dim = INT8_HEADS * INT8_HEAD_DIM
+    inputs = tuple(torch.from_numpy(np.random.default_rng(0).standard_normal(
+        (1, rows, dim)).astype(np.float32)) for _ in "qkv")
+    program = torch.export.export(_Unmasked().eval(), inputs)
+    mod, params = tvm.relax.frontend.detach_params(import_program(program))
+    build(ImportedModel(mod, {"main": params.get("main", [])}, int8_attention=int8), X86_VNNI,
+          IRDumper(tmp_path))
+    dense = next(tmp_path.glob("*-dense.py")).read_text()
+    int8_kernel = f"cls.int8_attention_avx512_vnni_h{INT8_HEADS}x{INT8_HEAD_DIM}, " in dense
+    assert int8_kernel == (int8 and rows >= INT8_MIN_ROWS)
+    assert int8_kernel or f"cls.attention_16_h{INT8_HEADS}x{INT8_HEAD_DIM}, " in dense

@@ -244,3 +244,40 @@ def test_pass_turns_an_int8_conv_into_im2col_and_the_kernel(tmp_path):
                                        torch.from_numpy(wq.astype(np.float64)), stride=2).numpy()
     np.testing.assert_allclose(out, exact * step * scale.reshape(1, -1, 1, 1),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_pass_turns_an_int8_conv1d_into_rounded_columns_and_the_kernel(tmp_path):
+    """Whisper's second front convolution as `compile --int8` exports it (Int8Conv1d: stride
+    2, padding 1, a bias) becomes im2col, the per-row rounding of each output frame's
+    3 x C inputs and the int8 kernel, and computes that rounding's exact products."""
+    from tinyasr.compile.compressed_import import Int8Conv1d
+    from tinyasr.compile.pipeline import import_program
+
+    channels, out_channels, width = 24, 32, 20
+    rng = np.random.default_rng(4)
+    wq = rng.integers(-127, 128, (out_channels, channels, 3), dtype=np.int8)
+    scale = (rng.random(out_channels, dtype=np.float32) + 0.5) / 127
+    conv = torch.nn.Conv1d(channels, out_channels, 3, stride=2, padding=1)
+    module = Int8Conv1d(torch.from_numpy(wq), torch.from_numpy(scale), conv).eval()
+    x = rng.standard_normal((1, channels, width)).astype(np.float32)
+    program = torch.export.export(module, (torch.from_numpy(x),))
+    mod, params = relax.frontend.detach_params(import_program(program))
+    built = build(ImportedModel(mod, {"main": params.get("main", [])}), host_target(),
+                  IRDumper(tmp_path))
+    isa = dot_isa(Target(host_target()))
+    lowered = next(tmp_path.glob("*-lower.py")).read_text()
+    assert f"int8_matmul_{isa.name.replace('-', '_')}_{out_channels}x{channels * 3}" in lowered
+    assert "conv1d" not in lowered
+
+    vm = relax.VirtualMachine(built.executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x), *(built.weights[k] for k in
+                                                built.signatures["main"].weights))[0].numpy()
+    padded = np.pad(x[0], ((0, 0), (1, 1)))
+    frames = (width - 1) // 2 + 1
+    columns = np.stack([padded[:, 2 * t:2 * t + 3].T.reshape(-1) for t in range(frames)])
+    step = np.maximum(np.abs(columns).max(1, keepdims=True), 1e-12) / 127
+    xq = np.clip(np.round(columns / step), -127, 127)
+    weights = wq.transpose(0, 2, 1).reshape(out_channels, -1).astype(np.float64)
+    bias = conv.bias.detach().numpy()
+    expected = (xq @ weights.T) * step * scale + bias
+    np.testing.assert_allclose(out[0], expected.T, rtol=1e-5, atol=1e-5)

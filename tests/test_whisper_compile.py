@@ -294,19 +294,21 @@ def small_int8(small, tmp_path_factory):
 
 
 def test_small_int8_runs_int8_weights_near_its_reference(small_int8, whisper_parts):
-    """Every block linear layer's weight and the tied token embedding are stored int8 (one
-    fp32 scale per output channel / per 32 columns of a token row), the embedding once for
-    its gather and the logits; the compiled model also rounds each layer's input to int8 per
-    row, which the PyTorch twin (the same int8 weights, fp32 activations) does not: measured
-    differences ~1e-2 of logits of magnitude ~3; 5% of the largest logit allowed."""
+    """Every block linear layer's weight, both front convolutions' and the tied token
+    embedding are stored int8 (one fp32 scale per output channel / per 32 columns of a token
+    row), the embedding once for its gather and the logits; the compiled model also rounds
+    each layer's input to int8 per row, and on VNNI hosts runs the encoder's attention on int8
+    dot products, which the PyTorch twin (the same int8 weights, fp32 activations) does not:
+    measured differences ~1e-2 of logits of magnitude ~3; 5% of the largest logit allowed."""
     from tinyasr.compile.deployable import read_weights_index
 
     reference, compiled, lib = small_int8
     manifest = json.loads((lib / "manifest.json").read_text())
     assert manifest["weights_encoding"] == "int8"
     dtypes = [dtype for dtype, _ in read_weights_index(lib / "weights.bin").values()]
-    # encoder blocks: qkv, out, fc1, fc2; decoder blocks also the cross query, kv and out
-    assert dtypes.count("int8") == 4 * SMALL.n_audio_layers + 7 * SMALL.n_text_layers + 1
+    # encoder blocks: qkv, out, fc1, fc2; decoder blocks also the cross query, kv and out;
+    # the two front convolutions, the token embedding
+    assert dtypes.count("int8") == 4 * SMALL.n_audio_layers + 7 * SMALL.n_text_layers + 3
     embedding = sorted(key for key in manifest["functions"]["step"]["weights"]
                        if "embed_tokens" in key)
     assert embedding == ["step/p_decoder_embed_tokens_scale",

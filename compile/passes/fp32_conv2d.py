@@ -23,7 +23,6 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from tinyasr.compile.kernels.im2col import im2col_kernel
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.rewriting import KernelPass, is_op, plain_channels_last
 
@@ -66,19 +65,7 @@ class _Rewriter(Fp32KernelRewriter):
         taps, channels, out_channels = (int(d) for d in call.args[1].ty.shape.values)
         if not self.unit.supports(out_channels):
             return call
-        before, after = (int(p) for p in call.attrs.padding)
-        x = call.args[0]
-        if before or after:
-            x = self.builder_.emit(relax.op.nn.pad(x, [0, 0, before, after, 0, 0]))
-        height = int(x.ty.shape.values[1])
-        image = self.builder_.emit(relax.op.reshape(x, [1, height, 1, channels]))
-        stride = int(call.attrs.strides[0])
-        out_w = int(call.ty.shape.values[1])
-        kernel = self._kernel(f"im2col_float32_{channels}x1_k{taps}x1_s{stride}x1",
-                              lambda: im2col_kernel("float32", channels, 1, (taps, 1),
-                                                    (stride, 1)))
-        columns = self.builder_.emit(relax.call_tir(
-            kernel, [image], relax.TensorType([out_w, taps * channels], "float32")))
+        columns = self.conv1d_columns(call)
         matrix = self.builder_.emit(relax.op.reshape(call.args[1], [taps * channels,
                                                                    out_channels]))
         return relax.op.reshape(self.fp32_matmul(columns, matrix), call.ty.shape)

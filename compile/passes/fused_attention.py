@@ -17,6 +17,12 @@ importer batches a 4-d matmul), and k and v may have batch 1, shared by every b 
 cross-attention keys and values). Rewrite: out = call_tir(the kernel, q, k, v[, keep]); the
 head transposes, the scores and the probabilities go. Run it before BatchedMatmul, which
 takes the attention matmuls this pass leaves.
+
+With `int8` (a model compiled with int8 activations: Whisper --int8), an unmasked attention of
+at least INT8_MIN_ROWS query rows, a static count, becomes the int8 attention kernel instead
+(compile/kernels/int8_attention.py) where the target's dot ISA has one: it rounds and packs
+each head's keys and values once per call, which only pays over many query rows (the encoder's
+1500), not a decoder step's few.
 """
 
 from __future__ import annotations
@@ -27,14 +33,22 @@ import tvm
 import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import mutator
+from tvm.target import Target
 
 from tinyasr.compile.kernels.attention import attention_supported, attention_tunable
+from tinyasr.compile.kernels.int8 import DotIsa, dot_isa
+from tinyasr.compile.kernels.int8_attention import (
+    int8_attention_supported,
+    int8_attention_tunable,
+)
 from tinyasr.compile.kernels.softmax import MASKED_SCORE
+from tinyasr.compile.kernels.tunable import KernelChoices
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.rewriting import KernelPass, is_op, scalar_constant
 
 QUERY_ORDER = VALUE_ORDER = [0, 2, 1, 3]
 KEY_ORDER = [0, 2, 3, 1]
+INT8_MIN_ROWS = 64   # query rows from which the int8 kernel's per-call packing pays
 
 
 @dataclass
@@ -51,6 +65,11 @@ def _same(a: tvm.ir.Expr, b: tvm.ir.Expr) -> bool:
 
 @mutator
 class _Rewriter(Fp32KernelRewriter):
+    def __init__(self, mod: tvm.IRModule, target: Target, choices: KernelChoices | None = None,
+                 int8: bool = False):
+        super().__init__(mod, target, choices)
+        self.int8_isa: DotIsa | None = dot_isa(target) if int8 else None
+
     def visit_call_(self, op: relax.Call) -> relax.Expr:
         call = super().visit_call_(op)
         if not is_op(call, "relax.reshape") or call.ty.ndim != 3 or call.ty.dtype != "float32":
@@ -60,9 +79,19 @@ class _Rewriter(Fp32KernelRewriter):
             return call
         q, k, v, keep = matched
         masked = keep is not None
-        kernel = self._tunable(attention_tunable(self.unit, q.heads, q.head_dim, masked))
+        if self._int8(q, masked):
+            kernel = self._tunable(int8_attention_tunable(self.int8_isa, q.heads, q.head_dim))
+        else:
+            kernel = self._tunable(attention_tunable(self.unit, q.heads, q.head_dim, masked))
         inputs = [q.source, k.source, v.source, *([keep] if keep is not None else [])]
         return relax.call_tir(kernel, inputs, call.ty)
+
+    def _int8(self, q: Heads, masked: bool) -> bool:
+        """Whether the int8 kernel takes this attention (see the module's doc)."""
+        rows = q.source.ty.shape.values[1]
+        return (self.int8_isa is not None and not masked
+                and int8_attention_supported(self.int8_isa, q.head_dim)
+                and isinstance(rows, tvm.tirx.IntImm) and int(rows) >= INT8_MIN_ROWS)
 
     def _attention(self, out: relax.Call
                    ) -> tuple[Heads, Heads, Heads, relax.Expr | None] | None:
@@ -169,6 +198,14 @@ class _Rewriter(Fp32KernelRewriter):
 
 @tvm.transform.module_pass(opt_level=0, name="FusedAttention")
 class FusedAttention(KernelPass):
-    """Multi-head attention -> the fused attention kernel."""
+    """Multi-head attention -> the fused attention kernel (`int8`: the int8 one where it
+    applies)."""
 
     rewriter = _Rewriter
+
+    def __init__(self, target: Target, choices: KernelChoices | None = None, int8: bool = False):
+        super().__init__(target, choices)
+        self.int8 = int8
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        return _Rewriter(mod, self.target, self.choices, self.int8).transform()

@@ -30,11 +30,12 @@ from tinyasr.compile.passes.rewriting import Bound, KernelPass, is_op, plain_cha
 OHWI = [0, 2, 3, 1]   # OIHW -> OHWI
 
 
-def conv_weight(weight: relax.Expr, bound: Bound) -> tuple[relax.Expr, relax.Expr] | None:
+def conv_weight(weight: relax.Expr, bound: Bound,
+                order: list[int] = OHWI) -> tuple[relax.Expr, relax.Expr] | None:
     """(wq, scale) when `weight` is permute(float(wq (O, C, KH, KW) int8) * reshape(scale (O,)),
-    OHWI)."""
+    `order`) (a conv1d's: wq (O, C, K), order WIO)."""
     if not (is_op(weight, "relax.permute_dims")
-            and [int(axis) for axis in weight.attrs.axes] == OHWI):
+            and [int(axis) for axis in weight.attrs.axes] == order):
         return None
     dequantized = bound(weight.args[0])
     if not is_op(dequantized, "relax.multiply"):

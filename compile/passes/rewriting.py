@@ -93,6 +93,25 @@ class FunctionRewriter(PyExprMutator):
         return self.builder_.emit(relax.call_tir(
             kernel, [x], relax.TensorType([out_h * out_w, kh * kw * channels], dtype)))
 
+    def conv1d_columns(self, conv: relax.Call) -> relax.Var:
+        """The im2col (OW, K * C) of a channels-last conv1d's input (x's dtype; NWC / WIO, batch
+        1, static width): x padded and seen as a (1, W, 1, C) image under a (K, 1) kernel, so
+        the columns are in the order of the WIO weight flattened to (K * C, O)."""
+        taps, channels, _ = (int(d) for d in conv.args[1].ty.shape.values)
+        before, after = (int(p) for p in conv.attrs.padding)
+        x = conv.args[0]
+        if before or after:
+            x = self.builder_.emit(relax.op.nn.pad(x, [0, 0, before, after, 0, 0]))
+        height = int(x.ty.shape.values[1])
+        image = self.builder_.emit(relax.op.reshape(x, [1, height, 1, channels]))
+        stride = int(conv.attrs.strides[0])
+        out_w = int(conv.ty.shape.values[1])
+        dtype = x.ty.dtype
+        kernel = self._kernel(f"im2col_{dtype}_{channels}x1_k{taps}x1_s{stride}x1",
+                              lambda: im2col_kernel(dtype, channels, 1, (taps, 1), (stride, 1)))
+        return self.builder_.emit(relax.call_tir(
+            kernel, [image], relax.TensorType([out_w, taps * channels], dtype)))
+
 
 def plain_channels_last(conv: relax.Call) -> bool:
     """A conv2d in NHWC / OHWI (as ConvertLayout leaves them), batch 1, one group, no padding
