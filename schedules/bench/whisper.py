@@ -12,7 +12,10 @@ Systems (rows), all greedy, English, no timestamps, no previous text as a prompt
   onnxruntime-fp32, onnxruntime-int8   ONNX Runtime (CPUExecutionProvider, intra_op_num_threads
       1, inter_op 1) on the same three graphs exported to ONNX (compile/whisper_onnx.py, built
       by this run): fp32, and ORT's dynamic int8 (quantize_dynamic, per channel) of it
-  whisper.cpp     a row without numbers, saying why (no GGML converter exists here yet)
+  whisper.cpp-q8_0, whisper.cpp-f16   whisper.cpp 1.8.5 as PyPI's pywhispercpp 1.5.1 wheel
+      builds it (n_threads 1, greedy, no timestamps, no context, no temperature fallback) on
+      the same weights written as a GGML file by compile/whisper_ggml.py (this run): q8_0
+      (int8 blocks of 32) and f16 linear weights
 
 Each system runs in a process of its own, so its peak RSS (VmHWM: loading included) is its own.
 Columns: encoder ms (one 30 s window, the median of 3 after one warm-up encode), whole
@@ -44,11 +47,9 @@ SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30
 MIN_TIMED_TOKENS = 8   # ms/token is timed over at least this many tokens
 MEASURED = ("faster-whisper-int8", "faster-whisper-fp32", "torch-fp32", "tvm-fp32", "tvm-int8",
-            "onnxruntime-fp32", "onnxruntime-int8")
-UNAVAILABLE = {
-    "whisper.cpp": "not run: needs a GGML converter of our own (pywhispercpp 1.5.1 is on PyPI)",
-}
-SYSTEMS = (*MEASURED, *UNAVAILABLE)
+            "onnxruntime-fp32", "onnxruntime-int8", "whisper.cpp-q8_0", "whisper.cpp-f16")
+SYSTEMS = MEASURED
+GGML_FILE = "model.bin"
 
 
 def bench_audio(seconds: float, utterances) -> Any:
@@ -92,6 +93,47 @@ class _FasterWhisper:
         segments = list(segments)
         text = "".join(segment.text for segment in segments).strip()
         return text, sum(len(segment.tokens) + 1 for segment in segments)
+
+
+class _WhisperCpp:
+    """whisper.cpp through pywhispercpp, on a GGML file of the same weights."""
+
+    def __init__(self, path: Path):
+        from pywhispercpp.model import Model
+
+        self.path = path
+        self.model = Model(str(path), n_threads=1, redirect_whispercpp_logs_to=None,
+                           print_progress=False, print_realtime=False, language="en",
+                           no_timestamps=True, no_context=True, temperature=0.0,
+                           temperature_inc=0.0)
+
+    def artifact_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def encode(self, samples) -> None:
+        import _pywhispercpp as whisper_cpp
+        import numpy as np
+
+        window = np.zeros(WINDOW_SECONDS * SAMPLE_RATE, np.float32)
+        window[:len(samples)] = samples[:len(window)] / 32768.0
+        whisper_cpp.whisper_pcm_to_mel(self.model._ctx, window, len(window), 1)
+        whisper_cpp.whisper_encode(self.model._ctx, 0, 1)
+
+    def transcribe(self, samples) -> tuple[str, int]:
+        import numpy as np
+
+        segments = self.model.transcribe((samples / 32768.0).astype(np.float32))
+        text = "".join(segment.text for segment in segments).strip()
+        # whisper.cpp's segments do not list their tokens: the text's BPE tokens and one
+        # end of text per segment
+        return text, len(self._tokenizer().encode(text)) + len(segments)
+
+    @staticmethod
+    def _tokenizer():
+        from tinyasr.model.whisper.convert import ensure_whisper_model
+        from tinyasr.model.whisper.tokenizer import WhisperTokenizer
+
+        return WhisperTokenizer.load(ensure_whisper_model())
 
 
 class _Tinyasr:
@@ -140,6 +182,8 @@ class _Tinyasr:
 def _engine(system: str, libs: dict[str, Path]):
     if system.startswith("faster-whisper"):
         return _FasterWhisper(system.removeprefix("faster-whisper-").replace("fp32", "float32"))
+    if system.startswith("whisper.cpp"):
+        return _WhisperCpp(libs[system] / GGML_FILE)
     return _Tinyasr(libs.get(system), onnx=system.startswith("onnxruntime"))
 
 
@@ -213,9 +257,11 @@ def run_worker(system: str, libs: dict[str, Path], lengths: list[float], data: P
 
 
 def build_deployables(out: Path, systems: list[str]) -> dict[str, Path]:
-    """The host deployables the TVM rows run, compiled into `out`, and the ONNX directories
-    the ONNX Runtime rows run, exported there (each reused when there)."""
+    """The host deployables the TVM rows run, compiled into `out`, the ONNX directories the
+    ONNX Runtime rows run and the GGML files of the whisper.cpp rows, written there (each
+    reused when there)."""
     from tinyasr.compile.whisper_deployable import build_whisper_deployable
+    from tinyasr.compile.whisper_ggml import write_ggml
     from tinyasr.compile.whisper_onnx import write_whisper_onnx
     from tinyasr.model.whisper.convert import CONFIG_FILE, ensure_whisper_model
     from tinyasr.targets.boards import get_board
@@ -231,6 +277,12 @@ def build_deployables(out: Path, systems: list[str]) -> dict[str, Path]:
             build_whisper_deployable(ensure_whisper_model(), get_board("host"), lib,
                                      force=True, untuned=True, int8=system == "tvm-int8")
         libs[system] = lib
+    for system in (s for s in systems if s.startswith("whisper.cpp-")):
+        lib = out / system
+        if not (lib / GGML_FILE).is_file():
+            write_ggml(ensure_whisper_model(), lib / GGML_FILE,
+                       system.removeprefix("whisper.cpp-"))
+        libs[system] = lib
     return libs
 
 
@@ -239,30 +291,28 @@ def _optional(value: float | None, spec: str) -> str:
 
 
 def format_table(rows: list[dict[str, Any]], lengths: list[float]) -> str:
-    """A markdown table, ratios against the fastest peer's whole transcription (TVM rows)."""
+    """A markdown table, then each TVM row's speed against the fastest peer's whole
+    transcription at each length."""
     header = ["system", "encoder ms", *(f"{x:g} s ms" for x in lengths), "ms/token",
               "peak RSS MiB", "artifact MB", "WER %", "CER %"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     notes = []
     for row in rows:
-        if "unavailable" in row:
-            lines.append(f"| {row['system']} |" + " - |" * (len(header) - 1))
-            notes.append(f"{row['system']}: {row['unavailable']}")
-            continue
         cells = [row["system"], f"{row['encoder_ms']:.0f}",
                  *(f"{row['whole_ms'][f'{x:g}']:.0f}" for x in lengths),
                  _optional(row['ms_per_token'], ".1f"), f"{row['peak_rss_mib']:.0f}",
                  f"{row['artifact_bytes'] / 1e6:.1f}", f"{row['wer']:.2f}", f"{row['cer']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    peers = [r for r in rows if "unavailable" not in r and not r["system"].startswith("tvm")]
-    longest = f"{max(lengths):g}"
-    if peers:
-        fastest = min(peers, key=lambda r: r["whole_ms"][longest])
+    peers = [r for r in rows if not r["system"].startswith("tvm")]
+    for length in (f"{x:g}" for x in lengths):
+        if not peers:
+            break
+        fastest = min(peers, key=lambda r: r["whole_ms"][length])
         for row in rows:
-            if row["system"].startswith("tvm") and "unavailable" not in row:
-                ratio = fastest["whole_ms"][longest] / row["whole_ms"][longest]
+            if row["system"].startswith("tvm"):
+                ratio = fastest["whole_ms"][length] / row["whole_ms"][length]
                 notes.append(f"{row['system']}: {ratio:.2f}x the speed of the fastest peer "
-                             f"({fastest['system']}) on the {longest} s utterance")
+                             f"({fastest['system']}) on the {length} s utterance")
     return "\n".join([*lines, "", *notes])
 
 
@@ -272,7 +322,7 @@ def plot(rows: list[dict[str, Any]], lengths: list[float], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = [r for r in rows if "unavailable" not in r]
+    measured = rows
     figure, axis = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(lengths)
     for i, length in enumerate(lengths):
@@ -313,9 +363,6 @@ def main(argv: list[str] | None = None) -> int:
     libs = build_deployables(args.out, systems)
     rows = []
     for system in systems:
-        if system in UNAVAILABLE:
-            rows.append({"system": system, "unavailable": UNAVAILABLE[system]})
-            continue
         print(f"bench: {system} ...", file=sys.stderr)
         rows.append(run_worker(system, libs, lengths, args.data, args.max_utterances,
                                args.out / f"{system}.json"))
