@@ -89,6 +89,7 @@ from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, Lift
 from tinyasr.compile.passes.name_shape_vars import name_shape_vars
 from tinyasr.compile.passes.rewriting import provable_for_sizes
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
+from tinyasr.compile.passes.split_heads import SplitHeads
 from tinyasr.compile.passes.tied_matmul import TiedMatmul
 from tinyasr.compile.passes.tree_fsmn import TreeFsmn
 from tinyasr.compile.schedule_database import AppliedDatabase
@@ -379,7 +380,7 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper,
             Fp32Conv2d(target, choices), FusedPowerSpectrum(target, choices),
             TiedMatmul(target, choices), Fp32Matmul(target, choices),
             FusedAttention(target, choices, imported.int8_attention),
-            BatchedMatmul(target, choices), FuseEpilogues(),
+            BatchedMatmul(target, choices), SplitHeads(), FuseEpilogues(),
             CacheWrite(target, choices),
             relax.transform.DeadCodeElimination()])(mod)
         dump("dense", mod)

@@ -189,3 +189,59 @@ def test_int8_attention_is_for_long_attention_of_int8_models(rows: int, int8: bo
     int8_kernel = f"cls.int8_attention_avx512_vnni_h{INT8_HEADS}x{INT8_HEAD_DIM}, " in dense
     assert int8_kernel == (int8 and rows >= INT8_MIN_ROWS)
     assert int8_kernel or f"cls.attention_16_h{INT8_HEADS}x{INT8_HEAD_DIM}, " in dense
+
+
+def test_fused_int8_attention_reads_one_projection_and_folds_the_scale():
+    """The fused kernel on qkv = [q | k | v] with the scores scaled by 1/8 computes what the
+    three-input kernel computes on (q / 8, k, v): a power of two scales a query row's scale,
+    not its integers."""
+    params = int8_attention_tiles(VNNI, INT8_HEAD_DIM)[0]
+    if dot_isa(Target(HOST)) is not VNNI:
+        pytest.skip("this host has no AVX-512 VNNI to run it")
+    fused, plain = (tvm.compile(tvm.IRModule({"main": int8_attention_kernel(
+        VNNI, INT8_HEADS, INT8_HEAD_DIM, params, scale).with_attr("global_symbol", "main")}),
+        Target(HOST)).mod for scale in (0.125, None))
+    rng = np.random.default_rng(5)
+    dim = INT8_HEADS * INT8_HEAD_DIM
+    for batch, rows in [(1, 70), (2, 9)]:
+        qkv = (rng.standard_normal((batch, rows, 3 * dim)) * 2).astype(np.float32)
+        q, k, v = (np.ascontiguousarray(qkv[..., i * dim:(i + 1) * dim]) for i in range(3))
+        outs = [tvm.runtime.tensor(np.zeros((batch, rows, dim), np.float32)) for _ in "ab"]
+        fused["main"](tvm.runtime.tensor(qkv), outs[0])
+        plain["main"](*(tvm.runtime.tensor(a) for a in (q / 8, k, v)), outs[1])
+        np.testing.assert_allclose(outs[0].numpy(), outs[1].numpy(), rtol=1e-5, atol=1e-5)
+
+
+class _FusedProjection(nn.Module):
+    """Whisper's encoder self-attention from its fused projection's output: split into
+    thirds, heads, scores scaled after the product (model/whisper/model.py)."""
+
+    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        from tinyasr.model.whisper.model import attend as whisper_attend
+        from tinyasr.model.whisper.model import split_heads
+
+        q, k, v = qkv.chunk(3, dim=-1)
+        return whisper_attend(*(split_heads(x, INT8_HEADS) for x in (q, k, v)))
+
+
+def test_int8_attention_of_a_fused_projection_is_one_input(tmp_path):
+    """Compiled for int8 attention, Whisper's self-attention on its fused projection becomes
+    the fused kernel on the projection's output (no split is left) and, on a VNNI host,
+    stays within 2 % (RMS) of torch's attention."""
+    dim = INT8_HEADS * INT8_HEAD_DIM
+    qkv = np.random.default_rng(6).standard_normal((1, 80, 3 * dim)).astype(np.float32)
+    program = torch.export.export(_FusedProjection().eval(), (torch.from_numpy(qkv),))
+    mod, params = tvm.relax.frontend.detach_params(import_program(program))
+    target = HOST if dot_isa(Target(HOST)) is VNNI else X86_VNNI
+    built = build(ImportedModel(mod, {"main": params.get("main", [])}, int8_attention=True),
+                  target, IRDumper(tmp_path))
+    dense = next(tmp_path.glob("*-dense.py")).read_text()
+    assert f"int8_attention_avx512_vnni_h{INT8_HEADS}x{INT8_HEAD_DIM}_qkv_s" in dense
+    assert "R.split" not in dense
+    if target is X86_VNNI:
+        pytest.skip("this host has no AVX-512 VNNI to run it")
+    vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(qkv))[0].numpy()
+    with torch.no_grad():
+        expected = _FusedProjection()(torch.from_numpy(qkv)).numpy()
+    assert np.sqrt(((got - expected) ** 2).mean() / (expected ** 2).mean()) < 0.02

@@ -78,18 +78,25 @@ def int8_attention_tiles(isa: DotIsa, head_dim: int) -> list[Params]:
     return space
 
 
-def int8_attention_tunable(isa: DotIsa, heads: int, head_dim: int) -> Tunable:
-    """The kernel as a template over its tiles."""
-    return Tunable(f"int8_attention_{isa.name.replace('-', '_')}_h{heads}x{head_dim}",
-                   lambda params: int8_attention_kernel(isa, heads, head_dim, params),
+def int8_attention_tunable(isa: DotIsa, heads: int, head_dim: int,
+                           score_scale: float | None = None) -> Tunable:
+    """The kernel as a template over its tiles (`score_scale`: the fused kernel's)."""
+    fused = "" if score_scale is None else f"_qkv_s{score_scale!r}"
+    return Tunable(f"int8_attention_{isa.name.replace('-', '_')}_h{heads}x{head_dim}{fused}",
+                   lambda params: int8_attention_kernel(isa, heads, head_dim, params,
+                                                        score_scale),
                    tuple(int8_attention_tiles(isa, head_dim)))
 
 
 def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
-                          params: Params | None = None) -> tirx.PrimFunc:
+                          params: Params | None = None,
+                          score_scale: float | None = None) -> tirx.PrimFunc:
     """(q (B, M, H*E), k (G, N, H*E), v (G, N, H*E)) -> (B, M, H*E) float32, q already scaled
     by the attention's 1/sqrt(E), G dividing B (keys and values of batch b % G); `params` the
-    tiles (default: the first of `int8_attention_tiles`)."""
+    tiles (default: the first of `int8_attention_tiles`). With `score_scale` c, the fused
+    self-attention kernel: (qkv (B, M, 3*H*E)) -> (B, M, H*E), q, k and v the thirds of one
+    projection's columns, the scores times c (folded into each query row's scale, which leaves
+    its integers as they are)."""
     if not int8_attention_supported(isa, head_dim):
         raise ValueError(f"no int8 attention for {isa.name} with heads of {head_dim}")
     lanes, dim = isa.lanes, heads * head_dim
@@ -113,27 +120,27 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
         return T.Cast(i8, T.max(T.min(T.round(x / scale), splat(LEVELS)), splat(-LEVELS)))
 
     @T.macro
-    def row_scale(source, top, scale, batch, row, head):
-        """scale[0] = max(max |source[batch, row, the head's columns]|, TINY) / 127."""
-        top[T.ramp(0, 1, lanes)] = T.fabs(source.vload([batch, row, head * head_dim], f32))
+    def row_scale(source, top, scale, batch, row, column):
+        """scale[0] = max(max |source[batch, row, column ... column + E - 1]|, TINY) / 127."""
+        top[T.ramp(0, 1, lanes)] = T.fabs(source.vload([batch, row, column], f32))
         for u in range(1, vectors):
             top[T.ramp(0, 1, lanes)] = T.max(top[T.ramp(0, 1, lanes)], T.fabs(
-                source.vload([batch, row, head * head_dim + u * lanes], f32)))
+                source.vload([batch, row, column + u * lanes], f32)))
         scale[0] = top[0]
         for lane in range(1, lanes):
             scale[0] = T.max(scale[0], top[lane])
         scale[0] = T.max(scale[0], T.float32(TINY)) / T.float32(LEVELS)
 
     @T.macro
-    def pack_keys(k, packed, k_scale, k_offset, top, scale, row, g, head, n, padded):
-        """The head's keys rounded per row into (padded / 16, E / 4, 16, 4), each key's scale
-        and 128 * its sum; padding keys zero."""
+    def pack_keys(k, packed, k_scale, k_offset, top, scale, row, g, column, n, padded):
+        """The head's keys (k's columns from `column`) rounded per row into (padded / 16,
+        E / 4, 16, 4), each key's scale and 128 * its sum; padding keys zero."""
         for j in range(n):
-            row_scale(k, top, scale, g, j, head)
+            row_scale(k, top, scale, g, j, column)
             k_scale[j] = scale[0]
             for u in range(vectors):
                 row[T.ramp(u * lanes, 1, lanes)] = rounded(
-                    k.vload([g, j, head * head_dim + u * lanes], f32), T.broadcast(scale[0], lanes))
+                    k.vload([g, j, column + u * lanes], f32), T.broadcast(scale[0], lanes))
             k_offset[j] = 0
             for e in range(head_dim):
                 packed[j // lanes, e // GROUP, j % lanes, e % GROUP] = row[e]
@@ -145,23 +152,23 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
                 packed[j // lanes, e // GROUP, j % lanes, e % GROUP] = T.int8(0)
 
     @T.macro
-    def pack_values(v, packed, v_scale, row, g, head, n, padded):
-        """The head's values rounded per column into (E / 16, padded / 4, 16, 4); padding keys
-        zero."""
+    def pack_values(v, packed, v_scale, row, g, column, n, padded):
+        """The head's values (v's columns from `column`) rounded per column into (E / 16,
+        padded / 4, 16, 4); padding keys zero."""
         for u in range(vectors):
             v_scale[T.ramp(u * lanes, 1, lanes)] = splat(TINY)
         for j in range(n):
             for u in range(vectors):
                 v_scale[T.ramp(u * lanes, 1, lanes)] = T.max(
                     v_scale[T.ramp(u * lanes, 1, lanes)],
-                    T.fabs(v.vload([g, j, head * head_dim + u * lanes], f32)))
+                    T.fabs(v.vload([g, j, column + u * lanes], f32)))
         for u in range(vectors):
             v_scale[T.ramp(u * lanes, 1, lanes)] = (v_scale[T.ramp(u * lanes, 1, lanes)]
                                                     / splat(LEVELS))
         for j in range(n):
             for u in range(vectors):
                 row[T.ramp(u * lanes, 1, lanes)] = rounded(
-                    v.vload([g, j, head * head_dim + u * lanes], f32),
+                    v.vload([g, j, column + u * lanes], f32),
                     v_scale[T.ramp(u * lanes, 1, lanes)])
             for e in range(head_dim):
                 packed[e // lanes, j // GROUP, e % lanes, j % GROUP] = row[e]
@@ -170,13 +177,13 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
                 packed[e // lanes, j // GROUP, e % lanes, j % GROUP] = T.int8(0)
 
     @T.macro
-    def round_queries(q, queries, q_scale, top, scale, b, head, first, count):
+    def round_queries(q, queries, q_scale, top, scale, b, column, first, count):
         for r in range(count):
-            row_scale(q, top, scale, b, first + r, head)
-            q_scale[r] = scale[0]
+            row_scale(q, top, scale, b, first + r, column)
+            q_scale[r] = scale[0] * T.float32(score_scale or 1.0)
             for u in range(vectors):
                 queries.vstore([r, u * lanes], rounded(
-                    q.vload([b, first + r, head * head_dim + u * lanes], f32),
+                    q.vload([b, first + r, column + u * lanes], f32),
                     T.broadcast(scale[0], lanes)))
 
     @T.macro
@@ -266,13 +273,15 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
                            * T.broadcast(T.float32(1) / T.Cast("float32", totals[row0 + r]),
                                          lanes))
 
+    q_at, k_at, v_at = (0, 0, 0) if score_scale is None else (0, dim, 2 * dim)
+
     @T.macro
     def row_block(q, keys, values, k_scale, k_offset, v_scale, out, queries, q_scale, scores,
                   high, low, acc, partial, tops, totals, sums, top, scratch, b, head, first,
                   count, n, padded):
         """Query rows first ... first + count - 1 (count: block_rows or 1) of batch b, one
         head."""
-        round_queries(q, queries, q_scale, top, scratch, b, head, first, count)
+        round_queries(q, queries, q_scale, top, scratch, b, q_at + head * head_dim, first, count)
         for r in T.unroll(count):
             tops[T.ramp(r * lanes, 1, lanes)] = splat(FAR_BELOW)
         for outer in range(padded // lanes // key_blocks):
@@ -285,15 +294,8 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
         context_tile(high, low, values, v_scale, totals, out, acc, partial, b, head, first, 0,
                      count, padded)
 
-    @T.prim_func(private=True)
-    def kernel(q_handle: T.handle, k_handle: T.handle, v_handle: T.handle,
-               out_handle: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        batch, groups, rows, n = T.int64(), T.int64(), T.int64(), T.int64()
-        q = T.match_buffer(q_handle, (batch, rows, dim), "float32")
-        k = T.match_buffer(k_handle, (groups, n, dim), "float32")
-        v = T.match_buffer(v_handle, (groups, n, dim), "float32")
-        out = T.match_buffer(out_handle, (batch, rows, dim), "float32")
+    @T.macro
+    def attention(q, k, v, out, batch, groups, rows, n):
         keys = T.alloc_buffer((padded(n) // lanes, column_groups, lanes, GROUP), "int8")
         values = T.alloc_buffer((vectors, padded(n) // GROUP, lanes, GROUP), "int8")
         k_scale = T.alloc_buffer((padded(n),), "float32")
@@ -316,8 +318,9 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
             for b in range(batch):
                 if groups > 1 or b == 0:
                     pack_keys(k, keys, k_scale, k_offset, top, scratch, row, b % groups,
-                              head, n, padded(n))
-                    pack_values(v, values, v_scale, row, b % groups, head, n, padded(n))
+                              k_at + head * head_dim, n, padded(n))
+                    pack_values(v, values, v_scale, row, b % groups, v_at + head * head_dim, n,
+                                padded(n))
                 for first in range(0, rows // block_rows * block_rows, block_rows):
                     row_block(q, keys, values, k_scale, k_offset, v_scale, out, queries,
                               q_scale, scores, high, low, acc, partial, tops, totals, sums, top,
@@ -326,6 +329,29 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
                     row_block(q, keys, values, k_scale, k_offset, v_scale, out, queries,
                               q_scale, scores, high, low, acc, partial, tops, totals, sums, top,
                               scratch, b, head, first, 1, n, padded(n))
+
+    if score_scale is not None:
+        @T.prim_func(private=True, s_tir=True)
+        def fused_kernel(qkv_handle: T.handle, out_handle: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            batch, rows = T.int64(), T.int64()
+            qkv = T.match_buffer(qkv_handle, (batch, rows, 3 * dim), "float32")
+            out = T.match_buffer(out_handle, (batch, rows, dim), "float32")
+            with T.sblock("root"):   # a call with one input must look like a TVM op
+                attention(qkv, qkv, qkv, out, batch, batch, rows, rows)
+
+        return fused_kernel
+
+    @T.prim_func(private=True)
+    def kernel(q_handle: T.handle, k_handle: T.handle, v_handle: T.handle,
+               out_handle: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        batch, groups, rows, n = T.int64(), T.int64(), T.int64(), T.int64()
+        q = T.match_buffer(q_handle, (batch, rows, dim), "float32")
+        k = T.match_buffer(k_handle, (groups, n, dim), "float32")
+        v = T.match_buffer(v_handle, (groups, n, dim), "float32")
+        out = T.match_buffer(out_handle, (batch, rows, dim), "float32")
+        attention(q, k, v, out, batch, groups, rows, n)
 
     return kernel
 

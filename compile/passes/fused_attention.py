@@ -22,7 +22,9 @@ With `int8` (a model compiled with int8 activations: Whisper --int8), an unmaske
 at least INT8_MIN_ROWS query rows, a static count, becomes the int8 attention kernel instead
 (compile/kernels/int8_attention.py) where the target's dot ISA has one: it rounds and packs
 each head's keys and values once per call, which only pays over many query rows (the encoder's
-1500), not a decoder step's few.
+1500), not a decoder step's few. When its q, k and v are the thirds of one split fused
+projection (Whisper's encoder self-attention), the kernel reads them from the projection's
+output where they lie, the scores' scale folded in: the split's copy goes.
 """
 
 from __future__ import annotations
@@ -77,14 +79,46 @@ class _Rewriter(Fp32KernelRewriter):
         matched = self._attention(call)
         if matched is None:
             return call
-        q, k, v, keep = matched
+        q, k, v, keep, scale = matched
         masked = keep is not None
-        if self._int8(q, masked):
+        int8 = self._int8(q, masked)
+        projection = self._projection(q, k, v) if int8 else None
+        if int8 and projection is not None:   # one input: the fused projection's output
+            kernel = self._tunable(int8_attention_tunable(self.int8_isa, q.heads, q.head_dim,
+                                                          1.0 if scale is None else scale))
+            return relax.call_tir(kernel, [projection], call.ty)
+        if scale is not None:   # the kernels take q scaled: (q c) . k = c (q . k)
+            q = Heads(self.builder_.emit(relax.op.multiply(q.source, relax.const(scale,
+                                                                               "float32"))),
+                      q.heads, q.head_dim)
+        if int8:
             kernel = self._tunable(int8_attention_tunable(self.int8_isa, q.heads, q.head_dim))
         else:
             kernel = self._tunable(attention_tunable(self.unit, q.heads, q.head_dim, masked))
         inputs = [q.source, k.source, v.source, *([keep] if keep is not None else [])]
         return relax.call_tir(kernel, inputs, call.ty)
+
+    def _projection(self, q: Heads, k: Heads, v: Heads) -> relax.Expr | None:
+        """x when q, k and v are the three equal parts of split(x (B, M, 3*H*E), axis=2), in
+        that order (a fused self-attention projection), else None."""
+        items = [self._bound(h.source) for h in (q, k, v)]
+        if not all(isinstance(item, relax.TupleGetItem) for item in items):
+            return None
+        split = self._bound(items[0].tuple_value)
+        dim = q.heads * q.head_dim
+        if not (is_op(split, "relax.split") and int(split.attrs.axis) in (2, -1)
+                and all(self._bound(item.tuple_value).same_as(split) for item in items)
+                and [item.index for item in items] == [0, 1, 2]):
+            return None
+        x = split.args[0]
+        sections = split.attrs.indices_or_sections
+        thirds = (isinstance(sections, tvm.tirx.IntImm) and int(sections) == 3) or (
+            not isinstance(sections, tvm.tirx.IntImm)
+            and [int(i) for i in sections] == [dim, 2 * dim])
+        width = x.ty.shape.values[2] if x.ty.shape is not None and x.ty.ndim == 3 else None
+        if not (thirds and isinstance(width, tvm.tirx.IntImm) and int(width) == 3 * dim):
+            return None
+        return x
 
     def _int8(self, q: Heads, masked: bool) -> bool:
         """Whether the int8 kernel takes this attention (see the module's doc)."""
@@ -94,8 +128,9 @@ class _Rewriter(Fp32KernelRewriter):
                 and isinstance(rows, tvm.tirx.IntImm) and int(rows) >= INT8_MIN_ROWS)
 
     def _attention(self, out: relax.Call
-                   ) -> tuple[Heads, Heads, Heads, relax.Expr | None] | None:
-        """(q, k, v, keep or None) when `out` is the reshape ending the pattern."""
+                   ) -> tuple[Heads, Heads, Heads, relax.Expr | None, float | None] | None:
+        """(q, k, v, keep or None, the scores' scale or None) when `out` is the reshape
+        ending the pattern."""
         transposed = self._bound(out.args[0])
         if not self.permutes(transposed, QUERY_ORDER):
             return None
@@ -120,11 +155,7 @@ class _Rewriter(Fp32KernelRewriter):
             (context.args[1], VALUE_ORDER)))
         if not (q and k and v and self._consistent(out, q, k, v, keep)):
             return None
-        if scale is not None:   # the kernel takes q scaled: (q c) . k = c (q . k)
-            q = Heads(self.builder_.emit(relax.op.multiply(q.source, relax.const(scale,
-                                                                               "float32"))),
-                      q.heads, q.head_dim)
-        return q, k, v, keep
+        return q, k, v, keep, scale
 
     def _scaled(self, scores: relax.Expr) -> tuple[relax.Expr, float | None]:
         """(x, c) when `scores` is multiply(x, c) by a scalar constant (Whisper scales the

@@ -1,0 +1,83 @@
+"""Attention's head split of a tensor, or of one part of a split fused projection, becomes one
+copy kernel (compile/kernels/heads.py).
+
+Pattern:
+
+    permute_dims(reshape(y, [B, T, H, E]), [0, 2, 1, 3])      y (B, T, H*E) float32
+    y = x, or y = split(x (B, T, W), sections, axis=2)[i]     (a fused projection's part)
+
+Rewrite: call_tir(heads kernel(W, the part's first column, H, E), x) -> (B, H, T, E).
+
+What is left of Whisper's decoder keys and values after FusedAttention and BatchedMatmul took
+the attentions they fit: the cross-attention keys and values the encode function returns per
+decoder layer (each a split of its kv projection, then two head splits: 2.2 ms a layer on the
+AMD EPYC host, most of it division and modulo indexing) and a step's new self-attention rows.
+Run it after those passes, whose patterns start from these permutes.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import mutator
+
+from tinyasr.compile.kernels.heads import heads_kernel
+from tinyasr.compile.passes.rewriting import FunctionRewriter, is_op
+
+HEAD_ORDER = [0, 2, 1, 3]
+
+
+@mutator
+class _Rewriter(FunctionRewriter):
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        call = super().visit_call_(op)
+        if not (is_op(call, "relax.permute_dims") and call.attrs.axes is not None
+                and [int(a) for a in call.attrs.axes] == HEAD_ORDER
+                and call.ty.dtype == "float32" and call.ty.ndim == 4):
+            return call
+        split = self._bound(call.args[0])
+        if not is_op(split, "relax.reshape"):
+            return call
+        source, offset = self._part(split.args[0])
+        shape, source_shape = split.ty.shape, source.ty.shape
+        if shape is None or source_shape is None or source.ty.ndim != 3:
+            return call
+        batch, rows, heads, head_dim = shape.values
+        analyzer = tvm.sym.Analyzer()
+        if not (isinstance(heads, tvm.tirx.IntImm) and isinstance(head_dim, tvm.tirx.IntImm)
+                and isinstance(source_shape.values[2], tvm.tirx.IntImm)
+                and analyzer.can_prove_equal(batch, source_shape.values[0])
+                and analyzer.can_prove_equal(rows, source_shape.values[1])):
+            return call
+        width = int(source_shape.values[2])
+        heads, head_dim = int(heads), int(head_dim)
+        kernel = self._kernel(f"heads_w{width}_at{offset}_h{heads}x{head_dim}",
+                              lambda: heads_kernel(width, offset, heads, head_dim))
+        return relax.call_tir(kernel, [source], call.ty)
+
+    def _part(self, y: relax.Expr) -> tuple[relax.Expr, int]:
+        """(x, first column) when `y` is split(x, ..., axis=2)[i] with static sections, else
+        (y, 0)."""
+        item = self._bound(y)
+        if not isinstance(item, relax.TupleGetItem):
+            return y, 0
+        split = self._bound(item.tuple_value)
+        if not (is_op(split, "relax.split") and int(split.attrs.axis) in (2, -1)
+                and split.args[0].ty.ndim == 3):
+            return y, 0
+        sections = split.attrs.indices_or_sections
+        if isinstance(sections, tvm.tirx.IntImm):   # n equal parts
+            width = split.args[0].ty.shape.values[2]
+            if not isinstance(width, tvm.tirx.IntImm):
+                return y, 0
+            return split.args[0], item.index * int(width) // int(sections)
+        starts = [0, *(int(index) for index in sections)]
+        return split.args[0], starts[item.index]
+
+
+@tvm.transform.module_pass(opt_level=0, name="SplitHeads")
+class SplitHeads:
+    """Head splits (of fused projections' parts) -> one copy kernel each."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        return _Rewriter(mod).transform()
