@@ -187,11 +187,21 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
                     T.broadcast(scale[0], lanes)))
 
     @T.macro
-    def score_tile(queries, keys, k_scale, k_offset, q_scale, scores, acc, tops, block0,
-                   count, width, n):
-        """scores[:count, key blocks block0 ... block0 + width - 1] and their running maxima."""
+    def score_tile(queries, keys, k_scale, k_offset, q_scale, scores, acc, key_terms,
+                   key_scales, value, tops, block0, count, width, n):
+        """scores[:count, key blocks block0 ... block0 + width - 1] and their running maxima.
+        The keys' terms are loaded into registers before the first score is stored, and each
+        score is kept there for the maximum: a load after a store to another buffer can stall
+        on a false dependence when their addresses agree in their last 12 bits, which the
+        allocations decide anew in every process (this kernel had run 79 ms in some processes
+        and 110 in others)."""
         for i in T.unroll(count * width):
             acc[T.ramp(i * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
+        for t in T.unroll(width):
+            key_terms[T.ramp(t * lanes, 1, lanes)] = k_offset.vload([(block0 + t) * lanes], i32)
+            key_scales[T.ramp(t * lanes, 1, lanes)] = T.Select(
+                T.ramp((block0 + t) * lanes, 1, lanes) < T.broadcast(n, lanes),
+                k_scale.vload([(block0 + t) * lanes], f32), splat(0))
         for e in range(column_groups):
             for r in T.unroll(count):
                 for t in T.unroll(width):
@@ -203,40 +213,34 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
                         keys.vload([block0 + t, e, 0, 0], f"int8x{lanes * GROUP}"))
         for r in T.unroll(count):
             for t in T.unroll(width):
-                scores.vstore([r, (block0 + t) * lanes], T.Select(
+                value[T.ramp(0, 1, lanes)] = T.Select(
                     T.ramp((block0 + t) * lanes, 1, lanes) < T.broadcast(n, lanes),
                     T.Cast(f32, acc[T.ramp((r * width + t) * lanes, 1, lanes)]
-                           - k_offset.vload([(block0 + t) * lanes], i32))
-                    * T.broadcast(q_scale[r], lanes)
-                    * k_scale.vload([(block0 + t) * lanes], f32),
-                    splat(FAR_BELOW)))
-                tops[T.ramp(r * lanes, 1, lanes)] = T.max(
-                    tops[T.ramp(r * lanes, 1, lanes)], scores.vload([r, (block0 + t) * lanes],
-                                                                    f32))
+                           - key_terms[T.ramp(t * lanes, 1, lanes)])
+                    * T.broadcast(q_scale[r], lanes) * key_scales[T.ramp(t * lanes, 1, lanes)],
+                    splat(FAR_BELOW))
+                scores.vstore([r, (block0 + t) * lanes], value[T.ramp(0, 1, lanes)])
+                tops[T.ramp(r * lanes, 1, lanes)] = T.max(tops[T.ramp(r * lanes, 1, lanes)],
+                                                          value[T.ramp(0, 1, lanes)])
 
     @T.macro
-    def probabilities(scores, high, low, tops, totals, sums, scratch, count, padded):
+    def probabilities(scores, high, low, tops, totals, sums, level, scratch, count, padded):
         """Each row's 16-bit probabilities (over its scores) as their high and low bytes, and
-        their sum."""
+        their sum (each vector of them kept in registers: see score_tile)."""
         for r in range(count):
             scratch[0] = tops[r * lanes]
             for lane in range(1, lanes):
                 scratch[0] = T.max(scratch[0], tops[r * lanes + lane])
             sums[T.ramp(0, 1, lanes)] = T.broadcast(T.int32(0), lanes)
             for c in range(padded // lanes):
-                # the scores' vector is dead once exponentiated: its place holds the integers
-                scores.vstore([r, c * lanes], T.reinterpret(f32, T.Cast(i32, T.round(
-                    exp_polynomial(scores.vload([r, c * lanes], f32)
-                                   - T.broadcast(scratch[0], lanes), lanes)
-                    * splat(PROBABILITY_LEVELS)))))
+                level[T.ramp(0, 1, lanes)] = T.Cast(i32, T.round(exp_polynomial(
+                    scores.vload([r, c * lanes], f32) - T.broadcast(scratch[0], lanes), lanes)
+                    * splat(PROBABILITY_LEVELS)))
                 high.vstore([r, c * lanes], T.Cast(f"uint8x{lanes}", T.shift_right(
-                    T.reinterpret(i32, scores.vload([r, c * lanes], f32)),
-                    T.broadcast(T.int32(8), lanes))))
+                    level[T.ramp(0, 1, lanes)], T.broadcast(T.int32(8), lanes))))
                 low.vstore([r, c * lanes], T.Cast(f"uint8x{lanes}", T.bitwise_and(
-                    T.reinterpret(i32, scores.vload([r, c * lanes], f32)),
-                    T.broadcast(T.int32(255), lanes))))
-                sums[T.ramp(0, 1, lanes)] = sums[T.ramp(0, 1, lanes)] + T.reinterpret(
-                    i32, scores.vload([r, c * lanes], f32))
+                    level[T.ramp(0, 1, lanes)], T.broadcast(T.int32(255), lanes))))
+                sums[T.ramp(0, 1, lanes)] = sums[T.ramp(0, 1, lanes)] + level[T.ramp(0, 1, lanes)]
             totals[r] = sums[0]
             for lane in range(1, lanes):
                 totals[r] = totals[r] + sums[lane]
@@ -277,20 +281,20 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
 
     @T.macro
     def row_block(q, keys, values, k_scale, k_offset, v_scale, out, queries, q_scale, scores,
-                  high, low, acc, partial, tops, totals, sums, top, scratch, b, head, first,
-                  count, n, padded):
+                  high, low, acc, key_terms, key_scales, value, level, partial, tops, totals,
+                  sums, top, scratch, b, head, first, count, n, padded):
         """Query rows first ... first + count - 1 (count: block_rows or 1) of batch b, one
         head."""
         round_queries(q, queries, q_scale, top, scratch, b, q_at + head * head_dim, first, count)
         for r in T.unroll(count):
             tops[T.ramp(r * lanes, 1, lanes)] = splat(FAR_BELOW)
         for outer in range(padded // lanes // key_blocks):
-            score_tile(queries, keys, k_scale, k_offset, q_scale, scores, acc, tops,
-                       outer * key_blocks, count, key_blocks, n)
+            score_tile(queries, keys, k_scale, k_offset, q_scale, scores, acc, key_terms,
+                       key_scales, value, tops, outer * key_blocks, count, key_blocks, n)
         for block in range(padded // lanes // key_blocks * key_blocks, padded // lanes):
-            score_tile(queries, keys, k_scale, k_offset, q_scale, scores, acc, tops, block,
-                       count, 1, n)
-        probabilities(scores, high, low, tops, totals, sums, scratch, count, padded)
+            score_tile(queries, keys, k_scale, k_offset, q_scale, scores, acc, key_terms,
+                       key_scales, value, tops, block, count, 1, n)
+        probabilities(scores, high, low, tops, totals, sums, level, scratch, count, padded)
         context_tile(high, low, values, v_scale, totals, out, acc, partial, b, head, first, 0,
                      count, padded)
 
@@ -306,12 +310,16 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
         low = T.alloc_buffer((block_rows, padded(n)), "uint8")
         partial = T.alloc_buffer((block_rows * head_dim,), "float32")
         queries = T.alloc_buffer((block_rows, head_dim), "int8")
-        row = T.alloc_buffer((head_dim,), "int8")
+        row = T.alloc_buffer((head_dim,), "int8", scope="local")
         q_scale = T.alloc_buffer((block_rows,), "float32", scope="local")
         totals = T.alloc_buffer((block_rows,), "int32", scope="local")
         acc = T.alloc_buffer((accumulators,), "int32", scope="local")
         tops = T.alloc_buffer((block_rows * lanes,), "float32", scope="local")
         sums = T.alloc_buffer((lanes,), "int32", scope="local")
+        key_terms = T.alloc_buffer((key_blocks * lanes,), "int32", scope="local")
+        key_scales = T.alloc_buffer((key_blocks * lanes,), "float32", scope="local")
+        value = T.alloc_buffer((lanes,), "float32", scope="local")
+        level = T.alloc_buffer((lanes,), "int32", scope="local")
         top = T.alloc_buffer((lanes,), "float32", scope="local")
         scratch = T.alloc_buffer((1,), "float32", scope="local")
         for head in range(heads):
@@ -323,12 +331,14 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
                                 padded(n))
                 for first in range(0, rows // block_rows * block_rows, block_rows):
                     row_block(q, keys, values, k_scale, k_offset, v_scale, out, queries,
-                              q_scale, scores, high, low, acc, partial, tops, totals, sums, top,
-                              scratch, b, head, first, block_rows, n, padded(n))
+                              q_scale, scores, high, low, acc, key_terms, key_scales, value,
+                              level, partial, tops, totals, sums, top, scratch, b, head, first,
+                              block_rows, n, padded(n))
                 for first in range(rows // block_rows * block_rows, rows):
                     row_block(q, keys, values, k_scale, k_offset, v_scale, out, queries,
-                              q_scale, scores, high, low, acc, partial, tops, totals, sums, top,
-                              scratch, b, head, first, 1, n, padded(n))
+                              q_scale, scores, high, low, acc, key_terms, key_scales, value,
+                              level, partial, tops, totals, sums, top, scratch, b, head, first,
+                              1, n, padded(n))
 
     if score_scale is not None:
         @T.prim_func(private=True, s_tir=True)
