@@ -48,3 +48,15 @@ def test_ms_per_token_is_measured_only_over_enough_tokens():
     assert ms_per_token(264.0, 459.0, 3) is None                  # the jitter CI once met
     assert ms_per_token(264.0, 459.0, MIN_TIMED_TOKENS) is None   # a time that is not positive
     assert ms_per_token(600.0, 400.0, MIN_TIMED_TOKENS - 1) is None
+
+
+def test_rounds_report_medians_and_keep_every_round():
+    from tinyasr.schedules.bench.whisper import median_row
+
+    runs = [{"system": "s", "encoder_ms": ms, "whole_ms": {"5": ms + 10}, "ms_per_token": tok,
+             "peak_rss_mib": rss, "wer": 1.0}
+            for ms, tok, rss in ((190.0, None, 600.0), (156.0, 4.0, 610.0), (160.0, 6.0, 605.0))]
+    row = median_row(runs)
+    assert row["encoder_ms"] == 160.0 and row["whole_ms"] == {"5": 170.0}
+    assert row["ms_per_token"] == 5.0 and row["peak_rss_mib"] == 610.0 and row["wer"] == 1.0
+    assert [r["encoder_ms"] for r in row["rounds"]] == [190.0, 156.0, 160.0]

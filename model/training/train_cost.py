@@ -50,10 +50,11 @@ DEFAULT_TFLOPS = (100.0, 25.0)
 # rates (tokens per second of audio): shared/dense are the shipped English character models
 # (31 tokens; ~14 characters/s in the bundled samples), AISHELL-1's and AISHELL-2's character
 # inventories are about 4.2k and 5.2k, Mandarin read speech about 3.5 characters/s.
-VOCAB = {"shared": 31, "dense": 31, "shared-general": 31, "aishell1": 4233, "aishell2": 5235,
-         "aishell2-dense": 5235}
-TOKENS_PER_SECOND = {"shared": 14.0, "dense": 14.0, "shared-general": 14.0, "aishell1": 3.5,
-                     "aishell2": 3.5, "aishell2-dense": 3.5}
+VOCAB = {"shared": 31, "dense": 31, "shared-general": 31, "shared-general-wide": 31,
+         "aishell1": 4233, "aishell2": 5235, "aishell2-dense": 5235}
+TOKENS_PER_SECOND = {"shared": 14.0, "dense": 14.0, "shared-general": 14.0,
+                     "shared-general-wide": 14.0, "aishell1": 3.5, "aishell2": 3.5,
+                     "aishell2-dense": 3.5}
 
 
 @dataclass

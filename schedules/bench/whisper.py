@@ -1,7 +1,7 @@
 """Whisper tiny.en on the same weights and audio across engines: 1 thread, one run each.
 
     .venv/bin/python -m tinyasr.schedules.bench.whisper --out DIR [--lengths 5,20]
-        [--system NAME]... [--max-utterances N]
+        [--system NAME]... [--max-utterances N] [--rounds N]
 
 Systems (rows), all greedy, English, no timestamps, no previous text as a prompt:
   faster-whisper-int8, faster-whisper-fp32  faster-whisper 1.2 on CTranslate2 (compute_type int8
@@ -18,6 +18,10 @@ Systems (rows), all greedy, English, no timestamps, no previous text as a prompt
       (int8 blocks of 32) and f16 linear weights
 
 Each system runs in a process of its own, so its peak RSS (VmHWM: loading included) is its own.
+With --rounds N every system runs N times, round by round (each round every system once, so a
+machine's drift reaches them alike), and each timing column is the median of its N processes,
+peak RSS the largest: the same build can run at different speeds in different processes (TVM
+int8's encoder: 156 or 190 ms on the AMD EPYC host, steady within a process).
 Columns: encoder ms (one 30 s window, the median of 3 after one warm-up encode), whole
 transcription ms of a 5 s and a 20 s utterance (real speech from model/pretrained/realspeech,
 concatenated and cut to the length; one run each after the warm-up), decoder ms per token (the
@@ -242,6 +246,21 @@ def measure(system: str, libs: dict[str, Path], lengths: list[float], data: Path
             "hypotheses": hypotheses}
 
 
+def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from a system's rounds: the first's texts and scores, the median timings, the
+    largest peak RSS, and every round's timings under "rounds"."""
+    row = dict(runs[0])
+    row["encoder_ms"] = statistics.median(run["encoder_ms"] for run in runs)
+    row["whole_ms"] = {length: statistics.median(run["whole_ms"][length] for run in runs)
+                       for length in runs[0]["whole_ms"]}
+    per_token = [run["ms_per_token"] for run in runs if run["ms_per_token"] is not None]
+    row["ms_per_token"] = statistics.median(per_token) if per_token else None
+    row["peak_rss_mib"] = max(run["peak_rss_mib"] for run in runs)
+    row["rounds"] = [{"encoder_ms": run["encoder_ms"], "whole_ms": run["whole_ms"]}
+                     for run in runs]
+    return row
+
+
 def run_worker(system: str, libs: dict[str, Path], lengths: list[float], data: Path,
                max_utterances: int | None, out: Path) -> dict[str, Any]:
     """`measure` in a fresh process with one thread everywhere."""
@@ -346,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a row to run (repeatable; default: all)")
     parser.add_argument("--data", type=Path, default=DATA_DIR)
     parser.add_argument("--max-utterances", type=int, help="score only the first N utterances")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="processes per system, medians reported (default 1)")
     parser.add_argument("--worker", choices=MEASURED, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--lib", action="append", default=[], help=argparse.SUPPRESS)
@@ -361,12 +382,18 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     systems = args.system or list(SYSTEMS)
     libs = build_deployables(args.out, systems)
-    rows = []
-    for system in systems:
-        print(f"bench: {system} ...", file=sys.stderr)
-        rows.append(run_worker(system, libs, lengths, args.data, args.max_utterances,
-                               args.out / f"{system}.json"))
-    report = {"lengths": lengths, "threads": 1, "rows": rows}
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: expected a positive integer")
+    runs: dict[str, list[dict[str, Any]]] = {system: [] for system in systems}
+    for round_index in range(args.rounds):
+        for system in systems:
+            print(f"bench: {system} (round {round_index + 1} of {args.rounds}) ...",
+                  file=sys.stderr)
+            runs[system].append(run_worker(system, libs, lengths, args.data,
+                                           args.max_utterances,
+                                           args.out / f"{system}.{round_index + 1}.json"))
+    rows = [median_row(runs[system]) for system in systems]
+    report = {"lengths": lengths, "threads": 1, "rounds": args.rounds, "rows": rows}
     (args.out / "whisper_bench.json").write_text(json.dumps(report, indent=2) + "\n")
     table = format_table(rows, lengths)
     (args.out / "whisper_bench.md").write_text(table + "\n")
