@@ -18,6 +18,7 @@ static input scales they run dequantized, as do the depthwise FSMN convs and the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -73,32 +74,33 @@ class Int8Linear(nn.Module):
         return _linear(x, self.values, self.scale, self.bias)
 
 
-class Int8Conv2d(nn.Module):
-    """nn.Conv2d on int8 weights (one fp32 scale per output channel)."""
+class _Int8Conv(nn.Module):
+    """A convolution on int8 weights (one fp32 scale per output channel); `convolve` is
+    torch's functional convolution of the layer's dimensions."""
 
-    def __init__(self, values: torch.Tensor, scale: torch.Tensor, conv: nn.Conv2d):
+    convolve: Callable[..., torch.Tensor]
+
+    def __init__(self, values: torch.Tensor, scale: torch.Tensor, conv: nn.Module):
         super().__init__()
         self.values = nn.Parameter(values, requires_grad=False)
         self.scale = nn.Parameter(scale, requires_grad=False)
         self.bias, self.stride, self.padding = conv.bias, conv.stride, conv.padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.values.float() * self.scale.reshape(-1, 1, 1, 1)
-        return F.conv2d(x, weight, self.bias, self.stride, self.padding)
+        weight = self.values.float() * self.scale.reshape(-1, *[1] * (self.values.dim() - 1))
+        return type(self).convolve(x, weight, self.bias, self.stride, self.padding)
 
 
-class Int8Conv1d(nn.Module):
-    """nn.Conv1d on int8 weights (one fp32 scale per output channel)."""
+class Int8Conv2d(_Int8Conv):
+    """nn.Conv2d on int8 weights."""
 
-    def __init__(self, values: torch.Tensor, scale: torch.Tensor, conv: nn.Conv1d):
-        super().__init__()
-        self.values = nn.Parameter(values, requires_grad=False)
-        self.scale = nn.Parameter(scale, requires_grad=False)
-        self.bias, self.stride, self.padding = conv.bias, conv.stride, conv.padding
+    convolve = staticmethod(F.conv2d)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.values.float() * self.scale.reshape(-1, 1, 1)
-        return F.conv1d(x, weight, self.bias, self.stride, self.padding)
+
+class Int8Conv1d(_Int8Conv):
+    """nn.Conv1d on int8 weights."""
+
+    convolve = staticmethod(F.conv1d)
 
 
 class BsrLinear(nn.Module):

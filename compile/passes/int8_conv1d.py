@@ -28,7 +28,8 @@ from tinyasr.compile.passes.int8_conv2d import conv_weight
 from tinyasr.compile.passes.int8_matmul import Int8KernelRewriter
 from tinyasr.compile.passes.rewriting import KernelPass, is_op
 
-WIO = [2, 1, 0]   # OIW -> WIO
+WIO = [2, 1, 0]        # OIW -> WIO
+OIW_TO_KC = [0, 2, 1]  # the weight's (O, C, K) -> (O, K, C): the columns' order
 
 
 @mutator
@@ -42,17 +43,12 @@ class _Rewriter(Int8KernelRewriter):
         if weight is None:
             return call
         wq, scale = weight
-        out_channels, channels, taps = (int(d) for d in wq.ty.shape.values)
-        k = taps * channels
-        if not self.isa.supports(k):
+        _, channels, taps = (int(d) for d in wq.ty.shape.values)
+        if not self.isa.supports(taps * channels):
             return call
         columns = self.conv1d_columns(call)
-        rows = columns.ty.shape.values[0]
-        xq, x_scale = self.quantize_rows(columns, rows)
-        matrix = self.builder_.emit(relax.op.reshape(relax.op.permute_dims(wq, [0, 2, 1]),
-                                                     [out_channels, k]))
-        out = self.int8_matmul(xq, x_scale, matrix, scale, rows)
-        return relax.op.reshape(out, call.ty.shape)
+        xq, x_scale = self.quantize_rows(columns, columns.ty.shape.values[0])
+        return self.int8_conv(xq, x_scale, wq, OIW_TO_KC, scale, call)
 
 
 @tvm.transform.module_pass(opt_level=0, name="Int8Conv1d")

@@ -64,22 +64,17 @@ class _Rewriter(Int8KernelRewriter):
         if weight is None or rounding is None or rounding[1].ty.shape.values:
             return call   # (not one scale per tensor)
         wq, scale = weight
-        out_channels, channels, kh, kw = (int(d) for d in wq.ty.shape.values)
-        k = kh * kw * channels
-        if not self.isa.supports(k):
+        _, channels, kh, kw = (int(d) for d in wq.ty.shape.values)
+        if not self.isa.supports(kh * kw * channels):
             return call
         integers, x_scale = rounding
         if layout is not None:
             integers = relax.op.permute_dims(integers, layout)
         xq = self.builder_.emit(relax.op.astype(integers, "int8"))
         columns = self.conv_columns(xq, call)
-        rows = columns.ty.shape.values[0]
         row_scales = self.builder_.emit(relax.op.broadcast_to(
-            relax.op.reshape(x_scale, [1, 1]), [rows, 1]))
-        matrix = self.builder_.emit(relax.op.reshape(relax.op.permute_dims(wq, OHWI),
-                                                     [out_channels, k]))
-        out = self.int8_matmul(columns, row_scales, matrix, scale, rows)
-        return relax.op.reshape(out, call.ty.shape)
+            relax.op.reshape(x_scale, [1, 1]), [columns.ty.shape.values[0], 1]))
+        return self.int8_conv(columns, row_scales, wq, OHWI, scale, call)
 
 
 @tvm.transform.module_pass(opt_level=0, name="Int8Conv2d")

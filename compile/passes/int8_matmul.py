@@ -164,6 +164,16 @@ class Int8KernelRewriter(FunctionRewriter):
         return relax.call_tir(kernel, [xq, packed, x_scale, scale, *identity_epilogue(n)],
                               relax.TensorType([rows, n], "float32"))
 
+    def int8_conv(self, columns: relax.Expr, x_scale: relax.Expr, wq: relax.Expr,
+                  order: list[int], scale: relax.Expr, conv: relax.Call) -> relax.Expr:
+        """`conv`'s output from its im2col rows `columns` (rows, K) int8 at `x_scale`
+        (rows, 1) and its int8 weight `wq`, whose axes `order` puts in the columns' order."""
+        rows, k = columns.ty.shape.values
+        matrix = self.builder_.emit(relax.op.reshape(relax.op.permute_dims(wq, order),
+                                                     [int(wq.ty.shape.values[0]), k]))
+        return relax.op.reshape(self.int8_matmul(columns, x_scale, matrix, scale, rows),
+                                conv.ty.shape)
+
 
 @mutator
 class _Rewriter(Int8KernelRewriter):
