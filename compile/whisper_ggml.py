@@ -33,7 +33,7 @@ import torch
 
 from tinyasr.model.common.atomic import atomic_file
 from tinyasr.model.common.errors import InputError
-from tinyasr.model.whisper.convert import load_whisper_dir
+from tinyasr.model.whisper.convert import CONFIG_FILE, is_whisper_dir, load_whisper_dir
 from tinyasr.model.whisper.frontend import mel_filterbank
 from tinyasr.model.whisper.tokenizer import VOCABULARY_FILE, char_to_byte
 
@@ -103,6 +103,9 @@ def write_ggml(model_dir: Path, out: Path, weight_type: str = "q8_0") -> int:
     """Writes the GGML file of a converted Whisper dir (atomically); its size in bytes."""
     if weight_type not in FILE_TYPES:
         raise InputError(f"--type {weight_type}: expected one of {', '.join(FILE_TYPES)}")
+    if not is_whisper_dir(model_dir):
+        raise InputError(f"{model_dir}: not a converted Whisper model dir (no {CONFIG_FILE} "
+                         "naming the whisper family)")
     model, _, _ = load_whisper_dir(model_dir)
     dims = model.dims
     tokens = (Path(model_dir) / VOCABULARY_FILE).read_text(encoding="utf-8").split("\n")

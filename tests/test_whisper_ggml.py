@@ -57,3 +57,18 @@ def test_whisper_cpp_transcribes_the_written_file_as_pytorch_does(weight_type: s
         samples = load_wav(utterance.wav)
         text = "".join(s.text for s in model.transcribe((samples / 32768.0).astype(np.float32)))
         assert normalize(text) == normalize(reference.transcribe(samples)), utterance.uid
+
+
+def test_bad_model_dirs_and_outputs_are_one_line(tmp_path: Path, capsys):
+    """Not a Whisper dir (missing, or a SAN-M one), or a directory as the output: exit 2 with
+    one line naming it, nothing written."""
+    from tinyasr.compile.whisper_ggml import main
+
+    out = tmp_path / "model.bin"
+    for args in ([str(tmp_path / "missing"), str(out)],
+                 [str(PRETRAINED_DIR / "shared"), str(out)],
+                 [str(ensure_whisper_model()), str(tmp_path)]):
+        assert main(args) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and args[0 if "model.bin" in args[1] else 1] in error
+    assert list(tmp_path.iterdir()) == []
