@@ -34,8 +34,11 @@ T) is the template's parameter; the default R = 4, T = 4.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from tvm import tirx
+from tvm.ir.expr import ExprWithOp
 from tvm.script import tirx as T
 
 from tinyasr.compile.kernels.int8 import DOT_INSTRUCTIONS, SIGN_BITS, VNNI, DotIsa
@@ -109,14 +112,14 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
     dot = DOT_INSTRUCTIONS[isa]
     f32, i32, i8 = f"float32x{lanes}", f"int32x{lanes}", f"int8x{lanes}"
 
-    def padded(n: tirx.Expr) -> tirx.Expr:
+    def padded(n):   # a TIR size; TVM's stubs type its + as Expr | NotImplemented
         """Keys padded to whole blocks of 16."""
         return (n + lanes - 1) // lanes * lanes
 
     def splat(value: float) -> tirx.Expr:
         return T.broadcast(T.float32(value), lanes)
 
-    def rounded(x: tirx.Expr, scale: tirx.Expr) -> tirx.Expr:
+    def rounded(x: ExprWithOp, scale: ExprWithOp) -> tirx.Expr:
         return T.Cast(i8, T.max(T.min(T.round(x / scale), splat(LEVELS)), splat(-LEVELS)))
 
     @T.macro
@@ -233,8 +236,8 @@ def int8_attention_kernel(isa: DotIsa, heads: int, head_dim: int,
                 scratch[0] = T.max(scratch[0], tops[r * lanes + lane])
             sums[T.ramp(0, 1, lanes)] = T.broadcast(T.int32(0), lanes)
             for c in range(padded // lanes):
-                level[T.ramp(0, 1, lanes)] = T.Cast(i32, T.round(exp_polynomial(
-                    scores.vload([r, c * lanes], f32) - T.broadcast(scratch[0], lanes), lanes)
+                level[T.ramp(0, 1, lanes)] = T.Cast(i32, T.round(cast(ExprWithOp, exp_polynomial(
+                    scores.vload([r, c * lanes], f32) - T.broadcast(scratch[0], lanes), lanes))
                     * splat(PROBABILITY_LEVELS)))
                 high.vstore([r, c * lanes], T.Cast(f"uint8x{lanes}", T.shift_right(
                     level[T.ramp(0, 1, lanes)], T.broadcast(T.int32(8), lanes))))

@@ -120,8 +120,10 @@ class _WhisperCpp:
 
         window = np.zeros(WINDOW_SECONDS * SAMPLE_RATE, np.float32)
         window[:len(samples)] = samples[:len(window)] / 32768.0
-        whisper_cpp.whisper_pcm_to_mel(self.model._ctx, window, len(window), 1)
-        whisper_cpp.whisper_encode(self.model._ctx, 0, 1)
+        # the context is pywhispercpp's own; its low-level calls time the encoder alone
+        context = self.model._ctx  # pyright: ignore[reportAttributeAccessIssue]
+        whisper_cpp.whisper_pcm_to_mel(context, window, len(window), 1)
+        whisper_cpp.whisper_encode(context, 0, 1)
 
     def transcribe(self, samples) -> tuple[str, int]:
         import numpy as np
@@ -380,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         parser.error("--out is required")
     args.out.mkdir(parents=True, exist_ok=True)
-    systems = args.system or list(SYSTEMS)
+    systems: list[str] = args.system or list(SYSTEMS)
     libs = build_deployables(args.out, systems)
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: expected a positive integer")
