@@ -46,7 +46,7 @@ from tinyasr.compile.kernels.int8_attention import (
 from tinyasr.compile.kernels.softmax import MASKED_SCORE
 from tinyasr.compile.kernels.tunable import KernelChoices
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
-from tinyasr.compile.passes.rewriting import KernelPass, is_op, scalar_constant
+from tinyasr.compile.passes.rewriting import KernelPass, is_op, scalar_constant, split_part
 
 QUERY_ORDER = VALUE_ORDER = [0, 2, 1, 3]
 KEY_ORDER = [0, 2, 3, 1]
@@ -101,22 +101,16 @@ class _Rewriter(Fp32KernelRewriter):
     def _projection(self, q: Heads, k: Heads, v: Heads) -> relax.Expr | None:
         """x when q, k and v are the three equal parts of split(x (B, M, 3*H*E), axis=2), in
         that order (a fused self-attention projection), else None."""
-        items = [self._bound(h.source) for h in (q, k, v)]
-        if not all(isinstance(item, relax.TupleGetItem) for item in items):
+        parts = [split_part(h.source, self._bound) for h in (q, k, v)]
+        if not all(parts):
             return None
-        split = self._bound(items[0].tuple_value)
-        dim = q.heads * q.head_dim
-        if not (is_op(split, "relax.split") and int(split.attrs.axis) in (2, -1)
-                and all(self._bound(item.tuple_value).same_as(split) for item in items)
-                and [item.index for item in items] == [0, 1, 2]):
+        split = parts[0][0]
+        x, dim = split.args[0], q.heads * q.head_dim
+        if not (all(part[0].same_as(split) for part in parts)
+                and [part[1] for part in parts] == [0, dim, 2 * dim]):
             return None
-        x = split.args[0]
-        sections = split.attrs.indices_or_sections
-        thirds = (isinstance(sections, tvm.tirx.IntImm) and int(sections) == 3) or (
-            not isinstance(sections, tvm.tirx.IntImm)
-            and [int(i) for i in sections] == [dim, 2 * dim])
-        width = x.ty.shape.values[2] if x.ty.shape is not None and x.ty.ndim == 3 else None
-        if not (thirds and isinstance(width, tvm.tirx.IntImm) and int(width) == 3 * dim):
+        width = x.ty.shape.values[2] if x.ty.shape is not None else None
+        if not (isinstance(width, tvm.tirx.IntImm) and int(width) == 3 * dim):
             return None
         return x
 

@@ -22,6 +22,25 @@ def is_op(expr: relax.Expr | None, name: str) -> TypeGuard[relax.Call]:
 Bound = Callable[[relax.Expr], relax.Expr]   # a variable -> the expression bound to it
 
 
+def split_part(y: relax.Expr, bound: Bound) -> tuple[relax.Call, int] | None:
+    """(the split, y's first column in its input) when `y` is split(x (B, T, W), ...,
+    axis=2)[i] with static sections, else None."""
+    item = bound(y)
+    if not isinstance(item, relax.TupleGetItem):
+        return None
+    split = bound(item.tuple_value)
+    if not (is_op(split, "relax.split") and int(split.attrs.axis) in (2, -1)
+            and split.args[0].ty.ndim == 3):
+        return None
+    sections = split.attrs.indices_or_sections
+    if isinstance(sections, tvm.tirx.IntImm):   # n equal parts
+        width = split.args[0].ty.shape.values[2]
+        if not isinstance(width, tvm.tirx.IntImm):
+            return None
+        return split, item.index * int(width) // int(sections)
+    return split, [0, *(int(index) for index in sections)][item.index]
+
+
 def provable_for_sizes(condition: tvm.ir.Expr, size: tvm.ir.Expr) -> bool:
     """Whether `condition` holds for every value of the symbolic variables of `size`, each a
     size (never negative)."""

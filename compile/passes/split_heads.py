@@ -22,7 +22,7 @@ from tvm import relax
 from tvm.relax.expr_functor import mutator
 
 from tinyasr.compile.kernels.heads import heads_kernel
-from tinyasr.compile.passes.rewriting import FunctionRewriter, is_op
+from tinyasr.compile.passes.rewriting import FunctionRewriter, is_op, split_part
 
 HEAD_ORDER = [0, 2, 1, 3]
 
@@ -38,7 +38,8 @@ class _Rewriter(FunctionRewriter):
         split = self._bound(call.args[0])
         if not is_op(split, "relax.reshape"):
             return call
-        source, offset = self._part(split.args[0])
+        part = split_part(split.args[0], self._bound)
+        source, offset = (part[0].args[0], part[1]) if part else (split.args[0], 0)
         shape, source_shape = split.ty.shape, source.ty.shape
         if shape is None or source_shape is None or source.ty.ndim != 3:
             return call
@@ -54,26 +55,6 @@ class _Rewriter(FunctionRewriter):
         kernel = self._kernel(f"heads_w{width}_at{offset}_h{heads}x{head_dim}",
                               lambda: heads_kernel(width, offset, heads, head_dim))
         return relax.call_tir(kernel, [source], call.ty)
-
-    def _part(self, y: relax.Expr) -> tuple[relax.Expr, int]:
-        """(x, first column) when `y` is split(x, ..., axis=2)[i] with static sections, else
-        (y, 0)."""
-        item = self._bound(y)
-        if not isinstance(item, relax.TupleGetItem):
-            return y, 0
-        split = self._bound(item.tuple_value)
-        if not (is_op(split, "relax.split") and int(split.attrs.axis) in (2, -1)
-                and split.args[0].ty.ndim == 3):
-            return y, 0
-        sections = split.attrs.indices_or_sections
-        if isinstance(sections, tvm.tirx.IntImm):   # n equal parts
-            width = split.args[0].ty.shape.values[2]
-            if not isinstance(width, tvm.tirx.IntImm):
-                return y, 0
-            return split.args[0], item.index * int(width) // int(sections)
-        starts = [0, *(int(index) for index in sections)]
-        return split.args[0], starts[item.index]
-
 
 @tvm.transform.module_pass(opt_level=0, name="SplitHeads")
 class SplitHeads:
