@@ -105,7 +105,11 @@ class _WhisperCpp:
     def __init__(self, path: Path):
         from pywhispercpp.model import Model
 
+        from tinyasr.model.whisper.convert import ensure_whisper_model
+        from tinyasr.model.whisper.tokenizer import WhisperTokenizer
+
         self.path = path
+        self.tokenizer = WhisperTokenizer.load(ensure_whisper_model())
         self.model = Model(str(path), n_threads=1, redirect_whispercpp_logs_to=None,
                            print_progress=False, print_realtime=False, language="en",
                            no_timestamps=True, no_context=True, temperature=0.0,
@@ -132,14 +136,7 @@ class _WhisperCpp:
         text = "".join(segment.text for segment in segments).strip()
         # whisper.cpp's segments do not list their tokens: the text's BPE tokens and one
         # end of text per segment
-        return text, len(self._tokenizer().encode(text)) + len(segments)
-
-    @staticmethod
-    def _tokenizer():
-        from tinyasr.model.whisper.convert import ensure_whisper_model
-        from tinyasr.model.whisper.tokenizer import WhisperTokenizer
-
-        return WhisperTokenizer.load(ensure_whisper_model())
+        return text, len(self.tokenizer.encode(text)) + len(segments)
 
 
 class _Tinyasr:
