@@ -101,8 +101,9 @@ class _Rewriter(Fp32KernelRewriter):
     def _projection(self, q: Heads, k: Heads, v: Heads) -> relax.Expr | None:
         """x when q, k and v are the three equal parts of split(x (B, M, 3*H*E), axis=2), in
         that order (a fused self-attention projection), else None."""
-        parts = [split_part(h.source, self._bound) for h in (q, k, v)]
-        if not all(parts):
+        parts = [part for part in (split_part(h.source, self._bound) for h in (q, k, v))
+                 if part is not None]
+        if len(parts) != 3:
             return None
         split = parts[0][0]
         x, dim = split.args[0], q.heads * q.head_dim
