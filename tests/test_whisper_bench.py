@@ -60,3 +60,22 @@ def test_rounds_report_medians_and_keep_every_round():
     assert row["encoder_ms"] == 160.0 and row["whole_ms"] == {"5": 170.0}
     assert row["ms_per_token"] == 5.0 and row["peak_rss_mib"] == 610.0 and row["wer"] == 1.0
     assert [r["encoder_ms"] for r in row["rounds"]] == [190.0, 156.0, 160.0]
+
+
+def test_timed_audio_is_continuous_speech():
+    """The 5 s and 20 s utterances are cut from the set's sentences (not its single words,
+    whose pauses ended Whisper's transcript early), and 30 s of them exist without repeats."""
+    from tinyasr.model.data.datadir import load_wav, read_data_dir
+    from tinyasr.schedules.bench.whisper import (
+        DATA_DIR,
+        MIN_SPEECH_WORDS,
+        SAMPLE_RATE,
+        WINDOW_SECONDS,
+        speech_utterances,
+    )
+
+    every = read_data_dir(DATA_DIR)
+    speech = speech_utterances(every)
+    assert speech and all(len(u.text.split()) >= MIN_SPEECH_WORDS for u in speech)
+    assert "commonvoice-en-22058264" not in {u.uid for u in speech}     # "no"
+    assert sum(len(load_wav(u.wav)) for u in speech) >= WINDOW_SECONDS * SAMPLE_RATE

@@ -24,7 +24,8 @@ peak RSS the largest: the same build can run at different speeds in different pr
 int8's encoder: 156 or 190 ms on the AMD EPYC host, steady within a process).
 Columns: encoder ms (one 30 s window, the median of 3 after one warm-up encode), whole
 transcription ms of a 5 s and a 20 s utterance (real speech from model/pretrained/realspeech,
-concatenated and cut to the length; one run each after the warm-up), decoder ms per token (the
+concatenated and cut to the length: speech_utterances, the sentences, not the single words; one
+run each after the warm-up), the tokens each emitted, decoder ms per token (the
 longest utterance's time less its encodes, over the tokens its windows emitted, <|endoftext|>
 included; "-" under 8 tokens, where one run's jitter outweighs the decoding), peak RSS, artifact
 bytes (what the engine loads: CTranslate2's fp16 model.bin, converted on load; the torch
@@ -50,10 +51,19 @@ from tinyasr.schedules.bench.realspeech import DATA_DIR, score, whisper_model_di
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30
 MIN_TIMED_TOKENS = 8   # ms/token is timed over at least this many tokens
+MIN_SPEECH_WORDS = 5   # utterances the timed audio is made of (speech_utterances)
 MEASURED = ("faster-whisper-int8", "faster-whisper-fp32", "torch-fp32", "tvm-fp32", "tvm-int8",
             "onnxruntime-fp32", "onnxruntime-int8", "whisper.cpp-q8_0", "whisper.cpp-f16")
 SYSTEMS = MEASURED
 GGML_FILE = "model.bin"
+
+
+def speech_utterances(utterances: list) -> list:
+    """The utterances of at least MIN_SPEECH_WORDS words: the timed audio is continuous speech.
+    The set's single words ("no", "fire fox", "six") and their pauses, concatenated first, had
+    Whisper end 20 s of audio after 7 tokens ("No. Firefox. Six."), so the timings measured the
+    encoder and hardly any decoding."""
+    return [u for u in utterances if len(u.text.split()) >= MIN_SPEECH_WORDS]
 
 
 def bench_audio(seconds: float, utterances) -> Any:
@@ -219,10 +229,12 @@ def measure(system: str, libs: dict[str, Path], lengths: list[float], data: Path
     """One system's row (run in a process of its own: see run_worker)."""
     from tinyasr.model.data.datadir import load_wav, read_data_dir
 
-    utterances = read_data_dir(data)[:max_utterances]
+    every = read_data_dir(data)
+    utterances = every[:max_utterances]
     engine = _engine(system, libs)
-    audio = {length: bench_audio(length, utterances) for length in lengths}
-    window = bench_audio(WINDOW_SECONDS, utterances)
+    speech = speech_utterances(every)
+    audio = {length: bench_audio(length, speech) for length in lengths}
+    window = bench_audio(WINDOW_SECONDS, speech)
     engine.encode(window)                       # warm-up
     encoder_ms = statistics.median(_timed_ms(engine.encode, window) for _ in range(3))
     engine.transcribe(audio[lengths[0]])        # warm-up
@@ -311,13 +323,15 @@ def _optional(value: float | None, spec: str) -> str:
 def format_table(rows: list[dict[str, Any]], lengths: list[float]) -> str:
     """A markdown table, then each TVM row's speed against the fastest peer's whole
     transcription at each length."""
-    header = ["system", "encoder ms", *(f"{x:g} s ms" for x in lengths), "ms/token",
+    header = ["system", "encoder ms", *(f"{x:g} s ms" for x in lengths),
+              *(f"{x:g} s tokens" for x in lengths), "ms/token",
               "peak RSS MiB", "artifact MB", "WER %", "CER %"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     notes = []
     for row in rows:
         cells = [row["system"], f"{row['encoder_ms']:.0f}",
                  *(f"{row['whole_ms'][f'{x:g}']:.0f}" for x in lengths),
+                 *(str(row['tokens'][f'{x:g}']) for x in lengths),
                  _optional(row['ms_per_token'], ".1f"), f"{row['peak_rss_mib']:.0f}",
                  f"{row['artifact_bytes'] / 1e6:.1f}", f"{row['wer']:.2f}", f"{row['cer']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
