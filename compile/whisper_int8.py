@@ -8,7 +8,8 @@ to int8 per row at run time. The tied token embedding (`quantize_whisper`) becom
 Int8Embedding: int8 values with one fp32 scale per EMBEDDING_GROUP columns of each token row
 (max |group| / 127), read by both its uses: the gather dequantizes the rows it takes, and the
 logits multiply the fp32 activations by the int8 rows group by group, each group's sum scaled
-(passes/tied_matmul.py: compile/kernels/rowdot.py's int8 kernel). Stored once either way, a
+(passes/tied_matmul.py: compile/kernels/rowdot.py's int8 kernel; with AVX-512 VNNI the
+activations are rounded to int8 per group too, the sums run on vpdpbusd). Stored once, a
 quarter of the fp32 matrix's 80 MB to read each decoder step, which had been half of an int8
 step's time. One scale per whole row had cost a word on real speech (tiny.en: WER 11.29 ->
 12.37 %), groups of 128 columns keep fp32's transcripts (see README). The encoder's two

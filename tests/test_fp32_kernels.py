@@ -194,3 +194,38 @@ def test_rowdot_kernels_sum_like_numpy(n: int, k: int, group: int, lanes: int):
             expected = x.astype(np.float64) @ expected_w.astype(np.float64).T
             np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5,
                                        atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("n, k, group", [(51864, 384, 128), (130, 128, 64), (3, 64, 64)])
+def test_rowdot_vnni_kernel_sums_rounded_rows_like_numpy(n: int, k: int, group: int):
+    """The VNNI logits kernel: Whisper tiny.en's tied logits, a task whose last block of 4
+    rows is moved back (130; 2 scale groups), fewer rows than a block (3). It rounds each
+    group of an activation row to int8 (times the scale's reciprocal) and sums on vpdpbusd:
+    the same integers as numpy's rounding, so only fp32 summation order differs (~2e-7 of the
+    largest output measured, 1e-5 allowed). Compiled for an AVX-512 VNNI CPU everywhere
+    (vpdpbusd in its code); run where this host has VNNI."""
+    from tinyasr.compile.kernels.int8 import VNNI, dot_isa
+    from tinyasr.compile.kernels.rowdot import rowdot_vnni_kernel
+
+    kernel = rowdot_vnni_kernel(n, k, group).with_attr("global_symbol", "rowdot")
+    vnni_cpu = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"}
+    assembly = tvm.compile(tvm.IRModule({"rowdot": kernel}), Target(vnni_cpu)).mod
+    assert "vpdpbusd" in assembly.inspect_source("asm")
+    if dot_isa(Target(HOST)) is not VNNI:
+        pytest.skip("this host has no AVX-512 VNNI to run it")
+    library = tvm.compile(tvm.IRModule({"rowdot": kernel}), Target(HOST)).mod
+    rng = np.random.default_rng(n)
+    values = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    scale = rng.uniform(1e-3, 1e-1, (n, k // group)).astype(np.float32)
+    for rows in (1, 2, 5):
+        x = rng.standard_normal((rows, k)).astype(np.float32)
+        grouped = x.reshape(rows, k // group, group)
+        x_scale = np.maximum(np.abs(grouped).max(axis=2), 1e-12) / np.float32(127)
+        rounded = np.clip(np.round(grouped * (1 / x_scale)[:, :, None]), -127, 127)
+        sums = np.einsum("igj,ngj->ing", rounded, values.reshape(n, k // group, group)
+                         .astype(np.float64))
+        expected = (sums * scale[None] * x_scale[:, None, :]).sum(axis=2)
+        out = tvm.runtime.tensor(np.zeros((rows, n), np.float32))
+        library["rowdot"](*map(tvm.runtime.tensor, (x, values, scale)), out)
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5,
+                                   atol=1e-5 * np.abs(expected).max())
