@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import tvm
+from tvm.target import codegen
 
 from tinyasr.compile.deployable import (
     FORMAT,
@@ -67,10 +68,22 @@ def shape_roles(layers: int) -> dict[str, dict[tuple[str, int], str]]:
     return roles
 
 
-def import_whisper(model: Whisper, dump: IRDumper, int8: bool = False) -> ImportedModel:
+def half_cross_caches(target: dict[str, Any]) -> bool:
+    """Whether the target widens float16 in vector registers: x86 with F16C, or AArch64."""
+    target_object = tvm.target.Target(target)
+    mtriple = str(target.get("mtriple", ""))
+    with target_object:
+        return codegen.target_has_features("f16c") or mtriple.startswith("aarch64")
+
+
+def import_whisper(model: Whisper, dump: IRDumper, int8: bool = False,
+                   half_cross: bool = False) -> ImportedModel:
     """Phase import: the three graphs as one Relax module, weights kept as inputs; `int8`:
-    the encoder's attention on int8 dot products too."""
-    mod, weights = import_exported(export_graphs(model), shape_roles(model.dims.n_text_layers))
+    the encoder's attention on int8 dot products too; `half_cross`: the cross-attention caches
+    as float16 (whisper_graphs.py)."""
+    cross_dtype = torch.float16 if half_cross else torch.float32
+    mod, weights = import_exported(export_graphs(model, cross_dtype),
+                                   shape_roles(model.dims.n_text_layers))
     dump("import", mod)
     return ImportedModel(mod, weights, int8_attention=int8)
 
@@ -80,7 +93,8 @@ def build_whisper_deployable(model_dir: Path, board: Board, out: Path, force: bo
                              untuned: bool = False, int8: bool = False) -> dict[str, Any]:
     """Compiles a converted Whisper model dir for `board` into the deployable `out`; `int8`:
     per-output-channel int8 weights for the linear layers and the tied token embedding
-    (whisper_int8.py)."""
+    (whisper_int8.py), and float16 cross-attention caches where the board widens float16 in
+    registers (half_cross_caches)."""
     out = Path(out)
     if out.exists() and not force:
         raise InputError(f"{out}: already exists (use --force to replace it)")
@@ -92,7 +106,9 @@ def build_whisper_deployable(model_dir: Path, board: Board, out: Path, force: bo
         model = quantize_whisper(model)
     applied = None if untuned else tuning_database(board, database)
     dump = IRDumper(dump_dir)
-    built = build(import_whisper(model, dump, int8), board_target(board), dump, applied)
+    target = board_target(board)
+    imported = import_whisper(model, dump, int8, half_cross=int8 and half_cross_caches(target))
+    built = build(imported, target, dump, applied)
     return write_whisper_deployable(built, board, out, model_dir, model, tokenizer, config,
                                     int8)
 

@@ -21,6 +21,11 @@
         or the returned ones (tinyasr-run), and copies a cache before a step if its old
         contents are still wanted (beam search's reorder makes new tensors anyway).
 
+`export_graphs(model, cross_dtype=torch.float16)` (int8 builds for targets that widen float16 in
+registers: whisper_deployable.half_cross_caches) makes encode return the cross keys and values as
+float16 and step take them so, widening them to float32 where attention reads them
+(passes/batched_matmul.py reads them as float16 there): a step reads 9 MB of them, not 18.
+
 The DFT and mel matrices are registered as parameters so the importer keeps them as function
 inputs: every tensor lands in the weights file and the library holds only code.
 """
@@ -69,10 +74,12 @@ class LogMelGraph(nn.Module):
 
 
 class EncodeGraph(nn.Module):
-    """One window's log-mel -> encoder output and the decoder's cross-attention caches."""
+    """One window's log-mel -> encoder output and the decoder's cross-attention caches (as
+    `cross_dtype`)."""
 
-    def __init__(self, model: Whisper):
+    def __init__(self, model: Whisper, cross_dtype: torch.dtype = torch.float32):
         super().__init__()
+        self.cross_dtype = cross_dtype
         self.encoder = buffers_as_parameters(model.encoder)
         # only the cross-attention modules: export lifts every parameter of the graph's
         # modules, used or not, and the step function owns the rest of the decoder
@@ -84,7 +91,8 @@ class EncodeGraph(nn.Module):
         encoded = self.encoder(mel)
         pairs = [cross.keys_values(encoded)  # pyright: ignore[reportCallIssue]  # see __init__
                  for cross in self.cross]
-        return (encoded, *(k for k, _ in pairs), *(v for _, v in pairs))
+        return (encoded, *(k.to(self.cross_dtype) for k, _ in pairs),
+                *(v.to(self.cross_dtype) for _, v in pairs))
 
 
 def _only_kv(cross: nn.Module) -> nn.Module:
@@ -123,7 +131,9 @@ class StepGraph(nn.Module):
     def forward(self, tokens: Tensor, positions: Tensor, *caches: Tensor) -> tuple[Tensor, ...]:
         n = self.layers
         self_k, self_v = caches[:n], caches[n:2 * n]
-        cross_k, cross_v = caches[2 * n:3 * n], caches[3 * n:]
+        # float32 already, or float16 widened (a no-op in the fp32 export)
+        cross_k = [k.float() for k in caches[2 * n:3 * n]]
+        cross_v = [v.float() for v in caches[3 * n:]]
         logits, self_k, self_v = self.decoder(tokens, positions, self_k, self_v, cross_k, cross_v)
         return (logits, *self_k, *self_v)
 
@@ -142,8 +152,10 @@ SHAPE_VARIABLES: dict[str, dict[tuple[str, int], str]] = {
 }
 
 
-def export_graphs(model: Whisper) -> dict[str, ExportedProgram]:
-    """{"log_mel", "encode", "step"} exported; see the module docstring."""
+def export_graphs(model: Whisper, cross_dtype: torch.dtype = torch.float32
+                  ) -> dict[str, ExportedProgram]:
+    """{"log_mel", "encode", "step"} exported, the cross-attention caches as `cross_dtype`;
+    see the module docstring."""
     model = model.eval()
     dims = model.dims
     frames = Dim("frames", min=MIN_MEL_FRAMES)
@@ -153,7 +165,7 @@ def export_graphs(model: Whisper) -> dict[str, ExportedProgram]:
     # distinct tensors: export would make one input of tensors passed twice
     caches = ([torch.zeros(example_batch, dims.n_heads, dims.n_text_ctx, head_dim)
                for _ in range(2 * dims.n_text_layers)]
-              + [torch.zeros(1, dims.n_heads, dims.n_audio_ctx, head_dim)
+              + [torch.zeros(1, dims.n_heads, dims.n_audio_ctx, head_dim, dtype=cross_dtype)
                  for _ in range(2 * dims.n_text_layers)])
     cache_shapes: list[Any] = ([{0: batch}] * (2 * dims.n_text_layers)
                                + [None] * (2 * dims.n_text_layers))
@@ -161,7 +173,7 @@ def export_graphs(model: Whisper) -> dict[str, ExportedProgram]:
         log_mel = torch.export.export(
             LogMelGraph(), (torch.zeros(frontend.HOP * 8 + PAD_SAMPLES),),
             dynamic_shapes=({0: frontend.HOP * frames + PAD_SAMPLES},))
-        encode = torch.export.export(EncodeGraph(model),
+        encode = torch.export.export(EncodeGraph(model, cross_dtype),
                                      (torch.zeros(1, dims.n_mels, model.n_frames),))
         step = torch.export.export(
             StepGraph(model),

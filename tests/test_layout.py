@@ -121,21 +121,26 @@ def test_fp32_conv_compiles_to_im2col_and_the_kernel(tmp_path):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("n, fixed", [(123, False), (36, False), (36, True), (8, True),
-                                      (16, False), (7, False), (3, False)])
-def test_batched_kernel_equals_numpy(n: int, fixed: bool):
+@pytest.mark.parametrize("n, fixed, y_dtype", [
+    (123, False, "float32"), (36, False, "float32"), (36, True, "float32"), (8, True, "float32"),
+    (16, False, "float32"), (7, False, "float32"), (3, False, "float32"), (36, True, "float16"),
+    (64, True, "float16")])
+def test_batched_kernel_equals_numpy(n: int, fixed: bool, y_dtype: str):
     """Symbolic widths: an overlapping last vector (123, 36), exact (16), narrow (7), scalar
-    (3); fixed widths: vectors plus a narrower one (36 = 16 + 16 + 4), one narrow vector (8)."""
+    (3); fixed widths: vectors plus a narrower one (36 = 16 + 16 + 4), one narrow vector (8);
+    y stored as float16 and widened (Whisper's cross-attention values: 64), compared with
+    numpy on the same float16 values."""
     unit = vector_unit(Target(HOST))
     assert not fixed or fixed_width_supported(unit, n)
-    library = _batched_library(batched_matmul_kernel(unit, n if fixed else None))
+    library = _batched_library(batched_matmul_kernel(unit, n if fixed else None, y_dtype))
     rng = np.random.default_rng(n)
     for rows, depth, groups in [(13, 36, 4), (2, 5, 4), (13, 36, 2)]:
         x = rng.standard_normal((4, rows, depth)).astype(np.float32)
-        y = rng.standard_normal((groups, depth, n)).astype(np.float32)
+        y = rng.standard_normal((groups, depth, n)).astype(y_dtype)
         out = tvm.runtime.tensor(np.zeros((4, rows, n), np.float32))
         library["batched"](tvm.runtime.tensor(x), tvm.runtime.tensor(y), out)
-        expected = x @ y[np.arange(4) % groups]     # y's batch shared by x's batches b % groups
+        # y's batch shared by x's batches b % groups
+        expected = x @ y[np.arange(4) % groups].astype(np.float32)
         np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -203,21 +208,23 @@ def test_cross_attention_reads_the_shared_keys_and_values_once(tmp_path):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("y_dtype", ["float32", "float16"])
 @pytest.mark.parametrize("lanes", [4, 8, 16])
 @pytest.mark.parametrize("n", [1500, 29, 4, 3])
-def test_transposed_batched_kernel_equals_numpy(n: int, lanes: int):
+def test_transposed_batched_kernel_equals_numpy(n: int, lanes: int, y_dtype: str):
     """y read as (G, N, K) rows: N a multiple of the column group (1500), not (29: the last
     columns moved back), exactly one group (4), below it (3: one column at a time); x's batch
     b reads y's batch b % G (G = B, a shared G = heads, one). Every vector width a board has
-    (NEON and RVV 4 lanes, AVX 8, AVX-512 16: each its own lane sum), built for this host."""
+    (NEON and RVV 4 lanes, AVX 8, AVX-512 16: each its own lane sums), built for this host;
+    y as float32 or stored as float16 (Whisper's cross-attention keys in an int8 build)."""
     unit = VectorUnit(lanes, 32)
     depth = 4 * unit.lanes
     assert transposed_supported(unit, depth)
-    library = _batched_library(batched_matmul_transposed_kernel(unit, depth))
+    library = _batched_library(batched_matmul_transposed_kernel(unit, depth, y_dtype))
     rng = np.random.default_rng(n)
     for batch, rows, groups in [(6, 1, 6), (12, 2, 6), (3, 5, 1)]:
         x = rng.standard_normal((batch, rows, depth)).astype(np.float32)
-        y = rng.standard_normal((groups, n, depth)).astype(np.float32)
+        y = rng.standard_normal((groups, n, depth)).astype(y_dtype)
         out = tvm.runtime.tensor(np.zeros((batch, rows, n), np.float32))
         library["batched"](tvm.runtime.tensor(x), tvm.runtime.tensor(y), out)
         # float64 reference; fp32 sums of 64 products of O(1) values: ~1e-6 relative each

@@ -34,7 +34,7 @@ from tinyasr.model.whisper.decoding import start
 from tinyasr.model.whisper.frontend import log_mel, pad_window
 from tinyasr.model.whisper.model import Whisper, WhisperDims
 from tinyasr.model.whisper.recognizer import WhisperRecognizer
-from tinyasr.targets.boards import get_board
+from tinyasr.targets.boards import board_target, get_board
 
 REALSPEECH = Path(__file__).resolve().parent.parent / "model" / "pretrained" / "realspeech"
 SMALL = WhisperDims(n_audio_ctx=100, n_text_ctx=64, d_model=64, n_heads=2, n_audio_layers=1,
@@ -298,9 +298,11 @@ def test_small_int8_runs_int8_weights_near_its_reference(small_int8, whisper_par
     embedding are stored int8 (one fp32 scale per output channel / per 32 columns of a token
     row), the embedding once for its gather and the logits; the compiled model also rounds
     each layer's input to int8 per row, and on VNNI hosts runs the encoder's attention on int8
-    dot products, which the PyTorch twin (the same int8 weights, fp32 activations) does not:
-    measured differences ~1e-2 of logits of magnitude ~3; 5% of the largest logit allowed."""
+    dot products, which the PyTorch twin (the same int8 weights, fp32 activations) does not,
+    nor its float16 cross-attention caches: measured differences ~1e-2 of logits of magnitude
+    ~3; 5% of the largest logit allowed."""
     from tinyasr.compile.deployable import read_weights_index
+    from tinyasr.compile.whisper_deployable import half_cross_caches
 
     reference, compiled, lib = small_int8
     manifest = json.loads((lib / "manifest.json").read_text())
@@ -321,6 +323,12 @@ def test_small_int8_runs_int8_weights_near_its_reference(small_int8, whisper_par
         _, compiled_logits, _ = start(compiled, compiled.encoder(window),
                                       whisper_parts[1].specials)
     assert (compiled_logits - logits).abs().max() < 0.05 * logits.abs().max()
+    # the cross-attention keys and values pass from encode to step as float16 where the host
+    # widens float16 in registers (F16C), else as float32
+    half = half_cross_caches(board_target(get_board("host")))
+    cross = compiled.encoder(window)[1:]
+    assert len(cross) == 2 * SMALL.n_text_layers
+    assert {str(t.dtype) for t in cross} == {"float16" if half else "float32"}
 
 
 def test_int8_embedding_is_the_dequantized_embedding(small):

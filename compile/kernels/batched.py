@@ -34,7 +34,13 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from tinyasr.compile.kernels.fp32 import NARROW, VectorUnit, halve_lanes, multiply_add
+from tinyasr.compile.kernels.fp32 import (
+    NARROW,
+    VectorUnit,
+    halve_lanes,
+    lane_sums_of_4,
+    multiply_add,
+)
 
 GROUP = 4          # column vectors per tile when N is symbolic
 MAX_ROWS = 8
@@ -48,16 +54,28 @@ def fixed_width_supported(unit: VectorUnit, n: int) -> bool:
     return n % NARROW == 0 and 2 * vectors + vectors + 1 <= unit.registers
 
 
-def batched_matmul_kernel(unit: VectorUnit, n: int | None = None) -> tirx.PrimFunc:
+def batched_matmul_kernel(unit: VectorUnit, n: int | None = None,
+                          y_dtype: str = "float32") -> tirx.PrimFunc:
     """(x (B, M, K), y (G, K, N)) -> (B, M, N) float32, batch b times y's batch b % G (G = B,
     or G heads shared by B / G hypotheses): N = n fixed (see fixed_width_supported), or
-    symbolic when n is None."""
+    symbolic when n is None. y_dtype "float16" (N fixed only): y is read as float16 and
+    widened in registers (see half_vector)."""
     if n is not None:
-        return _fixed_width(unit, n)
+        return _fixed_width(unit, n, y_dtype)
+    assert y_dtype == "float32", "float16 y needs a fixed N"
     return _symbolic_width(unit)
 
 
-def _fixed_width(unit: VectorUnit, n: int) -> tirx.PrimFunc:
+def half_vector(y, index: list, dtype: str, width: int) -> tirx.Expr:
+    """`width` lanes of y from `index` as float32: loaded as they are, or float16 widened (the
+    decoder's cross-attention keys and values stored as float16 halve the 18 MB of them a
+    Whisper tiny.en step reads; F16C's vcvtph2ps on x86, fcvtl on AArch64)."""
+    if dtype == "float32":
+        return y.vload(index, f"float32x{width}")
+    return T.Cast(f"float32x{width}", y.vload(index, f"{dtype}x{width}"))
+
+
+def _fixed_width(unit: VectorUnit, n: int, y_dtype: str = "float32") -> tirx.PrimFunc:
     lanes = unit.lanes
     full, rest = n // lanes, n % lanes
     vectors = full + (1 if rest else 0)
@@ -75,10 +93,10 @@ def _fixed_width(unit: VectorUnit, n: int) -> tirx.PrimFunc:
             for r in T.unroll(count):
                 for v in T.unroll(full):
                     multiply_add(acc, (r * full + v) * lanes, lanes, x[b, first + r, j],
-                                 y.vload([g, j, v * lanes], f"float32x{lanes}"))
+                                 half_vector(y, [g, j, v * lanes], y_dtype, lanes))
                 if rest > 0:
                     multiply_add(tail, r * lanes, rest, x[b, first + r, j],
-                                 y.vload([g, j, full * lanes], f"float32x{rest}"))
+                                 half_vector(y, [g, j, full * lanes], y_dtype, rest))
         for r in T.unroll(count):
             for v in T.unroll(full):
                 out.vstore([b, first + r, v * lanes], acc[T.ramp((r * full + v) * lanes, 1,
@@ -91,7 +109,7 @@ def _fixed_width(unit: VectorUnit, n: int) -> tirx.PrimFunc:
         T.func_attr({"tirx.noalias": True})
         batch, groups, rows, depth = T.int64(), T.int64(), T.int64(), T.int64()
         x = T.match_buffer(x_handle, (batch, rows, depth), "float32")
-        y = T.match_buffer(y_handle, (groups, depth, n), "float32")
+        y = T.match_buffer(y_handle, (groups, depth, n), y_dtype)
         out = T.match_buffer(out_handle, (batch, rows, n), "float32")
         acc = T.alloc_buffer((tile_rows * max(full, 1) * lanes,), "float32", scope="local")
         tail = T.alloc_buffer((tile_rows * lanes,), "float32", scope="local")
@@ -170,9 +188,10 @@ def transposed_supported(unit: VectorUnit, depth: int) -> bool:
     return 4 <= unit.lanes <= 32 and depth % unit.lanes == 0 and depth > 0
 
 
-def batched_matmul_transposed_kernel(unit: VectorUnit, depth: int) -> tirx.PrimFunc:
+def batched_matmul_transposed_kernel(unit: VectorUnit, depth: int,
+                                     y_dtype: str = "float32") -> tirx.PrimFunc:
     """(x (B, M, K), y (G, N, K)) -> (B, M, N) float32 with K = depth (transposed_supported),
-    M and N symbolic:
+    M and N symbolic, y float32 or float16 (y_dtype; widened in registers, half_vector):
 
         out[b, i, n] = sum_k x[b, i, k] * y[b % G, n, k]
 
@@ -180,8 +199,9 @@ def batched_matmul_transposed_kernel(unit: VectorUnit, depth: int) -> tirx.PrimF
     key row as stored instead of a transposed (head_dim, frames) copy made every step (for
     Whisper tiny.en's 1500-frame cross-attention keys that copy cost more than everything
     else of a step but the logits). Each output is the dot product of two contiguous rows:
-    K / L vector products summed into one accumulator, then its L lanes summed by halving
-    (fp32.halve_lanes). TRANSPOSED_COLUMNS columns at a time, so the products of
+    K / L vector products summed into one accumulator, then the lanes of 4 such summed
+    together by shuffles (fp32.lane_sums_of_4; one at a time by halving, fp32.halve_lanes,
+    where N < 4). TRANSPOSED_COLUMNS columns at a time, so the products of
     independent accumulators overlap; the last columns are moved back to end at N as in the
     symbolic-width kernel (computed twice, same values)."""
     lanes = unit.lanes
@@ -198,17 +218,21 @@ def batched_matmul_transposed_kernel(unit: VectorUnit, depth: int) -> tirx.PrimF
                 acc[T.ramp(c * lanes, 1, lanes)] = (
                     acc[T.ramp(c * lanes, 1, lanes)]
                     + x.vload([b, i, chunk * lanes], f"float32x{lanes}")
-                    * y.vload([g, first + c, chunk * lanes], f"float32x{lanes}"))
-        for c in T.unroll(count):
-            halve_lanes(acc, c * lanes, lanes)
-            out[b, i, first + c] = acc[c * lanes] + acc[c * lanes + 1]
+                    * half_vector(y, [g, first + c, chunk * lanes], y_dtype, lanes))
+        if count == 4:
+            out.vstore([b, i, first], lane_sums_of_4(
+                [acc[T.ramp(c * lanes, 1, lanes)] for c in range(4)], lanes))
+        else:
+            for c in T.unroll(count):
+                halve_lanes(acc, c * lanes, lanes)
+                out[b, i, first + c] = acc[c * lanes] + acc[c * lanes + 1]
 
     @T.prim_func(private=True)
     def kernel(x_handle: T.handle, y_handle: T.handle, out_handle: T.handle):
         T.func_attr({"tirx.noalias": True})
         batch, groups, rows, n = T.int64(), T.int64(), T.int64(), T.int64()
         x = T.match_buffer(x_handle, (batch, rows, depth), "float32")
-        y = T.match_buffer(y_handle, (groups, n, depth), "float32")
+        y = T.match_buffer(y_handle, (groups, n, depth), y_dtype)
         out = T.match_buffer(out_handle, (batch, rows, n), "float32")
         acc = T.alloc_buffer((group * lanes,), "float32", scope="local")
         for b in range(batch):

@@ -81,6 +81,23 @@ def multiply_add(acc, start, width, value, vector):
                                     + T.broadcast(value, width) * vector)
 
 
+def lane_sums_of_4(vectors: list, lanes: int) -> tirx.Expr:
+    """The lane sums of 4 vectors of `lanes` lanes (a power of two, 4 to 32) as one 4-lane
+    vector, by shuffles: each step adds the lanes `width` apart of the vectors side by side,
+    halving them (a's and b's 16 lanes -> 8 sums of each, then a, b, c, d's 4 each, 2, 1): 7
+    shuffle-adds for 4 sums of 16 lanes, where summing each apart (halve_lanes) extracted
+    lanes one by one."""
+    def halves(parts: list, part_lanes: int, width: int) -> tirx.Expr:
+        first = [j for j in range(part_lanes * len(parts)) if (j // width) % 2 == 0]
+        return T.Shuffle(parts, first) + T.Shuffle(parts, [j + width for j in first])
+
+    pairs = [halves(vectors[:2], lanes, lanes // 2), halves(vectors[2:], lanes, lanes // 2)]
+    sums, each = halves(pairs, lanes, lanes // 4), lanes // 4   # `each` lanes of a vector's
+    while each > 1:
+        sums, each = halves([sums], 4 * each, each // 2), each // 2
+    return sums
+
+
 @T.macro
 def halve_lanes(acc, start, lanes):
     """Sums acc[start : start + lanes] (lanes a power of two, 4 to 32) down to two lanes by

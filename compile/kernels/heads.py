@@ -17,8 +17,10 @@ from tvm.script import tirx as T
 from tinyasr.compile.kernels.im2col import OPAQUE
 
 
-def heads_kernel(width: int, offset: int, heads: int, head_dim: int) -> tirx.PrimFunc:
-    """(x (B, T, width) float32) -> (B, heads, T, head_dim) float32, the heads of columns
+def heads_kernel(width: int, offset: int, heads: int, head_dim: int,
+                 out_dtype: str = "float32") -> tirx.PrimFunc:
+    """(x (B, T, width) float32) -> (B, heads, T, head_dim) `out_dtype` (float32, or float16:
+    Whisper's cross-attention caches in an int8 build), the heads of columns
     offset ... offset + heads * head_dim."""
     assert offset + heads * head_dim <= width
 
@@ -27,10 +29,10 @@ def heads_kernel(width: int, offset: int, heads: int, head_dim: int) -> tirx.Pri
         T.func_attr({"tirx.noalias": True, "op_pattern": OPAQUE})
         batch, rows = T.int64(), T.int64()
         x = T.match_buffer(x_handle, (batch, rows, width), "float32")
-        out = T.match_buffer(out_handle, (batch, heads, rows, head_dim), "float32")
+        out = T.match_buffer(out_handle, (batch, heads, rows, head_dim), out_dtype)
         with T.sblock("root"):
             for b, h, t in T.grid(batch, heads, rows):
                 for e in T.vectorized(head_dim):
-                    out[b, h, t, e] = x[b, t, offset + h * head_dim + e]
+                    out[b, h, t, e] = T.Cast(out_dtype, x[b, t, offset + h * head_dim + e])
 
     return kernel

@@ -14,7 +14,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from tinyasr.compile.kernels.fp32 import VectorUnit, halve_lanes
+from tinyasr.compile.kernels.fp32 import VectorUnit, halve_lanes, lane_sums_of_4
 from tinyasr.compile.kernels.int8 import VNNI, DotIsa
 from tinyasr.compile.kernels.quantize import INT8_MAX as LEVELS
 from tinyasr.compile.kernels.quantize import TINY
@@ -158,24 +158,6 @@ def rowdot_vnni_supported(isa: DotIsa, k: int, group: int) -> bool:
     return isa is VNNI and group % VNNI_BYTES == 0 and k % group == 0
 
 
-def _sum_4_vectors(totals) -> tirx.Expr:
-    """The lane sums of 4 16-lane vectors as one 4-lane vector: halves added pairwise by
-    shuffles (8 + 8 lanes of two vectors, then 4 + 4, 2 + 2, 1 + 1), 7 shuffle-adds for the
-    4 sums; a sum per vector extracted lanes one by one."""
-    def halves(a, b, width):
-        """lanes of a and b with their pairs `width` apart added: 16 lanes in, 16 out."""
-        both = [a, b] if b is not None else [a]
-        lanes = 16 * len(both)
-        first = [j for j in range(lanes) if (j // width) % 2 == 0]
-        return T.Shuffle(both, first) + T.Shuffle(both, [j + width for j in first])
-
-    ab = halves(totals[0], totals[1], 8)     # a's 8 pair sums, then b's
-    cd = halves(totals[2], totals[3], 8)
-    abcd = halves(ab, cd, 4)                 # 4 of each
-    pairs = halves(abcd, None, 2)            # 2 of each (8 lanes)
-    return T.Shuffle([pairs], [0, 2, 4, 6]) + T.Shuffle([pairs], [1, 3, 5, 7])
-
-
 def rowdot_vnni_kernel(n: int, k: int, group: int) -> tirx.PrimFunc:
     """rowdot_int8_kernel's function on vpdpbusd, each activation row rounded to int8 per
     group of the weight's scales (g: the columns of group g):
@@ -194,7 +176,7 @@ def rowdot_vnni_kernel(n: int, k: int, group: int) -> tirx.PrimFunc:
     memory once: every activation row runs over them in turn (the task's 24 KB stay in the
     first-level cache for the next), VNNI_COLUMNS weight rows at a time (a task's last block
     moved back to end at its last row), whose fp32 totals are summed across lanes together
-    (_sum_4_vectors). A task of fewer rows than a block takes them one at a time."""
+    (fp32.lane_sums_of_4). A task of fewer rows than a block takes them one at a time."""
     lanes = VNNI.lanes
     groups, chunks = k // group, group // VNNI_BYTES
     tasks = -(-n // TASK_COLUMNS)
@@ -274,8 +256,8 @@ def rowdot_vnni_kernel(n: int, k: int, group: int) -> tirx.PrimFunc:
                                                              count - VNNI_COLUMNS)
                         totals(xq, x_scale, terms, w, scale, sums, partial, i, first,
                                VNNI_COLUMNS)
-                        out.vstore([i, first], _sum_4_vectors(
-                            [partial[acc(c)] for c in range(VNNI_COLUMNS)]))
+                        out.vstore([i, first], lane_sums_of_4(
+                            [partial[acc(c)] for c in range(VNNI_COLUMNS)], lanes))
                 else:
                     for column in range(count):
                         totals(xq, x_scale, terms, w, scale, sums, partial, i,

@@ -11,6 +11,9 @@ When y is such a (possibly broadcast) view of permute_dims(t) with t's last two 
 exports as k.transpose(-1, -2)), the transposed kernel reads t's (N, K) rows as stored and the
 transposed copy goes: that copy of the 1500-frame cross-attention keys, made every step, cost
 Whisper tiny.en's int8 decoder 3.4 of its 13.6 ms a step (one hypothesis, one thread, Xeon).
+When that original is astype(t16, float32) of a float16 t16 (the Whisper step's cross-attention
+keys and values, stored as float16 by an int8 build: compile/whisper_graphs.py), the kernels
+read t16 and widen it in registers: no float32 copy is made.
 Run it after the weight-matmul passes, which take the matmuls on weights, and after
 FusedAttention, which takes whole attentions (their scores, softmax and context in one kernel):
 this pass is for the activation matmuls that pattern does not cover.
@@ -48,17 +51,34 @@ class _Rewriter(Fp32KernelRewriter):
         transposed = self._transposed_source(y)
         if transposed is not None:
             depth = int(y.ty.shape.values[1])
-            kernel = self._kernel(f"batched_matmul_t_{self.unit.lanes}_k{depth}",
-                                  lambda: batched_matmul_transposed_kernel(self.unit, depth))
-            return relax.call_tir(kernel, [x, transposed], call.ty)
+            source, dtype = self._stored(transposed)
+            kernel = self._kernel(f"batched_matmul_t_{self.unit.lanes}_k{depth}{_suffix(dtype)}",
+                                  lambda: batched_matmul_transposed_kernel(self.unit, depth,
+                                                                           dtype))
+            return relax.call_tir(kernel, [x, source], call.ty)
         y = self._unbroadcast(y)
         n = call.ty.shape.values[2]
         width = int(n) if isinstance(n, tvm.tirx.IntImm) else None
         if width is not None and not fixed_width_supported(self.unit, width):
             width = None
-        name = f"batched_matmul_{self.unit.lanes}" + ("" if width is None else f"_n{width}")
-        kernel = self._kernel(name, lambda: batched_matmul_kernel(self.unit, width))
-        return relax.call_tir(kernel, [x, y], call.ty)
+        source, dtype = self._stored(y) if width is not None else (y, "float32")
+        name = (f"batched_matmul_{self.unit.lanes}" + ("" if width is None else f"_n{width}")
+                + _suffix(dtype))
+        kernel = self._kernel(name, lambda: batched_matmul_kernel(self.unit, width, dtype))
+        return relax.call_tir(kernel, [x, source], call.ty)
+
+    def _stored(self, y: relax.Expr) -> tuple[relax.Expr, str]:
+        """(t16 reshaped as y, "float16") when y is astype(t16, float32) of a float16 t16,
+        or a reshape of that; else (y, "float32")."""
+        bound = self._bound(y)
+        reshaped = is_op(bound, "relax.reshape")
+        cast = self._bound(bound.args[0]) if reshaped else bound
+        if not (is_op(cast, "relax.astype") and cast.args[0].ty.dtype == "float16"):
+            return y, "float32"
+        source = cast.args[0]
+        if reshaped:
+            source = self.builder_.emit(relax.op.reshape(source, y.ty.shape))
+        return source, "float16"
 
     def _transposed_source(self, y: relax.Expr) -> relax.Expr | None:
         """(G, N, K) when y = reshape(broadcast_to(permute_dims(t, last two axes swapped),
@@ -117,6 +137,10 @@ class _Rewriter(Fp32KernelRewriter):
         for extent in source_shape[1:-2]:
             groups *= extent
         return self.builder_.emit(relax.op.reshape(source, [groups, *source_shape[-2:]]))
+
+
+def _suffix(dtype: str) -> str:
+    return "" if dtype == "float32" else "_f16"
 
 
 @tvm.transform.module_pass(opt_level=0, name="BatchedMatmul")

@@ -7,6 +7,8 @@ Pattern:
     y = x, or y = split(x (B, T, W), sections, axis=2)[i]     (a fused projection's part)
 
 Rewrite: call_tir(heads kernel(W, the part's first column, H, E), x) -> (B, H, T, E).
+Also permute_dims(astype(reshape(y, ...), float16), ...): the kernel writes float16 (the float16
+cross-attention caches of compile/whisper_graphs.py).
 
 What is left of Whisper's decoder keys and values after FusedAttention and BatchedMatmul took
 the attentions they fit: the cross-attention keys and values the encode function returns per
@@ -33,9 +35,13 @@ class _Rewriter(FunctionRewriter):
         call = super().visit_call_(op)
         if not (is_op(call, "relax.permute_dims") and call.attrs.axes is not None
                 and [int(a) for a in call.attrs.axes] == HEAD_ORDER
-                and call.ty.dtype == "float32" and call.ty.ndim == 4):
+                and call.ty.dtype in ("float32", "float16") and call.ty.ndim == 4):
             return call
         split = self._bound(call.args[0])
+        if call.ty.dtype == "float16":
+            if not (is_op(split, "relax.astype") and split.args[0].ty.dtype == "float32"):
+                return call
+            split = self._bound(split.args[0])
         if not is_op(split, "relax.reshape"):
             return call
         part = split_part(split.args[0], self._bound)
@@ -52,8 +58,10 @@ class _Rewriter(FunctionRewriter):
             return call
         width = int(source_shape.values[2])
         heads, head_dim = int(heads), int(head_dim)
-        kernel = self._kernel(f"heads_w{width}_at{offset}_h{heads}x{head_dim}",
-                              lambda: heads_kernel(width, offset, heads, head_dim))
+        dtype = call.ty.dtype
+        suffix = "" if dtype == "float32" else "_f16"
+        kernel = self._kernel(f"heads_w{width}_at{offset}_h{heads}x{head_dim}{suffix}",
+                              lambda: heads_kernel(width, offset, heads, head_dim, dtype))
         return relax.call_tir(kernel, [source], call.ty)
 
 @tvm.transform.module_pass(opt_level=0, name="SplitHeads")
