@@ -33,7 +33,7 @@ from tinyasr.compile.kernels.batched import (
     transposed_supported,
 )
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
-from tinyasr.compile.passes.rewriting import KernelPass, is_op
+from tinyasr.compile.passes.rewriting import KernelPass, dtype_suffix, is_op
 
 
 @mutator
@@ -52,7 +52,8 @@ class _Rewriter(Fp32KernelRewriter):
         if transposed is not None:
             depth = int(y.ty.shape.values[1])
             source, dtype = self._stored(transposed)
-            kernel = self._kernel(f"batched_matmul_t_{self.unit.lanes}_k{depth}{_suffix(dtype)}",
+            name = f"batched_matmul_t_{self.unit.lanes}_k{depth}{dtype_suffix(dtype)}"
+            kernel = self._kernel(name,
                                   lambda: batched_matmul_transposed_kernel(self.unit, depth,
                                                                            dtype))
             return relax.call_tir(kernel, [x, source], call.ty)
@@ -63,7 +64,7 @@ class _Rewriter(Fp32KernelRewriter):
             width = None
         source, dtype = self._stored(y) if width is not None else (y, "float32")
         name = (f"batched_matmul_{self.unit.lanes}" + ("" if width is None else f"_n{width}")
-                + _suffix(dtype))
+                + dtype_suffix(dtype))
         kernel = self._kernel(name, lambda: batched_matmul_kernel(self.unit, width, dtype))
         return relax.call_tir(kernel, [x, source], call.ty)
 
@@ -137,10 +138,6 @@ class _Rewriter(Fp32KernelRewriter):
         for extent in source_shape[1:-2]:
             groups *= extent
         return self.builder_.emit(relax.op.reshape(source, [groups, *source_shape[-2:]]))
-
-
-def _suffix(dtype: str) -> str:
-    return "" if dtype == "float32" else "_f16"
 
 
 @tvm.transform.module_pass(opt_level=0, name="BatchedMatmul")

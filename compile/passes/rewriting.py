@@ -22,6 +22,11 @@ def is_op(expr: relax.Expr | None, name: str) -> TypeGuard[relax.Call]:
 Bound = Callable[[relax.Expr], relax.Expr]   # a variable -> the expression bound to it
 
 
+def dtype_suffix(dtype: str) -> str:
+    """A kernel name's mark of a float16 variant: "" for float32, "_f16" for float16."""
+    return "" if dtype == "float32" else "_f16"
+
+
 def split_part(y: relax.Expr, bound: Bound) -> tuple[relax.Call, int] | None:
     """(the split, y's first column in its input) when `y` is split(x (B, T, W), ...,
     axis=2)[i] with static sections, else None."""

@@ -24,7 +24,7 @@ from tvm import relax
 from tvm.relax.expr_functor import mutator
 
 from tinyasr.compile.kernels.heads import heads_kernel
-from tinyasr.compile.passes.rewriting import FunctionRewriter, is_op, split_part
+from tinyasr.compile.passes.rewriting import FunctionRewriter, dtype_suffix, is_op, split_part
 
 HEAD_ORDER = [0, 2, 1, 3]
 
@@ -59,8 +59,8 @@ class _Rewriter(FunctionRewriter):
         width = int(source_shape.values[2])
         heads, head_dim = int(heads), int(head_dim)
         dtype = call.ty.dtype
-        suffix = "" if dtype == "float32" else "_f16"
-        kernel = self._kernel(f"heads_w{width}_at{offset}_h{heads}x{head_dim}{suffix}",
+        kernel = self._kernel(f"heads_w{width}_at{offset}_h{heads}x{head_dim}"
+                              f"{dtype_suffix(dtype)}",
                               lambda: heads_kernel(width, offset, heads, head_dim, dtype))
         return relax.call_tir(kernel, [source], call.ty)
 

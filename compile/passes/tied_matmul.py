@@ -16,11 +16,11 @@ Rewrite:
     out = call_tir(int8 rowdot kernel, x, Wq, S)
                                               the int8 rows read as stored, each group's sum
                                               scaled: no fp32 copy of them is made. With
-                                              AVX-512 VNNI x is rounded to int8 per row and
-                                              the products run on vpdpbusd, as in every int8
-                                              linear layer (Whisper tiny.en's logits: 2.4 ->
-                                              0.7 ms a step on the AMD EPYC host); elsewhere
-                                              the rows are widened to fp32 in registers
+                                              AVX-512 VNNI x is rounded to int8 per group of
+                                              the scales and the products run on vpdpbusd
+                                              (Whisper tiny.en's logits: 2.4 -> 1.3 ms a step
+                                              on the AMD EPYC host); elsewhere the rows are
+                                              widened to fp32 in registers
 
 Fp32Matmul would pack W into its kernel's layout, and the weights phase would then store the
 packed copy beside the one the gather reads (80 MB twice for Whisper tiny.en). Run it before
