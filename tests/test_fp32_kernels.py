@@ -197,26 +197,37 @@ def test_rowdot_kernels_sum_like_numpy(n: int, k: int, group: int, lanes: int):
 
 
 @pytest.mark.parametrize("n, k, group", [(51864, 384, 128), (130, 128, 64), (3, 64, 64)])
-def test_rowdot_vnni_kernel_sums_rounded_rows_like_numpy(n: int, k: int, group: int):
-    """The VNNI logits kernel: Whisper tiny.en's tied logits, a task whose last block of 4
-    rows is moved back (130; 2 scale groups), fewer rows than a block (3). It rounds each
-    group of an activation row to int8 (times the scale's reciprocal) and sums on vpdpbusd:
-    the same integers as numpy's rounding, so only fp32 summation order differs (~2e-7 of the
-    largest output measured, 1e-5 allowed). Compiled for an AVX-512 VNNI CPU everywhere
+def test_interleaved_logits_and_gathers_read_one_table_like_numpy(n: int, k: int, group: int):
+    """The VNNI logits kernel on the interleaved table: Whisper tiny.en's tied logits (a last
+    block of 8 rows and 2 blocks of padding), a table of 3 tasks whose last block is partial
+    (130; 2 scale groups), fewer rows than a block (3). It rounds each group of an activation
+    row to int8 (times the scale's reciprocal) and sums on vpdpbusd: the same integers as
+    numpy's rounding, so only fp32 summation order differs (~2e-7 of the largest output
+    measured, 1e-5 allowed). The gathers give back the rows and scales of any token, ids out
+    of range clipped as take(mode="clip") does. Compiled for an AVX-512 VNNI CPU everywhere
     (vpdpbusd in its code); run where this host has VNNI."""
     from tinyasr.compile.kernels.int8 import VNNI, dot_isa
-    from tinyasr.compile.kernels.rowdot import rowdot_vnni_kernel
+    from tinyasr.compile.kernels.interleaved_rows import (
+        interleave,
+        interleaved_gather_kernel,
+        interleaved_logits_kernel,
+        interleaved_scales_gather_kernel,
+    )
 
-    kernel = rowdot_vnni_kernel(n, k, group).with_attr("global_symbol", "rowdot")
+    mod = tvm.IRModule({
+        "logits": interleaved_logits_kernel(n, k, group).with_attr("global_symbol", "logits"),
+        "rows": interleaved_gather_kernel(n, k, "int64").with_attr("global_symbol", "rows"),
+        "scales": interleaved_scales_gather_kernel(n, k // group, "int32").with_attr(
+            "global_symbol", "scales")})
     vnni_cpu = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"}
-    assembly = tvm.compile(tvm.IRModule({"rowdot": kernel}), Target(vnni_cpu)).mod
-    assert "vpdpbusd" in assembly.inspect_source("asm")
+    assert "vpdpbusd" in tvm.compile(mod, Target(vnni_cpu)).mod.inspect_source("asm")
     if dot_isa(Target(HOST)) is not VNNI:
         pytest.skip("this host has no AVX-512 VNNI to run it")
-    library = tvm.compile(tvm.IRModule({"rowdot": kernel}), Target(HOST)).mod
+    library = tvm.compile(mod, Target(HOST)).mod
     rng = np.random.default_rng(n)
     values = rng.integers(-127, 128, (n, k)).astype(np.int8)
     scale = rng.uniform(1e-3, 1e-1, (n, k // group)).astype(np.float32)
+    table, scales = map(tvm.runtime.tensor, interleave(values, scale))
     for rows in (1, 2, 5):
         x = rng.standard_normal((rows, k)).astype(np.float32)
         grouped = x.reshape(rows, k // group, group)
@@ -226,6 +237,13 @@ def test_rowdot_vnni_kernel_sums_rounded_rows_like_numpy(n: int, k: int, group: 
                          .astype(np.float64))
         expected = (sums * scale[None] * x_scale[:, None, :]).sum(axis=2)
         out = tvm.runtime.tensor(np.zeros((rows, n), np.float32))
-        library["rowdot"](*map(tvm.runtime.tensor, (x, values, scale)), out)
+        library["logits"](tvm.runtime.tensor(x), table, scales, out)
         np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5,
                                    atol=1e-5 * np.abs(expected).max())
+    tokens = np.array([0, n - 1, n // 2, -5, n + 7])
+    rows_out = tvm.runtime.tensor(np.zeros((len(tokens), k), np.int8))
+    library["rows"](table, tvm.runtime.tensor(tokens), rows_out)
+    np.testing.assert_array_equal(rows_out.numpy(), values[np.clip(tokens, 0, n - 1)])
+    scales_out = tvm.runtime.tensor(np.zeros((len(tokens), k // group), np.float32))
+    library["scales"](scales, tvm.runtime.tensor(tokens.astype(np.int32)), scales_out)
+    np.testing.assert_array_equal(scales_out.numpy(), scale[np.clip(tokens, 0, n - 1)])

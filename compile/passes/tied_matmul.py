@@ -15,12 +15,19 @@ Rewrite:
     out = call_tir(rowdot kernel, x, W)       compile/kernels/rowdot.py
     out = call_tir(int8 rowdot kernel, x, Wq, S)
                                               the int8 rows read as stored, each group's sum
-                                              scaled: no fp32 copy of them is made. With
-                                              AVX-512 VNNI x is rounded to int8 per group of
-                                              the scales and the products run on vpdpbusd
-                                              (Whisper tiny.en's logits: 2.4 -> 1.3 ms a step
-                                              on the AMD EPYC host); elsewhere the rows are
-                                              widened to fp32 in registers
+                                              scaled: no fp32 copy of them is made; the rows
+                                              are widened to fp32 in registers
+    With AVX-512 VNNI (compile/kernels/interleaved_rows.py):
+    out = call_tir(interleaved logits, x, table(Wq), scales(S))
+    take(Wq, ids) -> call_tir(interleaved gather, table(Wq), ids)
+    take(S, ids)  -> call_tir(interleaved scales gather, scales(S), ids)
+                                              Wq stored once, 16 rows interleaved per vector;
+                                              x rounded to int8 per group of the scales, the
+                                              products on vpdpbusd with no sums across lanes
+                                              (Whisper tiny.en's logits on the AMD EPYC host:
+                                              1.4 -> 0.5 ms with the table in cache, 1.35 ->
+                                              1.0 ms from memory); the gathers read their
+                                              rows back out of the same table
 
 Fp32Matmul would pack W into its kernel's layout, and the weights phase would then store the
 packed copy beside the one the gather reads (80 MB twice for Whisper tiny.en). Run it before
@@ -29,23 +36,75 @@ Fp32Matmul.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 from tvm.target import Target
 
 from tinyasr.compile.kernels.int8 import dot_isa
+from tinyasr.compile.kernels.interleaved_rows import (
+    interleaved_gather_kernel,
+    interleaved_logits_kernel,
+    interleaved_scales_gather_kernel,
+    interleaved_supported,
+    scales_shape,
+    table_shape,
+)
 from tinyasr.compile.kernels.rowdot import (
     rowdot_int8_kernel,
     rowdot_int8_supported,
     rowdot_kernel,
     rowdot_supported,
-    rowdot_vnni_kernel,
-    rowdot_vnni_supported,
 )
 from tinyasr.compile.kernels.tunable import KernelChoices
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.rewriting import KernelPass, is_op
+
+
+def tied_int8_rows(call: relax.Call, bound: Callable[[relax.Expr], relax.Expr],
+                   gathered: set[relax.Var], weights: set[relax.Var]
+                   ) -> tuple[relax.Expr, relax.Expr, int] | None:
+    """(values, scale, group) of a matmul on gathered int8 rows times per-group scales (the
+    pattern's second form), else None."""
+    if not (is_op(call, "relax.matmul") and call.args[0].ty.ndim == 2
+            and call.args[0].ty.dtype == "float32" and call.ty.dtype == "float32"):
+        return None
+    transposed = bound(call.args[1])
+    if not (is_op(transposed, "relax.permute_dims") and transposed.attrs.axes is not None
+            and [int(axis) for axis in transposed.attrs.axes] == [1, 0]):
+        return None
+    weight = bound(transposed.args[0])
+    scaled = bound(weight.args[0]) if is_op(weight, "relax.reshape") else None
+    if scaled is None or not is_op(scaled, "relax.multiply"):
+        return None
+    for grouped, expanded in (scaled.args, reversed(scaled.args)):
+        grouped, expanded = bound(grouped), bound(expanded)
+        if not (is_op(grouped, "relax.reshape") and is_op(expanded, "relax.expand_dims")):
+            continue
+        widened, scale = bound(grouped.args[0]), expanded.args[0]
+        if not (is_op(widened, "relax.astype") and widened.ty.dtype == "float32"):
+            continue
+        values = widened.args[0]
+        if (values not in gathered or values.ty.dtype != "int8"
+                or scale not in weights or scale.ty.dtype != "float32"):
+            continue
+        n, k = (int(d) for d in values.ty.shape.values)
+        scale_shape = [int(d) for d in scale.ty.shape.values]
+        # the reshape splits each row into the scale's groups, the scale gets a unit axis
+        if (scale_shape[0] != n or k % scale_shape[1]
+                or [int(d) for d in grouped.ty.shape.values]
+                != [n, scale_shape[1], k // scale_shape[1]]
+                or [int(a) for a in expanded.attrs.axis] != [2]):
+            continue
+        return values, scale, k // scale_shape[1]
+    return None
+
+
+def _bindings(function: relax.Function) -> dict[relax.Var, relax.Expr]:
+    return {binding.var: binding.value for block in function.body.blocks
+            for binding in block.bindings if isinstance(binding, relax.VarBinding)}
 
 
 @mutator
@@ -55,6 +114,8 @@ class _Rewriter(Fp32KernelRewriter):
         self.isa = dot_isa(target)
 
     def before_function(self, function: relax.Function) -> None:
+        """The weights some `take` gathers from, and of those the int8 tables whose logits
+        take the interleaved kernel: their takes read the interleaved table too."""
         gathered: set[relax.Var] = set()
 
         def visit(expr: relax.Expr) -> None:
@@ -63,9 +124,63 @@ class _Rewriter(Fp32KernelRewriter):
 
         relax.analysis.post_order_visit(function, visit)
         self.gathered = gathered
+        bindings = _bindings(function)
+
+        def bound(expr: relax.Expr) -> relax.Expr:
+            while isinstance(expr, relax.Var) and expr in bindings:
+                expr = bindings[expr]
+            return expr
+
+        self.interleaved: dict[relax.Expr, tuple[relax.Expr, relax.Expr]] = {}
+        for value in bindings.values():
+            tied = (tied_int8_rows(value, bound, gathered, self.weights)
+                    if isinstance(value, relax.Call) else None)
+            if tied is None:
+                continue
+            values, scale, group = tied
+            if interleaved_supported(self.isa, int(values.ty.shape.values[1]), group):
+                self.interleaved[values] = self.interleaved[scale] = (values, scale)
+
+    def _table(self, values: relax.Expr) -> relax.Expr:
+        """The interleaved table of int8 rows `values` (interleaved_rows.table_shape): padded
+        to whole tasks, 128 added (the sign bit flipped), rows of 16 x 4 columns side by side.
+        Weights alone: LiftWeightTransforms computes it at compile time, once."""
+        n, k = (int(d) for d in values.ty.shape.values)
+        tasks, quads, blocks, lanes, quad = table_shape(n, k)
+        padded = relax.op.nn.pad(values, [0, tasks * blocks * lanes - n, 0, 0])
+        flipped = relax.op.bitwise_xor(padded, relax.const(-128, "int8"))
+        return self.builder_.emit(relax.op.permute_dims(
+            relax.op.reshape(flipped, [tasks, blocks, lanes, quads, quad]), [0, 3, 1, 2, 4]))
+
+    def _scales(self, scale: relax.Expr) -> relax.Expr:
+        """The scales (n, groups) as interleaved_rows.scales_shape."""
+        n, groups = (int(d) for d in scale.ty.shape.values)
+        blocks, _, lanes = scales_shape(n, groups)
+        padded = relax.op.nn.pad(scale, [0, blocks * lanes - n, 0, 0])
+        return self.builder_.emit(relax.op.permute_dims(
+            relax.op.reshape(padded, [blocks, lanes, groups]), [0, 2, 1]))
+
+    def _gather(self, call: relax.Call) -> relax.Expr:
+        """A take from an interleaved table's rows or scales, reading the interleaved copy."""
+        values, scale = self.interleaved[call.args[0]]
+        tokens = call.args[1]
+        if call.attrs.axis != 0 or tokens.ty.ndim != 1:
+            return call
+        n, k = (int(d) for d in values.ty.shape.values)
+        index = tokens.ty.dtype
+        if call.args[0] == values:
+            kernel = self._kernel(f"interleaved_gather_{n}x{k}_{index}",
+                                  lambda: interleaved_gather_kernel(n, k, index))
+            return relax.call_tir(kernel, [self._table(values), tokens], call.ty)
+        groups = int(scale.ty.shape.values[1])
+        kernel = self._kernel(f"interleaved_scales_gather_{n}x{groups}_{index}",
+                              lambda: interleaved_scales_gather_kernel(n, groups, index))
+        return relax.call_tir(kernel, [self._scales(scale), tokens], call.ty)
 
     def visit_call_(self, op: relax.Call) -> relax.Expr:
         call = super().visit_call_(op)
+        if is_op(call, "relax.take") and call.args[0] in self.interleaved:
+            return self._gather(call)
         if not (is_op(call, "relax.matmul") and call.args[0].ty.ndim == 2
                 and call.args[0].ty.dtype == "float32" and call.ty.dtype == "float32"):
             return call
@@ -74,7 +189,7 @@ class _Rewriter(Fp32KernelRewriter):
             return call
         weight = self._bound(transposed.args[0])
         if is_op(weight, "relax.reshape"):
-            return self._int8_rows(call, self._bound(weight.args[0]))
+            return self._int8_rows(call)
         if weight not in self.gathered or weight.ty.dtype != "float32":
             return call
         n, k = (int(d) for d in weight.ty.shape.values)
@@ -84,44 +199,24 @@ class _Rewriter(Fp32KernelRewriter):
                               lambda: rowdot_kernel(self.unit, n, k))
         return relax.call_tir(kernel, [call.args[0], weight], call.ty)
 
-    def _int8_rows(self, call: relax.Call, scaled: relax.Expr) -> relax.Expr:
-        """The matmul on the dequantized rows `scaled` (the multiply of the pattern): the
-        int8 kernel when they are gathered int8 rows times per-group weight scales, else the
-        call unchanged."""
-        if not is_op(scaled, "relax.multiply"):
+    def _int8_rows(self, call: relax.Call) -> relax.Expr:
+        """The matmul on gathered int8 rows times per-group scales: the interleaved kernel
+        where planned (before_function), else the widening one, else the call unchanged."""
+        tied = tied_int8_rows(call, self._bound, self.gathered, self.weights)
+        if tied is None:
             return call
-        for grouped, expanded in (scaled.args, reversed(scaled.args)):
-            grouped, expanded = self._bound(grouped), self._bound(expanded)
-            if not (is_op(grouped, "relax.reshape") and is_op(expanded, "relax.expand_dims")):
-                continue
-            widened, scale = self._bound(grouped.args[0]), expanded.args[0]
-            if not (is_op(widened, "relax.astype") and widened.ty.dtype == "float32"):
-                continue
-            values = widened.args[0]
-            if (values not in self.gathered or values.ty.dtype != "int8"
-                    or scale not in self.weights or scale.ty.dtype != "float32"):
-                continue
-            n, k = (int(d) for d in values.ty.shape.values)
-            scale_shape = [int(d) for d in scale.ty.shape.values]
-            # the reshape splits each row into the scale's groups, the scale gets a unit axis
-            if (scale_shape[0] != n or k % scale_shape[1]
-                    or [int(d) for d in grouped.ty.shape.values]
-                    != [n, scale_shape[1], k // scale_shape[1]]
-                    or [int(a) for a in expanded.attrs.axis] != [2]):
-                continue
-            group = k // scale_shape[1]
-            if rowdot_vnni_supported(self.isa, k, group):
-                kernel = self._kernel(f"rowdot_vnni_{n}x{k}_g{group}",
-                                      lambda n=n, k=k, group=group:
-                                      rowdot_vnni_kernel(n, k, group))
-                return relax.call_tir(kernel, [call.args[0], values, scale], call.ty)
-            if not rowdot_int8_supported(self.unit, k, group):
-                return call
-            kernel = self._kernel(f"rowdot_int8_{self.unit.lanes}_{n}x{k}_g{group}",
-                                  lambda n=n, k=k, group=group:
-                                  rowdot_int8_kernel(self.unit, n, k, group))
-            return relax.call_tir(kernel, [call.args[0], values, scale], call.ty)
-        return call
+        values, scale, group = tied
+        n, k = (int(d) for d in values.ty.shape.values)
+        if values in self.interleaved:
+            kernel = self._kernel(f"interleaved_logits_{n}x{k}_g{group}",
+                                  lambda: interleaved_logits_kernel(n, k, group))
+            return relax.call_tir(kernel, [call.args[0], self._table(values),
+                                           self._scales(scale)], call.ty)
+        if not rowdot_int8_supported(self.unit, k, group):
+            return call
+        kernel = self._kernel(f"rowdot_int8_{self.unit.lanes}_{n}x{k}_g{group}",
+                              lambda: rowdot_int8_kernel(self.unit, n, k, group))
+        return relax.call_tir(kernel, [call.args[0], values, scale], call.ty)
 
 
 @tvm.transform.module_pass(opt_level=0, name="TiedMatmul")
