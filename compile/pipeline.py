@@ -20,11 +20,14 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
                scale -> two kernels computing it twice instead of storing it; the fbank's
                cutting and windowing of frames, two-stage DFT and power -> one kernel; a
                matmul on a weight that is also gathered from (Whisper's tied embedding) -> a
-               kernel reading it as stored; other fp32 matmuls on weights (the fbank's mel,
+               kernel reading it as stored (with VNNI, interleaved for the gather and the
+               logits alike); other fp32 matmuls on weights (the fbank's mel,
                fp32 linear layers) -> register-tiled fp32 kernels of the board's vector width;
                fp32 convs (2-d, and 1-d as Whisper's) -> im2col + the same kernels; multi-head
-               attention (scores, mask, softmax, context) -> one fused kernel, other matmuls
-               of two activations -> a batched kernel;
+               attention (scores, mask, softmax, context) -> one fused kernel; a decoder
+               step's attention over its cache, masked past each query's position -> one
+               kernel reading only the slots written; other matmuls of two activations -> a
+               batched kernel;
                then every weight matmul kernel's bias add and ReLU move into its store
     weights    weight-only work (transposes, int8 packing, densifying the BSR weights of dense
                fallback layers) lifted out and run once, here: the result is the weights
@@ -71,6 +74,7 @@ from tinyasr.compile.passes.batched_matmul import BatchedMatmul
 from tinyasr.compile.passes.bound_shape_vars import BoundShapeVars
 from tinyasr.compile.passes.bsr_matmul import BsrMatmul, import_bsr_to_dense
 from tinyasr.compile.passes.cache_write import CacheWrite
+from tinyasr.compile.passes.cached_attention import CachedAttention
 from tinyasr.compile.passes.clip_take_indices import ClipTakeIndices
 from tinyasr.compile.passes.conv_rounding import ConvRounding
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
@@ -380,7 +384,8 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper,
             Fp32Conv2d(target, choices), FusedPowerSpectrum(target, choices),
             TiedMatmul(target, choices), Fp32Matmul(target, choices),
             FusedAttention(target, choices, imported.int8_attention),
-            BatchedMatmul(target, choices), SplitHeads(), FuseEpilogues(),
+            CachedAttention(target, choices), BatchedMatmul(target, choices),
+            SplitHeads(), FuseEpilogues(),
             CacheWrite(target, choices),
             relax.transform.DeadCodeElimination()])(mod)
         dump("dense", mod)
