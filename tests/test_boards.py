@@ -214,3 +214,41 @@ def test_rowdot_logits_kernels_on_rvv_board(board, tmp_path):
             function(tvm.runtime.tensor(x, remote.cpu()), *w, out)
             expected = x.astype(np.float64) @ dense.T
             np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=atol, err_msg=name)
+
+
+@pytest.mark.slow   # an emulated k230 and rpi4 through the tracker
+@pytest.mark.parametrize("name", ["k230", "rpi4"])
+def test_cached_attention_kernel_on_boards(board, name: str, tmp_path):
+    """The decoder step's attention over its cache (compile/kernels/cached_attention.py) on
+    RVV (k230) and NEON (rpi4) under qemu: its 4-lane shuffle sums and polynomial exponential
+    on those ISAs give numpy's attention over each query's slots (fp32 against float64: 1e-5),
+    whatever lies past them (NaN here)."""
+    import tvm
+    from tvm.target import Target
+
+    from tinyasr.compile.kernels.cached_attention import cached_attention_kernel
+    from tinyasr.compile.kernels.fp32 import vector_unit
+
+    target_board = get_board(name)
+    target = Target(target_board.llvm_target)
+    slots, head_dim, scale = 448, 64, 0.125
+    kernel = cached_attention_kernel(vector_unit(target), slots, head_dim, scale)
+    remote = board(name)
+    path = tmp_path / "cached_attention.so"
+    tvm.compile(tvm.IRModule({"attend": kernel.with_attr("global_symbol", "attend")}),
+                target).export_library(str(path), fcompile=target_board.library_compiler())
+    function = load_library(remote, path, target_board)["attend"]
+    rng = np.random.default_rng(1)
+    for rows, positions in [(6, [30]), (6, [0, 1]), (12, [200, 201, 202])]:
+        positions = np.array(positions, np.int64)
+        q = rng.standard_normal((rows, len(positions), head_dim)).astype(np.float32)
+        k, v = (rng.standard_normal((rows, slots, head_dim)).astype(np.float32) for _ in "kv")
+        scores = np.einsum("ame,ane->amn", q.astype(np.float64), k) * scale
+        scores = np.where(np.arange(slots)[None, None] <= positions[None, :, None], scores,
+                          -np.inf)
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        expected = weights / weights.sum(-1, keepdims=True) @ v
+        k[:, positions.max() + 1:] = v[:, positions.max() + 1:] = np.nan
+        out = tvm.runtime.tensor(np.zeros(q.shape, np.float32), remote.cpu())
+        function(*(tvm.runtime.tensor(a, remote.cpu()) for a in (q, k, v, positions)), out)
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
