@@ -93,10 +93,15 @@ def test_small_log_mel_encoder_and_steps_match_pytorch(small, whisper_parts):
                                                                     specials)
         assert (compiled_logits - logits).abs().max() < SMALL_TOLERANCE
         assert abs(compiled_no_speech - no_speech) < SMALL_TOLERANCE
-        # beam search's reorder (one row repeated), then a step of two hypotheses
+        # beam search's reorders: one row repeated (new caches), then a step of two
+        # hypotheses, then the two swapped (in place, the written slots only) and a step
         for s in (state, compiled_state):
             s.reorder(torch.tensor([0, 0]))
         tokens = torch.tensor([[11], [220]])
+        assert (compiled_state.step(tokens) - state.step(tokens)).abs().max() < SMALL_TOLERANCE
+        for s in (state, compiled_state):
+            s.reorder(torch.tensor([1, 0]))
+        tokens = torch.tensor([[13], [13]])
         assert (compiled_state.step(tokens) - state.step(tokens)).abs().max() < SMALL_TOLERANCE
 
 

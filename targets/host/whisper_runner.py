@@ -56,11 +56,31 @@ class CompiledWindow:
         return torch.from_numpy(outputs[0].numpy())
 
     def reorder(self, rows: torch.Tensor) -> None:
-        """Keep (and repeat) the hypotheses `rows`: beam search's reordering."""
+        """Keep (and repeat) the hypotheses `rows`: beam search's reordering. Only the slots
+        written so far move: a step reads no later slot before writing it (past a query's
+        position the attention weighs a slot 0, and compile/kernels/cached_attention.py never
+        reads it). On this machine the caches are reordered where they lie; a board's are
+        fetched and sent back whole."""
         index = rows.numpy()
-        self.self_caches = [tvm.runtime.tensor(np.ascontiguousarray(cache.numpy()[index]),
-                                               self.model.device)
-                            for cache in self.self_caches]
+        # set by CompiledWhisper: this machine's CPU or the board's
+        device, written = cast(tvm.runtime.Device, self.model.device), self.position
+        if device.dlpack_device_type() != tvm.cpu().dlpack_device_type():
+            self.self_caches = [tvm.runtime.tensor(np.ascontiguousarray(cache.numpy()[index]),
+                                                   device)
+                                for cache in self.self_caches]
+            return
+        if len(index) == self.self_caches[0].shape[0]:
+            for cache in self.self_caches:
+                view = np.from_dlpack(cache)      # the VM's memory: reordered in place
+                view[:, :, :written] = view[index, :, :written]
+            return
+        caches = []
+        for cache in self.self_caches:
+            view = np.from_dlpack(cache)
+            moved = np.zeros((len(index), *view.shape[1:]), view.dtype)
+            moved[:, :, :written] = view[index, :, :written]
+            caches.append(tvm.runtime.tensor(moved, device))
+        self.self_caches = caches
 
 
 class CompiledWhisper:
