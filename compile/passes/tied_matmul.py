@@ -63,19 +63,25 @@ from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
 from tinyasr.compile.passes.rewriting import KernelPass, is_op
 
 
-def tied_int8_rows(call: relax.Call, bound: Callable[[relax.Expr], relax.Expr],
-                   gathered: set[relax.Var], weights: set[relax.Var]
-                   ) -> tuple[relax.Expr, relax.Expr, int] | None:
-    """(values, scale, group) of a matmul on gathered int8 rows times per-group scales (the
-    pattern's second form), else None."""
+def transposed_weight(call: relax.Expr, bound: Callable[[relax.Expr], relax.Expr]
+                      ) -> relax.Expr | None:
+    """W of matmul(x (rows, K) f32, permute_dims(W, [1, 0])) -> f32 (both forms of the
+    pattern), else None."""
     if not (is_op(call, "relax.matmul") and call.args[0].ty.ndim == 2
             and call.args[0].ty.dtype == "float32" and call.ty.dtype == "float32"):
         return None
     transposed = bound(call.args[1])
-    if not (is_op(transposed, "relax.permute_dims") and transposed.attrs.axes is not None
-            and [int(axis) for axis in transposed.attrs.axes] == [1, 0]):
+    if not Fp32KernelRewriter.permutes(transposed, [1, 0]):
         return None
-    weight = bound(transposed.args[0])
+    return bound(transposed.args[0])
+
+
+def tied_int8_rows(call: relax.Expr, bound: Callable[[relax.Expr], relax.Expr],
+                   gathered: set[relax.Var], weights: set[relax.Var]
+                   ) -> tuple[relax.Expr, relax.Expr, int] | None:
+    """(values, scale, group) of a matmul on gathered int8 rows times per-group scales (the
+    pattern's second form), else None."""
+    weight = transposed_weight(call, bound)
     scaled = bound(weight.args[0]) if is_op(weight, "relax.reshape") else None
     if scaled is None or not is_op(scaled, "relax.multiply"):
         return None
@@ -133,8 +139,7 @@ class _Rewriter(Fp32KernelRewriter):
 
         self.interleaved: dict[relax.Expr, tuple[relax.Expr, relax.Expr]] = {}
         for value in bindings.values():
-            tied = (tied_int8_rows(value, bound, gathered, self.weights)
-                    if isinstance(value, relax.Call) else None)
+            tied = tied_int8_rows(value, bound, gathered, self.weights)
             if tied is None:
                 continue
             values, scale, group = tied
@@ -144,7 +149,8 @@ class _Rewriter(Fp32KernelRewriter):
     def _table(self, values: relax.Expr) -> relax.Expr:
         """The interleaved table of int8 rows `values` (interleaved_rows.table_shape): padded
         to whole tasks, 128 added (the sign bit flipped), rows of 16 x 4 columns side by side.
-        Weights alone: LiftWeightTransforms computes it at compile time, once."""
+        Weights alone, emitted at each use (the gathers and the logits): LiftWeightTransforms
+        merges the identical copies and computes the table at compile time, once."""
         n, k = (int(d) for d in values.ty.shape.values)
         tasks, quads, blocks, lanes, quad = table_shape(n, k)
         padded = relax.op.nn.pad(values, [0, tasks * blocks * lanes - n, 0, 0])
@@ -181,16 +187,11 @@ class _Rewriter(Fp32KernelRewriter):
         call = super().visit_call_(op)
         if is_op(call, "relax.take") and call.args[0] in self.interleaved:
             return self._gather(call)
-        if not (is_op(call, "relax.matmul") and call.args[0].ty.ndim == 2
-                and call.args[0].ty.dtype == "float32" and call.ty.dtype == "float32"):
-            return call
-        transposed = self._bound(call.args[1])
-        if not self.permutes(transposed, [1, 0]):
-            return call
-        weight = self._bound(transposed.args[0])
-        if is_op(weight, "relax.reshape"):
-            return self._int8_rows(call)
-        if weight not in self.gathered or weight.ty.dtype != "float32":
+        tied = tied_int8_rows(call, self._bound, self.gathered, self.weights)
+        if tied is not None:
+            return self._int8_rows(call, *tied)
+        weight = transposed_weight(call, self._bound)
+        if weight is None or weight not in self.gathered or weight.ty.dtype != "float32":
             return call
         n, k = (int(d) for d in weight.ty.shape.values)
         if not rowdot_supported(self.unit, k):
@@ -199,13 +200,11 @@ class _Rewriter(Fp32KernelRewriter):
                               lambda: rowdot_kernel(self.unit, n, k))
         return relax.call_tir(kernel, [call.args[0], weight], call.ty)
 
-    def _int8_rows(self, call: relax.Call) -> relax.Expr:
-        """The matmul on gathered int8 rows times per-group scales: the interleaved kernel
-        where planned (before_function), else the widening one, else the call unchanged."""
-        tied = tied_int8_rows(call, self._bound, self.gathered, self.weights)
-        if tied is None:
-            return call
-        values, scale, group = tied
+    def _int8_rows(self, call: relax.Call, values: relax.Expr, scale: relax.Expr,
+                   group: int) -> relax.Expr:
+        """The matmul on gathered int8 rows `values` times per-group scales `scale`
+        (tied_int8_rows): the interleaved kernel where planned (before_function), else the
+        widening one, else the call unchanged."""
         n, k = (int(d) for d in values.ty.shape.values)
         if values in self.interleaved:
             kernel = self._kernel(f"interleaved_logits_{n}x{k}_g{group}",

@@ -69,17 +69,15 @@ class CompiledWindow:
                                                    device)
                                 for cache in self.self_caches]
             return
-        if len(index) == self.self_caches[0].shape[0]:
-            for cache in self.self_caches:
-                view = np.from_dlpack(cache)      # the VM's memory: reordered in place
-                view[:, :, :written] = view[index, :, :written]
-            return
         caches = []
         for cache in self.self_caches:
-            view = np.from_dlpack(cache)
-            moved = np.zeros((len(index), *view.shape[1:]), view.dtype)
-            moved[:, :, :written] = view[index, :, :written]
-            caches.append(tvm.runtime.tensor(moved, device))
+            view = np.from_dlpack(cache)          # the VM's memory
+            moved = view[index, :, :written]      # a copy: the slots may be written over
+            if len(index) != len(view):           # a new number of hypotheses: new caches
+                cache = tvm.runtime.tensor(np.zeros((len(index), *view.shape[1:]), view.dtype),
+                                           device)
+            np.from_dlpack(cache)[:, :, :written] = moved
+            caches.append(cache)
         self.self_caches = caches
 
 
