@@ -11,6 +11,7 @@ from that tracker instead. Registered through the `pytest11` entry point in pypr
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,19 @@ class Boards:
 
 
 @pytest.fixture(scope="session")
-def board(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+def board_farm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The boards of the whole test session, stopped at its end."""
     boards = Boards(request.config.getoption("--tracker"), tmp_path_factory.mktemp("boards"))
     yield boards
     boards.farm.down()
+
+
+@pytest.fixture
+def board(board_farm: Boards):
+    """The session's boards, for one test. A board serves one session at a time, and an RPC
+    session closes only when its last reference goes: a test's frame can outlive the test in
+    a reference cycle (TVMScript's parser keeps the frames it was called from), holding its
+    session open until Python collects cycles, so the next test would find the board busy.
+    Collecting after each test closes what the test left."""
+    yield board_farm
+    gc.collect()
