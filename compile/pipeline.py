@@ -42,7 +42,9 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
     lower      dataflow lowering, static memory planning (each bounded size at its bound, so
                storage is planned once and shared: passes/bound_shape_vars.py), VM shape
                lowering
-    build      LLVM code generation for the board's target
+    build      TVM's TIR lowering, the kernels' argument checks dropped (only the VM calls
+               them, with what the compiler planned; passes/kernel_arg_checks.py), LLVM code
+               generation for the board's target
 
 Weights stay VM function inputs all the way: binding them as constants before fusion would copy
 a shared block's weights into every fused function that uses them (measured: 2.5x).
@@ -89,6 +91,7 @@ from tinyasr.compile.passes.inline_intermediates import InlineIntermediates
 from tinyasr.compile.passes.int8_conv1d import Int8Conv1d
 from tinyasr.compile.passes.int8_conv2d import Int8Conv2d
 from tinyasr.compile.passes.int8_matmul import Int8Matmul
+from tinyasr.compile.passes.kernel_arg_checks import TIR_PIPELINE
 from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, LiftWeightTransforms
 from tinyasr.compile.passes.name_shape_vars import name_shape_vars
 from tinyasr.compile.passes.rewriting import provable_for_sizes
@@ -433,5 +436,5 @@ def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
     finally:
         dump.publish()   # every phase; on an error, those that ran (a kill: none)
     progress("compile: build (LLVM code generation, the longest phase)")
-    return BuiltModel(tvm.compile(mod, llvm, relax_pipeline=None), weights, signatures,
-                      report)
+    return BuiltModel(tvm.compile(mod, llvm, relax_pipeline=None, tir_pipeline=TIR_PIPELINE),
+                      weights, signatures, report)
