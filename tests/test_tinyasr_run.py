@@ -37,6 +37,9 @@ SAMPLES = 3                 # qemu is slow: the shortest few utterances
 # 8.1 or newer, which `make setup` installs), the fp32 one on the VisionFive 2 (riscv64 scalar).
 BOARD_MODELS = {"rpi4": COMPRESSED_MODEL, "k230": COMPRESSED_MODEL,
                 "visionfive2": DEFAULT_MODEL}
+# what every Debian-family board OS has (apt depends on them)
+OS_LIBRARIES = {"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "libstdc++.so.6",
+                "libgcc_s.so.1", "ld-linux-aarch64.so.1"}
 TIMING_LINE = re.compile(r"audio [\d.]+ s, encode [\d.]+ ms, decode [\d.]+ ms, RTF [\d.]+")
 
 
@@ -92,14 +95,20 @@ def test_board_prints_the_reference_transcripts(deployable, wavs: list[Path], bo
 
 def test_the_static_transcriber_prints_what_the_shared_one_prints(deployable, wavs: list[Path],
                                                                   capfd):
-    """tinyasr-run-static (the runtime linked in, -Os, unreachable code dropped) on the emulated
-    rpi4: the same text as tinyasr-run with its libraries, in one smaller file."""
+    """tinyasr-run-static (the runtime linked in, -Os, LTO, unreachable code dropped) on the
+    emulated rpi4: the same text as tinyasr-run with its libraries, in one smaller file that
+    needs only the board OS's C and C++ libraries."""
     shared = run_on_board("rpi4", deployable("rpi4"), DecodeOptions(), wavs, capfd)
     code = main(["board", "run", "rpi4", "--static", str(deployable("rpi4")), *map(str, wavs)])
     out, err = capfd.readouterr()
     assert code == 0 and out == shared, err
     assert len(TIMING_LINE.findall(err)) == len(wavs), err
-    sizes = build_runtime(get_board("rpi4")).manifest["sizes"]
+    runtime = build_runtime(get_board("rpi4"))
+    header = subprocess.run([shutil.which("aarch64-linux-gnu-objdump") or "objdump", "-p",
+                             str(runtime.static_transcriber)], capture_output=True, text=True,
+                            check=True).stdout
+    assert set(re.findall(r"NEEDED\s+(\S+)", header)) <= OS_LIBRARIES, header
+    sizes = runtime.manifest["sizes"]
     assert sizes["bin/tinyasr-run-static"] < 0.8 * (
         sizes["bin/tinyasr-run"] + sizes["lib/libtvm_runtime.so"] + sizes["lib/libtvm_ffi.so"])
 
