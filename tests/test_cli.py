@@ -136,6 +136,21 @@ def test_transcribe_reads_one_wav_from_stdin(deployable: Path):
     assert from_stdin.stdout.decode() == from_file.stdout.replace(str(WAV), "-", 1)
 
 
+def test_the_program_stops_quietly_when_its_reader_goes(deployable: Path):
+    """`tinyasr transcribe ... | true`: the text cannot be written, so the program stops as a
+    program killed by SIGPIPE does (status 141), without a traceback; and the `tinyasr` program
+    (`python -m tinyasr.scripts.cli`, which ends with os._exit) prints all it has when read."""
+    command = [sys.executable, "-m", "tinyasr.scripts.cli", "transcribe", "-q", "--lib",
+               str(deployable), str(WAV), str(WAV)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    process.stdout.close()
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 141 and err == b"", err
+    read = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert read.returncode == 0 and len(read.stdout.splitlines()) == 2, read.stderr
+
+
 def test_transcribe_json_holds_what_it_printed(deployable: Path, tmp_path: Path, capsys):
     out = tmp_path / "new" / "texts.json"   # a parent that does not exist yet is made
     assert main(["transcribe", "--lib", str(deployable), str(WAV), str(WAV),
