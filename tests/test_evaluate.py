@@ -77,3 +77,33 @@ def test_rows_per_engine_and_seen_text_add_up(data: tuple[Path, Path], tmp_path:
             == sum(len(u[1].split()) for u in UTTERANCES))
     assert rows["engine=flite"]["cer"] == 0.0 and rows["all"]["cer"] > 0
     assert f"{test} [engine=kokoro, 2 utt]: CER" in capsys.readouterr().out
+
+
+def test_peers_are_scored_beside_the_model_on_real_speech(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]):
+    """--peer pocketsphinx --peer whisper-tiny.en: each peer's rows, in the same groups as the
+    model's, on two real recordings (model/pretrained/realspeech) both peers know well: a
+    LibriSpeech sentence and praatio's "Bobby ripped the ledger". Whisper tiny.en gets them
+    nearly right (a word or two of 21 at most on any CPU), PocketSphinx most of the words."""
+    from tinyasr.model.data.datadir import read_data_dir
+    from tinyasr.model.network.pretrained_paths import COMPRESSED_MODEL, REAL_SPEECH_DIR
+
+    chosen = [u for u in read_data_dir(REAL_SPEECH_DIR)
+              if u.uid in ("librispeech-61-70968-0000", "praatio-bobby")]
+    write_data_dir(tmp_path / "real", chosen)
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", str(tmp_path / "real"), "--model", str(COMPRESSED_MODEL),
+                 "--peer", "pocketsphinx", "--peer", "whisper-tiny.en", "--peer", "pocketsphinx",
+                 "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    model_rows = record["scores"][str(tmp_path / "real")]
+    assert set(record["peers"]) == {"pocketsphinx", "whisper-tiny.en"}
+    for name, scores in record["peers"].items():
+        rows = scores[str(tmp_path / "real")]
+        assert set(rows) == set(model_rows), name
+        assert rows["all"]["wer_counts"]["reference_length"] == 21, name
+    wer = {name: scores[str(tmp_path / "real")]["all"]["wer"]   # percent
+           for name, scores in record["peers"].items()}
+    assert wer["whisper-tiny.en"] <= 100 * 2 / 21 and wer["pocketsphinx"] < 50, wer
+    printed = capsys.readouterr().out
+    assert f"{tmp_path / 'real'} [peer=pocketsphinx, all, 2 utt]: CER" in printed

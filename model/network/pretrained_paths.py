@@ -9,3 +9,4 @@ CONFIG_DIR = MODEL_PACKAGE_DIR / "configs"                  # training recipes
 DEFAULT_MODEL = PRETRAINED_DIR / "shared"          # the shipped weight-shared model (fp32)
 COMPRESSED_MODEL = PRETRAINED_DIR / "shared-int8.tac"  # the same, int8: what the demo runs
 SAMPLES_DIR = PRETRAINED_DIR / "samples"           # bundled held-out-voice test utterances
+REAL_SPEECH_DIR = PRETRAINED_DIR / "realspeech"    # real recorded speech (its README says whence)

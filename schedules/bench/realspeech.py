@@ -27,9 +27,9 @@ import sys
 import unicodedata
 from pathlib import Path
 
-from tinyasr.model.network.pretrained_paths import PRETRAINED_DIR
+from tinyasr.model.network.pretrained_paths import REAL_SPEECH_DIR
 
-DATA_DIR = PRETRAINED_DIR / "realspeech"
+DATA_DIR = REAL_SPEECH_DIR
 SYSTEMS = ("sanm", "faster-whisper", "whisper")
 
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
