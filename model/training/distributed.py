@@ -271,11 +271,16 @@ def launch(command: list[str], nproc: int, grace: float = 5.0) -> int:
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         failed: int | None = None
-        while failed is None and any(p.poll() is None for p in processes):
-            for rank, process in enumerate(processes):
-                if process.poll() not in (None, 0):
-                    failed = rank
-                    break
+        while True:
+            # A rank that loses its peers exits 1 within moments of the one that failed: when
+            # both are seen gone, the one a signal ended comes first (then the lowest rank).
+            dead = [(process.returncode >= 0, rank) for rank, process in enumerate(processes)
+                    if process.poll() not in (None, 0)]
+            if dead:
+                failed = min(dead)[1]
+                break
+            if all(process.poll() is not None for process in processes):
+                break
             time.sleep(0.1)
         if failed is not None:
             # ranks failing alike (bad input) exit on their own: let them finish printing
