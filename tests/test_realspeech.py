@@ -9,7 +9,8 @@ import re
 import pytest
 
 from tinyasr.model.data.datadir import SAMPLE_RATE, read_data_dir, wav_samples
-from tinyasr.schedules.bench.realspeech import DATA_DIR, normalize, number_words
+from tinyasr.model.decoding.spoken_form import normalize, number_words
+from tinyasr.schedules.bench.realspeech import DATA_DIR
 
 COLUMNS = ["utterance", "speaker", "style", "s", "package", "file in package", "trim",
            "sha256 of file (first 12)", "licence", "transcript as the package states it"]

@@ -13,10 +13,10 @@ import torch
 
 from tinyasr.compile.whisper_ggml import MAGIC, Q8_BLOCK, q8_0, write_ggml
 from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.decoding.spoken_form import normalize
 from tinyasr.model.network.pretrained_paths import PRETRAINED_DIR
 from tinyasr.model.whisper.convert import ensure_whisper_model
 from tinyasr.model.whisper.recognizer import WhisperRecognizer
-from tinyasr.schedules.bench.realspeech import normalize
 
 REALSPEECH = PRETRAINED_DIR / "realspeech"
 
