@@ -18,12 +18,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tinyasr.model.common.errors import InputError
-from tinyasr.model.data.datadir import SAMPLE_RATE
-from tinyasr.model.decoding.evaluate import Transcriber
 from tinyasr.model.decoding.spoken_form import normalize
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:   # light to import: the command line's parser takes PEERS from here
     import numpy as np
+
+    from tinyasr.model.decoding.evaluate import Transcriber
 
 PEERS = ("whisper-tiny.en", "pocketsphinx")
 
@@ -32,6 +32,8 @@ class PocketSphinx:
     """PocketSphinx's default US English decoder; one utterance per `transcribe` call."""
 
     def __init__(self) -> None:
+        from tinyasr.model.data.datadir import SAMPLE_RATE
+
         try:
             from pocketsphinx import Decoder
         except ImportError:
