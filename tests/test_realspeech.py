@@ -10,14 +10,14 @@ import pytest
 
 from tinyasr.model.data.datadir import SAMPLE_RATE, read_data_dir, wav_samples
 from tinyasr.model.decoding.spoken_form import normalize, number_words
-from tinyasr.schedules.bench.realspeech import DATA_DIR
+from tinyasr.model.network.pretrained_paths import REAL_SPEECH_DIR
 
 COLUMNS = ["utterance", "speaker", "style", "s", "package", "file in package", "trim",
            "sha256 of file (first 12)", "licence", "transcript as the package states it"]
 
 
 def readme_rows() -> dict[str, dict[str, str]]:
-    lines = (DATA_DIR / "README.md").read_text(encoding="utf-8").splitlines()
+    lines = (REAL_SPEECH_DIR / "README.md").read_text(encoding="utf-8").splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| utterance |"))
     assert [c.strip() for c in lines[header].strip("|").split("|")] == COLUMNS
     rows = {}
@@ -31,19 +31,20 @@ def readme_rows() -> dict[str, dict[str, str]]:
 
 
 def test_reads_as_a_data_dir():
-    utterances = read_data_dir(DATA_DIR)
+    utterances = read_data_dir(REAL_SPEECH_DIR)
     assert len(utterances) >= 10
     seconds = sum(wav_samples(u.wav) for u in utterances) / SAMPLE_RATE
     assert seconds >= 60
     assert len({u.speaker for u in utterances}) >= 4
-    scp = (DATA_DIR / "wav.scp").read_text(encoding="utf-8").split("\n")
+    scp = (REAL_SPEECH_DIR / "wav.scp").read_text(encoding="utf-8").split("\n")
     assert all(line.split()[1] == f"wavs/{line.split()[0]}.wav" for line in scp if line)
-    assert sorted(p.stem for p in (DATA_DIR / "wavs").iterdir()) == [u.uid for u in utterances]
+    assert (sorted(p.stem for p in (REAL_SPEECH_DIR / "wavs").iterdir())
+            == [u.uid for u in utterances])
 
 
 def test_readme_names_a_source_for_every_utterance():
     rows = readme_rows()
-    utterances = read_data_dir(DATA_DIR)
+    utterances = read_data_dir(REAL_SPEECH_DIR)
     assert sorted(rows) == [u.uid for u in utterances]
     for u in utterances:
         row = rows[u.uid]

@@ -15,7 +15,7 @@ import torch
 
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import load_wav, read_data_dir
-from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
+from tinyasr.model.network.pretrained_paths import REAL_SPEECH_DIR, SAMPLES_DIR
 from tinyasr.model.whisper.convert import (
     convert_ct2,
     load_whisper_dir,
@@ -161,7 +161,7 @@ def test_greedy_transcripts_equal_faster_whisper(recognizer, samples, faster_whi
 
 def test_greedy_transcript_of_real_speech_equals_faster_whisper(recognizer, faster_whisper):
     # A 4.9 s LibriSpeech utterance from the real-speech set (all 16 of it agree).
-    wav = SAMPLES_DIR.parent / "realspeech" / "wavs" / "librispeech-61-70968-0000.wav"
+    wav = REAL_SPEECH_DIR / "wavs" / "librispeech-61-70968-0000.wav"
     if not wav.is_file():
         pytest.skip(f"{wav} is not in this checkout")
     speech = load_wav(wav)

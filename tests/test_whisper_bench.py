@@ -66,15 +66,15 @@ def test_timed_audio_is_continuous_speech():
     """The 5 s and 20 s utterances are cut from the set's sentences (not its single words,
     whose pauses ended Whisper's transcript early), and 30 s of them exist without repeats."""
     from tinyasr.model.data.datadir import load_wav, read_data_dir
+    from tinyasr.model.network.pretrained_paths import REAL_SPEECH_DIR
     from tinyasr.schedules.bench.whisper import (
-        DATA_DIR,
         MIN_SPEECH_WORDS,
         SAMPLE_RATE,
         WINDOW_SECONDS,
         speech_utterances,
     )
 
-    every = read_data_dir(DATA_DIR)
+    every = read_data_dir(REAL_SPEECH_DIR)
     speech = speech_utterances(every)
     assert speech and all(len(u.text.split()) >= MIN_SPEECH_WORDS for u in speech)
     assert "commonvoice-en-22058264" not in {u.uid for u in speech}     # "no"

@@ -29,6 +29,7 @@ import torch
 
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.network.pretrained_paths import REAL_SPEECH_DIR
 from tinyasr.model.whisper.convert import ensure_whisper_model, load_whisper_dir, write_model_dir
 from tinyasr.model.whisper.decoding import start
 from tinyasr.model.whisper.frontend import log_mel, pad_window
@@ -36,7 +37,6 @@ from tinyasr.model.whisper.model import Whisper, WhisperDims
 from tinyasr.model.whisper.recognizer import WhisperRecognizer
 from tinyasr.targets.boards import board_target, get_board
 
-REALSPEECH = Path(__file__).resolve().parent.parent / "model" / "pretrained" / "realspeech"
 SMALL = WhisperDims(n_audio_ctx=100, n_text_ctx=64, d_model=64, n_heads=2, n_audio_layers=1,
                     n_text_layers=1)
 SMALL_TOLERANCE = 1e-4
@@ -245,7 +245,7 @@ def tiny(whisper_parts, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def realspeech() -> dict[str, np.ndarray]:
-    utterances = read_data_dir(REALSPEECH)[:2]
+    utterances = read_data_dir(REAL_SPEECH_DIR)[:2]
     return {u.uid: load_wav(u.wav) for u in utterances}
 
 

@@ -14,11 +14,9 @@ import torch
 from tinyasr.compile.whisper_ggml import MAGIC, Q8_BLOCK, q8_0, write_ggml
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.decoding.spoken_form import normalize
-from tinyasr.model.network.pretrained_paths import PRETRAINED_DIR
+from tinyasr.model.network.pretrained_paths import PRETRAINED_DIR, REAL_SPEECH_DIR
 from tinyasr.model.whisper.convert import ensure_whisper_model
 from tinyasr.model.whisper.recognizer import WhisperRecognizer
-
-REALSPEECH = PRETRAINED_DIR / "realspeech"
 
 
 def test_q8_0_blocks_are_a_scale_and_32_rounded_values():
@@ -53,7 +51,7 @@ def test_whisper_cpp_transcribes_the_written_file_as_pytorch_does(weight_type: s
                   no_timestamps=True, no_context=True, temperature=0.0, temperature_inc=0.0)
     torch.set_num_threads(1)
     reference = WhisperRecognizer.load(ensure_whisper_model())
-    for utterance in read_data_dir(REALSPEECH)[3:5]:
+    for utterance in read_data_dir(REAL_SPEECH_DIR)[3:5]:
         samples = load_wav(utterance.wav)
         text = "".join(s.text for s in model.transcribe((samples / 32768.0).astype(np.float32)))
         assert normalize(text) == normalize(reference.transcribe(samples)), utterance.uid

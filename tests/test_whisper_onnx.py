@@ -20,10 +20,10 @@ import torch
 from tinyasr.compile.whisper_graphs import cache_names
 from tinyasr.compile.whisper_onnx import STEP_ONNX, write_whisper_onnx
 from tinyasr.model.data.datadir import load_wav, read_data_dir
+from tinyasr.model.network.pretrained_paths import REAL_SPEECH_DIR
 from tinyasr.model.whisper.convert import ensure_whisper_model
 from tinyasr.model.whisper.frontend import log_mel, pad_window
 from tinyasr.model.whisper.recognizer import WhisperRecognizer
-from tinyasr.schedules.bench.realspeech import DATA_DIR
 
 ENCODER_ATOL, LOGITS_ATOL, LOG_MEL_ATOL = 1e-2, 1e-3, 1e-4
 
@@ -45,7 +45,7 @@ def onnx_recognizer(tmp_path_factory) -> WhisperRecognizer:
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
-    return load_wav(read_data_dir(DATA_DIR)[3].wav)     # a 4.9 s LibriSpeech sentence
+    return load_wav(read_data_dir(REAL_SPEECH_DIR)[3].wav)     # a 4.9 s LibriSpeech sentence
 
 
 def test_fp32_export_matches_pytorch(reference, onnx_recognizer, speech):

@@ -28,7 +28,6 @@ from pathlib import Path
 from tinyasr.model.decoding.spoken_form import normalize
 from tinyasr.model.network.pretrained_paths import REAL_SPEECH_DIR
 
-DATA_DIR = REAL_SPEECH_DIR
 SYSTEMS = ("sanm", "faster-whisper", "whisper")
 
 def score(references: dict[str, str], hypotheses: dict[str, str]) -> dict:
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m tinyasr.schedules.bench.realspeech",
                                      description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA_DIR)
+    parser.add_argument("--data", type=Path, default=REAL_SPEECH_DIR)
     parser.add_argument("--system", action="append", choices=SYSTEMS,
                         help="a system to score (repeatable; default: all)")
     parser.add_argument("--model", type=Path, help="SAN-M model dir or .tac (default: shipped)")

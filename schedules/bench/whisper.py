@@ -46,7 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tinyasr.schedules.bench.realspeech import DATA_DIR, score, whisper_model_dir
+from tinyasr.model.network.pretrained_paths import REAL_SPEECH_DIR
+from tinyasr.schedules.bench.realspeech import score, whisper_model_dir
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30
@@ -376,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", default="5,20", help="utterance seconds (default 5,20)")
     parser.add_argument("--system", action="append", choices=SYSTEMS,
                         help="a row to run (repeatable; default: all)")
-    parser.add_argument("--data", type=Path, default=DATA_DIR)
+    parser.add_argument("--data", type=Path, default=REAL_SPEECH_DIR)
     parser.add_argument("--max-utterances", type=int, help="score only the first N utterances")
     parser.add_argument("--rounds", type=int, default=1,
                         help="processes per system, medians reported (default 1)")
