@@ -2,7 +2,9 @@
 
     model.so       the compiled VM executable (encode + decode), linked by the board's g++
     weights.bin    every weight the functions take, each distinct (shared) tensor once,
-                   in TVM's parameter-dict format (tvm.runtime.load_param_dict / C++ LoadParams)
+                   in TVM's parameter-dict format (tvm.runtime.load_param_dict / C++ LoadParams),
+                   but those model.so computes when loaded (the fbank's tables: a function's
+                   manifest entry names its `tables` function and the weights it returns)
     tokens.json    the tokenizer's token list
     manifest.json  target, model hash, versions, byte sizes and sha256 of the three files above,
                    tuning DB used, and how to call each function (runtime inputs, then weight
@@ -49,8 +51,9 @@ MANIFEST_FILE = "manifest.json"
 FORMAT = "tinyasr-deployable"
 # 2: decode takes the hypotheses' prefix tree (1: a padded batch); 3: Whisper's step writes its
 # self-attention caches in place (a runner may keep passing the tensors it made); 4: SAN-M's
-# memory is planned for audio.max_frames encoder frames, which encode checks
-VERSION = 4
+# memory is planned for audio.max_frames encoder frames, which encode checks; 5: weights a
+# function's `tables` function computes at load are not in weights.bin
+VERSION = 5
 # How encode frames its input; max_frames: its memory is planned for at most that many frames
 # (a 30 s window's, model/network/windows.py), and encode refuses more.
 AUDIO = {"sample_rate": SAMPLE_RATE, "samples_per_frame": SAMPLES_PER_FRAME,
@@ -159,7 +162,23 @@ def write_code_and_weights(built: BuiltModel, board: Board, staging: Path) -> No
                                        options=[*board.link_flags, *STRIP]),
             workspace_dir=str(objects))
     shutil.rmtree(objects)
-    tvm.runtime.save_param_dict_to_file(built.weights, str(staging / WEIGHTS_FILE))
+    computed = {key for signature in built.signatures.values() if signature.tables
+                for key in signature.tables[1]}
+    tvm.runtime.save_param_dict_to_file(
+        {key: value for key, value in built.weights.items() if key not in computed},
+        str(staging / WEIGHTS_FILE))
+
+
+def function_entries(built: BuiltModel) -> dict[str, dict[str, Any]]:
+    """The manifest's `functions`: per VM function its runtime inputs and weight keys, and the
+    function computing some of those weights at load with their keys (`tables`), if any."""
+    entries = {}
+    for name, signature in built.signatures.items():
+        entries[name] = {"inputs": signature.inputs, "weights": signature.weights}
+        if signature.tables:
+            function, keys = signature.tables
+            entries[name]["tables"] = {"function": function, "weights": keys}
+    return entries
 
 
 def _history_width(imported: ImportedModel) -> int:
@@ -193,8 +212,7 @@ def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir
         "audio": AUDIO,
         "sos_eos": sos_eos,
         "decoder_history": history_width,
-        "functions": {name: {"inputs": signature.inputs, "weights": signature.weights}
-                      for name, signature in built.signatures.items()},
+        "functions": function_entries(built),
     }
 
 
@@ -255,6 +273,14 @@ def _common_problem(manifest: dict[str, Any]) -> str | None:
                            and all(isinstance(item, str) for item in function[key])
                            for key in ("inputs", "weights"))):
             return f"functions.{name} needs lists of strings 'inputs' and 'weights'"
+        tables = function.get("tables")
+        if tables is not None and not (
+                isinstance(tables, dict) and isinstance(tables.get("function"), str)
+                and isinstance(tables.get("weights"), list)
+                and all(isinstance(key, str) and key in function["weights"]
+                        for key in tables["weights"])):
+            return (f"functions.{name}.tables needs a string 'function' and a list 'weights' "
+                    f"of the function's weight keys")
     for key, kind, what in (("bytes", int, "byte counts"), ("sha256", str, "hex digests")):
         if key not in manifest:
             continue
@@ -327,10 +353,17 @@ def check_deployable_files(deployable: Path, manifest: dict[str, Any],
                              "(changed after compiling)")
     stored = read_weights_index(deployable / WEIGHTS_FILE)
     for function_name, function in manifest["functions"].items():
-        missing = [key for key in function["weights"] if key not in stored]
+        computed = computed_weights(function)
+        missing = [key for key in function["weights"] if key not in stored and key not in computed]
         if missing:
             raise InputError(f"{deployable / WEIGHTS_FILE}: no weight {missing[0]!r} "
                              f"({function_name} takes {len(missing)} not in the file)")
+
+
+def computed_weights(function: dict[str, Any]) -> list[str]:
+    """The keys of a manifest function's weights its `tables` function computes at load."""
+    tables = function.get("tables")
+    return list(tables["weights"]) if tables else []
 
 
 _PARAMS_MAGIC = 0xF7E58D4F05049CB7    # TVM's parameter-dict (tensor list) magic

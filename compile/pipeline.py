@@ -31,7 +31,9 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
                then every weight matmul kernel's bias add and ReLU move into its store
     weights    weight-only work (transposes, int8 packing, densifying the BSR weights of dense
                fallback layers) lifted out and run once, here: the result is the weights
-               file, each distinct (shared) weight stored once
+               file, each distinct (shared) weight stored once; the weights made of tables a
+               kernel computes (the fbank's) are not stored: `<function>_tables` computes
+               them when the deployable is loaded (passes/load_time_tables.py)
     legalize   Relax ops -> TIR (a softmax left as fast_softmax); elementwise epilogues fused into
                their producers
     schedule   TIR functions take their tuned schedules from the device's tuning database
@@ -70,6 +72,7 @@ from tvm.relax.frontend.torch import from_exported_program
 from tvm.target import Target
 
 from tinyasr.compile.graphs import SHAPE_BOUNDS, SHAPE_VARIABLES, export_graphs
+from tinyasr.compile.kernels.fbank_tables import FBANK_TABLES
 from tinyasr.compile.kernels.tunable import KernelChoices
 from tinyasr.compile.passes.apply_tuned_schedules import ApplyTunedSchedules
 from tinyasr.compile.passes.batched_matmul import BatchedMatmul
@@ -93,6 +96,12 @@ from tinyasr.compile.passes.int8_conv2d import Int8Conv2d
 from tinyasr.compile.passes.int8_matmul import Int8Matmul
 from tinyasr.compile.passes.kernel_arg_checks import TIR_PIPELINE
 from tinyasr.compile.passes.lift_weight_transforms import TRANSFORM_SUFFIX, LiftWeightTransforms
+from tinyasr.compile.passes.load_time_tables import (
+    OUTPUTS_ATTR,
+    TABLES_SUFFIX,
+    FoldConstantOutsideTables,
+    LoadTimeTables,
+)
 from tinyasr.compile.passes.name_shape_vars import name_shape_vars
 from tinyasr.compile.passes.rewriting import provable_for_sizes
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
@@ -108,9 +117,12 @@ from tinyasr.targets.boards import host_target
 
 @dataclass
 class Signature:
-    """How to call one VM function: its runtime inputs, then the weights (file keys) in order."""
+    """How to call one VM function: its runtime inputs, then the weights (file keys) in order;
+    `tables`: the VM function that computes some of those weights when the deployable is
+    loaded (passes/load_time_tables.py) and their keys, in its outputs' order."""
     inputs: list[str]
     weights: list[str]
+    tables: tuple[str, list[str]] | None = None
 
 
 @dataclass
@@ -139,7 +151,7 @@ class ScheduleReport:
 @dataclass
 class BuiltModel:
     executable: tvm.runtime.Executable   # what tvm.compile returns (a VMExecutable here)
-    weights: dict[str, tvm.runtime.Tensor]   # weights-file key -> tensor
+    weights: dict[str, tvm.runtime.Tensor]   # key -> tensor (all, the tables' included)
     signatures: dict[str, Signature]         # VM function name -> how to call it
     schedules: ScheduleReport | None         # None: built untuned
 
@@ -293,21 +305,27 @@ def run_weight_transforms(mod: tvm.IRModule, raw_weights: dict[str, list[tvm.run
                           ) -> tuple[tvm.IRModule, dict[str, tvm.runtime.Tensor],
                                      dict[str, Signature]]:
     """Runs the lifted `*_transform_params` on the host; returns the module without them, the
-    transformed weights by key ("function/param") and each function's signature."""
+    transformed weights by key ("function/param") and each function's signature (with the
+    keys its `*_tables` function computes at load, whose values here are only a reference)."""
     transforms = tvm.IRModule({name + TRANSFORM_SUFFIX: mod[name + TRANSFORM_SUFFIX]
                                for name in raw_weights})
     # tvm.cpu() is a tvm_ffi Device, TVM declares tvm.runtime's Device
     vm = relax.VirtualMachine(tvm.compile(transforms, Target(host_target())),
                               tvm.cpu())  # pyright: ignore[reportArgumentType]
+    # IRModule.functions and .attrs are reflected from C++, not declared in Python
+    functions = mod.functions.items()  # pyright: ignore[reportAttributeAccessIssue]
+    by_name = {gvar.name_hint: function for gvar, function in functions}
     weights, signatures = {}, {}
     for name, raw in raw_weights.items():
         function = mod[name]
         num_input = int(function.attrs["num_input"])
         keys = weight_keys(name, [param.name for param in function.params[num_input:]])
         weights.update(zip(keys, vm[name + TRANSFORM_SUFFIX](raw), strict=True))
-        signatures[name] = Signature([param.name for param in function.params[:num_input]], keys)
-    # IRModule.functions and .attrs are reflected from C++, not declared in Python
-    functions = mod.functions.items()  # pyright: ignore[reportAttributeAccessIssue]
+        tables = by_name.get(name + TABLES_SUFFIX)
+        signatures[name] = Signature(
+            [param.name for param in function.params[:num_input]], keys,
+            None if tables is None else
+            (name + TABLES_SUFFIX, [keys[int(index)] for index in tables.attrs[OUTPUTS_ATTR]]))
     runtime = tvm.IRModule({gvar: function for gvar, function in functions
                             if not gvar.name_hint.endswith(TRANSFORM_SUFFIX)},
                            attrs=mod.attrs)  # pyright: ignore[reportAttributeAccessIssue]
@@ -322,7 +340,7 @@ LEGALIZE_PASSES = [
     relax.transform.FastMathTransform(),
     relax.transform.LegalizeOps(),
     relax.transform.AnnotateTIROpPattern(),
-    relax.transform.FoldConstant(),
+    FoldConstantOutsideTables(),
     relax.transform.FuseOps(),
     relax.transform.FuseTIR(),
 ]
@@ -394,6 +412,7 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper,
         dump("dense", mod)
 
         mod = LiftWeightTransforms()(mod)
+        mod = LoadTimeTables(FBANK_TABLES)(mod)  # pyright: ignore[reportCallIssue]  # a module_pass
         dump("weights", mod)
         mod, weights, signatures = run_weight_transforms(mod, imported.raw_weights)
 

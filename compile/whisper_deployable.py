@@ -39,6 +39,7 @@ from tinyasr.compile.deployable import (
     _database_entry,
     check_deployable_files,
     file_sha256,
+    function_entries,
     model_hash,
     read_family_manifest,
     staged_directory,
@@ -154,8 +155,7 @@ def _manifest(built: BuiltModel, board: Board, model_dir: Path, staging: Path, m
                     **stop_rules(model.dims),
                     "caches": cache_names(model.dims.n_text_layers)},
         "audio": audio_layout(model.dims),
-        "functions": {name: {"inputs": signature.inputs, "weights": signature.weights}
-                      for name, signature in built.signatures.items()},
+        "functions": function_entries(built),
     }
 
 

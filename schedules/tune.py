@@ -28,6 +28,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from tinyasr.compile.kernels.tunable import KernelChoices
+from tinyasr.compile.passes.load_time_tables import without_table_functions
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, legalize
 from tinyasr.compile.schedule_database import open_database, static_workload, workload_flops
 from tinyasr.model.common.atomic import scratch_directory, temp_files_in
@@ -86,8 +87,9 @@ def extract_tasks(imported: ImportedModel, target: Target, ops: list[str] | None
 
 def tasks_of(mod: tvm.IRModule, target: Target, ops: list[str] | None
              ) -> list[ms.ExtractedTask]:
-    """extract_tasks on the legalized module."""
-    tasks = [static_task(task) for task in ms.relax_integration.extract_tasks(mod, target)
+    """extract_tasks on the legalized module, its table functions left out."""
+    tasks = [static_task(task) for task in ms.relax_integration.extract_tasks(
+                 without_table_functions(mod), target)
              if not ops or any(op in task.task_name for op in ops)]
     return sorted((task for task in tasks if task is not None), key=task_flops, reverse=True)
 

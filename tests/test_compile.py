@@ -211,16 +211,16 @@ def packing_padding(model: AsrModel, lanes: int) -> int:
 
 
 def test_each_shared_weight_is_stored_once(model: AsrModel, host_deployable: Path):
-    """weights.bin holds exactly the model's distinct tensors plus the fbank matrices (and the
-    padding of packed weights), and the library no tensor bigger than a small table but the
+    """weights.bin holds exactly the model's distinct tensors (and the padding of packed
+    weights), not the fbank's tables, which the library computes when loaded, and the library
+    holds no tensor bigger than a small table but the
     zero bias of each bias-free kernel width (compile/kernels/epilogue.py: the fbank's DFT and mel
     matmuls)."""
     weights = tvm.runtime.load_param_dict_from_file(str(host_deployable / WEIGHTS_FILE))
     stored = sum(tensor.numpy().nbytes for tensor in weights.values())
     distinct = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    fbank = sum(b.numel() * b.element_size() for b in model.fbank.buffers())
     lanes = vector_unit(Target(host_target())).lanes
-    assert stored == distinct + fbank + packing_padding(model, lanes)
+    assert stored == distinct + packing_padding(model, lanes)
     unshared_encoder = (len(model.encoder.layer_map) - len(model.encoder.blocks)) * sum(
         p.numel() * 4 for p in model.encoder.blocks[0].parameters())
     assert unshared_encoder > 0  # what duplicating the shared blocks would have added
@@ -234,6 +234,26 @@ def test_each_shared_weight_is_stored_once(model: AsrModel, host_deployable: Pat
     bias_free = {int(b.shape[-1]) for b in model.fbank.buffers() if b.dim() == 2}
     assert all(prod(shape) <= 64 or (len(shape) == 1 and shape[0] in bias_free)
                for shape in shapes), shapes
+
+
+def test_fbank_tables_are_computed_when_the_deployable_loads(model: AsrModel,
+                                                            host_deployable: Path,
+                                                            runner: CompiledModelRunner):
+    """encode's fbank tables are not in weights.bin: encode_tables makes them, the manifest
+    says which weights they are, and they equal the model's own (layouts aside: the mel bank
+    is packed for the kernel)."""
+    manifest = json.loads((host_deployable / MANIFEST_FILE).read_text())
+    tables = manifest["functions"]["encode"]["tables"]
+    assert tables["function"] == "encode_tables"
+    stored = tvm.runtime.load_param_dict_from_file(str(host_deployable / WEIGHTS_FILE))
+    assert not set(tables["weights"]) & set(stored)
+    keys = manifest["functions"]["encode"]["weights"]
+    made = {key: runner.weights["encode"][keys.index(key)].numpy() for key in tables["weights"]}
+    for name in ("window", "inner_dft", "outer_dft"):
+        np.testing.assert_array_equal(made[f"encode/p_fbank_{name}"],
+                                      getattr(model.fbank, name).numpy())
+    (mel,) = [value for key, value in made.items() if "p_fbank_" not in key]
+    assert sorted(mel.ravel().tolist()) == sorted(model.fbank.mel_bank.numpy().ravel().tolist())
 
 
 def test_manifest_describes_the_build(host_deployable: Path, model_dir: Path):

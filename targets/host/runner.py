@@ -29,6 +29,7 @@ from tinyasr.compile.deployable import (
     TOKENS_FILE,
     WEIGHTS_FILE,
     check_deployable_files,
+    computed_weights,
     read_manifest,
 )
 from tinyasr.model.common.errors import InputError
@@ -76,6 +77,29 @@ def load_host_vm(path: Path, device: tvm.runtime.Device) -> VirtualMachine:
         raise InputError(f"{path}: cannot load the library ({reason})") from None
 
 
+def load_function_weights(deployable: Path, manifest: dict, vm,
+                          device: tvm.runtime.Device | None = None
+                          ) -> dict[str, list[tvm.runtime.Tensor]]:
+    """Per VM function of the manifest, the weights it takes, in order, on `device` (None: this
+    machine's CPU, where they are read): read from the weights file, or made by the function's
+    `tables` function in `vm` (the weights the deployable computes when loaded), which is called
+    once here."""
+    stored = tvm.runtime.load_param_dict_from_file(str(Path(deployable) / WEIGHTS_FILE))
+    weights = {key: tensor if device is None else tensor.copyto(device)
+               for key, tensor in stored.items()}
+    for function in manifest["functions"].values():
+        keys = computed_weights(function)
+        if keys:
+            made = list(vm[function["tables"]["function"]]())
+            if len(made) != len(keys):
+                raise InputError(f"{Path(deployable) / LIBRARY_FILE}: "
+                                 f"{function['tables']['function']} made {len(made)} tables, "
+                                 f"the manifest names {len(keys)}")
+            weights.update(zip(keys, made, strict=True))
+    return {name: [weights[key] for key in function["weights"]]
+            for name, function in manifest["functions"].items()}
+
+
 class CompiledModelRunner:
     """A deployable's encode/decode functions: on this machine's CPU, or given the `vm` and
     `device` of a board (tinyasr.targets.rpc_check), there; the weights go to that device."""
@@ -96,10 +120,8 @@ class CompiledModelRunner:
             device = cast(tvm.runtime.Device, tvm.cpu())   # TVM declares tvm_ffi's Device
             vm = load_host_vm(deployable / LIBRARY_FILE, device)
         self.device, self.vm = device, vm
-        weights = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
-        self.weights = {name: [weights[key] if on_host else weights[key].copyto(device)
-                               for key in function["weights"]]
-                        for name, function in manifest["functions"].items()}
+        self.weights = load_function_weights(deployable, manifest, vm,
+                                             None if on_host else device)
         self.sos_eos = manifest["sos_eos"]
         self.history_width = manifest["decoder_history"]
         self.max_frames = manifest["audio"]["max_frames"]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import tvm
 
-from tinyasr.compile.deployable import LIBRARY_FILE, MANIFEST_FILE, WEIGHTS_FILE
+from tinyasr.compile.deployable import LIBRARY_FILE, MANIFEST_FILE
 from tinyasr.compile.whisper_deployable import check_whisper_files, read_whisper_manifest
 from tinyasr.compile.whisper_graphs import padded_signal
 from tinyasr.model.common.errors import InputError
@@ -26,7 +26,7 @@ from tinyasr.model.whisper.frontend import HOP
 from tinyasr.model.whisper.model import WhisperDims
 from tinyasr.model.whisper.recognizer import WhisperOptions, WhisperRecognizer
 from tinyasr.model.whisper.tokenizer import WhisperTokenizer
-from tinyasr.targets.host.runner import load_host_vm
+from tinyasr.targets.host.runner import load_function_weights, load_host_vm
 
 
 class CompiledWindow:
@@ -108,10 +108,8 @@ class CompiledWhisper:
             vm = load_host_vm(deployable / LIBRARY_FILE,
                               device)  # pyright: ignore[reportArgumentType]  # tvm.cpu()
         self.device, self.vm = device, vm
-        weights = tvm.runtime.load_param_dict_from_file(str(deployable / WEIGHTS_FILE))
-        self.weights = {name: [weights[key] if on_host else weights[key].copyto(device)
-                               for key in function["weights"]]
-                        for name, function in manifest["functions"].items()}
+        self.weights = load_function_weights(deployable, manifest, vm,
+                                             None if on_host else device)
 
     @property
     def n_frames(self) -> int:

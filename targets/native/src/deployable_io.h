@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -32,7 +33,7 @@ using ffi::Tensor;
 
 // The deployable's files and format (compile/deployable.py, compile/family.py).
 constexpr const char* kDeployableFormat = "tinyasr-deployable";
-constexpr int64_t kDeployableVersion = 4;  // compile/deployable.py VERSION
+constexpr int64_t kDeployableVersion = 5;  // compile/deployable.py VERSION
 constexpr const char* kManifestFile = "/manifest.json";
 constexpr const char* kLibraryFile = "/model.so";
 constexpr const char* kWeightsFile = "/weights.bin";
@@ -244,7 +245,6 @@ inline std::vector<ffi::Function> LoadVmFunctions(const std::string& path,
   }
 }
 
-/*! \brief Per list of keys, the weights of the weights file at `path` under those keys. */
 /*!
  * \brief Every count, length and size in a TVM parameter-dict file checked against what is left
  *        of the file, as compile/deployable.py read_weights_index does (the same messages), so
@@ -363,8 +363,13 @@ class WeightsFileCheck {
   int64_t position_ = 0;
 };
 
+/*!
+ * \brief Per list of keys, the weights under those keys: computed ones (by key) or those of the
+ *        weights file at `path`.
+ */
 inline std::vector<std::vector<Tensor>> LoadWeights(
-    const std::string& path, const std::vector<std::vector<std::string>>& key_lists) {
+    const std::string& path, const std::vector<std::vector<std::string>>& key_lists,
+    const std::map<std::string, Tensor>& computed = {}) {
   if (!IsFile(path)) throw InputError(path + ": missing from the deployable");
   WeightsFileCheck(path).Run();
   ffi::Map<ffi::String, Tensor> weights;
@@ -378,11 +383,84 @@ inline std::vector<std::vector<Tensor>> LoadWeights(
   for (const std::vector<std::string>& keys : key_lists) {
     picked.emplace_back();
     for (const std::string& key : keys) {
+      auto made = computed.find(key);
+      if (made != computed.end()) {
+        picked.back().push_back(made->second);
+        continue;
+      }
       if (!weights.count(key)) throw InputError(path + ": no weight " + key);
       picked.back().push_back(weights.at(key));
     }
   }
   return picked;
+}
+
+/*!
+ * \brief A VM function that computes some of a function's weights when the deployable is loaded
+ *        (the manifest's functions.<name>.tables, compile/passes/load_time_tables.py): its name
+ *        and the keys of its outputs, in order.
+ */
+struct TableFunction {
+  std::string function;
+  std::vector<std::string> keys;
+};
+
+/*! \brief The table functions of the manifest's functions `names`. */
+inline std::vector<TableFunction> TableFunctions(const ManifestHeader& header,
+                                                 const std::vector<std::string>& names) {
+  std::vector<TableFunction> tables;
+  try {
+    for (const std::string& name : names) {
+      ffi::json::Object function = Field(Field(header.manifest, "functions"), name.c_str());
+      if (!function.count(ffi::String("tables"))) continue;
+      ffi::json::Object entry = Field(function, "tables");
+      TableFunction table{std::string(entry.at(ffi::String("function")).cast<ffi::String>()),
+                          {}};
+      for (const ffi::Any& key : entry.at(ffi::String("weights")).cast<ffi::json::Array>()) {
+        table.keys.push_back(key.cast<ffi::String>());
+      }
+      tables.push_back(std::move(table));
+    }
+  } catch (const ffi::Error& error) {
+    throw InputError(header.path + ": not a tinyasr deployable manifest (" + error.message() +
+                     ")");
+  }
+  return tables;
+}
+
+/*! \brief The VM functions `names` of a deployable's library and the weights each takes (keys:
+ *         its list in `key_lists`), from the weights file or made by a table function. */
+struct LoadedFunctions {
+  std::vector<ffi::Function> functions;
+  std::vector<std::vector<Tensor>> weights;
+};
+
+inline LoadedFunctions LoadFunctionsAndWeights(
+    const ManifestHeader& header, const std::vector<std::string>& names,
+    const std::vector<std::vector<std::string>>& key_lists) {
+  std::vector<TableFunction> tables = TableFunctions(header, names);
+  std::vector<std::string> wanted = names;
+  for (const TableFunction& table : tables) wanted.push_back(table.function);
+  const std::string library = header.dir + kLibraryFile;
+  std::vector<ffi::Function> functions = LoadVmFunctions(library, wanted);
+  std::map<std::string, Tensor> computed;
+  for (size_t i = 0; i < tables.size(); ++i) {
+    ffi::Array<Tensor> made;
+    try {
+      made = functions[names.size() + i]().cast<ffi::Array<Tensor>>();
+    } catch (const ffi::Error& error) {
+      throw InputError(library + ": " + tables[i].function + " failed (" + error.message() +
+                       ")");
+    }
+    if (made.size() != tables[i].keys.size()) {
+      throw InputError(library + ": " + tables[i].function + " made " +
+                       std::to_string(made.size()) + " tables, the manifest names " +
+                       std::to_string(tables[i].keys.size()));
+    }
+    for (size_t j = 0; j < made.size(); ++j) computed[tables[i].keys[j]] = made[j];
+  }
+  functions.resize(names.size());
+  return {functions, LoadWeights(header.dir + kWeightsFile, key_lists, computed)};
 }
 
 /*! \brief Call a VM function with its runtime inputs followed by its weights. */

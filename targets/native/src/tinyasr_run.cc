@@ -119,14 +119,12 @@ class Deployable {
                        ")");
     }
     CheckMachine(header);
-    std::vector<ffi::Function> functions =
-        LoadVmFunctions(dir_ + kLibraryFile, {"encode", "decode"});
-    encode_ = functions[0];
-    decode_ = functions[1];
-    std::vector<std::vector<Tensor>> weights =
-        LoadWeights(dir_ + kWeightsFile, {encode_keys_, decode_keys_});
-    encode_weights_ = weights[0];
-    decode_weights_ = weights[1];
+    LoadedFunctions loaded =
+        LoadFunctionsAndWeights(header, {"encode", "decode"}, {encode_keys_, decode_keys_});
+    encode_ = loaded.functions[0];
+    decode_ = loaded.functions[1];
+    encode_weights_ = loaded.weights[0];
+    decode_weights_ = loaded.weights[1];
     LoadTokens(dir_ + kTokensFile);
   }
 

@@ -48,12 +48,12 @@ class WhisperDeployable {
     // The vocabulary before the library and weights: a missing one is found in milliseconds.
     vocabulary_ = std::make_unique<ByteLevelVocabulary>(dir_ + kVocabularyFile, n_vocab_,
                                                         rules_.eot);
-    std::vector<ffi::Function> functions =
-        LoadVmFunctions(dir_ + kLibraryFile, {"log_mel", "encode", "step"});
-    log_mel_ = functions[0];
-    encode_ = functions[1];
-    step_ = functions[2];
-    weights_ = LoadWeights(dir_ + kWeightsFile, {log_mel_keys_, encode_keys_, step_keys_});
+    LoadedFunctions loaded = LoadFunctionsAndWeights(header, {"log_mel", "encode", "step"},
+                                                     {log_mel_keys_, encode_keys_, step_keys_});
+    log_mel_ = loaded.functions[0];
+    encode_ = loaded.functions[1];
+    step_ = loaded.functions[2];
+    weights_ = loaded.weights;
     suppression_.emplace(rules_, n_vocab_);
   }
 
