@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import subprocess
 from math import prod
 from pathlib import Path
@@ -254,6 +255,18 @@ def test_fbank_tables_are_computed_when_the_deployable_loads(model: AsrModel,
                                       getattr(model.fbank, name).numpy())
     (mel,) = [value for key, value in made.items() if "p_fbank_" not in key]
     assert sorted(mel.ravel().tolist()) == sorted(model.fbank.mel_bank.numpy().ravel().tolist())
+
+
+def test_a_missing_table_function_is_one_line(host_deployable: Path, tmp_path: Path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(host_deployable, broken)
+    manifest = json.loads((broken / MANIFEST_FILE).read_text())
+    manifest["functions"]["encode"]["tables"]["function"] = "encode_nope"
+    (broken / MANIFEST_FILE).write_text(json.dumps(manifest))
+    wav = str(next(SAMPLES_DIR.glob("wavs/*.wav")))
+    assert main(["transcribe", "--lib", str(broken), wav]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{broken / LIBRARY_FILE}: cannot run encode_nope" in error
 
 
 def test_manifest_describes_the_build(host_deployable: Path, model_dir: Path):

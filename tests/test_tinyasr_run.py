@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyasr.compile.deployable import MANIFEST_FILE, VERSION, WEIGHTS_FILE, build_deployable
+from tinyasr.compile.deployable import (
+    LIBRARY_FILE,
+    MANIFEST_FILE,
+    VERSION,
+    WEIGHTS_FILE,
+    build_deployable,
+)
 from tinyasr.compile.parity import texts_agree
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.decoding.options import DecodeMode, DecodeOptions
@@ -180,9 +186,13 @@ def test_bad_input_is_one_line_naming_the_file(deployable, wavs: list[Path], tmp
     shutil.copytree(deployable("rpi4"), no_history)
     manifest = json.loads((no_history / MANIFEST_FILE).read_text())
     (no_history / MANIFEST_FILE).write_text(json.dumps({**manifest, "decoder_history": 0}))
-    short_bound, old = tmp_path / "short_bound", tmp_path / "old"
+    short_bound, old, no_tables = (tmp_path / "short_bound", tmp_path / "old",
+                                   tmp_path / "no_tables")
+    encode = manifest["functions"]["encode"]
+    renamed = {**encode, "tables": {**encode["tables"], "function": "encode_nope"}}
     for path, edit in ((short_bound, {"audio": {**manifest["audio"], "max_frames": 100}}),
-                       (old, {"version": VERSION - 1})):
+                       (old, {"version": VERSION - 1}),
+                       (no_tables, {"functions": {**manifest["functions"], "encode": renamed}})):
         shutil.copytree(deployable("rpi4"), path)
         (path / MANIFEST_FILE).write_text(json.dumps({**manifest, **edit}))
     wav_8k = _write_wav(tmp_path / "8k.wav", 8000)
@@ -198,6 +208,8 @@ def test_bad_input_is_one_line_naming_the_file(deployable, wavs: list[Path], tmp
         (str(old), str(wavs[0])):
             f"{old / MANIFEST_FILE}: deployable version {VERSION - 1}, this tinyasr-run reads "
             f"version {VERSION}: compile it again",
+        (str(no_tables), str(wavs[0])):
+            f"{no_tables / LIBRARY_FILE}: the model library has no function encode_nope",
         (str(deployable("rpi4")), str(wav_8k)):
             f"{wav_8k}: sample rate 8000 Hz, expected 16000 Hz "
             "(resample with `sox IN -r 16000 OUT`)",

@@ -90,11 +90,15 @@ def load_function_weights(deployable: Path, manifest: dict, vm,
     for function in manifest["functions"].values():
         keys = computed_weights(function)
         if keys:
-            made = list(vm[function["tables"]["function"]]())
+            name, library = function["tables"]["function"], Path(deployable) / LIBRARY_FILE
+            try:
+                made = list(vm[name]())
+            except (AttributeError, RuntimeError, TypeError) as error:
+                raise InputError(f"{library}: cannot run {name}, which the manifest says makes "
+                                 f"{len(keys)} weights ({str(error).strip()[:200]})") from None
             if len(made) != len(keys):
-                raise InputError(f"{Path(deployable) / LIBRARY_FILE}: "
-                                 f"{function['tables']['function']} made {len(made)} tables, "
-                                 f"the manifest names {len(keys)}")
+                raise InputError(f"{library}: {name} made {len(made)} tables, the manifest "
+                                 f"names {len(keys)}")
             weights.update(zip(keys, made, strict=True))
     return {name: [weights[key] for key in function["weights"]]
             for name, function in manifest["functions"].items()}

@@ -154,6 +154,9 @@ def add_cases(c: Corpus) -> None:
             manifest(lambda m: m["functions"].pop("decode")))
     bad_lib("manifest-weight-unknown", "no weight 'encode/zz'", WEIGHTS_FILE,
             manifest(lambda m: m["functions"]["encode"]["weights"].append("encode/zz")))
+    bad_lib("manifest-tables-unknown-weight", "functions.encode.tables", MANIFEST_FILE,
+            manifest(lambda m: m["functions"]["encode"].update(
+                tables={"function": "encode_tables", "weights": ["encode/zz"]})))
     bad_lib("manifest-sos-0", "sos_eos", MANIFEST_FILE, manifest(lambda m: m.update(sos_eos=0)))
     bad_lib("manifest-sos-not-last-token", "sos_eos", MANIFEST_FILE,
             manifest(lambda m: m.update(sos_eos=3)))

@@ -238,7 +238,13 @@ inline std::vector<ffi::Function> LoadVmFunctions(const std::string& path,
     auto vm = library->GetFunction("vm_load_executable").value()().cast<ffi::Module>();
     vm->GetFunction("vm_initialization").value()(static_cast<int>(kDLCPU), 0, kNaiveAllocator);
     std::vector<ffi::Function> functions;
-    for (const std::string& name : names) functions.push_back(vm->GetFunction(name).value());
+    for (const std::string& name : names) {
+      auto function = vm->GetFunction(name);
+      if (!function.has_value()) {
+        throw InputError(path + ": the model library has no function " + name);
+      }
+      functions.push_back(function.value());
+    }
     return functions;
   } catch (const ffi::Error& error) {
     throw InputError(path + ": cannot load the model library (" + error.message() + ")");
