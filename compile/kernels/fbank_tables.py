@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -34,7 +33,8 @@ from tinyasr.model.network.frontend import (
     FFT_SIZE,
     GROUPS,
     INNER,
-    LOW_FREQ,
+    MEL_DELTA,
+    MEL_LOW,
     NUM_BINS,
     NUM_MEL_BINS,
     ROWS,
@@ -103,14 +103,6 @@ def fbank_outer_dft(outer_handle: T.handle):
         imag = T.if_then_else(weight_is_one, sine, T.if_then_else(first_half, cosine, -cosine))
         outer[g, r, c] = T.Cast("float32", T.if_then_else(
             weight_is_zero, T.float64(0), T.if_then_else(imaginary == 0, real, imag)))
-
-
-def _mel(freq: float) -> float:
-    return float(1127.0 * np.log(1.0 + np.asarray(freq) / 700.0))
-
-
-MEL_LOW, MEL_HIGH = _mel(LOW_FREQ), _mel(SAMPLE_RATE / 2)
-MEL_DELTA = (MEL_HIGH - MEL_LOW) / (NUM_MEL_BINS + 1)
 
 
 @T.prim_func(private=True)

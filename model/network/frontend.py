@@ -91,17 +91,22 @@ def _window() -> np.ndarray:
     return hann ** 0.85                                  # Povey window
 
 
-def _mel(freq: np.ndarray | float) -> np.ndarray | float:
+def mel_scale(freq: np.ndarray | float) -> np.ndarray:
+    """Kaldi's mel scale, in float64."""
     return 1127.0 * np.log(1.0 + np.asarray(freq) / 700.0)
+
+
+# Filter m's left edge, centre and right edge are MEL_LOW + (m + 0, 1, 2) * MEL_DELTA.
+MEL_LOW = float(mel_scale(LOW_FREQ))
+MEL_DELTA = (float(mel_scale(SAMPLE_RATE / 2)) - MEL_LOW) / (NUM_MEL_BINS + 1)
 
 
 def _mel_filterbank() -> np.ndarray:
     """(NUM_BINS, NUM_MEL_BINS) triangular filters in Kaldi's mel scale over bins FIRST_BIN..;
     the Nyquist bin gets 0."""
     bins = FFT_SIZE // 2 + 1
-    mel_low, mel_high = _mel(LOW_FREQ), _mel(SAMPLE_RATE / 2)
-    delta = (mel_high - mel_low) / (NUM_MEL_BINS + 1)
-    bin_mels = _mel(np.arange(FFT_SIZE // 2) * SAMPLE_RATE / FFT_SIZE)
+    mel_low, delta = MEL_LOW, MEL_DELTA
+    bin_mels = mel_scale(np.arange(FFT_SIZE // 2) * SAMPLE_RATE / FFT_SIZE)
     bank = np.zeros((bins, NUM_MEL_BINS))
     for m in range(NUM_MEL_BINS):
         left, center, right = (mel_low + (m + k) * delta for k in range(3))
