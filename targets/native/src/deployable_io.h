@@ -84,12 +84,22 @@ inline int64_t IntField(const ffi::json::Object& object, const char* key) {
   return object.at(ffi::String(key)).cast<int64_t>();
 }
 
-inline std::vector<int64_t> IntListField(const ffi::json::Object& object, const char* key) {
-  std::vector<int64_t> values;
+/*! \brief A list field as a vector of T, each item read as JSON's `Item` (ffi::String for text). */
+template <typename T, typename Item = T>
+std::vector<T> ListField(const ffi::json::Object& object, const char* key) {
+  std::vector<T> values;
   for (const ffi::Any& value : object.at(ffi::String(key)).cast<ffi::json::Array>()) {
-    values.push_back(value.cast<int64_t>());
+    values.push_back(value.cast<Item>());
   }
   return values;
+}
+
+inline std::vector<int64_t> IntListField(const ffi::json::Object& object, const char* key) {
+  return ListField<int64_t>(object, key);
+}
+
+inline std::vector<std::string> StringListField(const ffi::json::Object& object, const char* key) {
+  return ListField<std::string, ffi::String>(object, key);
 }
 
 /*! \brief A number field, integer or not, as a double. */
@@ -140,8 +150,7 @@ inline ManifestHeader ReadManifestHeader(const std::string& dir) {
     header.arch = manifest->at(ffi::String("arch")).cast<ffi::String>();
     ffi::json::Object llvm_target = Field(*manifest, "llvm_target");
     if (llvm_target.count(ffi::String("mattr"))) {
-      auto mattr = llvm_target.at(ffi::String("mattr")).cast<ffi::json::Array>();
-      for (const ffi::Any& feature : mattr) header.mattr.push_back(feature.cast<ffi::String>());
+      header.mattr = StringListField(llvm_target, "mattr");
     }
   } catch (const ffi::Error& error) {
     throw InputError(header.path + ": not a tinyasr deployable manifest (" + error.message() + ")");
@@ -160,18 +169,11 @@ inline ManifestHeader ReadManifestHeader(const std::string& dir) {
 inline std::vector<std::string> FunctionWeights(const ManifestHeader& header, const char* name,
                                                 const std::vector<std::string>& inputs) {
   ffi::json::Object function = Field(Field(header.manifest, "functions"), name);
-  auto declared = function.at(ffi::String("inputs")).cast<ffi::json::Array>();
-  std::vector<std::string> names;
-  for (const ffi::Any& input : declared) names.push_back(input.cast<ffi::String>());
-  if (names != inputs) {
+  if (StringListField(function, "inputs") != inputs) {
     throw InputError(header.path + ": function " + name +
                      " takes inputs this tinyasr-run does not know");
   }
-  std::vector<std::string> keys;
-  for (const ffi::Any& key : function.at(ffi::String("weights")).cast<ffi::json::Array>()) {
-    keys.push_back(key.cast<ffi::String>());
-  }
-  return keys;
+  return StringListField(function, "weights");
 }
 
 // ----------------------------------------------------------------------------- machine
@@ -420,12 +422,8 @@ inline std::vector<TableFunction> TableFunctions(const ManifestHeader& header,
       ffi::json::Object function = Field(Field(header.manifest, "functions"), name.c_str());
       if (!function.count(ffi::String("tables"))) continue;
       ffi::json::Object entry = Field(function, "tables");
-      TableFunction table{std::string(entry.at(ffi::String("function")).cast<ffi::String>()),
-                          {}};
-      for (const ffi::Any& key : entry.at(ffi::String("weights")).cast<ffi::json::Array>()) {
-        table.keys.push_back(key.cast<ffi::String>());
-      }
-      tables.push_back(std::move(table));
+      tables.push_back({std::string(entry.at(ffi::String("function")).cast<ffi::String>()),
+                        StringListField(entry, "weights")});
     }
   } catch (const ffi::Error& error) {
     throw InputError(header.path + ": not a tinyasr deployable manifest (" + error.message() +
