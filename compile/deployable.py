@@ -9,6 +9,9 @@
     manifest.json  target, model hash, versions, byte sizes and sha256 of the three files above,
                    tuning DB used, and how to call each function (runtime inputs, then weight
                    keys in order)
+    tinyasr-transcribe   with `static` (compile --static): the board's transcriber with the
+                   model's code and the files above linked in, one program to copy; the
+                   manifest names it under `static_transcriber` (the copy inside it does not)
 
 Weights live in one adjacent file rather than embedded in the library: the library stays pure
 code (the two sizes are reported separately and mean what they say), shared weights cannot be
@@ -41,8 +44,16 @@ from tinyasr.targets.boards import Board, board_target
 # Reading and checking a deployable (the runner's part) needs neither torch nor TVM's compiler:
 # those are imported by the functions that build one.
 if TYPE_CHECKING:
+    import tvm
+
     from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, ScheduleReport
     from tinyasr.compile.schedule_database import AppliedDatabase
+
+# Links a static transcriber into a staged deployable: (the model's code as TVM's system
+# library, the staging directory with every other file written) -> the manifest's
+# `static_transcriber` entry (tinyasr.targets.static_transcriber.StaticLinker; compile cannot
+# import the board runtime's build, which sits above it).
+StaticLinker = Callable[["tvm.runtime.Executable", Path], dict[str, Any]]
 
 LIBRARY_FILE = "model.so"
 WEIGHTS_FILE = "weights.bin"
@@ -107,9 +118,11 @@ def tuning_database(board: Board, database: Path | None = None) -> AppliedDataba
 
 def build_deployable(model_dir: Path, board: Board, out: Path, force: bool = False,
                      dump_dir: Path | None = None, database: Path | None = None,
-                     untuned: bool = False) -> dict[str, Any]:
+                     untuned: bool = False, static: StaticLinker | None = None
+                     ) -> dict[str, Any]:
     """Compiles a model (directory or .tac file) for `board` into the deployable `out`, with the
-    schedules of its tuning database (`tuning_database`) unless `untuned`; returns its manifest.
+    schedules of its tuning database (`tuning_database`) unless `untuned`, and with a static
+    transcriber linked by `static` when given; returns its manifest.
 
     Every check on user input (output path, cross compiler, model, database) runs before the
     build."""
@@ -125,25 +138,38 @@ def build_deployable(model_dir: Path, board: Board, out: Path, force: bool = Fal
     applied = None if untuned else tuning_database(board, database)
     dump = IRDumper(dump_dir)
     return write_deployable(import_model(model, dump), board, out, model_dir, tokenizer, dump,
-                            applied)
+                            applied, static)
 
 
 def write_deployable(imported: ImportedModel, board: Board, out: Path, model_dir: Path,
                      tokenizer: Tokenizer, dump: IRDumper | None = None,
-                     database: AppliedDatabase | None = None) -> dict[str, Any]:
+                     database: AppliedDatabase | None = None,
+                     static: StaticLinker | None = None) -> dict[str, Any]:
     """Builds an imported model for `board` and writes the deployable `out` (replacing it)."""
 
     from tinyasr.compile.pipeline import IRDumper, build
 
     target = board_target(board)
-    built = build(imported, target, dump or IRDumper(None), database)
+    built = build(imported, target, dump or IRDumper(None), database, static is not None)
     with staged_directory(Path(out)) as staging:
         write_code_and_weights(built, board, staging)
         tokenizer.save(staging / TOKENS_FILE)
         manifest = _manifest(built, board, target, model_dir, staging, tokenizer.sos_eos,
                              _history_width(imported))
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_manifest(staging, manifest, built, static)
     return manifest
+
+
+def write_manifest(staging: Path, manifest: dict[str, Any], built: BuiltModel,
+                   static: StaticLinker | None) -> None:
+    """manifest.json into `staging`; with `static`, then the static transcriber, which links
+    that manifest in, and the manifest again, naming it (under `static_transcriber`)."""
+    (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    if static is None:
+        return
+    assert built.system_library is not None
+    manifest["static_transcriber"] = static(built.system_library, staging)
+    (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def write_code_and_weights(built: BuiltModel, board: Board, staging: Path) -> None:

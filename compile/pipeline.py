@@ -154,6 +154,9 @@ class BuiltModel:
     weights: dict[str, tvm.runtime.Tensor]   # key -> tensor (all, the tables' included)
     signatures: dict[str, Signature]         # VM function name -> how to call it
     schedules: ScheduleReport | None         # None: built untuned
+    # the same code as TVM's system library (its functions register themselves when the program
+    # they are linked into starts: ffi.SystemLib), for a static transcriber; None unless asked
+    system_library: tvm.runtime.Executable | None = None
 
 
 class IRDumper:
@@ -441,9 +444,10 @@ def apply_schedules(mod: tvm.IRModule, database: AppliedDatabase | None, target:
 
 
 def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
-          database: AppliedDatabase | None = None) -> BuiltModel:
+          database: AppliedDatabase | None = None, system_library: bool = False) -> BuiltModel:
     """Phases layout to build for one LLVM target dict (see tinyasr.targets.boards), with
-    the schedules of a tuning database for it when given."""
+    the schedules of a tuning database for it when given; `system_library`: the code generated
+    a second time as TVM's system library (BuiltModel.system_library)."""
     llvm = Target(target)
     try:
         choices = KernelChoices(None if database is None else database.kernel_timings)
@@ -455,5 +459,10 @@ def build(imported: ImportedModel, target: dict[str, Any], dump: IRDumper,
     finally:
         dump.publish()   # every phase; on an error, those that ran (a kill: none)
     progress("compile: build (LLVM code generation, the longest phase)")
-    return BuiltModel(tvm.compile(mod, llvm, relax_pipeline=None, tir_pipeline=TIR_PIPELINE),
-                      weights, signatures, report)
+    built = BuiltModel(tvm.compile(mod, llvm, relax_pipeline=None, tir_pipeline=TIR_PIPELINE),
+                       weights, signatures, report)
+    if system_library:
+        progress("compile: build the system library (LLVM code generation again)")
+        built.system_library = relax.build(mod, llvm, relax_pipeline=None,
+                                           tir_pipeline=TIR_PIPELINE, system_lib=True)
+    return built

@@ -33,9 +33,9 @@ from tvm.target import codegen
 from tinyasr.compile.deployable import (
     FORMAT,
     LIBRARY_FILE,
-    MANIFEST_FILE,
     VERSION,
     WEIGHTS_FILE,
+    StaticLinker,
     _database_entry,
     check_deployable_files,
     file_sha256,
@@ -45,6 +45,7 @@ from tinyasr.compile.deployable import (
     staged_directory,
     tuning_database,
     write_code_and_weights,
+    write_manifest,
 )
 from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, build, import_exported
 from tinyasr.compile.whisper_graphs import PAD_SAMPLES, SHAPE_VARIABLES, cache_names, export_graphs
@@ -91,11 +92,12 @@ def import_whisper(model: Whisper, dump: IRDumper, int8: bool = False,
 
 def build_whisper_deployable(model_dir: Path, board: Board, out: Path, force: bool = False,
                              dump_dir: Path | None = None, database: Path | None = None,
-                             untuned: bool = False, int8: bool = False) -> dict[str, Any]:
+                             untuned: bool = False, int8: bool = False,
+                             static: StaticLinker | None = None) -> dict[str, Any]:
     """Compiles a converted Whisper model dir for `board` into the deployable `out`; `int8`:
     per-output-channel int8 weights for the linear layers and the tied token embedding
     (whisper_int8.py), and float16 cross-attention caches where the board widens float16 in
-    registers (half_cross_caches)."""
+    registers (half_cross_caches); `static`: with a static transcriber (deployable.py)."""
     out = Path(out)
     if out.exists() and not force:
         raise InputError(f"{out}: already exists (use --force to replace it)")
@@ -109,19 +111,20 @@ def build_whisper_deployable(model_dir: Path, board: Board, out: Path, force: bo
     dump = IRDumper(dump_dir)
     target = board_target(board)
     imported = import_whisper(model, dump, int8, half_cross=int8 and half_cross_caches(target))
-    built = build(imported, target, dump, applied)
+    built = build(imported, target, dump, applied, static is not None)
     return write_whisper_deployable(built, board, out, model_dir, model, tokenizer, config,
-                                    int8)
+                                    int8, static)
 
 
 def write_whisper_deployable(built: BuiltModel, board: Board, out: Path, model_dir: Path,
                              model: Whisper, tokenizer: WhisperTokenizer, config: dict,
-                             int8: bool = False) -> dict[str, Any]:
+                             int8: bool = False, static: StaticLinker | None = None
+                             ) -> dict[str, Any]:
     with staged_directory(Path(out)) as staging:
         write_code_and_weights(built, board, staging)
         tokenizer.save(staging)
         manifest = _manifest(built, board, model_dir, staging, model, tokenizer, config, int8)
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_manifest(staging, manifest, built, static)
     return manifest
 
 

@@ -44,6 +44,8 @@ PROJECT = NATIVE_DIR.parent          # targets/native: CMakeLists.txt, src/, tvm
 SERVER_NAME = "tinyasr-rpc-server"
 TRANSCRIBER_NAME = "tinyasr-run"
 STATIC_TRANSCRIBER_NAME = "tinyasr-run-static"   # the same, the runtime linked in
+# the same objects and TVM's system library, for `tinyasr compile --static` to link a model into
+TRANSCRIBER_ARCHIVE = Path("lib") / "static" / "libtinyasr-transcriber.a"
 # Bump when the way this module drives CMake changes in a way the hashed files do not show.
 RECIPE_VERSION = 4
 # Debian 11's glibc 2.31 and libstdc++ 10 for both board architectures (targets/setup_sysroot.sh).
@@ -78,6 +80,11 @@ class Runtime:
     def static_transcriber(self) -> Path:
         """tinyasr-run with the runtime linked in: the one file to copy besides a deployable."""
         return self.directory / "bin" / STATIC_TRANSCRIBER_NAME
+
+    @property
+    def transcriber_archive(self) -> Path:
+        """The transcriber's objects, a model's to be linked with them (compile --static)."""
+        return self.directory / TRANSCRIBER_ARCHIVE
 
     @property
     def manifest(self) -> dict:
@@ -190,23 +197,29 @@ def required_versions(path: Path, arch: str) -> dict[str, str]:
     return _newest(re.findall(rf"\b(?:{families})_[0-9][0-9.]*\b", table))
 
 
+def board_configuration(board: Board, compiler: str, sysroot: Path | None) -> list[str]:
+    """CMake's -D arguments for building for `board`: its toolchain file, compiler, older C/C++
+    runtime and extra link flags (this project's and the static transcriber's link project)."""
+    toolchain = toolchain_file(board)
+    return [*([f"-DCMAKE_TOOLCHAIN_FILE={toolchain}"] if toolchain else []),
+            f"-DCMAKE_CXX_COMPILER={compiler}",
+            f"-DTINYASR_LINK_LIBS={';'.join(board.link_flags)}",
+            f"-DTINYASR_SYSROOT={sysroot or ''}"]
+
+
 def cmake_commands(inputs: _Inputs, build: Path, prefix: Path, workers: int) -> list[list[str]]:
     """Configure (Ninja), build and install the runtime into `prefix`: lib/, bin/."""
-    toolchain = toolchain_file(inputs.board)
     configure = ["cmake", "-S", str(PROJECT), "-B", str(build), "-G", "Ninja",
-                 *([f"-DCMAKE_TOOLCHAIN_FILE={toolchain}"] if toolchain else []),
-                 f"-DCMAKE_CXX_COMPILER={inputs.compiler}",
+                 *board_configuration(inputs.board, inputs.compiler, inputs.sysroot),
                  f"-DTVM_WHEEL_DIR={inputs.wheel_runtime.parent.parent}",
                  f"-DTVM_FFI_SOURCE_DIR={inputs.ffi_sdist}",
-                 f"-DTINYASR_LINK_LIBS={';'.join(inputs.board.link_flags)}",
-                 f"-DTINYASR_SEARCH_FLAGS={' '.join(TRANSCRIBER_FLAGS)}",
-                 f"-DTINYASR_SYSROOT={inputs.sysroot or ''}"]
+                 f"-DTINYASR_SEARCH_FLAGS={' '.join(TRANSCRIBER_FLAGS)}"]
     return [configure,
             ["nice", "-n", "10", "cmake", "--build", str(build), "-j", str(workers)],
             ["cmake", "--install", str(build), "--prefix", str(prefix)]]
 
 
-def _run(command: list[str], what: str) -> None:
+def run_build_step(command: list[str], what: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         output = (result.stdout + result.stderr)[-6000:]
@@ -231,18 +244,20 @@ def _build(inputs: _Inputs, build: Path, out: Path, workers: int) -> None:
     configure, *rest = cmake_commands(inputs, build, out, workers)
     what = f"the {inputs.board.arch} runtime"
     try:
-        _run(configure, f"configuring {what}")
+        run_build_step(configure, f"configuring {what}")
     except RuntimeError:
         if not build.exists():
             raise
         shutil.rmtree(build)   # a build tree left unusable (an interrupted first configure)
-        _run(configure, f"configuring {what}")
+        run_build_step(configure, f"configuring {what}")
     for command, step in zip(rest, ["building", "installing"], strict=True):
-        _run(command, f"{step} {what}")
+        run_build_step(command, f"{step} {what}")
 
 
 def _sizes(out: Path) -> dict[str, int]:
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json")
+    """The bytes of each file a board may be given (not the archive `compile --static` links)."""
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
+                   and p.relative_to(out) != TRANSCRIBER_ARCHIVE)
     return {str(p.relative_to(out)): p.stat().st_size for p in files}
 
 

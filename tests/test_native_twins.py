@@ -224,12 +224,12 @@ def test_constants_agree():
     assert numbers == {"kRescoringCtcWeight": DecodeOptions().rescoring_ctc_weight,
                        "kMaxWindowSeconds": windows.MAX_SECONDS,
                        "kSearchSeconds": windows.SEARCH_SECONDS}
-    expected = {"kManifestFile": "/" + deployable.MANIFEST_FILE,
-                "kLibraryFile": "/" + deployable.LIBRARY_FILE,
-                "kWeightsFile": "/" + deployable.WEIGHTS_FILE,
-                "kTokensFile": "/" + deployable.TOKENS_FILE,
+    expected = {"kManifestFile": deployable.MANIFEST_FILE,
+                "kLibraryFile": deployable.LIBRARY_FILE,
+                "kWeightsFile": deployable.WEIGHTS_FILE,
+                "kTokensFile": deployable.TOKENS_FILE,
                 "kDeployableFormat": deployable.FORMAT,
-                "kVocabularyFile": "/" + VOCABULARY_FILE,
+                "kVocabularyFile": VOCABULARY_FILE,
                 "kFamilySanM": SAN_M, "kFamilyWhisper": WHISPER}
     assert {key: found.get(key) for key in expected} == expected
 

@@ -22,9 +22,11 @@ import pytest
 from tinyasr.compile.deployable import (
     LIBRARY_FILE,
     MANIFEST_FILE,
+    TOKENS_FILE,
     VERSION,
     WEIGHTS_FILE,
     build_deployable,
+    file_sha256,
 )
 from tinyasr.compile.parity import texts_agree
 from tinyasr.model.data.datadir import load_wav, read_data_dir
@@ -37,6 +39,7 @@ from tinyasr.targets.boards import get_board
 from tinyasr.targets.farm import emulator_prefix
 from tinyasr.targets.host.runner import CompiledRecognizer
 from tinyasr.targets.native_build import build_runtime, describe
+from tinyasr.targets.static_transcriber import static_linker
 
 SAMPLES = 3                 # qemu is slow: the shortest few utterances
 # The int8 model on rpi4 (aarch64) and on the RVV k230 (riscv64 vector int8 code: it needs qemu
@@ -58,12 +61,14 @@ def wavs() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def deployable(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """The board's shipped model (BOARD_MODELS) compiled for it, once per board."""
+    """The board's shipped model (BOARD_MODELS) compiled for it, once per board; rpi4's with its
+    static transcriber (compile --static) as well."""
     root = tmp_path_factory.mktemp("deploy")
 
     def compiled_for(board: str) -> Path:
         if not (root / board).is_dir():
-            build_deployable(BOARD_MODELS[board], get_board(board), root / board)
+            static = static_linker(get_board(board)) if board == "rpi4" else None
+            build_deployable(BOARD_MODELS[board], get_board(board), root / board, static=static)
         return root / board
 
     return compiled_for
@@ -117,6 +122,41 @@ def test_the_static_transcriber_prints_what_the_shared_one_prints(deployable, wa
     sizes = runtime.manifest["sizes"]
     assert sizes["bin/tinyasr-run-static"] < 0.8 * (
         sizes["bin/tinyasr-run"] + sizes["lib/libtvm_runtime.so"] + sizes["lib/libtvm_ffi.so"])
+
+
+def test_compile_static_links_one_program_that_prints_what_tinyasr_run_prints(
+        deployable, wavs: list[Path], tmp_path: Path, capfd):
+    """`compile --static` for rpi4: tinyasr-transcribe, the transcriber with the model's code
+    (TVM's system library) and the deployable's files linked in, run under qemu alone in a
+    folder: tinyasr-run's text for the deployable, from one file that needs only the board OS's
+    libraries and is no bigger than the files it replaces (but for aarch64's 64 KiB segment
+    alignment). Bad input: no wav, or a missing one, is one line and exit code 2."""
+    rpi4 = get_board("rpi4")
+    shared = run_on_board("rpi4", deployable("rpi4"), DecodeOptions(), wavs, capfd)
+    entry = json.loads((deployable("rpi4") / MANIFEST_FILE).read_text())["static_transcriber"]
+    program = Path(shutil.copy2(deployable("rpi4") / entry["file"], tmp_path))
+    assert entry["bytes"] == program.stat().st_size and entry["sha256"] == file_sha256(program)
+    run = subprocess.run([*emulator_prefix(rpi4), str(program), *map(str, wavs)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert run.returncode == 0 and run.stdout == shared, run.stderr
+    loaded = re.search(r"code (\d+) bytes, weights (\d+) bytes", run.stderr)
+    assert loaded is not None and int(loaded.group(2)) == (
+        deployable("rpi4") / WEIGHTS_FILE).stat().st_size, run.stderr
+    assert 0 < int(loaded.group(1)) < program.stat().st_size - int(loaded.group(2))
+    header = subprocess.run([shutil.which("aarch64-linux-gnu-objdump") or "objdump", "-p",
+                             str(program)], capture_output=True, text=True, check=True).stdout
+    assert set(re.findall(r"NEEDED\s+(\S+)", header)) <= OS_LIBRARIES, header
+    replaced = build_runtime(rpi4).static_transcriber.stat().st_size + sum(
+        (deployable("rpi4") / name).stat().st_size
+        for name in (LIBRARY_FILE, WEIGHTS_FILE, TOKENS_FILE, MANIFEST_FILE))
+    assert program.stat().st_size <= replaced + (64 << 10)
+    for argv, message in [((), "expected at least one wav"),
+                          ((str(tmp_path / "gone.wav"),), f"{tmp_path / 'gone.wav'}: ")]:
+        result = subprocess.run([*emulator_prefix(rpi4), str(program), *argv],
+                                capture_output=True, text=True, timeout=300)
+        last = result.stderr.splitlines()[-1]   # a wav is read once the model is loaded
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert last.startswith(f"tinyasr-run: error: {message}"), result.stderr
 
 
 def test_a_vector_deployable_is_refused_where_the_cpu_lacks_the_extension(deployable, wavs,
@@ -229,13 +269,13 @@ def test_board_run_refuses_a_deployable_of_another_architecture(deployable, wavs
 # ----------------------------------------------------------------------------- Whisper
 
 
-def _compile_whisper(board: str, out: Path, int8: bool = False) -> Path:
+def _compile_whisper(board: str, out: Path, int8: bool = False, static: bool = False) -> Path:
     """whisper-tiny.en compiled for `board` (untuned: no database is shipped for Whisper)."""
     from tinyasr.compile.whisper_deployable import build_whisper_deployable
     from tinyasr.model.whisper.convert import ensure_whisper_model
 
     build_whisper_deployable(ensure_whisper_model(), get_board(board), out, untuned=True,
-                             int8=int8)
+                             int8=int8, static=static_linker(get_board(board)) if static else None)
     return out
 
 
@@ -270,7 +310,8 @@ def test_board_runs_whisper_as_pytorch(whisper_rpi4: Path, whisper_recognizer, w
 
 @pytest.fixture(scope="session")
 def whisper_host(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _compile_whisper("host", tmp_path_factory.mktemp("whisper") / "host")
+    """whisper-tiny.en fp32 for the host, with its static transcriber (compile --static)."""
+    return _compile_whisper("host", tmp_path_factory.mktemp("whisper") / "host", static=True)
 
 
 @pytest.mark.slow  # a host runtime and Whisper build (minutes when not cached)
@@ -299,6 +340,10 @@ def test_host_tinyasr_run_prints_the_python_runners_whisper_transcripts(whisper_
     assert code == 0, err
     runner = load_compiled_whisper(whisper_host)
     assert out.split("\n")[:-1] == [runner.transcribe(load_wav(wav)) for wav in wavs]
+    # the static transcriber (compile --static): the vocabulary and weights linked in too
+    static = subprocess.run([str(whisper_host / "tinyasr-transcribe"), *map(str, wavs)],
+                            capture_output=True, text=True, timeout=600)
+    assert static.returncode == 0 and static.stdout == out, static.stderr
 
 
 def test_whisper_bad_input_is_one_line(deployable, wavs: list[Path], tmp_path: Path):

@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "schedules/, e.g. schedules/rpi4/ or schedules/host-<cpu>/)")
     tuning.add_argument("--untuned", action="store_true",
                         help="ignore tuning databases: TVM's default schedules")
+    parser.add_argument("--static", action="store_true",
+                        help="also link OUT/tinyasr-transcribe: the board's transcriber with the "
+                             "model's code and files in it, one program to copy (run it as "
+                             "`tinyasr-transcribe [--beam N] [--mode MODE] WAV...`)")
     parser.add_argument("--int8", action="store_true",
                         help="Whisper only: per-output-channel int8 weights for the linear "
                              "layers (post-training, no data), run by the int8 kernels; a "
@@ -39,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tinyasr.compile.deployable import LIBRARY_FILE, WEIGHTS_FILE, build_deployable
     from tinyasr.targets.boards import get_board
+    from tinyasr.targets.static_transcriber import static_linker
 
     board = get_board(args.target)
     check_output_dir(args.out, "--out")   # before the build, not after it
@@ -48,17 +53,18 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--database {args.database}: not a directory (a tuning database is "
                          "a folder, e.g. schedules/rpi4)")
     whisper = whisper_model_dir(args.model)
+    static = static_linker(board) if args.static else None
     if whisper is not None:
         from tinyasr.compile.whisper_deployable import build_whisper_deployable
 
         manifest = build_whisper_deployable(whisper, board, args.out, args.force, args.dump_ir,
-                                            args.database, args.untuned, args.int8)
+                                            args.database, args.untuned, args.int8, static)
     elif args.int8:
         raise InputError(f"--int8: {args.model} is a SAN-M model; make it int8 with "
                          "`tinyasr compress quantize`, then compile the .tac")
     else:
         manifest = build_deployable(args.model, board, args.out, args.force, args.dump_ir,
-                                    args.database, args.untuned)
+                                    args.database, args.untuned, static)
     sizes, database = manifest["bytes"], manifest["tuning_database"]
     print(f"{args.out}: {board.name} ({board.arch})")
     if database is None:
@@ -69,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"  code     {sizes['code']:>10,d} bytes  {args.out / LIBRARY_FILE}")
     print(f"  weights  {sizes['weights']:>10,d} bytes  {args.out / WEIGHTS_FILE}")
     print(f"  total    {sizes['code'] + sizes['weights']:>10,d} bytes")
+    if "static_transcriber" in manifest:
+        program = manifest["static_transcriber"]
+        print(f"  program  {program['bytes']:>10,d} bytes  {args.out / program['file']} "
+              "(everything in one file)")
     return 0
 
 

@@ -11,8 +11,7 @@
 #pragma once
 
 #include <cstdint>
-#include <fstream>
-#include <sstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -129,16 +128,17 @@ inline std::string StripSpaces(const std::string& text) {
 class ByteLevelVocabulary {
  public:
   /*!
-   * \brief Reads `path`, which must hold `size` tokens (the deployable's n_vocab); text tokens
-   *        below `first_special` must be byte-level strings. Problems are InputErrors naming it.
+   * \brief Parses `contents` of the file `path` (std::nullopt: it could not be read), which must
+   *        hold `size` tokens (the deployable's n_vocab); text tokens below `first_special` must
+   *        be byte-level strings. Problems are InputErrors naming `path`.
    */
-  ByteLevelVocabulary(const std::string& path, int64_t size, int64_t first_special)
+  ByteLevelVocabulary(const std::string& path, const std::optional<std::string>& contents,
+                      int64_t size, int64_t first_special)
       : first_special_(first_special) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw InputError(path + ": missing from the deployable (the Whisper vocabulary)");
-    std::ostringstream contents;
-    contents << in.rdbuf();
-    std::string text = contents.str();
+    if (!contents) {
+      throw InputError(path + ": missing from the deployable (the Whisper vocabulary)");
+    }
+    std::string text = *contents;
     const bool empty = text.empty();
     if (!empty && text.back() == '\n') text.pop_back();  // as Python's reader drops the last ""
     std::vector<int> byte_of = ByteOfCharacter();

@@ -1,14 +1,17 @@
-// What tinyasr-run's deployable readers share, whatever the model family: files, the manifest's
-// common fields and family (compile/deployable.py, compile/family.py), the machine check, the
-// model library in the Relax VM, the weights file, and calls with weights appended.
+// What tinyasr-run's deployable readers share, whatever the model family: where the files are (a
+// directory, or the program itself), the manifest's common fields and family
+// (compile/deployable.py, compile/family.py), the machine check, the model library in the Relax
+// VM, the weights file, and calls with weights appended.
 //
 // Every problem with the deployable is an InputError naming the file (one line, exit code 2).
 
 #pragma once
 
 #include <sys/auxv.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 #include <tvm/ffi/extra/json.h>
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
@@ -22,9 +25,14 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "embedded_files.h"
 #include "wav.h"  // InputError
+
+// Defined where `tinyasr compile --static` linked a deployable's files into the program.
+extern "C" __attribute__((weak)) const tinyasr::EmbeddedFile tinyasr_embedded_files[];
 
 namespace tinyasr {
 
@@ -34,9 +42,9 @@ using ffi::Tensor;
 // The deployable's files and format (compile/deployable.py, compile/family.py).
 constexpr const char* kDeployableFormat = "tinyasr-deployable";
 constexpr int64_t kDeployableVersion = 5;  // compile/deployable.py VERSION
-constexpr const char* kManifestFile = "/manifest.json";
-constexpr const char* kLibraryFile = "/model.so";
-constexpr const char* kWeightsFile = "/weights.bin";
+constexpr const char* kManifestFile = "manifest.json";
+constexpr const char* kLibraryFile = "model.so";
+constexpr const char* kWeightsFile = "weights.bin";
 constexpr const char* kFamilySanM = "san-m";       // also a manifest without "family"
 constexpr const char* kFamilyWhisper = "whisper";
 
@@ -62,15 +70,112 @@ inline std::optional<std::string> ReadFile(const std::string& path) {
   return bytes.str();
 }
 
-/*! \brief The parsed JSON file (tvm-ffi's parser), or std::nullopt when unreadable or invalid. */
-inline std::optional<ffi::json::Value> ReadJSON(const std::string& path) {
-  std::optional<std::string> text = ReadFile(path);
+/*! \brief Parsed JSON (tvm-ffi's parser), or std::nullopt when unread (nullopt) or invalid. */
+inline std::optional<ffi::json::Value> ParseJSON(const std::optional<std::string>& text) {
   if (!text) return std::nullopt;
   ffi::String error;
   ffi::json::Value value = ffi::json::Parse(*text, &error);
   if (!error.empty()) return std::nullopt;
   return value;
 }
+
+/*!
+ * \brief Where a deployable's files are: a directory (`tinyasr compile`), or this program itself
+ *        (`tinyasr compile --static`: the files linked in as data, the model's code as TVM's
+ *        system library, registered when the program starts).
+ */
+class DeployableSource {
+ public:
+  static DeployableSource Directory(const std::string& dir) { return {dir, false}; }
+
+  /*! \brief The deployable linked into this program (named `program` in messages), if any. */
+  static std::optional<DeployableSource> Embedded(const std::string& program) {
+    if (tinyasr_embedded_files == nullptr) return std::nullopt;
+    return DeployableSource{program, true};
+  }
+
+  /*! \brief The directory, or the program: what messages about the deployable name. */
+  const std::string& where() const { return where_; }
+  bool embedded() const { return embedded_; }
+
+  /*! \brief A file as messages name it: DIR/NAME, or PROGRAM:NAME when linked in. */
+  std::string Path(const char* name) const { return where_ + (embedded_ ? ":" : "/") + name; }
+
+  bool Has(const char* name) const { return embedded_ ? Find(name) != nullptr : IsFile(Path(name)); }
+
+  int64_t Bytes(const char* name) const {
+    if (!embedded_) return FileBytes(Path(name));
+    const EmbeddedFile* file = Find(name);
+    return file ? static_cast<int64_t>(file->size) : 0;
+  }
+
+  /*! \brief A file's bytes, or std::nullopt when it is missing or cannot be read. */
+  std::optional<std::string> Read(const char* name) const {
+    if (!embedded_) return ReadFile(Path(name));
+    std::optional<std::string_view> bytes = View(name);
+    if (!bytes) return std::nullopt;
+    return std::string(*bytes);
+  }
+
+  /*! \brief The bytes of a file linked into the program, not copied; std::nullopt if none. */
+  std::optional<std::string_view> View(const char* name) const {
+    const EmbeddedFile* file = embedded_ ? Find(name) : nullptr;
+    if (file == nullptr) return std::nullopt;
+    return std::string_view(file->data, file->size);
+  }
+
+  /*!
+   * \brief Gives the memory of bytes [from, to) of a file linked into the program back to the
+   *        OS once they are copied (the weights, into tensors): they are clean pages of the
+   *        program's file, read again if ever touched. A weights file would otherwise stay
+   *        resident beside its tensors.
+   */
+  void Release(const char* name, int64_t from, int64_t to) const {
+    const EmbeddedFile* file = embedded_ ? Find(name) : nullptr;
+    if (file == nullptr) return;
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const uintptr_t start = reinterpret_cast<uintptr_t>(file->data);
+    const uintptr_t begin = (start + from + page - 1) / page * page;  // whole pages inside
+    const uintptr_t end = (start + to) / page * page;
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
+
+  /*! \brief The model library: model.so, or the system library linked into this program. */
+  ffi::Module LoadLibrary() const {
+    if (!embedded_) return ffi::Module::LoadFromFile(Path(kLibraryFile));
+    return ffi::Function::GetGlobalRequired("ffi.SystemLib")().cast<ffi::Module>();
+  }
+
+  /*! \brief The model library as messages name it: model.so, or the program. */
+  std::string LibraryPath() const { return embedded_ ? where_ : Path(kLibraryFile); }
+
+  /*! \brief The bytes of the model's code: model.so's, or this program's but the files in it. */
+  int64_t CodeBytes() const {
+    if (!embedded_) return Bytes(kLibraryFile);
+    // the program's path by readlink, which qemu-user answers with the emulated program's
+    char program[4096];
+    ssize_t length = readlink("/proc/self/exe", program, sizeof program - 1);
+    int64_t bytes = FileBytes(length > 0 ? std::string(program, length) : where_);
+    for (const EmbeddedFile* file = tinyasr_embedded_files; file->name != nullptr; ++file) {
+      bytes -= static_cast<int64_t>(file->size);
+    }
+    return bytes;
+  }
+
+ private:
+  DeployableSource(std::string where, bool embedded)
+      : where_(std::move(where)), embedded_(embedded) {}
+
+  static const EmbeddedFile* Find(const char* name) {
+    for (const EmbeddedFile* file = tinyasr_embedded_files; file->name != nullptr; ++file) {
+      if (std::strcmp(file->name, name) == 0) return file;
+    }
+    return nullptr;
+  }
+
+  std::string where_;
+  bool embedded_;
+};
 
 // ----------------------------------------------------------------------------- manifest
 
@@ -111,8 +216,12 @@ inline double NumberField(const ffi::json::Object& object, const char* key) {
 
 /*! \brief The manifest's fields every family has. */
 struct ManifestHeader {
-  std::string dir;
-  std::string path;     // dir + manifest.json
+  explicit ManifestHeader(const DeployableSource& from)
+      : source(from), dir(from.where()), path(from.Path(kManifestFile)) {}
+
+  DeployableSource source;
+  std::string dir;      // source.where(): the directory or the program, for messages
+  std::string path;     // the manifest, for messages
   std::string family;   // kFamilySanM or kFamilyWhisper (anything else is refused)
   std::string target;   // the board it was compiled for
   std::string arch;     // its uname machine
@@ -120,15 +229,13 @@ struct ManifestHeader {
   ffi::json::Object manifest;
 };
 
-/*! \brief The manifest of the deployable `dir`: its format, family, target and attributes. */
-inline ManifestHeader ReadManifestHeader(const std::string& dir) {
-  ManifestHeader header;
-  header.dir = dir;
-  header.path = dir + kManifestFile;
-  if (!IsFile(header.path)) {
-    throw InputError(dir + ": not a tinyasr deployable (no readable manifest.json)");
+/*! \brief The manifest of the deployable `source`: its format, family, target and attributes. */
+inline ManifestHeader ReadManifestHeader(const DeployableSource& source) {
+  ManifestHeader header(source);
+  if (!source.Has(kManifestFile)) {
+    throw InputError(source.where() + ": not a tinyasr deployable (no readable manifest.json)");
   }
-  std::optional<ffi::json::Value> value = ReadJSON(header.path);
+  std::optional<ffi::json::Value> value = ParseJSON(source.Read(kManifestFile));
   auto manifest = value ? value->try_cast<ffi::json::Object>() : std::nullopt;
   if (!manifest || !manifest->count(ffi::String("format")) ||
       manifest->at(ffi::String("format")).try_cast<ffi::String>() != kDeployableFormat) {
@@ -224,10 +331,13 @@ T* Data(const Tensor& tensor) {
   return reinterpret_cast<T*>(static_cast<char*>(tensor.data_ptr()) + tensor.byte_offset());
 }
 
-/*! \brief The VM functions `names` of the model library at `path` (each holds the VM alive). */
-inline std::vector<ffi::Function> LoadVmFunctions(const std::string& path,
+/*! \brief The VM functions `names` of the model library of `source` (each holds the VM alive). */
+inline std::vector<ffi::Function> LoadVmFunctions(const DeployableSource& source,
                                                   const std::vector<std::string>& names) {
-  if (!IsFile(path)) throw InputError(path + ": missing from the deployable");
+  const std::string path = source.LibraryPath();
+  if (!source.embedded() && !source.Has(kLibraryFile)) {
+    throw InputError(path + ": missing from the deployable");
+  }
   // tvm::runtime::memory::kNaive: a storage is allocated when its function runs and freed after
   // its last use, so the C library reuses that memory for whatever comes next. The pooled
   // allocator (Python's default) keeps each freed block for a later request of the same size,
@@ -236,7 +346,7 @@ inline std::vector<ffi::Function> LoadVmFunctions(const std::string& path,
   // and neither ran faster.
   constexpr int kNaiveAllocator = 1;
   try {
-    ffi::Module library = ffi::Module::LoadFromFile(path);
+    ffi::Module library = source.LoadLibrary();
     auto vm = library->GetFunction("vm_load_executable").value()().cast<ffi::Module>();
     vm->GetFunction("vm_initialization").value()(static_cast<int>(kDLCPU), 0, kNaiveAllocator);
     std::vector<ffi::Function> functions;
@@ -253,18 +363,58 @@ inline std::vector<ffi::Function> LoadVmFunctions(const std::string& path,
   }
 }
 
+/*! \brief A std::streambuf over bytes in memory (not copied), seekable. */
+class MemoryBuffer : public std::streambuf {
+ public:
+  explicit MemoryBuffer(std::string_view bytes) {
+    char* begin = const_cast<char*>(bytes.data());  // read only: nothing here writes
+    setg(begin, begin, begin + bytes.size());
+  }
+
+ protected:
+  pos_type seekpos(pos_type position, std::ios_base::openmode) override {
+    if (position < 0 || position > egptr() - eback()) return pos_type(off_type(-1));
+    setg(eback(), eback() + position, egptr());
+    return position;
+  }
+
+  pos_type seekoff(off_type offset, std::ios_base::seekdir from,
+                   std::ios_base::openmode mode) override {
+    off_type base = from == std::ios_base::beg   ? 0
+                    : from == std::ios_base::cur ? gptr() - eback()
+                                                 : egptr() - eback();
+    return seekpos(pos_type(base + offset), mode);
+  }
+};
+
+/*! \brief Where one tensor of a TVM parameter-dict file is, and what it holds. */
+struct WeightsEntry {
+  std::string name;
+  std::vector<int64_t> shape;
+  DLDataType dtype;
+  int64_t offset;  // of its data in the file
+  int64_t nbytes;
+};
+
 /*!
  * \brief Every count, length and size in a TVM parameter-dict file checked against what is left
  *        of the file, as compile/deployable.py read_weights_index does (the same messages), so
  *        TVM's own loader, which allocates whatever the file says, only reads a sound file.
- *        Tensor data is skipped, not read.
+ *        Tensor data is skipped, not read; Run() returns where each tensor is.
  */
 class WeightsFileCheck {
  public:
+  /*! \brief The file at `path`. */
   explicit WeightsFileCheck(const std::string& path)
-      : path_(path), in_(path, std::ios::binary), size_(FileBytes(path)) {}
+      : path_(path), file_(path, std::ios::binary), in_(file_.rdbuf()), size_(FileBytes(path)) {
+    if (!file_) in_.setstate(std::ios::badbit);
+  }
 
-  void Run() {
+  /*! \brief The file's `bytes`, in memory (`path` names it in messages). */
+  WeightsFileCheck(const std::string& path, std::string_view bytes)
+      : path_(path), memory_(bytes), in_(&memory_), size_(static_cast<int64_t>(bytes.size())) {}
+
+  std::vector<WeightsEntry> Run() {
     if (!in_) throw InputError(path_ + ": unreadable weights file");
     if (size_ == 0) throw InputError(path_ + ": empty weights file");
     if (Number<uint64_t>("header") != kParamsMagic) {
@@ -287,6 +437,7 @@ class WeightsFileCheck {
         std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
       Corrupt("names and tensors do not pair up");
     }
+    std::vector<WeightsEntry> entries;
     for (const std::string& name : names) {
       std::string what = "tensor '" + name + "'";
       std::string header = Take(kTensorHeaderBytes, what);
@@ -307,11 +458,13 @@ class WeightsFileCheck {
       for (int64_t& dim : shape) dim = Number<int64_t>(what + " shape");
       int64_t nbytes = Number<int64_t>(what + " size");
       if (!SizeAgrees(shape, bits, nbytes)) Corrupt(what + ": shape and size disagree");
+      entries.push_back({name, shape, DLDataType{code, bits, lanes}, position_, nbytes});
       Skip(static_cast<uint64_t>(nbytes), what);
     }
     if (position_ != size_) {
       Corrupt(std::to_string(size_ - position_) + " bytes after the last tensor");
     }
+    return entries;
   }
 
  private:
@@ -366,24 +519,52 @@ class WeightsFileCheck {
   }
 
   std::string path_;
-  std::ifstream in_;
+  std::ifstream file_;
+  MemoryBuffer memory_{std::string_view()};
+  std::istream in_;
   int64_t size_;
   int64_t position_ = 0;
 };
 
 /*!
+ * \brief The tensors of the weights file `name` linked into the program, checked as a file's are
+ *        and copied into tensors one by one; the pages of each copied tensor go back to the OS
+ *        (DeployableSource::Release), so loading holds about one copy of the weights, as TVM's
+ *        loader of a file does.
+ */
+inline ffi::Map<ffi::String, Tensor> LoadEmbeddedWeights(const DeployableSource& source,
+                                                         const char* name) {
+  std::string_view bytes = *source.View(name);
+  ffi::Map<ffi::String, Tensor> weights;
+  int64_t released = 0;
+  for (const WeightsEntry& entry : WeightsFileCheck(source.Path(name), bytes).Run()) {
+    Tensor tensor = EmptyTensor(entry.shape, entry.dtype);
+    std::memcpy(Data<char>(tensor), bytes.data() + entry.offset, entry.nbytes);
+    weights.Set(entry.name, tensor);
+    source.Release(name, released, entry.offset + entry.nbytes);
+    released = entry.offset + entry.nbytes;
+  }
+  return weights;
+}
+
+/*!
  * \brief Per list of keys, the weights under those keys: computed ones (by key) or those of the
- *        weights file at `path`.
+ *        weights file of `source`, checked first (WeightsFileCheck).
  */
 inline std::vector<std::vector<Tensor>> LoadWeights(
-    const std::string& path, const std::vector<std::vector<std::string>>& key_lists,
+    const DeployableSource& source, const std::vector<std::vector<std::string>>& key_lists,
     const std::map<std::string, Tensor>& computed = {}) {
-  if (!IsFile(path)) throw InputError(path + ": missing from the deployable");
-  WeightsFileCheck(path).Run();
+  const std::string path = source.Path(kWeightsFile);
+  if (!source.Has(kWeightsFile)) throw InputError(path + ": missing from the deployable");
   ffi::Map<ffi::String, Tensor> weights;
   try {
-    weights = ffi::Function::GetGlobalRequired("runtime.LoadParamsFromFile")(path)
-                  .cast<ffi::Map<ffi::String, Tensor>>();
+    if (source.embedded()) {
+      weights = LoadEmbeddedWeights(source, kWeightsFile);
+    } else {
+      WeightsFileCheck(path).Run();
+      weights = ffi::Function::GetGlobalRequired("runtime.LoadParamsFromFile")(path)
+                    .cast<ffi::Map<ffi::String, Tensor>>();
+    }
   } catch (const ffi::Error& error) {
     throw InputError(path + ": not a TVM parameter file (" + error.message() + ")");
   }
@@ -445,8 +626,8 @@ inline LoadedFunctions LoadFunctionsAndWeights(
   std::vector<TableFunction> tables = TableFunctions(header, names);
   std::vector<std::string> wanted = names;
   for (const TableFunction& table : tables) wanted.push_back(table.function);
-  const std::string library = header.dir + kLibraryFile;
-  std::vector<ffi::Function> functions = LoadVmFunctions(library, wanted);
+  const std::string library = header.source.LibraryPath();
+  std::vector<ffi::Function> functions = LoadVmFunctions(header.source, wanted);
   std::map<std::string, Tensor> computed;
   for (size_t i = 0; i < tables.size(); ++i) {
     ffi::Array<Tensor> made;
@@ -464,7 +645,7 @@ inline LoadedFunctions LoadFunctionsAndWeights(
     for (size_t j = 0; j < made.size(); ++j) computed[tables[i].keys[j]] = made[j];
   }
   functions.resize(names.size());
-  return {functions, LoadWeights(header.dir + kWeightsFile, key_lists, computed)};
+  return {functions, LoadWeights(header.source, key_lists, computed)};
 }
 
 /*! \brief Call a VM function with its runtime inputs followed by its weights. */

@@ -1,10 +1,12 @@
 // tinyasr-run: transcribe wav files on a board with a deployable, no Python on the board.
 //
 //   tinyasr-run [--beam N] [--mode MODE] DEPLOYABLE WAV...
+//   tinyasr-transcribe [--beam N] [--mode MODE] WAV...   (`tinyasr compile --static`)
 //
 // Loads a deployable (`tinyasr compile --target BOARD`) into the runtime's Relax VM and prints
-// one transcript per wav on stdout; timings and sizes go to stderr. The manifest's model family
-// picks the code path:
+// one transcript per wav on stdout; timings and sizes go to stderr. Linked with a deployable's
+// files and its model's code (`tinyasr compile --static`, embedded_files.h), the program is that
+// deployable's transcriber and takes only wavs. The manifest's model family picks the code path:
 //
 // SAN-M (model.so, weights.bin, tokens.json, manifest.json): the front end (fbank + CMVN) is
 // compiled into model.so, so the program only reads PCM samples (wav.h). Decoding is the host's:
@@ -45,10 +47,9 @@
 
 namespace tinyasr {
 
-constexpr const char* kUsage =
-    "usage: tinyasr-run [--beam N] [--mode ctc_greedy|ctc_prefix_beam|attention_rescoring] "
-    "DEPLOYABLE WAV...";
-constexpr const char* kTokensFile = "/tokens.json";  // a SAN-M deployable's token list
+constexpr const char* kOptionsUsage =
+    "[--beam N] [--mode ctc_greedy|ctc_prefix_beam|attention_rescoring]";
+constexpr const char* kTokensFile = "tokens.json";  // a SAN-M deployable's token list
 
 // ----------------------------------------------------------------------------- options
 
@@ -58,17 +59,21 @@ struct Options {
   int beam = 10;
   Mode mode = Mode::kAttentionRescoring;
   bool decoding_given = false;  // --beam or --mode on the command line (SAN-M's options)
-  std::string deployable;
+  std::string deployable;  // the directory, or this program when the deployable is linked in
   std::vector<std::string> wavs;
 };
 
-Options ParseOptions(int argc, char** argv) {
+/*! \brief The options; `embedded`: the deployable is linked into this program (no argument). */
+Options ParseOptions(int argc, char** argv, bool embedded) {
   Options opt;
+  const std::string usage = embedded
+      ? std::string("usage: ") + argv[0] + " " + kOptionsUsage + " WAV..."
+      : std::string("usage: tinyasr-run ") + kOptionsUsage + " DEPLOYABLE WAV...";
   std::vector<std::string> positional;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
-      std::cout << kUsage << std::endl;
+      std::cout << usage << std::endl;
       std::exit(0);
     }
     if (arg != "--beam" && arg != "--mode") {
@@ -98,8 +103,14 @@ Options ParseOptions(int argc, char** argv) {
       throw InputError("--mode: unknown mode " + value);
     }
   }
+  if (embedded) {
+    if (positional.empty()) throw InputError("expected at least one wav; " + usage);
+    opt.deployable = argv[0];
+    opt.wavs = positional;
+    return opt;
+  }
   if (positional.size() < 2) {
-    throw InputError(std::string("expected a deployable and at least one wav; ") + kUsage);
+    throw InputError("expected a deployable and at least one wav; " + usage);
   }
   opt.deployable = positional[0];
   opt.wavs.assign(positional.begin() + 1, positional.end());
@@ -111,7 +122,8 @@ Options ParseOptions(int argc, char** argv) {
 /*! \brief A SAN-M deployable loaded into the Relax VM: encode, decoder scores, detokenize. */
 class Deployable {
  public:
-  explicit Deployable(const ManifestHeader& header) : dir_(header.dir), target_(header.target) {
+  explicit Deployable(const ManifestHeader& header)
+      : source_(header.source), target_(header.target) {
     try {
       ReadManifest(header);
     } catch (const ffi::Error& error) {  // a missing field or one of the wrong type
@@ -125,13 +137,13 @@ class Deployable {
     decode_ = loaded.functions[1];
     encode_weights_ = loaded.weights[0];
     decode_weights_ = loaded.weights[1];
-    LoadTokens(dir_ + kTokensFile);
+    LoadTokens();
   }
 
   const Framing& framing() const { return framing_; }
   const std::string& target() const { return target_; }
-  int64_t code_bytes() const { return FileBytes(dir_ + kLibraryFile); }
-  int64_t weight_bytes() const { return FileBytes(dir_ + kWeightsFile); }
+  int64_t code_bytes() const { return source_.CodeBytes(); }
+  int64_t weight_bytes() const { return source_.Bytes(kWeightsFile); }
 
   /*!
    * \brief `count` int16-scale samples -> (1, frames, vocab) CTC log-probs, (1, frames, d)
@@ -219,8 +231,9 @@ class Deployable {
                                    {"tokens", "depths", "ancestors", "history", "memory"});
   }
 
-  void LoadTokens(const std::string& path) {
-    std::optional<ffi::json::Value> value = ReadJSON(path);
+  void LoadTokens() {
+    const std::string path = source_.Path(kTokensFile);
+    std::optional<ffi::json::Value> value = ParseJSON(source_.Read(kTokensFile));
     auto tokens = value ? value->try_cast<ffi::json::Array>() : std::nullopt;
     if (!tokens || static_cast<int64_t>(tokens->size()) != sos_eos_ + 1) {
       throw InputError(path + ": not the token list of this deployable");
@@ -228,7 +241,7 @@ class Deployable {
     for (const ffi::Any& token : *tokens) tokens_.push_back(token.cast<ffi::String>());
   }
 
-  std::string dir_;
+  DeployableSource source_;
   std::string target_;
   int64_t sos_eos_ = 0;
   int64_t history_width_ = 0;  // the rows each tree node's FSMN reads (manifest decoder_history)
@@ -364,8 +377,11 @@ void RunWhisper(const Options& opt, const ManifestHeader& header) {
 }
 
 int Main(int argc, char** argv) {
-  Options opt = ParseOptions(argc, argv);
-  ManifestHeader header = ReadManifestHeader(opt.deployable);
+  if (argc < 1) throw InputError("no program name");
+  std::optional<DeployableSource> embedded = DeployableSource::Embedded(argv[0]);
+  Options opt = ParseOptions(argc, argv, embedded.has_value());
+  ManifestHeader header =
+      ReadManifestHeader(embedded ? *embedded : DeployableSource::Directory(opt.deployable));
   if (header.family == kFamilyWhisper) {
     RunWhisper(opt, header);
   } else {

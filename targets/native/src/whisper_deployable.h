@@ -25,7 +25,7 @@
 
 namespace tinyasr {
 
-constexpr const char* kVocabularyFile = "/vocabulary.txt";
+constexpr const char* kVocabularyFile = "vocabulary.txt";
 
 /*! \brief One utterance's Whisper transcript and where its time went. */
 struct WhisperTranscript {
@@ -37,7 +37,7 @@ struct WhisperTranscript {
 class WhisperDeployable {
  public:
   explicit WhisperDeployable(const ManifestHeader& header)
-      : dir_(header.dir), target_(header.target) {
+      : source_(header.source), target_(header.target) {
     try {
       ReadManifest(header);
     } catch (const ffi::Error& error) {  // a missing field or one of the wrong type
@@ -46,8 +46,8 @@ class WhisperDeployable {
     }
     CheckMachine(header);
     // The vocabulary before the library and weights: a missing one is found in milliseconds.
-    vocabulary_ = std::make_unique<ByteLevelVocabulary>(dir_ + kVocabularyFile, n_vocab_,
-                                                        rules_.eot);
+    vocabulary_ = std::make_unique<ByteLevelVocabulary>(
+        source_.Path(kVocabularyFile), source_.Read(kVocabularyFile), n_vocab_, rules_.eot);
     LoadedFunctions loaded = LoadFunctionsAndWeights(header, {"log_mel", "encode", "step"},
                                                      {log_mel_keys_, encode_keys_, step_keys_});
     log_mel_ = loaded.functions[0];
@@ -59,8 +59,8 @@ class WhisperDeployable {
 
   const std::string& target() const { return target_; }
   const WhisperAudio& audio() const { return audio_; }
-  int64_t code_bytes() const { return FileBytes(dir_ + kLibraryFile); }
-  int64_t weight_bytes() const { return FileBytes(dir_ + kWeightsFile); }
+  int64_t code_bytes() const { return source_.CodeBytes(); }
+  int64_t weight_bytes() const { return source_.Bytes(kWeightsFile); }
 
   /*! \brief int16-scale samples at audio().sample_rate -> Whisper's text. */
   WhisperTranscript Transcribe(const std::vector<float>& samples) const {
@@ -88,7 +88,7 @@ class WhisperDeployable {
       }
       auto encoded = CallWithWeights(encode_, {window}, weights_[1]).cast<ffi::Array<ffi::Any>>();
       if (static_cast<int64_t>(encoded.size()) != 1 + 2 * n_layers_) {
-        throw InputError(dir_ + kLibraryFile + ": encode does not return the encoding and " +
+        throw InputError(source_.LibraryPath() + ": encode does not return the encoding and " +
                          "every decoder layer's cross-attention keys and values");
       }
       transcript.encode_ms += since(start);
@@ -192,7 +192,7 @@ class WhisperDeployable {
                 tensor.dtype() == kFloat32;
     for (size_t i = 0; same && i < shape.size(); ++i) same = tensor.size(i) == shape[i];
     if (!same) {
-      throw InputError(dir_ + kLibraryFile + ": " + what +
+      throw InputError(source_.LibraryPath() + ": " + what +
                        " does not have the shape the manifest's dims give");
     }
   }
@@ -231,7 +231,8 @@ class WhisperDeployable {
     return GreedyWindow(rules_, n_vocab_, *suppression_, step);
   }
 
-  std::string dir_, target_;
+  DeployableSource source_;
+  std::string target_;
   int64_t n_vocab_ = 0, n_mels_ = 0, n_text_ctx_ = 0, n_heads_ = 0, n_layers_ = 0, head_dim_ = 0;
   WhisperRules rules_;
   WhisperAudio audio_;

@@ -18,7 +18,10 @@
 //   whisper_windows HOP WINDOW_FRAMES SILENT_PEAK N  SAMPLE x N
 //   padded HOP REFLECT_PAD PAD_SAMPLES N  SAMPLE x N
 
+#include <fstream>
 #include <iomanip>
+#include <iterator>
+#include <optional>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -101,7 +104,10 @@ void Vocabulary() {
   std::vector<std::vector<int64_t>> lists;
   for (size_t i = 0; i < count; ++i) lists.push_back(ReadIds());
   try {
-    tinyasr::ByteLevelVocabulary vocabulary(path, size, first_special);
+    std::ifstream in(path, std::ios::binary);
+    std::optional<std::string> contents;
+    if (in) contents = std::string(std::istreambuf_iterator<char>(in), {});
+    tinyasr::ByteLevelVocabulary vocabulary(path, contents, size, first_special);
     std::string texts, stripped;
     for (size_t i = 0; i < lists.size(); ++i) {
       std::string text = vocabulary.Decode(lists[i]);
