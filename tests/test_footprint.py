@@ -1,5 +1,6 @@
 """`tinyasr footprint`: the bytes of each board's files and the static transcriber's peak memory,
-measured on a real build of a tiny model for this machine."""
+and of the one program `compile --static` links, measured on a real build of a tiny model for
+this machine."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def test_footprint_reports_the_files_and_the_peak_memory_per_length(model_dir: P
     assert [point["seconds"] for point in row["peak_rss"]] == [1.0, 4.0]
     short, long = (point["peak_rss_mib"] for point in row["peak_rss"])
     assert 1 < short <= long < 1024   # VmHWM of a run that read more audio is not smaller
+    # the one program (compile --static): no bigger than the three files but for alignment
+    assert 0 < row["program_bytes"] <= row["total_bytes"] + (64 << 10)
+    assert [point["seconds"] for point in row["program_peak_rss"]] == [1.0, 4.0]
     table = (out / "footprint.md").read_text()
     assert "| host (native) |" in table and "peak RSS 4 s MiB" in table
+    assert "tinyasr-transcribe KiB" in table
     assert (out / "footprint.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,12 +1,13 @@
 """What a model costs on each board: the bytes to copy there and the transcriber's peak memory.
 
-Per board, the model compiled for it (`tinyasr compile`) and its runtime built
+Per board, the model compiled for it (`tinyasr compile --static`) and its runtime built
 (`tinyasr board build-runtime`); files: `tinyasr-run-static` (the transcriber with the runtime
-linked in), `model.so`, `weights.bin`. Peak RSS: VmHWM that `tinyasr-run-static` prints after
+linked in), `model.so`, `weights.bin`; and the one program that replaces them,
+`tinyasr-transcribe` (everything linked in). Peak RSS: VmHWM that each transcriber prints after
 transcribing one utterance per length (the bundled samples concatenated and cut, as `tinyasr
 bench` cuts them), run natively for a board of this machine's architecture (the host build of
 the same code) and under qemu-user for the others, where the emulator's own memory is counted
-too. Written as footprint.json, footprint.md and footprint.png.
+too; both must print the same text. Written as footprint.json, footprint.md and footprint.png.
 """
 
 from __future__ import annotations
@@ -28,40 +29,51 @@ from tinyasr.schedules.bench.workload import bench_waveforms
 from tinyasr.targets.boards import Board
 from tinyasr.targets.farm import emulator_prefix
 from tinyasr.targets.native_build import STATIC_TRANSCRIBER_NAME, build_runtime
+from tinyasr.targets.static_transcriber import PROGRAM, static_linker
 
 PEAK_RSS = re.compile(r"peak RSS ([\d.]+) MiB")
 MIB = 1 << 20
 
 
-def transcriber_peak_rss(board: Board, transcriber: Path, deployable: Path, wav: Path,
+def transcriber_peak_rss(board: Board, transcriber: Sequence[Path], wav: Path,
                          mode: DecodeMode) -> tuple[float, str]:
-    """(peak RSS MiB, transcript) of the static transcriber on one wav, natively or emulated."""
-    result = subprocess.run([*emulator_prefix(board), str(transcriber), "--mode", mode.value,
-                             str(deployable), str(wav)], capture_output=True, text=True,
-                            check=False)
+    """(peak RSS MiB, transcript) of a transcriber (the program, and the deployable it takes if
+    any) on one wav, natively or emulated."""
+    program, *deployable = map(str, transcriber)
+    result = subprocess.run([*emulator_prefix(board), program, "--mode", mode.value,
+                             *deployable, str(wav)], capture_output=True, text=True, check=False)
     found = PEAK_RSS.search(result.stderr)
     if result.returncode != 0 or found is None:
-        raise RuntimeError(f"{transcriber} on {board.name} failed: {result.stderr.strip()}")
+        raise RuntimeError(f"{program} on {board.name} failed: {result.stderr.strip()}")
     return float(found.group(1)), result.stdout.strip()
 
 
 def measure_board(board: Board, model: Path, wavs: dict[float, Path], work: Path,
                   mode: DecodeMode, progress: Callable[[str], None]) -> dict[str, Any]:
-    """One board's row: its files' bytes and the peak RSS per length."""
+    """One board's row: its files' bytes and the peak RSS per length, and the same of the one
+    program (`program_bytes`, `program_peak_rss`)."""
     deployable = work / board.name
     progress(f"footprint: {board.name}: compiling")
-    build_deployable(model, board, deployable)
+    build_deployable(model, board, deployable, static=static_linker(board))
     runtime = build_runtime(board, log=progress)
     files = {STATIC_TRANSCRIBER_NAME: runtime.static_transcriber.stat().st_size,
              LIBRARY_FILE: (deployable / LIBRARY_FILE).stat().st_size,
              WEIGHTS_FILE: (deployable / WEIGHTS_FILE).stat().st_size}
-    rss = []
+    rss, program_rss = [], []
     for seconds, wav in wavs.items():
-        peak, text = transcriber_peak_rss(board, runtime.static_transcriber, deployable, wav, mode)
-        progress(f"footprint: {board.name}: {seconds:g} s: peak RSS {peak:.1f} MiB")
+        peak, text = transcriber_peak_rss(board, [runtime.static_transcriber, deployable], wav,
+                                          mode)
+        alone, same = transcriber_peak_rss(board, [deployable / PROGRAM], wav, mode)
+        if same != text:
+            raise RuntimeError(f"{PROGRAM} printed {same!r}, {STATIC_TRANSCRIBER_NAME} {text!r}")
+        progress(f"footprint: {board.name}: {seconds:g} s: peak RSS {peak:.1f} MiB "
+                 f"({PROGRAM}: {alone:.1f})")
         rss.append({"seconds": seconds, "peak_rss_mib": peak, "transcript": text})
+        program_rss.append({"seconds": seconds, "peak_rss_mib": alone})
     return {"board": board.name, "arch": board.arch, "emulated": not board.is_host,
-            "bytes": files, "total_bytes": sum(files.values()), "peak_rss": rss}
+            "bytes": files, "total_bytes": sum(files.values()), "peak_rss": rss,
+            "program_bytes": (deployable / PROGRAM).stat().st_size,
+            "program_peak_rss": program_rss}
 
 
 def measure_footprint(boards: Sequence[Board], model: Path, lengths: Sequence[float],
@@ -95,6 +107,18 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{row['total_bytes'] / 1e6:.2f} | "
                      + " | ".join(f"{point['peak_rss_mib']:.1f}" for point in row["peak_rss"])
                      + " |")
+    lines += ["", f"One program instead (`tinyasr compile --static`: {PROGRAM}, the model's code "
+              "and files linked in):", "",
+              f"| board | {PROGRAM} KiB | total MB | against the files | "
+              + " | ".join(f"peak RSS {s:g} s MiB" for s in lengths) + " |",
+              "|---|---:|---:|---:|" + "---:|" * len(lengths)]
+    for row in report["boards"]:
+        name = row["board"] + (" (qemu)" if row["emulated"] else " (native)")
+        lines.append(f"| {name} | {row['program_bytes'] / 1024:.0f} | "
+                     f"{row['program_bytes'] / 1e6:.2f} | "
+                     f"{row['program_bytes'] - row['total_bytes']:+,d} B | "
+                     + " | ".join(f"{point['peak_rss_mib']:.1f}"
+                                  for point in row["program_peak_rss"]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,6 @@
 """`tinyasr footprint`: per board, the bytes a model's deployable and static transcriber take
-and the transcriber's peak memory per utterance length, as Markdown, JSON and a PNG chart."""
+and the transcriber's peak memory per utterance length, and the same of the one program
+`compile --static` links, as Markdown, JSON and a PNG chart."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from tinyasr.scripts.commands.bench import lengths
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "footprint", help="bytes to copy to each board and the transcriber's peak memory",
-        description="Compiles the model for each board, builds its tinyasr-run-static, and "
-                    "reports the three files' bytes and the transcriber's peak RSS for one "
-                    "utterance per --lengths (the bundled samples cut to length), natively for "
-                    "the host and under qemu-user for boards. Writes footprint.json, "
+        description="Compiles the model for each board (with --static), builds its "
+                    "tinyasr-run-static, and reports the three files' bytes and the "
+                    "transcriber's peak RSS for one utterance per --lengths (the bundled samples "
+                    "cut to length), natively for the host and under qemu-user for boards, and "
+                    "the same of the one program tinyasr-transcribe. Writes footprint.json, "
                     "footprint.md and footprint.png into --out.")
     parser.add_argument("--model", type=Path, default=COMPRESSED_MODEL, metavar="MODEL",
                         help="model dir or .tac (default: the shipped int8 model)")
