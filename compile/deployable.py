@@ -39,7 +39,7 @@ from tinyasr.model.common.errors import InputError
 from tinyasr.model.network.framing import MIN_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME, samples_read
 from tinyasr.model.network.tokenizer import Tokenizer
 from tinyasr.model.network.windows import MAX_FRAMES
-from tinyasr.targets.boards import Board, board_target
+from tinyasr.targets.boards import Board, board_target, cpu_features
 
 # Reading and checking a deployable (the runner's part) needs neither torch nor TVM's compiler:
 # those are imported by the functions that build one.
@@ -227,6 +227,7 @@ def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir
         "target": board.name,
         "arch": board.arch,
         "llvm_target": json.loads(json.dumps(target, default=list)),
+        "cpu_features": cpu_features(target),
         "model": {"path": str(Path(model_dir).resolve()), "sha256": model_hash(model_dir)},
         "versions": {"tinyasr": importlib.metadata.version("tinyasr"),
                      "tvm": tvm.__version__, "torch": torch.__version__},
@@ -315,6 +316,9 @@ def _common_problem(manifest: dict[str, Any]) -> str | None:
         if not all(isinstance(value, kind) and not isinstance(value, bool)
                    for value in manifest[key].values()):
             return f"{key} must map file names to {what}"
+    features = manifest.get("cpu_features", [])
+    if not (isinstance(features, list) and all(isinstance(item, str) for item in features)):
+        return "cpu_features must be a list of strings"
     llvm_target = manifest.get("llvm_target", {})
     if not isinstance(llvm_target, dict) or not (
             isinstance(llvm_target.get("mattr", []), list)

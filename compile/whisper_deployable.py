@@ -56,7 +56,7 @@ from tinyasr.model.whisper.decoding import LOG_PROB_THRESHOLD, NO_SPEECH_THRESHO
 from tinyasr.model.whisper.model import Whisper, WhisperDims
 from tinyasr.model.whisper.recognizer import SILENT_PEAK
 from tinyasr.model.whisper.tokenizer import MERGES_FILE, VOCABULARY_FILE, WhisperTokenizer
-from tinyasr.targets.boards import Board, board_target
+from tinyasr.targets.boards import Board, board_target, cpu_features
 
 FUNCTIONS = ("log_mel", "encode", "step")
 TOKENIZER_FILES = (VOCABULARY_FILE, MERGES_FILE)
@@ -141,6 +141,7 @@ def _manifest(built: BuiltModel, board: Board, model_dir: Path, staging: Path, m
         "target": board.name,
         "arch": board.arch,
         "llvm_target": json.loads(json.dumps(board_target(board), default=list)),
+        "cpu_features": cpu_features(board_target(board)),
         "model": {"path": str(Path(model_dir).resolve()), "sha256": model_hash(model_dir)},
         "versions": {"tinyasr": importlib.metadata.version("tinyasr"),
                      "tvm": tvm.__version__, "torch": torch.__version__},

@@ -130,6 +130,59 @@ def check_features(deployable: Path, manifest: dict[str, Any], board: Board) -> 
                          f"{', '.join(missing)}; {board.name} lacks it")
 
 
+# x86-64 extensions a deployable's code may use, by LLVM's name, with the flag Linux lists for it
+# in /proc/cpuinfo. The manifest records those the target's cpu has (`cpu_features`, cpu_features
+# below), and the runners (Python's and tinyasr-run) refuse the deployable in one line on a CPU
+# without them, instead of dying on an illegal instruction: a `host` deployable compiled on an
+# AVX-512 or AMX machine and run on another x86-64 machine. The arm and RISC-V boards' extensions
+# are checked from the manifest's mattr instead (missing_features; tinyasr-run's AT_HWCAP).
+X86_FEATURES = {
+    "sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
+    "bmi2": "bmi2", "avx512f": "avx512f", "avx512cd": "avx512cd", "avx512bw": "avx512bw",
+    "avx512dq": "avx512dq", "avx512vl": "avx512vl", "avx512ifma": "avx512ifma",
+    "avx512vbmi": "avx512vbmi", "avx512vbmi2": "avx512_vbmi2", "avx512vnni": "avx512_vnni",
+    "avx512bitalg": "avx512_bitalg", "avx512vpopcntdq": "avx512_vpopcntdq",
+    "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16",
+    "avx512vp2intersect": "avx512_vp2intersect", "avxvnni": "avx_vnni", "amx-tile": "amx_tile",
+    "amx-int8": "amx_int8", "amx-bf16": "amx_bf16"}
+
+
+def cpu_features(llvm_target: dict[str, Any]) -> list[str]:
+    """The /proc/cpuinfo flags (X86_FEATURES) of the extensions that code generated for an x86-64
+    LLVM target may use, per LLVM's model of its cpu and mattr; [] for other architectures."""
+    if not str(llvm_target.get("mtriple", "")).startswith("x86_64"):
+        return []
+    import tvm
+    from tvm.target import codegen
+
+    has = set(codegen.llvm_get_cpu_features(tvm.target.Target(llvm_target)))
+    return sorted(flag for name, flag in X86_FEATURES.items() if name in has)
+
+
+def machine_cpu_flags() -> set[str] | None:
+    """This machine's CPU flags from /proc/cpuinfo (its first `flags` line), None if unreadable."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return None
+
+
+def check_cpu_features(deployable: Path, manifest: dict[str, Any]) -> None:
+    """One line naming what this CPU lacks of the manifest's `cpu_features` (x86-64), before
+    any of the deployable's code runs here. Unchecked where /proc/cpuinfo cannot be read."""
+    flags = machine_cpu_flags()
+    missing = [flag for flag in manifest.get("cpu_features", []) if flags is not None
+               and flag not in flags]
+    if missing:
+        cpu = manifest.get("llvm_target", {}).get("mcpu", "?")
+        raise InputError(f"{deployable}: built for {manifest['target']} ({cpu}), whose code "
+                         f"uses {', '.join(missing)}, which this CPU lacks")
+
+
 def get_board(name: str) -> Board:
     """The board called `name`, or a one-line error listing the known ones."""
     try:

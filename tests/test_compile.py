@@ -48,7 +48,14 @@ from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL, SAMPLES_DIR
 from tinyasr.model.network.san_m import AsrModel
 from tinyasr.model.network.windows import MAX_FRAMES
 from tinyasr.scripts.cli import main
-from tinyasr.targets.boards import BOARDS, board_target, host_target
+from tinyasr.targets.boards import (
+    BOARDS,
+    X86_FEATURES,
+    board_target,
+    cpu_features,
+    host_target,
+    machine_cpu_flags,
+)
 from tinyasr.targets.host.runner import CompiledModelRunner, CompiledRecognizer
 
 BOARD_MACHINES = {"rpi4": "ARM aarch64", "visionfive2": "RISC-V", "k230": "RISC-V"}
@@ -316,6 +323,42 @@ def test_board_library_is_built_for_its_machine(board: str, board_deployables: d
                                     capture_output=True, text=True, check=True).stdout
         assert "_v1p0" in attributes if board == "k230" else "_v1p0" not in attributes
         assert "rv64i" in attributes and "_d2p2" in attributes
+
+
+def test_cpu_features_are_the_extensions_of_the_targets_cpu():
+    """The /proc/cpuinfo flags a target's code may use, from LLVM's model of its cpu."""
+    def features(cpu: str) -> set[str]:
+        return set(cpu_features({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": cpu}))
+
+    assert {"avx", "avx2", "fma"} <= features("x86-64-v3")
+    assert not features("x86-64-v3") & {"avx512f", "avx512_vnni", "amx_tile"}
+    assert {"avx512f", "avx512_vnni", "amx_tile", "amx_int8"} <= features("sapphirerapids")
+    assert {"avx512_vnni", "avx512_bf16"} <= features("znver4") and "amx_tile" not in features(
+        "znver4")
+    assert cpu_features(BOARDS["rpi4"].llvm_target or {}) == []
+
+
+def test_a_deployable_using_extensions_this_cpu_lacks_is_one_line(host_deployable: Path,
+                                                                   tmp_path: Path, capsys):
+    """A host deployable records its cpu's extensions (cpu_features), all present here; one that
+    needs an extension this CPU lacks (a deployable compiled on another x86-64 machine) is
+    refused in one line naming it, by the Python runner, before any of its code runs."""
+    manifest = json.loads((host_deployable / MANIFEST_FILE).read_text())
+    flags = machine_cpu_flags()
+    assert flags is not None and manifest["cpu_features"] == cpu_features(host_target())
+    assert set(manifest["cpu_features"]) <= flags
+    lacking = sorted(set(X86_FEATURES.values()) - flags)
+    if not lacking:
+        pytest.skip("this CPU has every extension tinyasr checks")
+    foreign = tmp_path / "foreign"
+    shutil.copytree(host_deployable, foreign)
+    (foreign / MANIFEST_FILE).write_text(json.dumps({**manifest, "cpu_features": [
+        *manifest["cpu_features"], lacking[0]]}))
+    wav = str(next(SAMPLES_DIR.glob("wavs/*.wav")))
+    assert main(["transcribe", "--lib", str(foreign), wav]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{foreign}: built for host" in error
+    assert f"whose code uses {lacking[0]}, which this CPU lacks" in error
 
 
 def test_host_refuses_a_board_library(board_deployables: dict):

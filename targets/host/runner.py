@@ -39,6 +39,7 @@ from tinyasr.model.decoding.search import Hypothesis
 from tinyasr.model.network.framing import MIN_FRAMES, SAMPLE_RATE, encoder_frames, samples_read
 from tinyasr.model.network.tokenizer import Tokenizer
 from tinyasr.model.network.windows import transcribe_in_windows
+from tinyasr.targets.boards import check_cpu_features
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,16 @@ class KernelTime:
 
 
 ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "riscv64": 243}   # ELF e_machine values
+
+
+def check_host_machine(deployable: Path, manifest: dict) -> None:
+    """One line when a deployable's code cannot run on this machine: another architecture, or
+    x86-64 extensions this CPU lacks (the manifest's cpu_features), never an illegal
+    instruction."""
+    if manifest["arch"] != platform.machine():
+        raise InputError(f"{deployable}: built for {manifest['target']} "
+                         f"({manifest['arch']}); this machine is {platform.machine()}")
+    check_cpu_features(deployable, manifest)
 
 
 def load_host_vm(path: Path, device: tvm.runtime.Device) -> VirtualMachine:
@@ -118,9 +129,7 @@ class CompiledModelRunner:
                              f"not the <sos/eos> id of {TOKENS_FILE} ({self.tokenizer.sos_eos})")
         on_host = vm is None
         if on_host:
-            if manifest["arch"] != platform.machine():
-                raise InputError(f"{deployable}: built for {manifest['target']} "
-                                 f"({manifest['arch']}); this machine is {platform.machine()}")
+            check_host_machine(deployable, manifest)
             device = cast(tvm.runtime.Device, tvm.cpu())   # TVM declares tvm_ffi's Device
             vm = load_host_vm(deployable / LIBRARY_FILE, device)
         self.device, self.vm = device, vm

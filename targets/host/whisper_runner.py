@@ -10,7 +10,6 @@ gate and detokenizing as the PyTorch one; only the tensors come from the VM.
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import cast
 
@@ -26,7 +25,7 @@ from tinyasr.model.whisper.frontend import HOP
 from tinyasr.model.whisper.model import WhisperDims
 from tinyasr.model.whisper.recognizer import WhisperOptions, WhisperRecognizer
 from tinyasr.model.whisper.tokenizer import WhisperTokenizer
-from tinyasr.targets.host.runner import load_function_weights, load_host_vm
+from tinyasr.targets.host.runner import check_host_machine, load_function_weights, load_host_vm
 
 
 class CompiledWindow:
@@ -91,9 +90,8 @@ class CompiledWhisper:
         manifest = read_whisper_manifest(deployable)
         check_whisper_files(deployable, manifest)     # before TVM reads any of them
         on_host = vm is None
-        if on_host and manifest["arch"] != platform.machine():
-            raise InputError(f"{deployable}: built for {manifest['target']} "
-                             f"({manifest['arch']}); this machine is {platform.machine()}")
+        if on_host:
+            check_host_machine(deployable, manifest)
         self.manifest, self.dims = manifest, WhisperDims(**manifest["dims"])
         self.tokenizer = WhisperTokenizer.load(deployable)
         specials, decoder = self.tokenizer.specials, manifest["decoder"]
