@@ -53,10 +53,12 @@ from tinyasr.targets.boards import (
     X86_FEATURES,
     board_target,
     cpu_features,
+    get_board,
     host_target,
     machine_cpu_flags,
 )
 from tinyasr.targets.host.runner import CompiledModelRunner, CompiledRecognizer
+from tinyasr.targets.native_build import build_runtime
 
 BOARD_MACHINES = {"rpi4": "ARM aarch64", "visionfive2": "RISC-V", "k230": "RISC-V"}
 
@@ -342,7 +344,8 @@ def test_a_deployable_using_extensions_this_cpu_lacks_is_one_line(host_deployabl
                                                                    tmp_path: Path, capsys):
     """A host deployable records its cpu's extensions (cpu_features), all present here; one that
     needs an extension this CPU lacks (a deployable compiled on another x86-64 machine) is
-    refused in one line naming it, by the Python runner, before any of its code runs."""
+    refused in one line naming it, by the Python runner and by tinyasr-run, before any of its
+    code runs."""
     manifest = json.loads((host_deployable / MANIFEST_FILE).read_text())
     flags = machine_cpu_flags()
     assert flags is not None and manifest["cpu_features"] == cpu_features(host_target())
@@ -359,6 +362,12 @@ def test_a_deployable_using_extensions_this_cpu_lacks_is_one_line(host_deployabl
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"{foreign}: built for host" in error
     assert f"whose code uses {lacking[0]}, which this CPU lacks" in error
+    transcriber = build_runtime(get_board("host"), log=lambda _: None).transcriber
+    run = subprocess.run([str(transcriber), str(foreign), wav], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"tinyasr-run: error: {foreign}: built for host, whose code "
+                                 f"uses {lacking[0]}, which this CPU lacks"), run.stderr
 
 
 def test_host_refuses_a_board_library(board_deployables: dict):

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -226,6 +227,8 @@ struct ManifestHeader {
   std::string target;   // the board it was compiled for
   std::string arch;     // its uname machine
   std::vector<std::string> mattr;  // the LLVM target's attributes, e.g. "+v", "+dotprod"
+  // x86-64: the extensions its code may use, as /proc/cpuinfo names them ("avx512_vnni", ...)
+  std::vector<std::string> cpu_features;
   ffi::json::Object manifest;
 };
 
@@ -259,6 +262,9 @@ inline ManifestHeader ReadManifestHeader(const DeployableSource& source) {
     if (llvm_target.count(ffi::String("mattr"))) {
       header.mattr = StringListField(llvm_target, "mattr");
     }
+    if (manifest->count(ffi::String("cpu_features"))) {
+      header.cpu_features = StringListField(*manifest, "cpu_features");
+    }
   } catch (const ffi::Error& error) {
     throw InputError(header.path + ": not a tinyasr deployable manifest (" + error.message() + ")");
   }
@@ -285,15 +291,29 @@ inline std::vector<std::string> FunctionWeights(const ManifestHeader& header, co
 
 // ----------------------------------------------------------------------------- machine
 
+/*! \brief The CPU's flags from /proc/cpuinfo (its first `flags` line); empty if unreadable. */
+inline std::vector<std::string> CpuInfoFlags() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    return {std::istream_iterator<std::string>(words), std::istream_iterator<std::string>()};
+  }
+  return {};
+}
+
 /*!
- * \brief The instruction-set extensions in `mattr` (the manifest's LLVM target attributes) that
- *  code for this machine may use and that this CPU lacks, from the kernel's AT_HWCAP: a
- *  deployable for a richer board then stops with one line instead of dying on SIGILL.
+ * \brief The instruction-set extensions that code for this machine may use and that this CPU
+ *  lacks: on RISC-V and arm, those in `mattr` (the manifest's LLVM target attributes), from the
+ *  kernel's AT_HWCAP; on x86-64, those in `cpu_features` (compile/deployable.py, from LLVM's
+ *  model of the target's cpu), from /proc/cpuinfo. A deployable for a richer board or CPU then
+ *  stops with one line instead of dying on SIGILL.
  */
-inline std::vector<std::string> MissingFeatures(const std::vector<std::string>& mattr) {
+inline std::vector<std::string> MissingFeatures(const std::vector<std::string>& mattr,
+                                                const std::vector<std::string>& cpu_features) {
   std::vector<std::string> missing;
   [[maybe_unused]] const unsigned long hwcap = getauxval(AT_HWCAP);
-  for ([[maybe_unused]] const std::string& feature : mattr) {  // none checked on x86-64
+  for ([[maybe_unused]] const std::string& feature : mattr) {
 #if defined(__riscv)
     if (feature == "+v" && !(hwcap & (1UL << ('V' - 'A')))) missing.push_back("v (RVV 1.0)");
 #elif defined(__aarch64__)
@@ -301,6 +321,14 @@ inline std::vector<std::string> MissingFeatures(const std::vector<std::string>& 
     if (feature == "+dotprod" && !(hwcap & kDotProduct)) missing.push_back("dotprod");
 #endif
   }
+#if defined(__x86_64__)
+  std::vector<std::string> flags = CpuInfoFlags();
+  for (const std::string& feature : cpu_features) {
+    if (!flags.empty() && std::find(flags.begin(), flags.end(), feature) == flags.end()) {
+      missing.push_back(feature);
+    }
+  }
+#endif
   return missing;
 }
 
@@ -311,7 +339,7 @@ inline void CheckMachine(const ManifestHeader& header) {
     throw InputError(header.dir + ": built for " + header.target + " (" + header.arch +
                      "); this machine is " + machine.machine);
   }
-  std::vector<std::string> missing = MissingFeatures(header.mattr);
+  std::vector<std::string> missing = MissingFeatures(header.mattr, header.cpu_features);
   if (!missing.empty()) {
     std::string names;
     for (const std::string& name : missing) names += (names.empty() ? "" : ", ") + name;
