@@ -42,11 +42,12 @@ def loaded_modules_check(prefixes: tuple[str, ...]) -> str:
 
 @pytest.fixture(scope="module")
 def deployable(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model compiled for this machine through the API's compile_model."""
+    """The tiny model compiled for this machine through the API's compile_model, with its
+    static transcriber."""
     import tinyasr
 
     out = tmp_path_factory.mktemp("deployable") / "host"
-    assert tinyasr.compile_model(model_dir, "host", out, untuned=True) == out
+    assert tinyasr.compile_model(model_dir, "host", out, untuned=True, static=True) == out
     return out
 
 
@@ -160,6 +161,16 @@ def test_transcribe_json_holds_what_it_printed(deployable: Path, tmp_path: Path,
     assert report["model"] == str(deployable)
     assert [f"{r['wav']}\t{r['text']}" for r in report["results"]] == printed
     assert all(r["audio_seconds"] > 0.5 and r["seconds"] > 0 for r in report["results"])
+
+
+def test_the_static_transcriber_prints_what_transcribe_lib_prints(deployable: Path, capsys):
+    """compile_model(static=True): out/tinyasr-transcribe, everything linked in, prints the
+    texts `transcribe --lib` prints (the same decoding, attention rescoring of a 10-best)."""
+    assert main(["transcribe", "--lib", str(deployable), str(WAV), str(WAV)]) == 0
+    printed = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
+    run = subprocess.run([str(deployable / "tinyasr-transcribe"), str(WAV), str(WAV)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.splitlines() == printed, run.stderr
 
 
 @pytest.mark.parametrize("data, message", [

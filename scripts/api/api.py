@@ -78,20 +78,23 @@ def transcribe(audio: Audio, model: Recognizer | ModelRef = None) -> str:
 
 def compile_model(model: ModelRef, target: str, out: str | os.PathLike[str], *,
                   force: bool = False, database: str | os.PathLike[str] | None = None,
-                  untuned: bool = False) -> Path:
+                  untuned: bool = False, static: bool = False) -> Path:
     """Compiles a SAN-M model (directory or .tac; None: the shipped one) for the board named
     `target` (see `boards()`; "host" is this machine) into the deployable directory `out`, as
     `tinyasr compile` does; returns `out`. Its manifest.json records sizes and the tuning used.
 
     force: replace an existing `out`. database: a tuning database (default: the device's own
-    under schedules/). untuned: TVM's default schedules."""
+    under schedules/). untuned: TVM's default schedules. static: also link
+    `out/tinyasr-transcribe`, the board's transcriber with everything in it (compile --static)."""
     from tinyasr.compile.deployable import build_deployable
     from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
     from tinyasr.targets.boards import get_board
+    from tinyasr.targets.static_transcriber import static_linker
 
-    out = Path(out)
-    build_deployable(Path(DEFAULT_MODEL if model is None else model), get_board(target), out,
-                     force, None, None if database is None else Path(database), untuned)
+    out, board = Path(out), get_board(target)
+    build_deployable(Path(DEFAULT_MODEL if model is None else model), board, out,
+                     force, None, None if database is None else Path(database), untuned,
+                     static_linker(board) if static else None)
     return out
 
 
