@@ -309,8 +309,9 @@ inline std::vector<std::string> CpuInfoFlags() {
  *  model of the target's cpu), from /proc/cpuinfo. A deployable for a richer board or CPU then
  *  stops with one line instead of dying on SIGILL.
  */
-inline std::vector<std::string> MissingFeatures(const std::vector<std::string>& mattr,
-                                                const std::vector<std::string>& cpu_features) {
+inline std::vector<std::string> MissingFeatures(
+    const std::vector<std::string>& mattr,
+    [[maybe_unused]] const std::vector<std::string>& cpu_features) {  // x86-64 only
   std::vector<std::string> missing;
   [[maybe_unused]] const unsigned long hwcap = getauxval(AT_HWCAP);
   for ([[maybe_unused]] const std::string& feature : mattr) {
