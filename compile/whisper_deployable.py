@@ -130,7 +130,7 @@ def write_whisper_deployable(built: BuiltModel, board: Board, out: Path, model_d
 
 def _manifest(built: BuiltModel, board: Board, model_dir: Path, staging: Path, model: Whisper,
               tokenizer: WhisperTokenizer, config: dict, int8: bool) -> dict[str, Any]:
-    specials = tokenizer.specials
+    specials, target = tokenizer.specials, board_target(board)
     files = (LIBRARY_FILE, WEIGHTS_FILE, *TOKENIZER_FILES)
     return {
         "format": FORMAT,
@@ -140,8 +140,8 @@ def _manifest(built: BuiltModel, board: Board, model_dir: Path, staging: Path, m
         "weights_encoding": "int8" if int8 else "fp32",
         "target": board.name,
         "arch": board.arch,
-        "llvm_target": json.loads(json.dumps(board_target(board), default=list)),
-        "cpu_features": cpu_features(board_target(board)),
+        "llvm_target": json.loads(json.dumps(target, default=list)),
+        "cpu_features": cpu_features(target),
         "model": {"path": str(Path(model_dir).resolve()), "sha256": model_hash(model_dir)},
         "versions": {"tinyasr": importlib.metadata.version("tinyasr"),
                      "tvm": tvm.__version__, "torch": torch.__version__},

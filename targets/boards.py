@@ -175,8 +175,9 @@ def check_cpu_features(deployable: Path, manifest: dict[str, Any]) -> None:
     """One line naming what this CPU lacks of the manifest's `cpu_features` (x86-64), before
     any of the deployable's code runs here. Unchecked where /proc/cpuinfo cannot be read."""
     flags = machine_cpu_flags()
-    missing = [flag for flag in manifest.get("cpu_features", []) if flags is not None
-               and flag not in flags]
+    if flags is None:
+        return
+    missing = [flag for flag in manifest.get("cpu_features", []) if flag not in flags]
     if missing:
         cpu = manifest.get("llvm_target", {}).get("mcpu", "?")
         raise InputError(f"{deployable}: built for {manifest['target']} ({cpu}), whose code "

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "wav.h"  // InputError
@@ -128,17 +129,17 @@ inline std::string StripSpaces(const std::string& text) {
 class ByteLevelVocabulary {
  public:
   /*!
-   * \brief Parses `contents` of the file `path` (std::nullopt: it could not be read), which must
-   *        hold `size` tokens (the deployable's n_vocab); text tokens below `first_special` must
-   *        be byte-level strings. Problems are InputErrors naming `path`.
+   * \brief Parses the `contents` of the file `path` (std::nullopt: it could not be read), which
+   *        must hold `size` tokens (the deployable's n_vocab); text tokens below `first_special`
+   *        must be byte-level strings. Problems are InputErrors naming `path`.
    */
-  ByteLevelVocabulary(const std::string& path, const std::optional<std::string>& contents,
-                      int64_t size, int64_t first_special)
+  ByteLevelVocabulary(const std::string& path, std::optional<std::string> contents, int64_t size,
+                      int64_t first_special)
       : first_special_(first_special) {
     if (!contents) {
       throw InputError(path + ": missing from the deployable (the Whisper vocabulary)");
     }
-    std::string text = *contents;
+    std::string text = std::move(*contents);
     const bool empty = text.empty();
     if (!empty && text.back() == '\n') text.pop_back();  // as Python's reader drops the last ""
     std::vector<int> byte_of = ByteOfCharacter();

@@ -102,7 +102,9 @@ class DeployableSource {
   /*! \brief A file as messages name it: DIR/NAME, or PROGRAM:NAME when linked in. */
   std::string Path(const char* name) const { return where_ + (embedded_ ? ":" : "/") + name; }
 
-  bool Has(const char* name) const { return embedded_ ? Find(name) != nullptr : IsFile(Path(name)); }
+  bool Has(const char* name) const {
+    return embedded_ ? Find(name) != nullptr : IsFile(Path(name));
+  }
 
   int64_t Bytes(const char* name) const {
     if (!embedded_) return FileBytes(Path(name));
@@ -218,10 +220,9 @@ inline double NumberField(const ffi::json::Object& object, const char* key) {
 /*! \brief The manifest's fields every family has. */
 struct ManifestHeader {
   explicit ManifestHeader(const DeployableSource& from)
-      : source(from), dir(from.where()), path(from.Path(kManifestFile)) {}
+      : source(from), path(from.Path(kManifestFile)) {}
 
-  DeployableSource source;
-  std::string dir;      // source.where(): the directory or the program, for messages
+  DeployableSource source;  // its where() names the directory or the program in messages
   std::string path;     // the manifest, for messages
   std::string family;   // kFamilySanM or kFamilyWhisper (anything else is refused)
   std::string target;   // the board it was compiled for
@@ -335,16 +336,17 @@ inline std::vector<std::string> MissingFeatures(
 
 /*! \brief Refuses a deployable built for another architecture or for missing extensions. */
 inline void CheckMachine(const ManifestHeader& header) {
+  const std::string& where = header.source.where();
   utsname machine;
   if (uname(&machine) == 0 && header.arch != machine.machine) {
-    throw InputError(header.dir + ": built for " + header.target + " (" + header.arch +
+    throw InputError(where + ": built for " + header.target + " (" + header.arch +
                      "); this machine is " + machine.machine);
   }
   std::vector<std::string> missing = MissingFeatures(header.mattr, header.cpu_features);
   if (!missing.empty()) {
     std::string names;
     for (const std::string& name : missing) names += (names.empty() ? "" : ", ") + name;
-    throw InputError(header.dir + ": built for " + header.target + ", whose code uses " + names +
+    throw InputError(where + ": built for " + header.target + ", whose code uses " + names +
                      ", which this CPU lacks");
   }
 }

@@ -20,10 +20,11 @@
 
 #include <fstream>
 #include <iomanip>
+#include <iostream>
 #include <iterator>
 #include <optional>
-#include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bpe.h"
@@ -107,7 +108,7 @@ void Vocabulary() {
     std::ifstream in(path, std::ios::binary);
     std::optional<std::string> contents;
     if (in) contents = std::string(std::istreambuf_iterator<char>(in), {});
-    tinyasr::ByteLevelVocabulary vocabulary(path, contents, size, first_special);
+    tinyasr::ByteLevelVocabulary vocabulary(path, std::move(contents), size, first_special);
     std::string texts, stripped;
     for (size_t i = 0; i < lists.size(); ++i) {
       std::string text = vocabulary.Decode(lists[i]);
