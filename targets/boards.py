@@ -206,10 +206,24 @@ def board_target(board: Board) -> dict[str, Any]:
     return {**(host_target() if board.llvm_target is None else board.llvm_target), **FAST_MATH}
 
 
+# Extensions the compiler has kernels for that a host may have beyond LLVM's model of the cpu it
+# names: under a hypervisor LLVM reads the cpu from the family and model numbers, which need not
+# match the flags (an AMX Xeon VM was named rocketlake, which has no AMX).
+HOST_EXTENSIONS = ("amx-tile", "amx-int8")
+
+
 def host_target() -> dict[str, Any]:
-    """The host's LLVM target dict with its real cpu (TVM ignores mcpu=native)."""
+    """The host's LLVM target dict with its real cpu (TVM ignores mcpu=native), plus the
+    HOST_EXTENSIONS this machine's flags list and that cpu's model lacks."""
     import tvm
 
     # tvm.cpu() is a tvm_ffi Device; TVM declares tvm.runtime's Device
-    return dict(tvm.target.Target.from_device(
+    target = dict(tvm.target.Target.from_device(
         tvm.cpu()).export())  # pyright: ignore[reportArgumentType]
+    flags = machine_cpu_flags() or set()
+    modelled = set(cpu_features(target))
+    extra = [f"+{name}" for name in HOST_EXTENSIONS
+             if X86_FEATURES[name] in flags and X86_FEATURES[name] not in modelled]
+    if extra:
+        target["mattr"] = [*target.get("mattr", []), *extra]
+    return target

@@ -340,6 +340,23 @@ def test_cpu_features_are_the_extensions_of_the_targets_cpu():
     assert cpu_features(BOARDS["rpi4"].llvm_target or {}) == []
 
 
+def test_host_target_adds_amx_the_machine_has_beyond_its_cpus_model(monkeypatch):
+    """A VM whose family and model numbers LLVM reads as rocketlake (no AMX) while its flags
+    list AMX (an Intel Xeon host of this project): host gets +amx-tile,+amx-int8, so the AMX
+    kernels and the manifest's cpu_features see them; without the flags it gets nothing."""
+    import tinyasr.targets.boards as boards
+
+    rocketlake = Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "rocketlake"})
+    monkeypatch.setattr(tvm.target.Target, "from_device", staticmethod(lambda device: rocketlake))
+    flags = {"avx512f", "avx512_vnni", "amx_tile", "amx_int8", "amx_bf16"}
+    monkeypatch.setattr(boards, "machine_cpu_flags", lambda: flags)
+    target = host_target()
+    assert target["mcpu"] == "rocketlake" and target["mattr"] == ["+amx-tile", "+amx-int8"]
+    assert {"amx_tile", "amx_int8"} <= set(cpu_features(target))
+    monkeypatch.setattr(boards, "machine_cpu_flags", lambda: flags - {"amx_tile", "amx_int8"})
+    assert "mattr" not in host_target()
+
+
 def test_a_deployable_using_extensions_this_cpu_lacks_is_one_line(host_deployable: Path,
                                                                    tmp_path: Path, capsys):
     """A host deployable records its cpu's extensions (cpu_features), all present here; one that

@@ -23,10 +23,18 @@ from tinyasr.compile.kernels.int8 import (
     VNNI,
     dot_isa,
     int8_matmul_kernel,
+    int8_matmul_tunable,
     int8_tiles,
     pack_weights,
 )
+from tinyasr.compile.kernels.int8_amx import (
+    amx_int8_matmul_kernel,
+    amx_points,
+    configuration_words,
+    has_amx,
+)
 from tinyasr.compile.kernels.quantize import quantize_rows_kernel
+from tinyasr.compile.kernels.tunable import KernelChoices
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build
 from tinyasr.model.compression.quantize import quantizable_layers
 from tinyasr.model.data.datadir import load_wav, read_data_dir
@@ -34,7 +42,7 @@ from tinyasr.model.network.compressed import load_compressed, write_compressed
 from tinyasr.model.network.int8 import Activations, Quantization
 from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
 from tinyasr.scripts.cli import main
-from tinyasr.targets.boards import BOARDS, host_target
+from tinyasr.targets.boards import BOARDS, host_target, machine_cpu_flags
 from tinyasr.targets.host.runner import CompiledModelRunner
 
 N, K = 144, 64   # output channels, input features: every ISA's lanes and groups divide them
@@ -281,3 +289,98 @@ def test_pass_turns_an_int8_conv1d_into_rounded_columns_and_the_kernel(tmp_path)
     bias = conv.bias.detach().numpy()
     expected = (xq @ weights.T) * step * scale + bias
     np.testing.assert_allclose(out[0], expected.T, rtol=1e-5, atol=1e-5)
+
+
+# AMX tiles (compile/kernels/int8_amx.py): built here, run only where the CPU has them.
+
+SAPPHIRE_RAPIDS = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "sapphirerapids"}
+TILE_INSTRUCTIONS = ("ldtilecfg", "tileloadd", "tdpbssd", "tilestored", "tilerelease")
+
+
+def _machine_has_amx() -> bool:
+    return {"amx_tile", "amx_int8"} <= (machine_cpu_flags() or set())
+
+
+def test_amx_tiles_join_the_int8_space_only_on_amx_targets():
+    """After the VNNI tiles (the default unchanged), on a target with AMX int8 only."""
+    assert has_amx(Target(SAPPHIRE_RAPIDS))
+    assert not has_amx(Target(X86_VNNI))
+    assert not has_amx(Target({**X86_VNNI, "mcpu": "znver5"}))
+    plain, tiled = int8_matmul_tunable(VNNI, 384, 384), int8_matmul_tunable(VNNI, 384, 384, True)
+    assert tiled.name == plain.name and tiled.default == plain.default
+    assert list(tiled.space) == [*plain.space, {"amx": 1, "blocks": 2}, {"amx": 1, "blocks": 1}]
+    assert [p for p in int8_matmul_tunable(VNNI, 144, 144, True).space if "amx" in p] == [
+        {"amx": 1, "blocks": 1}]                        # 9 blocks: one C tile at a time
+    assert int8_matmul_tunable(AVX2, 384, 384, True).space == int8_matmul_tunable(
+        AVX2, 384, 384).space                           # AMX packs as VNNI does
+
+
+@pytest.mark.parametrize("n, k", [(384, 384), (31, 144), (1536, 384)])
+def test_amx_kernels_build_into_tile_instructions(n: int, k: int):
+    """Whole 64-byte chunks of k (384) and a narrower last one (144), a last partial block
+    of columns (31); the kernel asks Linux for the tile registers (arch_prctl via syscall)."""
+    for params in amx_points(n, k):
+        tunable = int8_matmul_tunable(VNNI, n, k, amx=True)
+        kernel = tunable.make(params).with_attr("global_symbol", "kernel")
+        assembly = tvm.compile(tvm.IRModule({"kernel": kernel}),
+                               Target(SAPPHIRE_RAPIDS)).mod.inspect_source("asm")
+        assert all(instruction in assembly for instruction in TILE_INSTRUCTIONS), params
+        assert "syscall" in assembly and "vpdpbusd" not in assembly
+
+
+def test_amx_tile_configuration_bytes():
+    """Palette 1; per tile its bytes per row and rows: C and A get the call's rows (a
+    multiplier), the weights' B tiles 16 rows (k's last 16 bytes: 4)."""
+    words, multipliers = configuration_words(2, 16)
+    config = b"".join(word.to_bytes(8, "little") for word in words)
+    rows = b"".join(word.to_bytes(8, "little") for word in multipliers)
+    assert config[0] == 1 and not any(config[1:16]) and not any(config[56:])
+    row_bytes = [int.from_bytes(config[16 + 2 * t:18 + 2 * t], "little") for t in range(8)]
+    assert row_bytes == [64, 64, 64, 64, 64, 16, 64, 64]
+    assert list(config[48:56]) == [0, 0, 0, 16, 16, 0, 4, 4]
+    assert list(rows[48:56]) == [1, 1, 1, 0, 0, 1, 0, 0]
+    words, _ = configuration_words(1, 0)               # C0, A, B0 only
+    config = b"".join(word.to_bytes(8, "little") for word in words)
+    assert [int.from_bytes(config[16 + 2 * t:18 + 2 * t], "little") for t in range(8)] == [
+        64, 0, 64, 64, 0, 0, 0, 0]
+
+
+def test_the_int8_pass_builds_amx_kernels_when_chosen(tmp_path, monkeypatch):
+    """A layer compiled for an AMX target with its tile kernel chosen (as a device's timings
+    would): the lowered module calls it and the code has tile instructions."""
+    monkeypatch.setattr(KernelChoices, "choose", lambda self, tunable: next(
+        (p for p in tunable.space if p.get("amx")), tunable.default))
+    rng = np.random.default_rng(5)
+    wq = rng.integers(-127, 128, (N, K), dtype=np.int8)
+    scale = (rng.random(N, dtype=np.float32) + 0.5) / 127
+    imported = ImportedModel(_linear_on_int8_weights(),
+                             {"main": [tvm.runtime.tensor(wq), tvm.runtime.tensor(scale)]})
+    built = build(imported, SAPPHIRE_RAPIDS, IRDumper(tmp_path))
+    assert "tilezero" in next(tmp_path.glob("*-lower.py")).read_text()
+    assembly = "".join(module.inspect_source("asm") for module in built.executable.mod.imports)
+    assert all(instruction in assembly for instruction in TILE_INSTRUCTIONS)
+
+
+@pytest.mark.skipif(not _machine_has_amx(), reason="this CPU has no AMX tiles")
+@pytest.mark.parametrize("n, k", [(384, 384), (31, 144)])
+@pytest.mark.parametrize("rows", [1, 15, 16, 37, 128])
+def test_amx_kernel_sums_exactly_on_the_host(n: int, k: int, rows: int):
+    """Tile kernels against the exact product with a fused bias + ReLU: fewer rows than a
+    tile, whole tiles and a last partial one."""
+    target = Target({**host_target(), "mattr": ["+amx-tile", "+amx-int8"]})
+    rng = np.random.default_rng(rows)
+    xq = rng.integers(-127, 128, (rows, k), dtype=np.int8)
+    wq = rng.integers(-127, 128, (n, k), dtype=np.int8)
+    x_scale = rng.random((rows, 1), dtype=np.float32)
+    w_scale = rng.random(n, dtype=np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    exact = (xq.astype(np.int64) @ wq.T.astype(np.int64)).astype(np.float32)
+    for params in amx_points(n, k):
+        kernel = amx_int8_matmul_kernel(n, k, params).with_attr("global_symbol", "kernel")
+        library = tvm.compile(tvm.IRModule({"kernel": kernel}), target).mod
+        out = tvm.runtime.tensor(np.zeros((rows, n), np.float32))
+        library["kernel"](*(tvm.runtime.tensor(a) for a in
+                            [xq, pack_weights(VNNI, wq), x_scale, w_scale, bias,
+                             np.float32(0)]), out)
+        np.testing.assert_allclose(out.numpy(), np.maximum(exact * x_scale * w_scale + bias, 0),
+                                   rtol=1e-6, atol=1e-6, err_msg=str(params))

@@ -18,6 +18,8 @@ instruction that does exactly that sum:
     rvv           vwmacc    L=16 G=1   LLVM widens i8 products into i16/i32 accumulators
     generic       (scalar)  L=16 G=1   any other CPU: plain int32 loops
 
+On targets with AMX int8 the VNNI template's space also holds tile kernels (int8_amx.py).
+
 The dot-instruction kernels (G > 1) compute a register tile of R rows x T column blocks at a
 time: by default 4 x up to 4, whose 16 independent accumulators keep the instruction's
 pipeline full (one accumulator per row ran VNNI at 17% of its peak; the tile runs at 65-70%,
@@ -140,23 +142,11 @@ def int8_tiles(isa: DotIsa, n: int, k: int) -> list[Params]:
     return [{"rows": rows, "blocks": width} for rows, width in [default, *fits]]
 
 
-def _kernel(isa: DotIsa, n: int, k: int, params: Params) -> tirx.PrimFunc:
-    """G > 1 ISAs: a register tile of R rows x T blocks of L columns, so that R * T independent
-    accumulators hide the dot instruction's latency (one accumulator chain per row and block
-    ran at 17% of the VNNI peak); each weight vector loaded serves R rows, and rows past the
-    last full tile take a one-row tile. The VNNI sign offsets of the tile's blocks are
-    computed once per block.
-    G=1 ISAs: for each block of L columns, for each tile of R rows, a vector multiply-add per
-    row and k that LLVM widens (vwmacc on RVV). Both end in the fused requantize."""
-    blocks, groups, lanes, group = isa.packed_shape(n, k)
+def requantize_store(n: int, lanes: int, blocks: int):
+    """The fused requantize as a macro `store(out, acc, start, x_scale, w_scale, bias, lower,
+    row, block)`: block `block` of row `row` from the int32 sums at acc[start:], vectorized over
+    L lanes, the last partial block (n % L columns) lane by lane."""
     whole = n // lanes   # blocks of L columns; a last partial block has n % L
-    row_tile, tile = params["rows"], params["blocks"]
-    if blocks % tile or (group == 1 and tile != 1):
-        raise ValueError(f"{params}: not a tile of {isa.name} for {n} columns")
-    accumulators = row_tile * tile
-    dot = DOT_INSTRUCTIONS.get(isa, _sdot)   # (G > 1)
-    activation = functools.partial(_activation_group, isa)
-    sign_bits = SIGN_BITS if isa is VNNI else 0   # u8 activations = s8 with the sign bit flipped
 
     @T.macro
     def requantize(out, acc, start, x_scale, w_scale, bias, lower, row, column, lane):
@@ -180,6 +170,28 @@ def _kernel(isa: DotIsa, n: int, k: int, params: Params) -> tirx.PrimFunc:
             for lane in T.unroll(n - whole * lanes):
                 requantize(out, acc, start, x_scale, w_scale, bias, lower, row, block * lanes,
                            lane)
+
+    return store
+
+
+def _kernel(isa: DotIsa, n: int, k: int, params: Params) -> tirx.PrimFunc:
+    """G > 1 ISAs: a register tile of R rows x T blocks of L columns, so that R * T independent
+    accumulators hide the dot instruction's latency (one accumulator chain per row and block
+    ran at 17% of the VNNI peak); each weight vector loaded serves R rows, and rows past the
+    last full tile take a one-row tile. The VNNI sign offsets of the tile's blocks are
+    computed once per block.
+    G=1 ISAs: for each block of L columns, for each tile of R rows, a vector multiply-add per
+    row and k that LLVM widens (vwmacc on RVV). Both end in the fused requantize."""
+    blocks, groups, lanes, group = isa.packed_shape(n, k)
+    row_tile, tile = params["rows"], params["blocks"]
+    if blocks % tile or (group == 1 and tile != 1):
+        raise ValueError(f"{params}: not a tile of {isa.name} for {n} columns")
+    accumulators = row_tile * tile
+    dot = DOT_INSTRUCTIONS.get(isa, _sdot)   # (G > 1)
+    activation = functools.partial(_activation_group, isa)
+    sign_bits = SIGN_BITS if isa is VNNI else 0   # u8 activations = s8 with the sign bit flipped
+
+    store = requantize_store(n, lanes, blocks)
 
     @T.macro
     def dot_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, outer, first, count):
@@ -272,11 +284,20 @@ def int8_matmul_kernel(isa: DotIsa, n: int, k: int,
     return _kernel(isa, n, k, params or int8_tiles(isa, n, k)[0])
 
 
-def int8_matmul_tunable(isa: DotIsa, n: int, k: int) -> Tunable:
-    """The kernel as a template over its register tile."""
-    return Tunable(f"int8_matmul_{isa.name.replace('-', '_')}_{n}x{k}",
-                   lambda params: int8_matmul_kernel(isa, n, k, params),
-                   tuple(int8_tiles(isa, n, k)))
+def int8_matmul_tunable(isa: DotIsa, n: int, k: int, amx: bool = False) -> Tunable:
+    """The kernel as a template over its register tile; with `amx` (a VNNI target with AMX
+    tiles) also over the tile kernels of compile/kernels/int8_amx.py, which take the same
+    inputs and packed weights."""
+    # int8_amx builds on this module's packing and requantize
+    from tinyasr.compile.kernels.int8_amx import amx_int8_matmul_kernel, amx_points
+
+    def make(params: Params) -> tirx.PrimFunc:
+        if params.get("amx"):
+            return amx_int8_matmul_kernel(n, k, params)
+        return int8_matmul_kernel(isa, n, k, params)
+
+    points = int8_tiles(isa, n, k) + (amx_points(n, k) if amx and isa is VNNI else [])
+    return Tunable(f"int8_matmul_{isa.name.replace('-', '_')}_{n}x{k}", make, tuple(points))
 
 
 def pack_weights(isa: DotIsa, wq: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from tvm.target import Target
 from tinyasr.compile.kernels.epilogue import identity_epilogue
 from tinyasr.compile.kernels.fp32 import VectorUnit, vector_unit
 from tinyasr.compile.kernels.int8 import DotIsa, dot_isa, int8_matmul_tunable
+from tinyasr.compile.kernels.int8_amx import has_amx
 from tinyasr.compile.kernels.quantize import INT8_MAX, TINY, quantize_rows_kernel
 from tinyasr.compile.kernels.tunable import KernelChoices
 from tinyasr.compile.passes.rewriting import (
@@ -136,6 +137,7 @@ class Int8KernelRewriter(FunctionRewriter):
     def __init__(self, mod: tvm.IRModule, target: Target, choices: KernelChoices | None = None):
         super().__init__(mod, choices)
         self.isa: DotIsa = dot_isa(target)
+        self.amx = has_amx(target)
         self.unit: VectorUnit = vector_unit(target)
 
     def quantize_rows(self, x: relax.Expr, rows: tirx.Expr) -> tuple[relax.Var, relax.Var]:
@@ -160,7 +162,7 @@ class Int8KernelRewriter(FunctionRewriter):
             wq = relax.op.nn.pad(wq, [0, blocks * lanes - n, 0, 0])
         packed = self.builder_.emit(relax.op.permute_dims(
             relax.op.reshape(wq, [blocks, lanes, groups, group]), [0, 2, 1, 3]))
-        kernel = self._tunable(int8_matmul_tunable(self.isa, n, k))
+        kernel = self._tunable(int8_matmul_tunable(self.isa, n, k, self.amx))
         return relax.call_tir(kernel, [xq, packed, x_scale, scale, *identity_epilogue(n)],
                               relax.TensorType([rows, n], "float32"))
 
