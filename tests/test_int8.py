@@ -361,26 +361,56 @@ def test_the_int8_pass_builds_amx_kernels_when_chosen(tmp_path, monkeypatch):
     assert all(instruction in assembly for instruction in TILE_INSTRUCTIONS)
 
 
-@pytest.mark.skipif(not _machine_has_amx(), reason="this CPU has no AMX tiles")
-@pytest.mark.parametrize("n, k", [(384, 384), (31, 144)])
-@pytest.mark.parametrize("rows", [1, 15, 16, 37, 128])
-def test_amx_kernel_sums_exactly_on_the_host(n: int, k: int, rows: int):
-    """Tile kernels against the exact product with a fused bias + ReLU: fewer rows than a
-    tile, whole tiles and a last partial one."""
-    target = Target({**host_target(), "mattr": ["+amx-tile", "+amx-int8"]})
-    rng = np.random.default_rng(rows)
-    xq = rng.integers(-127, 128, (rows, k), dtype=np.int8)
-    wq = rng.integers(-127, 128, (n, k), dtype=np.int8)
-    x_scale = rng.random((rows, 1), dtype=np.float32)
-    w_scale = rng.random(n, dtype=np.float32)
-    bias = rng.standard_normal(n).astype(np.float32)
-    exact = (xq.astype(np.int64) @ wq.T.astype(np.int64)).astype(np.float32)
+@pytest.mark.parametrize("emulated", [
+    True, pytest.param(False, marks=pytest.mark.skipif(not _machine_has_amx(),
+                                                       reason="this CPU has no AMX tiles"))])
+@pytest.mark.parametrize("n, k", [(384, 384), (31, 144), (48, 16)])
+def test_amx_kernel_sums_exactly(n: int, k: int, emulated: bool):
+    """Tile kernels against the exact product with a fused bias + ReLU, for fewer rows than a
+    tile, a whole tile and a last partial one; whole 64-byte chunks of k, a narrower last one,
+    only a narrow one. Emulated (the tile operations in plain TIR with the hardware's shape
+    rules asserted: the configurations, addressing and tails) on any CPU; on the tiles
+    themselves where the CPU has them."""
+    target = Target(host_target() if emulated else {**host_target(),
+                                                    "mattr": ["+amx-tile", "+amx-int8"]})
     for params in amx_points(n, k):
-        kernel = amx_int8_matmul_kernel(n, k, params).with_attr("global_symbol", "kernel")
+        kernel = amx_int8_matmul_kernel(n, k, params, emulated).with_attr("global_symbol",
+                                                                          "kernel")
         library = tvm.compile(tvm.IRModule({"kernel": kernel}), target).mod
-        out = tvm.runtime.tensor(np.zeros((rows, n), np.float32))
-        library["kernel"](*(tvm.runtime.tensor(a) for a in
-                            [xq, pack_weights(VNNI, wq), x_scale, w_scale, bias,
-                             np.float32(0)]), out)
-        np.testing.assert_allclose(out.numpy(), np.maximum(exact * x_scale * w_scale + bias, 0),
-                                   rtol=1e-6, atol=1e-6, err_msg=str(params))
+        for rows in (1, 15, 16, 37):
+            rng = np.random.default_rng(rows)
+            xq = rng.integers(-127, 128, (rows, k), dtype=np.int8)
+            wq = rng.integers(-127, 128, (n, k), dtype=np.int8)
+            x_scale = rng.random((rows, 1), dtype=np.float32)
+            w_scale = rng.random(n, dtype=np.float32)
+            bias = rng.standard_normal(n).astype(np.float32)
+            out = tvm.runtime.tensor(np.zeros((rows, n), np.float32))
+            library["kernel"](*(tvm.runtime.tensor(a) for a in
+                                [xq, pack_weights(VNNI, wq), x_scale, w_scale, bias,
+                                 np.float32(0)]), out)
+            exact = (xq.astype(np.int64) @ wq.T.astype(np.int64)).astype(np.float32)
+            np.testing.assert_allclose(out.numpy(),
+                                       np.maximum(exact * x_scale * w_scale + bias, 0),
+                                       rtol=1e-6, atol=1e-6, err_msg=f"{params}, {rows} rows")
+
+
+def test_the_emulated_tiles_refuse_a_wrong_configuration(monkeypatch):
+    """The emulation checks what the hardware would fault on: a weight tile configured with
+    16 rows where k leaves 4 reads past the packed weights."""
+    import tinyasr.compile.kernels.int8_amx as int8_amx
+
+    def wrong(tile: int, rest: int) -> tuple[list[int], list[int]]:
+        words, multipliers = configuration_words(tile, rest)
+        words[6] += 12 << 48          # tile 6 (the last k's weights): 4 -> 16 rows
+        return words, multipliers
+
+    monkeypatch.setattr(int8_amx, "configuration_words", wrong)
+    n, k, rows = 32, 144, 20
+    kernel = amx_int8_matmul_kernel(n, k, {"amx": 1, "blocks": 2}, emulated=True)
+    library = tvm.compile(tvm.IRModule({"kernel": kernel.with_attr("global_symbol", "kernel")}),
+                          Target(host_target())).mod
+    inputs = [np.zeros((rows, k), np.int8), pack_weights(VNNI, np.zeros((n, k), np.int8)),
+              np.ones((rows, 1), np.float32), np.ones(n, np.float32), np.zeros(n, np.float32),
+              np.float32(0), np.zeros((rows, n), np.float32)]
+    with pytest.raises(tvm.error.TVMError, match="tile load past the weights"):
+        library["kernel"](*(tvm.runtime.tensor(a) for a in inputs))

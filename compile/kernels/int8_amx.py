@@ -23,11 +23,16 @@ one system call, which the kernel answers from a flag once granted.
 
 Not a default: the tile kernels join the VNNI kernel's template space on targets with amx-int8
 (`amx_points`), so `tinyasr tune` times them on the device and compile uses one where it was
-timed faster. No machine this project has run on so far had AMX; the kernels are checked to
-build into tile instructions here and run (against the VNNI kernel) on an AMX machine only.
+timed faster. No machine this project has run on so far had AMX (nor does the one x86 emulator
+with AMX in the registries, bochscpu-python 0.4.0, model a CPU that has it): the kernels are
+checked to build into tile instructions, run everywhere with the tile operations emulated in
+plain TIR (`emulated=True`: the same configurations, addresses and loops, with the
+hardware's shape rules asserted), and run on the tiles themselves where the CPU has them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from tvm import tirx
 from tvm.script import tirx as T
@@ -85,26 +90,144 @@ def configuration_words(tile: int, rest: int) -> tuple[list[int], list[int]]:
     return words, multipliers
 
 
-def amx_int8_matmul_kernel(n: int, k: int, params: Params) -> tirx.PrimFunc:
+def _tile_instructions(k: int) -> dict[str, Callable]:
+    """The tile operations the kernel is written in, as AMX instructions: ask Linux for the
+    tile registers, load a configuration, zero a tile, load activation rows (stride k) or
+    weight groups (stride 64), multiply-accumulate, store an int32 tile (stride 64), release."""
+
+    def intrinsic(name: str, *args) -> tirx.Expr:
+        return T.call_llvm_intrin("void", f"llvm.x86.{name}", *args)
+
+    @T.macro
+    def request(tiles):
+        T.evaluate(T.call_extern("int64", "syscall", T.int64(SYS_ARCH_PRCTL),
+                                 T.int64(ARCH_REQ_XCOMP_PERM), T.int64(XFEATURE_XTILEDATA)))
+
+    @T.macro
+    def load_config(tiles, config):
+        T.evaluate(intrinsic("ldtilecfg", T.address_of(config[0])))
+
+    @T.macro
+    def zero(tiles, t):
+        T.evaluate(intrinsic("tilezero", T.uint8(t)))
+
+    @T.macro
+    def load_rows(tiles, t, xq, row, column):
+        T.evaluate(intrinsic("tileloadd64", T.uint8(t), T.address_of(xq[row, column]),
+                             T.int64(k)))
+
+    @T.macro
+    def load_groups(tiles, t, w, block, group):
+        T.evaluate(intrinsic("tileloadd64", T.uint8(t), T.address_of(w[block, group, 0, 0]),
+                             T.int64(TILE_BYTES)))
+
+    @T.macro
+    def dot(tiles, c, a, b):
+        T.evaluate(intrinsic("tdpbssd", T.uint8(c), T.uint8(a), T.uint8(b)))
+
+    @T.macro
+    def store(tiles, t, acc, start):
+        T.evaluate(intrinsic("tilestored64", T.uint8(t), T.address_of(acc[start]),
+                             T.int64(TILE_BYTES)))
+
+    @T.macro
+    def release(tiles):
+        T.evaluate(intrinsic("tilerelease"))
+
+    return {"request": request, "load_config": load_config, "zero": zero,
+            "load_rows": load_rows, "load_groups": load_groups, "dot": dot, "store": store,
+            "release": release}
+
+
+def _tile_emulation() -> dict[str, Callable]:
+    """The same operations in plain TIR on a register file in memory, with the hardware's shape
+    rules asserted (tiles within the configuration, tdpbssd's operand shapes, loads within
+    their buffers): the kernel's configurations, addressing and tails then run, and are
+    checked, on any CPU. The registers are the kernel's `tile_bytes` (8 x 16 x 64 int8: A and
+    B), `tile_words` (8 x 16 x 16 int32: C) and `tile_shapes` (rows, bytes per row)."""
+
+    @T.macro
+    def request(tiles):
+        T.evaluate(0)
+
+    @T.macro
+    def load_config(tiles, config):
+        assert config[0] % T.uint64(256) == T.uint64(1), "tile configuration: palette 1"
+        for t in range(8):
+            tiles[2][t, 0] = T.Cast("int32", (config[6] >> T.Cast("uint64", 8 * t))
+                                       % T.uint64(256))
+            tiles[2][t, 1] = T.Cast("int32", (config[2 + t // 4]
+                                                 >> T.Cast("uint64", 16 * (t % 4)))
+                                       % T.uint64(65536))
+            assert tiles[2][t, 0] <= TILE_ROWS and tiles[2][t, 1] <= TILE_BYTES, \
+                "tile configuration: a tile over 16 rows or 64 bytes"
+
+    @T.macro
+    def zero(tiles, t):
+        for r, c in T.grid(TILE_ROWS, TILE_ROWS):
+            tiles[1][t, r, c] = 0
+
+    @T.macro
+    def load_rows(tiles, t, xq, row, column):
+        assert row + T.Cast("int64", tiles[2][t, 0]) <= xq.shape[0] and (
+            column + tiles[2][t, 1] <= xq.shape[1]), "tile load past the activations"
+        for r, c in T.grid(tiles[2][t, 0], tiles[2][t, 1]):
+            tiles[0][t, r, c] = xq[row + r, column + c]
+
+    @T.macro
+    def load_groups(tiles, t, w, block, group):
+        assert block < w.shape[0] and group + tiles[2][t, 0] <= w.shape[1] and (
+            tiles[2][t, 1] == TILE_BYTES), "tile load past the weights"
+        for r, c in T.grid(tiles[2][t, 0], tiles[2][t, 1]):
+            tiles[0][t, r, c] = w[block, group + r, c // 4, c % 4]
+
+    @T.macro
+    def dot(tiles, c, a, b):
+        assert tiles[2][c, 0] == tiles[2][a, 0] and tiles[2][c, 1] == tiles[2][
+            b, 1] and tiles[2][a, 1] == 4 * tiles[2][b, 0] and tiles[2][c, 0] > 0, \
+            "tdpbssd: operand shapes do not match"
+        for m, j, i in T.grid(tiles[2][c, 0], tiles[2][c, 1] // 4, tiles[2][a, 1]):
+            tiles[1][c, m, j] = tiles[1][c, m, j] + T.Cast(
+                "int32", tiles[0][a, m, i]) * T.Cast("int32", tiles[0][b, i // 4, j * 4 + i % 4])
+
+    @T.macro
+    def store(tiles, t, acc, start):
+        for m, j in T.grid(tiles[2][t, 0], tiles[2][t, 1] // 4):
+            acc[start + m * TILE_ROWS + j] = tiles[1][t, m, j]
+
+    @T.macro
+    def release(tiles):
+        T.evaluate(0)
+
+    return {"request": request, "load_config": load_config, "zero": zero,
+            "load_rows": load_rows, "load_groups": load_groups, "dot": dot, "store": store,
+            "release": release}
+
+
+def amx_int8_matmul_kernel(n: int, k: int, params: Params,
+                           emulated: bool = False) -> tirx.PrimFunc:
     """The VNNI kernel's function on tiles: (xq (rows, k) int8, packed w, x_scale (rows, 1),
-    w_scale (n,), bias (n,), lower ()) -> (rows, n) float32; params {"amx": 1, "blocks": T}."""
+    w_scale (n,), bias (n,), lower ()) -> (rows, n) float32; params {"amx": 1, "blocks": T}.
+    `emulated`: the tile operations in plain TIR (_tile_emulation), to check the kernel on a
+    CPU without AMX."""
     blocks, groups, lanes, _ = VNNI.packed_shape(n, k)
     tile = params["blocks"]
     if k % 4 or blocks % tile or tile not in AMX_BLOCKS:
         raise ValueError(f"{params}: not an AMX tile for {n} x {k}")
     chunks, rest = divmod(k, TILE_BYTES)
-    store = requantize_store(n, lanes, blocks)
-
-    def intrinsic(name: str, *args) -> tirx.Expr:
-        return T.call_llvm_intrin("void", f"llvm.x86.{name}", *args)
-
+    requantize = requantize_store(n, lanes, blocks)
+    ops = _tile_emulation() if emulated else _tile_instructions(k)
+    request, load_config, zero, load_rows, load_groups, dot, store, release = (
+        ops[name] for name in ("request", "load_config", "zero", "load_rows", "load_groups",
+                               "dot", "store", "release"))
+    # the emulation's register file: A/B bytes, C words, (rows, bytes per row) of each tile
+    registers = (((8, TILE_ROWS, TILE_BYTES), (8, TILE_ROWS, TILE_ROWS), (8, 2)) if emulated
+                 else ((1,), (1,), (1,)))   # unused on the hardware
     words, multipliers = configuration_words(tile, rest)
 
     @T.macro
     def configure(config, rows):
         """The configuration for tiles of `rows` (<= 16) rows."""
-        for word in T.unroll(8):
-            config[word] = T.uint64(0)
         config[0] = T.uint64(words[0])
         config[1] = T.uint64(words[1])
         config[2] = T.uint64(words[2])
@@ -115,36 +238,30 @@ def amx_int8_matmul_kernel(n: int, k: int, params: Params) -> tirx.PrimFunc:
         config[7] = T.uint64(words[7]) + T.Cast("uint64", rows) * T.uint64(multipliers[7])
 
     @T.macro
-    def multiply(xq, w, outer, first, column, a_tile, b_tile):
+    def multiply(tiles, xq, w, outer, first, column, a_tile, b_tile):
         """C_b += rows from `first` of xq's bytes from `column` (tile a_tile) times those k of
         blocks outer * T + b (tiles b_tile + b)."""
-        T.evaluate(intrinsic("tileloadd64", T.uint8(a_tile), T.address_of(xq[first, column]),
-                             T.int64(k)))
+        load_rows(tiles, a_tile, xq, first, column)
         for b in T.unroll(tile):
-            T.evaluate(intrinsic("tileloadd64", T.uint8(b_tile + b),
-                                 T.address_of(w[outer * tile + b, column // 4, 0, 0]),
-                                 T.int64(TILE_BYTES)))
+            load_groups(tiles, b_tile + b, w, outer * tile + b, column // 4)
         for b in T.unroll(tile):
-            T.evaluate(intrinsic("tdpbssd", T.uint8(C_TILE + b), T.uint8(a_tile),
-                                 T.uint8(b_tile + b)))
+            dot(tiles, C_TILE + b, a_tile, b_tile + b)
 
     @T.macro
-    def tile_rows(xq, w, x_scale, w_scale, bias, lower, out, acc, outer, first, count):
+    def tile_rows(tiles, xq, w, x_scale, w_scale, bias, lower, out, acc, outer, first, count):
         """`count` (<= 16) rows from `first` times blocks outer * T ...: tile sums, requantized."""
         for b in T.unroll(tile):
-            T.evaluate(intrinsic("tilezero", T.uint8(C_TILE + b)))
+            zero(tiles, C_TILE + b)
         for chunk in range(chunks):
-            multiply(xq, w, outer, first, chunk * TILE_BYTES, A_TILE, B_TILE)
+            multiply(tiles, xq, w, outer, first, chunk * TILE_BYTES, A_TILE, B_TILE)
         if rest > 0:
-            multiply(xq, w, outer, first, chunks * TILE_BYTES, A_REST, B_REST)
+            multiply(tiles, xq, w, outer, first, chunks * TILE_BYTES, A_REST, B_REST)
         for b in T.unroll(tile):
-            T.evaluate(intrinsic("tilestored64", T.uint8(C_TILE + b),
-                                 T.address_of(acc[b * TILE_ROWS * lanes]),
-                                 T.int64(lanes * 4)))
+            store(tiles, C_TILE + b, acc, b * TILE_ROWS * lanes)
         for r in range(count):
             for b in T.unroll(tile):
-                store(out, acc, (b * TILE_ROWS + r) * lanes, x_scale, w_scale, bias, lower,
-                      first + r, outer * tile + b)
+                requantize(out, acc, (b * TILE_ROWS + r) * lanes, x_scale, w_scale, bias, lower,
+                           first + r, outer * tile + b)
 
     @T.prim_func(private=True)
     def kernel(xq_handle: T.handle, w_handle: T.handle, x_scale_handle: T.handle,
@@ -162,20 +279,23 @@ def amx_int8_matmul_kernel(n: int, k: int, params: Params) -> tirx.PrimFunc:
         acc = T.alloc_buffer((tile * TILE_ROWS * lanes,), "int32")
         full = T.alloc_buffer((8,), "uint64")   # tile configurations: 16 rows, the rest
         last = T.alloc_buffer((8,), "uint64")
-        T.evaluate(T.call_extern("int64", "syscall", T.int64(SYS_ARCH_PRCTL),
-                                 T.int64(ARCH_REQ_XCOMP_PERM), T.int64(XFEATURE_XTILEDATA)))
+        tile_bytes = T.alloc_buffer(registers[0], "int8")
+        tile_words = T.alloc_buffer(registers[1], "int32")
+        tile_shapes = T.alloc_buffer(registers[2], "int32")
+        request((tile_bytes, tile_words, tile_shapes))
         configure(full, TILE_ROWS)
         configure(last, rows % TILE_ROWS)
         for outer in range(blocks // tile):
             if rows >= TILE_ROWS:
-                T.evaluate(intrinsic("ldtilecfg", T.address_of(full[0])))
+                load_config((tile_bytes, tile_words, tile_shapes), full)
                 for whole in range(rows // TILE_ROWS):
-                    tile_rows(xq, w, x_scale, w_scale, bias, lower, out, acc, outer,
-                              whole * TILE_ROWS, TILE_ROWS)
+                    tile_rows((tile_bytes, tile_words, tile_shapes), xq, w, x_scale, w_scale,
+                              bias, lower, out, acc, outer, whole * TILE_ROWS, TILE_ROWS)
             if rows % TILE_ROWS > 0:
-                T.evaluate(intrinsic("ldtilecfg", T.address_of(last[0])))
-                tile_rows(xq, w, x_scale, w_scale, bias, lower, out, acc, outer,
-                          rows - rows % TILE_ROWS, rows % TILE_ROWS)
-        T.evaluate(intrinsic("tilerelease"))
+                load_config((tile_bytes, tile_words, tile_shapes), last)
+                tile_rows((tile_bytes, tile_words, tile_shapes), xq, w, x_scale, w_scale,
+                          bias, lower, out, acc, outer, rows - rows % TILE_ROWS,
+                          rows % TILE_ROWS)
+        release((tile_bytes, tile_words, tile_shapes))
 
     return kernel
