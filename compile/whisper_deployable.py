@@ -90,27 +90,35 @@ def import_whisper(model: Whisper, dump: IRDumper, int8: bool = False,
     return ImportedModel(mod, weights, int8_attention=int8)
 
 
-def build_whisper_deployable(model_dir: Path, board: Board, out: Path, force: bool = False,
-                             dump_dir: Path | None = None, database: Path | None = None,
-                             untuned: bool = False, int8: bool = False,
-                             static: StaticLinker | None = None) -> dict[str, Any]:
-    """Compiles a converted Whisper model dir for `board` into the deployable `out`; `int8`:
-    per-output-channel int8 weights for the linear layers and the tied token embedding
-    (whisper_int8.py), and float16 cross-attention caches where the board widens float16 in
-    registers (half_cross_caches); `static`: with a static transcriber (deployable.py)."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise InputError(f"{out}: already exists (use --force to replace it)")
-    board.require_cross_compiler()
+def import_whisper_dir(model_dir: Path, target: dict[str, Any], dump: IRDumper, int8: bool
+                       ) -> tuple[ImportedModel, tuple[Whisper, WhisperTokenizer, dict]]:
+    """Phase import of a converted Whisper dir as compiled for `target` (what compile builds
+    and tune tunes), and the dir's model, tokenizer and config; `int8`: per-output-channel
+    int8 weights for the linear layers and the tied token embedding (whisper_int8.py), and
+    float16 cross-attention caches where the target widens float16 in registers."""
     model, tokenizer, config = load_whisper_dir(model_dir)
     if int8:
         from tinyasr.compile.whisper_int8 import quantize_whisper
 
         model = quantize_whisper(model)
+    imported = import_whisper(model, dump, int8, half_cross=int8 and half_cross_caches(target))
+    return imported, (model, tokenizer, config)
+
+
+def build_whisper_deployable(model_dir: Path, board: Board, out: Path, force: bool = False,
+                             dump_dir: Path | None = None, database: Path | None = None,
+                             untuned: bool = False, int8: bool = False,
+                             static: StaticLinker | None = None) -> dict[str, Any]:
+    """Compiles a converted Whisper model dir for `board` into the deployable `out`; `int8`:
+    see import_whisper_dir; `static`: with a static transcriber (deployable.py)."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists (use --force to replace it)")
+    board.require_cross_compiler()
     applied = None if untuned else tuning_database(board, database)
     dump = IRDumper(dump_dir)
     target = board_target(board)
-    imported = import_whisper(model, dump, int8, half_cross=int8 and half_cross_caches(target))
+    imported, (model, tokenizer, config) = import_whisper_dir(model_dir, target, dump, int8)
     built = build(imported, target, dump, applied, static is not None)
     return write_whisper_deployable(built, board, out, model_dir, model, tokenizer, config,
                                     int8, static)

@@ -194,12 +194,26 @@ def test_an_equal_function_under_other_names_is_tuned_on_the_stored_workload(tmp
     (["--target", "rpi4", "--trials", "0", "--tracker", "127.0.0.1:1"],
      "0, re-timing the tuned schedules, measures on this machine only"),
     (["--target", "nosuch", "--trials", "2"], "unknown target 'nosuch'"),
+    (["--target", "host", "--trials", "1", "--int8"], "is a SAN-M model; tune its int8 .tac"),
 ])
 def test_bad_arguments_are_one_line_errors(argv: list[str], message: str, tmp_path: Path,
                                            capsys):
     assert main(["tune", "--work-dir", str(tmp_path), *argv]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
+
+
+def test_whisper_int8_kernels_are_tuned_into_the_device_database(tmp_path: Path, capsys):
+    """`tune whisper-tiny.en --int8` tunes the deployable `compile whisper-tiny.en --int8`
+    builds: here one of its int8 kernel templates, two points timed into the database's
+    kernel records, which compile applies by kernel name as for SAN-M."""
+    assert main(["tune", "whisper-tiny.en", "--int8", "--target", "host", "--trials", "2",
+                 "--ops", "384x240", "--work-dir", str(tmp_path)]) == 0
+    records = read_kernel_records(tmp_path)
+    assert len({record.kernel for record in records}) == 1 and len(records) == 2
+    assert records[0].kernel.startswith("int8_matmul_") and records[0].kernel.endswith("_384x240")
+    assert all(record.us is not None and record.us > 0 for record in records)
+    assert f"{tmp_path}: 1 tasks" in capsys.readouterr().out
 
 
 def test_ops_matching_no_task_is_an_error(model_dir: Path, tmp_path: Path, capsys):

@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 
 from tinyasr.model.common.errors import InputError
-from tinyasr.scripts.arguments import add_model_argument, add_target_argument, check_output_dir
+from tinyasr.scripts.arguments import (
+    add_model_argument,
+    add_target_argument,
+    check_output_dir,
+    whisper_model_dir,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,12 +86,3 @@ def run(args: argparse.Namespace) -> int:
               "(everything in one file)")
     return 0
 
-
-def whisper_model_dir(model: Path) -> Path | None:
-    """The converted Whisper dir for a Whisper name or dir (converted on first use), else None."""
-    from tinyasr.model.decoding.recognizers import is_model_name, resolve_model
-    from tinyasr.model.whisper.convert import is_whisper_dir
-
-    if is_model_name(model):
-        return resolve_model(model)
-    return Path(model) if Path(model).is_dir() and is_whisper_dir(model) else None

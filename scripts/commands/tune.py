@@ -11,6 +11,7 @@ from tinyasr.scripts.arguments import (
     check_output_dir,
     positive_number,
     tracker_address,
+    whisper_model_dir,
 )
 
 
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "model, measuring on this machine or, with --tracker, on boards behind a "
                     "TVM RPC tracker (candidates cross-linked here). Records are appended to "
                     "the device's JSON database; re-running continues from the records there.")
-    add_model_argument(parser)
+    add_model_argument(parser, "; whisper-tiny.en or a converted Whisper dir tunes Whisper")
     add_target_argument(parser)
     parser.add_argument("--tracker", metavar="HOST:PORT", type=tracker_address,
                         help="measure on boards behind this tracker (needed for a board this "
@@ -37,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="start no new task after MIN minutes")
     parser.add_argument("--ops", nargs="+", metavar="NAME",
                         help="tune only tasks whose name contains one of these (e.g. matmul)")
+    parser.add_argument("--int8", action="store_true",
+                        help="Whisper only: tune the int8 deployable (`compile --int8`); a SAN-M "
+                             "model's int8 layers come from its .tac")
     parser.set_defaults(func=run)
 
 
@@ -60,9 +64,18 @@ def run(args: argparse.Namespace) -> int:
     target = board_target(board)
     work_dir = args.work_dir or default_database_dir(board.name, target)
     check_output_dir(work_dir, "--work-dir")
-    model, _ = load_for_compile(args.model)
-    results = tune(import_model(model, IRDumper(None)), device_name(board.name, target),
-                   target, work_dir, args.trials, args.ops, args.time_budget, measurement)
+    whisper = whisper_model_dir(args.model)
+    if whisper is not None:
+        from tinyasr.compile.whisper_deployable import import_whisper_dir
+
+        imported = import_whisper_dir(whisper, target, IRDumper(None), args.int8)[0]
+    elif args.int8:
+        raise InputError(f"--int8: {args.model} is a SAN-M model; tune its int8 .tac (made by "
+                         "`tinyasr compress quantize`)")
+    else:
+        imported = import_model(load_for_compile(args.model)[0], IRDumper(None))
+    results = tune(imported, device_name(board.name, target), target, work_dir, args.trials,
+                   args.ops, args.time_budget, measurement)
     print(f"{work_dir}: {len(results)} tasks")
     for result in results:
         best = "-" if result.best_us is None else f"{result.best_us:10.1f} us"
