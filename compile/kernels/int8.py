@@ -296,8 +296,10 @@ def int8_matmul_tunable(isa: DotIsa, n: int, k: int, amx: bool = False) -> Tunab
             return amx_int8_matmul_kernel(n, k, params)
         return int8_matmul_kernel(isa, n, k, params)
 
-    points = int8_tiles(isa, n, k) + (amx_points(n, k) if amx and isa is VNNI else [])
-    return Tunable(f"int8_matmul_{isa.name.replace('-', '_')}_{n}x{k}", make, tuple(points))
+    default, *others = int8_tiles(isa, n, k)
+    tiles = amx_points(n, k) if amx and isa is VNNI else []   # timed right after the default
+    return Tunable(f"int8_matmul_{isa.name.replace('-', '_')}_{n}x{k}", make,
+                   (default, *tiles, *others))
 
 
 def pack_weights(isa: DotIsa, wq: np.ndarray) -> np.ndarray:
