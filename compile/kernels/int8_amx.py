@@ -23,11 +23,11 @@ one system call, which the kernel answers from a flag once granted.
 
 Not a default: the tile kernels join the VNNI kernel's template space on targets with amx-int8
 (`amx_points`), so `tinyasr tune` times them on the device and compile uses one where it was
-timed faster. No machine this project has run on so far had AMX (nor does the one x86 emulator
-with AMX in the registries, bochscpu-python 0.4.0, model a CPU that has it): the kernels are
-checked to build into tile instructions, run everywhere with the tile operations emulated in
-plain TIR (`emulated=True`: the same configurations, addresses and loops, with the
-hardware's shape rules asserted), and run on the tiles themselves where the CPU has them.
+timed faster. They were written on a host without AMX (and the one x86 emulator with AMX code in
+the registries, bochscpu-python 0.4.0, models a CPU without it): they are checked to build into
+tile instructions, run everywhere with the tile operations emulated in plain TIR
+(`emulated=True`: the same configurations, addresses and loops, with the hardware's shape rules
+asserted), and run on the tiles themselves where the CPU has them.
 """
 
 from __future__ import annotations
