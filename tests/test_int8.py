@@ -28,6 +28,7 @@ from tinyasr.compile.kernels.int8 import (
     pack_weights,
 )
 from tinyasr.compile.kernels.int8_amx import (
+    TileLayout,
     amx_int8_matmul_kernel,
     amx_points,
     configuration_words,
@@ -309,10 +310,13 @@ def test_amx_tiles_join_the_int8_space_only_on_amx_targets():
     assert not has_amx(Target({**X86_VNNI, "mcpu": "znver5"}))
     plain, tiled = int8_matmul_tunable(VNNI, 384, 384), int8_matmul_tunable(VNNI, 384, 384, True)
     assert tiled.name == plain.name and tiled.default == plain.default
-    assert list(tiled.space) == [plain.default, {"amx": 1, "blocks": 2}, {"amx": 1, "blocks": 1},
-                                 *plain.space[1:]]   # timed right after the default
+    tiles = [{"amx": 1, "rows": rows, "blocks": blocks}
+             for rows, blocks in [(2, 2), (1, 2), (2, 1), (1, 1)]]
+    assert list(tiled.space) == [plain.default, *tiles, *plain.space[1:]]   # right after it
+    # 9 blocks: one at a time; k = 144 leaves 16 bytes, whose A and B tiles leave no room for 2 x 2
     assert [p for p in int8_matmul_tunable(VNNI, 144, 144, True).space if "amx" in p] == [
-        {"amx": 1, "blocks": 1}]                        # 9 blocks: one C tile at a time
+        tiles[2], tiles[3]]
+    assert [p for p in int8_matmul_tunable(VNNI, 32, 144, True).space if "amx" in p] == tiles[1:]
     assert int8_matmul_tunable(AVX2, 384, 384, True).space == int8_matmul_tunable(
         AVX2, 384, 384).space                           # AMX packs as VNNI does
 
@@ -333,18 +337,22 @@ def test_amx_kernels_build_into_tile_instructions(n: int, k: int):
 def test_amx_tile_configuration_bytes():
     """Palette 1; per tile its bytes per row and rows: C and A get the call's rows (a
     multiplier), the weights' B tiles 16 rows (k's last 16 bytes: 4)."""
-    words, multipliers = configuration_words(2, 16)
-    config = b"".join(word.to_bytes(8, "little") for word in words)
-    rows = b"".join(word.to_bytes(8, "little") for word in multipliers)
-    assert config[0] == 1 and not any(config[1:16]) and not any(config[56:])
-    row_bytes = [int.from_bytes(config[16 + 2 * t:18 + 2 * t], "little") for t in range(8)]
-    assert row_bytes == [64, 64, 64, 64, 64, 16, 64, 64]
-    assert list(config[48:56]) == [0, 0, 0, 16, 16, 0, 4, 4]
-    assert list(rows[48:56]) == [1, 1, 1, 0, 0, 1, 0, 0]
-    words, _ = configuration_words(1, 0)               # C0, A, B0 only
-    config = b"".join(word.to_bytes(8, "little") for word in words)
-    assert [int.from_bytes(config[16 + 2 * t:18 + 2 * t], "little") for t in range(8)] == [
-        64, 0, 64, 64, 0, 0, 0, 0]
+    def fields(layout: TileLayout) -> tuple[list[int], list[int], list[int], bytes]:
+        words, multipliers = configuration_words(layout)
+        config = b"".join(word.to_bytes(8, "little") for word in words)
+        rows = b"".join(word.to_bytes(8, "little") for word in multipliers)
+        assert config[0] == 1 and not any(config[1:16]) and not any(config[56:])
+        row_bytes = [int.from_bytes(config[16 + 2 * t:18 + 2 * t], "little") for t in range(8)]
+        return row_bytes, list(config[48:56]), list(rows[48:56]), config
+
+    # 1 x 2 and k's last 16 bytes: C0 C1 | A | B0 B1 | A' | B0' B1'
+    assert fields(TileLayout(1, 2, 16))[:3] == (
+        [64, 64, 64, 64, 64, 16, 64, 64], [0, 0, 0, 16, 16, 0, 4, 4], [1, 1, 1, 0, 0, 1, 0, 0])
+    # 2 x 2: C00 C01 C10 C11 | A0 A1 | B0 B1
+    assert fields(TileLayout(2, 2, 0))[:3] == (
+        [64] * 8, [0, 0, 0, 0, 0, 0, 16, 16], [1, 1, 1, 1, 1, 1, 0, 0])
+    # 1 x 1: C0 | A | B0, the others unused
+    assert fields(TileLayout(1, 1, 0))[0] == [64, 64, 64, 0, 0, 0, 0, 0]
 
 
 def test_the_int8_pass_builds_amx_kernels_when_chosen(tmp_path, monkeypatch):
@@ -369,17 +377,17 @@ def test_the_int8_pass_builds_amx_kernels_when_chosen(tmp_path, monkeypatch):
 @pytest.mark.parametrize("n, k", [(384, 384), (31, 144), (48, 16)])
 def test_amx_kernel_sums_exactly(n: int, k: int, emulated: bool):
     """Tile kernels against the exact product with a fused bias + ReLU, for fewer rows than a
-    tile, a whole tile and a last partial one; whole 64-byte chunks of k, a narrower last one,
-    only a narrow one. Emulated (the tile operations in plain TIR with the hardware's shape
-    rules asserted: the configurations, addressing and tails) on any CPU; on the tiles
-    themselves where the CPU has them."""
+    tile, a whole tile, a last partial one, and two-tile steps with a single tile after them;
+    whole 64-byte chunks of k, a narrower last one, only a narrow one. Emulated (the tile
+    operations in plain TIR with the hardware's shape rules asserted: the configurations,
+    addressing and tails) on any CPU; on the tiles themselves where the CPU has them."""
     target = Target(host_target() if emulated else {**host_target(),
                                                     "mattr": ["+amx-tile", "+amx-int8"]})
     for params in amx_points(n, k):
         kernel = amx_int8_matmul_kernel(n, k, params, emulated).with_attr("global_symbol",
                                                                           "kernel")
         library = tvm.compile(tvm.IRModule({"kernel": kernel}), target).mod
-        for rows in (1, 15, 16, 37):
+        for rows in (1, 15, 16, 37, 48):
             rng = np.random.default_rng(rows)
             xq = rng.integers(-127, 128, (rows, k), dtype=np.int8)
             wq = rng.integers(-127, 128, (n, k), dtype=np.int8)
@@ -401,14 +409,15 @@ def test_the_emulated_tiles_refuse_a_wrong_configuration(monkeypatch):
     16 rows where k leaves 4 reads past the packed weights."""
     import tinyasr.compile.kernels.int8_amx as int8_amx
 
-    def wrong(tile: int, rest: int) -> tuple[list[int], list[int]]:
-        words, multipliers = configuration_words(tile, rest)
+    def wrong(layout: TileLayout) -> tuple[list[int], list[int]]:
+        words, multipliers = configuration_words(layout)
         words[6] += 12 << 48          # tile 6 (the last k's weights): 4 -> 16 rows
         return words, multipliers
 
     monkeypatch.setattr(int8_amx, "configuration_words", wrong)
     n, k, rows = 32, 144, 20
-    kernel = amx_int8_matmul_kernel(n, k, {"amx": 1, "blocks": 2}, emulated=True)
+    kernel = amx_int8_matmul_kernel(n, k, {"amx": 1, "rows": 1, "blocks": 2},
+                                    emulated=True)
     library = tvm.compile(tvm.IRModule({"kernel": kernel.with_attr("global_symbol", "kernel")}),
                           Target(host_target())).mod
     inputs = [np.zeros((rows, k), np.int8), pack_weights(VNNI, np.zeros((n, k), np.int8)),

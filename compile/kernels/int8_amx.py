@@ -6,16 +6,18 @@ Why: ONNX Runtime's int8 GEMM (MLAS) has AMX kernels (its CPU library holds ldti
 tdpbusd), so on an AMX Xeon the fastest peer multiplies on tiles; one tdpbssd is 16 x 16 x 64
 products, 16 vpdpbusd's worth.
 
-A tile register holds up to 16 rows of 64 bytes. Per tile of 16 activation rows and T blocks of
-16 output columns (T = 1 or 2, the template's parameter):
+A tile register holds up to 16 rows of 64 bytes; there are 8. A step takes R tiles of 16
+activation rows times T blocks of 16 output columns ((R, T): the template's parameter, R * T
+accumulator tiles, each A tile loaded once for T products and each B tile once for R):
 
-    C_b (16 x 16 int32)  += A (16 rows x 64 int8 of k) . B_b (16 groups x 16 columns x 4 int8)
+    C_rb (16 x 16 int32)  += A_r (16 rows x 64 int8 of k) . B_b (16 groups x 16 columns x 4 int8)
 
 and the VNNI packing of the weights, (blocks, k/4, 16, 4), is already the B layout: a block's
 next 64 k are 16 rows of 64 bytes. tdpbssd multiplies signed by signed, so the activations need
 no sign flip and no column-sum offset. A k that 64 does not divide ends with one narrower
-A and B pair; the rows past the last 16 take a second tile configuration with fewer rows. The
-C tiles are stored to a small int32 buffer and requantized as the VNNI kernel's are.
+A and B of each (tiles of their own, so 2 x 2 only for k a multiple of 64); rows past the last
+step take single row tiles, the last of them a second configuration with fewer rows. The C tiles
+are stored to a small int32 buffer and requantized as the VNNI kernel's are.
 
 Linux gives a process the tile registers only after it asks (arch_prctl ARCH_REQ_XCOMP_PERM for
 XTILEDATA; without it the first tile instruction is SIGILL), so the kernel asks at every call:
@@ -33,6 +35,7 @@ asserted), and run on the tiles themselves where the CPU has them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tvm import tirx
 from tvm.script import tirx as T
@@ -44,13 +47,38 @@ from tinyasr.compile.kernels.tunable import Params
 
 TILE_ROWS = 16          # rows of a tile register
 TILE_BYTES = 64         # bytes per tile row
-AMX_BLOCKS = (2, 1)     # column blocks (C tiles) per tile: the parameter, 2 when it divides
+TILE_REGISTERS = 8
+AMX_TILES = ((2, 2), (1, 2), (2, 1), (1, 1))   # (row tiles R, column blocks T): most C tiles first
 
 # arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) as syscall(2) numbers (x86-64 Linux)
 SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 158, 0x1023, 18
 
-# tile registers: C_b = b, A = 2, B_b = 3 + b; the narrower k remainder A = 5, B_b = 6 + b
-C_TILE, A_TILE, B_TILE, A_REST, B_REST = 0, 2, 3, 5, 6
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Which tile register holds what for R row tiles x T column blocks and a k whose last
+    `rest` bytes (0: none) are narrower than a row: C_rb, then A_r, B_b, A_rest_r, B_rest_b."""
+    rows: int    # R
+    blocks: int  # T
+    rest: int
+
+    def c(self, r: int, b: int) -> int:
+        return r * self.blocks + b
+
+    def a(self, r: int) -> int:
+        return self.rows * self.blocks + r
+
+    def b(self, b: int) -> int:
+        return self.rows * self.blocks + self.rows + b
+
+    def a_rest(self, r: int) -> int:
+        return self.b(self.blocks) + r
+
+    def b_rest(self, b: int) -> int:
+        return self.a_rest(self.rows) + b
+
+    def registers(self) -> int:
+        return self.b_rest(self.blocks) if self.rest else self.b(self.blocks)
 
 
 def has_amx(target: Target) -> bool:
@@ -61,23 +89,28 @@ def has_amx(target: Target) -> bool:
 
 
 def amx_points(n: int, k: int) -> list[Params]:
-    """The tile kernels' points of the int8 template space for an (n, k) layer."""
+    """The tile kernels' points of the int8 template space for an (n, k) layer: the (R, T)
+    whose T divides the weight's column blocks and whose tiles fit the 8 registers."""
     blocks = VNNI.packed_shape(n, k)[0]
-    return [{"amx": 1, "blocks": tile} for tile in AMX_BLOCKS if blocks % tile == 0]
+    return [{"amx": 1, "rows": rows, "blocks": tile} for rows, tile in AMX_TILES
+            if blocks % tile == 0
+            and TileLayout(rows, tile, k % TILE_BYTES).registers() <= TILE_REGISTERS]
 
 
-def configuration_words(tile: int, rest: int) -> tuple[list[int], list[int]]:
+def configuration_words(layout: TileLayout) -> tuple[list[int], list[int]]:
     """The 64-byte tile configuration (palette 1) as 8 little-endian words, with every used
     tile's bytes per row (2 bytes at 16 + 2t) and rows (1 byte at 48 + t); and per word, the
     multiplier that places the call's row count into the rows bytes of the C and A tiles
     (their rows are 16, or the rows left past the last 16)."""
     config, rows = bytearray(64), bytearray(64)
-    used = [(C_TILE + b, None, TILE_BYTES) for b in range(tile)]
-    used += [(A_TILE, None, TILE_BYTES)]
-    used += [(B_TILE + b, TILE_ROWS, TILE_BYTES) for b in range(tile)]
+    rest = layout.rest
+    used = [(layout.c(r, b), None, TILE_BYTES) for r in range(layout.rows)
+            for b in range(layout.blocks)]
+    used += [(layout.a(r), None, TILE_BYTES) for r in range(layout.rows)]
+    used += [(layout.b(b), TILE_ROWS, TILE_BYTES) for b in range(layout.blocks)]
     if rest:
-        used += [(A_REST, None, rest)] + [(B_REST + b, rest // 4, TILE_BYTES)
-                                          for b in range(tile)]
+        used += [(layout.a_rest(r), None, rest) for r in range(layout.rows)]
+        used += [(layout.b_rest(b), rest // 4, TILE_BYTES) for b in range(layout.blocks)]
     config[0] = 1
     for number, tile_rows, row_bytes in used:
         config[16 + 2 * number:18 + 2 * number] = row_bytes.to_bytes(2, "little")
@@ -207,27 +240,30 @@ def _tile_emulation() -> dict[str, Callable]:
 def amx_int8_matmul_kernel(n: int, k: int, params: Params,
                            emulated: bool = False) -> tirx.PrimFunc:
     """The VNNI kernel's function on tiles: (xq (rows, k) int8, packed w, x_scale (rows, 1),
-    w_scale (n,), bias (n,), lower ()) -> (rows, n) float32; params {"amx": 1, "blocks": T}.
-    `emulated`: the tile operations in plain TIR (_tile_emulation), to check the kernel on a
-    CPU without AMX."""
+    w_scale (n,), bias (n,), lower ()) -> (rows, n) float32; params {"amx": 1, "rows": R,
+    "blocks": T}. `emulated`: the tile operations in plain TIR (_tile_emulation), to check the
+    kernel on a CPU without AMX."""
     blocks, groups, lanes, _ = VNNI.packed_shape(n, k)
-    tile = params["blocks"]
-    if k % 4 or blocks % tile or tile not in AMX_BLOCKS:
+    if params not in amx_points(n, k) or k % 4:
         raise ValueError(f"{params}: not an AMX tile for {n} x {k}")
     chunks, rest = divmod(k, TILE_BYTES)
+    layout = TileLayout(params["rows"], params["blocks"], rest)
+    row_tiles, tile = layout.rows, layout.blocks
     requantize = requantize_store(n, lanes, blocks)
     ops = _tile_emulation() if emulated else _tile_instructions(k)
     request, load_config, zero, load_rows, load_groups, dot, store, release = (
         ops[name] for name in ("request", "load_config", "zero", "load_rows", "load_groups",
                                "dot", "store", "release"))
     # the emulation's register file: A/B bytes, C words, (rows, bytes per row) of each tile
-    registers = (((8, TILE_ROWS, TILE_BYTES), (8, TILE_ROWS, TILE_ROWS), (8, 2)) if emulated
+    registers = (((TILE_REGISTERS, TILE_ROWS, TILE_BYTES), (TILE_REGISTERS, TILE_ROWS, TILE_ROWS),
+                  (TILE_REGISTERS, 2)) if emulated
                  else ((1,), (1,), (1,)))   # unused on the hardware
-    words, multipliers = configuration_words(tile, rest)
+    words, multipliers = configuration_words(layout)
+    step_rows = row_tiles * TILE_ROWS
 
     @T.macro
     def configure(config, rows):
-        """The configuration for tiles of `rows` (<= 16) rows."""
+        """The configuration for C and A tiles of `rows` (<= 16) rows."""
         config[0] = T.uint64(words[0])
         config[1] = T.uint64(words[1])
         config[2] = T.uint64(words[2])
@@ -238,30 +274,38 @@ def amx_int8_matmul_kernel(n: int, k: int, params: Params,
         config[7] = T.uint64(words[7]) + T.Cast("uint64", rows) * T.uint64(multipliers[7])
 
     @T.macro
-    def multiply(tiles, xq, w, outer, first, column, a_tile, b_tile):
-        """C_b += rows from `first` of xq's bytes from `column` (tile a_tile) times those k of
-        blocks outer * T + b (tiles b_tile + b)."""
-        load_rows(tiles, a_tile, xq, first, column)
+    def multiply(tiles, xq, w, outer, first, column, used, a_tile, b_tile):
+        """C_rb += `used` row tiles from `first` of xq's bytes from `column` (tiles a_tile + r)
+        times those k of blocks outer * T + b (tiles b_tile + b)."""
+        for r in T.unroll(used):
+            load_rows(tiles, a_tile + r, xq, first + r * TILE_ROWS, column)
         for b in T.unroll(tile):
             load_groups(tiles, b_tile + b, w, outer * tile + b, column // 4)
-        for b in T.unroll(tile):
-            dot(tiles, C_TILE + b, a_tile, b_tile + b)
+        for r in T.unroll(used):
+            for b in T.unroll(tile):
+                dot(tiles, layout.c(r, b), a_tile + r, b_tile + b)
 
     @T.macro
-    def tile_rows(tiles, xq, w, x_scale, w_scale, bias, lower, out, acc, outer, first, count):
-        """`count` (<= 16) rows from `first` times blocks outer * T ...: tile sums, requantized."""
-        for b in T.unroll(tile):
-            zero(tiles, C_TILE + b)
-        for chunk in range(chunks):
-            multiply(tiles, xq, w, outer, first, chunk * TILE_BYTES, A_TILE, B_TILE)
-        if rest > 0:
-            multiply(tiles, xq, w, outer, first, chunks * TILE_BYTES, A_REST, B_REST)
-        for b in T.unroll(tile):
-            store(tiles, C_TILE + b, acc, b * TILE_ROWS * lanes)
-        for r in range(count):
+    def step(tiles, xq, w, x_scale, w_scale, bias, lower, out, acc, outer, first, used, count):
+        """`used` (<= R) row tiles of `count` (<= 16) rows each from `first` times blocks
+        outer * T ...: tile sums, requantized."""
+        for r in T.unroll(used):
             for b in T.unroll(tile):
-                requantize(out, acc, (b * TILE_ROWS + r) * lanes, x_scale, w_scale, bias, lower,
-                           first + r, outer * tile + b)
+                zero(tiles, layout.c(r, b))
+        for chunk in range(chunks):
+            multiply(tiles, xq, w, outer, first, chunk * TILE_BYTES, used, layout.a(0),
+                     layout.b(0))
+        if rest > 0:
+            multiply(tiles, xq, w, outer, first, chunks * TILE_BYTES, used, layout.a_rest(0),
+                     layout.b_rest(0))
+        for r in T.unroll(used):
+            for b in T.unroll(tile):
+                store(tiles, layout.c(r, b), acc, layout.c(r, b) * TILE_ROWS * lanes)
+        for r in T.unroll(used):
+            for i in range(count):
+                for b in T.unroll(tile):
+                    requantize(out, acc, (layout.c(r, b) * TILE_ROWS + i) * lanes, x_scale,
+                               w_scale, bias, lower, first + r * TILE_ROWS + i, outer * tile + b)
 
     @T.prim_func(private=True)
     def kernel(xq_handle: T.handle, w_handle: T.handle, x_scale_handle: T.handle,
@@ -276,7 +320,7 @@ def amx_int8_matmul_kernel(n: int, k: int, params: Params,
         bias = T.match_buffer(bias_handle, (n,), "float32")
         lower = T.match_buffer(lower_handle, (), "float32")
         out = T.match_buffer(out_handle, (rows, n), "float32")
-        acc = T.alloc_buffer((tile * TILE_ROWS * lanes,), "int32")
+        acc = T.alloc_buffer((row_tiles * tile * TILE_ROWS * lanes,), "int32")
         full = T.alloc_buffer((8,), "uint64")   # tile configurations: 16 rows, the rest
         last = T.alloc_buffer((8,), "uint64")
         tile_bytes = T.alloc_buffer(registers[0], "int8")
@@ -288,14 +332,16 @@ def amx_int8_matmul_kernel(n: int, k: int, params: Params,
         for outer in range(blocks // tile):
             if rows >= TILE_ROWS:
                 load_config((tile_bytes, tile_words, tile_shapes), full)
-                for whole in range(rows // TILE_ROWS):
-                    tile_rows((tile_bytes, tile_words, tile_shapes), xq, w, x_scale, w_scale,
-                              bias, lower, out, acc, outer, whole * TILE_ROWS, TILE_ROWS)
+                for whole in range(rows // step_rows):
+                    step((tile_bytes, tile_words, tile_shapes), xq, w, x_scale, w_scale, bias,
+                         lower, out, acc, outer, whole * step_rows, row_tiles, TILE_ROWS)
+                for single in range(rows // step_rows * row_tiles, rows // TILE_ROWS):
+                    step((tile_bytes, tile_words, tile_shapes), xq, w, x_scale, w_scale, bias,
+                         lower, out, acc, outer, single * TILE_ROWS, 1, TILE_ROWS)
             if rows % TILE_ROWS > 0:
                 load_config((tile_bytes, tile_words, tile_shapes), last)
-                tile_rows((tile_bytes, tile_words, tile_shapes), xq, w, x_scale, w_scale,
-                          bias, lower, out, acc, outer, rows - rows % TILE_ROWS,
-                          rows % TILE_ROWS)
+                step((tile_bytes, tile_words, tile_shapes), xq, w, x_scale, w_scale, bias, lower,
+                     out, acc, outer, rows - rows % TILE_ROWS, 1, rows % TILE_ROWS)
         release((tile_bytes, tile_words, tile_shapes))
 
     return kernel
