@@ -54,8 +54,13 @@ TARGET_KEYS = ("kind", "mtriple", "mcpu", "mattr", "mabi")   # what makes code r
 
 def device_name(board_name: str, target: dict[str, Any]) -> str:
     """The database directory name for a board: its name, or for the host its cpu
-    (`host-znver5`): a database tuned on one host class says nothing about another."""
-    return f"host-{target.get('mcpu', 'generic')}" if board_name == "host" else board_name
+    (`host-znver5`) and any extensions its target adds to that cpu's
+    (`host-rocketlake+amx-int8+amx-tile`, see targets/boards.py host_target): a database tuned
+    on one host class says nothing about another."""
+    if board_name != "host":
+        return board_name
+    extensions = sorted(str(feature).lstrip("+") for feature in target.get("mattr", []))
+    return f"host-{target.get('mcpu', 'generic')}" + "".join(f"+{e}" for e in extensions)
 
 
 def default_database_dir(board_name: str, target: dict[str, Any]) -> Path:

@@ -208,7 +208,8 @@ def board_target(board: Board) -> dict[str, Any]:
 
 # Extensions the compiler has kernels for that a host may have beyond LLVM's model of the cpu it
 # names: under a hypervisor LLVM reads the cpu from the family and model numbers, which need not
-# match the flags (an AMX Xeon VM was named rocketlake, which has no AMX).
+# match the flags (an AMX Xeon VM was named rocketlake, which has no AMX). A host target with
+# them added tunes into a database of its own (compile/schedule_database.py device_name).
 HOST_EXTENSIONS = ("amx-tile", "amx-int8")
 
 

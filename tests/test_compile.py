@@ -32,7 +32,12 @@ from tinyasr.compile.deployable import (
 from tinyasr.compile.kernels.fp32 import vector_unit
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.pipeline import IRDumper, import_model, import_program
-from tinyasr.compile.schedule_database import RECORD_FILE, database_digest, default_database_dir
+from tinyasr.compile.schedule_database import (
+    RECORD_FILE,
+    database_digest,
+    default_database_dir,
+    device_name,
+)
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.decoding.recognizer import Recognizer, decoder_scores
@@ -353,6 +358,9 @@ def test_host_target_adds_amx_the_machine_has_beyond_its_cpus_model(monkeypatch)
     target = host_target()
     assert target["mcpu"] == "rocketlake" and target["mattr"] == ["+amx-tile", "+amx-int8"]
     assert {"amx_tile", "amx_int8"} <= set(cpu_features(target))
+    # its own database: not host-rocketlake's, tuned for code without AMX
+    assert device_name("host", target) == "host-rocketlake+amx-int8+amx-tile"
+    assert device_name("host", {"mcpu": "znver5"}) == "host-znver5"
     monkeypatch.setattr(boards, "machine_cpu_flags", lambda: flags - {"amx_tile", "amx_int8"})
     assert "mattr" not in host_target()
 
