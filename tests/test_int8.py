@@ -207,6 +207,37 @@ def test_compressed_model_compiles_to_int8_kernels(compressed_model: Path, tmp_p
         assert np.abs(log_probs - expected[0].numpy()).max() < 2e-2
 
 
+@pytest.mark.slow   # two compiles and scalar tile emulation: 45 s
+def test_a_model_on_emulated_tile_kernels_computes_what_it_does_on_vnni(
+        compressed_model: Path, tmp_path: Path, monkeypatch):
+    """The int8 model compiled as on an AMX host whose tuning chose tile kernels everywhere
+    (emulated, so they run here): the packed weights, fused bias and ReLU and rows the passes
+    hand them give the VNNI deployable's log-probs."""
+    if dot_isa(Target(host_target())) is not VNNI:
+        pytest.skip("this host has no AVX-512 VNNI: the tile kernels replace VNNI ones")
+    import tinyasr.compile.kernels.int8_amx as int8_amx
+    import tinyasr.compile.passes.int8_matmul as int8_matmul
+
+    vnni, tiles = tmp_path / "vnni", tmp_path / "tiles"
+    assert main(["compile", str(compressed_model), "--target", "host", "--out", str(vnni),
+                 "--untuned"]) == 0
+    kernel = int8_amx.amx_int8_matmul_kernel
+    monkeypatch.setattr(int8_amx, "amx_int8_matmul_kernel",
+                        lambda n, k, params: kernel(n, k, params, emulated=True))
+    monkeypatch.setattr(int8_matmul, "has_amx", lambda target: True)
+    monkeypatch.setattr(KernelChoices, "choose", lambda self, tunable: next(
+        (p for p in tunable.space if p.get("amx")), tunable.default))
+    assert main(["compile", str(compressed_model), "--target", "host", "--out", str(tiles),
+                 "--untuned", "--dump-ir", str(tmp_path / "ir")]) == 0
+    lowered = next((tmp_path / "ir").glob("*-lower.py")).read_text()
+    assert "int8_matmul_" in lowered and "tile load past the activations" in lowered   # emulated
+    for utterance in read_data_dir(SAMPLES_DIR)[:2]:
+        samples = load_wav(utterance.wav)
+        expected, _ = CompiledModelRunner(vnni).ctc_log_probs(samples)
+        got, _ = CompiledModelRunner(tiles).ctc_log_probs(samples)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def _conv_on_int8_weights(channels: int, out_channels: int) -> tvm.IRModule:
     """main(x (1, C, H, 9)) = conv2d(x rounded to int8 per tensor, float(wq) * scale), 3x3 with
     stride 2: the subsampling conv of an int8 .tac as torch exports it (Int8Conv2d)."""
