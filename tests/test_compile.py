@@ -30,6 +30,7 @@ from tinyasr.compile.deployable import (
     write_deployable,
 )
 from tinyasr.compile.kernels.fp32 import vector_unit
+from tinyasr.compile.kernels.int8 import dot_isa
 from tinyasr.compile.passes.expose_shape_vars import ExposeShapeVars
 from tinyasr.compile.pipeline import IRDumper, import_model, import_program
 from tinyasr.compile.schedule_database import (
@@ -345,7 +346,19 @@ def test_cpu_features_are_the_extensions_of_the_targets_cpu():
     assert cpu_features(BOARDS["rpi4"].llvm_target or {}) == []
 
 
-def test_host_target_adds_amx_the_machine_has_beyond_its_cpus_model(monkeypatch):
+def test_board_targets_lists_what_each_target_compiles_for(capsys):
+    """Every target with its LLVM cpu, kernels' instruction sets and tuning database; the
+    host's as this machine resolves it."""
+    assert main(["board", "targets"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"\n{name} " in f"\n{out}" for name in BOARDS)
+    host = Target(board_target(get_board("host")))
+    assert (f"llvm {host_target()['mcpu']}" in out.split("x86-64-v3")[0]
+            and f"int8 kernels {dot_isa(host).name}" in out.split("x86-64-v3")[0])
+    assert "llvm cortex-a76 +neon +dotprod; int8 kernels neon-dotprod; fp32 vectors 4 lanes" in out
+
+
+def test_host_target_adds_amx_the_machine_has_beyond_its_cpus_model(monkeypatch, capsys):
     """A VM whose family and model numbers LLVM reads as rocketlake (no AMX) while its flags
     list AMX (an Intel Xeon host of this project): host gets +amx-tile,+amx-int8, so the AMX
     kernels and the manifest's cpu_features see them; without the flags it gets nothing."""
@@ -361,6 +374,11 @@ def test_host_target_adds_amx_the_machine_has_beyond_its_cpus_model(monkeypatch)
     # its own database: not host-rocketlake's, tuned for code without AMX
     assert device_name("host", target) == "host-rocketlake+amx-int8+amx-tile"
     assert device_name("host", {"mcpu": "znver5"}) == "host-znver5"
+    # and `board targets` says so
+    assert main(["board", "targets"]) == 0
+    host = capsys.readouterr().out.split("x86-64-v3")[0]
+    assert "llvm rocketlake +amx-tile +amx-int8; int8 kernels avx512-vnni, AMX tiles" in host
+    assert "host-rocketlake+amx-int8+amx-tile (compile builds untuned)" in host
     monkeypatch.setattr(boards, "machine_cpu_flags", lambda: flags - {"amx_tile", "amx_int8"})
     assert "mattr" not in host_target()
 

@@ -45,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls = actions.add_parser("ls", help="list running emulated boards")
     ls.set_defaults(func=_ls)
 
+    targets = actions.add_parser("targets", help="what each target compiles for: its LLVM cpu "
+                                                 "and extensions, kernels, tuning database")
+    targets.set_defaults(func=_targets)
+
     down = actions.add_parser("down", help="stop emulated boards (all, or those of NAME)")
     down.add_argument("name", nargs="?")
     down.set_defaults(func=_down)
@@ -150,6 +154,39 @@ def _ls(args: argparse.Namespace) -> int:
     for process in farm.boards():
         print(f"{process.name:12s} pid {process.pid:7d}  port {process.port:5d}  "
               f"tracker {process.tracker}  log {process.log}")
+    return 0
+
+
+def _targets(args: argparse.Namespace) -> int:
+    """Per target: its LLVM cpu and added extensions (for `host`, what this machine resolves
+    to), the int8 and fp32 kernels' instruction set, and the tuning database compile applies."""
+    from tvm.target import Target
+
+    from tinyasr.compile.kernels.fp32 import vector_unit
+    from tinyasr.compile.kernels.int8 import dot_isa
+    from tinyasr.compile.kernels.int8_amx import has_amx
+    from tinyasr.compile.schedule_database import KERNEL_FILE, RECORD_FILE, default_database_dir
+    from tinyasr.targets.boards import board_target
+
+    for board in BOARDS.values():
+        target = board_target(board)
+        llvm = Target(target)
+        unit, isa = vector_unit(llvm), dot_isa(llvm)
+        tiles = ", AMX tiles where tuned" if has_amx(llvm) else ""
+        database = default_database_dir(board.name, target)
+        records = database / RECORD_FILE
+        if records.exists():
+            kernels = database / KERNEL_FILE
+            timings = len(kernels.read_text().splitlines()) if kernels.exists() else 0
+            tuned = (f"{database} ({len(records.read_text().splitlines())} schedule records, "
+                     f"{timings} kernel timings)")
+        else:
+            tuned = f"none at {database} (compile builds untuned)"
+        print(f"{board.name:12s} {board.description}")
+        print(f"{'':12s} llvm {' '.join([target.get('mcpu', 'generic'), *target.get('mattr', [])])}"
+              f"; int8 kernels {isa.name}{tiles}; fp32 vectors {unit.lanes} lanes x "
+              f"{unit.registers}")
+        print(f"{'':12s} tuning database {tuned}")
     return 0
 
 
