@@ -252,6 +252,25 @@ def _kernel(isa: DotIsa, n: int, k: int, params: Params) -> tirx.PrimFunc:
             for row in range(rows // row_tile * row_tile, rows):
                 widening_tile(xq, w, x_scale, w_scale, bias, lower, out, acc, block, row, 1)
 
+    @T.macro
+    def body(xq, w, x_scale, w_scale, bias, lower, out, rows):
+        acc = T.alloc_buffer((accumulators * lanes,), "int32", scope="local")
+        offset = T.alloc_buffer((tile * lanes,), "int32", scope="local")
+        if group > 1:
+            dot_tiles(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, rows)
+        else:
+            widening_rows(xq, w, x_scale, w_scale, bias, lower, out, acc, rows)
+
+    return int8_matmul_function(isa, n, k, body)
+
+
+def int8_matmul_function(isa: DotIsa, n: int, k: int, body) -> tirx.PrimFunc:
+    """The signature every int8 matmul kernel of `isa`'s packing has (the VNNI and AMX kernels
+    are points of one template, so one call serves both): (xq (rows, k) int8, packed w,
+    x_scale (rows, 1), w_scale (n,), bias (n,), lower ()) -> out (rows, n) float32, computed by
+    the macro `body(xq, w, x_scale, w_scale, bias, lower, out, rows)`."""
+    blocks, groups, lanes, group = isa.packed_shape(n, k)
+
     @T.prim_func(private=True)
     def kernel(xq_handle: T.handle, w_handle: T.handle, x_scale_handle: T.handle,
                w_scale_handle: T.handle, bias_handle: T.handle, lower_handle: T.handle,
@@ -265,12 +284,7 @@ def _kernel(isa: DotIsa, n: int, k: int, params: Params) -> tirx.PrimFunc:
         bias = T.match_buffer(bias_handle, (n,), "float32")
         lower = T.match_buffer(lower_handle, (), "float32")
         out = T.match_buffer(out_handle, (rows, n), "float32")
-        acc = T.alloc_buffer((accumulators * lanes,), "int32", scope="local")
-        offset = T.alloc_buffer((tile * lanes,), "int32", scope="local")
-        if group > 1:
-            dot_tiles(xq, w, x_scale, w_scale, bias, lower, out, acc, offset, rows)
-        else:
-            widening_rows(xq, w, x_scale, w_scale, bias, lower, out, acc, rows)
+        body(xq, w, x_scale, w_scale, bias, lower, out, rows)
 
     return kernel
 

@@ -41,8 +41,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
-from tinyasr.compile.kernels.epilogue import EPILOGUE_ATTR
-from tinyasr.compile.kernels.int8 import VNNI, requantize_store
+from tinyasr.compile.kernels.int8 import VNNI, int8_matmul_function, requantize_store
 from tinyasr.compile.kernels.tunable import Params
 
 TILE_ROWS = 16          # rows of a tile register
@@ -243,7 +242,7 @@ def amx_int8_matmul_kernel(n: int, k: int, params: Params,
     w_scale (n,), bias (n,), lower ()) -> (rows, n) float32; params {"amx": 1, "rows": R,
     "blocks": T}. `emulated`: the tile operations in plain TIR (_tile_emulation), to check the
     kernel on a CPU without AMX."""
-    blocks, groups, lanes, _ = VNNI.packed_shape(n, k)
+    blocks, _, lanes, _ = VNNI.packed_shape(n, k)
     if params not in amx_points(n, k) or k % 4:
         raise ValueError(f"{params}: not an AMX tile for {n} x {k}")
     chunks, rest = divmod(k, TILE_BYTES)
@@ -307,19 +306,8 @@ def amx_int8_matmul_kernel(n: int, k: int, params: Params,
                     requantize(out, acc, (layout.c(r, b) * TILE_ROWS + i) * lanes, x_scale,
                                w_scale, bias, lower, first + r * TILE_ROWS + i, outer * tile + b)
 
-    @T.prim_func(private=True)
-    def kernel(xq_handle: T.handle, w_handle: T.handle, x_scale_handle: T.handle,
-               w_scale_handle: T.handle, bias_handle: T.handle, lower_handle: T.handle,
-               out_handle: T.handle):
-        T.func_attr({"tirx.noalias": True, EPILOGUE_ATTR: True})
-        rows = T.int64()
-        xq = T.match_buffer(xq_handle, (rows, k), "int8")
-        w = T.match_buffer(w_handle, (blocks, groups, lanes, 4), "int8")
-        x_scale = T.match_buffer(x_scale_handle, (rows, 1), "float32")
-        w_scale = T.match_buffer(w_scale_handle, (n,), "float32")
-        bias = T.match_buffer(bias_handle, (n,), "float32")
-        lower = T.match_buffer(lower_handle, (), "float32")
-        out = T.match_buffer(out_handle, (rows, n), "float32")
+    @T.macro
+    def body(xq, w, x_scale, w_scale, bias, lower, out, rows):
         acc = T.alloc_buffer((row_tiles * tile * TILE_ROWS * lanes,), "int32")
         full = T.alloc_buffer((8,), "uint64")   # tile configurations: 16 rows, the rest
         last = T.alloc_buffer((8,), "uint64")
@@ -344,4 +332,4 @@ def amx_int8_matmul_kernel(n: int, k: int, params: Params,
                      out, acc, outer, rows - rows % TILE_ROWS, 1, rows % TILE_ROWS)
         release((tile_bytes, tile_words, tile_shapes))
 
-    return kernel
+    return int8_matmul_function(VNNI, n, k, body)
