@@ -155,7 +155,7 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
     Measuring on this machine, it then times each tuned function's replay on its symbolic
     shapes against the default schedule (tinyasr.schedules.replays)."""
     on_host = measurement is None
-    builder, runner = measurement or local_measurement()
+    measurement = measurement or local_measurement()
     database = open_database(Path(work_dir), device, target)
     llvm = tuning_target(target)
     choices = KernelChoices()   # records the kernel templates legalize makes
@@ -174,7 +174,7 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
     logs = str(scratch)
     with temp_files_in(scratch):
         results += [TaskResult(kernel.name, kernel.trials, kernel.best_us) for kernel in
-                    search_kernels(kernels, Path(work_dir), llvm, trials, (builder, runner),
+                    search_kernels(kernels, Path(work_dir), llvm, trials, measurement,
                                    progress)]
         for number, task in enumerate(tasks, 1):
             task = on_stored_workload(database, task)
@@ -197,7 +197,8 @@ def tune(imported: ImportedModel, device: str, target: dict[str, Any], work_dir:
                     tasks=contexts, task_weights=weights, work_dir=logs,
                     max_trials_global=trials - result.trials,
                     num_trials_per_iter=min(64, trials - result.trials),
-                    builder=builder, runner=runner, database=database, cost_model="xgb",
+                    builder=measurement.builder, runner=measurement.runner,
+                    database=database, cost_model="xgb",
                     measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                        ProgressCallback(result, trials)])  # pyright: ignore[reportArgumentType]
             except (RuntimeError, ValueError) as error:   # TVM errors: e.g. a hand-written kernel

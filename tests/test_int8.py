@@ -35,13 +35,16 @@ from tinyasr.compile.kernels.int8_amx import (
     has_amx,
 )
 from tinyasr.compile.kernels.quantize import quantize_rows_kernel
-from tinyasr.compile.kernels.tunable import KernelChoices
+from tinyasr.compile.kernels.tunable import KernelChoices, Tunable
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build
+from tinyasr.compile.schedule_database import read_kernel_records
 from tinyasr.model.compression.quantize import quantizable_layers
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.network.compressed import load_compressed, write_compressed
 from tinyasr.model.network.int8 import Activations, Quantization
 from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
+from tinyasr.schedules.kernel_search import search_kernels
+from tinyasr.schedules.measure import local_measurement
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import BOARDS, host_target, machine_cpu_flags
 from tinyasr.targets.host.runner import CompiledModelRunner
@@ -433,6 +436,23 @@ def test_amx_kernel_sums_exactly(n: int, k: int, emulated: bool):
             np.testing.assert_allclose(out.numpy(),
                                        np.maximum(exact * x_scale * w_scale + bias, 0),
                                        rtol=1e-6, atol=1e-6, err_msg=f"{params}, {rows} rows")
+
+
+def test_kernel_search_checks_the_tile_points_against_the_vnni_default(tmp_path):
+    """The tuner runs each point once beside the default and records one that computes
+    otherwise as an error: the tile kernels (emulated here, the real ones on an AMX host)
+    pass that check against the VNNI default, so it leaves them to the timing."""
+    n, k = 48, 144
+    vnni = int8_matmul_tunable(VNNI, n, k, amx=True)
+    tunable = Tunable(vnni.name, lambda params: amx_int8_matmul_kernel(
+        n, k, params, emulated=True) if params.get("amx") else vnni.make(params),
+        vnni.space[:3])
+    assert [bool(params.get("amx")) for params in tunable.space] == [False, True, True]
+    search_kernels([tunable], tmp_path, Target(host_target()), 3, local_measurement(),
+                   lambda line: None)
+    records = read_kernel_records(tmp_path)
+    assert [r.params for r in records] == list(tunable.space)
+    assert all(r.us is not None and r.error is None for r in records), records
 
 
 def test_the_emulated_tiles_refuse_a_wrong_configuration(monkeypatch):

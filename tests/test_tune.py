@@ -13,11 +13,12 @@ import pytest
 import tvm
 from tvm import te
 from tvm.s_tir import meta_schedule as ms
+from tvm.script import tirx as T
 
 from tinyasr.compile.deployable import build_deployable, read_manifest, tuning_database
 from tinyasr.compile.kernels.fp32 import VectorUnit, fp32_matmul_tunable
 from tinyasr.compile.kernels.int8 import VNNI, int8_matmul_kernel
-from tinyasr.compile.kernels.tunable import MIN_GAIN, KernelChoices, Tunable
+from tinyasr.compile.kernels.tunable import MIN_GAIN, KernelChoices, Params, Tunable
 from tinyasr.compile.pipeline import IRDumper, import_model, legalize
 from tinyasr.compile.schedule_database import (
     KERNEL_FILE,
@@ -25,6 +26,7 @@ from tinyasr.compile.schedule_database import (
     REPLAY_FILE,
     WORKLOAD_FILE,
     database_digest,
+    kernel_timings,
     open_database,
     read_kernel_records,
     repair_database,
@@ -35,6 +37,8 @@ from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.network.model_dir import load_model_dir
 from tinyasr.model.network.pretrained_paths import SAMPLES_DIR
+from tinyasr.schedules.kernel_search import check_inputs, compare_outputs, search_kernels
+from tinyasr.schedules.measure import local_measurement
 from tinyasr.schedules.tune import extract_tasks, on_stored_workload, task_flops, tuning_target
 from tinyasr.scripts.cli import main
 from tinyasr.targets.boards import get_board, host_target
@@ -276,6 +280,57 @@ def test_kernel_search_times_the_default_first_then_others(kernel_tuned, model_d
                  "--work-dir", str(work_dir), "--ops", tunable.name]) == 0
     assert read_kernel_records(work_dir) == records
     assert f"{tunable.name}: best" in capsys.readouterr().err
+
+
+def scaling_tunable() -> Tunable:
+    """A template whose points differ in loop order (the same results) and in a scale, which
+    no real template's parameter may change: the point with scale 2 is a wrong kernel."""
+
+    def make(params: Params) -> tvm.tirx.PrimFunc:
+        scale, backwards = float(params["scale"]), params["backwards"] == 1
+
+        @T.prim_func
+        def kernel(x: T.Buffer((16, 64), "float32"), keep: T.Buffer((16, 64), "bool"),
+                   out: T.Buffer((16, 64), "float32")):
+            for i, j in T.grid(16, 64):
+                out[15 - i if backwards else i, j] = T.if_then_else(
+                    keep[15 - i if backwards else i, j], x[15 - i if backwards else i, j] * scale,
+                    T.float32(0))
+        return kernel
+
+    return Tunable("scale_16x64", make, ({"scale": 1, "backwards": 0},
+                                         {"scale": 1, "backwards": 1},
+                                         {"scale": 2, "backwards": 0}))
+
+
+def test_kernel_search_records_a_point_that_computes_otherwise_as_an_error(tmp_path: Path):
+    """Each point runs once on the inputs the default runs on: one whose results differ is
+    recorded with the difference and no time, so compile can never choose it however fast."""
+    tunable, lines = scaling_tunable(), []
+    [result] = search_kernels([tunable], tmp_path, tvm.target.Target(tuning_target(host_target())),
+                              3, local_measurement(), lines.append)
+    same, reordered, wrong = read_kernel_records(tmp_path)
+    assert same.us is not None and reordered.us is not None and same.error is None
+    assert wrong.us is None and wrong.error is not None
+    assert wrong.error.startswith("other results than the default parameters: argument 2 off by")
+    assert result.best in (same.params, reordered.params) and result.trials == 3
+    timed = kernel_timings([same, reordered, wrong])[tunable.name]
+    assert wrong.params not in [params for params, _ in timed]
+
+
+def test_outputs_compare_within_rounding_and_nans_in_place():
+    reference = [np.array([1.0, np.nan, -200.0], np.float32), np.array([3, -4], np.int8)]
+    assert compare_outputs(reference, [np.array([1.0, np.nan, -200.01], np.float32),
+                                       np.array([3, -4], np.int8)]) is None
+    assert "NaNs in argument 0" in compare_outputs(
+        reference, [np.array([1.0, 2.0, -200.0], np.float32), reference[1]])
+    assert "argument 1 off by 1" in compare_outputs(reference, [reference[0],
+                                                                np.array([3, -3], np.int8)])
+    inputs = check_inputs(scaling_tunable().make({"scale": 1, "backwards": 0}))
+    assert [(a.shape, a.dtype) for a in inputs] == [((16, 64), np.float32), ((16, 64), np.bool_),
+                                                   ((16, 64), np.float32)]
+    assert np.array_equal(inputs[0], check_inputs(scaling_tunable().make(
+        {"scale": 2, "backwards": 1}))[0])
 
 
 def test_compile_builds_each_kernel_with_its_fastest_recorded_parameters(
