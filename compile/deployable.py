@@ -228,6 +228,7 @@ def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir
         "arch": board.arch,
         "llvm_target": json.loads(json.dumps(target, default=list)),
         "cpu_features": cpu_features(target),
+        "amx_tiles": built.schedules is not None and built.schedules.amx_tiles,
         "model": {"path": str(Path(model_dir).resolve()), "sha256": model_hash(model_dir)},
         "versions": {"tinyasr": importlib.metadata.version("tinyasr"),
                      "tvm": tvm.__version__, "torch": torch.__version__},
@@ -319,6 +320,8 @@ def _common_problem(manifest: dict[str, Any]) -> str | None:
     features = manifest.get("cpu_features", [])
     if not (isinstance(features, list) and all(isinstance(item, str) for item in features)):
         return "cpu_features must be a list of strings"
+    if not isinstance(manifest.get("amx_tiles", False), bool):
+        return "amx_tiles must be true or false"
     llvm_target = manifest.get("llvm_target", {})
     if not isinstance(llvm_target, dict) or not (
             isinstance(llvm_target.get("mattr", []), list)

@@ -147,6 +147,11 @@ class ScheduleReport:
     failed: list[str]
     kernels: dict[str, dict[str, int]]
 
+    @property
+    def amx_tiles(self) -> bool:
+        """Whether a kernel was built as an AMX tile kernel (compile/kernels/int8_amx.py)."""
+        return any(params.get("amx") for params in self.kernels.values())
+
 
 @dataclass
 class BuiltModel:

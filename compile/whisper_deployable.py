@@ -150,6 +150,7 @@ def _manifest(built: BuiltModel, board: Board, model_dir: Path, staging: Path, m
         "arch": board.arch,
         "llvm_target": json.loads(json.dumps(target, default=list)),
         "cpu_features": cpu_features(target),
+        "amx_tiles": built.schedules is not None and built.schedules.amx_tiles,
         "model": {"path": str(Path(model_dir).resolve()), "sha256": model_hash(model_dir)},
         "versions": {"tinyasr": importlib.metadata.version("tinyasr"),
                      "tvm": tvm.__version__, "torch": torch.__version__},

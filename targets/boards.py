@@ -7,6 +7,7 @@ shared libraries, and how qemu-user emulates it in tests.
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 from dataclasses import dataclass, field
@@ -159,6 +160,24 @@ def cpu_features(llvm_target: dict[str, Any]) -> list[str]:
     return sorted(flag for name, flag in X86_FEATURES.items() if name in has)
 
 
+# arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) as syscall(2) numbers (x86-64 Linux):
+# a process's request for the AMX tile registers, which Linux 5.16 and later grant on request
+# only; a tile instruction without the grant is SIGILL
+SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 158, 0x1023, 18
+
+
+def request_amx_tiles() -> str | None:
+    """Asks Linux for this process's AMX tile registers; None once granted, else why not."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    if libc.syscall(ctypes.c_long(SYS_ARCH_PRCTL), ctypes.c_long(ARCH_REQ_XCOMP_PERM),
+                    ctypes.c_long(XFEATURE_XTILEDATA)) == 0:
+        return None
+    return os.strerror(ctypes.get_errno())
+
+
 def machine_cpu_flags() -> set[str] | None:
     """This machine's CPU flags from /proc/cpuinfo (its first `flags` line), None if unreadable."""
     try:
@@ -172,16 +191,21 @@ def machine_cpu_flags() -> set[str] | None:
 
 
 def check_cpu_features(deployable: Path, manifest: dict[str, Any]) -> None:
-    """One line naming what this CPU lacks of the manifest's `cpu_features` (x86-64), before
-    any of the deployable's code runs here. Unchecked where /proc/cpuinfo cannot be read."""
+    """One line naming what this CPU lacks of the manifest's `cpu_features` (x86-64; unchecked
+    where /proc/cpuinfo cannot be read), or that Linux refused the AMX tile registers its
+    kernels use (`amx_tiles`), before any of the deployable's code runs here."""
     flags = machine_cpu_flags()
-    if flags is None:
-        return
-    missing = [flag for flag in manifest.get("cpu_features", []) if flag not in flags]
+    missing = [flag for flag in manifest.get("cpu_features", [])
+               if flags is not None and flag not in flags]
+    cpu = manifest.get("llvm_target", {}).get("mcpu", "?")
     if missing:
-        cpu = manifest.get("llvm_target", {}).get("mcpu", "?")
         raise InputError(f"{deployable}: built for {manifest['target']} ({cpu}), whose code "
                          f"uses {', '.join(missing)}, which this CPU lacks")
+    refused = request_amx_tiles() if manifest.get("amx_tiles") else None
+    if refused is not None:
+        raise InputError(f"{deployable}: built for {manifest['target']} ({cpu}) with int8 "
+                         f"kernels on AMX tiles, which Linux refused this process ({refused}; "
+                         "it grants them from Linux 5.16)")
 
 
 def get_board(name: str) -> Board:

@@ -62,6 +62,7 @@ from tinyasr.targets.boards import (
     get_board,
     host_target,
     machine_cpu_flags,
+    request_amx_tiles,
 )
 from tinyasr.targets.host.runner import CompiledModelRunner, CompiledRecognizer
 from tinyasr.targets.native_build import build_runtime
@@ -411,6 +412,35 @@ def test_a_deployable_using_extensions_this_cpu_lacks_is_one_line(host_deployabl
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert run.stderr.startswith(f"tinyasr-run: error: {foreign}: built for host, whose code "
                                  f"uses {lacking[0]}, which this CPU lacks"), run.stderr
+
+
+def test_a_deployable_on_amx_tiles_asks_linux_for_them_before_it_runs(host_deployable: Path,
+                                                                        tmp_path: Path, capsys):
+    """Int8 kernels on AMX tiles (`amx_tiles` in the manifest) need the process's tile registers,
+    which Linux grants on request only: both runners ask at load. Where Linux refuses (this CPU
+    has no AMX, or a kernel before 5.16) that is one line, not SIGILL at the first tile
+    instruction; where it grants them the deployable runs."""
+    manifest = json.loads((host_deployable / MANIFEST_FILE).read_text())
+    assert manifest["amx_tiles"] is False   # untuned: the VNNI kernels
+    tiles = tmp_path / "tiles"
+    shutil.copytree(host_deployable, tiles)
+    (tiles / MANIFEST_FILE).write_text(json.dumps({**manifest, "amx_tiles": True}))
+    wav = str(next(SAMPLES_DIR.glob("wavs/*.wav")))
+    transcriber = build_runtime(get_board("host"), log=lambda _: None).transcriber
+    run = subprocess.run([str(transcriber), str(tiles), wav], capture_output=True, text=True,
+                         timeout=120)
+    refused = request_amx_tiles()
+    if refused is None:   # an AMX CPU under Linux 5.16 or later
+        assert main(["transcribe", "--lib", str(tiles), wav]) == 0 and run.returncode == 0
+        return
+    assert main(["transcribe", "--lib", str(tiles), wav]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.endswith(
+        f"with int8 kernels on AMX tiles, which Linux refused this process ({refused}; it "
+        "grants them from Linux 5.16)\n"), error
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert f"{tiles}: built for host with int8 kernels on AMX tiles, which Linux refused" \
+        in run.stderr, run.stderr
 
 
 def test_host_refuses_a_board_library(board_deployables: dict):

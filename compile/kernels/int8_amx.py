@@ -43,14 +43,13 @@ from tvm.target import Target, codegen
 
 from tinyasr.compile.kernels.int8 import VNNI, int8_matmul_function, requantize_store
 from tinyasr.compile.kernels.tunable import Params
+from tinyasr.targets.boards import ARCH_REQ_XCOMP_PERM, SYS_ARCH_PRCTL, XFEATURE_XTILEDATA
 
 TILE_ROWS = 16          # rows of a tile register
 TILE_BYTES = 64         # bytes per tile row
 TILE_REGISTERS = 8
 AMX_TILES = ((2, 2), (1, 2), (2, 1), (1, 1))   # (row tiles R, column blocks T): most C tiles first
 
-# arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) as syscall(2) numbers (x86-64 Linux)
-SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 158, 0x1023, 18
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 #include <tvm/ffi/extra/json.h>
@@ -18,6 +19,7 @@
 #include <tvm/runtime/tensor.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -230,6 +232,7 @@ struct ManifestHeader {
   std::vector<std::string> mattr;  // the LLVM target's attributes, e.g. "+v", "+dotprod"
   // x86-64: the extensions its code may use, as /proc/cpuinfo names them ("avx512_vnni", ...)
   std::vector<std::string> cpu_features;
+  bool amx_tiles = false;  // int8 kernels on AMX tile registers, which Linux grants on request
   ffi::json::Object manifest;
 };
 
@@ -265,6 +268,9 @@ inline ManifestHeader ReadManifestHeader(const DeployableSource& source) {
     }
     if (manifest->count(ffi::String("cpu_features"))) {
       header.cpu_features = StringListField(*manifest, "cpu_features");
+    }
+    if (manifest->count(ffi::String("amx_tiles"))) {
+      header.amx_tiles = manifest->at(ffi::String("amx_tiles")).cast<bool>();
     }
   } catch (const ffi::Error& error) {
     throw InputError(header.path + ": not a tinyasr deployable manifest (" + error.message() + ")");
@@ -349,6 +355,16 @@ inline void CheckMachine(const ManifestHeader& header) {
     throw InputError(where + ": built for " + header.target + ", whose code uses " + names +
                      ", which this CPU lacks");
   }
+#if defined(__x86_64__)
+  // arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): without the grant (Linux 5.16 and
+  // later give it on request) the first tile instruction is SIGILL
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  if (header.amx_tiles && syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) {
+    throw InputError(where + ": built for " + header.target +
+                     " with int8 kernels on AMX tiles, which Linux refused this process (" +
+                     std::strerror(errno) + "; it grants them from Linux 5.16)");
+  }
+#endif
 }
 
 // ----------------------------------------------------------------------------- VM and weights
