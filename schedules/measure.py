@@ -25,6 +25,7 @@ import tvm
 import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
+from tinyasr.model.common.errors import InputError
 from tinyasr.targets.boards import Board
 from tinyasr.targets.farm import check_tracker, parse_address, wait_for_boards
 
@@ -104,10 +105,15 @@ def run_here(libraries: Sequence[str], arrays: Sequence[np.ndarray]) -> list[Run
 def run_on_board(tracker: str, key: str, libraries: Sequence[str], arrays: Sequence[np.ndarray]
                  ) -> list[RunOutcome]:
     """Each library uploaded under a name of its own (a board's loader keeps a loaded path) and
-    run once in one session on a board of `key`."""
+    run once in one session on a board of `key`; with no board free, each is that error (as
+    a failed timing is: tuning goes on)."""
     from tinyasr.targets.remote import request_session
 
-    remote, results = request_session(tracker, key, wait=BOARD_WAIT_SEC), list[RunOutcome]()
+    try:
+        remote = request_session(tracker, key, wait=BOARD_WAIT_SEC)
+    except InputError as error:
+        return [str(error)] * len(libraries)
+    results = list[RunOutcome]()
     for number, library in enumerate(libraries):
         name = f"checked-{number}-{os.path.basename(library)}"
         try:
