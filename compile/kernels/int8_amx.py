@@ -316,17 +316,20 @@ def amx_int8_matmul_kernel(n: int, k: int, params: Params,
         request((tile_bytes, tile_words, tile_shapes))
         configure(full, TILE_ROWS)
         configure(last, rows % TILE_ROWS)
-        for outer in range(blocks // tile):
-            if rows >= TILE_ROWS:
-                load_config((tile_bytes, tile_words, tile_shapes), full)
+        # each configuration loaded once per call (ldtilecfg is slow and zeroes every tile):
+        # the whole tiles of all column blocks, then the last rows of all column blocks
+        if rows >= TILE_ROWS:
+            load_config((tile_bytes, tile_words, tile_shapes), full)
+            for outer in range(blocks // tile):
                 for whole in range(rows // step_rows):
                     step((tile_bytes, tile_words, tile_shapes), xq, w, x_scale, w_scale, bias,
                          lower, out, acc, outer, whole * step_rows, row_tiles, TILE_ROWS)
                 for single in range(rows // step_rows * row_tiles, rows // TILE_ROWS):
                     step((tile_bytes, tile_words, tile_shapes), xq, w, x_scale, w_scale, bias,
                          lower, out, acc, outer, single * TILE_ROWS, 1, TILE_ROWS)
-            if rows % TILE_ROWS > 0:
-                load_config((tile_bytes, tile_words, tile_shapes), last)
+        if rows % TILE_ROWS > 0:
+            load_config((tile_bytes, tile_words, tile_shapes), last)
+            for outer in range(blocks // tile):
                 step((tile_bytes, tile_words, tile_shapes), xq, w, x_scale, w_scale, bias, lower,
                      out, acc, outer, rows - rows % TILE_ROWS, 1, rows % TILE_ROWS)
         release((tile_bytes, tile_words, tile_shapes))
