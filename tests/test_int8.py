@@ -355,15 +355,21 @@ def test_amx_tiles_join_the_int8_space_only_on_amx_targets():
         AVX2, 384, 384).space                           # AMX packs as VNNI does
 
 
+# the AMX Xeon VM's host target: LLVM named its cpu rocketlake, host_target adds the tiles
+AMX_VM_HOST = {**SAPPHIRE_RAPIDS, "mcpu": "rocketlake", "mattr": ["+amx-tile", "+amx-int8"]}
+
+
+@pytest.mark.parametrize("target", [SAPPHIRE_RAPIDS, AMX_VM_HOST], ids=["spr", "vm-host"])
 @pytest.mark.parametrize("n, k", [(384, 384), (31, 144), (1536, 384)])
-def test_amx_kernels_build_into_tile_instructions(n: int, k: int):
+def test_amx_kernels_build_into_tile_instructions(n: int, k: int, target: dict):
     """Whole 64-byte chunks of k (384) and a narrower last one (144), a last partial block
-    of columns (31); the kernel asks Linux for the tile registers (arch_prctl via syscall)."""
+    of columns (31); the kernel asks Linux for the tile registers (arch_prctl via syscall).
+    For Sapphire Rapids, and for the AMX Xeon VM's host target (rocketlake plus the tiles)."""
     for params in amx_points(n, k):
         tunable = int8_matmul_tunable(VNNI, n, k, amx=True)
         kernel = tunable.make(params).with_attr("global_symbol", "kernel")
         assembly = tvm.compile(tvm.IRModule({"kernel": kernel}),
-                               Target(SAPPHIRE_RAPIDS)).mod.inspect_source("asm")
+                               Target(target)).mod.inspect_source("asm")
         assert all(instruction in assembly for instruction in TILE_INSTRUCTIONS), params
         assert "syscall" in assembly and "vpdpbusd" not in assembly
 
