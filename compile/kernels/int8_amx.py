@@ -20,8 +20,10 @@ step take single row tiles, the last of them a second configuration with fewer r
 are stored to a small int32 buffer and requantized as the VNNI kernel's are.
 
 Linux gives a process the tile registers only after it asks (arch_prctl ARCH_REQ_XCOMP_PERM for
-XTILEDATA; without it the first tile instruction is SIGILL), so the kernel asks at every call:
-one system call, which the kernel answers from a flag once granted.
+XTILEDATA; without it the first tile instruction is SIGILL). The runners ask when they load a
+deployable built with tile kernels (its manifest's `amx_tiles`), so a refusal is one line; the
+kernel asks again at every call, for code that loads it otherwise (the tuner's timing workers):
+one system call, which Linux answers from a flag once granted.
 
 Not a default: the tile kernels join the VNNI kernel's template space on targets with amx-int8
 (`amx_points`), so `tinyasr tune` times them on the device and compile uses one where it was
