@@ -42,7 +42,7 @@ from tvm.ir.expr import ExprWithOp
 from tvm.script import tirx as T
 
 from tinyasr.compile.kernels.int8 import DOT_INSTRUCTIONS, SIGN_BITS, VNNI, DotIsa
-from tinyasr.compile.kernels.softmax import exp_polynomial
+from tinyasr.compile.kernels.polynomials import exp_polynomial
 from tinyasr.compile.kernels.tunable import Params, Tunable
 
 LEVELS = 127.0               # int8 queries, keys and values: -127..127

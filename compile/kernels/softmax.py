@@ -12,49 +12,22 @@ exponentials are computed from the scores before the other vectors overwrite the
 its own lanes are summed. A loop over the remainder instead ran LLVM's scalar epilogue, as slow
 as the rest of the row together.
 
-The exponential is a polynomial, not a libm call: 2^k * p(f) with x = k ln 2 + f,
-|f| <= ln 2 / 2, p Cephes' degree-6 expf polynomial (relative error about 2e-7), x clamped to
-float32's range.
+The exponential is a polynomial, not a libm call (compile/kernels/polynomials.py).
 """
 
 from __future__ import annotations
 
-import math
-
-from tvm import tirx
 from tvm.script import tirx as T
 
 from tinyasr.compile.kernels.fp32 import NARROW
+from tinyasr.compile.kernels.polynomials import exp_polynomial
 
-EXP_LIMIT = 88.3762626647949   # float32's exp overflows above it, underflows below -it
-EXP_POLYNOMIAL = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-                  1.6666665459e-1, 5.0000001201e-1)   # Cephes expf, highest power first
 LOWEST = -3.4028234663852886e38
 # what attention writes over a masked-out score (model/network/san_m.py attend)
 MASKED_SCORE = -1e9
 MAX_LANES = 16
 TOP, TOTAL = 2 * MAX_LANES, 2 * MAX_LANES + 1   # scratch slots for a row's max and sum
 SCRATCH = 2 * MAX_LANES + 2                     # two vectors, the max and the sum
-
-
-def _splat(value: float, lanes: int) -> tirx.Expr:
-    return T.float32(value) if lanes == 1 else T.broadcast(T.float32(value), lanes)
-
-
-def exp_polynomial(x: tirx.Expr, lanes: int) -> tirx.Expr:
-    """exp(x) of a float32 TIR expression of `lanes` lanes, as 2^k * p(f)."""
-    clamped = T.max(T.min(x, _splat(EXP_LIMIT, lanes)), _splat(-EXP_LIMIT, lanes))
-    k = T.floor(clamped * _splat(1 / math.log(2), lanes) + _splat(0.5, lanes))
-    f = clamped - k * _splat(math.log(2), lanes)
-    p = _splat(EXP_POLYNOMIAL[0], lanes)
-    for coefficient in EXP_POLYNOMIAL[1:]:
-        p = p * f + _splat(coefficient, lanes)
-    int_type, float_type = ("int32", "float32") if lanes == 1 else (f"int32x{lanes}",
-                                                                    f"float32x{lanes}")
-    exponent = T.Cast(int_type, k) + (127 if lanes == 1 else T.broadcast(127, lanes))
-    power = T.reinterpret(float_type, T.shift_left(
-        exponent, 23 if lanes == 1 else T.broadcast(23, lanes)))
-    return (p * f * f + f + _splat(1, lanes)) * power
 
 
 @T.macro
