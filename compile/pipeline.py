@@ -18,7 +18,8 @@ Phases, in order (`--dump-ir DIR` writes the module after each as DIR/NN-phase.p
     dense      the decoder FSMN's gather of each tree node's window and its depthwise conv ->
                one kernel reading through the index; an fp32 conv only rounded to int8 at one
                scale -> two kernels computing it twice instead of storing it; the fbank's
-               cutting and windowing of frames, two-stage DFT and power -> one kernel; a
+               cutting and windowing of frames, two-stage DFT and power -> one kernel, its
+               floored log and CMVN -> another; a
                matmul on a weight that is also gathered from (Whisper's tied embedding) -> a
                kernel reading it as stored (with VNNI, interleaved for the gather and the
                logits alike); other fp32 matmuls on weights (the fbank's mel,
@@ -102,6 +103,7 @@ from tinyasr.compile.passes.load_time_tables import (
     FoldConstantOutsideTables,
     LoadTimeTables,
 )
+from tinyasr.compile.passes.log_cmvn import LogCmvn
 from tinyasr.compile.passes.name_shape_vars import name_shape_vars
 from tinyasr.compile.passes.rewriting import provable_for_sizes
 from tinyasr.compile.passes.sink_permutes import SinkPermutes
@@ -411,6 +413,7 @@ def legalize(imported: ImportedModel, target: Target, dump: IRDumper,
         mod = tvm.transform.Sequential([
             TreeFsmn(target, choices), ConvRounding(target, choices),
             Fp32Conv2d(target, choices), FusedPowerSpectrum(target, choices),
+            LogCmvn(target, choices),
             TiedMatmul(target, choices), Fp32Matmul(target, choices),
             FusedAttention(target, choices, imported.int8_attention),
             CachedAttention(target, choices), BatchedMatmul(target, choices),

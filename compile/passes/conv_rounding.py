@@ -38,15 +38,10 @@ from tinyasr.compile.passes.rewriting import (
     KernelPass,
     is_op,
     plain_channels_last,
+    prim_number,
 )
 
 INT8_MAX = 127
-
-
-def _value(expr: relax.Expr) -> float | None:
-    """The number a PrimValue holds, else None."""
-    value = getattr(expr, "value", None)
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 @mutator
@@ -69,8 +64,8 @@ class _Rewriter(FunctionRewriter):
 
     def _rounded(self, cast: relax.Call) -> relax.Expr | None:
         clip = self._bound(cast.args[0])
-        if not (is_op(clip, "relax.clip") and _value(clip.args[1]) == -INT8_MAX
-                and _value(clip.args[2]) == INT8_MAX):
+        if not (is_op(clip, "relax.clip") and prim_number(clip.args[1]) == -INT8_MAX
+                and prim_number(clip.args[2]) == INT8_MAX):
             return None
         rounded = self._bound(clip.args[0])
         divided = self._bound(rounded.args[0]) if is_op(rounded, "relax.round") else None

@@ -63,6 +63,12 @@ def scalar_constant(expr: relax.Expr) -> float | None:
     return None
 
 
+def prim_number(expr: relax.Expr) -> float | None:
+    """The number a scalar argument (a clip's bounds) holds, else None."""
+    value = getattr(expr, "value", None)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 class FunctionRewriter(PyExprMutator):
     """Base of the rewrites: visits every Relax function of `mod`; each kernel added once, a
     tunable one with the parameters `choices` has for it."""
