@@ -53,7 +53,6 @@ TILE_REGISTERS = 8
 AMX_TILES = ((2, 2), (1, 2), (2, 1), (1, 1))   # (row tiles R, column blocks T): most C tiles first
 
 
-
 @dataclass(frozen=True)
 class TileLayout:
     """Which tile register holds what for R row tiles x T column blocks and a k whose last

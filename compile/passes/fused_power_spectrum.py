@@ -49,6 +49,7 @@ from tinyasr.compile.passes.rewriting import (
     is_op,
     provable_for_sizes,
     scalar_constant,
+    static_sizes,
 )
 from tinyasr.model.network.framing import FRAME_LENGTH, FRAME_SHIFT
 from tinyasr.model.network.frontend import GROUPS, PREEMPHASIS, ROWS, STRIDE
@@ -56,15 +57,6 @@ from tinyasr.model.network.frontend import GROUPS, PREEMPHASIS, ROWS, STRIDE
 COLUMNS_ORDER = [0, 1, 3, 2]
 GROUPS_ORDER = [3, 0, 1, 4, 2]
 FRAMES_ORDER = [1, 2, 0, 3]
-
-
-def _size(dim: tvm.ir.Expr) -> int | None:
-    return int(dim) if isinstance(dim, tvm.tirx.IntImm) else None
-
-
-def _sizes(expr: relax.Expr) -> list[int | None] | None:
-    """`expr`'s sizes, None for a symbolic one; None for an unknown shape."""
-    return None if expr.ty.shape is None else [_size(d) for d in expr.ty.shape.values]
 
 
 def _equal(a: tvm.ir.Expr, b: tvm.ir.Expr) -> bool:
@@ -119,8 +111,9 @@ class _Rewriter(Fp32KernelRewriter):
     def _waveform_source(self, frames: relax.Expr) -> tuple[relax.Expr, relax.Expr] | None:
         """(padded waveform (1, S), window (400,)) when `frames` (1, T, 400) are the windowed
         frames cut from it (the module docstring's pattern), else None."""
-        windowed, frame_sizes = self._bound(frames), _sizes(frames)
-        if not (is_op(windowed, "relax.multiply") and _sizes(windowed.args[1]) == [FRAME_LENGTH]
+        windowed, frame_sizes = self._bound(frames), static_sizes(frames)
+        if not (is_op(windowed, "relax.multiply")
+                and static_sizes(windowed.args[1]) == [FRAME_LENGTH]
                 and frame_sizes is not None and frame_sizes[0] == 1):
             return None
         emphasized = self._bound(windowed.args[0])
@@ -171,12 +164,12 @@ class _Rewriter(Fp32KernelRewriter):
             return None
         if not all(_equal(part.ty.shape.values[1], count) for part in raw.args[0].fields):
             return None
-        rows, row_sizes = self._bound(rows_var), _sizes(self._bound(rows_var))
+        rows, row_sizes = self._bound(rows_var), static_sizes(self._bound(rows_var))
         if not (is_op(rows, "relax.reshape") and row_sizes is not None
                 and row_sizes[0] == 1 and row_sizes[2] == FRAME_SHIFT):
             return None
         padded = rows.args[0]
-        sizes = _sizes(padded)
+        sizes = static_sizes(padded)
         if sizes is None or len(sizes) != 2 or sizes[0] != 1:
             return None
         # the last frame's end; TVM declares its operators to return Expr | NotImplemented
@@ -226,7 +219,7 @@ class _Rewriter(Fp32KernelRewriter):
         """`expr` is a reshape whose last dimensions are `trailing`."""
         if not is_op(expr, "relax.reshape"):
             return False
-        sizes = _sizes(expr)
+        sizes = static_sizes(expr)
         return sizes is not None and sizes[-len(trailing):] == trailing
 
     def _squared_magnitude_source(self, power: relax.Expr) -> relax.Call | None:
@@ -253,14 +246,14 @@ class _Rewriter(Fp32KernelRewriter):
     def _consistent(self, out: relax.Call, frames: relax.Expr, inner_dft: relax.Expr,
                     outer_dft: relax.Expr) -> bool:
         """frames (B, T, 400) and out (B, T, 256) float32; the two DFTs of the fbank's sizes."""
-        frames_sizes, out_sizes = _sizes(frames), _sizes(out)
+        frames_sizes, out_sizes = static_sizes(frames), static_sizes(out)
         return (frames_sizes is not None and len(frames_sizes) == 3
                 and frames_sizes[2] == FRAME_LENGTH
                 and out_sizes is not None and out_sizes[2] == POWER_COLUMNS
                 and all(_equal(a, b) for a, b in
                         zip(frames.ty.shape.values[:2], out.ty.shape.values[:2], strict=True))
-                and _sizes(inner_dft) == [ROWS, INNER_COLUMNS]
-                and _sizes(outer_dft) == [GROUPS, OUTER_INPUTS, OUTER_COLUMNS]
+                and static_sizes(inner_dft) == [ROWS, INNER_COLUMNS]
+                and static_sizes(outer_dft) == [GROUPS, OUTER_INPUTS, OUTER_COLUMNS]
                 and all(t.ty.dtype == "float32" for t in (frames, inner_dft, outer_dft)))
 
 

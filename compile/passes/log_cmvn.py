@@ -21,14 +21,11 @@ from tvm.relax.expr_functor import mutator
 from tinyasr.compile.kernels.fp32 import NARROW
 from tinyasr.compile.kernels.log_cmvn import log_cmvn_kernel
 from tinyasr.compile.passes.fp32_matmul import Fp32KernelRewriter
-from tinyasr.compile.passes.rewriting import KernelPass, is_op, prim_number
+from tinyasr.compile.passes.rewriting import KernelPass, is_op, prim_number, static_sizes
 
 
 def _channels_vector(expr: relax.Expr, channels: int) -> bool:
-    return (isinstance(expr.ty, relax.TensorType) and expr.ty.dtype == "float32"
-            and expr.ty.shape is not None and len(expr.ty.shape.values) == 1
-            and isinstance(expr.ty.shape.values[0], tvm.tirx.IntImm)
-            and int(expr.ty.shape.values[0]) == channels)
+    return expr.ty.dtype == "float32" and static_sizes(expr) == [channels]
 
 
 @mutator
@@ -38,10 +35,9 @@ class _Rewriter(Fp32KernelRewriter):
         if not (is_op(call, "relax.multiply") and call.ty.dtype == "float32"
                 and call.ty.shape is not None and call.ty.ndim >= 2):
             return call
-        last = call.ty.shape.values[-1]
-        if not isinstance(last, tvm.tirx.IntImm) or int(last) < NARROW:
+        channels = static_sizes(call)[-1]   # pyright: ignore[reportOptionalSubscript]  # shaped
+        if channels is None or channels < NARROW:
             return call
-        channels = int(last)
         centred, istd = self._bound(call.args[0]), call.args[1]
         if not (is_op(centred, "relax.subtract") and _channels_vector(istd, channels)):
             return call

@@ -63,6 +63,13 @@ def scalar_constant(expr: relax.Expr) -> float | None:
     return None
 
 
+def static_sizes(expr: relax.Expr) -> list[int | None] | None:
+    """A tensor's sizes, None for a symbolic one; None for an unknown shape."""
+    if expr.ty.shape is None:
+        return None
+    return [int(d) if isinstance(d, tvm.tirx.IntImm) else None for d in expr.ty.shape.values]
+
+
 def prim_number(expr: relax.Expr) -> float | None:
     """The number a scalar argument (a clip's bounds) holds, else None."""
     value = getattr(expr, "value", None)
