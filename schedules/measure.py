@@ -80,26 +80,32 @@ def _run_here(library: str, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     return call_main(tvm.runtime.load_module(library), arrays, tvm.cpu())
 
 
-def run_here(libraries: Sequence[str], arrays: Sequence[np.ndarray]) -> list[RunOutcome]:
-    """Each library run once in a worker process (as the timing runs are: a candidate that
-    crashes takes the worker, which restarts, not the tuner)."""
-    from tvm.support.popen_pool import PopenWorker
+class RunHere:
+    """run_once on this machine: each library run in a worker process, as the timing runs are
+    (a candidate that crashes takes the worker, which restarts, not the tuner). One worker
+    serves every call: starting one (importing TVM) takes about 2 s, once per tune, not once
+    per kernel."""
 
-    worker, results = PopenWorker(), list[RunOutcome]()
-    try:
+    def __init__(self) -> None:
+        self.worker = None   # a tvm.support.popen_pool.PopenWorker, started on first use
+
+    def __call__(self, libraries: Sequence[str], arrays: Sequence[np.ndarray]
+                 ) -> list[RunOutcome]:
+        from tvm.support.popen_pool import PopenWorker
+
+        self.worker = self.worker or PopenWorker()
+        results = list[RunOutcome]()
         for library in libraries:
-            worker.send(_run_here, (library, list(arrays)), timeout=CHECK_TIMEOUT_SEC)
+            self.worker.send(_run_here, (library, list(arrays)), timeout=CHECK_TIMEOUT_SEC)
             try:
-                results.append(worker.recv())
+                results.append(self.worker.recv())
             except ChildProcessError:
                 results.append("crashed")
             except TimeoutError:
                 results.append(f"ran over {CHECK_TIMEOUT_SEC:g} s")
             except Exception as error:  # noqa: BLE001  # the candidate's own error, as a record
                 results.append(last_line(str(error)) or type(error).__name__)
-    finally:
-        worker.kill()
-    return results
+        return results
 
 
 def run_on_board(tracker: str, key: str, libraries: Sequence[str], arrays: Sequence[np.ndarray]
@@ -133,7 +139,7 @@ def local_measurement() -> Measurement:
     """Build, time and run candidates on this machine."""
     builder = ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_SEC, f_build=build_candidate)
     return Measurement(builder, ms.runner.LocalRunner(),  # pyright: ignore[reportArgumentType]
-                       run_here)
+                       RunHere())
 
 
 def board_measurement(board: Board, tracker: str, key: str | None) -> Measurement:
