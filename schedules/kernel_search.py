@@ -147,8 +147,7 @@ def check_inputs(function: tirx.PrimFunc, seed: int = 0) -> list[np.ndarray]:
         elif dtype == "bool":
             arrays.append(rng.random(shape) < 0.9)
         else:
-            raise ValueError(f"{function.attrs and function.attrs.get('global_symbol')}: no check "
-                             f"inputs for a {dtype} parameter")
+            raise ValueError(f"no check inputs for parameter {buffer.name} ({dtype})")
     return arrays
 
 
