@@ -8,6 +8,15 @@ what take(rows, index, axis=0) followed by a depthwise conv1d (or by abs and a m
 axis) computes, without the (U, K, d) windows in between (2.9 MB for a 20 s utterance's 457
 tree nodes, per decoder block). An index outside [0, N) is clipped into it, as take's
 mode="clip" does. Sums run over k in order, as the legalized conv1d's do.
+
+The channels are cut into vectors of the target's lanes (the last one moved back to end at the
+last channel when the lanes do not divide d; its lanes shared with the one before hold the same
+values), one accumulator register per vector, in groups that fit the registers: a node's index
+row is read once per group, and each gathered row is read as whole vectors. A loop vectorized
+over all d channels at once (144 in the shipped model) made LLVM split its accumulator into
+scalars and shuffle them into and out of vectors on every step. For the 180 nodes of a 5 s
+utterance's 10-best (AMD EPYC Zen 5, AVX-512): tree_fsmn 56 -> 5.6 us a call, gather_abs_max
+61 -> 3.3 us.
 """
 
 from __future__ import annotations
@@ -15,11 +24,27 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
+from tinyasr.compile.kernels.fp32 import NARROW, VectorUnit
 from tinyasr.compile.kernels.im2col import OPAQUE
 
+SPARE_REGISTERS = 3   # beside the accumulators: a gathered vector, a weight vector, a product
 
-def tree_fsmn_kernel(dim: int, taps: int) -> tirx.PrimFunc:
+
+def channel_vectors(unit: VectorUnit, dim: int) -> tuple[int, int, int]:
+    """(lanes, groups, vectors per group) covering `dim` channels: the unit's lanes (narrow
+    vectors, or scalars, for fewer channels), as few groups as fit the accumulators of a group
+    in the vector registers, the vectors spread evenly over them."""
+    lanes = unit.lanes if dim >= unit.lanes else NARROW if dim >= NARROW else 1
+    vectors = -(-dim // lanes)
+    groups = -(-vectors // max(1, unit.registers - SPARE_REGISTERS))
+    return lanes, groups, -(-vectors // groups)
+
+
+def tree_fsmn_kernel(unit: VectorUnit, dim: int, taps: int) -> tirx.PrimFunc:
     """(rows, index, weight) -> (U, 1, dim) f32; N and U symbolic."""
+    lanes, groups, per_group = channel_vectors(unit, dim)
+    vector = "float32" if lanes == 1 else f"float32x{lanes}"
+    zero = T.float32(0) if lanes == 1 else T.broadcast(T.float32(0), lanes)
 
     @T.prim_func(private=True)
     def tree_fsmn(rows_handle: T.handle, index_handle: T.handle, weight_handle: T.handle,
@@ -30,22 +55,30 @@ def tree_fsmn_kernel(dim: int, taps: int) -> tirx.PrimFunc:
         index = T.match_buffer(index_handle, (nodes, taps), "int64")
         weight = T.match_buffer(weight_handle, (taps, 1, dim), "float32")
         out = T.match_buffer(out_handle, (nodes, 1, dim), "float32")
-        acc = T.alloc_buffer((dim,), "float32", scope="local")
-        for u in range(nodes):
-            for c in T.vectorized(dim):
-                acc[c] = T.float32(0)
+        acc = T.alloc_buffer((per_group * lanes,), "float32", scope="local")
+        for u, group in T.grid(nodes, groups):
+            for v in T.unroll(per_group):
+                acc.vstore([v * lanes], zero)
             for k in range(taps):
-                for c in T.vectorized(dim):
-                    acc[c] = acc[c] + rows[T.max(T.min(index[u, k], n - 1), 0), c] * weight[k, 0, c]
-            for c in T.vectorized(dim):
-                out[u, 0, c] = acc[c]
+                row = T.max(T.min(index[u, k], n - 1), T.int64(0))
+                for v in T.unroll(per_group):
+                    start = T.min((group * per_group + v) * lanes, dim - lanes)
+                    acc.vstore([v * lanes], acc.vload([v * lanes], vector)
+                               + rows.vload([row, start], vector)
+                               * weight.vload([k, 0, start], vector))
+            for v in T.unroll(per_group):
+                out.vstore([u, 0, T.min((group * per_group + v) * lanes, dim - lanes)],
+                           acc.vload([v * lanes], vector))
 
     return tree_fsmn
 
 
-def gather_abs_max_kernel(dim: int, taps: int) -> tirx.PrimFunc:
+def gather_abs_max_kernel(unit: VectorUnit, dim: int, taps: int) -> tirx.PrimFunc:
     """(rows, index) -> () f32; N and U symbolic. Absolute values are >= 0, so the maxima
     start at 0 (what max over a non-empty set of them gives)."""
+    lanes, groups, per_group = channel_vectors(unit, dim)
+    vector = "float32" if lanes == 1 else f"float32x{lanes}"
+    zero = T.float32(0) if lanes == 1 else T.broadcast(T.float32(0), lanes)
 
     @T.prim_func(private=True)
     def gather_abs_max(rows_handle: T.handle, index_handle: T.handle, out_handle: T.handle):
@@ -54,14 +87,23 @@ def gather_abs_max_kernel(dim: int, taps: int) -> tirx.PrimFunc:
         rows = T.match_buffer(rows_handle, (n, dim), "float32")
         index = T.match_buffer(index_handle, (nodes, taps), "int64")
         out = T.match_buffer(out_handle, (), "float32")
-        peak = T.alloc_buffer((dim,), "float32", scope="local")
-        for c in T.vectorized(dim):
-            peak[c] = T.float32(0)
-        for u, k in T.grid(nodes, taps):
-            for c in T.vectorized(dim):
-                peak[c] = T.max(peak[c], T.fabs(rows[T.max(T.min(index[u, k], n - 1), 0), c]))
+        peak = T.alloc_buffer((per_group * lanes,), "float32", scope="local")
+        lane_peak = T.alloc_buffer((lanes,), "float32", scope="local")
+        lane_peak.vstore([0], zero)
+        for group in range(groups):
+            for v in T.unroll(per_group):
+                peak.vstore([v * lanes], zero)
+            for u, k in T.grid(nodes, taps):
+                row = T.max(T.min(index[u, k], n - 1), T.int64(0))
+                for v in T.unroll(per_group):
+                    start = T.min((group * per_group + v) * lanes, dim - lanes)
+                    peak.vstore([v * lanes], T.max(peak.vload([v * lanes], vector),
+                                                   T.fabs(rows.vload([row, start], vector))))
+            for v in T.unroll(per_group):
+                lane_peak.vstore([0], T.max(lane_peak.vload([0], vector),
+                                            peak.vload([v * lanes], vector)))
         out[()] = T.float32(0)
-        for c in range(dim):
-            out[()] = T.max(out[()], peak[c])
+        for c in range(lanes):
+            out[()] = T.max(out[()], lane_peak[c])
 
     return gather_abs_max

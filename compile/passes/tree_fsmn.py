@@ -29,6 +29,7 @@ from tvm import relax
 from tvm.relax.expr_functor import mutator
 from tvm.target import Target
 
+from tinyasr.compile.kernels.fp32 import vector_unit
 from tinyasr.compile.kernels.tree_fsmn import gather_abs_max_kernel, tree_fsmn_kernel
 from tinyasr.compile.kernels.tunable import KernelChoices
 from tinyasr.compile.passes.rewriting import FunctionRewriter, KernelPass, is_op
@@ -71,8 +72,9 @@ def _depthwise_window_conv(conv: relax.Call) -> bool:
 
 @mutator
 class _Rewriter(FunctionRewriter):
-    def __init__(self, mod: tvm.IRModule, _target: Target, choices: KernelChoices | None = None):
+    def __init__(self, mod: tvm.IRModule, target: Target, choices: KernelChoices | None = None):
         super().__init__(mod, choices)
+        self.unit = vector_unit(target)
 
     def visit_call_(self, op: relax.Call) -> relax.Expr:
         call = super().visit_call_(op)
@@ -91,7 +93,7 @@ class _Rewriter(FunctionRewriter):
         rows, index = gather
         dim, taps = int(rows.ty.shape.values[1]), int(index.ty.shape.values[1])
         kernel = self._kernel(f"gather_abs_max_d{dim}_k{taps}",
-                              lambda: gather_abs_max_kernel(dim, taps))
+                              lambda: gather_abs_max_kernel(self.unit, dim, taps))
         return relax.call_tir(kernel, [rows, index], relax.TensorType([], "float32"))
 
     def _tree_fsmn(self, conv: relax.Call) -> relax.Expr | None:
@@ -115,7 +117,8 @@ class _Rewriter(FunctionRewriter):
             args = list(call.args)
             args[position] = rows
             rows = self.builder_.emit(relax.Call(call.op, args, call.attrs))
-        kernel = self._kernel(f"tree_fsmn_d{dim}_k{taps}", lambda: tree_fsmn_kernel(dim, taps))
+        kernel = self._kernel(f"tree_fsmn_d{dim}_k{taps}",
+                              lambda: tree_fsmn_kernel(self.unit, dim, taps))
         return relax.call_tir(kernel, [rows, index, weight], conv.ty)
 
 
