@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import tvm
 from tvm import relax, tirx
+from tvm.target import Target
 
+from tinyasr.compile.kernels.fp32 import VectorUnit
+from tinyasr.compile.kernels.tree_fsmn import gather_abs_max_kernel, tree_fsmn_kernel
 from tinyasr.compile.pipeline import ImportedModel, IRDumper, build
 from tinyasr.targets.boards import host_target
 
@@ -66,3 +69,30 @@ def test_tree_fsmn_reads_the_windows_through_the_index(rounded: bool, tmp_path):
         out = vm["main"](tvm.runtime.tensor(rows), tvm.runtime.tensor(index), *weights).numpy()
         np.testing.assert_allclose(out, _reference(rows, index, weight, rounded),
                                    rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("unit, dim", [
+    (VectorUnit(16, 32), 100),     # a last vector moved back over the one before
+    (VectorUnit(4, 32), 144),      # 36 vectors: two groups of accumulators (NEON, RVV)
+    (VectorUnit(8, 16), 17),       # AVX2 lanes, a tail
+    (VectorUnit(16, 32), 5),       # narrower than the lanes: narrow vectors
+    (VectorUnit(16, 32), 3)])      # narrower than a narrow vector: scalars
+def test_kernels_cover_every_channel(unit: VectorUnit, dim: int):
+    """The kernels in vectors of a unit's lanes, whatever the channels leave over, against
+    float64 (built for this machine: the shapes of the loops are what is tested)."""
+    rng = np.random.default_rng(dim)
+    rows = rng.standard_normal((9, dim)).astype(np.float32)
+    index = rng.integers(-3, 12, (13, TAPS))                  # some clipped
+    weight = rng.standard_normal((TAPS, 1, dim)).astype(np.float32)
+    windows = rows[np.clip(index, 0, len(rows) - 1)].astype(np.float64)
+    for kernel, args, expected in [
+            (tree_fsmn_kernel(unit, dim, TAPS), [rows, index, weight, np.zeros((13, 1, dim))],
+             np.einsum("ukc,kc->uc", windows, weight[:, 0, :])[:, None, :]),
+            (gather_abs_max_kernel(unit, dim, TAPS), [rows, index, np.zeros(())],
+             np.abs(windows).max())]:
+        built = tvm.compile(tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")}),
+                            Target(host_target()))
+        tensors = [tvm.runtime.tensor(np.asarray(a, dtype=a.dtype if a.dtype == np.int64
+                                                 else np.float32)) for a in args]
+        built["main"](*tensors)
+        np.testing.assert_allclose(tensors[-1].numpy(), expected, rtol=1e-5, atol=1e-5)
