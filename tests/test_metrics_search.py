@@ -72,15 +72,20 @@ def textbook_prefix_beam_search(log_probs: np.ndarray, beam: int,
     return [(prefix, _log_add(*scores)) for prefix, scores in beams.items()]
 
 
-@pytest.mark.parametrize("vocab, beam, peaked", [(5, 3, False), (31, 10, True), (31, 10, False),
-                                                 (8, 12, True)])
-def test_prefix_beam_search_equals_the_textbook_loop(vocab, beam, peaked):
+@pytest.mark.parametrize("vocab, beam, peaked, blank_lead", [
+    (5, 3, False, 0.0), (31, 10, True, 0.0), (31, 10, False, 0.0), (8, 12, True, 0.0),
+    (31, 10, True, 6.0), (31, 4, False, 3.0)])
+def test_prefix_beam_search_equals_the_textbook_loop(vocab, beam, peaked, blank_lead):
     """Same n-best, same order, same scores, with repeats, merges and (uniform frames) ties:
-    the C++ search (the boards' too) against one Python step per prefix and token."""
+    the C++ search (the boards' too) against one Python step per prefix and token. With
+    `blank_lead`, blank leads most frames as in a model's output, so most extensions fall
+    below the search's bound and are never made (ctc_search.h BeamFloor)."""
     rng = np.random.default_rng(vocab + beam)
     logits = rng.normal(size=(60, vocab)) * (4.0 if peaked else 1.0)
+    logits[:, 0] += blank_lead
     logits[::7] = 0.0                                     # uniform frames: ties everywhere
     log_probs = (logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)).astype(np.float32)
+    log_probs[5, 3] = -np.inf                             # a token that never occurs
     expected = textbook_prefix_beam_search(log_probs, beam)
     nbest = ctc_prefix_beam_search(log_probs, beam)
     assert [prefix for prefix, _ in nbest] == [prefix for prefix, _ in expected]

@@ -52,8 +52,8 @@ def ctc_prefix_beam_search(log_probs: np.ndarray, beam: int = 10,
     repeated label is merged unless a blank separates the two. Per frame, only the `beam` most
     likely tokens extend a prefix (ties to the higher token id). log_probs: (frames, vocab),
     read as float32 like the models' outputs. The search is C++ (targets/native/src/ctc_search.h),
-    the same code the boards' transcriber runs: in numpy it took 7 ms of a 5 s utterance's 19 ms
-    on the host, here 0.6 ms. A beam or blank that does not fit is a ValueError.
+    the same code the boards' transcriber runs: 0.15 ms for a 5 s utterance's 123 frames of 31
+    tokens, beam 10 (AMD EPYC Zen 5). A beam or blank that does not fit is a ValueError.
     """
     log_probs = np.ascontiguousarray(log_probs, dtype=np.float32)
     frames, vocab = log_probs.shape

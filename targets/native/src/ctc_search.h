@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
-#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -62,18 +61,22 @@ inline Hypothesis CtcGreedy(const LogProbs& log_probs, int64_t blank = 0) {
   return tokens;
 }
 
-/*! \brief The `beam` likeliest tokens of a frame, likeliest first; ties go to the higher index
- *         (numpy's `argsort(frame, kind="stable")[::-1][:beam]`). */
-inline std::vector<int64_t> TopTokens(const float* frame, int64_t vocab, int beam) {
-  std::vector<int64_t> order(vocab);
-  std::iota(order.begin(), order.end(), 0);
-  auto count = std::min<int64_t>(beam, vocab);
-  std::partial_sort(order.begin(), order.begin() + count, order.end(),
-                    [frame](int64_t a, int64_t b) {
-                      return frame[a] > frame[b] || (frame[a] == frame[b] && a > b);
-                    });
-  order.resize(count);
-  return order;
+/*! \brief The `beam` likeliest tokens of a frame into `top`, likeliest first; ties go to the
+ *         higher index (numpy's `argsort(frame, kind="stable")[::-1][:beam]`). Each token is
+ *         inserted into the kept ones in order; a later token has the higher index, so it goes
+ *         before the first kept one it ties with. */
+inline void TopTokens(const float* frame, int64_t vocab, int beam, std::vector<int64_t>& top) {
+  const auto count = static_cast<size_t>(std::min<int64_t>(beam, vocab));
+  top.clear();
+  for (int64_t token = 0; token < vocab; ++token) {
+    const float p = frame[token];
+    if (top.size() == count) {
+      if (p < frame[top.back()]) continue;
+      top.pop_back();
+    }
+    auto at = std::find_if(top.begin(), top.end(), [&](int64_t kept) { return p >= frame[kept]; });
+    top.insert(at, token);
+  }
 }
 
 /*! \brief Label prefixes as nodes of a tree, one number each, so a prefix is found and
@@ -84,10 +87,18 @@ class PrefixTree {
  public:
   static constexpr int64_t kEmpty = 0;
 
-  int64_t Child(int64_t node, int64_t label) {
+  static constexpr int64_t kNone = -1;
+
+  /*! \brief The child of `node` ending in `label`, kNone when it was never made. */
+  int64_t Find(int64_t node, int64_t label) const {
     for (int64_t child = first_child_[node]; child != kNone; child = next_sibling_[child]) {
       if (last_[child] == label) return child;
     }
+    return kNone;
+  }
+  /*! \brief The child of `node` ending in `label`, made when new. */
+  int64_t Child(int64_t node, int64_t label) {
+    if (int64_t found = Find(node, label); found != kNone) return found;
     auto child = static_cast<int64_t>(parent_.size());
     parent_.push_back(node);
     last_.push_back(label);
@@ -107,7 +118,6 @@ class PrefixTree {
   }
 
  private:
-  static constexpr int64_t kNone = -1;
   std::vector<int64_t> parent_{kNone};
   std::vector<int64_t> last_{kNone};
   std::vector<int64_t> first_child_{kNone};
@@ -123,7 +133,7 @@ struct Beam {
 };
 
 /*! \brief One frame's candidates in the order first touched, found by prefix node through a
- *         slot per tree node: ranking sorts them stably, so equal scores rank in that order.
+ *         slot per tree node: ranking keeps equal scores in that order.
  *         One table serves every frame; `TakeBest` empties it. */
 class BeamTable {
  public:
@@ -139,22 +149,26 @@ class BeamTable {
     }
     return beams_[slot];
   }
-  /*! \brief The `beam` best, best first; ties keep insertion order. Empties the table. */
-  std::vector<Beam> TakeBest(int beam) {
+  /*! \brief The `beam` best into `best`, best first; ties keep insertion order (what a stable
+   *         sort by score would keep). Empties the table. */
+  void TakeBest(int beam, std::vector<Beam>& best) {
+    const auto count = std::min(beams_.size(), static_cast<size_t>(beam));
     totals_.resize(beams_.size());
-    order_.resize(beams_.size());
-    for (size_t i = 0; i < beams_.size(); ++i) totals_[i] = beams_[i].total();
-    std::iota(order_.begin(), order_.end(), 0);
-    std::stable_sort(order_.begin(), order_.end(),
-                     [this](size_t a, size_t b) { return totals_[a] > totals_[b]; });
-    std::vector<Beam> best;
-    best.reserve(std::min(order_.size(), static_cast<size_t>(beam)));
-    for (size_t i = 0; i < order_.size() && best.size() < static_cast<size_t>(beam); ++i) {
-      best.push_back(beams_[order_[i]]);
+    order_.clear();
+    for (size_t i = 0; i < beams_.size(); ++i) {
+      const double total = totals_[i] = beams_[i].total();
+      if (order_.size() == count) {
+        if (!(total > totals_[order_.back()])) continue;
+        order_.pop_back();
+      }
+      auto at = std::find_if(order_.begin(), order_.end(),
+                             [&](size_t kept) { return total > totals_[kept]; });
+      order_.insert(at, i);
     }
+    best.clear();
+    for (size_t i : order_) best.push_back(beams_[i]);
     for (const Beam& b : beams_) slots_[b.node] = kNoSlot;
     beams_.clear();
-    return best;
   }
 
  private:
@@ -166,20 +180,54 @@ class BeamTable {
 };
 
 /*!
+ * \brief A score no candidate below which can be among the `beam` best of this frame, or -inf.
+ *
+ * When `beam` prefixes extend into this frame and blank is a candidate token, each of them
+ * stays a candidate (its blank-ending score gains total + p(blank)), so the frame keeps at
+ * least `beam` candidates at or above min(total) + p(blank). kBoundMargin covers the rounding
+ * of the log-adds.
+ */
+constexpr double kBoundMargin = 1e-4;
+constexpr double kLog2 = 0.69314718055994530942;
+
+inline double BeamFloor(const std::vector<Beam>& beams, const float* frame,
+                        const std::vector<int64_t>& candidates, int beam, int64_t blank) {
+  if (static_cast<int>(beams.size()) < beam ||
+      std::find(candidates.begin(), candidates.end(), blank) == candidates.end()) {
+    return kNegInf;
+  }
+  double lowest = std::numeric_limits<double>::infinity();
+  for (const Beam& b : beams) lowest = std::min(lowest, b.total());
+  return lowest + frame[blank] - kBoundMargin;
+}
+
+/*!
  * \brief The `beam` best label prefixes with their CTC log-probabilities, best first.
  *
  * Each prefix carries two scores, ending in blank and ending in its last label, so a repeated
  * label is merged unless a blank separates the two. Per frame only the `beam` likeliest tokens
  * extend a prefix; candidates are filled prefix by prefix, token by token.
+ *
+ * A prefix that no beam holds is reached in a frame only from its parent, by one token, so its
+ * score is known from that one step. When even its bound (the larger of the parent's two
+ * scores, plus the token's, plus log 2) is below BeamFloor, it cannot be kept, and it is not
+ * made at all: no log-add, no tree node, no candidate. The kept candidates, their scores and
+ * their order are the same as without the test (tests/test_metrics_search.py checks both
+ * against a textbook loop); on a 5 s utterance most extensions are such prefixes.
  */
 inline std::vector<Scored> CtcPrefixBeamSearch(const LogProbs& log_probs, int beam,
                                                int64_t blank = 0) {
   PrefixTree tree;
   BeamTable next;
   std::vector<Beam> beams{{PrefixTree::kEmpty, 0.0, kNegInf}};
+  std::vector<char> is_beam;   // per tree node: one of `beams`
+  std::vector<int64_t> candidates;
   for (int64_t t = 0; t < log_probs.frames; ++t) {
     const float* frame = log_probs.frame(t);
-    std::vector<int64_t> candidates = TopTokens(frame, log_probs.vocab, beam);
+    TopTokens(frame, log_probs.vocab, beam, candidates);
+    const double floor = BeamFloor(beams, frame, candidates, beam, blank);
+    is_beam.resize(tree.size(), 0);
+    for (const Beam& b : beams) is_beam[b.node] = 1;
     for (const Beam& from : beams) {
       for (int64_t token : candidates) {
         double p = frame[token];
@@ -188,8 +236,21 @@ inline std::vector<Scored> CtcPrefixBeamSearch(const LogProbs& log_probs, int be
           same.blank = LogAdd({same.blank, from.blank + p, from.label + p});
           continue;
         }
+        const bool repeat = tree.Last(from.node) == token;
+        const double bound = repeat ? from.blank + p
+                                    : std::max(from.blank, from.label) + p + kLog2;
+        if (bound < floor) {
+          int64_t child = tree.Find(from.node, token);
+          if (child == PrefixTree::kNone || !is_beam[child]) {
+            if (repeat) {
+              Beam& same = next[from.node];
+              same.label = LogAdd({same.label, from.label + p});  // repeat merged
+            }
+            continue;
+          }
+        }
         Beam& grown = next[tree.Child(from.node, token)];
-        if (tree.Last(from.node) == token) {
+        if (repeat) {
           grown.label = LogAdd({grown.label, from.blank + p});  // blank-separated repeat
           Beam& same = next[from.node];  // may move `grown`: not used below
           same.label = LogAdd({same.label, from.label + p});  // repeat merged
@@ -198,7 +259,8 @@ inline std::vector<Scored> CtcPrefixBeamSearch(const LogProbs& log_probs, int be
         }
       }
     }
-    beams = next.TakeBest(beam);
+    for (const Beam& b : beams) is_beam[b.node] = 0;
+    next.TakeBest(beam, beams);
   }
   std::vector<Scored> nbest;
   for (const Beam& b : beams) nbest.emplace_back(tree.Spell(b.node), b.total());
