@@ -37,7 +37,7 @@ from pathlib import Path
 from tinyasr.model.common.atomic import scratch_prefix
 from tinyasr.model.common.cache import CACHE_ROOT
 from tinyasr.model.common.errors import InputError
-from tinyasr.model.decoding.search import NATIVE_CFLAGS, NATIVE_DIR
+from tinyasr.model.decoding.native import NATIVE_CFLAGS, NATIVE_DIR
 from tinyasr.targets.boards import Board
 
 PROJECT = NATIVE_DIR.parent          # targets/native: CMakeLists.txt, src/, tvm_shims/, cmake/

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,6 +121,43 @@ def test_prefix_tree_numbers_each_distinct_prefix_once():
     assert tree.targets == [[1, 2, 3, 9], [1, 2, 4, 9], [1, 9], [9]]
     assert tree.ancestors[4].tolist() == [True, True, True, False, True]
     assert tree.history.tolist() == [[5, 5, 0], [5, 0, 1], [0, 1, 2], [1, 2, 3], [1, 2, 4]]
+
+
+@pytest.mark.parametrize("width", [1, 2, 5, 11, 40])
+def test_prefix_tree_follows_its_definition(width: int):
+    """Against the definitions, on n-best-like sets (shared prefixes, an empty hypothesis, a
+    duplicate): one node per distinct prefix, numbered in order of first use; each node's token,
+    depth, ancestors and FSMN history; each hypothesis's path; and its score, the float64 sum of
+    its path's log-probs of its tokens then <eos>, one term after another, rounded once."""
+    rng = np.random.default_rng(width)
+    vocab, sos_eos = 9, 8
+    base = rng.integers(1, vocab - 1, 12).tolist()
+    hypotheses = [tuple(base[:int(rng.integers(0, 13))])
+                  + tuple(rng.integers(1, vocab - 1, int(rng.integers(0, 4))).tolist())
+                  for _ in range(8)]
+    hypotheses += [(), hypotheses[0]]
+    tree = prefix_tree(hypotheses, sos_eos, width)
+    prefixes: list[tuple[int, ...]] = []
+    for hypothesis in hypotheses:
+        for end in range(len(hypothesis) + 1):
+            if hypothesis[:end] not in prefixes:
+                prefixes.append(hypothesis[:end])
+    node = {prefix: index for index, prefix in enumerate(prefixes)}
+    assert tree.tokens.tolist() == [p[-1] if p else sos_eos for p in prefixes]
+    assert tree.depths.tolist() == [len(p) for p in prefixes]
+    assert tree.ancestors.tolist() == [[u[:len(v)] == v for v in prefixes] for u in prefixes]
+    assert tree.history.tolist() == [
+        [node[u[:len(u) - back]] if back <= len(u) else len(prefixes)
+         for back in range(width - 1, -1, -1)] for u in prefixes]
+    assert tree.paths == [[node[h[:end]] for end in range(len(h) + 1)] for h in hypotheses]
+    log_probs = np.log(rng.dirichlet(np.ones(vocab), len(prefixes))).astype(np.float32)
+    sums = []
+    for hypothesis, path in zip(hypotheses, tree.paths, strict=True):
+        total = 0.0
+        for row, target in zip(path, [*hypothesis, sos_eos], strict=True):
+            total += float(log_probs[row, target])
+        sums.append(total)
+    assert tree.scores(log_probs).tolist() == np.array(sums, dtype=np.float32).tolist()
 
 
 def test_tree_decoding_scores_what_the_padded_batch_scores():

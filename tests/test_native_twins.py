@@ -1,14 +1,13 @@
 """Twins: what the board transcriber (targets/native/src/tinyasr_run.cc) does in C++ and the host
 does in Python, checked here to agree, exactly, on inputs chosen to reach their corners. The CTC
-search has no twin: targets/native/src/ctc_search.h is compiled into tinyasr-run and loaded by
-the host (model/decoding/search.py). The C++ runs in two small drivers built with the host's g++
-(targets/native/tests/), without TVM; end to end, tests/test_tinyasr_run.py and
-tests/test_windows.py compare the boards' transcripts with the host's.
+search and the prefix tree have no twins: targets/native/src/ctc_search.h and decoding.h are
+compiled into tinyasr-run and loaded by the host (model/decoding/native.py). The C++ runs in
+two small drivers built with the host's g++ (targets/native/tests/), without TVM; end to end,
+tests/test_tinyasr_run.py and tests/test_windows.py compare the boards' transcripts with the
+host's.
 
   C++ (targets/native/src/)             Python
   wav.h ReadWav                         model/data/datadir.py load_wav
-  decoding.h BuildDecoderTree,          model/decoding/prefix_tree.py prefix_tree,
-    DecoderTree::Scores                   PrefixTree.scores
   decoding.h AttentionRescoring         model/decoding/search.py attention_rescoring
   decoding.h WindowBounds               model/network/windows.py window_bounds
   decoding.h Framing                    model/network/framing.py encoder_frames, samples_read
@@ -45,7 +44,7 @@ import pytest
 from tinyasr.compile import deployable
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import load_wav
-from tinyasr.model.decoding.search import NATIVE_DIR
+from tinyasr.model.decoding.native import NATIVE_DIR
 
 NATIVE = NATIVE_DIR.parent
 TINYASR_RUN = NATIVE_DIR / "tinyasr_run.cc"
@@ -234,41 +233,8 @@ def test_constants_agree():
     assert {key: found.get(key) for key in expected} == expected
 
 
-def _hypotheses(rng: np.random.Generator, count: int, vocab: int) -> list[tuple[int, ...]]:
-    """An n-best-like set: shared prefixes, one empty hypothesis, a duplicate."""
-    base = [int(t) for t in rng.integers(1, vocab - 1, 12)]
-    hypotheses = [tuple(base[:int(rng.integers(0, 13))]) + tuple(
-        int(t) for t in rng.integers(1, vocab - 1, int(rng.integers(0, 4))))
-        for _ in range(count - 2)]
-    return [*hypotheses, (), hypotheses[0]]
-
-
 def _floats(values: np.ndarray) -> str:
     return " ".join(repr(float(v)) for v in np.asarray(values).ravel())
-
-
-def test_decoder_tree_matches_prefix_tree(twins):
-    """decoding.h BuildDecoderTree and DecoderTree::Scores against model/decoding/prefix_tree.py
-    prefix_tree and PrefixTree.scores: the same nodes in the same order, the same decoder inputs,
-    the same float32 scores, for FSMN widths from 1 to deeper than the tree."""
-    from tinyasr.model.decoding.prefix_tree import prefix_tree
-
-    rng = np.random.default_rng(0)
-    vocab = 9
-    for width in (1, 2, 5, 11, 40):
-        hypotheses = _hypotheses(rng, 10, vocab)
-        tree = prefix_tree(hypotheses, vocab - 1, width)
-        log_probs = np.log(rng.dirichlet(np.ones(vocab), len(tree.tokens))).astype(np.float32)
-        command = (f"tree {vocab - 1} {width} {len(hypotheses)} "
-                   + " ".join(f"{len(h)} {' '.join(map(str, h))}" for h in hypotheses)
-                   + f" {vocab} {_floats(log_probs)}\n")
-        (cpp,) = twins(command)
-        assert cpp["tokens"] == tree.tokens.tolist()
-        assert cpp["depths"] == tree.depths.tolist()
-        assert cpp["ancestors"] == tree.ancestors.astype(int).ravel().tolist()
-        assert cpp["history"] == tree.history.ravel().tolist()
-        assert cpp["paths"] == tree.paths
-        assert np.array_equal(np.array(cpp["scores"], dtype=np.float32), tree.scores(log_probs))
 
 
 def test_rescoring_ranks_as_python(twins):

@@ -8,28 +8,14 @@ beam search proposes, the attention decoder re-ranks).
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import hashlib
-import os
-import subprocess
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from tinyasr.model.common.cache import CACHE_ROOT
+from tinyasr.model.decoding.native import native_library
 
 Hypothesis = tuple[int, ...]
 ScoreHypotheses = Callable[[Sequence[Hypothesis]], np.ndarray]
-
-# The C++ search's sources: targets/native/src, beside the rest of the project's C++ (one CMake
-# project). A path, not an import: the package tinyasr.targets ships the files (package-data).
-NATIVE_DIR = Path(__file__).resolve().parents[2] / "targets" / "native" / "src"
-# How the C++ search is compiled on the host and into the boards' transcriber: no contracted
-# multiply-adds, so every machine does the same IEEE double arithmetic step by step.
-NATIVE_CFLAGS = ["-ffp-contract=off"]
-NATIVE_BUILD = ["-O2", "-std=c++17", "-shared", "-fPIC", *NATIVE_CFLAGS]
 
 
 def ctc_greedy(log_probs: np.ndarray, blank: int = 0) -> Hypothesis:
@@ -60,43 +46,13 @@ def ctc_prefix_beam_search(log_probs: np.ndarray, beam: int = 10,
     tokens = np.zeros((beam, frames), dtype=np.int64)
     lengths = np.zeros(beam, dtype=np.int64)
     scores = np.zeros(beam, dtype=np.float64)
-    count = _native_search()(log_probs.ctypes.data, frames, vocab, beam, blank, tokens.ctypes.data,
-                             frames, lengths.ctypes.data, scores.ctypes.data)
+    count = native_library().tinyasr_ctc_prefix_beam_search(
+        log_probs.ctypes.data, frames, vocab, beam, blank, tokens.ctypes.data, frames,
+        lengths.ctypes.data, scores.ctypes.data)
     if count < 0:
         raise ValueError(f"ctc_prefix_beam_search: beam {beam} and blank {blank} do not fit "
                          f"{frames} x {vocab} log-probabilities")
     return [(tuple(tokens[i, :lengths[i]].tolist()), float(scores[i])) for i in range(count)]
-
-
-@functools.cache
-def _native_search() -> Callable[..., int]:
-    """targets/native/src/ctc_search_capi.cc, built with the system C++ compiler on first use into
-    CACHE_ROOT/native/, named by a hash of its sources and flags (an edit rebuilds it; processes
-    building at once each write their own file and rename it into place), and loaded by ctypes."""
-    sources = [NATIVE_DIR / "ctc_search_capi.cc", NATIVE_DIR / "ctc_search.h"]
-    digest = hashlib.sha256()
-    for part in [*(path.read_bytes() for path in sources), " ".join(NATIVE_BUILD).encode()]:
-        digest.update(part)
-    library = CACHE_ROOT / "native" / f"ctc_search-{digest.hexdigest()[:16]}.so"
-    if not library.exists():
-        library.parent.mkdir(parents=True, exist_ok=True)
-        scratch = library.with_name(f".{library.name}.{os.getpid()}.tmp")
-        compiler = os.environ.get("CXX", "g++")
-        try:
-            subprocess.run([compiler, *NATIVE_BUILD, f"-I{NATIVE_DIR}", str(sources[0]), "-o",
-                            str(scratch)], check=True, capture_output=True, text=True)
-        except (OSError, subprocess.CalledProcessError) as error:
-            scratch.unlink(missing_ok=True)
-            detail = getattr(error, "stderr", None) or str(error)
-            raise RuntimeError(f"building the CTC search with {compiler} failed: "
-                               f"{detail.strip()[:500]}") from None
-        os.replace(scratch, library)
-    function = ctypes.CDLL(str(library)).tinyasr_ctc_prefix_beam_search
-    function.restype = ctypes.c_int64
-    function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                         ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-                         ctypes.c_void_p]
-    return function
 
 
 def attention_rescoring(nbest: list[tuple[Hypothesis, float]], score_hypotheses: ScoreHypotheses,

@@ -1,7 +1,8 @@
-// The board transcriber's decoding steps around the CTC search, in plain C++17 (no TVM): the
+// The board transcriber's decoding steps around the CTC search, in plain C++17 (no TVM).
+// The prefix tree is the host's too (Python calls it through decoding_capi.cc); the others are
 // C++ twins of the host's Python, each checked against it by tests/test_native_twins.py.
 //
-//   BuildDecoderTree, DecoderTree::Scores model/decoding/prefix_tree.py prefix_tree, PrefixTree
+//   BuildDecoderTree, PathScores         (model/decoding/prefix_tree.py calls these)
 //   AttentionRescoring                   model/decoding/search.py attention_rescoring
 //   WindowBounds                         model/network/windows.py window_bounds
 //   Framing                              targets/host/runner.py's (model/network/framing.py)
@@ -24,9 +25,9 @@ constexpr double kMaxWindowSeconds = 30.0;   // model/network/windows.py MAX_SEC
 constexpr double kSearchSeconds = 5.0;       // model/network/windows.py SEARCH_SECONDS
 
 /*!
- * \brief The decoder's inputs for the n-best's prefix tree, built as
- *        tinyasr.model.decoding.prefix_tree does: nodes in order of first use (every ancestor
- *        before its descendants), the root <sos> alone.
+ * \brief The decoder's inputs for the n-best's prefix tree (model/decoding/prefix_tree.py
+ *        tells why): nodes in order of first use (every ancestor before its descendants), the
+ *        root <sos> alone.
  */
 struct DecoderTree {
   int64_t count = 0;               // U, the nodes
@@ -37,26 +38,37 @@ struct DecoderTree {
   std::vector<int64_t> history;    // (U, K): [u, i] = u's ancestor K-1-i levels up; U if none
   std::vector<std::vector<int64_t>> paths;  // per hypothesis, its nodes from the root
 
-  /*!
-   * \brief Per hypothesis, the sum of its nodes' log-probs of their targets (its tokens, then
-   *        <eos>), in double one term after another, rounded to float once.
-   *        log_probs: (count, vocab) row-major.
-   */
+  /*! \brief PathScores of this tree's paths. */
   std::vector<float> Scores(const std::vector<Scored>& hypotheses, const float* log_probs,
-                            int64_t vocab, int64_t sos_eos) const {
-    std::vector<float> scores;
-    for (size_t row = 0; row < hypotheses.size(); ++row) {
-      const Hypothesis& hypothesis = hypotheses[row].first;
-      double sum = 0;
-      for (size_t step = 0; step < paths[row].size(); ++step) {
-        int64_t target = step < hypothesis.size() ? hypothesis[step] : sos_eos;
-        sum += log_probs[paths[row][step] * vocab + target];
-      }
-      scores.push_back(static_cast<float>(sum));
-    }
-    return scores;
-  }
+                            int64_t vocab, int64_t sos_eos) const;
 };
+
+/*!
+ * \brief Per hypothesis, the sum of its path's log-probs of their targets (its tokens, then
+ *        <eos>), in double one term after another, rounded to float once.
+ *        log_probs: (nodes, vocab) row-major; paths: per hypothesis, its nodes from the root.
+ */
+inline std::vector<float> PathScores(const std::vector<std::vector<int64_t>>& paths,
+                                     const std::vector<Scored>& hypotheses,
+                                     const float* log_probs, int64_t vocab, int64_t sos_eos) {
+  std::vector<float> scores;
+  for (size_t row = 0; row < hypotheses.size(); ++row) {
+    const Hypothesis& hypothesis = hypotheses[row].first;
+    double sum = 0;
+    for (size_t step = 0; step < paths[row].size(); ++step) {
+      int64_t target = step < hypothesis.size() ? hypothesis[step] : sos_eos;
+      sum += log_probs[paths[row][step] * vocab + target];
+    }
+    scores.push_back(static_cast<float>(sum));
+  }
+  return scores;
+}
+
+inline std::vector<float> DecoderTree::Scores(const std::vector<Scored>& hypotheses,
+                                              const float* log_probs, int64_t vocab,
+                                              int64_t sos_eos) const {
+  return PathScores(paths, hypotheses, log_probs, vocab, sos_eos);
+}
 
 /*! \brief The tree of every prefix of the hypotheses; width = the FSMN's kernel K. */
 inline DecoderTree BuildDecoderTree(const std::vector<Scored>& hypotheses, int64_t sos_eos,

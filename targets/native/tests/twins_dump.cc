@@ -2,7 +2,6 @@
 // for tests/test_native_twins.py to compare with the host's Python. Commands (whitespace-separated
 // numbers; floats as decimal text that reads back to the same float32 or double):
 //
-//   tree SOS WIDTH N  (LEN TOKEN...) x N  VOCAB  LOGPROB x (nodes * VOCAB)
 //   rescore N  (CTC ATTENTION LEN TOKEN...) x N
 //   windows RATE N  SAMPLE x N
 //   frames SAMPLES_PER_FRAME SAMPLES_FOR_ZERO_FRAMES MIN_FRAMES N  SAMPLES x N
@@ -44,15 +43,13 @@ void PrintList(const char* name, const std::vector<T>& values, bool last = false
   std::cout << ']' << (last ? "" : ", ");
 }
 
-std::vector<Scored> ReadHypotheses(size_t count, bool scored,
-                                   std::vector<float>* attention = nullptr) {
+/*! \brief `count` n-best entries: CTC score, attention score (into `attention`), tokens. */
+std::vector<Scored> ReadNbest(size_t count, std::vector<float>& attention) {
   std::vector<Scored> hypotheses(count);
   for (Scored& hypothesis : hypotheses) {
-    if (scored) {
-      float score = 0;
-      std::cin >> hypothesis.second >> score;
-      attention->push_back(score);
-    }
+    float score = 0;
+    std::cin >> hypothesis.second >> score;
+    attention.push_back(score);
     size_t length = 0;
     std::cin >> length;
     hypothesis.first.resize(length);
@@ -157,34 +154,11 @@ int main() {
   std::string command;
   while (std::cin >> command) {
     std::cout << '{';
-    if (command == "tree") {
-      int64_t sos_eos = 0, width = 0, vocab = 0;
-      size_t count = 0;
-      std::cin >> sos_eos >> width >> count;
-      std::vector<Scored> hypotheses = ReadHypotheses(count, false);
-      tinyasr::DecoderTree tree = tinyasr::BuildDecoderTree(hypotheses, sos_eos, width);
-      std::cin >> vocab;
-      std::vector<float> log_probs(tree.count * vocab);
-      for (float& value : log_probs) std::cin >> value;
-      PrintList("tokens", tree.tokens);
-      PrintList("depths", tree.depths);
-      PrintList("ancestors", tree.ancestors);
-      PrintList("history", tree.history);
-      std::cout << "\"paths\": [";
-      for (size_t row = 0; row < tree.paths.size(); ++row) {
-        std::cout << (row ? ", [" : "[");
-        for (size_t i = 0; i < tree.paths[row].size(); ++i) {
-          std::cout << (i ? ", " : "") << tree.paths[row][i];
-        }
-        std::cout << ']';
-      }
-      std::cout << "], ";
-      PrintList("scores", tree.Scores(hypotheses, log_probs.data(), vocab, sos_eos), true);
-    } else if (command == "rescore") {
+    if (command == "rescore") {
       size_t count = 0;
       std::cin >> count;
       std::vector<float> attention;
-      std::vector<Scored> nbest = ReadHypotheses(count, true, &attention);
+      std::vector<Scored> nbest = ReadNbest(count, attention);
       std::cout << "\"best\": " << tinyasr::AttentionRescoring(nbest, attention);
     } else if (command == "windows") {
       int64_t rate = 0;
