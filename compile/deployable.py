@@ -217,13 +217,29 @@ def _history_width(imported: ImportedModel) -> int:
 
 def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir: Path,
               staging: Path, sos_eos: int, history_width: int) -> dict[str, Any]:
+    return {
+        **common_manifest(SAN_M, built, board, target, model_dir, staging,
+                          (LIBRARY_FILE, WEIGHTS_FILE, TOKENS_FILE)),
+        "audio": AUDIO,
+        "sos_eos": sos_eos,
+        "decoder_history": history_width,
+        "functions": function_entries(built),
+    }
+
+
+def common_manifest(family: str, built: BuiltModel, board: Board, target: dict[str, Any],
+                    model_dir: Path, staging: Path, files: tuple[str, ...]) -> dict[str, Any]:
+    """What every family's manifest says: its format and family; the board, its LLVM target and
+    the CPU features and AMX tiles its code needs; the model it was compiled from and the
+    versions that compiled it; its code and weights' sizes, the digests of `files` (in
+    `staging`), and the tuning database applied."""
     import torch
     import tvm
 
     return {
         "format": FORMAT,
         "version": VERSION,
-        "family": SAN_M,
+        "family": family,
         "target": board.name,
         "arch": board.arch,
         "llvm_target": json.loads(json.dumps(target, default=list)),
@@ -234,13 +250,8 @@ def _manifest(built: BuiltModel, board: Board, target: dict[str, Any], model_dir
                      "tvm": tvm.__version__, "torch": torch.__version__},
         "bytes": {"code": (staging / LIBRARY_FILE).stat().st_size,
                   "weights": (staging / WEIGHTS_FILE).stat().st_size},
-        "sha256": {name: file_sha256(staging / name)
-                   for name in (LIBRARY_FILE, WEIGHTS_FILE, TOKENS_FILE)},
+        "sha256": {name: file_sha256(staging / name) for name in files},
         "tuning_database": _database_entry(built.schedules),
-        "audio": AUDIO,
-        "sos_eos": sos_eos,
-        "decoder_history": history_width,
-        "functions": function_entries(built),
     }
 
 

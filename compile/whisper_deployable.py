@@ -21,8 +21,6 @@ ones do (deployable.py); a deployable of the other family is one InputError.
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +29,12 @@ import tvm
 from tvm.target import codegen
 
 from tinyasr.compile.deployable import (
-    FORMAT,
     LIBRARY_FILE,
-    VERSION,
     WEIGHTS_FILE,
     StaticLinker,
-    _database_entry,
     check_deployable_files,
-    file_sha256,
+    common_manifest,
     function_entries,
-    model_hash,
     read_family_manifest,
     staged_directory,
     tuning_database,
@@ -56,7 +50,7 @@ from tinyasr.model.whisper.decoding import LOG_PROB_THRESHOLD, NO_SPEECH_THRESHO
 from tinyasr.model.whisper.model import Whisper, WhisperDims
 from tinyasr.model.whisper.recognizer import SILENT_PEAK
 from tinyasr.model.whisper.tokenizer import MERGES_FILE, VOCABULARY_FILE, WhisperTokenizer
-from tinyasr.targets.boards import Board, board_target, cpu_features
+from tinyasr.targets.boards import Board, board_target
 
 FUNCTIONS = ("log_mel", "encode", "step")
 TOKENIZER_FILES = (VOCABULARY_FILE, MERGES_FILE)
@@ -141,23 +135,9 @@ def _manifest(built: BuiltModel, board: Board, model_dir: Path, staging: Path, m
     specials, target = tokenizer.specials, board_target(board)
     files = (LIBRARY_FILE, WEIGHTS_FILE, *TOKENIZER_FILES)
     return {
-        "format": FORMAT,
-        "version": VERSION,
-        "family": FAMILY,
+        **common_manifest(FAMILY, built, board, target, model_dir, staging, files),
         "name": config.get("name", Path(model_dir).name),
         "weights_encoding": "int8" if int8 else "fp32",
-        "target": board.name,
-        "arch": board.arch,
-        "llvm_target": json.loads(json.dumps(target, default=list)),
-        "cpu_features": cpu_features(target),
-        "amx_tiles": built.schedules is not None and built.schedules.amx_tiles,
-        "model": {"path": str(Path(model_dir).resolve()), "sha256": model_hash(model_dir)},
-        "versions": {"tinyasr": importlib.metadata.version("tinyasr"),
-                     "tvm": tvm.__version__, "torch": torch.__version__},
-        "bytes": {"code": (staging / LIBRARY_FILE).stat().st_size,
-                  "weights": (staging / WEIGHTS_FILE).stat().st_size},
-        "sha256": {name: file_sha256(staging / name) for name in files},
-        "tuning_database": _database_entry(built.schedules),
         "dims": model.dims.to_dict(),
         "decoder": {"sot_sequence": [specials.sot, specials.no_timestamps],
                     "eot": specials.eot, "no_speech": specials.no_speech,
