@@ -67,15 +67,18 @@ def test_bench_json_has_every_row_and_field(bench_out: Path):
         assert row["encoder_speedup_vs_best_peer"] > 0
         if row["runtime"] == "tvm":
             assert row["name"].endswith("(tuned)" if row["tuned"] else "(untuned)")
-            kernels = row["top_kernels"]
-            assert 0 < len(kernels) <= 10 and row["vm_builtins_ms"] > 0
-            assert all(k["ms"] > 0 and k["calls"] >= 1 for k in kernels)
-            assert not any(k["kernel"].startswith("vm.builtin.") for k in kernels)
-            assert [k["ms"] for k in kernels] == sorted((k["ms"] for k in kernels), reverse=True)
-            assert 0 < sum(k["share"] for k in kernels) <= 1
+            for kernels, builtins in (("top_kernels", "vm_builtins_ms"),
+                                      ("rescoring_top_kernels", "rescoring_vm_builtins_ms")):
+                top = row[kernels]
+                assert 0 < len(top) <= 10 and row[builtins] > 0
+                assert all(k["ms"] > 0 and k["calls"] >= 1 for k in top)
+                assert not any(k["kernel"].startswith("vm.builtin.") for k in top)
+                assert [k["ms"] for k in top] == sorted((k["ms"] for k in top), reverse=True)
+                assert 0 < sum(k["share"] for k in top) <= 1
         else:
             assert row["tuned"] is None
             assert row["top_kernels"] == [] and row["vm_builtins_ms"] is None
+            assert row["rescoring_top_kernels"] == [] and row["rescoring_vm_builtins_ms"] is None
         assert [set(point) for point in row["scaling"]] == [length_fields] * 2
         assert [round(point["seconds"]) for point in row["scaling"]] == [1, 2]
         assert row["scaling"][0]["flops"] < row["scaling"][1]["flops"]
@@ -89,11 +92,14 @@ def test_bench_writes_markdown_and_png(bench_out: Path):
     rows = json.loads((bench_out / "bench.json").read_text())["rows"]
     for row in rows:
         assert f"| {row['name']} |" in table
-    kernels = table[table.index("Top kernels (encoder, 5 s), TVM rows"):]
-    for row in rows:
-        assert (f"\n{row['name']}: VM builtins" in kernels) == bool(row["top_kernels"])
-        for kernel in row["top_kernels"]:
-            assert f"| {kernel['kernel']} |" in kernels
+    encoder = table.index("Top kernels (encoder, 5 s), TVM rows")
+    rescoring = table.index("Top kernels (rescoring, 5 s), TVM rows")
+    for kernels, field in ((table[encoder:rescoring], "top_kernels"),
+                           (table[rescoring:], "rescoring_top_kernels")):
+        for row in rows:
+            assert (f"\n{row['name']}: VM builtins" in kernels) == bool(row[field])
+            for kernel in row[field]:
+                assert f"| {kernel['kernel']} |" in kernels
     assert (bench_out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(bench_out.glob(".*"))   # no temp files left
 

@@ -25,9 +25,10 @@ the elementwise ops), and every row's GFLOP/s is that count over its encoder lat
 work, so int8 rows are compared on the operations they replace, against the fp32 peak.
 
 TVM rows also list their top kernels: after the timed runs, the row's child process encodes the
-reference utterance a few more times with every VM call timed (CompiledModelRunner.
-profile_encode), which shows the kernels that dominate the encoder after tuning. The VM's
-builtins (allocation, shape bookkeeping) are left out of that list and summed separately.
+reference utterance, and rescores its n-best, a few more times with every VM call timed
+(CompiledModelRunner.profile_encode, profile_rescoring), which shows the kernels that dominate
+the encoder and the decoder after tuning. The VM's builtins (allocation, shape bookkeeping) are
+left out of those lists and summed separately.
 
 Modules, each one concept: `cpu` (the core's fp32 peak, the CPU's name), `workload` (the
 waveforms, FLOPs and reference n-best every row shares), `artifacts` (the peers' int8 variants,

@@ -1,6 +1,7 @@
 """Measuring one row in one freshly spawned process (`run_in_child(measure_row, ...)`): its
 median encoder, pipeline and rescoring times, the reference transcript, the process's peak
-RSS, and for TVM rows the encode profile, taken after the timed runs."""
+RSS, and for TVM rows the profiles of the encode and of the rescoring, taken after the timed
+runs."""
 
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ class Measurement:
     peak_rss_bytes: int
     profile: list[KernelTime]                   # TVM rows: the reference encode's; else empty
     rescoring_ms: float                         # the reference n-best, every row the same
+    rescoring_profile: list[KernelTime]         # TVM rows: that rescoring's; else empty
 
 
 def measure_row(spec: RowSpec, waveforms: dict[float, np.ndarray], tokenizer: Tokenizer,
@@ -80,8 +82,8 @@ def measure_row(spec: RowSpec, waveforms: dict[float, np.ndarray], tokenizer: To
     """In a fresh process: the row's timings per length, the reference utterance's transcript,
     this process's peak RSS, the rescoring time of `nbest` (the same hypotheses for
     every row: how much the n-best shares decides the decoder's work), and for TVM rows the
-    encode profile of the reference utterance, taken after the timed runs so it cannot slow
-    them."""
+    profiles of the reference utterance's encode and of that rescoring, taken after the timed
+    runs so they cannot slow them."""
     os.environ["TVM_NUM_THREADS"] = str(threads)   # read when TVM's thread pool starts
     torch.set_num_threads(threads)
     engine = load_engine(spec, threads, tokenizer.sos_eos)
@@ -92,9 +94,14 @@ def measure_row(spec: RowSpec, waveforms: dict[float, np.ndarray], tokenizer: To
         if seconds == REFERENCE_SECONDS:
             transcript = tokenizer.decode(tokens)
     rescoring_ms = time_rescoring(engine, waveforms[REFERENCE_SECONDS], nbest, repeats)
-    profile = (engine.runner.profile_encode(waveforms[REFERENCE_SECONDS], PROFILE_RUNS)
-               if isinstance(engine, TvmEngine) else [])
-    return Measurement(timings, transcript, peak_rss_bytes(), profile, rescoring_ms)
+    profile, rescoring_profile = [], []
+    if isinstance(engine, TvmEngine):
+        reference = waveforms[REFERENCE_SECONDS]
+        profile = engine.runner.profile_encode(reference, PROFILE_RUNS)
+        rescoring_profile = engine.runner.profile_rescoring(engine.encode(reference)[1], nbest,
+                                                            PROFILE_RUNS)
+    return Measurement(timings, transcript, peak_rss_bytes(), profile, rescoring_ms,
+                       rescoring_profile)
 
 
 def peak_rss_bytes() -> int:

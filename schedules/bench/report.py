@@ -62,17 +62,27 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def top_kernels_markdown(report: dict[str, Any]) -> list[str]:
-    """One table per measured TVM row: its slowest compiled kernels."""
+    """Per measured TVM row, its slowest compiled kernels: of the encoder, then of the
+    rescoring."""
     lines = ["", f"Top kernels (encoder, {report['reference_seconds']:g} s), TVM rows: every "
              f"VM call of {PROFILE_RUNS} encodes of the reference utterance timed, after the "
              "timed runs; ms and calls per encode; share = of the time of all instrumented "
              "calls, the VM builtins (allocation, shapes) included."]
+    lines += _kernel_tables(report, "top_kernels", "vm_builtins_ms")
+    lines += ["", f"Top kernels (rescoring, {report['reference_seconds']:g} s), TVM rows: the "
+              f"same, over {PROFILE_RUNS} decoder runs on the reference n-best's prefix tree "
+              f"({report['rescoring']['tree_nodes']} nodes); ms and calls per run."]
+    return lines + _kernel_tables(report, "rescoring_top_kernels", "rescoring_vm_builtins_ms")
+
+
+def _kernel_tables(report: dict[str, Any], kernels: str, builtins: str) -> list[str]:
+    lines = []
     for r in report["rows"]:
-        if r["top_kernels"]:
-            lines += ["", f"{r['name']}: VM builtins {r['vm_builtins_ms']:.3f} ms.", "",
+        if r[kernels]:
+            lines += ["", f"{r['name']}: VM builtins {r[builtins]:.3f} ms.", "",
                       "| kernel | ms | share | calls |", "|---|---:|---:|---:|"]
             lines += [f"| {k['kernel']} | {k['ms']:.3f} | {k['share']:.1%} | {k['calls']} |"
-                      for k in r["top_kernels"]]
+                      for k in r[kernels]]
     return lines
 
 

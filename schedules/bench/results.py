@@ -23,9 +23,9 @@ VM_BUILTIN_PREFIX = "vm.builtin."
 
 
 def top_kernels(times: Sequence[KernelTime]) -> tuple[list[KernelShare], float]:
-    """The TOP_KERNELS slowest compiled kernels of an encode profile (slowest first, as
-    `profile_encode` returns it) with their share of the profile's total, and the VM builtins'
-    milliseconds."""
+    """The TOP_KERNELS slowest compiled kernels of a profile (slowest first, as the runner's
+    profile_encode and profile_rescoring return it) with their share of the profile's total,
+    and the VM builtins' milliseconds."""
     total = sum(t.ms for t in times)
     kernels = [t for t in times if not t.name.startswith(VM_BUILTIN_PREFIX)]
     builtins_ms = total - sum(t.ms for t in kernels)
@@ -42,6 +42,9 @@ def row_result(spec: RowSpec, measurement: Measurement, waveforms: dict[float, n
     encoder_ms, pipeline_ms = timings[REFERENCE_SECONDS]
     gflops = flops[REFERENCE_SECONDS] / encoder_ms / 1e6
     kernels, builtins_ms = top_kernels(profile) if profile else ([], None)
+    rescoring = measurement.rescoring_profile
+    rescoring_kernels, rescoring_builtins_ms = (top_kernels(rescoring) if rescoring
+                                                else ([], None))
     return RowResult(
         spec.name, spec.runtime, spec.precision, spec.tuned, spec.note,
         artifact_bytes=spec.artifact_bytes, peak_rss_bytes=measurement.peak_rss_bytes,
@@ -49,7 +52,8 @@ def row_result(spec: RowSpec, measurement: Measurement, waveforms: dict[float, n
         rescoring_ms=measurement.rescoring_ms,
         rtf=pipeline_ms / 1e3 / (len(waveforms[REFERENCE_SECONDS]) / SAMPLE_RATE),
         gflops=gflops, peak_fraction=gflops / peak.gflops if peak.gflops else None,
-        scaling=scaling, top_kernels=kernels, vm_builtins_ms=builtins_ms)
+        scaling=scaling, top_kernels=kernels, vm_builtins_ms=builtins_ms,
+        rescoring_top_kernels=rescoring_kernels, rescoring_vm_builtins_ms=rescoring_builtins_ms)
 
 
 def add_peer_ratios(results: Sequence[RowResult]) -> str | None:

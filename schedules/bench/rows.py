@@ -37,12 +37,12 @@ class LengthResult:
 
 @dataclass
 class KernelShare:
-    """One compiled kernel of a TVM row's encode profile."""
+    """One compiled kernel of a TVM row's encode or rescoring profile."""
 
     kernel: str
-    ms: float              # per encode of the reference utterance, instrumented
+    ms: float              # per encode (rescoring) of the reference utterance, instrumented
     share: float           # of the time of every instrumented call (kernels and VM builtins)
-    calls: int             # per encode
+    calls: int             # per encode (rescoring)
 
 
 @dataclass
@@ -68,6 +68,8 @@ class RowResult:
     scaling: list[LengthResult] = field(default_factory=list)
     top_kernels: list[KernelShare] = field(default_factory=list)   # TVM rows, slowest first
     vm_builtins_ms: float | None = None    # TVM rows: the VM builtins' time per encode
+    rescoring_top_kernels: list[KernelShare] = field(default_factory=list)   # the same, of
+    rescoring_vm_builtins_ms: float | None = None   # the reference n-best's rescoring
 
 
 def tvm_row(name: str, precision: str, model: Path, out: Path, untuned: bool = False) -> RowSpec:

@@ -52,7 +52,7 @@ def measure_rounds(specs: Sequence[RowSpec], waveforms: dict[float, np.ndarray],
                    settings: BenchSettings, tokenizer: Tokenizer, nbest: Sequence[Hypothesis],
                    progress: Callable[[str], None]) -> list[Measurement]:
     """Each row measured once per round, round after round; per row, its median timings over
-    the rounds, its transcript and profile (last round) and its highest peak RSS."""
+    the rounds, its transcript and profiles (last round) and its highest peak RSS."""
     rounds: list[list[Measurement]] = [[] for _ in specs]
     for number in range(1, settings.rounds + 1):
         for spec, measured in zip(specs, rounds, strict=True):
@@ -71,7 +71,8 @@ def measure_rounds(specs: Sequence[RowSpec], waveforms: dict[float, np.ndarray],
         last = measured[-1]
         merged.append(Measurement(timings, last.transcript,
                                   max(m.peak_rss_bytes for m in measured), last.profile,
-                                  statistics.median(m.rescoring_ms for m in measured)))
+                                  statistics.median(m.rescoring_ms for m in measured),
+                                  last.rescoring_profile))
     return merged
 
 

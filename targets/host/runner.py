@@ -34,7 +34,7 @@ from tinyasr.compile.deployable import (
 )
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.decoding.options import DecodeOptions, decode
-from tinyasr.model.decoding.prefix_tree import PrefixTree, tree_decoder_scores
+from tinyasr.model.decoding.prefix_tree import PrefixTree, prefix_tree, tree_decoder_scores
 from tinyasr.model.decoding.search import Hypothesis
 from tinyasr.model.network.framing import MIN_FRAMES, SAMPLE_RATE, encoder_frames, samples_read
 from tinyasr.model.network.tokenizer import Tokenizer
@@ -44,8 +44,8 @@ from tinyasr.targets.boards import check_cpu_features
 
 @dataclass(frozen=True)
 class KernelTime:
-    """One function the VM called while encoding (a compiled kernel or a `vm.builtin.*`):
-    its milliseconds and calls per encode."""
+    """One function the VM called while running a function (a compiled kernel or a
+    `vm.builtin.*`): its milliseconds and calls per run."""
 
     name: str
     ms: float
@@ -163,11 +163,21 @@ class CompiledModelRunner:
         return log_probs.numpy()[0], encoded.numpy()
 
     def profile_encode(self, samples: np.ndarray, runs: int) -> list[KernelTime]:
-        """Every function the VM calls while encoding `samples`, slowest first, as mean time and
-        calls per encode over `runs` encodes: shows which compiled kernels dominate. Each VM Call
-        instruction is timed through the VM's instrument hook, unset again afterwards (an
-        instrumented VM is slower)."""
-        args = self.encode_args(samples)
+        """Every function the VM calls while encoding `samples` (see `_profile`)."""
+        return self._profile("encode", self.encode_args(samples), runs)
+
+    def profile_rescoring(self, encoded: np.ndarray, hypotheses: Sequence[Hypothesis],
+                          runs: int) -> list[KernelTime]:
+        """Every function the VM calls while the decoder runs over the prefix tree of
+        `hypotheses` against `encoded` (see `_profile`)."""
+        tree = prefix_tree(hypotheses, self.sos_eos, self.history_width)
+        return self._profile("decode", self.tree_args(tree, encoded), runs)
+
+    def _profile(self, function: str, args: list, runs: int) -> list[KernelTime]:
+        """Every function the VM calls while running `function` on `args`, slowest first, as
+        mean time and calls per run over `runs` runs: shows which compiled kernels dominate.
+        Each VM Call instruction is timed through the VM's instrument hook, unset again
+        afterwards (an instrumented VM is slower)."""
         seconds: defaultdict[str, float] = defaultdict(float)
         calls: Counter[str] = Counter()
         started: list[float] = []
@@ -184,17 +194,21 @@ class CompiledModelRunner:
         self.vm.set_instrument(instrument)  # pyright: ignore[reportArgumentType]
         try:
             for _ in range(runs):
-                self.vm["encode"](*args)
+                self.vm[function](*args)
         finally:
             self.vm.set_instrument(None)  # pyright: ignore[reportArgumentType]
         return [KernelTime(name, total / runs * 1e3, calls[name] // runs)
                 for name, total in sorted(seconds.items(), key=lambda item: item[1], reverse=True)]
 
-    def tree_log_probs(self, tree: PrefixTree, memory: np.ndarray) -> np.ndarray:
-        """A prefix tree's nodes and the (1, frames, d) memory -> (U, vocab) log-probs."""
+    def tree_args(self, tree: PrefixTree, memory: np.ndarray) -> list:
+        """The decode function's arguments: the tree's arrays, the memory, the weights."""
         inputs = [tvm.runtime.tensor(np.ascontiguousarray(a), self.device)
                   for a in (*tree.arrays(), memory)]
-        return self.vm["decode"](*inputs, *self.weights["decode"])[0].numpy()
+        return [*inputs, *self.weights["decode"]]
+
+    def tree_log_probs(self, tree: PrefixTree, memory: np.ndarray) -> np.ndarray:
+        """A prefix tree's nodes and the (1, frames, d) memory -> (U, vocab) log-probs."""
+        return self.vm["decode"](*self.tree_args(tree, memory))[0].numpy()
 
     def score_hypotheses(self, encoded: np.ndarray,
                          hypotheses: Sequence[Hypothesis]) -> np.ndarray:
