@@ -239,23 +239,19 @@ inline std::vector<Scored> CtcPrefixBeamSearch(const LogProbs& log_probs, int be
         const bool repeat = tree.Last(from.node) == token;
         const double bound = repeat ? from.blank + p
                                     : std::max(from.blank, from.label) + p + kLog2;
+        bool hopeless = false;  // a prefix no beam holds, whose bound is below the floor
         if (bound < floor) {
           int64_t child = tree.Find(from.node, token);
-          if (child == PrefixTree::kNone || !is_beam[child]) {
-            if (repeat) {
-              Beam& same = next[from.node];
-              same.label = LogAdd({same.label, from.label + p});  // repeat merged
-            }
-            continue;
-          }
+          hopeless = child == PrefixTree::kNone || !is_beam[child];
         }
-        Beam& grown = next[tree.Child(from.node, token)];
+        if (!hopeless) {
+          Beam& grown = next[tree.Child(from.node, token)];
+          grown.label = repeat ? LogAdd({grown.label, from.blank + p})  // blank-separated repeat
+                               : LogAdd({grown.label, from.blank + p, from.label + p});
+        }
         if (repeat) {
-          grown.label = LogAdd({grown.label, from.blank + p});  // blank-separated repeat
-          Beam& same = next[from.node];  // may move `grown`: not used below
+          Beam& same = next[from.node];  // after `grown`: its first touch comes second
           same.label = LogAdd({same.label, from.label + p});  // repeat merged
-        } else {
-          grown.label = LogAdd({grown.label, from.blank + p, from.label + p});
         }
       }
     }
