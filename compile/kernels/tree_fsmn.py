@@ -21,6 +21,8 @@ utterance's 10-best (AMD EPYC Zen 5, AVX-512): tree_fsmn 56 -> 5.6 us a call, ga
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -30,21 +32,42 @@ from tinyasr.compile.kernels.im2col import OPAQUE
 SPARE_REGISTERS = 3   # beside the accumulators: a gathered vector, a weight vector, a product
 
 
-def channel_vectors(unit: VectorUnit, dim: int) -> tuple[int, int, int]:
-    """(lanes, groups, vectors per group) covering `dim` channels: the unit's lanes (narrow
-    vectors, or scalars, for fewer channels), as few groups as fit the accumulators of a group
-    in the vector registers, the vectors spread evenly over them."""
-    lanes = unit.lanes if dim >= unit.lanes else NARROW if dim >= NARROW else 1
-    vectors = -(-dim // lanes)
-    groups = -(-vectors // max(1, unit.registers - SPARE_REGISTERS))
-    return lanes, groups, -(-vectors // groups)
+@dataclass(frozen=True)
+class ChannelVectors:
+    """How `dim` channels are cut: vectors of `lanes` (narrow vectors, or scalars, for fewer
+    channels than the unit's lanes), in `groups` of `per_group` accumulators each, as few groups
+    as fit the vector registers, the vectors spread evenly over them."""
+
+    dim: int
+    lanes: int
+    groups: int
+    per_group: int
+
+    @classmethod
+    def of(cls, unit: VectorUnit, dim: int) -> ChannelVectors:
+        lanes = unit.lanes if dim >= unit.lanes else NARROW if dim >= NARROW else 1
+        vectors = -(-dim // lanes)
+        groups = -(-vectors // max(1, unit.registers - SPARE_REGISTERS))
+        return cls(dim, lanes, groups, -(-vectors // groups))
+
+    @property
+    def dtype(self) -> str:
+        return "float32" if self.lanes == 1 else f"float32x{self.lanes}"
+
+    @property
+    def zero(self) -> tirx.Expr:
+        return T.float32(0) if self.lanes == 1 else T.broadcast(T.float32(0), self.lanes)
+
+    def start(self, group, vector) -> tirx.Expr:   # TIR indices; TVM types their * loosely
+        """The first channel of a group's vector: the last vector moved back to end at `dim`."""
+        return T.min((group * self.per_group + vector) * self.lanes, self.dim - self.lanes)
 
 
 def tree_fsmn_kernel(unit: VectorUnit, dim: int, taps: int) -> tirx.PrimFunc:
     """(rows, index, weight) -> (U, 1, dim) f32; N and U symbolic."""
-    lanes, groups, per_group = channel_vectors(unit, dim)
-    vector = "float32" if lanes == 1 else f"float32x{lanes}"
-    zero = T.float32(0) if lanes == 1 else T.broadcast(T.float32(0), lanes)
+    channels = ChannelVectors.of(unit, dim)
+    lanes, groups, per_group = channels.lanes, channels.groups, channels.per_group
+    vector, zero = channels.dtype, channels.zero
 
     @T.prim_func(private=True)
     def tree_fsmn(rows_handle: T.handle, index_handle: T.handle, weight_handle: T.handle,
@@ -62,13 +85,12 @@ def tree_fsmn_kernel(unit: VectorUnit, dim: int, taps: int) -> tirx.PrimFunc:
             for k in range(taps):
                 row = T.max(T.min(index[u, k], n - 1), T.int64(0))
                 for v in T.unroll(per_group):
-                    start = T.min((group * per_group + v) * lanes, dim - lanes)
+                    start = channels.start(group, v)
                     acc.vstore([v * lanes], acc.vload([v * lanes], vector)
                                + rows.vload([row, start], vector)
                                * weight.vload([k, 0, start], vector))
             for v in T.unroll(per_group):
-                out.vstore([u, 0, T.min((group * per_group + v) * lanes, dim - lanes)],
-                           acc.vload([v * lanes], vector))
+                out.vstore([u, 0, channels.start(group, v)], acc.vload([v * lanes], vector))
 
     return tree_fsmn
 
@@ -76,9 +98,9 @@ def tree_fsmn_kernel(unit: VectorUnit, dim: int, taps: int) -> tirx.PrimFunc:
 def gather_abs_max_kernel(unit: VectorUnit, dim: int, taps: int) -> tirx.PrimFunc:
     """(rows, index) -> () f32; N and U symbolic. Absolute values are >= 0, so the maxima
     start at 0 (what max over a non-empty set of them gives)."""
-    lanes, groups, per_group = channel_vectors(unit, dim)
-    vector = "float32" if lanes == 1 else f"float32x{lanes}"
-    zero = T.float32(0) if lanes == 1 else T.broadcast(T.float32(0), lanes)
+    channels = ChannelVectors.of(unit, dim)
+    lanes, groups, per_group = channels.lanes, channels.groups, channels.per_group
+    vector, zero = channels.dtype, channels.zero
 
     @T.prim_func(private=True)
     def gather_abs_max(rows_handle: T.handle, index_handle: T.handle, out_handle: T.handle):
@@ -96,7 +118,7 @@ def gather_abs_max_kernel(unit: VectorUnit, dim: int, taps: int) -> tirx.PrimFun
             for u, k in T.grid(nodes, taps):
                 row = T.max(T.min(index[u, k], n - 1), T.int64(0))
                 for v in T.unroll(per_group):
-                    start = T.min((group * per_group + v) * lanes, dim - lanes)
+                    start = channels.start(group, v)
                     peak.vstore([v * lanes], T.max(peak.vload([v * lanes], vector),
                                                    T.fabs(rows.vload([row, start], vector))))
             for v in T.unroll(per_group):
