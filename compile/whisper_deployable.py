@@ -8,15 +8,9 @@ pipeline.py), with Whisper's three functions (whisper_graphs.py: log_mel, encode
                     embedding once: the step's gather and its logits read the same tensor)
     vocabulary.txt, merges.txt   the tokenizer (model/whisper/tokenizer.py)
     manifest.json   "family": "whisper", target, hashes and sizes, how to call each function,
-                    and what the decoder needs: the prompt (sot sequence), eot, no-speech and
-                    timestamp ids, the suppress lists, n_text_ctx, the token cap and both
-                    no-speech thresholds, the model's dims; and "audio": how log_mel's input
-                    is padded, the window's frames and the silent peak. These are copies of
-                    model/whisper's constants for the board's transcriber (tinyasr-run), which
-                    reads them instead of re-typing the rules
+                    and what the decoder and the front end need (whisper_manifest.py)
 
-`read_whisper_manifest` / `check_whisper_files` check one before TVM reads it, as the SAN-M
-ones do (deployable.py); a deployable of the other family is one InputError.
+whisper_manifest.py reads and checks one before TVM reads it, without torch or TVM's compiler.
 """
 
 from __future__ import annotations
@@ -32,28 +26,22 @@ from tinyasr.compile.deployable import (
     LIBRARY_FILE,
     WEIGHTS_FILE,
     StaticLinker,
-    check_deployable_files,
     common_manifest,
     function_entries,
-    read_family_manifest,
     staged_directory,
     tuning_database,
     write_code_and_weights,
     write_manifest,
 )
+from tinyasr.compile.family import WHISPER
 from tinyasr.compile.pipeline import BuiltModel, ImportedModel, IRDumper, build, import_exported
-from tinyasr.compile.whisper_graphs import PAD_SAMPLES, SHAPE_VARIABLES, cache_names, export_graphs
+from tinyasr.compile.whisper_graphs import SHAPE_VARIABLES, export_graphs
+from tinyasr.compile.whisper_manifest import TOKENIZER_FILES, audio_layout, cache_names, stop_rules
 from tinyasr.model.common.errors import InputError
-from tinyasr.model.whisper import frontend
-from tinyasr.model.whisper.convert import FAMILY, load_whisper_dir
-from tinyasr.model.whisper.decoding import LOG_PROB_THRESHOLD, NO_SPEECH_THRESHOLD, max_new_tokens
-from tinyasr.model.whisper.model import Whisper, WhisperDims
-from tinyasr.model.whisper.recognizer import SILENT_PEAK
-from tinyasr.model.whisper.tokenizer import MERGES_FILE, VOCABULARY_FILE, WhisperTokenizer
+from tinyasr.model.whisper.convert import load_whisper_dir
+from tinyasr.model.whisper.model import Whisper
+from tinyasr.model.whisper.tokenizer import WhisperTokenizer
 from tinyasr.targets.boards import Board, board_target
-
-FUNCTIONS = ("log_mel", "encode", "step")
-TOKENIZER_FILES = (VOCABULARY_FILE, MERGES_FILE)
 
 
 def shape_roles(layers: int) -> dict[str, dict[tuple[str, int], str]]:
@@ -135,7 +123,7 @@ def _manifest(built: BuiltModel, board: Board, model_dir: Path, staging: Path, m
     specials, target = tokenizer.specials, board_target(board)
     files = (LIBRARY_FILE, WEIGHTS_FILE, *TOKENIZER_FILES)
     return {
-        **common_manifest(FAMILY, built, board, target, model_dir, staging, files),
+        **common_manifest(WHISPER, built, board, target, model_dir, staging, files),
         "name": config.get("name", Path(model_dir).name),
         "weights_encoding": "int8" if int8 else "fp32",
         "dims": model.dims.to_dict(),
@@ -150,68 +138,3 @@ def _manifest(built: BuiltModel, board: Board, model_dir: Path, staging: Path, m
         "audio": audio_layout(model.dims),
         "functions": function_entries(built),
     }
-
-
-def stop_rules(dims: WhisperDims) -> dict[str, Any]:
-    """The decoder's token cap and no-speech rule (model/whisper/decoding.py)."""
-    return {"max_new_tokens": max_new_tokens(dims), "no_speech_threshold": NO_SPEECH_THRESHOLD,
-            "log_prob_threshold": LOG_PROB_THRESHOLD}
-
-
-def audio_layout(dims: WhisperDims) -> dict[str, Any]:
-    """What a caller of log_mel and encode needs (frontend.py, whisper_graphs.padded_signal,
-    recognizer.py): log_mel takes the samples with `hop` zeros appended, reflect-padded by
-    `reflect_pad` each side and cut to hop * frames + `pad_samples` (frames = len // hop);
-    encode takes `window_frames` frames; a window whose peak is <= `silent_peak` is silent."""
-    return {"sample_rate": frontend.SAMPLE_RATE, "hop": frontend.HOP,
-            "reflect_pad": frontend.N_FFT // 2, "pad_samples": PAD_SAMPLES,
-            "window_frames": dims.n_frames, "silent_peak": SILENT_PEAK}
-
-
-def read_whisper_manifest(deployable: Path) -> dict[str, Any]:
-    """A Whisper deployable's manifest, checked; anything else is one InputError naming it."""
-    return read_family_manifest(deployable, FAMILY, _whisper_problem)
-
-
-def _whisper_problem(manifest: dict[str, Any]) -> str | None:
-    """What is wrong with a Whisper manifest's own fields, or None."""
-    def ints(value: object) -> bool:
-        return isinstance(value, list) and all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-
-    dims, decoder = manifest.get("dims"), manifest.get("decoder")
-    if not isinstance(dims, dict):
-        return "dims must be Whisper's sizes"
-    try:
-        dims = WhisperDims(**dims)
-    except TypeError:
-        return "dims must be Whisper's sizes"
-    if not isinstance(decoder, dict):
-        return "decoder must be an object"
-    for key in ("sot_sequence", "suppress_ids", "suppress_ids_begin"):
-        if not ints(decoder.get(key)) or any(v >= dims.n_vocab for v in decoder[key]):
-            return f"decoder.{key} must be token ids below n_vocab {dims.n_vocab}"
-    for key in ("eot", "no_speech", "timestamp_begin"):
-        if not ints([decoder.get(key)]) or decoder[key] >= dims.n_vocab:
-            return f"decoder.{key} must be a token id below n_vocab {dims.n_vocab}"
-    if decoder.get("n_ctx") != dims.n_text_ctx:
-        return "decoder.n_ctx must equal dims.n_text_ctx"
-    for key, value in stop_rules(dims).items():
-        if decoder.get(key) != value:
-            return f"decoder.{key} {decoder.get(key)!r}, this tinyasr's decoder has {value!r}"
-    expected_audio = audio_layout(dims)
-    if manifest.get("audio") != expected_audio:
-        return f"audio {manifest.get('audio')!r}, this tinyasr's front end has {expected_audio}"
-    if decoder.get("caches") != cache_names(dims.n_text_layers):
-        return "decoder.caches does not match the decoder's layers"
-    if set(manifest["functions"]) != set(FUNCTIONS):
-        return f"functions must be {', '.join(FUNCTIONS)}"
-    return None
-
-
-def check_whisper_files(deployable: Path, manifest: dict[str, Any]) -> None:
-    """Sizes, sha256 sums, the weights file's structure and every weight a function takes,
-    before TVM reads anything; each problem an InputError naming the file."""
-    check_deployable_files(deployable, manifest, (LIBRARY_FILE, WEIGHTS_FILE, *TOKENIZER_FILES))
-
-

@@ -2,9 +2,10 @@
 
     log_mel(signal (160 * frames + 480,)) -> (n_mels, frames)
         Whisper's log-mel front end (model/whisper/frontend.py) on the reflect-padded signal:
-        the caller pads (`padded_signal`, a copy of samples, no arithmetic), the graph does
-        the rest: scaling, framing, both DFT matmuls, power, mel, log10, the utterance-wide
-        clamp and the scaling. `frames` (the utterance's log-mel frames, len // 160) is dynamic.
+        the caller pads (model/whisper/audio.py `padded_signal`, a copy of samples, no
+        arithmetic), the graph does the rest: scaling, framing, both DFT matmuls, power, mel,
+        log10, the utterance-wide clamp and the scaling. `frames` (the utterance's log-mel
+        frames, len // 160) is dynamic.
     encode(mel (1, n_mels, 2 * n_audio_ctx)) -> (encoded (1, n_audio_ctx, d),
                                                 cross_k_0..L-1, cross_v_0..L-1)
         the encoder on one 30 s window and every decoder layer's cross-attention keys and
@@ -35,28 +36,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.export import Dim, ExportedProgram
 
 from tinyasr.compile.graphs import buffers_as_parameters
 from tinyasr.model.whisper import frontend
+from tinyasr.model.whisper.audio import HOP, PAD_SAMPLES
 from tinyasr.model.whisper.model import Whisper
 
 MIN_MEL_FRAMES = 1        # one hop of audio: the recognizer decodes anything from one hop up
-PAD_SAMPLES = 3 * frontend.HOP   # the padded signal holds 160 * (frames + 3) samples
-
-
-def padded_signal(samples: np.ndarray) -> np.ndarray:
-    """int16-scale samples -> what `log_mel` takes: the signal with HOP zeros appended,
-    reflect-padded by N_FFT // 2 each side, cut to the HOP * (frames + 3) samples the frames
-    read (frames = len // HOP). The same padding as frontend.frames_of."""
-    samples = np.asarray(samples, dtype=np.float32)
-    frames = len(samples) // frontend.HOP
-    signal = np.concatenate([samples, np.zeros(frontend.HOP, np.float32)])
-    padded = np.pad(signal, frontend.N_FFT // 2, mode="reflect")
-    return np.ascontiguousarray(padded[:frontend.HOP * frames + PAD_SAMPLES])
 
 
 class LogMelGraph(nn.Module):
@@ -138,12 +127,6 @@ class StepGraph(nn.Module):
         return (logits, *self_k, *self_v)
 
 
-def cache_names(layers: int) -> list[str]:
-    """The step function's cache inputs in order."""
-    return [f"{kind}_{i}" for kind in ("self_k", "self_v", "cross_k", "cross_v")
-            for i in range(layers)]
-
-
 # The dynamic sizes of each graph: input -> {axis: what the size counts}.
 SHAPE_VARIABLES: dict[str, dict[tuple[str, int], str]] = {
     "log_mel": {("signal", 0): "frames"},
@@ -171,8 +154,8 @@ def export_graphs(model: Whisper, cross_dtype: torch.dtype = torch.float32
                                + [None] * (2 * dims.n_text_layers))
     with torch.no_grad():
         log_mel = torch.export.export(
-            LogMelGraph(), (torch.zeros(frontend.HOP * 8 + PAD_SAMPLES),),
-            dynamic_shapes=({0: frontend.HOP * frames + PAD_SAMPLES},))
+            LogMelGraph(), (torch.zeros(HOP * 8 + PAD_SAMPLES),),
+            dynamic_shapes=({0: HOP * frames + PAD_SAMPLES},))
         encode = torch.export.export(EncodeGraph(model, cross_dtype),
                                      (torch.zeros(1, dims.n_mels, model.n_frames),))
         step = torch.export.export(

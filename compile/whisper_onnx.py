@@ -42,15 +42,10 @@ import numpy as np
 import torch
 
 from tinyasr.compile.onnx_export import ONNX_OPSET, _inline_weight_identities, quietly
-from tinyasr.compile.whisper_graphs import (
-    PAD_SAMPLES,
-    EncodeGraph,
-    LogMelGraph,
-    StepGraph,
-    cache_names,
-)
+from tinyasr.compile.whisper_graphs import EncodeGraph, LogMelGraph, StepGraph
+from tinyasr.compile.whisper_manifest import cache_names
 from tinyasr.model.common.atomic import scratch_prefix, staged_directory
-from tinyasr.model.whisper import frontend
+from tinyasr.model.whisper.audio import HOP, PAD_SAMPLES
 from tinyasr.model.whisper.convert import CONFIG_FILE, load_whisper_dir
 
 LOG_MEL_ONNX, ENCODE_ONNX, STEP_ONNX = "log_mel.onnx", "encode.onnx", "step.onnx"
@@ -81,7 +76,7 @@ def _export_graphs(model, out: Path) -> None:
                  **{name: {0: "batch"} for name in outputs[1:]}}
     with quietly(), torch.no_grad():
         torch.onnx.export(
-            LogMelGraph().eval(), (torch.zeros(frontend.HOP * 8 + PAD_SAMPLES),),
+            LogMelGraph().eval(), (torch.zeros(HOP * 8 + PAD_SAMPLES),),
             str(out / LOG_MEL_ONNX), dynamo=False, opset_version=ONNX_OPSET,
             input_names=["signal"], output_names=["log_mel"],
             dynamic_axes={"signal": {0: "samples"}, "log_mel": {1: "frames"}})

@@ -330,7 +330,7 @@ def _san_m_reference(deployable: Path) -> tuple[Recognizer, bool]:
 def _whisper_reference(deployable: Path) -> tuple[WhisperRecognizer, bool]:
     """The PyTorch greedy Whisper a Whisper deployable was compiled from, and whether the
     deployable's weights are int8."""
-    from tinyasr.compile.whisper_deployable import read_whisper_manifest
+    from tinyasr.compile.whisper_manifest import read_whisper_manifest
     from tinyasr.model.whisper.recognizer import WhisperRecognizer
 
     manifest = read_whisper_manifest(deployable)
@@ -372,15 +372,13 @@ class _Recorded:
         return encoded
 
     def open_window(self, encoded):
-        from tinyasr.model.whisper.decoding import open_window
-
-        state, recorder, first = open_window(self.model, encoded), self, self.windows == 1
+        state, recorder, first = self.model.open_window(encoded), self, self.windows == 1
         step = state.step
 
         def recording_step(tokens):
             logits = step(tokens)
             if first and not recorder.logits.size:
-                recorder.logits = logits[0, -1].numpy()
+                recorder.logits = logits[0, -1]
             return logits
 
         state.step = recording_step

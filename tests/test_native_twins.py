@@ -21,10 +21,10 @@ host's.
   whisper_decode.h GreedyWindow,        model/whisper/decoding.py greedy_search, Suppression,
     Suppression, IsSilence                SearchResult.is_silence
   whisper_decode.h WhisperAudio         model/whisper/recognizer.py window_starts,
-    ::Windows, ::PaddedSignal             compile/whisper_graphs.py padded_signal
+    ::Windows, ::PaddedSignal             model/whisper/audio.py padded_signal
 
 Whisper's rules and constants reach tinyasr-run through the deployable's manifest
-(compile/whisper_deployable.py writes them from model/whisper's definitions); the twins here are
+(compile/whisper_manifest.py writes them from model/whisper's definitions); the twins here are
 given the same values.
 """
 
@@ -386,20 +386,18 @@ class _ScriptedWindow:
         self.rows, self.used = rows, 0
 
     def step(self, tokens):
-        import torch
-
         count = tokens.shape[1]
         block = self.rows[self.used:self.used + count]
         assert len(block) == count, "the script ran out of rows"
         self.used += count
-        return torch.from_numpy(block.copy())[None]
+        return block.copy()[None]
 
 
 class _ScriptedModel:
     """What greedy_search asks of a model: dims (the token cap) and open_window."""
 
     def __init__(self, rows: np.ndarray, max_new: int):
-        from tinyasr.model.whisper.model import WhisperDims
+        from tinyasr.model.whisper.dims import WhisperDims
 
         self.dims = WhisperDims(n_text_ctx=2 * max_new, n_vocab=rows.shape[1])
         self.rows = rows
@@ -445,8 +443,7 @@ def test_greedy_rules_are_the_searchs(twins):
         f"{max_new} {NO_SPEECH_THRESHOLD!r} {LOG_PROB_THRESHOLD!r} {len(rows)} {_floats(rows)}\n"
         for rows, max_new in cases)
     for (rows, max_new), cpp in zip(cases, twins(commands), strict=True):
-        result = greedy_search(_ScriptedModel(rows, max_new),  # pyright: ignore[reportArgumentType]
-                               None, specials, suppression)  # pyright: ignore[reportArgumentType]
+        result = greedy_search(_ScriptedModel(rows, max_new), None, specials, suppression)
         assert cpp["tokens"] == result.tokens
         assert cpp["sum_logprob"] == pytest.approx(result.sum_logprob, abs=1e-4)
         assert cpp["no_speech_prob"] == pytest.approx(result.no_speech_prob, abs=1e-6)
@@ -458,10 +455,9 @@ def test_greedy_rules_are_the_searchs(twins):
 
 def test_whisper_windows_and_padding_are_the_hosts(twins):
     """whisper_decode.h WhisperAudio::Windows and PaddedSignal against model/whisper/
-    recognizer.py window_starts and compile/whisper_graphs.py padded_signal: lengths around a
+    recognizer.py window_starts and model/whisper/audio.py padded_signal: lengths around a
     hop and a window, windows of silence, of hiss at the silent peak and of speech."""
-    from tinyasr.compile.whisper_graphs import PAD_SAMPLES, padded_signal
-    from tinyasr.model.whisper.frontend import HOP, N_FFT
+    from tinyasr.model.whisper.audio import HOP, N_FFT, PAD_SAMPLES, padded_signal
     from tinyasr.model.whisper.recognizer import SILENT_PEAK, window_starts
 
     rng = np.random.default_rng(6)

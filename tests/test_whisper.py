@@ -24,6 +24,7 @@ from tinyasr.model.whisper.convert import (
 )
 from tinyasr.model.whisper.ct2_reader import read_ct2_model
 from tinyasr.model.whisper.decoding import SearchOptions, start
+from tinyasr.model.whisper.eager import EagerWhisper
 from tinyasr.model.whisper.frontend import log_mel, mel_filterbank
 from tinyasr.model.whisper.recognizer import WhisperOptions, WhisperRecognizer, plain_text
 
@@ -41,7 +42,8 @@ def converted():
 @pytest.fixture(scope="module")
 def recognizer(converted) -> WhisperRecognizer:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    return WhisperRecognizer(*converted)
+    model, tokenizer, config = converted
+    return WhisperRecognizer(EagerWhisper(model), tokenizer, config)
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +129,10 @@ def test_encoder_and_first_step_logits_match_ctranslate2(recognizer, samples, ct
     import ctranslate2
 
     (window, _), = recognizer.windows(samples[PARITY_UTTERANCES[0]])
-    features = ctranslate2.StorageView.from_array(window.numpy())
+    features = ctranslate2.StorageView.from_array(window)
     specials = recognizer.tokenizer.specials
-    with torch.no_grad():
-        encoded = recognizer.model.encoder(window)
-        _, logits, no_speech = start(recognizer.model, encoded, specials)
+    encoded = recognizer.model.encoder(window)
+    _, logits, no_speech = start(recognizer.model, encoded, specials)
     reference_encoded = np.array(ct2_whisper.encode(features, to_cpu=True))
     # Same fp16-rounded weights in fp32 on both sides; only summation order differs (BLAS
     # kernels, fused ops). Measured max abs diff 3e-5 on outputs up to 12.5 (encoder) and
@@ -142,7 +143,7 @@ def test_encoder_and_first_step_logits_match_ctranslate2(recognizer, samples, ct
                                   return_no_speech_prob=True, suppress_blank=False,
                                   suppress_tokens=[])[0]
     reference_logits = np.asarray(result.logits[0][0])
-    assert np.abs(logits[0].numpy() - reference_logits).max() < 1e-3
+    assert np.abs(logits[0] - reference_logits).max() < 1e-3
     assert abs(no_speech - result.no_speech_prob) < 1e-5
 
 
@@ -198,7 +199,9 @@ def test_beam_search_equals_faster_whisper(converted, samples, faster_whisper):
     # On this utterance beam 5 differs from greedy ("... eating for clothes."), and a beam
     # search that also finished hypotheses ranked below the beam differed from CTranslate2's.
     uid = "espeak_en-gb-x-gbcwmd_david-004265"
-    beam = WhisperRecognizer(*converted, WhisperOptions(SearchOptions(beam=5)))
+    model, tokenizer, config = converted
+    beam = WhisperRecognizer(EagerWhisper(model), tokenizer, config,
+                             WhisperOptions(SearchOptions(beam=5)))
     segments, _ = faster_whisper.transcribe(
         samples[uid] / 32768.0, beam_size=5, temperature=0.0, without_timestamps=True,
         condition_on_previous_text=False, vad_filter=False, language="en")

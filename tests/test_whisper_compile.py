@@ -30,10 +30,12 @@ import torch
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.network.pretrained_paths import REAL_SPEECH_DIR
+from tinyasr.model.whisper.audio import pad_window
 from tinyasr.model.whisper.convert import ensure_whisper_model, load_whisper_dir, write_model_dir
 from tinyasr.model.whisper.decoding import start
-from tinyasr.model.whisper.frontend import log_mel, pad_window
-from tinyasr.model.whisper.model import Whisper, WhisperDims
+from tinyasr.model.whisper.dims import WhisperDims
+from tinyasr.model.whisper.eager import EagerWhisper
+from tinyasr.model.whisper.model import Whisper
 from tinyasr.model.whisper.recognizer import WhisperRecognizer
 from tinyasr.targets.boards import board_target, get_board
 
@@ -79,30 +81,30 @@ def test_small_log_mel_encoder_and_steps_match_pytorch(small, whisper_parts):
     model, compiled, _ = small
     specials = whisper_parts[1].specials
     audio = _noise_speech(1.5)
+    eager = EagerWhisper(model)
     for length in (160, 333, audio.size):     # one frame, two, many
-        reference = log_mel(torch.from_numpy(audio[:length]))
+        reference = eager.log_mel(audio[:length])
         assert compiled.log_mel(audio[:length]).shape == reference.shape
-        assert (compiled.log_mel(audio[:length]) - reference).abs().max() < SMALL_TOLERANCE
+        assert np.abs(compiled.log_mel(audio[:length]) - reference).max() < SMALL_TOLERANCE
     window = pad_window(reference, model.n_frames)[None]
-    with torch.no_grad():
-        encoded = model.encoder(window)
-        compiled_encoded = compiled.encoder(window)
-        assert np.abs(compiled.encoded(compiled_encoded) - encoded.numpy()).max() < SMALL_TOLERANCE
-        state, logits, no_speech = start(model, encoded, specials)
-        compiled_state, compiled_logits, compiled_no_speech = start(compiled, compiled_encoded,
-                                                                    specials)
-        assert (compiled_logits - logits).abs().max() < SMALL_TOLERANCE
-        assert abs(compiled_no_speech - no_speech) < SMALL_TOLERANCE
-        # beam search's reorders: one row repeated (new caches), then a step of two
-        # hypotheses, then the two swapped (in place, the written slots only) and a step
-        for s in (state, compiled_state):
-            s.reorder(torch.tensor([0, 0]))
-        tokens = torch.tensor([[11], [220]])
-        assert (compiled_state.step(tokens) - state.step(tokens)).abs().max() < SMALL_TOLERANCE
-        for s in (state, compiled_state):
-            s.reorder(torch.tensor([1, 0]))
-        tokens = torch.tensor([[13], [13]])
-        assert (compiled_state.step(tokens) - state.step(tokens)).abs().max() < SMALL_TOLERANCE
+    encoded = eager.encoder(window)
+    compiled_encoded = compiled.encoder(window)
+    assert np.abs(compiled.encoded(compiled_encoded) - encoded.numpy()).max() < SMALL_TOLERANCE
+    state, logits, no_speech = start(eager, encoded, specials)
+    compiled_state, compiled_logits, compiled_no_speech = start(compiled, compiled_encoded,
+                                                                specials)
+    assert np.abs(compiled_logits - logits).max() < SMALL_TOLERANCE
+    assert abs(compiled_no_speech - no_speech) < SMALL_TOLERANCE
+    # beam search's reorders: one row repeated (new caches), then a step of two
+    # hypotheses, then the two swapped (in place, the written slots only) and a step
+    for s in (state, compiled_state):
+        s.reorder(np.array([0, 0]))
+    tokens = np.array([[11], [220]])
+    assert np.abs(compiled_state.step(tokens) - state.step(tokens)).max() < SMALL_TOLERANCE
+    for s in (state, compiled_state):
+        s.reorder(np.array([1, 0]))
+    tokens = np.array([[13], [13]])
+    assert np.abs(compiled_state.step(tokens) - state.step(tokens)).max() < SMALL_TOLERANCE
 
 
 def test_small_step_writes_its_caches_in_place(small):
@@ -204,11 +206,15 @@ def test_each_family_refuses_the_other_in_one_line(small, tmp_path):
         CompiledWhisper(sanm)
 
 
-def test_transcribe_lib_runs_a_whisper_deployable(small, tmp_path):
-    """The CLI path: `tinyasr transcribe --lib` picks the Whisper runner by the manifest."""
+def test_transcribe_lib_runs_a_whisper_deployable(small, tmp_path, capsys):
+    """The CLI path: `tinyasr transcribe --lib` picks the Whisper runner by the manifest and
+    runs it on TVM's runtime alone (no torch, no TVM compiler, as for SAN-M: test_cli.py),
+    printing what a process with torch and all of TVM loaded prints."""
     import subprocess
     import sys
     import wave
+
+    from tinyasr.scripts.cli import main
 
     _, _, lib = small
     wav = tmp_path / "tone.wav"
@@ -217,11 +223,17 @@ def test_transcribe_lib_runs_a_whisper_deployable(small, tmp_path):
         handle.setsampwidth(2)
         handle.setframerate(16000)
         handle.writeframes(_noise_speech(1.0).astype(np.int16).tobytes())
-    result = subprocess.run([sys.executable, "-m", "tinyasr.scripts.cli", "transcribe", "--lib",
-                             str(lib), str(wav)], check=False, capture_output=True, text=True,
-                            timeout=600)
+    argv = ["tinyasr", "transcribe", "--lib", str(lib), str(wav)]
+    code = (f"import sys\nsys.argv = {argv!r}\nfrom tinyasr.scripts.cli import main\n"
+            "rc = main()\nprint(sorted(n for n, m in sys.modules.items() if m is not None and "
+            "n.split('.')[0] in ('torch', 'ml_dtypes')), 'tvm.relax' in sys.modules, rc)")
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"{wav}\t")
+    text, loaded = result.stdout.splitlines()
+    assert text.startswith(f"{wav}\t") and loaded == "[] False 0"
+    assert main(argv[1:]) == 0
+    assert capsys.readouterr().out.splitlines() == [text]
     broken = tmp_path / "broken"
     shutil.copytree(lib, broken)
     (broken / "weights.bin").write_bytes(b"")
@@ -252,28 +264,27 @@ def realspeech() -> dict[str, np.ndarray]:
 @pytest.mark.slow
 def test_tiny_encoder_and_logits_match_pytorch(tiny, whisper_parts, realspeech):
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    model, tokenizer, _ = whisper_parts
+    model, tokenizer, config = whisper_parts
     samples = next(iter(realspeech.values()))
-    reference = WhisperRecognizer(model, tokenizer, whisper_parts[2])
+    reference = WhisperRecognizer(EagerWhisper(model), tokenizer, config)
     (window, _), = reference.windows(samples)
     (compiled_window, _), = tiny.windows(samples)
-    assert (compiled_window - window).abs().max() < SMALL_TOLERANCE
-    with torch.no_grad():
-        encoded = model.encoder(window)
-        compiled_encoded = tiny.model.encoder(window)
-        assert np.abs(tiny.model.encoded(compiled_encoded) - encoded.numpy()).max() \
-            < TINY_TOLERANCE
-        _, logits, no_speech = start(model, encoded, tokenizer.specials)
-        _, compiled_logits, compiled_no_speech = start(tiny.model, compiled_encoded,
-                                                       tokenizer.specials)
-    assert (compiled_logits - logits).abs().max() < TINY_TOLERANCE
+    assert np.abs(compiled_window - window).max() < SMALL_TOLERANCE
+    encoded = reference.model.encoder(window)
+    compiled_encoded = tiny.model.encoder(window)
+    assert np.abs(tiny.model.encoded(compiled_encoded) - encoded.numpy()).max() < TINY_TOLERANCE
+    _, logits, no_speech = start(reference.model, encoded, tokenizer.specials)
+    _, compiled_logits, compiled_no_speech = start(tiny.model, compiled_encoded,
+                                                   tokenizer.specials)
+    assert np.abs(compiled_logits - logits).max() < TINY_TOLERANCE
     assert abs(compiled_no_speech - no_speech) < 1e-3
 
 
 @pytest.mark.slow
 def test_tiny_transcripts_equal_pytorch(tiny, whisper_parts, realspeech):
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    reference = WhisperRecognizer(*whisper_parts)
+    model, tokenizer, config = whisper_parts
+    reference = WhisperRecognizer(EagerWhisper(model), tokenizer, config)
     for uid, samples in realspeech.items():
         assert tiny.transcribe(samples) == reference.transcribe(samples), uid
 
@@ -334,12 +345,11 @@ def test_small_int8_runs_int8_weights_near_its_reference(small_int8, whisper_par
         assert embedding == ["step/p_decoder_embed_tokens_scale",
                              "step/p_decoder_embed_tokens_values"]
         assert shapes["step/p_decoder_embed_tokens_scale"] == [SMALL.n_vocab, 2]
-    window = pad_window(log_mel(torch.from_numpy(_noise_speech(1.5))), reference.n_frames)[None]
-    with torch.no_grad():
-        _, logits, _ = start(reference, reference.encoder(window), whisper_parts[1].specials)
-        _, compiled_logits, _ = start(compiled, compiled.encoder(window),
-                                      whisper_parts[1].specials)
-    assert (compiled_logits - logits).abs().max() < 0.05 * logits.abs().max()
+    eager = EagerWhisper(reference)
+    window = pad_window(eager.log_mel(_noise_speech(1.5)), reference.n_frames)[None]
+    _, logits, _ = start(eager, eager.encoder(window), whisper_parts[1].specials)
+    _, compiled_logits, _ = start(compiled, compiled.encoder(window), whisper_parts[1].specials)
+    assert np.abs(compiled_logits - logits).max() < 0.05 * np.abs(logits).max()
     # the cross-attention keys and values pass from encode to step as float16 where the host
     # widens float16 in registers (F16C), else as float32
     half = half_cross_caches(board_target(get_board("host")))

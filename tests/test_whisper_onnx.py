@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from tinyasr.compile.whisper_graphs import cache_names
+from tinyasr.compile.whisper_manifest import cache_names
 from tinyasr.compile.whisper_onnx import STEP_ONNX, write_whisper_onnx
 from tinyasr.model.data.datadir import load_wav, read_data_dir
 from tinyasr.model.network.pretrained_paths import REAL_SPEECH_DIR
+from tinyasr.model.whisper.audio import pad_window
 from tinyasr.model.whisper.convert import ensure_whisper_model
-from tinyasr.model.whisper.frontend import log_mel, pad_window
 from tinyasr.model.whisper.recognizer import WhisperRecognizer
 
 ENCODER_ATOL, LOGITS_ATOL, LOG_MEL_ATOL = 1e-2, 1e-3, 1e-4
@@ -49,14 +49,15 @@ def speech() -> np.ndarray:
 
 
 def test_fp32_export_matches_pytorch(reference, onnx_recognizer, speech):
-    model, ort_model = reference.model, onnx_recognizer.model
-    features = log_mel(torch.from_numpy(speech))
-    ort_features = ort_model.log_mel(speech)   # pyright: ignore[reportAttributeAccessIssue]
+    eager, ort_model = reference.model, onnx_recognizer.model
+    model = eager.module  # pyright: ignore[reportAttributeAccessIssue]   # EagerWhisper's
+    features = eager.log_mel(speech)
+    ort_features = ort_model.log_mel(speech)
     assert ort_features.shape == features.shape
-    assert (ort_features - features).abs().max() < LOG_MEL_ATOL
+    assert np.abs(ort_features - features).max() < LOG_MEL_ATOL
     window = pad_window(features, model.n_frames)[None]
+    encoded = eager.encoder(window)
     with torch.no_grad():
-        encoded = model.encoder(window)
         cross_k, cross_v = model.decoder.cross_cache(encoded)
         self_k, self_v = model.decoder.empty_self_cache(1)
         prompt = torch.tensor([[50257, 50362]])
@@ -64,20 +65,20 @@ def test_fp32_export_matches_pytorch(reference, onnx_recognizer, speech):
                                                cross_k, cross_v)
     ort_encoded = ort_model.encoder(window)
     assert np.abs(ort_encoded[0] - encoded.numpy()).max() < ENCODER_ATOL
-    state = ort_model.open_window(ort_encoded)  # pyright: ignore[reportAttributeAccessIssue]
-    ort_logits = state.step(prompt)
-    assert (ort_logits - logits).abs().max() < LOGITS_ATOL
+    state = ort_model.open_window(ort_encoded)
+    ort_logits = state.step(prompt.numpy())
+    assert np.abs(ort_logits - logits.numpy()).max() < LOGITS_ATOL
     # two hypotheses, as beam search makes them: the prompt's caches repeated, one token each
     rows = torch.tensor([0, 0])
-    state.reorder(rows)
+    state.reorder(rows.numpy())
     tokens = torch.tensor([[383], [1119]])
     with torch.no_grad():
         logits, _, _ = model.decoder(
             tokens, torch.tensor([2]), tuple(k[rows] for k in self_k),
             tuple(v[rows] for v in self_v), cross_k, cross_v)
-    ort_logits = state.step(tokens)
+    ort_logits = state.step(tokens.numpy())
     assert ort_logits.shape == (2, 1, model.dims.n_vocab)
-    assert (ort_logits - logits).abs().max() < LOGITS_ATOL
+    assert np.abs(ort_logits - logits.numpy()).max() < LOGITS_ATOL
 
 
 def test_fp32_transcript_equals_pytorch(reference, onnx_recognizer, speech):

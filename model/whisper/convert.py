@@ -24,7 +24,8 @@ from tinyasr.model.common.atomic import staged_directory
 from tinyasr.model.common.cache import CACHE_ROOT
 from tinyasr.model.common.errors import InputError
 from tinyasr.model.whisper.ct2_reader import read_ct2_model
-from tinyasr.model.whisper.model import Whisper, WhisperDims
+from tinyasr.model.whisper.dims import WhisperDims
+from tinyasr.model.whisper.model import Whisper
 from tinyasr.model.whisper.tokenizer import WhisperTokenizer
 
 MODEL_NAME = "whisper-tiny.en"

@@ -24,21 +24,49 @@ end in <|endoftext|> are finished, the others stay live, topped up to `beam` fro
 the ranking (ending ones there are dropped); the search stops when `beam * patience` are
 finished (at the length cap every live one finishes), and the best finished hypothesis by
 sum of log-probabilities / (tokens ** length_penalty) wins.
+
+The search is numpy on both sides of the model: it asks a `DecodingModel` (the PyTorch model
+through eager.py, or a compiled or exported one in targets/host) for a `WindowState` per window
+and feeds it int64 token arrays, getting float32 logits back. So a process that runs a
+deployable decodes without torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from tinyasr.model.whisper.model import Whisper, WhisperDims
+from tinyasr.model.whisper.dims import WhisperDims
 from tinyasr.model.whisper.tokenizer import SpecialTokens
 
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
+
+
+class WindowState(Protocol):
+    """One window's decoder state: its caches for the live hypotheses, and the next position."""
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """int64 tokens (batch, t) at the next t positions -> float32 logits (batch, t, vocab)."""
+        ...
+
+    def reorder(self, rows: np.ndarray) -> None:
+        """Keep (and repeat) the hypotheses `rows` (int64) of the batch: beam search's
+        reordering."""
+        ...
+
+
+class DecodingModel(Protocol):
+    """What the search asks of a model: its sizes and a decoder state per encoded window."""
+
+    @property
+    def dims(self) -> WhisperDims: ...
+
+    def open_window(self, encoded: Any) -> WindowState:
+        """The decoder state of one window, from what the model's encoder returned."""
+        ...
 
 
 @dataclass
@@ -76,11 +104,10 @@ class Suppression:
         self.begin = self.always.copy()
         self.begin[np.asarray(suppress_ids_begin, dtype=np.int64)] = True
 
-    def log_probs(self, logits: Tensor, first: bool) -> Tensor:
+    def log_probs(self, logits: np.ndarray, first: bool) -> np.ndarray:
         """(batch, vocab) logits -> log-probabilities over the allowed tokens."""
         mask = self.begin if first else self.always
-        return torch.from_numpy(log_softmax(np.where(mask, np.float32(-np.inf),
-                                                     logits.numpy())))
+        return log_softmax(np.where(mask, np.float32(-np.inf), logits))
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -93,48 +120,12 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-class WindowDecoder:
-    """The decoder's state for one window: cross-attention keys/values and self-attention
-    caches for a batch of hypotheses, and the next position."""
-
-    def __init__(self, model: Whisper, encoded: Tensor):
-        self.decoder = model.decoder
-        self.cross_k, self.cross_v = self.decoder.cross_cache(encoded)
-        self.self_k, self.self_v = self.decoder.empty_self_cache(encoded.shape[0])
-        self.position = 0
-
-    def step(self, tokens: Tensor) -> Tensor:
-        """tokens (batch, t) at the next t positions -> logits (batch, t, vocab)."""
-        positions = torch.arange(self.position, self.position + tokens.shape[1])
-        logits, self.self_k, self.self_v = self.decoder(
-            tokens, positions, self.self_k, self.self_v, self.cross_k, self.cross_v)
-        self.position += tokens.shape[1]
-        return logits
-
-    def reorder(self, rows: Tensor) -> None:
-        """Keep (and repeat) the hypotheses `rows` of the batch: beam search's reordering."""
-        self.self_k = tuple(k.index_select(0, rows) for k in self.self_k)
-        self.self_v = tuple(v.index_select(0, rows) for v in self.self_v)
-        if self.cross_k[0].shape[0] != rows.shape[0]:
-            repeat = (rows.shape[0], 1, 1, 1)     # one window: every row has the same memory
-            self.cross_k = tuple(k[:1].repeat(repeat) for k in self.cross_k)
-            self.cross_v = tuple(v[:1].repeat(repeat) for v in self.cross_v)
-
-
-def open_window(model: Whisper, encoded: Tensor) -> WindowDecoder:
-    """The decoder state of one window: a WindowDecoder for the PyTorch model; a compiled model
-    (targets/host/whisper_runner.py) has its own `open_window(encoded)` giving a state with the same
-    `step(tokens) -> logits` and `reorder(rows)`, so both decode through the same search."""
-    opener = getattr(model, "open_window", None)
-    return opener(encoded) if opener is not None else WindowDecoder(model, encoded)
-
-
-def start(model: Whisper, encoded: Tensor, specials: SpecialTokens
-          ) -> tuple[WindowDecoder, Tensor, float]:
+def start(model: DecodingModel, encoded: Any, specials: SpecialTokens
+          ) -> tuple[WindowState, np.ndarray, float]:
     """Runs the prompt: (decoder state, first-step logits (1, vocab), no-speech probability)."""
-    state = open_window(model, encoded)
-    logits = state.step(torch.tensor([[specials.sot, specials.no_timestamps]]))
-    no_speech = float(np.exp(log_softmax(logits[0, 0].numpy())[specials.no_speech]))
+    state = model.open_window(encoded)
+    logits = state.step(np.array([[specials.sot, specials.no_timestamps]], np.int64))
+    no_speech = float(np.exp(log_softmax(logits[0, 0])[specials.no_speech]))
     return state, logits[:, 1], no_speech
 
 
@@ -143,28 +134,27 @@ def max_new_tokens(dims: WhisperDims) -> int:
     return dims.n_text_ctx // 2
 
 
-@torch.no_grad()
-def greedy_search(model: Whisper, encoded: Tensor, specials: SpecialTokens,
+def greedy_search(model: DecodingModel, encoded: Any, specials: SpecialTokens,
                   suppression: Suppression) -> SearchResult:
-    """The most likely token at every step until <|endoftext|>. encoded: (1, frames, d)."""
+    """The most likely token at every step until <|endoftext|>. encoded: what the model's
+    encoder returned for one window."""
     state, logits, no_speech = start(model, encoded, specials)
     tokens: list[int] = []
     total = 0.0
     for step in range(max_new_tokens(model.dims)):
         log_probs = suppression.log_probs(logits, first=step == 0)[0]
         token = int(log_probs.argmax())
-        total += log_probs[token].item()
+        total += float(log_probs[token])
         if token == specials.eot:
             break
         tokens.append(token)
-        logits = state.step(torch.tensor([[token]]))[:, -1]
+        logits = state.step(np.array([[token]], np.int64))[:, -1]
     return SearchResult(tokens, total, no_speech)
 
 
-@torch.no_grad()
-def beam_search(model: Whisper, encoded: Tensor, specials: SpecialTokens,
+def beam_search(model: DecodingModel, encoded: Any, specials: SpecialTokens,
                 suppression: Suppression, options: SearchOptions) -> SearchResult:
-    """Beam search as described in the module docstring. encoded: (1, frames, d)."""
+    """Beam search as described in the module docstring. encoded: as for greedy_search."""
     beam = options.beam
     state, logits, no_speech = start(model, encoded, specials)
     live: list[tuple[list[int], float]] = [([], 0.0)]
@@ -179,27 +169,34 @@ def beam_search(model: Whisper, encoded: Tensor, specials: SpecialTokens,
         live = [(live[row][0] + [token], score) for score, row, token in extended]
         if len(finished) >= round(beam * options.patience):
             break
-        state.reorder(torch.tensor([row for _, row, _ in extended]))
-        logits = state.step(torch.tensor([[tokens[-1]] for tokens, _ in live]))[:, -1]
+        state.reorder(np.array([row for _, row, _ in extended], np.int64))
+        logits = state.step(np.array([[tokens[-1]] for tokens, _ in live], np.int64))[:, -1]
     else:
         finished += live              # the length cap ends every live hypothesis
     tokens, score = max(finished, key=lambda h: h[1] / max(len(h[0]), 1) ** options.length_penalty)
     return SearchResult(tokens, score, no_speech)
 
 
-def _ranked_candidates(log_probs: Tensor, live: list[tuple[list[int], float]], beam: int
+def _ranked_candidates(log_probs: np.ndarray, live: list[tuple[list[int], float]], beam: int
                        ) -> list[tuple[float, int, int]]:
     """The 2 * beam best (score, row, token) extensions of the live hypotheses, best first:
     enough that `beam` of them do not end, however many of the best do."""
     candidates = []
     for row, (_, score) in enumerate(live):
-        top = log_probs[row].topk(2 * beam)
+        tokens = top_tokens(log_probs[row], 2 * beam)
         candidates += [(score + value, row, token) for value, token in
-                       zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+                       zip(log_probs[row, tokens].tolist(), tokens.tolist(), strict=True)]
     return sorted(candidates, key=lambda c: -c[0])[:2 * beam]
 
 
-def search(model: Whisper, encoded: Tensor, specials: SpecialTokens, suppression: Suppression,
+def top_tokens(log_probs: np.ndarray, k: int) -> np.ndarray:
+    """The k highest entries' indices, highest first (ties: the lower index first)."""
+    k = min(k, log_probs.shape[0])
+    best = np.argpartition(-log_probs, k - 1)[:k]
+    return best[np.lexsort((best, -log_probs[best]))]
+
+
+def search(model: DecodingModel, encoded: Any, specials: SpecialTokens, suppression: Suppression,
            options: SearchOptions) -> SearchResult:
     """Greedy for beam 1, else beam search."""
     if options.beam <= 1:

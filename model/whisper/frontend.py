@@ -10,7 +10,7 @@ Framing follows faster-whisper's feature extractor, our parity reference: 160 ze
 appended before the STFT, its last frame is dropped, the clamp takes the maximum over all
 remaining frames (the whole utterance, not per 30 s window), and the first `len // 160`
 frames are the content. A window shorter than 3000 frames is padded with zeros *after*
-normalization (`pad_window`), as faster-whisper does.
+normalization (audio.pad_window), as faster-whisper does.
 
 Like model/network/frontend.py, frames are cut without a gather (a frame of 400 = 2.5 hops is rows
 t, t+1 and half of row t+2 of the signal viewed as rows of 160) and the DFT is two matmuls (cosine
@@ -26,10 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-SAMPLE_RATE = 16000
-N_FFT = 400
-HOP = 160
-N_MELS = 80
+from tinyasr.model.whisper.audio import HOP, N_FFT, N_MELS, SAMPLE_RATE
+
 N_BINS = N_FFT // 2 + 1
 INT16_SCALE = 32768.0
 LOG_FLOOR = 1e-10
@@ -119,7 +117,3 @@ def _log_mel_of_frames(frames: Tensor, cos: Tensor, sin: Tensor, filters: Tensor
     log_spec = torch.maximum(log_spec, log_spec.max() - DYNAMIC_RANGE)
     return ((log_spec + 4.0) / 4.0)[:frames.shape[0] - 1].t()   # the last frame dropped
 
-
-def pad_window(features: Tensor, frames: int) -> Tensor:
-    """(N_MELS, t) with t <= frames -> (N_MELS, frames), zeros after the content."""
-    return torch.nn.functional.pad(features, (0, frames - features.shape[1]))

@@ -25,38 +25,16 @@ zero in the key third.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tinyasr.model.whisper.dims import WhisperDims
+
 LAYER_NORM_EPS = 1e-5
 Caches = tuple[Tensor, ...]          # one tensor per decoder layer
-
-
-@dataclass(frozen=True)
-class WhisperDims:
-    """Sizes of a Whisper model (tiny.en: 80 mels, d 384, 6 heads, 4 + 4 layers)."""
-
-    n_mels: int = 80
-    n_audio_ctx: int = 1500          # encoder frames per 30 s window
-    n_vocab: int = 51864
-    n_text_ctx: int = 448            # decoder positions
-    d_model: int = 384
-    n_heads: int = 6
-    n_audio_layers: int = 4
-    n_text_layers: int = 4
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    @property
-    def n_frames(self) -> int:
-        """Log-mel frames per window (3000: 30 s at 10 ms; the encoder's stride-2 conv halves
-        them to n_audio_ctx)."""
-        return 2 * self.n_audio_ctx
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:

@@ -14,6 +14,10 @@ no-speech rule fires (decoding.py: no-speech probability > 0.6 and average log-p
 any level it alone already gives "" (tests/test_whisper.py), but its log-probability margin
 there is small (about 0.2 nats), so digital silence does not depend on it.
 
+The recognizer is numpy throughout: its model (a `RecognizerModel`) is the PyTorch Whisper
+behind eager.py, or a deployable (targets/host/whisper_runner.py) or ONNX export
+(whisper_onnx_runner.py) run without torch.
+
 `plain_text` maps Whisper's output to the transcripts of our data dirs: lowercase, punctuation
 removed (apostrophes inside words kept), spaces collapsed. `tinyasr evaluate` scores that;
 `tinyasr transcribe` prints Whisper's own text. Numbers stay digits ("10:20", not "ten
@@ -24,17 +28,20 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
-from tinyasr.model.whisper.convert import load_whisper_dir
-from tinyasr.model.whisper.decoding import SearchOptions, SearchResult, Suppression, search
-from tinyasr.model.whisper.frontend import HOP, log_mel, pad_window
-from tinyasr.model.whisper.model import Whisper
+from tinyasr.model.whisper.audio import HOP, pad_window
+from tinyasr.model.whisper.decoding import (
+    DecodingModel,
+    SearchOptions,
+    SearchResult,
+    Suppression,
+    search,
+)
 from tinyasr.model.whisper.tokenizer import WhisperTokenizer
 
 SILENT_PEAK = 8.0     # int16 scale: 8 / 32768 = -72 dBFS
@@ -54,42 +61,58 @@ def plain_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+class RecognizerModel(DecodingModel, Protocol):
+    """A Whisper model as the recognizer runs it: its front end and encoder, and the search's
+    decoder states (DecodingModel)."""
+
+    @property
+    def n_frames(self) -> int:
+        """Log-mel frames per window."""
+        ...
+
+    def log_mel(self, samples: np.ndarray) -> np.ndarray:
+        """float32 int16-scale samples (at least one hop) -> (n_mels, len // HOP) log-mel."""
+        ...
+
+    def encoder(self, window: np.ndarray) -> Any:
+        """(1, n_mels, n_frames) -> what open_window takes."""
+        ...
+
+
 class WhisperRecognizer:
     """A Whisper model, its tokenizer and search options, ready to transcribe."""
 
-    def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, config: dict,
-                 options: WhisperOptions | None = None,
-                 front_end: Callable[[np.ndarray], torch.Tensor] | None = None):
-        """model: the PyTorch Whisper, or a compiled one (targets/host/whisper_runner.py) with the
-        same `dims`, `n_frames`, `encoder` and an `open_window` for the search; front_end:
-        samples -> log-mel (default: frontend.log_mel in PyTorch)."""
-        self.model, self.tokenizer = model.eval(), tokenizer
-        self.front_end = front_end or (lambda samples: log_mel(torch.from_numpy(samples)))
+    def __init__(self, model: RecognizerModel, tokenizer: WhisperTokenizer, config: dict,
+                 options: WhisperOptions | None = None):
+        """config: the model dir's (or manifest's) suppress lists."""
+        self.model, self.tokenizer = model, tokenizer
         self.options = options or WhisperOptions(SearchOptions())
         self.suppression = Suppression(model.dims.n_vocab, tokenizer.specials,
                                        config["suppress_ids"], config["suppress_ids_begin"])
 
     @classmethod
     def load(cls, path: Path, options: WhisperOptions | None = None) -> WhisperRecognizer:
-        return cls(*load_whisper_dir(path), options)
+        """The PyTorch model of a converted model dir (imports torch)."""
+        from tinyasr.model.whisper.eager import load_eager_whisper
 
-    def windows(self, samples: np.ndarray) -> list[tuple[torch.Tensor, bool]]:
-        """(1, n_mels, 3000) log-mel windows covering the whole utterance, in order, each with
-        whether its samples are silent (peak <= SILENT_PEAK)."""
+        model, tokenizer, config = load_eager_whisper(path)
+        return cls(model, tokenizer, config, options)
+
+    def windows(self, samples: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+        """(1, n_mels, 3000) float32 log-mel windows covering the whole utterance, in order,
+        each with whether its samples are silent (peak <= SILENT_PEAK)."""
         samples = np.asarray(samples, dtype=np.float32)
         starts = window_starts(samples, self.model.n_frames)
         if not starts:
             return []
-        features = self.front_end(samples)
+        features = self.model.log_mel(samples)
         size = self.model.n_frames
         return [(pad_window(features[:, start:start + size], size)[None], silent)
                 for start, silent in starts]
 
-    @torch.no_grad()
-    def decode_window(self, window: torch.Tensor) -> SearchResult:
-        encoded = self.model.encoder(window)
-        return search(self.model, encoded, self.tokenizer.specials, self.suppression,
-                      self.options.search)
+    def decode_window(self, window: np.ndarray) -> SearchResult:
+        return search(self.model, self.model.encoder(window), self.tokenizer.specials,
+                      self.suppression, self.options.search)
 
     def window_results(self, samples: np.ndarray) -> list[SearchResult]:
         """The search's result for each window that is not silent, in order (a result may

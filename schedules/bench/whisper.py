@@ -181,11 +181,8 @@ class _Tinyasr:
         return sum(path.stat().st_size for path in self.files)
 
     def encode(self, samples) -> None:
-        import torch
-
         (window, _), *_ = self.recognizer.windows(samples)
-        with torch.no_grad():
-            self.recognizer.model.encoder(window)
+        self.recognizer.model.encoder(window)
 
     def transcribe(self, samples) -> tuple[str, int]:
         results = self.recognizer.window_results(samples)

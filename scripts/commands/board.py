@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     decoding = ["--mode", args.mode, "--beam", str(args.beam)]
     # the manifest is checked before a possibly long runtime build
     if deployable_family(args.deployable) == WHISPER:
-        from tinyasr.compile.whisper_deployable import read_whisper_manifest
+        from tinyasr.compile.whisper_manifest import read_whisper_manifest
 
         manifest = read_whisper_manifest(args.deployable)
         if _decoding_given(args):

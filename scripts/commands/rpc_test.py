@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     # architecture is refused before upload. Otherwise trust the deployable's own target.
     whisper = deployable_family(args.deployable) == WHISPER
     if whisper:   # checked as its family's runner checks it
-        from tinyasr.compile.whisper_deployable import read_whisper_manifest as read_manifest
+        from tinyasr.compile.whisper_manifest import read_whisper_manifest as read_manifest
     else:
         from tinyasr.compile.deployable import read_manifest
     manifest = read_manifest(args.deployable)

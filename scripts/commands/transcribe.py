@@ -44,15 +44,16 @@ def run(args: argparse.Namespace) -> int:
     options = DecodeOptions(DecodeMode(args.mode), args.beam)
     source = args.lib   # what the texts came from, for --json
     started = time.perf_counter()
+    if args.lib is not None:
+        from tinyasr.targets.host.tvm_runtime import use_runtime_only_tvm
+
+        if getattr(args, "owns_process", False):
+            use_runtime_only_tvm()   # this process runs the deployable and nothing else
     if args.lib is not None and _holds_whisper(args.lib):
         from tinyasr.targets.host.whisper_runner import load_compiled_whisper
 
         recognizer, wavs = load_compiled_whisper(args.lib), args.inputs
     elif args.lib is not None:
-        from tinyasr.targets.host.tvm_runtime import use_runtime_only_tvm
-
-        if getattr(args, "owns_process", False):
-            use_runtime_only_tvm()   # this process runs the deployable and nothing else
         from tinyasr.targets.host.runner import CompiledRecognizer
 
         recognizer, wavs = CompiledRecognizer.load(args.lib, options), args.inputs
@@ -91,7 +92,7 @@ STDIN = "-"
 
 
 def _holds_whisper(deployable: Path) -> bool:
-    """A Whisper deployable (greedy decoding, PyTorch's search loop around the library)."""
+    """A Whisper deployable (greedy decoding, model/whisper's search around the library)."""
     from tinyasr.compile.family import WHISPER, deployable_family
 
     return deployable_family(deployable) == WHISPER

@@ -1,9 +1,8 @@
 """Run Whisper's ONNX export (compile/whisper_onnx.py) with ONNX Runtime on this machine's CPU.
 
-`OnnxWhisper` offers what `WhisperRecognizer` and the search (model/whisper/decoding.py) ask of
-a model, as the TVM runner does (targets/host/whisper_runner.py): `dims`, `n_frames`,
-`encoder(window)`, `open_window(encoded)` giving a decoder state with `step(tokens) -> logits`
-and `reorder(rows)`, and `log_mel(samples)` as the front end. So ONNX Runtime decodes through
+`OnnxWhisper` offers what `WhisperRecognizer` and the search ask of a model
+(model/whisper/recognizer.py `RecognizerModel`), as the TVM runner does
+(targets/host/whisper_runner.py). So ONNX Runtime decodes through
 the same windows, prompt, suppression, greedy and beam search and no-speech gate as PyTorch
 and TVM; only the tensors come from ORT sessions.
 """
@@ -15,14 +14,14 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
-import torch
 
-from tinyasr.compile.whisper_graphs import cache_names, padded_signal
+from tinyasr.compile.whisper_manifest import cache_names
 from tinyasr.compile.whisper_onnx import ENCODE_ONNX, GRAPH_FILES, LOG_MEL_ONNX, STEP_ONNX
 from tinyasr.model.common.errors import InputError
+from tinyasr.model.whisper.audio import padded_signal
 from tinyasr.model.whisper.convert import CONFIG_FILE, FAMILY
 from tinyasr.model.whisper.decoding import SearchOptions
-from tinyasr.model.whisper.model import WhisperDims
+from tinyasr.model.whisper.dims import WhisperDims
 from tinyasr.model.whisper.recognizer import WhisperOptions, WhisperRecognizer
 from tinyasr.model.whisper.tokenizer import WhisperTokenizer
 
@@ -42,21 +41,20 @@ class OnnxWindow:
         self.self_caches = [np.zeros(shape, np.float32) for _ in self.self_names]
         self.position = 0
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (batch, t) at the next t positions -> logits (batch, t, vocab)."""
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """int64 tokens (batch, t) at the next t positions -> logits (batch, t, vocab)."""
         positions = np.arange(self.position, self.position + tokens.shape[1], dtype=np.int64)
-        feed = {"tokens": tokens.numpy().astype(np.int64), "positions": positions,
+        feed = {"tokens": tokens.astype(np.int64), "positions": positions,
                 **dict(zip(self.self_names, self.self_caches, strict=True)), **self.cross}
         # onnxruntime types each output as any value kind; these are dense arrays
         logits, *self.self_caches = cast(list[np.ndarray],
                                          self.model.sessions[STEP_ONNX].run(None, feed))
         self.position += tokens.shape[1]
-        return torch.from_numpy(logits)
+        return logits
 
-    def reorder(self, rows: torch.Tensor) -> None:
+    def reorder(self, rows: np.ndarray) -> None:
         """Keep (and repeat) the hypotheses `rows`: beam search's reordering."""
-        index = rows.numpy()
-        self.self_caches = [np.ascontiguousarray(cache[index]) for cache in self.self_caches]
+        self.self_caches = [np.ascontiguousarray(cache[rows]) for cache in self.self_caches]
 
 
 class OnnxWhisper:
@@ -87,18 +85,15 @@ class OnnxWhisper:
     def n_frames(self) -> int:
         return self.dims.n_frames
 
-    def eval(self) -> OnnxWhisper:
-        return self
-
-    def log_mel(self, samples: np.ndarray) -> torch.Tensor:
+    def log_mel(self, samples: np.ndarray) -> np.ndarray:
         """int16-scale samples (at least one hop) -> (n_mels, len // HOP) log-mel."""
         (features,) = self.sessions[LOG_MEL_ONNX].run(None, {"signal": padded_signal(samples)})
-        return torch.from_numpy(features)  # pyright: ignore[reportArgumentType]  # dense
+        return features  # pyright: ignore[reportReturnType]  # a dense array
 
-    def encoder(self, window: torch.Tensor) -> list[np.ndarray]:
+    def encoder(self, window: np.ndarray) -> list[np.ndarray]:
         """(1, n_mels, n_frames) -> [encoded, cross_k..., cross_v...]."""
         return self.sessions[ENCODE_ONNX].run(  # pyright: ignore[reportReturnType]  # dense
-            None, {"mel": window.numpy()})
+            None, {"mel": window})
 
     def open_window(self, encoded: list[np.ndarray]) -> OnnxWindow:
         return OnnxWindow(self, encoded[1:])
@@ -109,7 +104,5 @@ def load_onnx_whisper(directory: Path, beam: int = 1, plain_text: bool = False,
     """A recognizer running an ONNX directory with ONNX Runtime, decoding as the PyTorch
     recognizer does."""
     model = OnnxWhisper(directory, threads)
-    # OnnxWhisper has the members of Whisper the recognizer and its search use
-    return WhisperRecognizer(model, model.tokenizer, model.config,  # pyright: ignore[reportArgumentType]
-                             WhisperOptions(SearchOptions(beam=beam), plain_text),
-                             front_end=model.log_mel)
+    return WhisperRecognizer(model, model.tokenizer, model.config,
+                             WhisperOptions(SearchOptions(beam=beam), plain_text))

@@ -1,11 +1,12 @@
 """Run a Whisper deployable on this machine: the compiled twin of the PyTorch Whisper.
 
-`CompiledWhisper` offers what `WhisperRecognizer` (model/whisper/recognizer.py) and the
-search (model/whisper/decoding.py) ask of a model: `dims`, `n_frames`, `encoder(window)`,
-`open_window(encoded)` giving a decoder state with `step(tokens) -> logits` and
-`reorder(rows)`, and `log_mel(samples)` as the recognizer's front end. So the compiled model
-decodes through the very same windows, prompt, suppression, greedy and beam search, no-speech
-gate and detokenizing as the PyTorch one; only the tensors come from the VM.
+`CompiledWhisper` offers what `WhisperRecognizer` and the search ask of a model
+(model/whisper/recognizer.py `RecognizerModel`): `dims`, `n_frames`, `log_mel(samples)`,
+`encoder(window)` and `open_window(encoded)` giving a decoder state with `step(tokens) ->
+logits` and `reorder(rows)`. So the compiled model decodes through the very same windows,
+prompt, suppression, greedy and beam search, no-speech gate and detokenizing as the PyTorch
+one; only the arrays come from the VM. Nothing here imports torch or TVM's compiler
+(`tinyasr transcribe --lib` runs on TVM's runtime alone).
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
-import torch
 import tvm
 
 from tinyasr.compile.deployable import LIBRARY_FILE, MANIFEST_FILE
-from tinyasr.compile.whisper_deployable import check_whisper_files, read_whisper_manifest
-from tinyasr.compile.whisper_graphs import padded_signal
+from tinyasr.compile.whisper_manifest import check_whisper_files, read_whisper_manifest
 from tinyasr.model.common.errors import InputError
-from tinyasr.model.whisper.frontend import HOP
-from tinyasr.model.whisper.model import WhisperDims
+from tinyasr.model.whisper.audio import HOP, padded_signal
+from tinyasr.model.whisper.decoding import SearchOptions
+from tinyasr.model.whisper.dims import WhisperDims
 from tinyasr.model.whisper.recognizer import WhisperOptions, WhisperRecognizer
 from tinyasr.model.whisper.tokenizer import WhisperTokenizer
 from tinyasr.targets.host.runner import check_host_machine, load_function_weights, load_host_vm
@@ -41,26 +41,26 @@ class CompiledWindow:
                             for _ in range(2 * dims.n_text_layers)]
         self.position = 0
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (batch, t) at the next t positions -> logits (batch, t, vocab)."""
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """int64 tokens (batch, t) at the next t positions -> logits (batch, t, vocab)."""
         device = self.model.device
         positions = np.arange(self.position, self.position + tokens.shape[1], dtype=np.int64)
         # the step writes its rows into self_caches in place and returns them too; they are
         # not read back (over RPC a tensor passed in cannot be returned)
         outputs = self.model.vm["step"](
-            tvm.runtime.tensor(tokens.numpy().astype(np.int64), device),
+            tvm.runtime.tensor(tokens.astype(np.int64), device),
             tvm.runtime.tensor(positions, device), *self.self_caches, *self.cross,
             *self.model.weights["step"])
         self.position += tokens.shape[1]
-        return torch.from_numpy(outputs[0].numpy())
+        return outputs[0].numpy()
 
-    def reorder(self, rows: torch.Tensor) -> None:
+    def reorder(self, rows: np.ndarray) -> None:
         """Keep (and repeat) the hypotheses `rows`: beam search's reordering. Only the slots
         written so far move: a step reads no later slot before writing it (past a query's
         position the attention weighs a slot 0, and compile/kernels/cached_attention.py never
         reads it). On this machine the caches are reordered where they lie; a board's are
         fetched and sent back whole."""
-        index = rows.numpy()
+        index = rows
         # set by CompiledWhisper: this machine's CPU or the board's
         device, written = cast(tvm.runtime.Device, self.model.device), self.position
         if device.dlpack_device_type() != tvm.cpu().dlpack_device_type():
@@ -113,21 +113,18 @@ class CompiledWhisper:
     def n_frames(self) -> int:
         return 2 * self.dims.n_audio_ctx
 
-    def eval(self) -> CompiledWhisper:
-        return self
-
-    def log_mel(self, samples: np.ndarray) -> torch.Tensor:
+    def log_mel(self, samples: np.ndarray) -> np.ndarray:
         """int16-scale samples (at least one hop) -> (n_mels, len // HOP) log-mel, computed by
         the library on the padded signal."""
         frames = len(samples) // HOP
         signal = tvm.runtime.tensor(padded_signal(samples), self.device)
         out = self.vm["log_mel"](tvm.runtime.ShapeTuple((frames,)), signal,
                                  *self.weights["log_mel"])[0]
-        return torch.from_numpy(out.numpy())
+        return out.numpy()
 
-    def encoder(self, window: torch.Tensor) -> list[tvm.runtime.Tensor]:
+    def encoder(self, window: np.ndarray) -> list[tvm.runtime.Tensor]:
         """(1, n_mels, n_frames) -> [encoded, cross_k..., cross_v...] as VM tensors."""
-        outputs = self.vm["encode"](tvm.runtime.tensor(window.numpy(), self.device),
+        outputs = self.vm["encode"](tvm.runtime.tensor(window, self.device),
                                     *self.weights["encode"])
         return list(outputs)
 
@@ -143,14 +140,10 @@ def load_compiled_whisper(deployable: Path, beam: int = 1, plain_text: bool = Fa
                           model: CompiledWhisper | None = None) -> WhisperRecognizer:
     """A recognizer running a Whisper deployable (on this machine, or the board's `model`),
     decoding as the PyTorch recognizer does."""
-    from tinyasr.model.whisper.decoding import SearchOptions
-
     model = model or CompiledWhisper(deployable)
     decoder = model.manifest["decoder"]
     config = {"suppress_ids": decoder["suppress_ids"],
               "suppress_ids_begin": decoder["suppress_ids_begin"]}
-    # CompiledWhisper has the members of Whisper the recognizer and its search use
-    return WhisperRecognizer(model, model.tokenizer, config,  # pyright: ignore[reportArgumentType]
-                             WhisperOptions(SearchOptions(beam=beam), plain_text),
-                             front_end=model.log_mel)
+    return WhisperRecognizer(model, model.tokenizer, config,
+                             WhisperOptions(SearchOptions(beam=beam), plain_text))
 

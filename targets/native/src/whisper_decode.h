@@ -1,9 +1,9 @@
 // Whisper's greedy decoding of one 30 s window and its audio framing, in plain C++17 (no TVM):
 // the twins of model/whisper/decoding.py (greedy_search, Suppression, SearchResult.is_silence),
 // model/whisper/recognizer.py (window_starts: the windows and their silence gate) and
-// compile/whisper_graphs.py (padded_signal), checked against them by
-// tests/test_native_twins.py. Every constant comes from the deployable's manifest ("decoder",
-// "audio"), which compile/whisper_deployable.py writes from the Python definitions.
+// model/whisper/audio.py (padded_signal), checked against them by tests/test_native_twins.py.
+// Every constant comes from the deployable's manifest ("decoder", "audio"), which
+// compile/whisper_manifest.py writes from the Python definitions.
 
 #pragma once
 
@@ -124,7 +124,7 @@ struct WhisperAudio {
   double silent_peak = 0;     // a window whose |sample| never exceeds this is silent
 
   /*!
-   * \brief log_mel's input (whisper_graphs.py padded_signal): the samples with `hop` zeros
+   * \brief log_mel's input (model/whisper/audio.py padded_signal): the samples with `hop` zeros
    *        appended, reflect-padded by `reflect_pad` each side (the edge not repeated), cut to
    *        hop * frames + pad_samples. Needs at least one hop of samples.
    */
