@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tinyasr.model.common.errors import InputError
 VOCABULARY_FILE = "vocabulary.txt"
 MERGES_FILE = "merges.txt"
 
+Merges = list[tuple[str, str]]
 _PRETOKEN = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?[^\s\w]+|_+|\s+(?!\S)|\s+""")
 
 
@@ -68,27 +70,33 @@ class SpecialTokens:
 class WhisperTokenizer:
     """Byte-level BPE over a Whisper vocabulary; see the module docstring."""
 
-    def __init__(self, vocabulary: list[str], merges: list[tuple[str, str]]):
+    def __init__(self, vocabulary: list[str], merges: Merges | Callable[[], Merges]):
+        """merges: best first, or a function that gives them when encoding first needs them
+        (decoding never does: `load` parses the 50000 lines only then)."""
         self.vocabulary = vocabulary
         self.ids = {token: i for i, token in enumerate(vocabulary)}
-        self.ranks = {pair: rank for rank, pair in enumerate(merges)}
+        self._merges = merges
         self.specials = self._find_specials()
+
+    @functools.cached_property
+    def ranks(self) -> dict[tuple[str, str], int]:
+        merges = self._merges() if callable(self._merges) else self._merges
+        return {pair: rank for rank, pair in enumerate(merges)}
 
     @classmethod
     def load(cls, directory: Path) -> WhisperTokenizer:
-        """From `vocabulary.txt` and `merges.txt` in a directory."""
+        """From `vocabulary.txt` and `merges.txt` in a directory; both are read now, the merges
+        parsed on first use (a bad line is then one InputError naming the file)."""
         directory = Path(directory)
         try:
             vocabulary = (directory / VOCABULARY_FILE).read_text(encoding="utf-8").split("\n")
-            merge_lines = (directory / MERGES_FILE).read_text(encoding="utf-8").split("\n")
+            merge_text = (directory / MERGES_FILE).read_text(encoding="utf-8")
         except OSError as error:
             raise InputError(f"{directory}: cannot read the Whisper tokenizer ({error})") from None
         if vocabulary and vocabulary[-1] == "":
             vocabulary.pop()
-        split = [line.split(" ") for line in merge_lines if line]
-        if any(len(pair) != 2 for pair in split):
-            raise InputError(f"{directory / MERGES_FILE}: a line is not two tokens")
-        return cls(vocabulary, [(first, second) for first, second in split])
+        return cls(vocabulary, functools.partial(_parse_merges, merge_text,
+                                                 directory / MERGES_FILE))
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
@@ -156,3 +164,11 @@ class WhisperTokenizer:
                     i += 1
             parts = merged
         return parts
+
+
+def _parse_merges(text: str, path: Path) -> Merges:
+    """merges.txt's `a b` lines, in order."""
+    split = [line.split(" ") for line in text.split("\n") if line]
+    if any(len(pair) != 2 for pair in split):
+        raise InputError(f"{path}: a line is not two tokens")
+    return [(first, second) for first, second in split]
