@@ -281,6 +281,10 @@ def test_api_bad_arguments_raise_input_error(tmp_path: Path):
         tinyasr.load_recognizer(mode="fast")
     with pytest.raises(tinyasr.InputError, match=str(tmp_path / "nothing")):
         tinyasr.load_recognizer(tmp_path / "nothing")
+    with pytest.raises(tinyasr.InputError, match="whisper_beam: must be at least 1, got 0"):
+        tinyasr.load_recognizer("whisper-tiny.en", whisper_beam=0)
+    with pytest.raises(tinyasr.InputError, match="whisper_beam: must be at least 1, got 0"):
+        tinyasr.load_deployable(tmp_path / "nothing", whisper_beam=0)
     with pytest.raises(tinyasr.InputError, match="unknown target|no-such-board"):
         tinyasr.compile_model(None, "no-such-board", tmp_path / "out")
     assert "host" in tinyasr.boards()

@@ -214,6 +214,7 @@ def test_transcribe_lib_runs_a_whisper_deployable(small, tmp_path, capsys):
     import sys
     import wave
 
+    import tinyasr
     from tinyasr.scripts.cli import main
 
     _, _, lib = small
@@ -234,6 +235,8 @@ def test_transcribe_lib_runs_a_whisper_deployable(small, tmp_path, capsys):
     assert text.startswith(f"{wav}\t") and loaded == "[] False 0"
     assert main(argv[1:]) == 0
     assert capsys.readouterr().out.splitlines() == [text]
+    # the Python API reads the family from the manifest too
+    assert tinyasr.transcribe(wav, tinyasr.load_deployable(lib)) == text.split("\t", 1)[1]
     broken = tmp_path / "broken"
     shutil.copytree(lib, broken)
     (broken / "weights.bin").write_bytes(b"")

@@ -38,9 +38,16 @@ def _options(mode: str | DecodeMode, beam: int) -> DecodeOptions:
     except ValueError:
         raise InputError(f"mode {mode!r}: not one of "
                          f"{', '.join(m.value for m in DecodeMode)}") from None
-    if beam < 1:
-        raise InputError(f"beam: must be at least 1, got {beam}")
+    _check_beam("beam", beam)
     return DecodeOptions(mode, beam)
+
+
+def _check_beam(name: str, beam: int) -> int:
+    from tinyasr.model.common.errors import InputError
+
+    if beam < 1:
+        raise InputError(f"{name}: must be at least 1, got {beam}")
+    return beam
 
 
 def load_recognizer(model: ModelRef = None, *, mode: str | DecodeMode = "attention_rescoring",
@@ -52,16 +59,26 @@ def load_recognizer(model: ModelRef = None, *, mode: str | DecodeMode = "attenti
     from tinyasr.model.decoding.recognizers import load_recognizer as load
     from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
 
-    return load(DEFAULT_MODEL if model is None else model, _options(mode, beam), whisper_beam)
+    return load(DEFAULT_MODEL if model is None else model, _options(mode, beam),
+                _check_beam("whisper_beam", whisper_beam))
 
 
 def load_deployable(path: str | os.PathLike[str], *,
-                    mode: str | DecodeMode = "attention_rescoring", beam: int = 10) -> Recognizer:
-    """A deployable compiled for this machine (`compile_model(..., "host", ...)`), run by TVM's
-    runtime; it decodes as `load_recognizer` does."""
+                    mode: str | DecodeMode = "attention_rescoring", beam: int = 10,
+                    whisper_beam: int = 1) -> Recognizer:
+    """A deployable compiled for this machine (`compile_model(..., "host", ...)`) of either
+    family (its manifest says which), run by TVM's runtime; it decodes as `load_recognizer`
+    does: mode and beam are SAN-M's, whisper_beam Whisper's."""
+    from tinyasr.compile.family import WHISPER, deployable_family
+
+    options, whisper_beam = _options(mode, beam), _check_beam("whisper_beam", whisper_beam)
+    if deployable_family(Path(path)) == WHISPER:
+        from tinyasr.targets.host.whisper_runner import load_compiled_whisper
+
+        return load_compiled_whisper(Path(path), beam=whisper_beam)
     from tinyasr.targets.host.runner import CompiledRecognizer
 
-    return CompiledRecognizer.load(Path(path), _options(mode, beam))
+    return CompiledRecognizer.load(Path(path), options)
 
 
 def transcribe(audio: Audio, model: Recognizer | ModelRef = None) -> str:
