@@ -124,13 +124,3 @@ def check_distill_weight(weight: float | None) -> None:
     """--distill-weight: the share of a loss that is the KL to a teacher, in [0, 1]."""
     if weight is not None and not 0.0 <= weight <= 1.0:
         raise InputError(f"--distill-weight: must be in [0, 1], got {weight}")
-
-
-def whisper_model_dir(model: Path) -> Path | None:
-    """The converted Whisper dir for a Whisper name or dir (converted on first use), else None."""
-    from tinyasr.model.decoding.recognizers import is_model_name, resolve_model
-    from tinyasr.model.whisper.convert import is_whisper_dir
-
-    if is_model_name(model):
-        return resolve_model(model)
-    return Path(model) if Path(model).is_dir() and is_whisper_dir(model) else None

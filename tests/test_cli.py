@@ -287,5 +287,7 @@ def test_api_bad_arguments_raise_input_error(tmp_path: Path):
         tinyasr.load_deployable(tmp_path / "nothing", whisper_beam=0)
     with pytest.raises(tinyasr.InputError, match="unknown target|no-such-board"):
         tinyasr.compile_model(None, "no-such-board", tmp_path / "out")
+    with pytest.raises(tinyasr.InputError, match="int8: .* is a SAN-M model"):
+        tinyasr.compile_model(None, "host", tmp_path / "out", int8=True)
     assert "host" in tinyasr.boards()
 

@@ -61,8 +61,9 @@ def whisper_parts():
 
 @pytest.fixture(scope="module")
 def small(whisper_parts, tmp_path_factory):
-    """(PyTorch model, compiled model) of a small random Whisper with the real tokenizer."""
-    from tinyasr.compile.whisper_deployable import build_whisper_deployable
+    """(PyTorch model, compiled model) of a small random Whisper with the real tokenizer,
+    compiled through the Python API (which tells the family from the model dir)."""
+    import tinyasr
     from tinyasr.targets.host.whisper_runner import CompiledWhisper
 
     _, tokenizer, config = whisper_parts
@@ -73,7 +74,7 @@ def small(whisper_parts, tmp_path_factory):
             parameter.normal_(0, 0.2)
     root = tmp_path_factory.mktemp("whisper-small")
     write_model_dir(model, tokenizer, config, root / "model", "small")
-    build_whisper_deployable(root / "model", get_board("host"), root / "lib", untuned=True)
+    tinyasr.compile_model(root / "model", "host", root / "lib", untuned=True)
     return model, CompiledWhisper(root / "lib"), root / "lib"
 
 

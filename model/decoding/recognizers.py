@@ -35,6 +35,15 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
     return Path(model)
 
 
+def whisper_model_dir(model: str | os.PathLike[str]) -> Path | None:
+    """The converted Whisper dir for a Whisper name or dir (converted on first use), else None."""
+    from tinyasr.model.whisper.convert import is_whisper_dir
+
+    if is_model_name(model):
+        return resolve_model(model)
+    return Path(model) if Path(model).is_dir() and is_whisper_dir(Path(model)) else None
+
+
 def load_recognizer(model: str | os.PathLike[str], options: DecodeOptions | None = None,
                     whisper_beam: int = 1, plain_text: bool = False) -> Transcriber:
     """A recognizer for `model` (see the module docstring).

@@ -95,23 +95,26 @@ def transcribe(audio: Audio, model: Recognizer | ModelRef = None) -> str:
 
 def compile_model(model: ModelRef, target: str, out: str | os.PathLike[str], *,
                   force: bool = False, database: str | os.PathLike[str] | None = None,
-                  untuned: bool = False, static: bool = False) -> Path:
-    """Compiles a SAN-M model (directory or .tac; None: the shipped one) for the board named
-    `target` (see `boards()`; "host" is this machine) into the deployable directory `out`, as
-    `tinyasr compile` does; returns `out`. Its manifest.json records sizes and the tuning used.
+                  untuned: bool = False, static: bool = False, int8: bool = False) -> Path:
+    """Compiles a model (a SAN-M directory or .tac, a Whisper directory or `whisper-tiny.en`;
+    None: the shipped SAN-M) for the board named `target` (see `boards()`; "host" is this
+    machine) into the deployable directory `out`, as `tinyasr compile` does; returns `out`.
+    Its manifest.json records sizes and the tuning used.
 
     force: replace an existing `out`. database: a tuning database (default: the device's own
     under schedules/). untuned: TVM's default schedules. static: also link
-    `out/tinyasr-transcribe`, the board's transcriber with everything in it (compile --static)."""
-    from tinyasr.compile.deployable import build_deployable
+    `out/tinyasr-transcribe`, the board's transcriber with everything in it (compile --static).
+    int8: Whisper's int8 weights (a SAN-M model is made int8 as a .tac)."""
+    from tinyasr.compile.build import build_model_deployable
     from tinyasr.model.network.pretrained_paths import DEFAULT_MODEL
     from tinyasr.targets.boards import get_board
     from tinyasr.targets.static_transcriber import static_linker
 
     out, board = Path(out), get_board(target)
-    build_deployable(Path(DEFAULT_MODEL if model is None else model), board, out,
-                     force, None, None if database is None else Path(database), untuned,
-                     static_linker(board) if static else None)
+    build_model_deployable(DEFAULT_MODEL if model is None else model, board, out, force=force,
+                           database=None if database is None else Path(database),
+                           untuned=untuned, int8=int8,
+                           static=static_linker(board) if static else None)
     return out
 
 

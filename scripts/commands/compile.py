@@ -6,12 +6,7 @@ import argparse
 from pathlib import Path
 
 from tinyasr.model.common.errors import InputError
-from tinyasr.scripts.arguments import (
-    add_model_argument,
-    add_target_argument,
-    check_output_dir,
-    whisper_model_dir,
-)
+from tinyasr.scripts.arguments import add_model_argument, add_target_argument, check_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinyasr.compile.deployable import LIBRARY_FILE, WEIGHTS_FILE, build_deployable
+    from tinyasr.compile.build import build_model_deployable
+    from tinyasr.compile.deployable import LIBRARY_FILE, WEIGHTS_FILE
     from tinyasr.targets.boards import get_board
     from tinyasr.targets.static_transcriber import static_linker
 
@@ -57,19 +53,10 @@ def run(args: argparse.Namespace) -> int:
     if args.database is not None and not args.database.is_dir():
         raise InputError(f"--database {args.database}: not a directory (a tuning database is "
                          "a folder, e.g. schedules/rpi4)")
-    whisper = whisper_model_dir(args.model)
-    static = static_linker(board) if args.static else None
-    if whisper is not None:
-        from tinyasr.compile.whisper_deployable import build_whisper_deployable
-
-        manifest = build_whisper_deployable(whisper, board, args.out, args.force, args.dump_ir,
-                                            args.database, args.untuned, args.int8, static)
-    elif args.int8:
-        raise InputError(f"--int8: {args.model} is a SAN-M model; make it int8 with "
-                         "`tinyasr compress quantize`, then compile the .tac")
-    else:
-        manifest = build_deployable(args.model, board, args.out, args.force, args.dump_ir,
-                                    args.database, args.untuned, static)
+    manifest = build_model_deployable(
+        args.model, board, args.out, force=args.force, dump_dir=args.dump_ir,
+        database=args.database, untuned=args.untuned, int8=args.int8,
+        static=static_linker(board) if args.static else None, int8_name="--int8")
     sizes, database = manifest["bytes"], manifest["tuning_database"]
     print(f"{args.out}: {board.name} ({board.arch})")
     if database is None:

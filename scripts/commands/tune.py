@@ -11,7 +11,6 @@ from tinyasr.scripts.arguments import (
     check_output_dir,
     positive_number,
     tracker_address,
-    whisper_model_dir,
 )
 
 
@@ -64,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     target = board_target(board)
     work_dir = args.work_dir or default_database_dir(board.name, target)
     check_output_dir(work_dir, "--work-dir")
+    from tinyasr.model.decoding.recognizers import whisper_model_dir
+
     whisper = whisper_model_dir(args.model)
     if whisper is not None:
         from tinyasr.compile.whisper_deployable import import_whisper_dir
