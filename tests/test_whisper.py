@@ -23,7 +23,7 @@ from tinyasr.model.whisper.convert import (
     write_model_dir,
 )
 from tinyasr.model.whisper.ct2_reader import read_ct2_model
-from tinyasr.model.whisper.decoding import SearchOptions, start
+from tinyasr.model.whisper.decoding import SearchOptions, start, top_tokens
 from tinyasr.model.whisper.eager import EagerWhisper
 from tinyasr.model.whisper.frontend import log_mel, mel_filterbank
 from tinyasr.model.whisper.recognizer import WhisperOptions, WhisperRecognizer, plain_text
@@ -193,6 +193,17 @@ def test_long_audio_is_cut_into_30_second_windows(recognizer, samples):
     assert len(windows) == 2 and all(w.shape == (1, 80, 3000) for w, _ in windows)
     single = recognizer.transcribe(speech)
     assert recognizer.transcribe(long_audio) == f"{single} {single}"
+
+
+def test_beam_candidates_are_the_best_first_ties_by_lower_index():
+    scores = np.array([0.5, 2.0, 2.0, -1.0, 3.0, -np.inf], np.float32)
+    assert top_tokens(scores, 3).tolist() == [4, 1, 2]
+    assert top_tokens(scores, 10).tolist() == [4, 1, 2, 0, 3, 5]   # k past the vocabulary
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        scores = rng.integers(-3, 3, 200).astype(np.float32)    # many ties
+        expected = sorted(range(200), key=lambda i: (-scores[i], i))[:7]
+        assert top_tokens(scores, 7).tolist() == expected
 
 
 def test_beam_search_equals_faster_whisper(converted, samples, faster_whisper):

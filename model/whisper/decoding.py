@@ -190,9 +190,12 @@ def _ranked_candidates(log_probs: np.ndarray, live: list[tuple[list[int], float]
 
 
 def top_tokens(log_probs: np.ndarray, k: int) -> np.ndarray:
-    """The k highest entries' indices, highest first (ties: the lower index first)."""
+    """The k highest entries' indices, highest first; among equal values the lower index first,
+    the boundary's ties included (which of them make the cut is decided the same way)."""
     k = min(k, log_probs.shape[0])
-    best = np.argpartition(-log_probs, k - 1)[:k]
+    kth = -np.partition(-log_probs, k - 1)[k - 1]          # the k-th highest value
+    above = np.flatnonzero(log_probs > kth)
+    best = np.concatenate([above, np.flatnonzero(log_probs == kth)[:k - len(above)]])
     return best[np.lexsort((best, -log_probs[best]))]
 
 
