@@ -41,7 +41,7 @@ def whisper_model_dir(model: str | os.PathLike[str]) -> Path | None:
 
     if is_model_name(model):
         return resolve_model(model)
-    return Path(model) if Path(model).is_dir() and is_whisper_dir(Path(model)) else None
+    return Path(model) if is_whisper_dir(Path(model)) else None
 
 
 def load_recognizer(model: str | os.PathLike[str], options: DecodeOptions | None = None,
@@ -53,15 +53,15 @@ def load_recognizer(model: str | os.PathLike[str], options: DecodeOptions | None
     punctuation, the convention of our data dirs (for scoring)."""
     from tinyasr.model.network.compressed import SUFFIX as COMPRESSED_SUFFIX
     from tinyasr.model.network.model_dir import TOKENS_FILE
-    from tinyasr.model.whisper.convert import is_whisper_dir
 
-    path = resolve_model(model)
-    if path.is_dir() and is_whisper_dir(path):
+    whisper = whisper_model_dir(model)
+    if whisper is not None:
         from tinyasr.model.whisper.decoding import SearchOptions
         from tinyasr.model.whisper.recognizer import WhisperOptions, WhisperRecognizer
 
-        return WhisperRecognizer.load(path, WhisperOptions(SearchOptions(beam=whisper_beam),
-                                                           plain_text))
+        return WhisperRecognizer.load(whisper, WhisperOptions(SearchOptions(beam=whisper_beam),
+                                                              plain_text))
+    path = Path(model)
     if (path.is_dir() and (path / TOKENS_FILE).is_file()) or (
             path.is_file() and path.suffix == COMPRESSED_SUFFIX):
         from tinyasr.model.decoding.recognizer import Recognizer

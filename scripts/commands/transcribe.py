@@ -49,14 +49,15 @@ def run(args: argparse.Namespace) -> int:
 
         if getattr(args, "owns_process", False):
             use_runtime_only_tvm()   # this process runs the deployable and nothing else
-    if args.lib is not None and _holds_whisper(args.lib):
-        from tinyasr.targets.host.whisper_runner import load_compiled_whisper
+        if _holds_whisper(args.lib):
+            from tinyasr.targets.host.whisper_runner import load_compiled_whisper
 
-        recognizer, wavs = load_compiled_whisper(args.lib), args.inputs
-    elif args.lib is not None:
-        from tinyasr.targets.host.runner import CompiledRecognizer
+            recognizer = load_compiled_whisper(args.lib)
+        else:
+            from tinyasr.targets.host.runner import CompiledRecognizer
 
-        recognizer, wavs = CompiledRecognizer.load(args.lib, options), args.inputs
+            recognizer = CompiledRecognizer.load(args.lib, options)
+        wavs = args.inputs
     else:
         from tinyasr.model.decoding.recognizers import load_recognizer
 

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from tinyasr.compile.pipeline import IRDumper, import_model
     from tinyasr.compile.schedule_database import default_database_dir, device_name
     from tinyasr.model.common.errors import InputError
+    from tinyasr.model.decoding.recognizers import whisper_model_dir
     from tinyasr.schedules.measure import board_measurement
     from tinyasr.schedules.tune import tune
     from tinyasr.targets.boards import board_target, get_board
@@ -63,8 +64,6 @@ def run(args: argparse.Namespace) -> int:
     target = board_target(board)
     work_dir = args.work_dir or default_database_dir(board.name, target)
     check_output_dir(work_dir, "--work-dir")
-    from tinyasr.model.decoding.recognizers import whisper_model_dir
-
     whisper = whisper_model_dir(args.model)
     if whisper is not None:
         from tinyasr.compile.whisper_deployable import import_whisper_dir

@@ -60,20 +60,19 @@ class CompiledWindow:
         position the attention weighs a slot 0, and compile/kernels/cached_attention.py never
         reads it). On this machine the caches are reordered where they lie; a board's are
         fetched and sent back whole."""
-        index = rows
         # set by CompiledWhisper: this machine's CPU or the board's
         device, written = cast(tvm.runtime.Device, self.model.device), self.position
         if device.dlpack_device_type() != tvm.cpu().dlpack_device_type():
-            self.self_caches = [tvm.runtime.tensor(np.ascontiguousarray(cache.numpy()[index]),
+            self.self_caches = [tvm.runtime.tensor(np.ascontiguousarray(cache.numpy()[rows]),
                                                    device)
                                 for cache in self.self_caches]
             return
         caches = []
         for cache in self.self_caches:
             view = np.from_dlpack(cache)          # the VM's memory
-            moved = view[index, :, :written]      # a copy: the slots may be written over
-            if len(index) != len(view):           # a new number of hypotheses: new caches
-                cache = tvm.runtime.tensor(np.zeros((len(index), *view.shape[1:]), view.dtype),
+            moved = view[rows, :, :written]      # a copy: the slots may be written over
+            if len(rows) != len(view):            # a new number of hypotheses: new caches
+                cache = tvm.runtime.tensor(np.zeros((len(rows), *view.shape[1:]), view.dtype),
                                            device)
             np.from_dlpack(cache)[:, :, :written] = moved
             caches.append(cache)
@@ -111,7 +110,7 @@ class CompiledWhisper:
 
     @property
     def n_frames(self) -> int:
-        return 2 * self.dims.n_audio_ctx
+        return self.dims.n_frames
 
     def log_mel(self, samples: np.ndarray) -> np.ndarray:
         """int16-scale samples (at least one hop) -> (n_mels, len // HOP) log-mel, computed by
